@@ -1,0 +1,534 @@
+"""Forward and parameter operations of the qtrain dialect.
+
+Layouts: activations are int8 NHWC tensors (batch 1 in practice, any N accepted by the verifiers),
+weights int8 OHWI (`[C_out, KH, KW, C_in / groups]`), biases int32 `[C_out]` with scale
+`s_x * s_w[c]`. Quantization parameters live on the op that consumes or produces a tensor
+(`input_q`, `weight_q`, `output_q`, ...), as `#qtrain.quant` properties.
+
+Numerics (the contract every backend obeys, see DESIGN.md "Numerics"): every requantization is
+computed in float32 with a precomputed float32 multiplier and rounded half to even, then the zero
+point is added and the result clamped to the op's `clamp` range (default [-128, 127]).
+
+Parameter state: every weight and bias is a module-level `qtrain.param` symbol holding its initial
+value (Flash). Functions read one with `qtrain.get_param`. Parameters marked `trainable` get an SRAM
+copy that update ops (added by the autodiff pass) modify in place; keeping state in symbols rather
+than threading it through function arguments is what lets the C lowering place frozen tensors in
+Flash and trainable ones in SRAM without copying them around every step.
+
+Classifier: a fully-connected layer is a 1x1 `qtrain.conv2d` on a `1x1xC` input (as in the reference
+models), so every learnable layer is one op kind and the schemes' layer numbering applies to it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    I64,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    Float32Type,
+    IntegerAttr,
+    IntegerType,
+    ModuleOp,
+    SymbolNameConstraint,
+    SymbolRefAttr,
+    TensorType,
+    UnitAttr,
+    f32,
+    i8,
+    i32,
+    i64,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.irdl import (
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.traits import MemoryReadEffect, Pure, SymbolOpInterface, SymbolTable
+from xdsl.utils.exceptions import VerifyException
+
+from qtrain.dialects.qtrain.attrs import QuantParamsAttr
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+# -- verification helpers ----------------------------------------------------------------------------
+
+
+def tensor_type(value: SSAValue, what: str, op: Operation) -> TensorType[Attribute]:
+    t = value.type
+    if not isinstance(t, TensorType):
+        raise VerifyException(f"{op.name}: {what} must be a tensor, got {t}")
+    return t  # pyright: ignore[reportUnknownVariableType]
+
+
+def expect_element(t: TensorType[Attribute], elem: Attribute, what: str, op: Operation) -> None:
+    if t.element_type != elem:
+        raise VerifyException(f"{op.name}: {what} must have element type {elem}, got {t}")
+
+
+def expect_rank(t: TensorType[Attribute], rank: int, what: str, op: Operation, layout: str) -> None:
+    if t.get_num_dims() != rank:
+        raise VerifyException(f"{op.name}: {what} must be rank {rank} ({layout}), got {t}")
+
+
+def expect_per_tensor(q: QuantParamsAttr, what: str, op: Operation) -> None:
+    if not q.per_tensor:
+        raise VerifyException(f"{op.name}: {what} must be per-tensor (one scale, no axis)")
+
+
+def pair(attr: DenseArrayBase[IntegerType], n: int, what: str, op: Operation) -> tuple[int, ...]:
+    values = attr.get_values()
+    if len(values) != n:
+        raise VerifyException(f"{op.name}: {what} needs {n} values, got {len(values)}")
+    return values
+
+
+def verify_clamp(op: Operation, clamp: DenseArrayBase[IntegerType] | None) -> None:
+    if clamp is None:
+        return
+    lo, hi = pair(clamp, 2, "clamp", op)
+    if not INT8_MIN <= lo <= hi <= INT8_MAX:
+        raise VerifyException(
+            f"{op.name}: clamp [{lo}, {hi}] must satisfy -128 <= lo <= hi <= 127"
+        )
+
+
+def clamp_range(clamp: DenseArrayBase[IntegerType] | None) -> tuple[int, int]:
+    """The fused output range; the whole int8 range when the op has no clamp."""
+    if clamp is None:
+        return INT8_MIN, INT8_MAX
+    lo, hi = clamp.get_values()
+    return lo, hi
+
+
+def i64_array(values: Sequence[int]) -> DenseArrayBase[IntegerType]:
+    return DenseArrayBase.from_list(i64, list(values))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+# -- parameters ----------------------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class ParamOp(IRDLOperation):
+    """A named model parameter with its initial value (Flash); `trainable` ones get an SRAM copy."""
+
+    name = "qtrain.param"
+    sym_name = prop_def(SymbolNameConstraint())
+    value = prop_def(DenseIntOrFPElementsAttr)
+    trainable = opt_prop_def(UnitAttr)
+    traits = traits_def(SymbolOpInterface())
+    assembly_format = "$sym_name (`trainable` $trainable^)? `=` $value attr-dict"
+
+    def __init__(self, name: str, value: DenseIntOrFPElementsAttr, trainable: bool = False):
+        props: dict[str, Attribute] = {"sym_name": _string_attr(name), "value": value}
+        if trainable:
+            props["trainable"] = UnitAttr()
+        super().__init__(properties=props)
+
+    @property
+    def tensor_type(self) -> TensorType[Attribute]:
+        t = self.value.type
+        assert isinstance(t, TensorType)
+        return t  # pyright: ignore[reportUnknownVariableType]
+
+    def verify_(self) -> None:
+        t = self.value.type
+        if not isinstance(t, TensorType):
+            raise VerifyException(f"{self.name} @{self.sym_name.data}: value must be a tensor, got {t}")
+        if t.element_type not in (i8, i32, f32):
+            raise VerifyException(
+                f"{self.name} @{self.sym_name.data}: element type must be i8, i32 or f32, got {t.element_type}"
+            )
+        if not isinstance(self.parent_op(), ModuleOp):
+            raise VerifyException(f"{self.name} @{self.sym_name.data}: must be at module level")
+
+
+def _string_attr(name: str) -> Attribute:
+    from xdsl.dialects.builtin import StringAttr
+
+    return StringAttr(name)
+
+
+@irdl_op_definition
+class GetParamOp(IRDLOperation):
+    """Reads the current value of the parameter `@name`."""
+
+    name = "qtrain.get_param"
+    param = prop_def(SymbolRefAttr)
+    result = result_def(TensorType)
+    traits = traits_def(MemoryReadEffect())
+    assembly_format = "$param attr-dict `:` type($result)"
+
+    def __init__(self, name: str, result_type: Attribute):
+        super().__init__(properties={"param": SymbolRefAttr(name)}, result_types=[result_type])
+
+    def verify_(self) -> None:
+        module = self.get_toplevel_object()
+        if not isinstance(module, ModuleOp):
+            return  # a detached op; checked again once inserted in a module
+        target = SymbolTable.lookup_symbol(self, self.param)
+        if target is None:
+            raise VerifyException(f"{self.name}: no qtrain.param named {self.param}")
+        if not isinstance(target, ParamOp):
+            raise VerifyException(f"{self.name}: {self.param} is a {target.name}, not a qtrain.param")
+        if target.value.type != self.result.type:
+            raise VerifyException(
+                f"{self.name}: {self.param} has type {target.value.type}, but the result is {self.result.type}"
+            )
+
+
+# -- forward ops ---------------------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class Conv2DOp(IRDLOperation):
+    """int8 NHWC x OHWI convolution: y = clamp(rint(fp32(sum((x - zx) * w) + b) * fp32(s_x*s_w[c]/s_y)) + zy)."""
+
+    name = "qtrain.conv2d"
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+    strides = prop_def(DenseArrayBase.constr(i64))
+    padding = prop_def(DenseArrayBase.constr(i64))
+    """[top, left, bottom, right], in pixels, padded with the input zero point."""
+    groups = prop_def(IntegerAttr[I64])
+    input_q = prop_def(QuantParamsAttr)
+    weight_q = prop_def(QuantParamsAttr)
+    output_q = prop_def(QuantParamsAttr)
+    clamp = opt_prop_def(DenseArrayBase.constr(i64))
+    """[lo, hi]: fused activation (ReLU/ReLU6) as an int8 output range; absent = [-128, 127]."""
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$input `,` $weight (`,` $bias^)? attr-dict `:` `(` type($input) `,` type($weight) "
+        "(`,` type($bias)^)? `)` `->` type($output)"
+    )
+
+    def __init__(
+        self,
+        input: SSAValue | Operation,
+        weight: SSAValue | Operation,
+        bias: SSAValue | Operation | None,
+        output_type: Attribute,
+        *,
+        strides: Sequence[int],
+        padding: Sequence[int],
+        groups: int,
+        input_q: QuantParamsAttr,
+        weight_q: QuantParamsAttr,
+        output_q: QuantParamsAttr,
+        clamp: Sequence[int] | None = None,
+    ):
+        props: dict[str, Attribute] = {
+            "strides": i64_array(strides),
+            "padding": i64_array(padding),
+            "groups": IntegerAttr(groups, i64),
+            "input_q": input_q,
+            "weight_q": weight_q,
+            "output_q": output_q,
+        }
+        if clamp is not None:
+            props["clamp"] = i64_array(clamp)
+        super().__init__(
+            operands=[input, weight, bias if bias is not None else []],
+            result_types=[output_type],
+            properties=props,
+        )
+
+    @property
+    def is_depthwise(self) -> bool:
+        cin = tensor_type(self.input, "input", self).get_shape()[3]
+        return self.groups.value.data == cin and cin > 1
+
+    def verify_(self) -> None:
+        x = tensor_type(self.input, "input", self)
+        w = tensor_type(self.weight, "weight", self)
+        y = tensor_type(self.output, "output", self)
+        expect_element(x, i8, "input", self)
+        expect_element(w, i8, "weight", self)
+        expect_element(y, i8, "output", self)
+        expect_rank(x, 4, "input", self, "NHWC")
+        expect_rank(w, 4, "weight", self, "OHWI")
+        expect_rank(y, 4, "output", self, "NHWC")
+        n, h, wd, cin = x.get_shape()
+        cout, kh, kw, cin_g = w.get_shape()
+        groups = self.groups.value.data
+        if groups < 1:
+            raise VerifyException(f"{self.name}: groups must be >= 1, got {groups}")
+        if cin % groups or cout % groups:
+            raise VerifyException(
+                f"{self.name}: groups = {groups} must divide input channels ({cin}) and output channels ({cout})"
+            )
+        if cin_g != cin // groups:
+            raise VerifyException(
+                f"{self.name}: weight input-channel dim is {cin_g}, expected C_in / groups = {cin} / {groups}"
+            )
+        if self.bias is not None:
+            b = tensor_type(self.bias, "bias", self)
+            expect_element(b, i32, "bias", self)
+            if b.get_shape() != (cout,):
+                raise VerifyException(f"{self.name}: bias must be tensor<{cout}xi32> (one per output channel), got {b}")
+        sh, sw = pair(self.strides, 2, "strides", self)
+        pt, pl, pb, pr = pair(self.padding, 4, "padding [top, left, bottom, right]", self)
+        if sh < 1 or sw < 1:
+            raise VerifyException(f"{self.name}: strides must be >= 1, got [{sh}, {sw}]")
+        if min(pt, pl, pb, pr) < 0:
+            raise VerifyException(f"{self.name}: padding must be >= 0")
+        if h + pt + pb < kh or wd + pl + pr < kw:
+            raise VerifyException(f"{self.name}: kernel {kh}x{kw} is larger than the padded input {h}x{wd}")
+        oh = conv_output_size(h, kh, sh, pt, pb)
+        ow = conv_output_size(wd, kw, sw, pl, pr)
+        if y.get_shape() != (n, oh, ow, cout):
+            raise VerifyException(
+                f"{self.name}: output must be tensor<{n}x{oh}x{ow}x{cout}xi8> for this input, kernel, "
+                f"stride and padding, got {y}"
+            )
+        expect_per_tensor(self.input_q, "input_q", self)
+        expect_per_tensor(self.output_q, "output_q", self)
+        wq = self.weight_q
+        if wq.zp != 0:
+            raise VerifyException(f"{self.name}: weights are symmetric, weight_q zero point must be 0, got {wq.zp}")
+        if not wq.per_tensor:
+            if wq.axis.data != 0:
+                raise VerifyException(f"{self.name}: per-channel weight_q must use axis = 0 (output channels, OHWI)")
+            if len(wq.scales) != cout:
+                raise VerifyException(
+                    f"{self.name}: weight_q has {len(wq.scales)} scales, need one per output channel ({cout})"
+                )
+        verify_clamp(self, self.clamp)
+
+
+@irdl_op_definition
+class AddOp(IRDLOperation):
+    """Requantizing add: y = clamp(rint((fp32(a - za)*s_a + fp32(b - zb)*s_b) / s_y) + zy)."""
+
+    name = "qtrain.add"
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    output = result_def(TensorType)
+    lhs_q = prop_def(QuantParamsAttr)
+    rhs_q = prop_def(QuantParamsAttr)
+    output_q = prop_def(QuantParamsAttr)
+    clamp = opt_prop_def(DenseArrayBase.constr(i64))
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$lhs `,` $rhs attr-dict `:` `(` type($lhs) `,` type($rhs) `)` `->` type($output)"
+
+    def __init__(
+        self,
+        lhs: SSAValue | Operation,
+        rhs: SSAValue | Operation,
+        *,
+        lhs_q: QuantParamsAttr,
+        rhs_q: QuantParamsAttr,
+        output_q: QuantParamsAttr,
+        clamp: Sequence[int] | None = None,
+    ):
+        props: dict[str, Attribute] = {"lhs_q": lhs_q, "rhs_q": rhs_q, "output_q": output_q}
+        if clamp is not None:
+            props["clamp"] = i64_array(clamp)
+        super().__init__(operands=[lhs, rhs], result_types=[SSAValue.get(lhs).type], properties=props)
+
+    def verify_(self) -> None:
+        a = tensor_type(self.lhs, "lhs", self)
+        b = tensor_type(self.rhs, "rhs", self)
+        y = tensor_type(self.output, "output", self)
+        for t, what in ((a, "lhs"), (b, "rhs"), (y, "output")):
+            expect_element(t, i8, what, self)
+        if not a.get_shape() == b.get_shape() == y.get_shape():
+            raise VerifyException(f"{self.name}: lhs, rhs and output must have the same shape, got {a}, {b}, {y}")
+        for q, what in ((self.lhs_q, "lhs_q"), (self.rhs_q, "rhs_q"), (self.output_q, "output_q")):
+            expect_per_tensor(q, what, self)
+        verify_clamp(self, self.clamp)
+
+
+@irdl_op_definition
+class AvgPoolOp(IRDLOperation):
+    """k x k average pool, no padding: y = clamp(rint(fp32(sum(x - zx)) * fp32(s_x/(s_y*kh*kw))) + zy); global when k = H x W."""
+
+    name = "qtrain.avgpool"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    kernel = prop_def(DenseArrayBase.constr(i64))
+    strides = prop_def(DenseArrayBase.constr(i64))
+    input_q = prop_def(QuantParamsAttr)
+    output_q = prop_def(QuantParamsAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def __init__(
+        self,
+        input: SSAValue | Operation,
+        output_type: Attribute,
+        *,
+        kernel: Sequence[int],
+        strides: Sequence[int],
+        input_q: QuantParamsAttr,
+        output_q: QuantParamsAttr,
+    ):
+        super().__init__(
+            operands=[input],
+            result_types=[output_type],
+            properties={
+                "kernel": i64_array(kernel),
+                "strides": i64_array(strides),
+                "input_q": input_q,
+                "output_q": output_q,
+            },
+        )
+
+    @property
+    def is_global(self) -> bool:
+        x = tensor_type(self.input, "input", self)
+        return tuple(self.kernel.get_values()) == tuple(x.get_shape()[1:3])
+
+    def verify_(self) -> None:
+        x = tensor_type(self.input, "input", self)
+        y = tensor_type(self.output, "output", self)
+        expect_element(x, i8, "input", self)
+        expect_element(y, i8, "output", self)
+        expect_rank(x, 4, "input", self, "NHWC")
+        expect_rank(y, 4, "output", self, "NHWC")
+        kh, kw = pair(self.kernel, 2, "kernel", self)
+        sh, sw = pair(self.strides, 2, "strides", self)
+        if min(kh, kw, sh, sw) < 1:
+            raise VerifyException(f"{self.name}: kernel and strides must be >= 1")
+        n, h, w, c = x.get_shape()
+        if kh > h or kw > w:
+            raise VerifyException(f"{self.name}: kernel {kh}x{kw} is larger than the input {h}x{w}")
+        expected = (n, (h - kh) // sh + 1, (w - kw) // sw + 1, c)
+        if y.get_shape() != expected:
+            raise VerifyException(
+                f"{self.name}: output must be tensor<{'x'.join(map(str, expected))}xi8>, got {y}"
+            )
+        expect_per_tensor(self.input_q, "input_q", self)
+        expect_per_tensor(self.output_q, "output_q", self)
+
+
+@irdl_op_definition
+class QuantizeOp(IRDLOperation):
+    """fp32 -> int8: y = clamp(rint(x / s) + zp, -128, 127)."""
+
+    name = "qtrain.quantize"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    output_q = prop_def(QuantParamsAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def verify_(self) -> None:
+        x = tensor_type(self.input, "input", self)
+        y = tensor_type(self.output, "output", self)
+        expect_element(x, f32, "input", self)
+        expect_element(y, i8, "output", self)
+        if x.get_shape() != y.get_shape():
+            raise VerifyException(f"{self.name}: input and output shapes differ: {x} vs {y}")
+        expect_per_tensor(self.output_q, "output_q", self)
+
+
+@irdl_op_definition
+class DequantizeOp(IRDLOperation):
+    """int8 -> fp32: y = fp32(x - zp) * s."""
+
+    name = "qtrain.dequantize"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    input_q = prop_def(QuantParamsAttr)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def __init__(self, input: SSAValue | Operation, input_q: QuantParamsAttr):
+        t = SSAValue.get(input).type
+        assert isinstance(t, TensorType)
+        super().__init__(
+            operands=[input], result_types=[TensorType(f32, t.get_shape())], properties={"input_q": input_q}
+        )
+
+    def verify_(self) -> None:
+        x = tensor_type(self.input, "input", self)
+        y = tensor_type(self.output, "output", self)
+        expect_element(x, i8, "input", self)
+        expect_element(y, f32, "output", self)
+        if x.get_shape() != y.get_shape():
+            raise VerifyException(f"{self.name}: input and output shapes differ: {x} vs {y}")
+        expect_per_tensor(self.input_q, "input_q", self)
+
+
+@irdl_op_definition
+class ReshapeOp(IRDLOperation):
+    """Reinterprets a tensor with another shape of the same element count (row-major; no data movement)."""
+
+    name = "qtrain.reshape"
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def __init__(self, input: SSAValue | Operation, output_type: Attribute):
+        super().__init__(operands=[input], result_types=[output_type])
+
+    def verify_(self) -> None:
+        x = tensor_type(self.input, "input", self)
+        y = tensor_type(self.output, "output", self)
+        if x.element_type != y.element_type:
+            raise VerifyException(f"{self.name}: element types differ: {x} vs {y}")
+        if x.element_count() != y.element_count():
+            raise VerifyException(
+                f"{self.name}: element counts differ ({x.element_count()} vs {y.element_count()})"
+            )
+
+
+@irdl_op_definition
+class CrossEntropyOp(IRDLOperation):
+    """Softmax cross-entropy of fp32 logits [N=1, K] (or [1, 1, 1, K]) against an integer label in [0, K)."""
+
+    name = "qtrain.cross_entropy"
+    logits = operand_def(TensorType)
+    label = operand_def(i32)
+    loss = result_def(Float32Type)
+    traits = traits_def(Pure())
+    assembly_format = "$logits `,` $label attr-dict `:` type($logits) `->` type($loss)"
+
+    def __init__(self, logits: SSAValue | Operation, label: SSAValue | Operation):
+        super().__init__(operands=[logits, label], result_types=[f32])
+
+    def verify_(self) -> None:
+        x = tensor_type(self.logits, "logits", self)
+        expect_element(x, f32, "logits", self)
+        shape = x.get_shape()
+        if len(shape) < 1 or any(d != 1 for d in shape[:-1]):
+            raise VerifyException(
+                f"{self.name}: logits must have every dimension but the last equal to 1 (batch 1), got {x}"
+            )
+        if shape[-1] < 2:
+            raise VerifyException(f"{self.name}: logits need at least 2 classes, got {x}")
+
+
+FORWARD_OPS: list[type[IRDLOperation]] = [
+    ParamOp,
+    GetParamOp,
+    Conv2DOp,
+    AddOp,
+    AvgPoolOp,
+    QuantizeOp,
+    DequantizeOp,
+    ReshapeOp,
+    CrossEntropyOp,
+]

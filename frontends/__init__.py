@@ -1,0 +1,1 @@
+"""Importers that build forward-only qtrain IR: ONNX models and the reference .pkl models."""

@@ -1,0 +1,1 @@
+"""Target support files (C runtime, startup code, linker scripts) and build helpers."""

@@ -1,0 +1,1 @@
+"""Console entry points (`qtrain-opt`, ...) and benchmark scripts."""
