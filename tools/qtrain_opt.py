@@ -36,14 +36,23 @@ class QtrainOptMain(xDSLOptMain):
         arg_parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
 
 
+USER_ERRORS = (
+    ParseError,
+    DiagnosticException,
+    ArgSpecParseError,
+    UnregisteredConstructException,
+    ValueError,
+    KeyError,
+    OSError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         QtrainOptMain(description="qtrain optimizer driver (xdsl-opt with the qtrain dialect and passes)",
                       args=args).run()
-    except (
-        ParseError, DiagnosticException, ArgSpecParseError, UnregisteredConstructException, ValueError, KeyError, OSError
-    ) as e:
+    except USER_ERRORS as e:
         if "--debug" in args:
             raise
         print(f"qtrain-opt: error: {describe_error(e)}", file=sys.stderr)

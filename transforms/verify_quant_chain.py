@@ -10,17 +10,8 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, DequantizeOp, QuantizeOp, QuantParamsAttr, ReshapeOp
-
-
-def produced_quant(value: SSAValue) -> QuantParamsAttr | None:
-    """The quantization an int8 value was produced with, looking through reshapes; None if unknown."""
-    op = value.owner
-    while isinstance(op, ReshapeOp):
-        op = op.input.owner
-    if isinstance(op, Conv2DOp | AddOp | AvgPoolOp | QuantizeOp):
-        return op.output_q
-    return None
+from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, DequantizeOp, QuantParamsAttr
+from qtrain.dialects.qtrain.ops import produced_quant
 
 
 def consumed_quants(op: Operation) -> list[tuple[str, SSAValue, QuantParamsAttr]]:

@@ -358,7 +358,10 @@ class AddOp(IRDLOperation):
 
 @irdl_op_definition
 class AvgPoolOp(IRDLOperation):
-    """k x k average pool, no padding: y = clamp(rint(fp32(sum(x - zx)) * fp32(s_x/(s_y*kh*kw))) + zy); global when k = H x W."""
+    """k x k average pool, no padding (global when k = H x W).
+
+    y = clamp(rint(fp32(sum(x - zx)) * fp32(s_x / (s_y * kh * kw))) + zy)
+    """
 
     name = "qtrain.avgpool"
     input = operand_def(TensorType)
@@ -519,6 +522,17 @@ class CrossEntropyOp(IRDLOperation):
             )
         if shape[-1] < 2:
             raise VerifyException(f"{self.name}: logits need at least 2 classes, got {x}")
+
+
+def produced_quant(value: SSAValue) -> QuantParamsAttr | None:
+    """The quantization an int8 value was produced with, looking through reshapes; None if unknown
+    (a function argument: the model input's quantization is that of its first consumer)."""
+    op = value.owner
+    while isinstance(op, ReshapeOp):
+        op = op.input.owner
+    if isinstance(op, Conv2DOp | AddOp | AvgPoolOp | QuantizeOp):
+        return op.output_q
+    return None
 
 
 FORWARD_OPS: list[type[IRDLOperation]] = [
