@@ -7,6 +7,7 @@ print one diagnostic on stderr and exit with status 2; `--debug` shows the Pytho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,19 @@ class QtrainOptMain(xDSLOptMain):
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)
         arg_parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+        arg_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        arg_parser.epilog = qtrain_pass_summary()
+
+
+def qtrain_pass_summary() -> str:
+    """One line per qtrain pass (name, options, first docstring line) for `--help`."""
+    lines = ["qtrain passes (use with -p 'name{option=value ...}'):"]
+    for name, factory in get_all_passes().items():
+        pass_class = factory()
+        options = " ".join(f"{f.name.replace('_', '-')}=..." for f in dataclasses.fields(pass_class))
+        doc = (pass_class.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name}{'{' + options + '}' if options else ''}\n      {doc}")
+    return "\n".join(lines)
 
 
 USER_ERRORS = (
