@@ -11,4 +11,12 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return VerifyQuantChainPass
 
-    return {"qtrain-verify-quant-chain": verify_quant_chain}
+    def autodiff() -> type[ModulePass]:
+        from qtrain.transforms.autodiff import AutodiffPass
+
+        return AutodiffPass
+
+    return {
+        "qtrain-verify-quant-chain": verify_quant_chain,
+        "qtrain-autodiff": autodiff,
+    }

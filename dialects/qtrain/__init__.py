@@ -1,12 +1,24 @@
 """The qtrain dialect: quantized CNN ops, their gradients, parameter updates and memory planning.
 
-Forward ops and parameters live in `ops.py`, attributes in `attrs.py`. Gradient, update and memory
-ops are added by later modules in this package and listed in `QTRAIN_OPS` below.
+Forward ops and parameters live in `ops.py`, gradient and update ops in `grad_ops.py`, attributes in
+`attrs.py`; `QTRAIN_OPS` below lists them all.
 """
 
 from xdsl.ir import Dialect
 
 from qtrain.dialects.qtrain.attrs import QuantParamsAttr
+from qtrain.dialects.qtrain.grad_ops import (
+    GRAD_OPS,
+    AvgPoolGradOp,
+    BiasGradOp,
+    ChannelSliceOp,
+    Conv2DInputGradOp,
+    Conv2DWeightGradOp,
+    CrossEntropyGradOp,
+    GradAccumulateOp,
+    RequantGradOp,
+    SGDUpdateOp,
+)
 from qtrain.dialects.qtrain.ops import (
     FORWARD_OPS,
     AddOp,
@@ -20,14 +32,23 @@ from qtrain.dialects.qtrain.ops import (
     ReshapeOp,
 )
 
-QTRAIN_OPS = [*FORWARD_OPS]
+QTRAIN_OPS = [*FORWARD_OPS, *GRAD_OPS]
 QTRAIN_ATTRS = [QuantParamsAttr]
 
 Qtrain = Dialect("qtrain", QTRAIN_OPS, QTRAIN_ATTRS)
 
 __all__ = [
     "AddOp",
+    "AvgPoolGradOp",
     "AvgPoolOp",
+    "BiasGradOp",
+    "ChannelSliceOp",
+    "Conv2DInputGradOp",
+    "Conv2DWeightGradOp",
+    "CrossEntropyGradOp",
+    "GradAccumulateOp",
+    "RequantGradOp",
+    "SGDUpdateOp",
     "Conv2DOp",
     "CrossEntropyOp",
     "DequantizeOp",

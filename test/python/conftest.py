@@ -1,24 +1,17 @@
-"""Shared pytest fixtures: paths to the repository, the lit inputs and ../shared."""
+"""Shared pytest set-up: puts this folder on sys.path so tests can `from testpaths import ...`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-MODELS = SHARED / "models" / "tiny-training"
-LIT_INPUTS = REPO / "test" / "lit" / "Inputs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from testpaths import LIT_INPUTS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
     return LIT_INPUTS / "tiny_model.mlir"
-
-
-def require_shared_models() -> Path:
-    """The reference models folder, or a clear skip when ../shared is absent on this machine."""
-    if not MODELS.is_dir():
-        pytest.skip(f"reference models not found: {MODELS} (../shared is absent on this machine)")
-    return MODELS

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import LIT_INPUTS
+from testpaths import LIT_INPUTS
 
 
 def run_opt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

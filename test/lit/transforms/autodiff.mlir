@@ -1,0 +1,42 @@
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p qtrain-autodiff | filecheck %s
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{qas=false lr=0.1 bias-lr=0.01 weight-storage=i8}' | filecheck %s --check-prefix=PLAIN
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p qtrain-autodiff --print-op-generic | qtrain-opt | filecheck %s
+
+// Every parameter becomes trainable; weights get an fp32 master copy by default.
+// CHECK:      qtrain.param @conv0.weight trainable storage(f32) = dense<
+// CHECK-NEXT: qtrain.param @conv0.bias trainable = dense<[100, -50]> : tensor<2xi32>
+// CHECK:      func.func @forward(
+// CHECK:      func.func @train_step(%image: tensor<1x2x2x2xi8>, %label: i32) -> f32 {
+
+// Forward: each conv also saves its 1-bit clamp mask.
+// CHECK:        %h, %[[M0:.*]] = qtrain.conv2d %image, %w0, %b0 {{.*}} -> tensor<1x1x1x2xi8>, tensor<1x1x1x2xi1>
+// CHECK:        %y, %[[M1:.*]] = qtrain.conv2d %h, %w1, %b1 {{.*}} -> tensor<1x1x1x3xi8>, tensor<1x1x1x3xi1>
+// CHECK-NEXT:   %logits = qtrain.reshape %y
+// Loss on the dequantized logits.
+// CHECK-NEXT:   %logits_real = qtrain.dequantize %logits {input_q = #qtrain.quant<scales = [0.25], zp = 0>}
+// CHECK-NEXT:   %loss = qtrain.cross_entropy %logits_real, %label : tensor<1x3xf32> -> f32
+// Backward, in reverse: dL/dlogits, then into the int8 domain (x s_out = 0.25), through the reshape.
+// CHECK-NEXT:   %[[GL:.*]] = qtrain.cross_entropy_grad %logits_real, %label : tensor<1x3xf32> -> tensor<1x3xf32>
+// CHECK-NEXT:   %[[GQ:.*]] = qtrain.requant_grad %[[GL]] {multiplier = array<f32: 2.500000e-01>}
+// CHECK-NEXT:   %[[GY:.*]] = qtrain.reshape %[[GQ]] : tensor<1x3xf32> -> tensor<1x1x1x3xf32>
+// Classifier: masked requantization gradient with s_x * s_w[c] / s_y per channel, then bias, weight, input.
+// CHECK-NEXT:   %g_acc = qtrain.requant_grad %[[GY]] mask %[[M1]] {multiplier = array<f32: 1.000000e+00, 5.000000e-01, 2.500000e-01>}
+// CHECK-NEXT:   %g_conv1_bias = qtrain.bias_grad %g_acc : tensor<1x1x1x3xf32> -> tensor<3xf32>
+// CHECK-NEXT:   %g_conv1_weight = qtrain.conv2d_weight_grad %h, %g_acc {{.*}}input_q = #qtrain.quant<scales = [0.5], zp = -128>} : (tensor<1x1x1x2xi8>, tensor<1x1x1x3xf32>) -> tensor<3x1x1x2xf32>
+// CHECK-NEXT:   %[[GH:.*]] = qtrain.conv2d_input_grad %g_acc, %w1 {{.*}} : (tensor<1x1x1x3xf32>, tensor<3x1x1x2xi8>) -> tensor<1x1x1x2xf32>
+// First conv: no input gradient (the image is not trainable).
+// CHECK-NEXT:   %g_acc_1 = qtrain.requant_grad %[[GH]] mask %[[M0]] {multiplier = array<f32: 2.500000e-01, 1.250000e-01>}
+// CHECK-NEXT:   %g_conv0_bias = qtrain.bias_grad %g_acc_1
+// CHECK-NEXT:   %g_conv0_weight = qtrain.conv2d_weight_grad %image, %g_acc_1
+// CHECK-NOT:    qtrain.conv2d_input_grad
+// Updates at the end (naive schedule), with QAS factors s_w^-2 and (s_x * s_w)^-2.
+// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 5.000000e-02 : f32, grad_scale = array<f32: 1.600000e+01, 6.400000e+01>} : tensor<2x2x1x2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 5.000000e-02 : f32, grad_scale = array<f32: 6.400000e+01, 2.560000e+02>} : tensor<2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight {lr = 5.000000e-02 : f32, grad_scale = array<f32: 4.000000e+00, 1.600000e+01, 6.400000e+01>}
+// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias {lr = 5.000000e-02 : f32, grad_scale = array<f32: 1.600000e+01, 6.400000e+01, 2.560000e+02>}
+// CHECK-NEXT:   func.return %loss : f32
+
+// Without QAS: grad_scale 1; separate bias learning rate; int8 weights updated in place.
+// PLAIN:      qtrain.param @conv0.weight trainable = dense<
+// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 1.000000e-01 : f32, grad_scale = array<f32: 1.000000e+00>}
+// PLAIN-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 1.000000e-02 : f32, grad_scale = array<f32: 1.000000e+00>}
