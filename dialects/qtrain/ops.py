@@ -6,8 +6,9 @@ weights int8 OHWI (`[C_out, KH, KW, C_in / groups]`), biases int32 `[C_out]` wit
 (`input_q`, `weight_q`, `output_q`, ...), as `#qtrain.quant` properties.
 
 Numerics (the contract every backend obeys, see DESIGN.md "Numerics"): every requantization is
-computed in float32 with a precomputed float32 multiplier and rounded half to even, then the zero
-point is added and the result clamped to the op's `clamp` range (default [-128, 127]).
+computed in float32 with precomputed float32 constants and rounded half to even, then the zero
+point is added (add folds it into its constant offset) and the result clamped to the op's `clamp`
+range (default [-128, 127]). `qtrain.lowering.numerics` spells out each op's exact operation order.
 
 Parameter state: every weight and bias is a module-level `qtrain.param` symbol holding its initial
 value (Flash). Functions read one with `qtrain.get_param`. Parameters marked `trainable` get an SRAM
@@ -40,7 +41,7 @@ from xdsl.dialects.builtin import (
     i32,
     i64,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -48,6 +49,7 @@ from xdsl.irdl import (
     operand_def,
     opt_operand_def,
     opt_prop_def,
+    opt_result_def,
     prop_def,
     result_def,
     traits_def,
@@ -102,6 +104,23 @@ def verify_clamp(op: Operation, clamp: DenseArrayBase[IntegerType] | None) -> No
         )
 
 
+def mask_type(output_type: Attribute) -> TensorType[Attribute]:
+    """The i1 saturation-mask type matching an int8 output type."""
+    assert isinstance(output_type, TensorType)
+    return TensorType(IntegerType(1), output_type.get_shape())
+
+
+def verify_mask(op: Operation, output: SSAValue, mask: SSAValue | None) -> None:
+    if mask is None:
+        return
+    m = tensor_type(mask, "mask", op)
+    y = tensor_type(output, "output", op)
+    if m.element_type != IntegerType(1) or m.get_shape() != y.get_shape():
+        raise VerifyException(
+            f"{op.name}: mask must be tensor<{'x'.join(map(str, y.get_shape()))}xi1> (one bit per output), got {m}"
+        )
+
+
 def clamp_range(clamp: DenseArrayBase[IntegerType] | None) -> tuple[int, int]:
     """The fused output range; the whole int8 range when the op has no clamp."""
     if clamp is None:
@@ -123,19 +142,43 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_a
 
 @irdl_op_definition
 class ParamOp(IRDLOperation):
-    """A named model parameter with its initial value (Flash); `trainable` ones get an SRAM copy."""
+    """A named model parameter with its initial value (Flash); `trainable` ones get an SRAM copy.
+
+    `storage` is the element type of that SRAM copy: the parameter's own type (i8 weights / i32
+    biases updated in place, rounded half to even and saturated) or f32 (an fp32 master copy in the
+    integer domain, from which the int8 weights read by the forward pass are rint + saturate).
+    `channels = [start, stop]` narrows a trainable weight to a slice of its layer's input channels:
+    axis 3 of OHWI, or axis 0 for a depthwise weight (`[C, KH, KW, 1]`, one input channel per group).
+    Only that slice has an SRAM copy and is updated; the rest stays in Flash.
+    """
 
     name = "qtrain.param"
     sym_name = prop_def(SymbolNameConstraint())
     value = prop_def(DenseIntOrFPElementsAttr)
     trainable = opt_prop_def(UnitAttr)
+    storage = opt_prop_def(TypeAttribute)
+    channels = opt_prop_def(DenseArrayBase.constr(i64))
     traits = traits_def(SymbolOpInterface())
-    assembly_format = "$sym_name (`trainable` $trainable^)? `=` $value attr-dict"
+    assembly_format = (
+        "$sym_name (`trainable` $trainable^)? (`storage` `(` $storage^ `)`)? (`channels` $channels^)? "
+        "`=` $value attr-dict"
+    )
 
-    def __init__(self, name: str, value: DenseIntOrFPElementsAttr, trainable: bool = False):
+    def __init__(
+        self,
+        name: str,
+        value: DenseIntOrFPElementsAttr,
+        trainable: bool = False,
+        storage: Attribute | None = None,
+        channels: Sequence[int] | None = None,
+    ):
         props: dict[str, Attribute] = {"sym_name": _string_attr(name), "value": value}
         if trainable:
             props["trainable"] = UnitAttr()
+        if storage is not None:
+            props["storage"] = storage
+        if channels is not None:
+            props["channels"] = i64_array(channels)
         super().__init__(properties=props)
 
     @property
@@ -144,16 +187,59 @@ class ParamOp(IRDLOperation):
         assert isinstance(t, TensorType)
         return t  # pyright: ignore[reportUnknownVariableType]
 
+    @property
+    def is_trainable(self) -> bool:
+        return self.trainable is not None
+
+    @property
+    def storage_type(self) -> Attribute:
+        """Element type of the SRAM copy (the parameter's own element type unless `storage` says f32)."""
+        return self.storage if self.storage is not None else self.tensor_type.element_type
+
+    @property
+    def channel_axis(self) -> int:
+        """The axis holding the layer's input channels: 3 (OHWI), or 0 for a depthwise weight."""
+        shape = self.tensor_type.get_shape()
+        return 0 if len(shape) == 4 and shape[3] == 1 and shape[0] > 1 else 3
+
+    def trainable_slice(self) -> tuple[int, int] | None:
+        """[start, stop) of the trained channel slice along `channel_axis`, or None when all of it trains."""
+        if self.channels is None:
+            return None
+        start, stop = self.channels.get_values()
+        return start, stop
+
+    def trainable_shape(self) -> tuple[int, ...]:
+        """Shape of the SRAM copy and of the gradient its update consumes."""
+        shape = list(self.tensor_type.get_shape())
+        if (sl := self.trainable_slice()) is not None:
+            shape[self.channel_axis] = sl[1] - sl[0]
+        return tuple(shape)
+
     def verify_(self) -> None:
+        where = f"{self.name} @{self.sym_name.data}"
         t = self.value.type
         if not isinstance(t, TensorType):
-            raise VerifyException(f"{self.name} @{self.sym_name.data}: value must be a tensor, got {t}")
+            raise VerifyException(f"{where}: value must be a tensor, got {t}")
         if t.element_type not in (i8, i32, f32):
-            raise VerifyException(
-                f"{self.name} @{self.sym_name.data}: element type must be i8, i32 or f32, got {t.element_type}"
-            )
+            raise VerifyException(f"{where}: element type must be i8, i32 or f32, got {t.element_type}")
         if not isinstance(self.parent_op(), ModuleOp):
-            raise VerifyException(f"{self.name} @{self.sym_name.data}: must be at module level")
+            raise VerifyException(f"{where}: must be at module level")
+        if (self.storage is not None or self.channels is not None) and self.trainable is None:
+            raise VerifyException(f"{where}: storage and channels only apply to a trainable parameter")
+        if self.storage is not None and self.storage not in (t.element_type, f32):
+            raise VerifyException(
+                f"{where}: storage must be the parameter's element type ({t.element_type}) or f32, got {self.storage}"
+            )
+        if self.channels is not None:
+            if t.get_num_dims() != 4:
+                raise VerifyException(f"{where}: a channel slice needs an OHWI weight, got {t}")
+            start, stop = pair(self.channels, 2, "channels", self)
+            size = t.get_shape()[self.channel_axis]
+            if not 0 <= start < stop <= size:
+                raise VerifyException(
+                    f"{where}: channels [{start}, {stop}] must satisfy 0 <= start < stop <= {size}"
+                )
 
 
 def _string_attr(name: str) -> Attribute:
@@ -202,6 +288,8 @@ class Conv2DOp(IRDLOperation):
     weight = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
     output = result_def(TensorType)
+    mask = opt_result_def(TensorType)
+    """Training only: i1 per output element, 1 where the clamp left the rounded value unchanged."""
     strides = prop_def(DenseArrayBase.constr(i64))
     padding = prop_def(DenseArrayBase.constr(i64))
     """[top, left, bottom, right], in pixels, padded with the input zero point."""
@@ -215,7 +303,7 @@ class Conv2DOp(IRDLOperation):
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$input `,` $weight (`,` $bias^)? attr-dict `:` `(` type($input) `,` type($weight) "
-        "(`,` type($bias)^)? `)` `->` type($output)"
+        "(`,` type($bias)^)? `)` `->` type($output) (`,` type($mask)^)?"
     )
 
     def __init__(
@@ -232,6 +320,7 @@ class Conv2DOp(IRDLOperation):
         weight_q: QuantParamsAttr,
         output_q: QuantParamsAttr,
         clamp: Sequence[int] | None = None,
+        with_mask: bool = False,
     ):
         props: dict[str, Attribute] = {
             "strides": i64_array(strides),
@@ -245,7 +334,7 @@ class Conv2DOp(IRDLOperation):
             props["clamp"] = i64_array(clamp)
         super().__init__(
             operands=[input, weight, bias if bias is not None else []],
-            result_types=[output_type],
+            result_types=[output_type, mask_type(output_type) if with_mask else []],
             properties=props,
         )
 
@@ -310,23 +399,32 @@ class Conv2DOp(IRDLOperation):
                     f"{self.name}: weight_q has {len(wq.scales)} scales, need one per output channel ({cout})"
                 )
         verify_clamp(self, self.clamp)
+        verify_mask(self, self.output, self.mask)
 
 
 @irdl_op_definition
 class AddOp(IRDLOperation):
-    """Requantizing add: y = clamp(rint((fp32(a - za)*s_a + fp32(b - zb)*s_b) / s_y) + zy)."""
+    """Requantizing add, y = (s_a*(a - za) + s_b*(b - zb)) / s_y + zy, computed as onnxruntime does:
+
+    r_a = fp32(s_a / s_y), r_b = fp32(s_b / s_y), c = fp32(zy) - fmaf(r_a, fp32(za), fp32(r_b * fp32(zb)));
+    y = clamp(rint(fmaf(fp32(a), r_a, fmaf(fp32(b), r_b, c))))   (lhs = ONNX QLinearAdd's A)
+    """
 
     name = "qtrain.add"
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
+    mask = opt_result_def(TensorType)
+    """Training only: i1 per output element, 1 where the clamp left the rounded value unchanged."""
     lhs_q = prop_def(QuantParamsAttr)
     rhs_q = prop_def(QuantParamsAttr)
     output_q = prop_def(QuantParamsAttr)
     clamp = opt_prop_def(DenseArrayBase.constr(i64))
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$lhs `,` $rhs attr-dict `:` `(` type($lhs) `,` type($rhs) `)` `->` type($output)"
+    assembly_format = (
+        "$lhs `,` $rhs attr-dict `:` `(` type($lhs) `,` type($rhs) `)` `->` type($output) (`,` type($mask)^)?"
+    )
 
     def __init__(
         self,
@@ -337,11 +435,17 @@ class AddOp(IRDLOperation):
         rhs_q: QuantParamsAttr,
         output_q: QuantParamsAttr,
         clamp: Sequence[int] | None = None,
+        with_mask: bool = False,
     ):
         props: dict[str, Attribute] = {"lhs_q": lhs_q, "rhs_q": rhs_q, "output_q": output_q}
         if clamp is not None:
             props["clamp"] = i64_array(clamp)
-        super().__init__(operands=[lhs, rhs], result_types=[SSAValue.get(lhs).type], properties=props)
+        out_type = SSAValue.get(lhs).type
+        super().__init__(
+            operands=[lhs, rhs],
+            result_types=[out_type, mask_type(out_type) if with_mask else []],
+            properties=props,
+        )
 
     def verify_(self) -> None:
         a = tensor_type(self.lhs, "lhs", self)
@@ -354,25 +458,28 @@ class AddOp(IRDLOperation):
         for q, what in ((self.lhs_q, "lhs_q"), (self.rhs_q, "rhs_q"), (self.output_q, "output_q")):
             expect_per_tensor(q, what, self)
         verify_clamp(self, self.clamp)
+        verify_mask(self, self.output, self.mask)
 
 
 @irdl_op_definition
 class AvgPoolOp(IRDLOperation):
     """k x k average pool, no padding (global when k = H x W).
 
-    y = clamp(rint(fp32(sum(x - zx)) * fp32(s_x / (s_y * kh * kw))) + zy)
+    y = clamp(rint(fp32(sum(x - zx)) * fp32(s_x / fp32(s_y * fp32(kh * kw)))) + zy), sum exact in int32
     """
 
     name = "qtrain.avgpool"
     input = operand_def(TensorType)
     output = result_def(TensorType)
+    mask = opt_result_def(TensorType)
+    """Training only: i1 per output element, 1 where the clamp left the rounded value unchanged."""
     kernel = prop_def(DenseArrayBase.constr(i64))
     strides = prop_def(DenseArrayBase.constr(i64))
     input_q = prop_def(QuantParamsAttr)
     output_q = prop_def(QuantParamsAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output) (`,` type($mask)^)?"
 
     def __init__(
         self,
@@ -383,10 +490,11 @@ class AvgPoolOp(IRDLOperation):
         strides: Sequence[int],
         input_q: QuantParamsAttr,
         output_q: QuantParamsAttr,
+        with_mask: bool = False,
     ):
         super().__init__(
             operands=[input],
-            result_types=[output_type],
+            result_types=[output_type, mask_type(output_type) if with_mask else []],
             properties={
                 "kernel": i64_array(kernel),
                 "strides": i64_array(strides),
@@ -421,6 +529,7 @@ class AvgPoolOp(IRDLOperation):
             )
         expect_per_tensor(self.input_q, "input_q", self)
         expect_per_tensor(self.output_q, "output_q", self)
+        verify_mask(self, self.output, self.mask)
 
 
 @irdl_op_definition

@@ -1,0 +1,140 @@
+"""`qtrain-interpret`: run a qtrain module in the numpy golden model.
+
+    qtrain-interpret IN.mlir --entry forward --inputs IN.npz -o OUT.npz
+        -> OUT.npz: `logits` float32 [N, K] (dequantized), `output_q` int8 [N, K]; one row per image
+    qtrain-interpret IN.mlir --entry train_step --steps S --inputs IN.npz -o OUT.npz
+        -> OUT.npz: `loss` float32 [S], `param/<name>` for every trainable parameter after the last step
+
+IN.npz holds `image` (int8 NHWC [N, H, W, C], already quantized with the model's input parameters; a
+float entry also takes float NCHW) and `label` (int [N], needed by train_step). Exit status: 0 on
+success, 2 on bad input or usage with a one-line message on stderr (`--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+from xdsl.interpreter import InterpretationError
+
+from qtrain.lowering.interpreter import (
+    InputError,
+    InterpretError,
+    ModelInterpreter,
+    load_module,
+    run_forward,
+    run_train_steps,
+)
+from qtrain.lowering.numerics import AccumulatorOverflowError
+
+PROG = "qtrain-interpret"
+TRAIN_ENTRY = "train_step"
+
+
+class UsageError(Exception):
+    """A bad command line (argparse's messages, made one-line)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog=PROG, description="Run a qtrain module (forward or training steps) in the numpy golden model."
+    )
+    parser.add_argument("model", metavar="IN.mlir", help="qtrain IR (e.g. from qtrain-import-onnx or qtrain-compile)")
+    parser.add_argument("--entry", default="forward", help="function to run: forward (default) or train_step")
+    parser.add_argument("--inputs", required=True, metavar="IN.npz", help="npz with `image` (and `label`)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the results")
+    parser.add_argument("--steps", type=int, default=None, help="training steps for --entry train_step")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    return parser
+
+
+def load_inputs(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise InputError(f"cannot read {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"cannot read {path}: is a directory") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path} is not a valid .npz file ({e})") from None
+
+
+def require_key(arrays: dict[str, np.ndarray], key: str, path: Path, why: str) -> np.ndarray:
+    if key not in arrays:
+        keys = ", ".join(sorted(arrays)) or "none"
+        raise InputError(f"{path} has no '{key}' array ({why}; keys present: {keys})")
+    return arrays[key]
+
+
+def labels_for(arrays: dict[str, np.ndarray], path: Path, n_images: int) -> np.ndarray:
+    labels = np.asarray(require_key(arrays, "label", path, "train_step needs one label per image"))
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"label must be an integer array, got {labels.dtype}")
+    if labels.shape != (n_images,):
+        raise InputError(f"label must have shape [{n_images}] (one per image), got {list(labels.shape)}")
+    return labels
+
+
+def run(args: argparse.Namespace) -> None:
+    module = load_module(args.model)
+    runner = ModelInterpreter(module)
+    try:
+        runner.entry(args.entry)  # a clear error for a missing entry before touching the inputs
+    except InputError as e:
+        if args.entry == TRAIN_ENTRY:
+            raise InputError(f"{e}; add it with qtrain-opt -p qtrain-autodiff") from None
+        raise
+    inputs_path = Path(args.inputs)
+    arrays = load_inputs(inputs_path)
+    images = require_key(arrays, "image", inputs_path, "int8 NHWC images")
+    if args.entry == TRAIN_ENTRY:
+        if args.steps is None or args.steps < 1:
+            raise UsageError("--entry train_step needs --steps S with S >= 1")
+        if images.ndim < 1 or images.shape[0] < 1:
+            raise InputError("image holds no samples")
+        labels = labels_for(arrays, inputs_path, images.shape[0])
+        losses, params = run_train_steps(module, images, labels, args.steps, interpreter=runner)
+        results = {"loss": losses, **{f"param/{name}": value for name, value in params.items()}}
+    else:
+        if args.steps is not None:
+            raise UsageError(f"--steps only applies to --entry {TRAIN_ENTRY}")
+        output_q, logits = run_forward(module, images, entry=args.entry, interpreter=runner)
+        results = {"logits": logits, "output_q": output_q}
+    output = Path(args.output)
+    try:
+        with output.open("wb") as f:
+            np.savez(f, **results)  # pyright: ignore[reportArgumentType]
+    except OSError as e:
+        raise InputError(f"cannot write {output}: {e.strerror or e}") from None
+
+
+USER_ERRORS = (UsageError, InterpretError, InterpretationError, AccumulatorOverflowError)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        args = build_parser().parse_args(args_list)
+        run(args)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
