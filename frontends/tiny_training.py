@@ -1,0 +1,766 @@
+"""Importer for the int8 reference models of the MCUNetV3 paper (mit-han-lab/tiny-training).
+
+The models (`mcunet-5fps.pkl`, `mbv2-w0.35.pkl`, `proxyless-w0.3.pkl`) are torch zip-pickles of plain
+dicts of numpy arrays: `first_conv`, `blocks` (each with `pointwise1` (optional), `depthwise`,
+`pointwise2`, `residual`, `se`), `feature_mix` and `classifier`. Every conv carries int8 OIHW weights,
+int32 biases, per-output-channel float32 weight scales and the per-tensor (scale, zero point) of its
+input and output; a residual carries its shortcut's and its sum's quantization.
+
+Forward semantics of the reference training code (mit-han-lab/tiny-training,
+`algorithm/quantize/quantized_ops_diff.py`, `custom_quantized_format.py`) and how they map to qtrain:
+- conv: `clamp(round_half_even((sum((x - zx) * w) + b) * s_x*s_w[c]/s_y) + zy, -128, 127)` with
+  padding `(k - 1) // 2` on every side (filled with the input zero point). The only clamp is the
+  int8 range (`_TruncateActivationRange`): ReLU/ReLU6 are implicit in the output quantization (those
+  layers have `y_zero = -128`, the int8 floor is real 0), so no `clamp` property is set. The
+  reference's multiplier is float32(double(s_x) * s_w / double(s_y)) from the pickle's double
+  scales; qtrain's is computed in float32 from float32 scales, one ulp apart on 41-46% of the channels.
+- residual: the block input (shortcut, `lhs`) plus the block's last conv (`rhs`), requantized to the
+  residual's output quantization: `round_half_even(((x1 - z1)*s1 + (x2 - z2)*s2) / s_y) + z_y`,
+  clamped to int8. `qtrain.add` computes the same real value with the zero points folded into one
+  float32 offset (onnxruntime's QLinearAdd): it rounds differently on 5 of the 1,966,080 possible
+  input pairs of the 30 residual adds of the three models, by one unit.
+- global average pool: the mean of the int8 codes rounded half to even, no requantization (output
+  quantization = input quantization). `qtrain.avgpool` rounds `mean(x - zx)` and adds `zx` back, which
+  differs by one unit on exact .5 ties when `zx` is odd (mcunet-5fps: zx = -1; see
+  `avgpool_tie_note`).
+- classifier: a 1x1 conv on the pooled `1x1xC` tensor. A `K`-class head keeps the first `K` rows of the
+  ImageNet classifier (weights, biases, weight scales) and its input/output quantization; a reshape
+  turns `1x1x1xK` into `1xK`. (The reference's compilation script slices a freshly initialised
+  head instead; taking the ImageNet rows gives a deterministic, meaningful starting point.)
+- int32 accumulators: the reference accumulates in float and never overflows. A few dead channels
+  (weight scale ~4e-9) carry saturated biases (+-2^31) whose int32 sum with the conv could wrap; the
+  importer pulls those biases in by the largest possible |conv sum|, which leaves every output of the
+  reference arithmetic unchanged (`int32_safe_bias`, `bias_adjustment_is_exact`).
+
+Layer numbering follows `schemes.json` (`_about`): first conv = 0, then per block its pointwise1 (if
+any), depthwise, pointwise2, then feature_mix (if any); the classifier comes last (conv42 for
+mcunet-5fps). Parameters are module-level `qtrain.param` symbols `conv{L}.weight` (int8 OHWI) and
+`conv{L}.bias` (int32).
+
+The model's input quantization (the first conv's `x_scale`, `x_zero`) is recorded on `@forward` as the
+discardable attribute `qtrain.input_q`: images must be quantized with it (`q = round(x / s) + zp`;
+for these models s = 2/255, zp = 0, i.e. real inputs in [-1, 1]).
+
+`export_onnx` writes the same network as an ONNX QOperator model (int8 NCHW in, int8 `[1, K]` out);
+onnxruntime computes it bit for bit like qtrain's interpreter (the acceptance test).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    BytesAttr,
+    DenseIntOrFPElementsAttr,
+    ModuleOp,
+    TensorType,
+    f32,
+    i8,
+    i32,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from qtrain.dialects.qtrain import (
+    AddOp,
+    AvgPoolOp,
+    Conv2DOp,
+    DequantizeOp,
+    GetParamOp,
+    ParamOp,
+    QuantizeOp,
+    QuantParamsAttr,
+    ReshapeOp,
+)
+from qtrain.dialects.qtrain.ops import clamp_range
+
+INPUT_Q_ATTR = "qtrain.input_q"
+"""Discardable attribute on `@forward`: the quantization the int8 input image must be in."""
+
+
+class TinyTrainingFormatError(ValueError):
+    """The file is not a readable, supported tiny-training reference model."""
+
+
+# -- loading -------------------------------------------------------------------------------------------
+
+_ALLOWED_CLASSES = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers of numpy arrays and nothing else (a pickle can run arbitrary code);
+    maps numpy 1.x module paths (`numpy.core.*`) to numpy 2 (`numpy._core.*`)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "numpy.core" or module.startswith("numpy.core."):
+            module = "numpy._core" + module[len("numpy.core") :]
+        if (module, name) not in _ALLOWED_CLASSES:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain numpy data is accepted")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("the pickle references torch tensor storages; expected plain numpy arrays")
+
+
+def load_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Reads a tiny-training model pickle (`archive/data.pkl` inside a torch zip) without torch.
+
+    Raises FileNotFoundError/OSError for unreadable paths and TinyTrainingFormatError for anything that
+    is not such a pickle (not a zip, truncated, corrupt, not a dict)."""
+    path = Path(path)
+    with open(path, "rb") as f:  # OSError (missing file, directory, permissions) propagates as is
+        raw = f.read()
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            if not names:
+                raise TinyTrainingFormatError(f"{path}: no data.pkl inside; not a torch zip-pickle")
+            data = archive.read(names[0])
+        model = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except TinyTrainingFormatError:
+        raise
+    except zipfile.BadZipFile as e:
+        reason = "truncated, or not a torch zip-pickle" if "not a zip file" in str(e) else str(e)
+        raise TinyTrainingFormatError(f"{path}: not a readable tiny-training model pickle ({reason})") from e
+    except ( zlib.error, EOFError, pickle.UnpicklingError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError, NotImplementedError) as e:
+        raise TinyTrainingFormatError(f"{path}: not a readable tiny-training model pickle ({e})") from e
+    if not isinstance(model, dict):
+        raise TinyTrainingFormatError(f"{path}: the pickle holds a {type(model).__name__}, expected a model dict")
+    return model
+
+
+# -- the model, validated and typed ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantConv:
+    """One conv of a reference model, as stored in the pickle (weights OIHW)."""
+
+    where: str
+    weight: np.ndarray  # int8 [O, I/groups, KH, KW]
+    bias: np.ndarray  # int32 [O]
+    w_scales: np.ndarray  # float32 [O]
+    x_scale: float
+    x_zero: int
+    y_scale: float
+    y_zero: int
+    stride: int
+    groups: int
+    out_shape: int | None = None  # the spatial output size the pickle states, checked on import
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1]) * self.groups
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return int(self.weight.shape[2]), int(self.weight.shape[3])
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """[top, left, bottom, right] = (k - 1) // 2, as the reference's conv builder."""
+        ph, pw = (self.kernel[0] - 1) // 2, (self.kernel[1] - 1) // 2
+        return ph, pw, ph, pw
+
+    def output_size(self, size: int) -> int:
+        pt, _, pb, _ = self.padding
+        return (size + pt + pb - self.kernel[0]) // self.stride + 1
+
+
+@dataclass(frozen=True)
+class Residual:
+    """The requantizing add closing a block: shortcut (block input) + the block's last conv."""
+
+    x_scale: float
+    x_zero: int
+    y_scale: float
+    y_zero: int
+
+
+@dataclass(frozen=True)
+class Block:
+    pointwise1: QuantConv | None
+    depthwise: QuantConv
+    pointwise2: QuantConv
+    residual: Residual | None
+
+    def convs(self) -> list[QuantConv]:
+        return [c for c in (self.pointwise1, self.depthwise, self.pointwise2) if c is not None]
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    first_conv: QuantConv
+    blocks: list[Block]
+    feature_mix: QuantConv | None
+    classifier: QuantConv
+    input_size: int
+    input_channels: int
+
+    def backbone_convs(self) -> list[QuantConv]:
+        """The convs in the numbering of schemes.json: index L is `conv{L}`; the classifier is next."""
+        convs = [self.first_conv]
+        for b in self.blocks:
+            convs.extend(b.convs())
+        if self.feature_mix is not None:
+            convs.append(self.feature_mix)
+        return convs
+
+    def all_convs(self) -> list[QuantConv]:
+        return [*self.backbone_convs(), self.classifier]
+
+    @property
+    def num_imagenet_classes(self) -> int:
+        return self.classifier.out_channels
+
+
+def _fail(where: str, message: str) -> TinyTrainingFormatError:
+    return TinyTrainingFormatError(f"{where}: {message}")
+
+
+def _get(d: Any, key: str, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise _fail(where, f"expected a dict, got {type(d).__name__}")
+    if key not in d:
+        raise _fail(where, f"missing '{key}'")
+    return d[key]
+
+
+def _number(d: Any, key: str, where: str, kind: type) -> Any:
+    v = _get(d, key, where)
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.reshape(()).item()
+    if isinstance(v, np.generic):
+        v = v.item()
+    if kind is int and isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if kind is float and isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    raise _fail(f"{where}.{key}", f"expected a {kind.__name__}, got {v!r}")
+
+
+def _array(d: Any, key: str, where: str, dtype: type, ndim: int) -> np.ndarray:
+    v = _get(d, key, where)
+    if not isinstance(v, np.ndarray) or v.dtype != dtype or v.ndim != ndim:
+        got = f"{v.dtype} array of rank {v.ndim}" if isinstance(v, np.ndarray) else type(v).__name__
+        raise _fail(f"{where}.{key}", f"expected a rank-{ndim} {np.dtype(dtype)} array, got {got}")
+    return v
+
+
+def _conv(cfg: Any, where: str) -> QuantConv:
+    p = _get(cfg, "params", where)
+    pw = f"{where}.params"
+    weight = _array(p, "weight", pw, np.int8, 4)
+    cout = weight.shape[0]
+    bias = _array(p, "bias", pw, np.int32, 1)
+    w_scales = _array(p, "w_scales", pw, np.float32, 1)
+    if bias.shape != (cout,) or w_scales.shape != (cout,):
+        raise _fail(pw, f"bias {bias.shape} and w_scales {w_scales.shape} must have {cout} entries (output channels)")
+    groups = _number(cfg, "groups", where, int) if "groups" in cfg else 1
+    stride = _number(cfg, "stride", where, int) if "stride" in cfg else 1
+    if groups < 1 or stride < 1:
+        raise _fail(where, f"groups ({groups}) and stride ({stride}) must be >= 1")
+    kernel = cfg.get("kernel_size")
+    if kernel is not None:
+        k = tuple(kernel) if isinstance(kernel, list | tuple) else (kernel, kernel)
+        if tuple(int(x) for x in k) != weight.shape[2:]:
+            raise _fail(where, f"kernel_size {k} does not match the weight shape {weight.shape}")
+    if cout % groups:
+        raise _fail(where, f"groups = {groups} does not divide the {cout} output channels")
+    conv = QuantConv(
+        where=where,
+        weight=weight,
+        bias=bias,
+        w_scales=w_scales,
+        x_scale=_number(p, "x_scale", pw, float),
+        x_zero=_number(p, "x_zero", pw, int),
+        y_scale=_number(p, "y_scale", pw, float),
+        y_zero=_number(p, "y_zero", pw, int),
+        stride=stride,
+        groups=groups,
+        out_shape=cfg["out_shape"] if isinstance(cfg.get("out_shape"), int) else None,
+    )
+    for what, v in (("in_channel", conv.in_channels), ("out_channel", conv.out_channels)):
+        if what in cfg and cfg[what] != v:
+            raise _fail(where, f"{what} = {cfg[what]} but the weight {weight.shape} with groups {groups} implies {v}")
+    if not (np.all(np.isfinite(w_scales)) and np.all(w_scales > 0) and conv.x_scale > 0 and conv.y_scale > 0):
+        raise _fail(pw, "scales must be positive and finite")
+    return conv
+
+
+def parse_model(model: dict[str, Any]) -> ReferenceModel:
+    """Validates a loaded pickle and returns its typed form (raises TinyTrainingFormatError)."""
+    for key in ("first_conv", "blocks", "classifier"):
+        if key not in model:
+            keys = ", ".join(sorted(map(str, model))[:8])
+            raise TinyTrainingFormatError(f"missing '{key}': not a tiny-training model (keys: {keys})")
+    first = _conv(model["first_conv"], "first_conv")
+    blocks_cfg = model["blocks"]
+    if not isinstance(blocks_cfg, list | tuple):
+        raise _fail("blocks", f"expected a list, got {type(blocks_cfg).__name__}")
+    blocks: list[Block] = []
+    for i, b in enumerate(blocks_cfg):
+        where = f"blocks[{i}]"
+        if not isinstance(b, dict):
+            raise _fail(where, f"expected a dict, got {type(b).__name__}")
+        if b.get("se") is not None:
+            raise _fail(where, "squeeze-and-excitation blocks are not supported (nor by the reference training code)")
+        pw1 = None if b.get("pointwise1") is None else _conv(b["pointwise1"], f"{where}.pointwise1")
+        dw = _conv(_get(b, "depthwise", where), f"{where}.depthwise")
+        pw2 = _conv(_get(b, "pointwise2", where), f"{where}.pointwise2")
+        residual = None
+        r = b.get("residual")
+        if r is not None:
+            if isinstance(r, dict) and "kernel_size" in r:
+                raise _fail(f"{where}.residual", "a conv on the shortcut is not supported; none of the models has one")
+            rp = _get(r, "params", f"{where}.residual")
+            rw = f"{where}.residual.params"
+            residual = Residual(
+                x_scale=_number(rp, "x_scale", rw, float),
+                x_zero=_number(rp, "x_zero", rw, int),
+                y_scale=_number(rp, "y_scale", rw, float),
+                y_zero=_number(rp, "y_zero", rw, int),
+            )
+        blocks.append(Block(pw1, dw, pw2, residual))
+    feature_mix = None if model.get("feature_mix") is None else _conv(model["feature_mix"], "feature_mix")
+    classifier = _conv(model["classifier"], "classifier")
+    if classifier.kernel != (1, 1) or classifier.groups != 1:
+        raise _fail(
+            "classifier", f"expected a dense 1x1 conv, got kernel {classifier.kernel}, groups {classifier.groups}"
+        )
+    size = _number(model["first_conv"], "in_shape", "first_conv", int)
+    return ReferenceModel(first, blocks, feature_mix, classifier, size, first.in_channels)
+
+
+# -- IR construction -----------------------------------------------------------------------------------
+
+
+def dense_attr(array: np.ndarray) -> DenseIntOrFPElementsAttr:
+    """A dense tensor attribute from the array's little-endian bytes (prints as hex when large)."""
+    element: Attribute
+    if array.dtype == np.int8:
+        element, le = i8, array
+    elif array.dtype == np.int32:
+        element, le = i32, array.astype("<i4")
+    elif array.dtype == np.float32:
+        element, le = f32, array.astype("<f4")
+    else:
+        raise TypeError(f"unsupported parameter dtype {array.dtype}")
+    data = np.ascontiguousarray(le).tobytes()
+    return DenseIntOrFPElementsAttr(TensorType(element, array.shape), BytesAttr(data))
+
+
+def accumulator_bound(c: QuantConv) -> np.ndarray:
+    """Per output channel, the largest possible |sum((x - zx) * w)| over all int8 inputs (int64)."""
+    worst_x = max(abs(-128 - c.x_zero), abs(127 - c.x_zero))
+    return np.abs(c.weight.astype(np.int64)).reshape(c.out_channels, -1).sum(axis=1) * worst_x
+
+
+def int32_safe_bias(c: QuantConv) -> np.ndarray:
+    """The biases, pulled in just far enough that `sum((x - zx) * w) + b` cannot overflow int32.
+
+    The reference computes the accumulator in float and never overflows; int32 backends (onnxruntime,
+    CMSIS-style C) wrap around. Some dead channels of the reference models carry saturated biases
+    (+-2^31, their weight scale is ~4e-9), e.g. conv0 channel 6 of mcunet-5fps: with a negative sum the
+    int32 accumulator would wrap to the other sign. On those channels the output is the same constant for
+    every input, before and after the adjustment (checked by `bias_adjustment_is_exact`)."""
+    bound = accumulator_bound(c)
+    lo = np.int64(-(2**31)) + bound
+    hi = np.int64(2**31 - 1) - bound
+    return np.clip(c.bias.astype(np.int64), lo, hi).astype(np.int32)
+
+
+def bias_adjustment_is_exact(c: QuantConv) -> bool:
+    """True when `int32_safe_bias` changes no output of the reference's (overflow-free) arithmetic: on
+    every adjusted channel, the int8 output at both ends of the accumulator range is the same with the
+    original and with the adjusted bias, so (the output being monotonic in the sum) it is one constant."""
+    safe = int32_safe_bias(c).astype(np.float64)
+    bias = c.bias.astype(np.float64)
+    bound = accumulator_bound(c).astype(np.float64)
+    m = np.float64(c.x_scale) * c.w_scales.astype(np.float64) / np.float64(c.y_scale)
+    for ch in np.nonzero(safe != bias)[0]:
+        ends = [(s + b) * m[ch] for b in (bias[ch], safe[ch]) for s in (-bound[ch], bound[ch])]
+        if len({float(np.clip(np.rint(v) + c.y_zero, -128, 127)) for v in ends}) != 1:
+            return False
+    return True
+
+
+def _q(scale: float, zero: int) -> QuantParamsAttr:
+    return QuantParamsAttr.get(scale, zero)
+
+
+def _nhwc(shape: Sequence[int]) -> TensorType[Attribute]:
+    return TensorType(i8, list(shape))
+
+
+class _ForwardBuilder:
+    def __init__(self, model: ReferenceModel, num_classes: int):
+        self.model = model
+        self.num_classes = num_classes
+        self.params: list[ParamOp] = []
+        self.body: list[Operation] = []
+
+    def conv(self, layer: int, c: QuantConv, x: SSAValue, out_rows: int | None = None) -> SSAValue:
+        rows = slice(0, out_rows if out_rows is not None else c.out_channels)
+        weight = np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1))  # OIHW -> OHWI
+        bias = np.ascontiguousarray(int32_safe_bias(c)[rows])
+        w_param = ParamOp(f"conv{layer}.weight", dense_attr(weight))
+        b_param = ParamOp(f"conv{layer}.bias", dense_attr(bias))
+        self.params += [w_param, b_param]
+        w = GetParamOp(w_param.sym_name.data, w_param.tensor_type)
+        b = GetParamOp(b_param.sym_name.data, b_param.tensor_type)
+        xt = x.type
+        assert isinstance(xt, TensorType)
+        n, h, wd, cin = xt.get_shape()
+        if cin != c.in_channels:
+            raise _fail(c.where, f"takes {c.in_channels} input channels, but the previous layer gives {cin}")
+        oh, ow = c.output_size(h), c.output_size(wd)
+        if c.out_shape is not None and c.out_shape != oh:
+            raise _fail(c.where, f"out_shape = {c.out_shape}, but a {h}x{wd} input with padding {c.padding} gives {oh}")
+        out_type = _nhwc([n, oh, ow, weight.shape[0]])
+        conv = Conv2DOp(
+            x,
+            w,
+            b,
+            out_type,
+            strides=[c.stride, c.stride],
+            padding=c.padding,
+            groups=c.groups,
+            input_q=_q(c.x_scale, c.x_zero),
+            weight_q=QuantParamsAttr.get(c.w_scales[rows].tolist(), 0, axis=0),
+            output_q=_q(c.y_scale, c.y_zero),
+        )
+        self.body += [w, b, conv]
+        return conv.output
+
+    def build(self) -> ModuleOp:
+        m = self.model
+        image_type = _nhwc([1, m.input_size, m.input_size, m.input_channels])
+        out_type = TensorType(i8, [1, self.num_classes])
+        fn = func.FuncOp("forward", ([image_type], [out_type]))
+        fn.attributes[INPUT_Q_ATTR] = _q(m.first_conv.x_scale, m.first_conv.x_zero)
+        layer = 0
+        x: SSAValue = fn.args[0]
+        x = self.conv(layer, m.first_conv, x)
+        layer += 1
+        for block in m.blocks:
+            shortcut = x
+            for c in block.convs():
+                x = self.conv(layer, c, x)
+                layer += 1
+            if block.residual is not None:
+                r = block.residual
+                add = AddOp(
+                    shortcut,
+                    x,
+                    lhs_q=_q(r.x_scale, r.x_zero),
+                    rhs_q=_q(block.pointwise2.y_scale, block.pointwise2.y_zero),
+                    output_q=_q(r.y_scale, r.y_zero),
+                )
+                self.body.append(add)
+                x = add.output
+        if m.feature_mix is not None:
+            x = self.conv(layer, m.feature_mix, x)
+            layer += 1
+        # Global average pool: the reference rounds the mean of the codes, no requantization.
+        xt = x.type
+        assert isinstance(xt, TensorType)
+        n, h, w, ch = xt.get_shape()
+        last_q = self._produced_q(x)
+        pool = AvgPoolOp(x, _nhwc([n, 1, 1, ch]), kernel=[h, w], strides=[1, 1], input_q=last_q, output_q=last_q)
+        self.body.append(pool)
+        logits = self.conv(layer, m.classifier, pool.output, out_rows=self.num_classes)
+        flat = ReshapeOp(logits, out_type)
+        self.body += [flat, func.ReturnOp(flat.output)]
+        fn.body.block.add_ops(self.body)
+        return ModuleOp([*self.params, fn])
+
+    @staticmethod
+    def _produced_q(x: SSAValue) -> QuantParamsAttr:
+        owner = x.owner
+        assert isinstance(owner, Conv2DOp | AddOp)
+        return owner.output_q
+
+
+def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_classes: int = 10) -> ModuleOp:
+    """Builds forward-only qtrain IR (`@forward: tensor<1x128x128x3xi8> -> tensor<1xKxi8>`) for a
+    reference model given as a .pkl path or an already loaded dict. K = num_classes takes the first K
+    rows of the ImageNet classifier. Raises TinyTrainingFormatError (a ValueError) on bad input."""
+    raw = source if isinstance(source, dict) else load_pkl(source)
+    try:
+        model = parse_model(raw)
+    except TinyTrainingFormatError as e:
+        if isinstance(source, dict):
+            raise
+        raise TinyTrainingFormatError(f"{source}: {e}") from e
+    if not isinstance(num_classes, int) or not 2 <= num_classes <= model.num_imagenet_classes:
+        raise ValueError(
+            f"the number of classes must be between 2 and {model.num_imagenet_classes} "
+            f"(the ImageNet classifier's rows), got {num_classes}"
+        )
+    module = _ForwardBuilder(model, num_classes).build()
+    module.verify()
+    return module
+
+
+def forward_function(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "forward":
+            return op
+    raise ValueError("the module has no func.func @forward")
+
+
+def input_quant(module: ModuleOp) -> QuantParamsAttr:
+    """The quantization the model's int8 input must be in (`qtrain.input_q` on @forward)."""
+    q = forward_function(module).attributes.get(INPUT_Q_ATTR)
+    if not isinstance(q, QuantParamsAttr):
+        raise ValueError(f"@forward has no {INPUT_Q_ATTR} attribute")
+    return q
+
+
+def avgpool_tie_note(module: ModuleOp) -> str | None:
+    """Where qtrain's global average pool can differ from the reference's: it rounds
+    `mean(x - zx) + zx`, the reference rounds `mean(x)`; these disagree by one on exact .5 ties
+    (the sum of the window is an odd multiple of half the window size) when `zx` is odd."""
+    for op in forward_function(module).walk():
+        if isinstance(op, AvgPoolOp) and op.input_q.zp % 2:
+            kh, kw = op.kernel.get_values()
+            return (
+                f"global average pool over {kh}x{kw} with zero point {op.input_q.zp} (odd): on a channel whose "
+                f"sum of codes is an odd multiple of {kh * kw // 2}, qtrain rounds to the other neighbour "
+                "than the reference (one unit apart)"
+            )
+    return None
+
+
+# -- ONNX export -----------------------------------------------------------------------------------------
+
+def export_onnx(
+    source: ModuleOp | str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    num_classes: int = 10,
+) -> Any:
+    """Writes the forward network as an ONNX QOperator model and returns the `onnx.ModelProto`.
+
+    `source` is a qtrain module (its `@forward`) or a .pkl path (imported with `num_classes`). The
+    graph takes `image`: int8 NCHW `[1, C, H, W]` and returns `output_q`: int8 `[1, K]`; the model's
+    metadata holds the input quantization (`input_scale`, `input_zero_point`).
+    - `qtrain.conv2d` -> QLinearConv (int8 activations, per-channel int8 weights, int32 bias, pads =
+      padding, group = groups); a `clamp` narrower than int8 becomes an int8 Clip.
+    - `qtrain.add` -> com.microsoft QLinearAdd (A = lhs, B = rhs); its x86 kernel is the contract of
+      `qtrain.lowering.numerics.add`.
+    - global `qtrain.avgpool` -> com.microsoft QLinearGlobalAveragePool (the sum of `x - zx` times
+      `s_x / (s_y * H * W)`, rounded half to even: `qtrain.avgpool`).
+    - `qtrain.reshape` -> Reshape (through NHWC order when the spatial size is not 1x1);
+      `qtrain.quantize` / `qtrain.dequantize` -> QuantizeLinear / DequantizeLinear.
+    """
+    import onnx
+
+    if not isinstance(source, ModuleOp):
+        source = import_tiny_training(source, num_classes)
+    model = _OnnxExporter(source).export()
+    if path is not None:
+        onnx.save(model, os.fspath(path))
+    return model
+
+
+class _OnnxExporter:
+    """Translates @forward op by op; rank-4 values are NHWC in qtrain and NCHW in ONNX."""
+
+    def __init__(self, module: ModuleOp):
+        import onnx
+
+        self.onnx = onnx
+        self.module = module
+        self.params: dict[str, ParamOp] = {op.sym_name.data: op for op in module.ops if isinstance(op, ParamOp)}
+        self.names: dict[SSAValue, str] = {}
+        self.param_of: dict[SSAValue, str] = {}
+        self.nodes: list[Any] = []
+        self.initializers: dict[str, Any] = {}
+        self.counter = 0
+
+    # helpers
+    def fresh(self, hint: str) -> str:
+        self.counter += 1
+        return f"{hint}_{self.counter}"
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        if name not in self.initializers:
+            self.initializers[name] = self.onnx.numpy_helper.from_array(array, name)
+        return name
+
+    def quant(self, q: QuantParamsAttr, hint: str) -> tuple[str, str]:
+        """Initializers for a (scale, zero point) pair; per-tensor ones are shared by value."""
+        if q.per_tensor:
+            key = f"q_{np.float32(q.scale).view(np.uint32):08x}_{q.zp}"
+            scale = self.const(f"{key}.scale", np.array(q.scale, dtype=np.float32))
+            zero = self.const(f"{key}.zero_point", np.array(q.zp, dtype=np.int8))
+            return scale, zero
+        scales = q.scale_array()
+        scale = self.const(f"{hint}.scale", scales)
+        zero = self.const(f"{hint}.zero_point", np.full(scales.shape, q.zp, dtype=np.int8))
+        return scale, zero
+
+    def node(self, op_type: str, inputs: list[str], hint: str, domain: str = "", **attrs: Any) -> str:
+        out = self.fresh(hint)
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=out, domain=domain, **attrs))
+        return out
+
+    def param_array(self, value: SSAValue) -> tuple[str, np.ndarray]:
+        owner = value.owner
+        if not isinstance(owner, GetParamOp):
+            raise ValueError(f"ONNX export: weights and biases must come from qtrain.get_param, got {owner.name}")
+        name = owner.param.root_reference.data
+        p = self.params[name]
+        t = p.tensor_type
+        dtype = {i8: np.int8, i32: np.dtype("<i4"), f32: np.dtype("<f4")}[t.element_type]
+        return name, np.frombuffer(p.value.data.data, dtype=dtype).reshape(t.get_shape())
+
+    def clip(self, x: str, clamp: Any, hint: str) -> str:
+        lo, hi = clamp_range(clamp)
+        if (lo, hi) == (-128, 127):
+            return x
+        lo_name = self.const(f"clip_{lo}", np.array(lo, dtype=np.int8))
+        hi_name = self.const(f"clip_{hi}", np.array(hi, dtype=np.int8))
+        return self.node("Clip", [x, lo_name, hi_name], f"{hint}_clip")
+
+    # ops
+    def export(self) -> Any:
+        helper = self.onnx.helper
+        fn = forward_function(self.module)
+        inputs = []
+        for i, arg in enumerate(fn.args):
+            t = arg.type
+            assert isinstance(t, TensorType)
+            shape = list(t.get_shape())
+            if len(shape) == 4:
+                shape = [shape[0], shape[3], shape[1], shape[2]]
+            name = "image" if i == 0 else f"input{i}"
+            self.names[arg] = name
+            inputs.append(helper.make_tensor_value_info(name, _onnx_elem(t.element_type), shape))
+        outputs = []
+        for op in fn.body.block.ops:
+            if isinstance(op, GetParamOp):
+                continue
+            if isinstance(op, func.ReturnOp):
+                for i, v in enumerate(op.arguments):
+                    name = "output_q" if i == 0 else f"output{i}"
+                    self.nodes.append(helper.make_node("Identity", [self.names[v]], [name], name=f"{name}_identity"))
+                    t = v.type
+                    assert isinstance(t, TensorType)
+                    shape = list(t.get_shape())
+                    if len(shape) == 4:
+                        shape = [shape[0], shape[3], shape[1], shape[2]]
+                    outputs.append(helper.make_tensor_value_info(name, _onnx_elem(t.element_type), shape))
+                continue
+            self.names[op.results[0]] = self.translate(op)
+        graph = helper.make_graph(self.nodes, "forward", inputs, outputs, list(self.initializers.values()))
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)],
+            producer_name="qtrain",
+            ir_version=8,  # onnxruntime 1.2x reads IR <= 10; 8 is what opset 13 needs
+        )
+        q = fn.attributes.get(INPUT_Q_ATTR)
+        if isinstance(q, QuantParamsAttr):
+            helper.set_model_props(model, {"input_scale": repr(q.scale), "input_zero_point": str(q.zp)})
+        return model
+
+    def translate(self, op: Operation) -> str:
+        if isinstance(op, Conv2DOp):
+            return self.conv(op)
+        if isinstance(op, AddOp):
+            return self.add(op)
+        if isinstance(op, AvgPoolOp):
+            if not op.is_global:
+                raise ValueError("ONNX export: only global qtrain.avgpool is supported")
+            xs, xz = self.quant(op.input_q, "pool_x")
+            ys, yz = self.quant(op.output_q, "pool_y")
+            return self.node(
+                "QLinearGlobalAveragePool", [self.names[op.input], xs, xz, ys, yz], "avgpool",
+                domain="com.microsoft", channels_last=0,
+            )
+        if isinstance(op, ReshapeOp):
+            return self.reshape(op)
+        if isinstance(op, QuantizeOp):
+            s, z = self.quant(op.output_q, "quantize")
+            return self.node("QuantizeLinear", [self.names[op.input], s, z], "quantize")
+        if isinstance(op, DequantizeOp):
+            s, z = self.quant(op.input_q, "dequantize")
+            return self.node("DequantizeLinear", [self.names[op.input], s, z], "dequantize")
+        raise ValueError(f"ONNX export: {op.name} is not a forward op")
+
+    def conv(self, op: Conv2DOp) -> str:
+        wname, w = self.param_array(op.weight)
+        hint = wname.removesuffix(".weight")
+        w_init = self.const(wname, np.ascontiguousarray(w.transpose(0, 3, 1, 2)))  # OHWI -> OIHW
+        xs, xz = self.quant(op.input_q, f"{hint}_x")
+        ws, wz = self.quant(op.weight_q, f"{hint}.weight")
+        ys, yz = self.quant(op.output_q, f"{hint}_y")
+        ins = [self.names[op.input], xs, xz, w_init, ws, wz, ys, yz]
+        if op.bias is not None:
+            bname, b = self.param_array(op.bias)
+            ins.append(self.const(bname, b.astype(np.int32)))
+        pads = list(op.padding.get_values())  # [top, left, bottom, right] = ONNX [h_begin, w_begin, h_end, w_end]
+        out = self.node(
+            "QLinearConv", ins, hint,
+            kernel_shape=list(w.shape[1:3]), strides=list(op.strides.get_values()), pads=pads,
+            group=op.groups.value.data,
+        )
+        return self.clip(out, op.clamp, hint)
+
+    def add(self, op: AddOp) -> str:
+        a, b = self.names[op.lhs], self.names[op.rhs]
+        as_, az = self.quant(op.lhs_q, "add_a")
+        bs, bz = self.quant(op.rhs_q, "add_b")
+        ys, yz = self.quant(op.output_q, "add_y")
+        out = self.node("QLinearAdd", [a, as_, az, b, bs, bz, ys, yz], "add", domain="com.microsoft")
+        return self.clip(out, op.clamp, "add")
+
+    def reshape(self, op: ReshapeOp) -> str:
+        x = self.names[op.input]
+        xt, yt = op.input.type, op.output.type
+        assert isinstance(xt, TensorType) and isinstance(yt, TensorType)
+        in_shape, out_shape = list(xt.get_shape()), list(yt.get_shape())
+        if len(in_shape) == 4 and in_shape[1] * in_shape[2] != 1:
+            x = self.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+        if len(out_shape) == 4:
+            target = self.const(f"shape_{'x'.join(map(str, out_shape))}", np.array(out_shape, dtype=np.int64))
+            y = self.node("Reshape", [x, target], "reshape")
+            return self.node("Transpose", [y], "to_nchw", perm=[0, 3, 1, 2])
+        target = self.const(f"shape_{'x'.join(map(str, out_shape))}", np.array(out_shape, dtype=np.int64))
+        return self.node("Reshape", [x, target], "reshape")
+
+
+def _onnx_elem(t: Attribute) -> int:
+    from onnx import TensorProto
+
+    if t == i8:
+        return TensorProto.INT8
+    if t == f32:
+        return TensorProto.FLOAT
+    if t == i32:
+        return TensorProto.INT32
+    raise ValueError(f"ONNX export: unsupported element type {t}")

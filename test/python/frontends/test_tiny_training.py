@@ -1,0 +1,508 @@
+"""Tests of the tiny-training reference-model importer, its ONNX export and its command line.
+
+The three MCUNetV3 models are read from ../shared/models/tiny-training (relative to the repository
+root); tests that need them skip when that folder is absent. A small synthetic model in the same
+pickle format covers the importer, the export and the error paths everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, i8
+from xdsl.printer import Printer
+
+from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, ParamOp, QuantParamsAttr, ReshapeOp
+from qtrain.frontends.tiny_training import (
+    INPUT_Q_ATTR,
+    ReferenceModel,
+    TinyTrainingFormatError,
+    accumulator_bound,
+    avgpool_tie_note,
+    bias_adjustment_is_exact,
+    export_onnx,
+    forward_function,
+    import_tiny_training,
+    input_quant,
+    int32_safe_bias,
+    load_pkl,
+    parse_model,
+)
+from qtrain.lowering.interpreter import load_module, run_forward
+from qtrain.tools.qtrain_import_tiny_training import main as cli_main
+from qtrain.transforms.verify_quant_chain import VerifyQuantChainPass
+
+REPO = Path(__file__).resolve().parents[3]
+MODELS_DIR = REPO.parent / "shared" / "models" / "tiny-training"
+MODEL_NAMES = ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"]
+PROG = "qtrain-import-tiny-training"
+
+
+def models_dir() -> Path:
+    if not MODELS_DIR.is_dir():
+        pytest.skip(f"reference models not found: {MODELS_DIR} (../shared is absent on this machine)")
+    return MODELS_DIR
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+def convs(module: ModuleOp) -> list[Conv2DOp]:
+    return [op for op in forward_function(module).walk() if isinstance(op, Conv2DOp)]
+
+
+def params(module: ModuleOp) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for op in module.ops:
+        if isinstance(op, ParamOp):
+            t = op.tensor_type
+            dtype = np.int8 if t.element_type == i8 else np.dtype("<i4")
+            out[op.sym_name.data] = np.frombuffer(op.value.data.data, dtype=dtype).reshape(t.get_shape())
+    return out
+
+
+def weight_param_name(conv: Conv2DOp) -> str:
+    owner = conv.weight.owner
+    return owner.param.root_reference.data  # type: ignore[union-attr]
+
+
+def print_module(module: ModuleOp) -> str:
+    buf = io.StringIO()
+    Printer(stream=buf).print_op(module)
+    return buf.getvalue()
+
+
+def ort_forward(onnx_path: Path, images_nhwc: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rows = [
+        session.run(None, {"image": np.ascontiguousarray(img[None].transpose(0, 3, 1, 2))})[0]
+        for img in images_nhwc
+    ]
+    return np.concatenate(rows).astype(np.int8)
+
+
+def sample_images(shape: tuple[int, int, int], count: int, seed: int) -> np.ndarray:
+    """`count` uniformly random int8 images plus three structured ones (all -128, all 127, a ramp)."""
+    rng = np.random.default_rng(seed)
+    random = rng.integers(-128, 128, size=(count, *shape), dtype=np.int8)
+    h, w, c = shape
+    ramp = np.broadcast_to(np.linspace(-128, 127, w).astype(np.int8)[None, :, None], shape)
+    special = np.stack([np.full(shape, -128, np.int8), np.full(shape, 127, np.int8), ramp])
+    return np.concatenate([random, special])
+
+
+def write_torch_zip(path: Path, obj: Any, folder: str = "archive") -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{folder}/data.pkl", pickle.dumps(obj, protocol=2))
+        z.writestr(f"{folder}/version", "3\n")
+    return path
+
+
+# -- a synthetic model in the reference format -------------------------------------------------------------
+
+
+def synthetic_conv(
+    rng: np.random.Generator, cin: int, cout: int, k: int, stride: int, groups: int, size: int,
+    xq: tuple[float, int], yq: tuple[float, int],
+) -> dict[str, Any]:
+    weight = rng.integers(-127, 128, size=(cout, cin // groups, k, k), dtype=np.int8)
+    return {
+        "in_channel": cin, "out_channel": cout, "in_shape": size, "out_shape": (size + 2 * (k // 2) - k) // stride + 1,
+        "kernel_size": (k, k), "stride": stride, "groups": groups, "depthwise": groups > 1, "act": None,
+        "params": {
+            "weight": weight,
+            "bias": rng.integers(-3000, 3000, size=cout, dtype=np.int32),
+            "x_scale": xq[0], "x_zero": xq[1], "y_scale": yq[0], "y_zero": yq[1],
+            "w_scales": rng.uniform(0.002, 0.02, size=cout).astype(np.float32),
+        },
+    }
+
+
+def synthetic_model(seed: int = 0) -> dict[str, Any]:
+    """8x8x3 input; first conv; a block without pointwise1 and with a residual; a block with
+    pointwise1 and stride 2; a 12-row classifier. The quantization chain is consistent."""
+    rng = np.random.default_rng(seed)
+    q_in, relu, a, b, s, c = (2 / 255, 0), (6 / 255, -128), (0.05, 3), (0.07, -5), (0.06, 1), (0.09, -2)
+    first = synthetic_conv(rng, 3, 4, 3, 2, 1, 8, q_in, relu)
+    block0 = {
+        "pointwise1": None,
+        "depthwise": synthetic_conv(rng, 4, 4, 3, 1, 4, 4, relu, relu),
+        "pointwise2": synthetic_conv(rng, 4, 4, 1, 1, 1, 4, relu, b),
+        "residual": {"in_channel": 4, "in_shape": 4, "params": {"x_scale": relu[0], "x_zero": relu[1],
+                                                                "y_scale": s[0], "y_zero": s[1]}},
+        "se": None,
+    }
+    block1 = {
+        "pointwise1": synthetic_conv(rng, 4, 8, 1, 1, 1, 4, s, relu),
+        "depthwise": synthetic_conv(rng, 8, 8, 5, 2, 8, 4, relu, relu),
+        "pointwise2": synthetic_conv(rng, 8, 6, 1, 1, 1, 2, relu, a),
+        "residual": None,
+        "se": None,
+    }
+    classifier = synthetic_conv(rng, 6, 12, 1, 1, 1, 1, a, c)
+    for key in ("in_shape", "out_shape", "act", "depthwise"):
+        classifier.pop(key)
+    return {"first_conv": first, "blocks": [block0, block1], "feature_mix": None, "classifier": classifier}
+
+
+@pytest.fixture(scope="module")
+def synthetic_pkl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_torch_zip(tmp_path_factory.mktemp("synthetic") / "synthetic.pkl", synthetic_model())
+
+
+def test_synthetic_model_structure(synthetic_pkl: Path) -> None:
+    module = import_tiny_training(synthetic_pkl, num_classes=5)
+    fn = forward_function(module)
+    assert [str(t) for t in fn.function_type.inputs] == ["tensor<1x8x8x3xi8>"]
+    assert [str(t) for t in fn.function_type.outputs] == ["tensor<1x5xi8>"]
+    cs = convs(module)
+    # first conv, block 0 (depthwise, pointwise2), block 1 (pointwise1, depthwise, pointwise2), classifier
+    assert [weight_param_name(c) for c in cs] == [f"conv{i}.weight" for i in range(7)]
+    assert [c.groups.value.data for c in cs] == [1, 4, 1, 1, 8, 1, 1]
+    assert [c.padding.get_values()[0] for c in cs] == [1, 1, 0, 0, 2, 0, 0]  # (k - 1) // 2 on every side
+    assert [c.strides.get_values()[0] for c in cs] == [2, 1, 1, 1, 2, 1, 1]
+    (add,) = [op for op in fn.walk() if isinstance(op, AddOp)]
+    assert add.lhs is cs[0].output and add.rhs is cs[2].output  # lhs = the shortcut (block input)
+    assert add.output_q == cs[3].input_q
+    (pool,) = [op for op in fn.walk() if isinstance(op, AvgPoolOp)]
+    assert pool.is_global and pool.input_q == pool.output_q == cs[5].output_q == cs[6].input_q
+    assert all(c.clamp is None for c in cs)  # the reference's only clamp is the int8 range
+    VerifyQuantChainPass().apply(Context(), module)
+
+
+def test_synthetic_interpreter_matches_onnxruntime(synthetic_pkl: Path, tmp_path: Path) -> None:
+    module = import_tiny_training(synthetic_pkl, num_classes=12)
+    onnx_path = tmp_path / "synthetic.onnx"
+    export_onnx(module, onnx_path)
+    images = sample_images((8, 8, 3), 20, seed=1)
+    output_q, _ = run_forward(module, images)
+    np.testing.assert_array_equal(output_q, ort_forward(onnx_path, images))
+
+
+def test_model_folder_name_inside_zip_is_free(tmp_path: Path) -> None:
+    # torch names the folder inside the zip after the file it saved; any "<folder>/data.pkl" works
+    path = write_torch_zip(tmp_path / "renamed.pkl", synthetic_model(), folder="mcunet-5fps")
+    assert isinstance(load_pkl(path), dict)
+
+
+def test_pickles_that_run_code_are_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, ("echo pwned",))
+
+    path = write_torch_zip(tmp_path / "evil.pkl", {"first_conv": Evil()})
+    with pytest.raises(TinyTrainingFormatError, match="refusing to load posix.system|refusing to load nt.system"):
+        load_pkl(path)
+
+
+def test_saturated_bias_is_made_int32_safe() -> None:
+    raw = synthetic_model()
+    p = raw["first_conv"]["params"]
+    p["bias"][1], p["w_scales"][1] = -(2**31), np.float32(4e-9)  # a dead channel, as in mcunet-5fps conv0
+    p["bias"][2] = 2**31 - 1
+    model = parse_model(raw)
+    safe = int32_safe_bias(model.first_conv).astype(np.int64)
+    bound = accumulator_bound(model.first_conv)
+    assert safe[1] > -(2**31) and safe[2] < 2**31 - 1
+    assert np.all(safe - bound >= -(2**31)) and np.all(safe + bound <= 2**31 - 1)
+    np.testing.assert_array_equal(safe[3:], p["bias"][3:])  # other channels untouched
+    assert bias_adjustment_is_exact(model.first_conv)
+    module = import_tiny_training(raw, num_classes=3)
+    np.testing.assert_array_equal(params(module)["conv0.bias"], safe)
+
+
+# -- the three reference models ----------------------------------------------------------------------------
+
+
+@dataclass
+class Imported:
+    name: str
+    raw: dict[str, Any]
+    model: ReferenceModel
+    module: ModuleOp
+
+
+@pytest.fixture(scope="module", params=MODEL_NAMES)
+def reference(request: pytest.FixtureRequest) -> Imported:
+    path = models_dir() / f"{request.param}.pkl"
+    raw = load_pkl(path)
+    return Imported(request.param, raw, parse_model(raw), import_tiny_training(path, num_classes=10))
+
+
+@pytest.fixture(scope="module")
+def schemes() -> dict[str, Any]:
+    return json.loads((models_dir() / "schemes.json").read_text())
+
+
+def test_imports_verify_and_pass_quant_chain(reference: Imported) -> None:
+    reference.module.verify()
+    VerifyQuantChainPass().apply(Context(), reference.module)
+    fn = forward_function(reference.module)
+    assert [str(t) for t in fn.function_type.inputs] == ["tensor<1x128x128x3xi8>"]
+    assert [str(t) for t in fn.function_type.outputs] == ["tensor<1x10xi8>"]
+    ops = list(fn.body.block.ops)
+    assert isinstance(ops[-2], ReshapeOp) and isinstance(ops[-1], func.ReturnOp)
+
+
+def test_layer_numbering_matches_schemes(reference: Imported, schemes: dict[str, Any]) -> None:
+    cs = convs(reference.module)
+    n_backbone = len(reference.model.backbone_convs())
+    assert [weight_param_name(c) for c in cs] == [f"conv{i}.weight" for i in range(n_backbone + 1)]
+    # per block: pointwise1 (if any), depthwise, pointwise2 -- the depthwise convs sit where the pickle says
+    layer = 1
+    for block in reference.raw["blocks"]:
+        layer += block["pointwise1"] is not None
+        assert cs[layer].is_depthwise and cs[layer].groups.value.data == block["depthwise"]["groups"]
+        layer += 2
+    assert layer == n_backbone and not cs[-1].is_depthwise
+    for budget, scheme in schemes[reference.name].items():
+        assert max(scheme["manual_weight_idx"]) < n_backbone, budget
+        assert scheme["n_bias_update"] <= n_backbone, budget
+
+
+def test_mcunet_numbering_examples_from_schemes_about() -> None:
+    module = import_tiny_training(models_dir() / "mcunet-5fps.pkl", num_classes=10)
+    cs = {weight_param_name(c).removesuffix(".weight"): c for c in convs(module)}
+    assert len(cs) == 43 and "conv42" in cs and "conv43" not in cs  # 42 backbone convs + the classifier
+    in_channels = {name: c.input.type.get_shape()[3] for name, c in cs.items()}  # type: ignore[union-attr]
+    assert in_channels["conv24"] == in_channels["conv27"] == in_channels["conv30"] == 48
+    for b in range(1, 14):  # block b >= 1: pointwise1 = 3b, depthwise = 3b + 1, pointwise2 = 3b + 2
+        assert cs[f"conv{3 * b + 1}"].is_depthwise and not cs[f"conv{3 * b}"].is_depthwise
+    assert cs["conv42"].output.type.get_shape() == (1, 1, 1, 10)  # type: ignore[union-attr]
+
+
+def test_weights_and_biases_come_from_the_pickle(reference: Imported) -> None:
+    values = params(reference.module)
+    backbone = reference.model.backbone_convs()
+    for layer, conv in enumerate(backbone):
+        np.testing.assert_array_equal(values[f"conv{layer}.weight"], conv.weight.transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(values[f"conv{layer}.bias"], int32_safe_bias(conv))
+        assert bias_adjustment_is_exact(conv), conv.where
+        bias = values[f"conv{layer}.bias"].astype(np.int64)  # no int32 accumulator can overflow
+        bound = accumulator_bound(conv)
+        assert np.all(bias - bound >= -(2**31)) and np.all(bias + bound <= 2**31 - 1), conv.where
+    for op, conv in zip(convs(reference.module), reference.model.all_convs(), strict=True):
+        assert op.input_q == QuantParamsAttr.get(conv.x_scale, conv.x_zero)
+        assert op.output_q == QuantParamsAttr.get(conv.y_scale, conv.y_zero)
+        k = op.output.type.get_shape()[3]  # type: ignore[union-attr]
+        assert op.weight_q == QuantParamsAttr.get(conv.w_scales[:k].tolist(), 0, axis=0)
+        assert tuple(op.strides.get_values()) == (conv.stride, conv.stride)
+
+
+def test_saturated_biases_of_mcunet_are_adjusted() -> None:
+    path = models_dir() / "mcunet-5fps.pkl"
+    raw = load_pkl(path)
+    assert raw["first_conv"]["params"]["bias"][6] == -(2**31)  # a dead channel of the reference
+    imported = params(import_tiny_training(raw, num_classes=10))["conv0.bias"]
+    assert imported[6] > -(2**31)
+    np.testing.assert_array_equal(np.delete(imported, [6, 8]), np.delete(raw["first_conv"]["params"]["bias"], [6, 8]))
+
+
+@pytest.mark.parametrize("k", [2, 10, 1000])
+def test_head_is_the_first_k_imagenet_rows(k: int) -> None:
+    raw = load_pkl(models_dir() / "mcunet-5fps.pkl")
+    module = import_tiny_training(raw, num_classes=k)
+    cls = raw["classifier"]["params"]
+    values = params(module)
+    np.testing.assert_array_equal(values["conv42.weight"], cls["weight"][:k].transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(values["conv42.bias"], cls["bias"][:k])
+    head = convs(module)[-1]
+    assert head.weight_q == QuantParamsAttr.get(cls["w_scales"][:k].tolist(), 0, axis=0)
+    assert head.input_q == QuantParamsAttr.get(cls["x_scale"], cls["x_zero"])
+    assert head.output_q == QuantParamsAttr.get(cls["y_scale"], cls["y_zero"])
+    assert str(forward_function(module).function_type.outputs.data[0]) == f"tensor<1x{k}xi8>"
+
+
+def test_input_quantization_is_on_forward(reference: Imported) -> None:
+    q = input_quant(reference.module)
+    first = reference.raw["first_conv"]["params"]
+    assert q == QuantParamsAttr.get(first["x_scale"], first["x_zero"])
+    assert math.isclose(q.scale, 2 / 255, rel_tol=1e-6) and q.zp == 0
+    assert q == convs(reference.module)[0].input_q
+
+
+def test_global_pool_keeps_the_quantization(reference: Imported) -> None:
+    (pool,) = [op for op in forward_function(reference.module).walk() if isinstance(op, AvgPoolOp)]
+    assert pool.is_global and tuple(pool.kernel.get_values()) == (4, 4)
+    assert pool.input_q == pool.output_q == convs(reference.module)[-2].output_q
+    note = avgpool_tie_note(reference.module)
+    assert (note is not None) == (reference.name == "mcunet-5fps")  # only its zero point (-1) is odd
+
+
+def test_print_and_parse_take_seconds(reference: Imported) -> None:
+    start = time.perf_counter()
+    text = print_module(reference.module)
+    parsed = load_module(text)
+    elapsed = time.perf_counter() - start
+    assert 'dense<"0x' in text  # big tensors print in hex
+    assert elapsed < 5.0, f"print + parse took {elapsed:.1f} s"
+    assert print_module(parsed) == text
+    assert input_quant(parsed) == input_quant(reference.module)
+    assert f"{INPUT_Q_ATTR} = #qtrain.quant<" in text
+
+
+def test_qtrain_opt_accepts_the_printed_module(reference: Imported, tmp_path: Path) -> None:
+    exe = shutil.which("qtrain-opt")
+    if exe is None:
+        pytest.skip("qtrain-opt is not installed (pip install -e .)")
+    path = tmp_path / f"{reference.name}.mlir"
+    path.write_text(print_module(reference.module))
+    proc = subprocess.run([exe, str(path), "-p", "qtrain-verify-quant-chain", "-o", os.devnull],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_onnx_export_structure(reference: Imported, tmp_path: Path) -> None:
+    model = export_onnx(reference.module, tmp_path / "model.onnx")
+    onnx.checker.check_model(model)
+    graph = model.graph
+    (image,) = graph.input
+    (output,) = graph.output
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.INT8
+    assert [d.dim_value for d in image.type.tensor_type.shape.dim] == [1, 3, 128, 128]
+    assert output.type.tensor_type.elem_type == onnx.TensorProto.INT8
+    assert [d.dim_value for d in output.type.tensor_type.shape.dim] == [1, 10]
+    kinds = [n.op_type for n in graph.node]
+    assert kinds.count("QLinearConv") == len(reference.model.all_convs())
+    assert kinds.count("QLinearAdd") == sum(b.residual is not None for b in reference.model.blocks)
+    assert kinds.count("QLinearGlobalAveragePool") == 1
+    assert set(kinds) <= {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "Reshape", "Identity"}
+    props = {p.key: p.value for p in model.metadata_props}
+    assert float(props["input_scale"]) == input_quant(reference.module).scale
+
+
+def test_interpreter_matches_onnxruntime_bit_for_bit(reference: Imported, tmp_path: Path) -> None:
+    """The acceptance test: our interpreter and onnxruntime agree on every int8 output."""
+    onnx_path = tmp_path / f"{reference.name}.onnx"
+    export_onnx(reference.module, onnx_path)
+    images = sample_images((128, 128, 3), 6, seed=MODEL_NAMES.index(reference.name))
+    output_q, logits = run_forward(reference.module, images)
+    expected = ort_forward(onnx_path, images)
+    assert output_q.shape == expected.shape == (len(images), 10)
+    np.testing.assert_array_equal(output_q, expected)
+    head = convs(reference.module)[-1].output_q
+    np.testing.assert_array_equal(logits, (expected.astype(np.float32) - head.zp) * np.float32(head.scale))
+
+
+# -- command line ------------------------------------------------------------------------------------------
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        cli_main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_writes_ir_and_onnx(synthetic_pkl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, onnx_out = tmp_path / "m.mlir", tmp_path / "m.onnx"
+    code, _, err = run_cli([str(synthetic_pkl), "--num-classes", "7", "-o", str(out), "--export-onnx", str(onnx_out)],
+                           capsys)
+    assert code == 0, err
+    module = load_module(out)
+    assert str(forward_function(module).function_type.outputs.data[0]) == "tensor<1x7xi8>"
+    onnx.checker.check_model(onnx.load(str(onnx_out)))
+
+
+def test_cli_prints_to_stdout_by_default(synthetic_pkl: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli([str(synthetic_pkl)], capsys)
+    assert code == 0 and "func.func @forward" in out and "qtrain.param @conv5.weight" in out
+
+
+def bad_inputs(synthetic_pkl: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    raw = synthetic_pkl.read_bytes()
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    corrupt = tmp_path / "corrupt.pkl"
+    data = bytearray(raw)
+    data[raw.find(b"data.pkl") + 200] ^= 0xFF  # inside the stored pickle: CRC mismatch
+    corrupt.write_bytes(bytes(data))
+    text = tmp_path / "text.pkl"
+    text.write_text("not a model\n")
+    empty_zip = tmp_path / "empty.pkl"
+    with zipfile.ZipFile(empty_zip, "w") as z:
+        z.writestr("archive/version", "3\n")
+    short_pickle = tmp_path / "short_pickle.pkl"
+    with zipfile.ZipFile(short_pickle, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(synthetic_model())[:300])
+    return {
+        "missing": (tmp_path / "nope.pkl", "No such file or directory"),
+        "directory": (tmp_path, "Is a directory"),
+        "truncated": (truncated, "truncated, or not a torch zip-pickle"),
+        "corrupt": (corrupt, "Bad CRC-32"),
+        "text": (text, "truncated, or not a torch zip-pickle"),
+        "no data.pkl": (empty_zip, "no data.pkl inside"),
+        "short pickle": (short_pickle, "not a readable tiny-training model pickle"),
+        "list": (write_torch_zip(tmp_path / "list.pkl", [1, 2, 3]), "holds a list, expected a model dict"),
+        "other dict": (write_torch_zip(tmp_path / "dict.pkl", {"state_dict": {}}), "missing 'first_conv'"),
+        "bad weight": (write_torch_zip(tmp_path / "w.pkl", {**synthetic_model(), "classifier": {"params": {}}}),
+                       "classifier.params: missing 'weight'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "directory", "truncated", "corrupt", "text", "no data.pkl", "short pickle", "list",
+             "other dict", "bad weight"],
+)
+def test_cli_bad_file(case: str, synthetic_pkl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, message = bad_inputs(synthetic_pkl, tmp_path)[case]
+    code, out, err = run_cli([str(path), "-o", str(tmp_path / "out.mlir")], capsys)
+    assert code == 2
+    assert err.startswith(f"{PROG}: error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.mlir").exists()
+
+
+@pytest.mark.parametrize("n", ["0", "1", "13", "-3"])
+def test_cli_num_classes_out_of_range(n: str, synthetic_pkl: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([str(synthetic_pkl), "--num-classes", n], capsys)
+    assert code == 2
+    assert err == f"{PROG}: error: the number of classes must be between 2 and 12 (the ImageNet classifier's rows), " \
+                  f"got {n}\n"
+
+
+def test_cli_imagenet_head_range() -> None:
+    with pytest.raises(ValueError, match="between 2 and 1000"):
+        import_tiny_training(models_dir() / "proxyless-w0.3.pkl", num_classes=1001)
+
+
+def test_cli_debug_shows_the_traceback(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        cli_main([str(tmp_path / "nope.pkl"), "--debug"])
+
+
+def test_console_script_is_installed(synthetic_pkl: Path, tmp_path: Path) -> None:
+    exe = shutil.which(PROG)
+    if exe is None:
+        pytest.skip(f"{PROG} is not installed (pip install -e .)")
+    proc = subprocess.run([exe, str(tmp_path / "nope.pkl")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"{PROG}: error: No such file or directory")
+    proc = subprocess.run([exe, str(synthetic_pkl), "-o", str(tmp_path / "ok.mlir")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_module_entry_point(synthetic_pkl: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "qtrain.tools.qtrain_import_tiny_training", str(synthetic_pkl)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "func.func @forward" in proc.stdout, proc.stderr

@@ -1,0 +1,64 @@
+"""`qtrain-import-tiny-training`: a reference .pkl model of the MCUNetV3 paper -> forward qtrain IR.
+
+    qtrain-import-tiny-training MODEL.pkl [--num-classes N] [-o OUT.mlir] [--export-onnx OUT.onnx]
+
+The K-class head is the first N rows of the ImageNet classifier. The model's input quantization is
+printed on `@forward` as `qtrain.input_q`. Bad input (missing, truncated or corrupt file, not a model
+pickle, N out of range) prints one line on stderr and exits with status 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from xdsl.printer import Printer
+
+from qtrain.frontends.tiny_training import TinyTrainingFormatError, export_onnx, import_tiny_training
+
+PROG = "qtrain-import-tiny-training"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Import an int8 tiny-training reference model (.pkl) as forward-only qtrain IR."
+    )
+    parser.add_argument("model", help="the model pickle, e.g. ../shared/models/tiny-training/mcunet-5fps.pkl")
+    parser.add_argument(
+        "--num-classes", type=int, default=10, metavar="N", help="classes of the head (first N ImageNet rows); 10"
+    )
+    parser.add_argument("-o", "--output", default="-", metavar="OUT.mlir", help="output IR file (default: stdout)")
+    parser.add_argument("--export-onnx", metavar="OUT.onnx", help="also write the network as a QOperator ONNX model")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    module = import_tiny_training(args.model, args.num_classes)
+    if args.output == "-":
+        Printer(stream=sys.stdout).print_op(module)
+        sys.stdout.write("\n")
+    else:
+        with open(args.output, "w") as f:
+            Printer(stream=f).print_op(module)
+            f.write("\n")
+    if args.export_onnx:
+        export_onnx(module, args.export_onnx)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run(args)
+    except (TinyTrainingFormatError, ValueError, OSError) as e:
+        if args.debug:
+            raise
+        message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"{PROG}: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
