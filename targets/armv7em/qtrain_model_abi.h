@@ -1,0 +1,108 @@
+/*
+ * qtrain_model_abi.h - the one C interface between a generated model and everything that runs it.
+ *
+ * The code generator (lowering/, `-t c`) emits one `model.c` + `model.h` per model. `model.c` defines
+ * the four entry points of DESIGN.md ("Generated C interface") plus one descriptor, `qtrain_model`,
+ * that lets a generic harness (harness.c) drive any model without including model-specific headers:
+ *
+ *   void  qtrain_init(void);                                  copy trainable tensors Flash -> SRAM
+ *   void  qtrain_infer(const int8_t *image, float *logits);   forward; logits dequantized (fp32)
+ *   float qtrain_train_step(const int8_t *image, int label);  forward + backward + update, returns loss
+ *   extern const qtrain_memory_report_t qtrain_memory;        the planner's static figures
+ *   extern const qtrain_model_desc_t    qtrain_model;         shapes, I/O buffers, trainable tensor table
+ *
+ * Where data lives (the section macros below): const weights in Flash (QTRAIN_WEIGHTS), the planned
+ * arena (QTRAIN_ARENA), SRAM copies of trainable tensors (QTRAIN_TRAINABLE) and kernel scratch
+ * buffers (QTRAIN_SCRATCH) in SRAM. The linker scripts give each its own output section so the
+ * firmware's section sizes can be checked against memory.json (build.py reports them). On the host
+ * the macros only align. All SRAM sections are zeroed at reset, like static storage on the host, so
+ * host and QEMU builds start from the same bytes.
+ *
+ * Everything here is C11 and free of libc; the same header compiles for thumbv7em and the host.
+ */
+#ifndef QTRAIN_MODEL_ABI_H
+#define QTRAIN_MODEL_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a struct below changes layout; the harness refuses a model built for another. */
+#define QTRAIN_ABI_VERSION 1u
+
+#if defined(QTRAIN_HOST)
+#define QTRAIN_SECTION(name)
+#else
+#define QTRAIN_SECTION(name) __attribute__((section(name)))
+#endif
+
+/* `static const int8_t conv3_weight[...] QTRAIN_WEIGHTS = {...};` - read-only, stays in Flash. */
+#define QTRAIN_WEIGHTS QTRAIN_SECTION(".qtrain.weights") __attribute__((aligned(4)))
+/* The one static arena the planner lays out (`static uint8_t qtrain_arena[N] QTRAIN_ARENA;`). */
+#define QTRAIN_ARENA QTRAIN_SECTION(".qtrain.arena") __attribute__((aligned(8)))
+/* SRAM copies (or fp32 masters) of the tensors that learn; filled by qtrain_init(). */
+#define QTRAIN_TRAINABLE QTRAIN_SECTION(".qtrain.trainable") __attribute__((aligned(8)))
+/* Kernel scratch buffers (im2col columns, per-channel accumulators, ...). */
+#define QTRAIN_SCRATCH QTRAIN_SECTION(".qtrain.scratch") __attribute__((aligned(8)))
+
+/* The planner's figures, same names and meaning as memory.json (DESIGN.md "Memory accounting"). */
+typedef struct {
+    uint32_t peak_sram_bytes; /* static SRAM = arena_bytes + trainable_bytes + scratch_bytes */
+    uint32_t arena_bytes;     /* arena high-water mark: saved activations, masks, gradients in flight */
+    uint32_t trainable_bytes; /* SRAM copies of trainable tensors */
+    uint32_t scratch_bytes;   /* kernel scratch buffers */
+    uint32_t flash_bytes;     /* const weights (code is measured from the ELF by build.py) */
+} qtrain_memory_report_t;
+
+/* Element type of a trainable tensor as stored on the device (the npz gets the same dtype). */
+typedef enum {
+    QTRAIN_DTYPE_INT8 = 1,
+    QTRAIN_DTYPE_INT32 = 2,
+    QTRAIN_DTYPE_FLOAT32 = 3,
+} qtrain_dtype_t;
+
+#define QTRAIN_MAX_RANK 4
+
+/* One tensor that learns: what the harness dumps as `param/<name>` after training. */
+typedef struct {
+    const char *name;                /* memory.json "name" (npz key is "param/" + name) */
+    const void *data;                /* the SRAM copy the update writes, row-major */
+    uint32_t dtype;                  /* a qtrain_dtype_t */
+    uint32_t rank;                   /* number of used entries in shape[] (0 = scalar) */
+    uint32_t shape[QTRAIN_MAX_RANK]; /* as stored (a partially trained weight: its stored slice) */
+} qtrain_tensor_desc_t;
+
+/* Everything a generic harness needs to know about a model. One per model, emitted by the generator. */
+typedef struct {
+    uint32_t abi_version;    /* QTRAIN_ABI_VERSION the model was generated for */
+    uint32_t input_shape[3]; /* H, W, C of one int8 NHWC image */
+    uint32_t input_bytes;    /* H * W * C */
+    uint32_t num_classes;    /* length of the logits vector */
+    /* Where the harness puts an image before calling qtrain_infer/qtrain_train_step (the image
+     * argument then equals this pointer). It may be the input's slot in the arena (then the image
+     * is counted in arena_bytes) or a separate static buffer; the entry points must accept both. */
+    int8_t *input;
+    /* Where the harness asks qtrain_infer to write the logits: num_classes floats. */
+    float *logits;
+    /* The raw int8 classifier output of the last qtrain_infer call (num_classes values), i.e. the
+     * `output_q` the interpreter writes; usually a slot in the arena. */
+    const int8_t *output_q;
+    uint64_t macs_per_infer;        /* multiply-accumulates in one forward pass */
+    uint64_t macs_per_train_step;   /* ... in one forward + backward + update */
+    uint32_t num_trainable;         /* entries in trainable[] */
+    const qtrain_tensor_desc_t *trainable;
+} qtrain_model_desc_t;
+
+void qtrain_init(void);
+void qtrain_infer(const int8_t *image, float *logits);
+float qtrain_train_step(const int8_t *image, int label);
+extern const qtrain_memory_report_t qtrain_memory;
+extern const qtrain_model_desc_t qtrain_model;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QTRAIN_MODEL_ABI_H */

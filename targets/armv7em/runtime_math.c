@@ -1,0 +1,134 @@
+/*
+ * runtime_math.c - expf and logf in single precision, without libm.
+ *
+ * The same source builds for the target and the host, so the losses of both builds agree bit for
+ * bit (with -ffp-contract=off and round-to-nearest, every operation below is one IEEE-754 single
+ * operation on both: SSE on x86-64, FPv5-SP on the Cortex-M7). Only +, -, *, / and integer bit
+ * manipulation are used: no double (the M7 here has a single-precision FPU only), no tables.
+ *
+ * Accuracy (test/python/targets/firmware/math_accuracy.c against libm in double): over all 2^32
+ * inputs, expf is within 0.94 ulp and logf within 0.89 ulp of the exact result, and about 99.6% of
+ * the results are correctly rounded. test_armv7em_runtime_math.py checks < 1 ulp on every 257th input.
+ */
+#include <stdint.h>
+
+#include "qtrain_runtime.h"
+
+static inline uint32_t float_bits(float x) {
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = x};
+    return v.u;
+}
+
+static inline float bits_float(uint32_t u) {
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = u};
+    return v.f;
+}
+
+/* ln 2 split so that k * LN2_HI is exact for |k| < 2^9 (LN2_HI has 9 trailing zero bits). */
+static const float LN2_HI = 6.93145751953125e-1f;  /* 0x3f317200 */
+static const float LN2_LO = 1.42860676533018704e-6f; /* ln 2 - LN2_HI */
+static const float LOG2E = 1.44269502162933349609e+0f;
+/* Adding and subtracting 1.5 * 2^23 rounds a float of magnitude < 2^22 to an integer (ties to even). */
+static const float ROUND_SHIFTER = 12582912.0f;
+
+/* e^x = 2^k * e^r with k = round(x / ln 2) and |r| <= ln2/2 (+ rounding slack); e^r - 1 by its Taylor
+ * polynomial of degree 7 (truncation < 6e-9 relative), so the error is dominated by the final
+ * rounding of 1 + p. 2^k is applied exactly, in two steps when the result is subnormal so that it
+ * is rounded only once. */
+float qtrain_expf(float x) {
+    if (x != x) {
+        return x + x; /* NaN */
+    }
+    if (x > 88.72283172607421875f) {
+        return bits_float(0x7f800000u); /* overflows: > FLT_MAX after rounding */
+    }
+    if (x < -103.972084045410156f) {
+        return 0.0f; /* below half the smallest subnormal */
+    }
+    float kf = (x * LOG2E + ROUND_SHIFTER) - ROUND_SHIFTER;
+    int k = (int)kf;
+    float r_hi = x - kf * LN2_HI; /* exact */
+    float r_lo = kf * LN2_LO;
+    float r = r_hi - r_lo;
+    float r_err = (r_hi - r) - r_lo; /* the rounding error of r (|r_hi| >= |r_lo|, so exact) */
+    float q = 1.0f / 5040.0f;
+    q = 1.0f / 720.0f + r * q;
+    q = 1.0f / 120.0f + r * q;
+    q = 1.0f / 24.0f + r * q;
+    q = 1.0f / 6.0f + r * q;
+    q = 0.5f + r * q;
+    float p = r + ((r * r) * q + r_err); /* e^r - 1 */
+    float y = 1.0f + p;
+    if (k > 127) {
+        return (y * 0x1p127f) * bits_float((uint32_t)k << 23); /* k = 128: 2^127 * 2 */
+    }
+    if (k < -126) {
+        /* Scale into the normal range exactly, then one rounding to the subnormal result. */
+        return (y * bits_float((uint32_t)(k + 24 + 127) << 23)) * 0x1p-24f;
+    }
+    return y * bits_float((uint32_t)(k + 127) << 23);
+}
+
+/* ln x = k ln 2 + ln(1 + f) with 1 + f in [sqrt(1/2), sqrt(2)). With s = f / (2 + f),
+ * ln(1 + f) = 2 atanh(s) = f - (f^2/2 - s (f^2/2 + R)), R = 2 s^2/3 + 2 s^4/5 + ... (Taylor,
+ * |s| <= 0.1716, 5 terms: truncation < 1e-9 relative). Written this way the rounding error of s only
+ * enters through a term of size ~f^3/4, so the result is within about half an ulp of f - f^2/2 + ...
+ * plus the final rounding. */
+float qtrain_logf(float x) {
+    uint32_t ix = float_bits(x);
+    if (ix == 0u || ix == 0x80000000u) {
+        return bits_float(0xff800000u); /* -inf for +-0 */
+    }
+    if (ix >= 0x7f800000u) {
+        if (ix == 0x7f800000u) {
+            return x; /* +inf */
+        }
+        if (x != x) {
+            return x + x; /* NaN */
+        }
+        return bits_float(0x7fc00000u); /* x < 0: NaN */
+    }
+    int k = 0;
+    if (ix < 0x00800000u) {
+        ix = float_bits(x * 0x1p23f); /* subnormal: make it normal */
+        k = -23;
+    }
+    k += (int)(ix >> 23) - 127;
+    ix = (ix & 0x007fffffu) | 0x3f800000u; /* mantissa m in [1, 2) */
+    if (ix > 0x3fb504f3u) {                /* m > sqrt(2): use m / 2 */
+        ix -= 0x00800000u;
+        k += 1;
+    }
+    float f = bits_float(ix) - 1.0f; /* exact */
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float R = 2.0f / 11.0f;
+    R = 2.0f / 9.0f + z * R;
+    R = 2.0f / 7.0f + z * R;
+    R = 2.0f / 5.0f + z * R;
+    R = 2.0f / 3.0f + z * R;
+    R = z * R;
+    float half_f2 = 0.5f * f * f;
+    float kf = (float)k;
+    return kf * LN2_HI + (f - ((half_f2 - s * (half_f2 + R)) - kf * LN2_LO));
+}
+
+#if !defined(QTRAIN_HOST)
+/* The C names, for code that calls expf/logf directly (there is no libm on the target). */
+float expf(float x);
+float logf(float x);
+
+float expf(float x) {
+    return qtrain_expf(x);
+}
+
+float logf(float x) {
+    return qtrain_logf(x);
+}
+#endif

@@ -1,0 +1,40 @@
+"""Fixtures for the Cortex-M7 target tests: skip markers and firmwares built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from armv7em_testing import FIRMWARE_SOURCES, STUB_MODEL
+
+from qtrain.targets.armv7em import build
+
+
+@pytest.fixture(scope="session")
+def firmware_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("firmware")
+
+
+@pytest.fixture(scope="session")
+def stub_qemu(firmware_dir: Path) -> build.BuildResult:
+    """The stub model with the harness, for QEMU."""
+    if not build.have_tools("clang", "ld.lld"):
+        pytest.skip("clang or ld.lld is not installed (Debian packages 'clang', 'lld')")
+    return build.build_firmware([STUB_MODEL], firmware_dir / "stub" / "firmware.elf", "qemu")
+
+
+@pytest.fixture(scope="session")
+def stub_host(firmware_dir: Path) -> build.BuildResult:
+    """The stub model with the harness, as a host executable."""
+    if not build.have_tools("clang"):
+        pytest.skip("clang is not installed (Debian package 'clang')")
+    return build.build_firmware([STUB_MODEL], firmware_dir / "stub-host" / "firmware", "host")
+
+
+@pytest.fixture(scope="session")
+def stack_probe(firmware_dir: Path) -> build.BuildResult:
+    """stack_probe.c (no harness) for QEMU, with an 8 KB application stack."""
+    if not build.have_tools("clang", "ld.lld"):
+        pytest.skip("clang or ld.lld is not installed (Debian packages 'clang', 'lld')")
+    return build.build_firmware([FIRMWARE_SOURCES / "stack_probe.c"], firmware_dir / "stack_probe.elf", "qemu",
+                                harness=False, stack_bytes=8192)
