@@ -6,7 +6,7 @@ Forward ops and parameters live in `ops.py`, gradient and update ops in `grad_op
 
 from xdsl.ir import Dialect
 
-from qtrain.dialects.qtrain.attrs import QuantParamsAttr
+from qtrain.dialects.qtrain.attrs import F32ArrayAttr, QuantParamsAttr
 from qtrain.dialects.qtrain.grad_ops import (
     GRAD_OPS,
     AvgPoolGradOp,
@@ -33,7 +33,7 @@ from qtrain.dialects.qtrain.ops import (
 )
 
 QTRAIN_OPS = [*FORWARD_OPS, *GRAD_OPS]
-QTRAIN_ATTRS = [QuantParamsAttr]
+QTRAIN_ATTRS = [QuantParamsAttr, F32ArrayAttr]
 
 Qtrain = Dialect("qtrain", QTRAIN_OPS, QTRAIN_ATTRS)
 
@@ -45,6 +45,7 @@ __all__ = [
     "ChannelSliceOp",
     "Conv2DInputGradOp",
     "Conv2DWeightGradOp",
+    "F32ArrayAttr",
     "CrossEntropyGradOp",
     "GradAccumulateOp",
     "RequantGradOp",

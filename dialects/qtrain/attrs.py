@@ -102,3 +102,38 @@ class QuantParamsAttr(ParametrizedAttribute):
         """The single scale of a per-tensor quantization."""
         assert self.per_tensor, "scale of a per-channel quantization is ambiguous"
         return self.scales.data[0].data
+
+
+@irdl_attr_definition
+class F32ArrayAttr(ParametrizedAttribute):
+    """A list of float32 constants, printed exactly: `#qtrain.f32<[0.25, 4.6029251e+08]>`.
+
+    (xDSL 0.74 prints some `array<f32: ...>` values as hex integers that its parser then rejects, so
+    gradient multipliers and QAS factors use this attribute.)
+    """
+
+    name = "qtrain.f32"
+    values: ArrayAttr[FloatData]
+
+    @staticmethod
+    def get(values: Sequence[float]) -> "F32ArrayAttr":
+        return F32ArrayAttr(ArrayAttr(FloatData(float(np.float32(v))) for v in values))
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        with parser.in_angle_brackets():
+            values = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, parser.parse_float)
+        return (ArrayAttr(FloatData(float(np.float32(v))) for v in values),)
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<[{', '.join(f32_literal(v.data) for v in self.values)}]>")
+
+    def verify(self) -> None:
+        if not all(np.isfinite(v.data) for v in self.values):
+            raise VerifyException("#qtrain.f32 values must be finite")
+
+    def get_values(self) -> tuple[float, ...]:
+        return tuple(v.data for v in self.values)
+
+    def as_array(self) -> np.ndarray:
+        return np.array(self.get_values(), dtype=np.float32)

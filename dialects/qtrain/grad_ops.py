@@ -47,7 +47,7 @@ from xdsl.irdl import (
 from xdsl.traits import MemoryWriteEffect, Pure, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
-from qtrain.dialects.qtrain.attrs import QuantParamsAttr
+from qtrain.dialects.qtrain.attrs import F32ArrayAttr, QuantParamsAttr
 from qtrain.dialects.qtrain.ops import (
     GetParamOp,
     ParamOp,
@@ -61,8 +61,8 @@ from qtrain.dialects.qtrain.ops import (
 )
 
 
-def f32_array(values: Sequence[float]) -> DenseArrayBase[Float32Type]:
-    return DenseArrayBase.from_list(f32, [float(v) for v in values])
+def f32_array(values: Sequence[float]) -> F32ArrayAttr:
+    return F32ArrayAttr.get(values)
 
 
 def expect_same_shape(a: TensorType[Attribute], b: TensorType[Attribute], what: str, op: Operation) -> None:
@@ -99,7 +99,7 @@ class RequantGradOp(IRDLOperation):
     grad = operand_def(TensorType)
     mask = opt_operand_def(TensorType)
     result = result_def(TensorType)
-    multiplier = prop_def(DenseArrayBase.constr(f32))
+    multiplier = prop_def(F32ArrayAttr)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
@@ -433,7 +433,7 @@ class SGDUpdateOp(IRDLOperation):
     param = prop_def(SymbolRefAttr)
     grad = operand_def(TensorType)
     lr = prop_def(FloatAttr[Float32Type])
-    grad_scale = prop_def(DenseArrayBase.constr(f32))
+    grad_scale = prop_def(F32ArrayAttr)
     traits = traits_def(MemoryWriteEffect())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$param `,` $grad attr-dict `:` type($grad)"

@@ -17,26 +17,26 @@
 // CHECK-NEXT:   %loss = qtrain.cross_entropy %logits_real, %label : tensor<1x3xf32> -> f32
 // Backward, in reverse: dL/dlogits, then into the int8 domain (x s_out = 0.25), through the reshape.
 // CHECK-NEXT:   %[[GL:.*]] = qtrain.cross_entropy_grad %logits_real, %label : tensor<1x3xf32> -> tensor<1x3xf32>
-// CHECK-NEXT:   %[[GQ:.*]] = qtrain.requant_grad %[[GL]] {multiplier = array<f32: 2.500000e-01>}
+// CHECK-NEXT:   %[[GQ:.*]] = qtrain.requant_grad %[[GL]] {multiplier = #qtrain.f32<[0.25]>}
 // CHECK-NEXT:   %[[GY:.*]] = qtrain.reshape %[[GQ]] : tensor<1x3xf32> -> tensor<1x1x1x3xf32>
 // Classifier: masked requantization gradient with s_x * s_w[c] / s_y per channel, then bias, weight, input.
-// CHECK-NEXT:   %g_acc = qtrain.requant_grad %[[GY]] mask %[[M1]] {multiplier = array<f32: 1.000000e+00, 5.000000e-01, 2.500000e-01>}
+// CHECK-NEXT:   %g_acc = qtrain.requant_grad %[[GY]] mask %[[M1]] {multiplier = #qtrain.f32<[1.0, 0.5, 0.25]>}
 // CHECK-NEXT:   %g_conv1_bias = qtrain.bias_grad %g_acc : tensor<1x1x1x3xf32> -> tensor<3xf32>
 // CHECK-NEXT:   %g_conv1_weight = qtrain.conv2d_weight_grad %h, %g_acc {{.*}}input_q = #qtrain.quant<scales = [0.5], zp = -128>} : (tensor<1x1x1x2xi8>, tensor<1x1x1x3xf32>) -> tensor<3x1x1x2xf32>
 // CHECK-NEXT:   %[[GH:.*]] = qtrain.conv2d_input_grad %g_acc, %w1 {{.*}} : (tensor<1x1x1x3xf32>, tensor<3x1x1x2xi8>) -> tensor<1x1x1x2xf32>
 // First conv: no input gradient (the image is not trainable).
-// CHECK-NEXT:   %g_acc_1 = qtrain.requant_grad %[[GH]] mask %[[M0]] {multiplier = array<f32: 2.500000e-01, 1.250000e-01>}
+// CHECK-NEXT:   %g_acc_1 = qtrain.requant_grad %[[GH]] mask %[[M0]] {multiplier = #qtrain.f32<[0.25, 0.125]>}
 // CHECK-NEXT:   %g_conv0_bias = qtrain.bias_grad %g_acc_1
 // CHECK-NEXT:   %g_conv0_weight = qtrain.conv2d_weight_grad %image, %g_acc_1
 // CHECK-NOT:    qtrain.conv2d_input_grad
 // Updates at the end (naive schedule), with QAS factors s_w^-2 and (s_x * s_w)^-2.
-// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 5.000000e-02 : f32, grad_scale = array<f32: 1.600000e+01, 6.400000e+01>} : tensor<2x2x1x2xf32>
-// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 5.000000e-02 : f32, grad_scale = array<f32: 6.400000e+01, 2.560000e+02>} : tensor<2xf32>
-// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight {lr = 5.000000e-02 : f32, grad_scale = array<f32: 4.000000e+00, 1.600000e+01, 6.400000e+01>}
-// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias {lr = 5.000000e-02 : f32, grad_scale = array<f32: 1.600000e+01, 6.400000e+01, 2.560000e+02>}
+// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>} : tensor<2x2x1x2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>} : tensor<2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[4.0, 16.0, 64.0]>}
+// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0, 256.0]>}
 // CHECK-NEXT:   func.return %loss : f32
 
 // Without QAS: grad_scale 1; separate bias learning rate; int8 weights updated in place.
 // PLAIN:      qtrain.param @conv0.weight trainable = dense<
-// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 1.000000e-01 : f32, grad_scale = array<f32: 1.000000e+00>}
-// PLAIN-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 1.000000e-02 : f32, grad_scale = array<f32: 1.000000e+00>}
+// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 1.000000e-01 : f32, grad_scale = #qtrain.f32<[1.0]>}
+// PLAIN-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[1.0]>}

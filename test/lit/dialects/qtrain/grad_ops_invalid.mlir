@@ -4,7 +4,7 @@ builtin.module {
   qtrain.param @w trainable = dense<1> : tensor<3x1x1x4xi8>
   func.func @f(%g: tensor<1x4x4x3xf32>, %x: tensor<1x4x4x4xi8>) {
     %w = qtrain.get_param @w : tensor<3x1x1x4xi8>
-    qtrain.sgd_update @w, %g2 {lr = 0.05 : f32, grad_scale = array<f32: 1.0>} : tensor<3x1x1x4xf32>
+    qtrain.sgd_update @w, %g2 {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>} : tensor<3x1x1x4xf32>
     %gx = qtrain.conv2d_input_grad %g, %w {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, groups = 1 : i64} : (tensor<1x4x4x3xf32>, tensor<3x1x1x4xi8>) -> tensor<1x4x4x4xf32>
     %g2 = "test.op"() : () -> tensor<3x1x1x4xf32>
     func.return
@@ -17,7 +17,7 @@ builtin.module {
 builtin.module {
   qtrain.param @w = dense<1> : tensor<3x1x1x4xi8>
   func.func @f(%g: tensor<3x1x1x4xf32>) {
-    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = array<f32: 1.0>} : tensor<3x1x1x4xf32>
+    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>} : tensor<3x1x1x4xf32>
     func.return
   }
 }
@@ -28,7 +28,7 @@ builtin.module {
 builtin.module {
   qtrain.param @w trainable channels [0, 2] = dense<1> : tensor<3x1x1x4xi8>
   func.func @f(%g: tensor<3x1x1x4xf32>) {
-    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = array<f32: 1.0>} : tensor<3x1x1x4xf32>
+    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>} : tensor<3x1x1x4xf32>
     func.return
   }
 }
@@ -39,7 +39,7 @@ builtin.module {
 builtin.module {
   qtrain.param @w trainable = dense<1> : tensor<3x1x1x4xi8>
   func.func @f(%g: tensor<3x1x1x4xf32>) {
-    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = array<f32: 1.0, 2.0>} : tensor<3x1x1x4xf32>
+    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0, 2.0]>} : tensor<3x1x1x4xf32>
     func.return
   }
 }
@@ -63,13 +63,13 @@ builtin.module {
 
 %g = "test.op"() : () -> tensor<1x4x4x3xf32>
 %m = "test.op"() : () -> tensor<1x4x4x2xi1>
-%a = qtrain.requant_grad %g mask %m {multiplier = array<f32: 0.5>} : tensor<1x4x4x3xf32>, tensor<1x4x4x2xi1> -> tensor<1x4x4x3xf32>
+%a = qtrain.requant_grad %g mask %m {multiplier = #qtrain.f32<[0.5]>} : tensor<1x4x4x3xf32>, tensor<1x4x4x2xi1> -> tensor<1x4x4x3xf32>
 // CHECK: qtrain.requant_grad: grad and mask must have the same shape, got tensor<1x4x4x3xf32> and tensor<1x4x4x2xi1>
 
 // -----
 
 %g = "test.op"() : () -> tensor<1x4x4x3xf32>
-%a = qtrain.requant_grad %g {multiplier = array<f32: 0.5, 0.25>} : tensor<1x4x4x3xf32> -> tensor<1x4x4x3xf32>
+%a = qtrain.requant_grad %g {multiplier = #qtrain.f32<[0.5, 0.25]>} : tensor<1x4x4x3xf32> -> tensor<1x4x4x3xf32>
 // CHECK: qtrain.requant_grad: multiplier has 2 values, need 1 or one per channel of the last axis (3)
 
 // -----
