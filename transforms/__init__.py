@@ -16,7 +16,19 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return AutodiffPass
 
+    def sparse_update() -> type[ModulePass]:
+        from qtrain.transforms.sparse_update import SparseUpdatePass
+
+        return SparseUpdatePass
+
+    def dead_gradient_elim() -> type[ModulePass]:
+        from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
+
+        return DeadGradientElimPass
+
     return {
         "qtrain-verify-quant-chain": verify_quant_chain,
         "qtrain-autodiff": autodiff,
+        "qtrain-sparse-update": sparse_update,
+        "qtrain-dead-gradient-elim": dead_gradient_elim,
     }

@@ -1,0 +1,124 @@
+"""`qtrain-sparse-update`: keeps only the updates a sparse-update scheme names.
+
+Runs after `qtrain-autodiff` (which updates every parameter). For each `qtrain.sgd_update` in
+@train_step it either keeps it, drops it (the parameter becomes frozen: no SRAM copy), or narrows a
+weight update to the first ceil(r * C_in) input channels: the forward pass then saves only that
+`qtrain.channel_slice` of the layer's input, the weight gradient reads the slice, and the parameter
+gets `channels [0, k]`. What the dropped updates leave dead is removed by `qtrain-dead-gradient-elim`.
+Schemes are described in `qtrain.transforms.schemes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.ir import Operation
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+from xdsl.utils.exceptions import PassFailedException
+
+from qtrain.dialects.qtrain import ChannelSliceOp, Conv2DWeightGradOp, ParamOp, SGDUpdateOp
+from qtrain.dialects.qtrain.ops import i64_array
+from qtrain.transforms.autodiff import TRAIN_STEP
+from qtrain.transforms.schemes import SchemeError, TrainableTensor, network_layers, parse_scheme
+
+
+def find_func(module: ModuleOp, name: str) -> func.FuncOp | None:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == name:
+            return op
+    return None
+
+
+def freeze(param: ParamOp) -> None:
+    """Marks a parameter as frozen: no SRAM copy, no update."""
+    param.trainable = None
+    param.storage = None
+    param.channels = None
+
+
+@dataclass(frozen=True)
+class SparseUpdatePass(ModulePass):
+    """Keeps the updates of a sparse-update scheme (full, bias-only, last-k=K, FILE.json#MODEL/BUDGET)."""
+
+    name = "qtrain-sparse-update"
+
+    scheme: str = "full"
+    """full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (quote values containing '.')"""
+    k: int | None = None
+    """layer count for scheme=last-k"""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        train = find_func(op, TRAIN_STEP)
+        if train is None:
+            raise PassFailedException(f"{self.name}: no func.func @{TRAIN_STEP}; run qtrain-autodiff first")
+        try:
+            scheme = parse_scheme(self.scheme, self.k)
+            chosen = scheme.resolve(network_layers(train))
+        except SchemeError as e:
+            raise PassFailedException(f"{self.name}: {e}") from None
+        params = {p.sym_name.data: p for p in op.ops if isinstance(p, ParamOp)}
+        updates = [u for u in train.walk() if isinstance(u, SGDUpdateOp)]
+        updated = {u.param.root_reference.data for u in updates}
+        missing = sorted(set(chosen) - updated)
+        if missing:
+            raise PassFailedException(
+                f"{self.name}: the scheme trains {', '.join(missing)} but @{TRAIN_STEP} has no update for it"
+            )
+        for update in updates:
+            name = update.param.root_reference.data
+            tensor = chosen.get(name)
+            if tensor is None:
+                Rewriter.erase_op(update)
+                freeze(params[name])
+            elif tensor.channels is not None:
+                self._narrow(update, params[name], tensor)
+
+    def _narrow(self, update: SGDUpdateOp, param: ParamOp, tensor: TrainableTensor) -> None:
+        """Trains only input channels [start, stop) of a weight; forward saves only that input slice."""
+        assert tensor.channels is not None
+        start, stop = tensor.channels
+        grad_op = update.grad.owner
+        if not isinstance(grad_op, Conv2DWeightGradOp) or grad_op.channels is not None:
+            raise PassFailedException(
+                f"{self.name}: the update of @{tensor.name} is not fed by one whole-tensor conv2d_weight_grad"
+            )
+        param.channels = i64_array([start, stop])
+        # The slice is taken right where the full input is produced, so the full tensor need not be
+        # kept alive for backward; reordering may move it.
+        source = grad_op.input
+        sliced = ChannelSliceOp(source, start, stop)
+        sliced.result.name_hint = f"saved_{tensor.name.replace('.', '_')}"
+        anchor: Operation | None = source.owner if isinstance(source.owner, Operation) else None
+        block = update.parent_block()
+        assert block is not None
+        if anchor is not None and anchor.parent_block() is block:
+            block.insert_op_after(sliced, anchor)
+        else:
+            block.insert_op_before(sliced, block.first_op)  # type: ignore[arg-type]
+        w_shape = list(param.tensor_type.get_shape())
+        w_shape[param.channel_axis] = stop - start
+        new_grad = Conv2DWeightGradOp(
+            sliced.result,
+            grad_op.grad,
+            TensorType(f32, w_shape),
+            strides=grad_op.strides.get_values(),
+            padding=grad_op.padding.get_values(),
+            groups=grad_op.groups.value.data,  # type: ignore[attr-defined]
+            input_q=grad_op.input_q,
+            channels=[start, stop],
+        )
+        new_grad.result.name_hint = grad_op.result.name_hint
+        scales = update.grad_scale.get_values()
+        if param.channel_axis == 0 and len(scales) > 1:
+            scales = scales[start:stop]
+        new_update = SGDUpdateOp(
+            tensor.name, new_grad.result, lr=update.lr.value.data, grad_scale=scales
+        )
+        Rewriter.replace_op(grad_op, new_grad, [new_grad.result])
+        Rewriter.replace_op(update, new_update, [])
+        # The whole-tensor gradient's SSA value is gone; a stale type on a remaining user would be a bug.
+        assert new_update.grad.type == TensorType(f32, param.trainable_shape())
