@@ -1,0 +1,1481 @@
+"""ONNX importer: float, QDQ and QOperator CNNs -> forward-only qtrain IR.
+
+Output (see `frontends/builder.py`): module-level `qtrain.param`s `conv{L}.weight` (int8 OHWI, symmetric
+per-output-channel scales) and `conv{L}.bias` (int32 at scale s_x * s_w[c]; every conv gets one, zeros
+when the model has none, so bias-only schemes can train it), L counting convs in forward order (a
+Gemm/MatMul classifier is a conv too), and `func.func @forward(%image: tensor<1xHxWxCxi8>) ->
+tensor<1xKxi8>` carrying `qtrain.input_q` / `qtrain.output_q`.
+
+Supported models (ai.onnx opsets 10..28, plus com.microsoft version 1 for onnxruntime's contrib ops):
+
+| ONNX                                               | qtrain                                                   |
+| -------------------------------------------------- | -------------------------------------------------------- |
+| Conv (+ BatchNormalization, + Relu / Clip)         | `qtrain.conv2d` (BN folded, activation as `clamp`)       |
+| Gemm, MatMul (+ Add of a constant vector)          | `qtrain.conv2d` with a kernel covering the whole input   |
+| Add (+ Relu / Clip)                                | `qtrain.add`                                             |
+| GlobalAveragePool, AveragePool (no padding)        | `qtrain.avgpool`                                         |
+| Flatten, Reshape (flatten / unflatten only)        | nothing (a view), `qtrain.reshape` for the output        |
+| QuantizeLinear, DequantizeLinear                   | the quantization of the tensor they sit on               |
+| QLinearConv, QLinearMatMul                         | `qtrain.conv2d` (bit-exact integer weights and bias)     |
+| com.microsoft QLinearAdd, QLinearGlobalAveragePool,| `qtrain.add`, `qtrain.avgpool`, `qtrain.conv2d`          |
+| QLinearAveragePool, QGemm                          |                                                          |
+| Relu / Clip with no foldable producer              | `qtrain.avgpool` 1x1 (a requantization whose saturation  |
+|                                                    | implements the range)                                    |
+| Identity, Dropout, Constant                        | nothing                                                  |
+
+Layout: NCHW tensors become NHWC (OIHW weights become OHWI); a Gemm/MatMul on a flattened `[1, C*H*W]`
+tensor becomes a conv with an HxW kernel on the NHWC tensor (weights reordered from CHW), so no data
+moves. The batch dimension (static or symbolic) is fixed to 1. A rank-2 input `[N, F]` becomes a
+`1x1xF` image. The result is the graph output flattened to `[1, K]` in NHWC order (for a classifier,
+the `[1, K]` logits themselves).
+
+Quantization, by model kind:
+- QOperator / QDQ: scales and zero points come from the model (uint8 tensors are shifted to int8:
+  q - 128 with zero point zp - 128, which is the same real value). Weights stay the model's integers
+  when they are int8-representable after removing the zero point (otherwise they are rescaled by the
+  channel's common divisor, or re-quantized with a warning); biases stay the model's int32 when their
+  scale is s_x * s_w[c]. A float op between a quantized producer and the next QuantizeLinear
+  (BatchNormalization, Relu, Clip, Add of a constant) is folded into that producer, dropping the
+  intermediate quantization (one rounding fewer than onnxruntime; run onnxruntime's `quant_pre_process`
+  before quantizing to keep the model bit-exact). Measured against onnxruntime: preprocessed QOperator
+  and QDQ CNNs are bit-exact; a QDQ AveragePool is not always, because onnxruntime computes it in float
+  and breaks exact .5 ties either way where `qtrain.avgpool` rounds half to even.
+- Float: post-training quantization. Weights: symmetric per output channel, s_w[c] = max|w_c| / 127,
+  values in [-127, 127]. Bias: int32 at s_x * s_w[c]. Activations: per tensor, asymmetric, from the
+  min/max (widened to include 0) of every quantized tensor over the calibration images, run through
+  the float model (BN folded). Calibration images: `--calibration DATA.npz`, key `image`, float NCHW
+  `[N, C, H, W]` (or `[N, F]` for a rank-2 input), preprocessed exactly like the model's input.
+  Without them, a warning and the fallback: 32 images of i.i.d. N(0, 1) values (seed 0), i.e. ranges
+  fit for standardized inputs; for a model whose input quantization is known (a quantized model with
+  a few unquantized tensors), 32 images uniform over the input's int8 range instead.
+- Float in, float out: the function keeps int8 ends. A float graph input is quantized by the caller
+  with `qtrain.input_q` (`quantize_images`); a float graph output is the int8 result dequantized with
+  `qtrain.output_q` (the interpreter's `logits`).
+
+Activation functions are never separate ops: Relu/Clip fold into the producing conv/add as an int8
+`clamp` (the real range [lo, hi] mapped through the output quantization); elsewhere they become a 1x1
+requantizing `qtrain.avgpool` whose output quantization's saturation is the range (always the case
+for ReLU/ReLU6 with calibrated ranges), or an error if it is not.
+
+Errors are `OnnxImportError` with a one-line message (the CLI prints it and exits with status 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import SSAValue
+
+from qtrain.dialects.qtrain import QuantParamsAttr
+from qtrain.frontends.builder import (
+    INPUT_Q_ATTR,
+    INT32_MAX,
+    INT32_MIN,
+    ForwardBuilder,
+    clamp_for_range,
+    quant_params,
+    quantize_real,
+    range_quant,
+)
+
+SUPPORTED_OPSETS = range(10, 29)
+"""ai.onnx opset versions accepted (10 introduced QuantizeLinear/QLinearConv; 28 is onnx 1.23's newest;
+the ops used here only gained new data types after opset 21)."""
+MS_DOMAIN = "com.microsoft"
+SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
+    "": (
+        "Add",
+        "AveragePool",
+        "BatchNormalization",
+        "Clip",
+        "Constant",
+        "Conv",
+        "DequantizeLinear",
+        "Dropout",
+        "Flatten",
+        "Gemm",
+        "GlobalAveragePool",
+        "Identity",
+        "MatMul",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QuantizeLinear",
+        "Relu",
+        "Reshape",
+    ),
+    MS_DOMAIN: ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool"),
+}
+CALIBRATION_FALLBACK_IMAGES = 32
+CALIBRATION_BATCH = 64
+
+
+class OnnxImportError(Exception):
+    """A model the importer cannot translate; the message is one line naming the cause."""
+
+
+class OnnxImportWarning(UserWarning):
+    """Something the importer did that the user should know about (calibration fallback, lossy step)."""
+
+
+def supported_ops_text() -> str:
+    ms = ", ".join(f"{MS_DOMAIN}.{op}" for op in SUPPORTED_OPS[MS_DOMAIN])
+    return ", ".join(SUPPORTED_OPS[""]) + ", " + ms
+
+
+# -- the intermediate graph ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Edge:
+    """An activation tensor of the qtrain graph: NHWC with batch 1, quantized per tensor once known."""
+
+    name: str
+    shape: tuple[int, int, int]  # H, W, C
+    quant: QuantParamsAttr | None = None
+    producer: Layer | None = None
+
+    @property
+    def nhwc(self) -> tuple[int, int, int, int]:
+        return (1, *self.shape)
+
+
+@dataclass(eq=False)
+class Act:
+    """What an ONNX tensor name refers to when it is computed at run time.
+
+    `is_int`: the ONNX tensor holds the quantized integers of `edge` (after QuantizeLinear / QLinear*);
+    otherwise it holds real values (a float model's tensor, or the output of a DequantizeLinear).
+    `unsigned`: those integers are uint8 in the ONNX model. `flat`: the ONNX view is `[N, C*H*W]`
+    (CHW order) rather than `[N, C, H, W]`.
+    """
+
+    edge: Edge
+    is_int: bool = False
+    unsigned: bool = False
+    flat: bool = False
+
+    def onnx_shape(self) -> tuple[int, ...]:
+        h, w, c = self.edge.shape
+        return (1, c * h * w) if self.flat else (1, c, h, w)
+
+
+@dataclass
+class QuantizedConst:
+    """A constant given as integers: real = scale * centered, per tensor (axis None) or along `axis`."""
+
+    centered: np.ndarray  # int64, the integers minus the zero point
+    scale: np.ndarray  # float32, shape [] or [size of axis]
+    axis: int | None
+
+
+@dataclass
+class Const:
+    """A constant ONNX tensor (initializer, Constant, or computed from constants)."""
+
+    value: np.ndarray
+    exact: QuantizedConst | None = None  # set on the output of a DequantizeLinear of a constant
+
+
+@dataclass(eq=False)
+class Layer:
+    output: Edge
+
+    def inputs(self) -> list[Edge]:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class ConvLayer(Layer):
+    """A conv in OIHW real terms; `w_int`/`w_scale` hold the model's exact integers when it has them."""
+
+    input: Edge
+    w_real: np.ndarray  # float64 [O, I/g, KH, KW]
+    b_real: np.ndarray  # float64 [O]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    groups: int = 1
+    act: tuple[float, float] = (-math.inf, math.inf)
+    w_int: np.ndarray | None = None  # int64 [O, I/g, KH, KW] within [-128, 127]
+    w_scale: np.ndarray | None = None  # float32 [O]
+    b_int: np.ndarray | None = None  # int64 [O]
+    b_scale: np.ndarray | None = None  # float64 [O]
+    source: str = ""
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+    def scale_channels(self, factor: np.ndarray) -> None:
+        """Multiplies output channel c by factor[c] (BatchNormalization, Gemm alpha)."""
+        factor = np.asarray(factor, dtype=np.float64)
+        self.w_real = self.w_real * factor[:, None, None, None]
+        self.b_real = self.b_real * factor
+        if self.w_int is not None and self.w_scale is not None:
+            sign = np.where(factor < 0, -1, 1)
+            self.w_int = self.w_int * sign[:, None, None, None]
+            self.w_scale = (self.w_scale.astype(np.float64) * np.abs(factor)).astype(np.float32)
+            if np.any(self.w_scale <= 0) or not np.all(np.isfinite(self.w_scale)):
+                self.w_int = self.w_scale = None
+        self.b_int = self.b_scale = None
+
+    def shift_bias(self, delta: np.ndarray) -> None:
+        self.b_real = self.b_real + np.asarray(delta, dtype=np.float64)
+        self.b_int = self.b_scale = None
+
+
+@dataclass(eq=False)
+class AddLayer(Layer):
+    lhs: Edge
+    rhs: Edge
+    act: tuple[float, float] = (-math.inf, math.inf)
+
+    def inputs(self) -> list[Edge]:
+        return [self.lhs, self.rhs]
+
+
+@dataclass(eq=False)
+class PoolLayer(Layer):
+    input: Edge
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+
+@dataclass(eq=False)
+class RequantLayer(Layer):
+    """Re-expresses a tensor in another quantization (a 1x1 avgpool); `act` must follow from saturation."""
+
+    input: Edge
+    act: tuple[float, float] = (-math.inf, math.inf)
+    source: str = ""
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+
+Value = Act | Const
+
+
+# -- small helpers ------------------------------------------------------------------------------------
+
+
+def _node_label(node: onnx.NodeProto) -> str:
+    name = f" '{node.name}'" if node.name else f" (output '{node.output[0]}')" if node.output else ""
+    return f"{node.op_type}{name}"
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _int8_shift(zero_point: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Zero points as int64, and whether they were uint8 (then the int8 twin is zp - 128)."""
+    if zero_point.dtype == np.uint8:
+        return zero_point.astype(np.int64), True
+    if zero_point.dtype == np.int8:
+        return zero_point.astype(np.int64), False
+    raise ValueError(f"zero point of type {zero_point.dtype}; only int8 and uint8 are supported")
+
+
+def _dequantize(q: QuantizedConst) -> np.ndarray:
+    """The real values of a quantized constant (float64)."""
+    scale = q.scale.astype(np.float64)
+    if q.axis is not None:
+        shape = [1] * q.centered.ndim
+        shape[q.axis] = scale.size
+        scale = scale.reshape(shape)
+    return q.centered.astype(np.float64) * scale
+
+
+def _same_pads(size: int, kernel: int, stride: int, mode: str) -> tuple[int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    small, big = total // 2, total - total // 2
+    return (small, big) if mode == "SAME_UPPER" else (big, small)
+
+
+def _common_divisor_rescale(centered: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per output channel, divide the integers by their gcd (and multiply the scale) when that makes them
+    fit in int8 exactly; None when some channel still does not fit."""
+    out_w = centered.copy()
+    out_s = scale.astype(np.float64).copy()
+    for c in range(centered.shape[0]):
+        row = centered[c]
+        if np.abs(row).max(initial=0) <= 127:
+            continue
+        g = int(np.gcd.reduce(np.abs(row).ravel()))
+        if g <= 1 or np.abs(row // g).max() > 127:
+            return None
+        out_w[c] = row // g
+        out_s[c] *= g
+    return out_w, out_s.astype(np.float32)
+
+
+# -- numpy float reference of the intermediate graph (calibration) -----------------------------------
+
+
+def conv_nhwc_float(
+    x: np.ndarray, w_oihw: np.ndarray, b: np.ndarray, strides: Sequence[int], pads: Sequence[int], groups: int
+) -> np.ndarray:
+    """Float conv on NHWC input [N, H, W, C] with OIHW weights; returns NHWC."""
+    n, h, w, c = x.shape
+    o, cg, kh, kw = w_oihw.shape
+    pt, pl, pb, pr = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # N, OH', OW', C, KH, KW
+    win = win[:, :: strides[0], :: strides[1]]
+    oh, ow = win.shape[1], win.shape[2]
+    win = win.reshape(n, oh, ow, groups, cg, kh, kw)
+    wg = w_oihw.reshape(groups, o // groups, cg, kh, kw)
+    y = np.einsum("nhwgcij,gocij->nhwgo", win, wg, optimize=True).reshape(n, oh, ow, o)
+    return y + b
+
+
+def avgpool_nhwc_float(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    win = np.lib.stride_tricks.sliding_window_view(x, tuple(kernel), axis=(1, 2))
+    return win[:, :: strides[0], :: strides[1]].mean(axis=(-2, -1))
+
+
+# -- the importer ------------------------------------------------------------------------------------
+
+
+class OnnxImporter:
+    """Translates one validated ONNX model; `run()` returns the qtrain module."""
+
+    def __init__(self, model: onnx.ModelProto, calibration: np.ndarray | None = None):
+        self.model = model
+        self.graph = model.graph
+        self.calibration = calibration
+        self.values: dict[str, Value] = {}
+        self.layers: list[Layer] = []
+        self.consumers: dict[str, int] = {}
+        self.producer_node: dict[str, onnx.NodeProto] = {}
+        self.graph_outputs = {o.name for o in self.graph.output}
+        self.input_edge: Edge | None = None
+        self.input_name = ""
+        self.input_flat = False
+        self.model_batch: int | None = None
+        self.opset = 0
+
+    # -- validation --------------------------------------------------------------------------------
+    def validate(self) -> None:
+        if not self.model.HasField("graph") or not self.model.opset_import:
+            raise OnnxImportError("not an ONNX model (no graph or no opset import; truncated or corrupt file?)")
+        versions = {o.domain or "ai.onnx": o.version for o in self.model.opset_import}
+        version = versions.get("ai.onnx")
+        if version is None:
+            raise OnnxImportError("the model imports no ai.onnx opset")
+        if version not in SUPPORTED_OPSETS:
+            raise OnnxImportError(
+                f"unsupported ai.onnx opset {version}; supported: {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}"
+            )
+        if MS_DOMAIN in versions and versions[MS_DOMAIN] != 1:
+            raise OnnxImportError(f"unsupported {MS_DOMAIN} opset {versions[MS_DOMAIN]}; supported: 1")
+        self.opset = version
+        for node in self.graph.node:
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            if node.op_type not in SUPPORTED_OPS.get(domain, ()):
+                op = node.op_type if not domain else f"{domain}.{node.op_type}"
+                where = node.name or node.output[0]
+                raise OnnxImportError(f"unsupported op '{op}' (node '{where}'); supported ops: {supported_ops_text()}")
+        if len(self.graph.output) != 1:
+            raise OnnxImportError(f"the graph has {len(self.graph.output)} outputs; qtrain models have one")
+        self._input_info()  # before the checker, whose messages about inputs are less specific
+        try:
+            onnx.checker.check_model(self.model)
+        except Exception as e:  # checker raises ValidationError and assorted C++ errors
+            raise OnnxImportError(f"invalid ONNX model: {_first_line(str(e))}") from e
+
+    # -- driver ------------------------------------------------------------------------------------
+    def run(self) -> ModuleOp:
+        self.validate()
+        for init in self.graph.initializer:
+            try:
+                self.values[init.name] = Const(numpy_helper.to_array(init))
+            except Exception as e:  # external data, unsupported element types, inconsistent sizes
+                raise OnnxImportError(f"cannot read initializer '{init.name}': {_first_line(str(e))}") from e
+        for node in self.graph.node:
+            for name in node.input:
+                if name:
+                    self.consumers[name] = self.consumers.get(name, 0) + 1
+            for name in node.output:
+                self.producer_node[name] = node
+        for name in self.graph_outputs:
+            self.consumers[name] = self.consumers.get(name, 0) + 1
+        self._read_input()
+        for node in self.graph.node:
+            handler: Callable[[onnx.NodeProto], list[Value]] = getattr(self, f"_op_{node.op_type}")
+            try:
+                results = handler(node)
+            except OnnxImportError:
+                raise
+            except (ValueError, KeyError, IndexError) as e:
+                raise OnnxImportError(f"{_node_label(node)}: {_first_line(str(e))}") from e
+            for name, value in zip(node.output, results, strict=False):
+                if name:
+                    self.values[name] = value
+        out = self.values.get(self.graph.output[0].name)
+        if not isinstance(out, Act):
+            raise OnnxImportError(
+                f"graph output '{self.graph.output[0].name}' is a constant, not computed from the input"
+            )
+        layers = self._reachable(out.edge)
+        self._calibrate(layers, out.edge)
+        return self._emit(layers, out.edge)
+
+    def _input_info(self) -> tuple[onnx.ValueInfoProto, list[int]]:
+        """The one runtime input and its sizes (a symbolic batch as 1); errors for anything else."""
+        initializers = {i.name for i in self.graph.initializer}
+        inputs = [i for i in self.graph.input if i.name not in initializers]
+        if len(inputs) != 1:
+            names = ", ".join(f"'{i.name}'" for i in inputs) or "none"
+            raise OnnxImportError(f"qtrain models take one image input; the graph's runtime inputs are {names}")
+        info = inputs[0]
+        self.input_name = info.name
+        if not info.type.HasField("tensor_type"):
+            raise OnnxImportError(f"input '{info.name}' is not a tensor")
+        ttype = info.type.tensor_type
+        if ttype.elem_type not in (TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8):
+            raise OnnxImportError(
+                f"input '{info.name}' has element type {TensorProto.DataType.Name(ttype.elem_type)}; "
+                "supported: FLOAT, INT8, UINT8"
+            )
+        if not ttype.HasField("shape"):
+            raise OnnxImportError(
+                f"input '{info.name}' has no shape; qtrain needs a static [N, C, H, W] or [N, F] input"
+            )
+        dims = list(ttype.shape.dim)
+        if len(dims) not in (2, 4):
+            raise OnnxImportError(
+                f"input '{info.name}' has rank {len(dims)}; qtrain needs an image [N, C, H, W] or features [N, F]"
+            )
+        sizes: list[int] = []
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                sizes.append(d.dim_value)
+            elif i == 0:
+                sizes.append(1)  # a symbolic batch: fixed to 1
+            else:
+                what = f"'{d.dim_param}'" if d.HasField("dim_param") else "unknown"
+                raise OnnxImportError(
+                    f"input '{info.name}' has a dynamic dimension ({what}) at index {i}; qtrain needs static "
+                    "C, H, W (only the batch dimension may be symbolic)"
+                )
+        return info, sizes
+
+    def _read_input(self) -> None:
+        info, sizes = self._input_info()
+        ttype = info.type.tensor_type
+        self.input_name = info.name
+        dim0 = ttype.shape.dim[0]
+        if dim0.HasField("dim_value") and dim0.dim_value > 0:
+            self.model_batch = dim0.dim_value
+        if len(sizes) == 4:
+            _, c, h, w = sizes
+            self.input_flat = False
+        else:
+            h, w, c = 1, 1, sizes[1]
+            self.input_flat = True
+        edge = self._edge(info.name, (h, w, c))
+        self.input_edge = edge
+        is_int = ttype.elem_type != TensorProto.FLOAT
+        self.values[info.name] = Act(
+            edge, is_int=is_int, unsigned=ttype.elem_type == TensorProto.UINT8, flat=self.input_flat
+        )
+
+    def _edge(self, name: str, shape: tuple[int, int, int], quant: QuantParamsAttr | None = None) -> Edge:
+        return Edge(name, shape, quant)
+
+    def _add_layer(self, layer: Layer) -> Edge:
+        layer.output.producer = layer
+        self.layers.append(layer)
+        return layer.output
+
+    # -- value access --------------------------------------------------------------------------------
+    def _value(self, node: onnx.NodeProto, index: int) -> Value | None:
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        name = node.input[index]
+        if name not in self.values:
+            raise OnnxImportError(f"{_node_label(node)}: input '{name}' is not defined")
+        return self.values[name]
+
+    def _const(self, node: onnx.NodeProto, index: int, what: str, *, optional: bool = False) -> Const | None:
+        value = self._value(node, index)
+        if value is None:
+            if optional:
+                return None
+            raise OnnxImportError(f"{_node_label(node)}: missing {what}")
+        if not isinstance(value, Const):
+            raise OnnxImportError(
+                f"{_node_label(node)}: {what} '{node.input[index]}' must be a constant (initializer or Constant); "
+                "qtrain parameters are fixed at import"
+            )
+        return value
+
+    def _act(self, node: onnx.NodeProto, index: int, what: str = "input") -> Act:
+        value = self._value(node, index)
+        if not isinstance(value, Act):
+            raise OnnxImportError(
+                f"{_node_label(node)}: {what} '{node.input[index] if index < len(node.input) else ''}' must be "
+                "computed from the graph input"
+            )
+        return value
+
+    def _float_act(self, node: onnx.NodeProto, index: int = 0) -> Act:
+        act = self._act(node, index)
+        if act.is_int:
+            raise OnnxImportError(f"{_node_label(node)}: input '{node.input[index]}' holds quantized integers")
+        return act
+
+    def _image_act(self, node: onnx.NodeProto, act: Act) -> None:
+        if act.flat and act.edge.shape[:2] != (1, 1):
+            raise OnnxImportError(f"{_node_label(node)}: input is a flattened [N, C*H*W] tensor, expected NCHW")
+
+    # -- quantization parameters ---------------------------------------------------------------------
+    def _act_quant(
+        self, node: onnx.NodeProto, scale_index: int, zp_index: int, *, default_unsigned: bool = True
+    ) -> tuple[QuantParamsAttr, bool]:
+        """Per-tensor (scale, zero point) inputs -> int8 quant and whether the ONNX integers are uint8."""
+        scale = self._const(node, scale_index, "scale")
+        assert scale is not None
+        zp = self._const(node, zp_index, "zero point", optional=True)
+        if scale.value.size != 1 or (zp is not None and zp.value.size != 1):
+            raise OnnxImportError(
+                f"{_node_label(node)}: activations must be quantized per tensor (one scale and zero point)"
+            )
+        if zp is None:
+            zero, unsigned = 0, default_unsigned
+        else:
+            try:
+                zeros, unsigned = _int8_shift(zp.value)
+            except ValueError as e:
+                raise OnnxImportError(f"{_node_label(node)}: {e}") from None
+            zero = int(zeros.reshape(-1)[0])
+        if scale.value.dtype != np.float32:
+            raise OnnxImportError(f"{_node_label(node)}: scale must be float32, got {scale.value.dtype}")
+        s = float(scale.value.reshape(-1)[0])
+        if not (s > 0 and np.isfinite(s)):
+            raise OnnxImportError(f"{_node_label(node)}: scale {s} must be positive and finite")
+        return quant_params(s, zero - 128 if unsigned else zero), unsigned
+
+    def _quantized_const(
+        self, node: onnx.NodeProto, value: np.ndarray, scale_index: int, zp_index: int, axis: int
+    ) -> QuantizedConst:
+        scale = self._const(node, scale_index, "scale")
+        zp = self._const(node, zp_index, "zero point", optional=True)
+        assert scale is not None
+        if scale.value.dtype != np.float32:
+            raise OnnxImportError(f"{_node_label(node)}: scale must be float32, got {scale.value.dtype}")
+        if value.dtype not in (np.int8, np.uint8, np.int32):
+            raise OnnxImportError(
+                f"{_node_label(node)}: quantized constants must be int8, uint8 or int32, got {value.dtype}"
+            )
+        s = scale.value.astype(np.float32).reshape(-1) if scale.value.ndim else scale.value.astype(np.float32)
+        z = np.zeros(s.shape, np.int64) if zp is None else zp.value.astype(np.int64).reshape(s.shape)
+        if s.size == 1:
+            return QuantizedConst(value.astype(np.int64) - int(z.reshape(-1)[0]), s.reshape(()), None)
+        if scale.value.ndim != 1:
+            raise OnnxImportError(f"{_node_label(node)}: blocked quantization is not supported")
+        axis = axis % value.ndim
+        if value.shape[axis] != s.size:
+            raise OnnxImportError(f"{_node_label(node)}: {s.size} scales for axis {axis} of size {value.shape[axis]}")
+        shape = [1] * value.ndim
+        shape[axis] = s.size
+        return QuantizedConst(value.astype(np.int64) - z.reshape(shape), s, axis)
+
+    def _check_q_attrs(self, node: onnx.NodeProto) -> dict[str, Any]:
+        attrs = _attrs(node)
+        if attrs.get("block_size", 0):
+            raise OnnxImportError(f"{_node_label(node)}: blocked quantization (block_size) is not supported")
+        if attrs.get("precision", 0) not in (0, TensorProto.FLOAT):
+            raise OnnxImportError(f"{_node_label(node)}: precision attribute is not supported")
+        dtype = attrs.get("output_dtype", 0)
+        if dtype not in (0, TensorProto.INT8, TensorProto.UINT8):
+            raise OnnxImportError(
+                f"{_node_label(node)}: output_dtype {TensorProto.DataType.Name(dtype)} is not supported (int8/uint8)"
+            )
+        return attrs
+
+    def _bind_quant(self, node: onnx.NodeProto, edge: Edge, quant: QuantParamsAttr, what: str) -> None:
+        """The integers of `edge` are read with `quant`: fix it, or check it matches."""
+        if edge.quant is None:
+            edge.quant = quant
+        elif edge.quant != quant:
+            raise OnnxImportError(
+                f"{_node_label(node)}: reads {what} with {quant}, but it was quantized with {edge.quant}"
+            )
+
+    def _requantized(self, act: Act, quant: QuantParamsAttr, label: str) -> Edge:
+        """`act.edge` expressed with `quant` (the edge itself when it has no quantization yet)."""
+        edge = act.edge
+        if edge.quant is None:
+            edge.quant = quant
+            return edge
+        if edge.quant == quant:
+            return edge
+        out = self._edge(f"{edge.name}.requant", edge.shape, quant)
+        return self._add_layer(RequantLayer(out, edge, source=label))
+
+    # -- folding into producers ------------------------------------------------------------------------
+    ALIAS_OPS = ("QuantizeLinear", "DequantizeLinear", "Identity", "Dropout", "Flatten", "Reshape")
+
+    def _exclusive(self, name: str, producer: Layer) -> bool:
+        """True when the tensor `name` reaches back to `producer`'s output only through single-use aliases
+        (Q/DQ, Identity, Flatten, ...), so rewriting the producer changes nothing else."""
+        while True:
+            if self.consumers.get(name, 0) != 1:  # graph outputs count as a consumer
+                return False
+            node = self.producer_node.get(name)
+            if node is None:
+                return False
+            if node.op_type not in self.ALIAS_OPS:
+                value = self.values.get(name)
+                return isinstance(value, Act) and value.edge.producer is producer
+            name = node.input[0]
+
+    def _foldable(self, name: str, act: Act, kinds: tuple[type, ...]) -> Layer | None:
+        """The producer of `act` (the value of ONNX tensor `name`) if it is one of `kinds` and `name`
+        is its exclusive use; its output quantization is then dropped (the fold changes the values)."""
+        producer = act.edge.producer
+        if isinstance(producer, kinds) and self._exclusive(name, producer):
+            act.edge.quant = None  # the intermediate quantization (if any) disappears with the fold
+            return producer
+        return None
+
+    # -- op handlers ---------------------------------------------------------------------------------
+    def _op_Constant(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        if "value" in attrs:
+            return [Const(numpy_helper.to_array(attrs["value"]))]
+        for key, dtype in (
+            ("value_float", np.float32),
+            ("value_floats", np.float32),
+            ("value_int", np.int64),
+            ("value_ints", np.int64),
+        ):
+            if key in attrs:
+                return [Const(np.array(attrs[key], dtype=dtype))]
+        raise OnnxImportError(f"{_node_label(node)}: only tensor and numeric Constant values are supported")
+
+    def _op_Identity(self, node: onnx.NodeProto) -> list[Value]:
+        value = self._value(node, 0)
+        assert value is not None
+        return [value]
+
+    def _op_Dropout(self, node: onnx.NodeProto) -> list[Value]:
+        if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
+            raise OnnxImportError(f"{_node_label(node)}: the dropout mask output is not supported")
+        return self._op_Identity(node)
+
+    def _op_QuantizeLinear(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = self._check_q_attrs(node)
+        default_unsigned = attrs.get("output_dtype", 0) != TensorProto.INT8
+        value = self._value(node, 0)
+        if isinstance(value, Const):
+            scale = self._const(node, 1, "scale")
+            zp = self._const(node, 2, "zero point", optional=True)
+            assert scale is not None
+            axis = attrs.get("axis", 1) % max(value.value.ndim, 1)
+            shape = [1] * value.value.ndim
+            s = scale.value.astype(np.float32)
+            if s.size > 1:
+                shape[axis] = s.size
+                s = s.reshape(shape)
+            dtype = (
+                np.uint8
+                if (zp is None and default_unsigned) or (zp is not None and zp.value.dtype == np.uint8)
+                else np.int8
+            )
+            z = np.zeros((), np.int64) if zp is None else zp.value.astype(np.int64).reshape(s.shape)
+            info = np.iinfo(dtype)
+            q = np.clip(np.rint(value.value.astype(np.float32) / s) + z, info.min, info.max).astype(dtype)
+            return [Const(q)]
+        act = self._float_act(node)
+        quant, unsigned = self._act_quant(node, 1, 2, default_unsigned=default_unsigned)
+        edge = self._requantized(act, quant, _node_label(node))
+        return [Act(edge, is_int=True, unsigned=unsigned, flat=act.flat)]
+
+    def _op_DequantizeLinear(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = self._check_q_attrs(node)
+        value = self._value(node, 0)
+        if isinstance(value, Const):
+            exact = self._quantized_const(node, value.value, 1, 2, attrs.get("axis", 1))
+            return [Const(_dequantize(exact), exact)]
+        act = self._act(node, 0)
+        if not act.is_int:
+            raise OnnxImportError(f"{_node_label(node)}: input '{node.input[0]}' is not quantized")
+        quant, _ = self._act_quant(node, 1, 2, default_unsigned=act.unsigned)
+        self._bind_quant(node, act.edge, quant, f"'{node.input[0]}'")
+        return [Act(act.edge, flat=act.flat)]
+
+    # conv-like ops
+    def _conv_geometry(
+        self, node: onnx.NodeProto, edge: Edge, kernel: tuple[int, int]
+    ) -> tuple[tuple[int, int], tuple[int, int, int, int], int]:
+        attrs = _attrs(node)
+        strides = tuple(attrs.get("strides", [1, 1]))
+        dilations = tuple(attrs.get("dilations", [1, 1]))
+        if len(strides) != 2 or len(dilations) != 2:
+            raise OnnxImportError(f"{_node_label(node)}: only 2-D convolutions are supported")
+        if dilations != (1, 1):
+            raise OnnxImportError(f"{_node_label(node)}: dilations {list(dilations)} are not supported (only 1)")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        h, w, _ = edge.shape
+        if auto_pad in ("NOTSET", "VALID"):
+            pads = tuple(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else (0, 0, 0, 0)
+            if len(pads) != 4:
+                raise OnnxImportError(f"{_node_label(node)}: pads must have 4 values")
+            pt, pl, pb, pr = pads[0], pads[1], pads[2], pads[3]
+        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            pt, pb = _same_pads(h, kernel[0], strides[0], auto_pad)
+            pl, pr = _same_pads(w, kernel[1], strides[1], auto_pad)
+        else:
+            raise OnnxImportError(f"{_node_label(node)}: auto_pad {auto_pad} is not supported")
+        if min(strides) < 1 or min(pt, pl, pb, pr) < 0:
+            raise OnnxImportError(f"{_node_label(node)}: strides must be >= 1 and pads >= 0")
+        if h + pt + pb < kernel[0] or w + pl + pr < kernel[1]:
+            raise OnnxImportError(f"{_node_label(node)}: kernel {kernel[0]}x{kernel[1]} larger than the padded input")
+        return (int(strides[0]), int(strides[1])), (int(pt), int(pl), int(pb), int(pr)), int(attrs.get("group", 1))
+
+    def _make_conv(
+        self,
+        node: onnx.NodeProto,
+        act: Act,
+        weight: Const | QuantizedConst,
+        bias: Const | QuantizedConst | None,
+        *,
+        strides: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        groups: int,
+        output_quant: QuantParamsAttr | None,
+        bias_scale: np.ndarray | None = None,
+    ) -> Edge:
+        """A ConvLayer from OIHW weights (real `Const`, or the model's integers) and an optional bias."""
+        edge = act.edge
+        h, w, c = edge.shape
+        if isinstance(weight, Const):
+            w_real = weight.value.astype(np.float64)
+            exact = weight.exact
+        else:
+            exact = weight
+            w_real = (
+                weight.centered * (weight.scale if weight.axis is None else weight.scale.reshape(-1, 1, 1, 1))
+            ).astype(np.float64)
+        if w_real.ndim != 4:
+            raise OnnxImportError(f"{_node_label(node)}: weight must be 4-D OIHW, got shape {list(w_real.shape)}")
+        o, cg, kh, kw = w_real.shape
+        if groups < 1 or c % groups or o % groups or cg != c // groups:
+            raise OnnxImportError(
+                f"{_node_label(node)}: weight {list(w_real.shape)} with group={groups} does not fit {c} input channels"
+            )
+        w_int = w_scale = None
+        if exact is not None and exact.axis in (None, 0):
+            scale = np.broadcast_to(exact.scale.astype(np.float32).reshape(-1), (o,)).copy()
+            centered = exact.centered
+            if np.abs(centered).max(initial=0) > 127:
+                rescaled = _common_divisor_rescale(centered, scale)
+                if rescaled is None:
+                    warnings.warn(
+                        f"{_node_label(node)}: weights do not fit int8 after removing the zero point; "
+                        "re-quantized symmetric per channel (not bit-exact)",
+                        OnnxImportWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    centered, scale = rescaled
+            if np.abs(centered).max(initial=0) <= 127 and np.all(scale > 0):
+                w_int, w_scale = centered.astype(np.int64), scale
+        elif exact is not None:
+            warnings.warn(
+                f"{_node_label(node)}: weights quantized along axis {exact.axis}, not per output channel; "
+                "re-quantized per output channel (not bit-exact)",
+                OnnxImportWarning,
+                stacklevel=2,
+            )
+        b_real = np.zeros(o)
+        b_int = b_scale = None
+        if bias is not None:
+            if isinstance(bias, Const):
+                b_real = np.broadcast_to(bias.value.astype(np.float64).reshape(-1), (o,)).copy()
+                if bias.exact is not None and bias.value.size == o:
+                    b_int = bias.exact.centered.reshape(-1).astype(np.int64)
+                    b_scale = np.broadcast_to(bias.exact.scale.astype(np.float64).reshape(-1), (o,)).copy()
+            else:
+                assert bias_scale is not None
+                b_int = np.broadcast_to(bias.centered.reshape(-1), (o,)).astype(np.int64)
+                b_scale = bias_scale
+                b_real = b_int * b_scale
+            if b_real.shape != (o,):
+                raise OnnxImportError(f"{_node_label(node)}: bias must have {o} values")
+        out_h = (h + pads[0] + pads[2] - kh) // strides[0] + 1
+        out_w = (w + pads[1] + pads[3] - kw) // strides[1] + 1
+        out = self._edge(node.output[0], (out_h, out_w, o), output_quant)
+        layer = ConvLayer(
+            out,
+            edge,
+            w_real,
+            b_real,
+            strides,
+            pads,
+            groups,
+            w_int=w_int,
+            w_scale=w_scale,
+            b_int=b_int,
+            b_scale=b_scale,
+            source=_node_label(node),
+        )
+        return self._add_layer(layer)
+
+    def _op_Conv(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._float_act(node)
+        self._image_act(node, act)
+        weight = self._const(node, 1, "weight")
+        assert weight is not None
+        bias = self._const(node, 2, "bias", optional=True)
+        if weight.value.ndim != 4:
+            raise OnnxImportError(f"{_node_label(node)}: only 2-D convolutions are supported")
+        strides, pads, groups = self._conv_geometry(node, act.edge, weight.value.shape[2:])
+        edge = self._make_conv(node, act, weight, bias, strides=strides, pads=pads, groups=groups, output_quant=None)
+        return [Act(edge)]
+
+    def _op_QLinearConv(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        self._image_act(node, act)
+        x_quant, _ = self._act_quant(node, 1, 2, default_unsigned=act.unsigned)
+        self._bind_quant(node, act.edge, x_quant, f"'{node.input[0]}'")
+        w = self._const(node, 3, "weight")
+        assert w is not None
+        if w.value.ndim != 4:
+            raise OnnxImportError(f"{_node_label(node)}: only 2-D convolutions are supported")
+        weight = self._quantized_const(node, w.value, 4, 5, 0)
+        y_quant, unsigned = self._act_quant(node, 6, 7)
+        bias_const = self._const(node, 8, "bias", optional=True)
+        bias = None
+        bias_scale = None
+        if bias_const is not None:
+            if bias_const.value.dtype != np.int32:
+                raise OnnxImportError(f"{_node_label(node)}: bias must be int32")
+            bias = QuantizedConst(bias_const.value.astype(np.int64), np.float32(1), None)
+            o = w.value.shape[0]
+            bias_scale = np.float64(x_quant.scale) * np.broadcast_to(weight.scale.astype(np.float64).reshape(-1), (o,))
+        strides, pads, groups = self._conv_geometry(node, act.edge, w.value.shape[2:])
+        edge = self._make_conv(
+            node,
+            act,
+            weight,
+            bias,
+            strides=strides,
+            pads=pads,
+            groups=groups,
+            output_quant=y_quant,
+            bias_scale=bias_scale,
+        )
+        return [Act(edge, is_int=True, unsigned=unsigned)]
+
+    def _fc_source(self, node: onnx.NodeProto, act: Act) -> tuple[int, int, int]:
+        """The (C, H, W) a `[1, F]` operand flattens (F = C*H*W)."""
+        if not act.flat and act.edge.shape[:2] != (1, 1):
+            raise OnnxImportError(f"{_node_label(node)}: input must be a [N, F] matrix (flatten the NCHW tensor first)")
+        h, w, c = act.edge.shape
+        return c, h, w
+
+    def _fc_weight(
+        self, node: onnx.NodeProto, act: Act, b: Const, trans_b: bool, alpha: float
+    ) -> tuple[Const | QuantizedConst, int]:
+        """[F, K] (or [K, F] with trans_b) weights -> OIHW `[K, C, H, W]` matching the NHWC source."""
+        c, h, w = self._fc_source(node, act)
+        if b.value.ndim != 2:
+            raise OnnxImportError(
+                f"{_node_label(node)}: weight must be a 2-D constant, got shape {list(b.value.shape)}"
+            )
+        mat = b.value if trans_b else b.value.T  # [K, F]
+        if mat.shape[1] != c * h * w:
+            raise OnnxImportError(f"{_node_label(node)}: weight has {mat.shape[1]} inputs, the operand has {c * h * w}")
+        k = mat.shape[0]
+        real = (mat.astype(np.float64) * alpha).reshape(k, c, h, w)
+        exact = None
+        if b.exact is not None:
+            out_axis = 0 if trans_b else 1
+            if b.exact.axis in (None, out_axis):
+                centered = b.exact.centered if trans_b else b.exact.centered.T
+                scale = b.exact.scale.astype(np.float64) * abs(alpha)
+                exact = QuantizedConst(
+                    (centered * (1 if alpha >= 0 else -1)).reshape(k, c, h, w),
+                    scale.astype(np.float32),
+                    None if b.exact.axis is None else 0,
+                )
+        return Const(real, exact), k
+
+    def _fc_bias(self, node: onnx.NodeProto, bias: Const | None, k: int, beta: float) -> Const | None:
+        if bias is None or beta == 0:
+            return None
+        if bias.value.size not in (1, k) or (bias.value.ndim == 2 and bias.value.shape[0] != 1):
+            raise OnnxImportError(
+                f"{_node_label(node)}: bias of shape {list(bias.value.shape)}; only a per-output vector [K] or [1, K] "
+                "(or a scalar) is supported"
+            )
+        real = np.broadcast_to(bias.value.astype(np.float64).reshape(-1) * beta, (k,)).copy()
+        exact = bias.exact if beta == 1 and bias.value.size == k else None
+        return Const(real, exact)
+
+    def _op_Gemm(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        if attrs.get("transA", 0):
+            raise OnnxImportError(f"{_node_label(node)}: transA=1 is not supported (the input must be [N, F])")
+        act = self._float_act(node)
+        b = self._const(node, 1, "weight")
+        assert b is not None
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+        weight, k = self._fc_weight(node, act, b, bool(attrs.get("transB", 0)), alpha)
+        bias = self._fc_bias(node, self._const(node, 2, "bias", optional=True), k, beta)
+        edge = self._make_conv(node, act, weight, bias, strides=(1, 1), pads=(0, 0, 0, 0), groups=1, output_quant=None)
+        return [Act(edge, flat=True)]
+
+    def _op_MatMul(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._float_act(node)
+        b = self._const(node, 1, "weight")
+        assert b is not None
+        weight, _ = self._fc_weight(node, act, b, False, 1.0)
+        edge = self._make_conv(node, act, weight, None, strides=(1, 1), pads=(0, 0, 0, 0), groups=1, output_quant=None)
+        return [Act(edge, flat=True)]
+
+    def _quantized_fc(
+        self,
+        node: onnx.NodeProto,
+        a_index: int,
+        b_index: int,
+        trans_b: bool,
+        bias: Const | None,
+        y_quant: QuantParamsAttr | None,
+        unsigned: bool,
+    ) -> list[Value]:
+        act = self._act(node, a_index)
+        x_quant, _ = self._act_quant(node, a_index + 1, a_index + 2, default_unsigned=act.unsigned)
+        self._bind_quant(node, act.edge, x_quant, f"'{node.input[a_index]}'")
+        b = self._const(node, b_index, "weight")
+        assert b is not None
+        if b.value.ndim != 2:
+            raise OnnxImportError(f"{_node_label(node)}: weight must be a 2-D constant")
+        out_axis = 0 if trans_b else 1
+        exact = self._quantized_const(node, b.value, b_index + 1, b_index + 2, out_axis)
+        if exact.axis is not None and exact.axis != out_axis:
+            raise OnnxImportError(f"{_node_label(node)}: weights must be quantized per output column")
+        b_const = Const(
+            exact.centered
+            * (exact.scale if exact.axis is None else exact.scale.reshape([-1, 1] if trans_b else [1, -1])),
+            exact,
+        )
+        weight, k = self._fc_weight(node, act, b_const, trans_b, 1.0)
+        bias_q = None
+        bias_scale = None
+        if bias is not None:
+            if bias.value.dtype != np.int32 or bias.value.size != k:
+                raise OnnxImportError(f"{_node_label(node)}: bias must be int32 with one value per output")
+            bias_q = QuantizedConst(bias.value.reshape(-1).astype(np.int64), np.float32(1), None)
+            bias_scale = np.float64(x_quant.scale) * np.broadcast_to(exact.scale.astype(np.float64).reshape(-1), (k,))
+        edge = self._make_conv(
+            node,
+            act,
+            weight,
+            bias_q,
+            strides=(1, 1),
+            pads=(0, 0, 0, 0),
+            groups=1,
+            output_quant=y_quant,
+            bias_scale=bias_scale,
+        )
+        return [Act(edge, is_int=y_quant is not None, unsigned=unsigned, flat=True)]
+
+    def _op_QLinearMatMul(self, node: onnx.NodeProto) -> list[Value]:
+        y_quant, unsigned = self._act_quant(node, 6, 7)
+        return self._quantized_fc(node, 0, 3, False, None, y_quant, unsigned)
+
+    def _op_QGemm(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        if attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0:
+            raise OnnxImportError(f"{_node_label(node)}: only transA=0 and alpha=1 are supported")
+        y_quant, unsigned = None, False
+        if len(node.input) > 7 and node.input[7]:
+            y_quant, unsigned = self._act_quant(node, 7, 8)
+        bias = self._const(node, 6, "bias", optional=True)
+        return self._quantized_fc(node, 0, 3, bool(attrs.get("transB", 0)), bias, y_quant, unsigned)
+
+    # normalization and activations
+    def _op_BatchNormalization(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        if attrs.get("training_mode", 0):
+            raise OnnxImportError(f"{_node_label(node)}: training_mode=1 is not supported")
+        if any(name and self.consumers.get(name) for name in node.output[1:]):
+            raise OnnxImportError(f"{_node_label(node)}: running statistics outputs are not supported")
+        act = self._float_act(node)
+        consts = [self._const(node, i, what) for i, what in enumerate(("scale", "B", "mean", "var"), start=1)]
+        gamma, beta, mean, var = (np.asarray(cst.value, np.float64).reshape(-1) for cst in consts if cst is not None)
+        conv = self._foldable(node.input[0], act, (ConvLayer,))
+        if not isinstance(conv, ConvLayer):
+            raise OnnxImportError(
+                f"{_node_label(node)}: BatchNormalization must directly follow a Conv whose output it alone uses "
+                "(it is folded into that conv's weights)"
+            )
+        o = conv.w_real.shape[0]
+        if gamma.size != o:
+            raise OnnxImportError(f"{_node_label(node)}: {gamma.size} channels, the conv has {o}")
+        factor = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        conv.scale_channels(factor)
+        conv.shift_bias(beta - mean * factor)
+        return [Act(act.edge, flat=act.flat)]
+
+    def _activation(self, node: onnx.NodeProto, lo: float, hi: float) -> list[Value]:
+        act = self._float_act(node)
+        producer = self._foldable(node.input[0], act, (ConvLayer, AddLayer, RequantLayer))
+        if isinstance(producer, ConvLayer | AddLayer | RequantLayer):
+            producer.act = (max(producer.act[0], lo), min(producer.act[1], hi))
+            return [Act(act.edge, flat=act.flat)]
+        out = self._edge(node.output[0], act.edge.shape)
+        edge = self._add_layer(RequantLayer(out, act.edge, (lo, hi), source=_node_label(node)))
+        return [Act(edge, flat=act.flat)]
+
+    def _op_Relu(self, node: onnx.NodeProto) -> list[Value]:
+        return self._activation(node, 0.0, math.inf)
+
+    def _op_Clip(self, node: onnx.NodeProto) -> list[Value]:
+        if self.opset < 11:
+            attrs = _attrs(node)
+            lo, hi = float(attrs.get("min", -math.inf)), float(attrs.get("max", math.inf))
+        else:
+            lo_c = self._const(node, 1, "min", optional=True)
+            hi_c = self._const(node, 2, "max", optional=True)
+            lo = -math.inf if lo_c is None else float(lo_c.value.reshape(-1)[0])
+            hi = math.inf if hi_c is None else float(hi_c.value.reshape(-1)[0])
+        if lo > hi:
+            raise OnnxImportError(f"{_node_label(node)}: min {lo} > max {hi}")
+        return self._activation(node, lo, hi)
+
+    # add
+    def _fold_constant_add(self, node: onnx.NodeProto, name: str, act: Act, real: np.ndarray) -> list[Value]:
+        """`act` (ONNX tensor `name`) + a per-channel constant, folded into the producing conv's bias."""
+        conv = self._foldable(name, act, (ConvLayer,))
+        o = act.edge.shape[2]
+        shapes = {(o,), (1, o), (o, 1, 1), (1, o, 1, 1), (), (1,)}
+        if not isinstance(conv, ConvLayer) or real.shape not in shapes:
+            raise OnnxImportError(
+                f"{_node_label(node)}: adding a constant is only supported right after a Conv/Gemm/MatMul whose "
+                f"output it alone uses, with one value per channel (folded into the bias); got shape {list(real.shape)}"
+            )
+        if not act.flat and real.shape in ((o,), (1, o)) and act.edge.shape[:2] != (1, 1):
+            raise OnnxImportError(f"{_node_label(node)}: constant {list(real.shape)} broadcasts along W, not channels")
+        conv.shift_bias(np.broadcast_to(real.reshape(-1), (o,)))
+        return [Act(act.edge, flat=act.flat)]
+
+    def _op_Add(self, node: onnx.NodeProto) -> list[Value]:
+        a, b = self._value(node, 0), self._value(node, 1)
+        for act_index, act, cst in ((0, a, b), (1, b, a)):
+            if isinstance(act, Act) and isinstance(cst, Const):
+                self._float_act(node, act_index)
+                return self._fold_constant_add(node, node.input[act_index], act, cst.value.astype(np.float64))
+        lhs, rhs = self._float_act(node, 0), self._float_act(node, 1)
+        return [Act(self._add(node, lhs, rhs, None), flat=lhs.flat)]
+
+    def _add(self, node: onnx.NodeProto, lhs: Act, rhs: Act, quant: QuantParamsAttr | None) -> Edge:
+        if lhs.edge.shape != rhs.edge.shape or lhs.onnx_shape() != rhs.onnx_shape():
+            raise OnnxImportError(
+                f"{_node_label(node)}: operands of shapes {list(lhs.onnx_shape())} and {list(rhs.onnx_shape())}; "
+                "only same-shape adds are supported (no broadcasting)"
+            )
+        out = self._edge(node.output[0], lhs.edge.shape, quant)
+        return self._add_layer(AddLayer(out, lhs.edge, rhs.edge))
+
+    def _op_QLinearAdd(self, node: onnx.NodeProto) -> list[Value]:
+        a, b = self._value(node, 0), self._value(node, 3)
+        y_quant, unsigned = self._act_quant(node, 6, 7)
+        if isinstance(a, Const) or isinstance(b, Const):
+            act_index, const_index = (3, 0) if isinstance(a, Const) else (0, 3)
+            act = self._act(node, act_index)
+            cst = self._const(node, const_index, "operand")
+            assert cst is not None
+            x_quant, _ = self._act_quant(node, act_index + 1, act_index + 2, default_unsigned=act.unsigned)
+            self._bind_quant(node, act.edge, x_quant, f"'{node.input[act_index]}'")
+            exact = self._quantized_const(node, cst.value, const_index + 1, const_index + 2, 1)
+            self._fold_constant_add(node, node.input[act_index], act, _dequantize(exact))
+            act.edge.quant = y_quant
+            warnings.warn(
+                f"{_node_label(node)}: constant operand folded into the producer's bias (not bit-exact)",
+                OnnxImportWarning,
+                stacklevel=2,
+            )
+            return [Act(act.edge, is_int=True, unsigned=unsigned, flat=act.flat)]
+        lhs, rhs = self._act(node, 0), self._act(node, 3)
+        for act, index in ((lhs, 0), (rhs, 3)):
+            quant, _ = self._act_quant(node, index + 1, index + 2, default_unsigned=act.unsigned)
+            self._bind_quant(node, act.edge, quant, f"'{node.input[index]}'")
+        return [Act(self._add(node, lhs, rhs, y_quant), is_int=True, unsigned=unsigned, flat=lhs.flat)]
+
+    # pooling
+    def _pool(
+        self,
+        node: onnx.NodeProto,
+        act: Act,
+        kernel: tuple[int, int],
+        strides: tuple[int, int],
+        quant: QuantParamsAttr | None,
+    ) -> Edge:
+        self._image_act(node, act)
+        h, w, c = act.edge.shape
+        out = self._edge(
+            node.output[0], ((h - kernel[0]) // strides[0] + 1, (w - kernel[1]) // strides[1] + 1, c), quant
+        )
+        return self._add_layer(PoolLayer(out, act.edge, kernel, strides))
+
+    def _pool_geometry(self, node: onnx.NodeProto, edge: Edge) -> tuple[tuple[int, int], tuple[int, int]]:
+        attrs = _attrs(node)
+        if attrs.get("channels_last", 0):
+            raise OnnxImportError(f"{_node_label(node)}: channels_last=1 is not supported")
+        kernel = tuple(attrs.get("kernel_shape", []))
+        if len(kernel) != 2:
+            raise OnnxImportError(f"{_node_label(node)}: only 2-D pooling is supported")
+        strides = tuple(attrs.get("strides", [1, 1]))
+        if tuple(attrs.get("dilations", [1, 1])) != (1, 1):
+            raise OnnxImportError(f"{_node_label(node)}: dilations are not supported")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        h, w, _ = edge.shape
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            pads = (*_same_pads(h, kernel[0], strides[0], auto_pad), *_same_pads(w, kernel[1], strides[1], auto_pad))
+        elif auto_pad in ("NOTSET", "VALID"):
+            pads = tuple(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else (0, 0, 0, 0)
+        else:
+            raise OnnxImportError(f"{_node_label(node)}: auto_pad {auto_pad} is not supported")
+        if any(pads):
+            raise OnnxImportError(
+                f"{_node_label(node)}: padded average pooling is not supported (qtrain.avgpool has "
+                f"no padding), pads {list(pads)}"
+            )
+        if kernel[0] > h or kernel[1] > w:
+            raise OnnxImportError(f"{_node_label(node)}: kernel {list(kernel)} larger than the input {h}x{w}")
+        if attrs.get("ceil_mode", 0) and any(
+            (size - k) % s for size, k, s in zip((h, w), kernel, strides, strict=True)
+        ):
+            raise OnnxImportError(f"{_node_label(node)}: ceil_mode=1 with a partial last window is not supported")
+        return (int(kernel[0]), int(kernel[1])), (int(strides[0]), int(strides[1]))
+
+    def _op_GlobalAveragePool(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._float_act(node)
+        h, w, _ = act.edge.shape
+        return [Act(self._pool(node, act, (h, w), (1, 1), None))]
+
+    def _op_AveragePool(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._float_act(node)
+        kernel, strides = self._pool_geometry(node, act.edge)
+        return [Act(self._pool(node, act, kernel, strides, None))]
+
+    def _quantized_pool(self, node: onnx.NodeProto, kernel: tuple[int, int] | None) -> list[Value]:
+        act = self._act(node, 0)
+        x_quant, _ = self._act_quant(node, 1, 2, default_unsigned=act.unsigned)
+        self._bind_quant(node, act.edge, x_quant, f"'{node.input[0]}'")
+        y_quant, unsigned = self._act_quant(node, 3, 4)
+        if kernel is None:
+            k, s = self._pool_geometry(node, act.edge)
+        else:
+            k, s = kernel, (1, 1)
+        return [Act(self._pool(node, act, k, s, y_quant), is_int=True, unsigned=unsigned)]
+
+    def _op_QLinearGlobalAveragePool(self, node: onnx.NodeProto) -> list[Value]:
+        if _attrs(node).get("channels_last", 0):
+            raise OnnxImportError(f"{_node_label(node)}: channels_last=1 is not supported")
+        act = self._act(node, 0)
+        return self._quantized_pool(node, act.edge.shape[:2])
+
+    def _op_QLinearAveragePool(self, node: onnx.NodeProto) -> list[Value]:
+        return self._quantized_pool(node, None)
+
+    # views
+    def _op_Flatten(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        rank = 2 if act.flat else 4
+        axis = _attrs(node).get("axis", 1)
+        if axis % rank != 1:
+            raise OnnxImportError(f"{_node_label(node)}: only axis=1 (flatten to [N, C*H*W]) is supported")
+        return [Act(act.edge, act.is_int, act.unsigned, flat=True)]
+
+    def _op_Reshape(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        shape_const = self._const(node, 1, "shape")
+        assert shape_const is not None
+        target = [int(d) for d in shape_const.value.reshape(-1)]
+        allow_zero = _attrs(node).get("allowzero", 0)
+        current = act.onnx_shape()
+        if not target or target[0] not in (1, -1, 0, self.model_batch or 1):
+            raise OnnxImportError(f"{_node_label(node)}: the first dimension of {target} must be the batch")
+        dims = [current[i] if d == 0 and not allow_zero and i < len(current) else d for i, d in enumerate(target)]
+        dims[0] = 1
+        total = int(np.prod(current))
+        if dims.count(-1) == 1:
+            known = int(np.prod([d for d in dims if d != -1]))
+            dims[dims.index(-1)] = total // known if known else 0
+        h, w, c = act.edge.shape
+        if len(dims) == 2 and dims[1] == c * h * w:
+            return [Act(act.edge, act.is_int, act.unsigned, flat=True)]
+        if len(dims) == 4 and tuple(dims[1:]) == (c, h, w) and (not act.flat or (h, w) == (1, 1)):
+            return [Act(act.edge, act.is_int, act.unsigned, flat=False)]
+        raise OnnxImportError(
+            f"{_node_label(node)}: reshape of {list(current)} to {target} changes the layout; only flattening "
+            "[N, C, H, W] to [N, C*H*W] (and back) is supported"
+        )
+
+    # -- calibration ---------------------------------------------------------------------------------
+    def _reachable(self, output: Edge) -> list[Layer]:
+        needed: set[int] = set()
+        stack = [output]
+        while stack:
+            edge = stack.pop()
+            if edge.producer is not None and id(edge.producer) not in needed:
+                needed.add(id(edge.producer))
+                stack.extend(edge.producer.inputs())
+        return [layer for layer in self.layers if id(layer) in needed]
+
+    def _calibrate(self, layers: list[Layer], output: Edge) -> None:
+        assert self.input_edge is not None
+        edges = [self.input_edge, *(layer.output for layer in layers)]
+        missing = [e for e in edges if e.quant is None]
+        if not missing:
+            return
+        images = self._calibration_images(missing)
+        lo = {id(e): math.inf for e in missing}
+        hi = {id(e): -math.inf for e in missing}
+        for start in range(0, images.shape[0], CALIBRATION_BATCH):
+            values = self.evaluate(layers, images[start : start + CALIBRATION_BATCH])
+            for e in missing:
+                v = values[id(e)]
+                lo[id(e)] = min(lo[id(e)], float(v.min()))
+                hi[id(e)] = max(hi[id(e)], float(v.max()))
+        for e in missing:
+            if not (np.isfinite(lo[id(e)]) and np.isfinite(hi[id(e)])):
+                raise OnnxImportError(f"calibration produced non-finite values for tensor '{e.name}'")
+            e.quant = range_quant(lo[id(e)], hi[id(e)])
+
+    def _calibration_images(self, missing: list[Edge]) -> np.ndarray:
+        """Calibration images as float NHWC [N, H, W, C]."""
+        assert self.input_edge is not None
+        h, w, c = self.input_edge.shape
+        expected = (c,) if self.input_flat else (c, h, w)
+        if self.calibration is not None:
+            data = np.asarray(self.calibration)
+            if not np.issubdtype(data.dtype, np.floating) or tuple(data.shape[1:]) != expected or data.shape[0] < 1:
+                raise OnnxImportError(
+                    f"calibration images must be float [N, {', '.join(map(str, expected))}] "
+                    f"({'[N, F]' if self.input_flat else 'NCHW'}), got {data.dtype} {list(data.shape)}"
+                )
+            if not np.all(np.isfinite(data)):
+                raise OnnxImportError("calibration images contain NaN or infinity")
+            data = data.astype(np.float64)
+            return data.reshape(-1, 1, 1, c) if self.input_flat else data.transpose(0, 2, 3, 1)
+        rng = np.random.default_rng(0)
+        shape = (CALIBRATION_FALLBACK_IMAGES, h, w, c)
+        quant = self.input_edge.quant
+        names = ", ".join(f"'{e.name}'" for e in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        if quant is None:
+            warnings.warn(
+                f"no calibration data (--calibration): activation ranges of {names} come from "
+                f"{CALIBRATION_FALLBACK_IMAGES} random N(0, 1) images (seed 0); accuracy depends on how well that "
+                "matches the real inputs",
+                OnnxImportWarning,
+                stacklevel=2,
+            )
+            return rng.standard_normal(shape)
+        warnings.warn(
+            f"no calibration data (--calibration): activation ranges of {names} come from "
+            f"{CALIBRATION_FALLBACK_IMAGES} random images uniform over the input's int8 range (seed 0)",
+            OnnxImportWarning,
+            stacklevel=2,
+        )
+        codes = rng.integers(-128, 128, size=shape)
+        return (codes - quant.zp) * quant.scale
+
+    def evaluate(self, layers: list[Layer], images_nhwc: np.ndarray) -> dict[int, np.ndarray]:
+        """Float (unquantized) values of every edge for float NHWC images, keyed by id(edge)."""
+        assert self.input_edge is not None
+        values: dict[int, np.ndarray] = {id(self.input_edge): images_nhwc}
+        for layer in layers:
+            if isinstance(layer, ConvLayer):
+                y = conv_nhwc_float(
+                    values[id(layer.input)], layer.w_real, layer.b_real, layer.strides, layer.pads, layer.groups
+                )
+                y = np.clip(y, *layer.act)
+            elif isinstance(layer, AddLayer):
+                y = np.clip(values[id(layer.lhs)] + values[id(layer.rhs)], *layer.act)
+            elif isinstance(layer, PoolLayer):
+                y = avgpool_nhwc_float(values[id(layer.input)], layer.kernel, layer.strides)
+            elif isinstance(layer, RequantLayer):
+                y = np.clip(values[id(layer.input)], *layer.act)
+            else:
+                raise AssertionError(layer)
+            values[id(layer.output)] = y
+        return values
+
+    # -- emission ------------------------------------------------------------------------------------
+    def _emit(self, layers: list[Layer], output: Edge) -> ModuleOp:
+        assert self.input_edge is not None and self.input_edge.quant is not None
+        b = ForwardBuilder(self.input_edge.nhwc, self.input_edge.quant)
+        ssa: dict[int, SSAValue] = {id(self.input_edge): b.image}
+        for layer in layers:
+            out_q = layer.output.quant
+            assert out_q is not None
+            if isinstance(layer, ConvLayer):
+                result = self._emit_conv(b, layer, ssa[id(layer.input)])
+            elif isinstance(layer, AddLayer):
+                result = b.add(
+                    ssa[id(layer.lhs)], ssa[id(layer.rhs)], output_q=out_q, clamp=clamp_for_range(out_q, *layer.act)
+                )
+            elif isinstance(layer, PoolLayer):
+                result = b.avgpool(ssa[id(layer.input)], kernel=layer.kernel, strides=layer.strides, output_q=out_q)
+            elif isinstance(layer, RequantLayer):
+                if clamp_for_range(out_q, *layer.act) is not None:
+                    raise OnnxImportError(
+                        f"{layer.source}: the range [{layer.act[0]}, {layer.act[1]}] after a "
+                        f"{type(layer.input.producer).__name__ if layer.input.producer else 'graph input'} needs an "
+                        f"int8 clamp, but its output quantization {out_q} does not saturate there and qtrain has no "
+                        "standalone clamp op (only conv2d/add carry one)"
+                    )
+                result = b.avgpool(ssa[id(layer.input)], kernel=(1, 1), strides=(1, 1), output_q=out_q)
+            else:
+                raise AssertionError(layer)
+            ssa[id(layer.output)] = result
+        return b.finish(ssa[id(output)])
+
+    def _emit_conv(self, b: ForwardBuilder, layer: ConvLayer, x: SSAValue) -> SSAValue:
+        in_q = layer.input.quant
+        out_q = layer.output.quant
+        assert in_q is not None and out_q is not None
+        o = layer.w_real.shape[0]
+        if layer.w_int is not None and layer.w_scale is not None:
+            w_q = layer.w_int
+            w_scale = layer.w_scale.astype(np.float32)
+        else:
+            amax = np.abs(layer.w_real).reshape(o, -1).max(axis=1)
+            w_scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+            w_q = np.clip(np.rint(layer.w_real / w_scale.astype(np.float64)[:, None, None, None]), -127, 127)
+        bias_scale = np.float64(np.float32(in_q.scale)) * w_scale.astype(np.float64)
+        if (
+            layer.b_int is not None
+            and layer.b_scale is not None
+            and np.allclose(layer.b_scale, bias_scale, rtol=1e-6, atol=0)
+        ):
+            b_q = layer.b_int
+        else:
+            b_q = np.rint(layer.b_real / bias_scale)
+        if b_q.size and (b_q.min() < INT32_MIN or b_q.max() > INT32_MAX):
+            warnings.warn(f"{layer.source}: bias saturated to int32", OnnxImportWarning, stacklevel=2)
+            b_q = np.clip(b_q, INT32_MIN, INT32_MAX)
+        return b.conv2d(
+            x,
+            w_q.astype(np.int8).transpose(0, 2, 3, 1),
+            w_scale,
+            b_q.astype(np.int32),
+            strides=layer.strides,
+            padding=layer.pads,
+            groups=layer.groups,
+            output_q=out_q,
+            clamp=clamp_for_range(out_q, *layer.act),
+        )
+
+
+def _first_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+# -- public API -------------------------------------------------------------------------------------------
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Reads an ONNX file; OnnxImportError for unreadable, truncated or corrupt files."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise OnnxImportError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise OnnxImportError(
+            f"{path}: not a valid ONNX protobuf (truncated or corrupt file?): {_first_line(str(e)) or type(e).__name__}"
+        ) from e
+    if not model.HasField("graph") or not model.opset_import:
+        raise OnnxImportError(f"{path}: not an ONNX model (no graph or no opset import; truncated or corrupt file?)")
+    return model
+
+
+def load_calibration(path: str | os.PathLike[str]) -> np.ndarray:
+    """The `image` array of a calibration `.npz` (float NCHW)."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            if "image" not in data:
+                raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(data.files) or 'none'})")
+            return np.asarray(data["image"])
+    except OnnxImportError:
+        raise
+    except Exception as e:  # OSError, BadZipFile, ValueError, pickle refusals
+        raise OnnxImportError(f"cannot read calibration data {path}: {_first_line(str(e)) or type(e).__name__}") from e
+
+
+def import_onnx(
+    model: onnx.ModelProto | str | os.PathLike[str],
+    calibration: np.ndarray | str | os.PathLike[str] | None = None,
+) -> ModuleOp:
+    """Imports an ONNX model (a path or a ModelProto) into forward-only qtrain IR.
+
+    `calibration`: float NCHW images (or an `.npz` path with key `image`) for the activation ranges a
+    float model needs; without them the ranges come from the documented random fallback (with an
+    `OnnxImportWarning`). Raises `OnnxImportError` for anything outside the supported subset."""
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    images = load_calibration(calibration) if isinstance(calibration, str | os.PathLike) else calibration
+    return OnnxImporter(proto, images).run()
+
+
+def input_quant(module: ModuleOp) -> QuantParamsAttr:
+    """`qtrain.input_q` of `@forward`: how real-valued images are quantized into its int8 input."""
+    for op in module.body.block.ops:
+        attr = op.attributes.get(INPUT_Q_ATTR)
+        if isinstance(attr, QuantParamsAttr):
+            return attr
+    raise ValueError(f"the module has no function with a {INPUT_Q_ATTR} attribute")
+
+
+def quantize_images(images: np.ndarray, quant: QuantParamsAttr | ModuleOp) -> np.ndarray:
+    """Float NCHW `[N, C, H, W]` (or `[N, F]`) images -> the int8 NHWC `[N, H, W, C]` the forward takes."""
+    q = input_quant(quant) if isinstance(quant, ModuleOp) else quant
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.reshape(x.shape[0], 1, 1, x.shape[1])
+    elif x.ndim == 4:
+        x = x.transpose(0, 2, 3, 1)
+    else:
+        raise ValueError(f"images must be [N, C, H, W] or [N, F], got shape {list(x.shape)}")
+    return np.ascontiguousarray(quantize_real(x, q))
+
+
+__all__ = [
+    "SUPPORTED_OPS",
+    "SUPPORTED_OPSETS",
+    "OnnxImportError",
+    "OnnxImportWarning",
+    "OnnxImporter",
+    "import_onnx",
+    "input_quant",
+    "load_calibration",
+    "load_model",
+    "quantize_images",
+]

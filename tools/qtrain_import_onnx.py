@@ -1,0 +1,88 @@
+"""`qtrain-import-onnx`: an ONNX CNN (float, QDQ or QOperator) -> forward-only qtrain IR.
+
+    qtrain-import-onnx MODEL.onnx [--calibration DATA.npz] [-o OUT.mlir]
+
+Float models are quantized post-training; `--calibration` gives the images for the activation ranges
+(key `image`, float NCHW `[N, C, H, W]`, preprocessed like the model's input). Without it the ranges
+come from random images, with a warning (see `qtrain.frontends.onnx`). The input quantization is
+printed on `@forward` as `qtrain.input_q`, the output's as `qtrain.output_q`.
+
+Bad input (unreadable, truncated or corrupt file; unsupported op, opset or attribute; dynamic or
+missing input shape; bad calibration data) prints one line on stderr and exits with status 2;
+`--debug` shows the traceback instead. Warnings print as one line each on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import TextIO
+
+from xdsl.printer import Printer
+
+from qtrain.frontends.onnx import OnnxImportError, import_onnx, load_calibration
+
+PROG = "qtrain-import-onnx"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Import an ONNX CNN (float, QDQ or QOperator) as forward-only qtrain IR."
+    )
+    parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    parser.add_argument(
+        "--calibration",
+        metavar="DATA.npz",
+        help="calibration images for a float model: key 'image', float NCHW [N, C, H, W]",
+    )
+    parser.add_argument("-o", "--output", default="-", metavar="OUT.mlir", help="output IR file (default: stdout)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    return parser.parse_args(argv)
+
+
+def _print_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    text = str(message).splitlines()[0] if str(message) else category.__name__
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> None:
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    module = import_onnx(args.model, calibration)
+    if args.output == "-":
+        Printer(stream=sys.stdout).print_op(module)
+        sys.stdout.write("\n")
+        return
+    try:
+        with open(args.output, "w") as f:
+            Printer(stream=f).print_op(module)
+            f.write("\n")
+    except OSError as e:
+        raise OnnxImportError(f"cannot write {args.output}: {e.strerror or e}") from e
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _print_warning
+        try:
+            run(args)
+        except OnnxImportError as e:
+            if args.debug:
+                raise
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
