@@ -26,9 +26,21 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return DeadGradientElimPass
 
+    def reorder() -> type[ModulePass]:
+        from qtrain.transforms.reorder import ReorderPass
+
+        return ReorderPass
+
+    def plan_memory() -> type[ModulePass]:
+        from qtrain.transforms.plan_memory import PlanMemoryPass
+
+        return PlanMemoryPass
+
     return {
         "qtrain-verify-quant-chain": verify_quant_chain,
         "qtrain-autodiff": autodiff,
         "qtrain-sparse-update": sparse_update,
         "qtrain-dead-gradient-elim": dead_gradient_elim,
+        "qtrain-reorder": reorder,
+        "qtrain-plan-memory": plan_memory,
     }

@@ -171,7 +171,9 @@ class AutodiffPass(ModulePass):
                 break
             new = fop.clone(value_mapper=value_map)
             if isinstance(new, Conv2DOp | AddOp | AvgPoolOp) and can_saturate(new):
-                new = _add_mask_result(new)
+                masked = _add_mask_result(new)
+                new.erase()  # the unmasked clone must not stay registered as a user of its operands
+                new = masked
             for old_res, new_res in zip(fop.results, new.results, strict=False):
                 value_map[old_res] = new_res
                 new_res.name_hint = old_res.name_hint

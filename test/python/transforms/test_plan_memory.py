@@ -1,0 +1,212 @@
+"""The static memory plan, checked by an independent verifier over the planned schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+
+import pytest
+from testpaths import LIT_INPUTS, MODELS, require_shared_models
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
+from xdsl.ir import Operation, SSAValue
+
+from qtrain.dialects.qtrain import GetParamOp, GradAccumulateOp, ParamOp, RequantGradOp, ReshapeOp, SGDUpdateOp
+from qtrain.lowering.interpreter import load_module
+from qtrain.transforms.pipeline import apply_passes, training_passes
+from qtrain.transforms.plan_memory import ARENA_BYTES, MEMORY, OFFSETS
+
+
+def value_bytes(v: SSAValue) -> int:
+    t = v.type
+    if not isinstance(t, TensorType):
+        return 0
+    n = math.prod(t.get_shape())
+    e = t.element_type
+    if isinstance(e, IntegerType):
+        return math.ceil(n / 8) if e.width.data == 1 else n * e.width.data // 8
+    return 4 * n
+
+
+def verify_plan(function: func.FuncOp) -> int:
+    """Checks that no two simultaneously live values overlap in the arena; returns max(offset + size).
+
+    Independent of the planner: lifetimes are recomputed from the schedule and the offsets recorded in
+    the IR. A value is live from its definition to its last use. A reshape result, or the result of an
+    elementwise op that the planner placed in its dying operand's bytes, shares its source's offset:
+    such pairs are allowed to coincide exactly, nothing else may overlap.
+    """
+    ops = [o for o in function.body.block.ops if not isinstance(o, func.ReturnOp)]
+    pos = {o: i for i, o in enumerate(ops)}
+    offset: dict[SSAValue, int] = {}
+    for arg in function.body.block.args:
+        if value_bytes(arg):
+            offset[arg] = 0  # set below from the first op that records it, see arena_args
+    for op in ops:
+        if OFFSETS in op.attributes:
+            for r, off in zip(op.results, op.attributes[OFFSETS].get_values(), strict=True):
+                if off >= 0:
+                    offset[r] = off
+    # The image argument: the planner records its offset on the function.
+    if "qtrain.arg_offsets" in function.attributes:
+        for a, off in zip(function.body.block.args, function.attributes["qtrain.arg_offsets"].get_values(),
+                          strict=True):
+            if off >= 0:
+                offset[a] = off
+
+    def last_use(v: SSAValue) -> int:
+        return max((pos.get(u.operation, len(ops)) for u in v.uses), default=pos.get(v.owner, 0))
+
+    intervals: list[tuple[int, int, int, int, SSAValue]] = []
+    for v, off in offset.items():
+        owner = v.owner
+        start = pos[owner] if isinstance(owner, Operation) else 0
+        end = last_use(v)
+        for u in v.uses:  # a view keeps its source alive
+            if isinstance(u.operation, ReshapeOp):
+                end = max(end, last_use(u.operation.output))
+        intervals.append((start, end, off, value_bytes(v), v))
+    # Alias classes: a view or an in-place result placed exactly on its source joins the source's class.
+    parent: dict[SSAValue, SSAValue] = {v: v for v in offset}
+
+    def find(v: SSAValue) -> SSAValue:
+        while parent[v] is not v:
+            v = parent[v]
+        return v
+
+    for v in offset:
+        owner = v.owner
+        if isinstance(owner, ReshapeOp | RequantGradOp | GradAccumulateOp):
+            src = owner.operands[0]
+            if src in offset and offset[src] == offset[v]:
+                if not isinstance(owner, ReshapeOp):  # in place: the source must be dead after this op
+                    assert last_use(src) <= pos[owner], f"{_describe(v)} overwrites {_describe(src)} still in use"
+                parent[find(v)] = find(src)
+    for i, (s1, e1, o1, n1, v1) in enumerate(intervals):
+        for s2, e2, o2, n2, v2 in intervals[i + 1:]:
+            if s1 <= e2 and s2 <= e1 and o1 < o2 + n2 and o2 < o1 + n1:
+                shared = find(v1) is find(v2)
+                assert shared, f"{_describe(v1)} [{o1}, {o1 + n1}) and {_describe(v2)} [{o2}, {o2 + n2}) overlap"
+    return max((o + n for _, _, o, n, _ in intervals), default=0)
+
+
+def _describe(v: SSAValue) -> str:
+    return f"%{v.name_hint or '?'} ({getattr(v.owner, 'name', 'argument')})"
+
+
+def storage_bytes(p: ParamOp) -> int:
+    shape = list(p.tensor_type.get_shape())
+    if p.channels is not None:
+        start, stop = p.channels.get_values()
+        axis = 0 if len(shape) == 4 and shape[3] == 1 and shape[0] > 1 else 3
+        shape[axis] = stop - start
+    n = math.prod(shape)
+    elem = p.storage if p.storage is not None else p.tensor_type.element_type
+    size = n if elem == IntegerType(8) else 4 * n
+    return (size + 3) // 4 * 4
+
+
+@cache
+def planned(model: str, scheme: str, reorder: bool) -> ModuleOp:
+    from qtrain.frontends.tiny_training import import_tiny_training
+
+    module = import_tiny_training(MODELS / f"{model}.pkl", num_classes=10)
+    return apply_passes(module, training_passes(scheme, reorder=reorder, sram_kb=1 << 20))
+
+
+def check_module(module: ModuleOp) -> dict[str, int]:
+    memory = {k: v.value.data for k, v in module.attributes[MEMORY].data.items() if hasattr(v, "value")}
+    arenas = []
+    for f in module.ops:
+        if isinstance(f, func.FuncOp) and ARENA_BYTES in f.attributes:
+            used = verify_plan(f)
+            assert used <= f.attributes[ARENA_BYTES].value.data
+            arenas.append(f.attributes[ARENA_BYTES].value.data)
+            assert used == f.attributes[ARENA_BYTES].value.data, "the arena is larger than what the plan uses"
+    assert memory["arena_bytes"] == max(arenas)
+    image_offsets = {f.attributes["qtrain.arg_offsets"].get_values()[0] for f in module.ops
+                     if isinstance(f, func.FuncOp) and ARENA_BYTES in f.attributes}
+    assert len(image_offsets) == 1, "the image must sit at one offset for every entry point"
+    trainable = sum(storage_bytes(p) for p in module.ops if isinstance(p, ParamOp) and p.trainable is not None)
+    assert memory["trainable_bytes"] == trainable
+    assert memory["peak_sram_bytes"] == memory["arena_bytes"] + trainable + memory["scratch_bytes"]
+    return memory
+
+
+def test_tiny_model_plan_verifies():
+    module = load_module(LIT_INPUTS / "tiny_model.mlir")
+    apply_passes(module, training_passes("full"))
+    memory = check_module(module)
+    assert memory["arena_bytes"] > 0
+
+
+@pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
+@pytest.mark.parametrize("reorder", [False, True])
+def test_reference_models_49kb_plans_verify(model: str, reorder: bool):
+    require_shared_models()
+    budget = "49kb"
+    module = planned(model, f"{MODELS / 'schemes.json'}#{model}/{budget}", reorder)
+    check_module(module)
+
+
+def test_reorder_applies_updates_early_and_frees_gradients():
+    require_shared_models()
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    naive = planned("mcunet-5fps", scheme, False)
+    reordered = planned("mcunet-5fps", scheme, True)
+
+    def train(m: ModuleOp) -> list[Operation]:
+        f = next(o for o in m.ops if isinstance(o, func.FuncOp) and o.sym_name.data == "train_step")
+        return list(f.body.block.ops)
+
+    naive_ops, new_ops = train(naive), train(reordered)
+    assert sorted(o.name for o in naive_ops) == sorted(o.name for o in new_ops)
+    # naive: every update after the last gradient op; reordered: each right after its gradient
+    first_update = min(i for i, o in enumerate(new_ops) if isinstance(o, SGDUpdateOp))
+    last_input_grad = max(i for i, o in enumerate(new_ops) if o.name == "qtrain.conv2d_input_grad")
+    assert first_update < last_input_grad
+    naive_first = min(i for i, o in enumerate(naive_ops) if isinstance(o, SGDUpdateOp))
+    assert all(not o.name.endswith("_grad") for o in naive_ops[naive_first:] if not isinstance(o, SGDUpdateOp))
+    for i, o in enumerate(new_ops):
+        if isinstance(o, SGDUpdateOp) and "qtrain.fused_update" in new_ops[i - 1].attributes:
+            assert new_ops[i - 1].results[0] is o.grad
+    # the in-place update may not precede a read of the parameter's old value
+    for i, o in enumerate(new_ops):
+        if isinstance(o, SGDUpdateOp):
+            name = o.param.root_reference.data
+            for later in new_ops[i + 1:]:
+                for v in later.operands:
+                    assert not (isinstance(v.owner, GetParamOp) and v.owner.param.root_reference.data == name)
+    peak = lambda m: m.attributes[MEMORY].data["peak_sram_bytes"].value.data  # noqa: E731
+    assert peak(reordered) < peak(naive)
+
+
+def test_over_budget_error_lists_the_peak(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.mlir"
+    out.write_text((LIT_INPUTS / "tiny_model.mlir").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "qtrain.tools.qtrain_opt", str(out), "-p",
+         "qtrain-autodiff,qtrain-reorder,qtrain-plan-memory{sram-kb=1}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "qtrain-plan-memory: needs" in result.stderr and "over the budget of 1024" in result.stderr
+    assert "live at the peak" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_memory_report_json(tmp_path):
+    module = load_module(LIT_INPUTS / "tiny_model.mlir")
+    report = tmp_path / "memory.json"
+    plot = tmp_path / "life.png"
+    apply_passes(module, training_passes("bias-only", memory_report=str(report), lifetime_plot=str(plot)))
+    data = json.loads(report.read_text())
+    assert data["peak_sram_bytes"] == data["arena_bytes"] + data["trainable_bytes"] + data["scratch_bytes"]
+    names = {t["name"]: t for t in data["trainable"]}
+    assert set(names) == {"conv0.bias", "conv1.bias", "conv2.bias", "conv3.bias", "conv3.weight"}
+    assert names["conv3.weight"] == {"name": "conv3.weight", "layer": 3, "kind": "weight", "shape": [3, 1, 1, 4],
+                                     "channels": None, "storage": "f32", "bytes": 48}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

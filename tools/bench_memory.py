@@ -1,0 +1,85 @@
+"""Peak SRAM of the training step: 3 reference models x {full, the paper's 5 schemes, bias-only} x
+{naive schedule, qtrain-reorder}, as planned by qtrain-plan-memory (arena + trainable copies + scratch).
+
+    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32|i8] [--json OUT.json]
+
+Prints one table per model with the peak in KB, the arena/trainable split, and the ratio to full update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from qtrain.transforms.pipeline import apply_passes, training_passes
+
+MODELS = ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"]
+PAPER_KB = {  # MCUNetV3 paper, Fig. / Table: full -> sparse -> sparse + reorder
+    "mcunet-5fps": (3650, 560, 173),
+    "mbv2-w0.35": (2939, 335, 141),
+    "proxyless-w0.3": (2745, 326, 135),
+}
+
+
+def measure(module_text: str, scheme: str, reorder: bool, weight_storage: str) -> dict[str, int]:
+    from qtrain.lowering.interpreter import load_module
+    from qtrain.transforms.plan_memory import MEMORY
+
+    module = load_module(module_text)
+    passes = training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage)
+    apply_passes(module, passes)
+    memory = module.attributes[MEMORY]
+    return {k: v.value.data for k, v in memory.data.items() if hasattr(v, "value")}  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_models = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-training"
+    parser.add_argument("--models", type=Path, default=default_models, help="folder with the .pkl models")
+    parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32")
+    parser.add_argument("--only", choices=MODELS, action="append", help="restrict to these models")
+    parser.add_argument("--json", type=Path, help="also write all figures as JSON")
+    args = parser.parse_args(argv)
+    if not (args.models / "schemes.json").is_file():
+        print(f"bench_memory: error: no schemes.json in {args.models}", file=sys.stderr)
+        return 2
+
+    from qtrain.frontends.tiny_training import import_tiny_training
+
+    schemes_file = args.models / "schemes.json"
+    budgets = json.loads(schemes_file.read_text())
+    results: dict[str, dict[str, dict[str, int]]] = {}
+    for model in args.only or MODELS:
+        text = str(import_tiny_training(args.models / f"{model}.pkl", num_classes=10))
+        schemes = ["full", *[f"{schemes_file}#{model}/{b}" for b in budgets[model]], "bias-only"]
+        rows: dict[str, dict[str, int]] = {}
+        for scheme in schemes:
+            label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
+            for reorder in (False, True):
+                key = f"{label}|{'reorder' if reorder else 'naive'}"
+                rows[key] = measure(text, scheme, reorder, args.weight_storage)
+        results[model] = rows
+        full = rows["full|naive"]["peak_sram_bytes"]
+        paper = PAPER_KB[model]
+        print(f"\n{model}  (weights: {args.weight_storage} master copies; paper full/sparse/sparse+reorder = "
+              f"{paper[0]}/{paper[1]}/{paper[2]} KB)")
+        print(f"{'scheme':<10} {'naive KB':>9} {'reorder KB':>11} {'arena':>8} {'trainable':>10} {'scratch':>8} "
+              f"{'naive/reorder':>14} {'full/reorder':>13}")
+        for scheme in schemes:
+            label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
+            naive = rows[f"{label}|naive"]
+            reordered = rows[f"{label}|reorder"]
+            print(f"{label:<10} {naive['peak_sram_bytes'] / 1024:>9.1f} {reordered['peak_sram_bytes'] / 1024:>11.1f} "
+                  f"{reordered['arena_bytes'] / 1024:>8.1f} {reordered['trainable_bytes'] / 1024:>10.1f} "
+                  f"{reordered['scratch_bytes'] / 1024:>8.1f} "
+                  f"{naive['peak_sram_bytes'] / reordered['peak_sram_bytes']:>13.2f}x "
+                  f"{full / reordered['peak_sram_bytes']:>12.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The training pipeline as one list of passes, shared by qtrain-compile, the benchmarks and tests.
+
+    qtrain-autodiff -> qtrain-sparse-update -> qtrain-dead-gradient-elim -> [qtrain-reorder] -> qtrain-plan-memory
+"""
+
+from __future__ import annotations
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from qtrain.transforms.autodiff import AutodiffPass
+from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
+from qtrain.transforms.plan_memory import PlanMemoryPass
+from qtrain.transforms.reorder import ReorderPass
+from qtrain.transforms.sparse_update import SparseUpdatePass
+
+
+def training_passes(
+    scheme: str = "full",
+    *,
+    reorder: bool = True,
+    sram_kb: int = 256,
+    lr: float = 0.05,
+    bias_lr: float | None = None,
+    qas: bool = True,
+    weight_storage: str = "f32",
+    memory_report: str | None = None,
+    lifetime_plot: str | None = None,
+    plan: bool = True,
+) -> list[ModulePass]:
+    passes: list[ModulePass] = [
+        AutodiffPass(lr=lr, bias_lr=bias_lr, qas=qas, weight_storage=weight_storage),  # type: ignore[arg-type]
+        SparseUpdatePass(scheme=scheme),
+        DeadGradientElimPass(),
+    ]
+    if reorder:
+        passes.append(ReorderPass())
+    if plan:
+        passes.append(PlanMemoryPass(sram_kb=sram_kb, memory_report=memory_report, lifetime_plot=lifetime_plot))
+    return passes
+
+
+def apply_passes(module: ModuleOp, passes: list[ModulePass]) -> ModuleOp:
+    ctx = Context()
+    for p in passes:
+        p.apply(ctx, module)
+    module.verify()
+    return module

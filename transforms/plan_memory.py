@@ -1,0 +1,299 @@
+"""`qtrain-plan-memory`: static arena offsets for every buffer, the SRAM figure, or a clear error.
+
+For each function (@forward and @train_step share one arena, as they never run at once) the
+buffers of `qtrain.transforms.liveness` are packed into one arena by greedy-by-size first fit:
+largest buffer first, each at the lowest offset where it overlaps no already-placed buffer whose
+lifetime overlaps its own (the strategy of TFLite's arena planner). Offsets are 4-byte aligned.
+
+Results:
+- every op with arena results gets `qtrain.offsets = array<i64: ...>` (one per result, -1 for a
+  result without an arena buffer, e.g. a fused gradient or a scalar);
+- every planned function gets `qtrain.arena_bytes` and `qtrain.arg_offsets` (its tensor arguments,
+  i.e. the image, live in the arena too);
+- the module gets `qtrain.memory`, a dictionary with `peak_sram_bytes` = arena + trainable copies +
+  kernel scratch, and its parts (see DESIGN.md "Memory accounting");
+- `memory-report=FILE.json` writes memory.json; `lifetime-plot=FILE.png` draws every buffer of
+  @train_step as a box (x = schedule position, y = arena offset).
+
+Over `sram-kb`: the pass fails listing what is live at the peak (op, tensor, bytes) and the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.ir import Operation
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import PassFailedException
+
+from qtrain.dialects.qtrain import (
+    Conv2DOp,
+    Conv2DWeightGradOp,
+    ParamOp,
+    SGDUpdateOp,
+)
+from qtrain.transforms.autodiff import FORWARD, TRAIN_STEP
+from qtrain.transforms.liveness import (
+    Buffer,
+    Liveness,
+    aligned,
+    analyze,
+    flash_param_bytes,
+    is_fused_gradient,
+    trainable_bytes,
+)
+from qtrain.transforms.schemes import network_layers
+
+OFFSETS = "qtrain.offsets"
+ARENA_BYTES = "qtrain.arena_bytes"
+ARG_OFFSETS = "qtrain.arg_offsets"
+MEMORY = "qtrain.memory"
+
+
+def pack(buffers: list[Buffer], pinned: dict[int, int] | None = None) -> int:
+    """Assigns `offset` to every buffer (greedy by size, first fit); returns the arena size.
+
+    `pinned` maps positions in `buffers` to fixed offsets, placed first (the image argument must sit
+    at the same offset whichever entry point the harness calls).
+    """
+    placed: list[Buffer] = []
+    for index, offset in (pinned or {}).items():
+        buffers[index].offset = offset
+        placed.append(buffers[index])
+    pinned_ids = {id(b) for b in placed}
+    for b in sorted((b for b in buffers if id(b) not in pinned_ids), key=lambda b: (-aligned(b.size), b.start)):
+        conflicts = sorted(
+            (p for p in placed if p.start <= b.end and b.start <= p.end), key=lambda p: p.offset
+        )
+        offset = 0
+        for p in conflicts:
+            if offset + aligned(b.size) <= p.offset:
+                break
+            offset = max(offset, p.offset + aligned(p.size))
+        b.offset = offset
+        placed.append(b)
+    return max((b.offset + aligned(b.size) for b in buffers), default=0)
+
+
+def kernel_scratch_bytes(op: Operation, params: dict[str, ParamOp]) -> int:
+    """Scratch a kernel needs while it runs (one shared area, sized for the largest need).
+
+    - a conv whose weight has an fp32 master slice converts that slice to int8 once per call;
+    - a generic (not 1x1, not depthwise) int8 conv gathers 2 output pixels' patches as int16;
+    - a fused weight-gradient + update computes one output channel's gradient row in fp32.
+    """
+    if isinstance(op, Conv2DOp):
+        w = op.weight.type.get_shape()  # type: ignore[attr-defined]
+        need = 0
+        name = _param_name(op)
+        if name is not None and (p := params.get(name)) is not None and p.is_trainable and p.storage is not None:
+            need += math.prod(p.trainable_shape())
+        if not (w[1] == w[2] == 1) and not op.is_depthwise:
+            need += 2 * w[1] * w[2] * w[3] * 2
+        return aligned(need)
+    if isinstance(op, Conv2DWeightGradOp) and is_fused_gradient(op):
+        o, kh, kw, i = op.result.type.get_shape()  # type: ignore[attr-defined]
+        return aligned(kh * kw * i * 4)
+    return 0
+
+
+def _param_name(op: Conv2DOp) -> str | None:
+    owner = op.weight.owner
+    param = getattr(owner, "param", None)
+    return param.root_reference.data if param is not None else None
+
+
+@dataclass
+class FunctionPlan:
+    name: str
+    liveness: Liveness
+    arena_bytes: int
+    peak_live_bytes: int
+    peak_index: int
+    scratch_bytes: int
+
+
+def plan_function(
+    function: func.FuncOp, params: dict[str, ParamOp], arg_offsets: list[int] | None = None
+) -> FunctionPlan:
+    """Plans one function; `arg_offsets` pins its tensor arguments (in order) to given offsets."""
+    liveness = analyze(function.body.block)
+    pinned: dict[int, int] = {}
+    if arg_offsets is not None:
+        args = [a for a in function.body.block.args if a in liveness.buffer_of]
+        for a, off in zip(args, arg_offsets, strict=False):
+            pinned[liveness.buffers.index(liveness.buffer_of[a])] = off
+    arena = pack(liveness.buffers, pinned)
+    peak, where = liveness.peak()
+    scratch = max((kernel_scratch_bytes(op, params) for op in liveness.ops), default=0)
+    return FunctionPlan(function.sym_name.data, liveness, arena, peak, where, scratch)
+
+
+def annotate(function: func.FuncOp, plan: FunctionPlan) -> None:
+    for op in plan.liveness.ops:
+        if not op.results:
+            continue
+        offsets = [plan.liveness.buffer_of[r].offset if r in plan.liveness.buffer_of else -1 for r in op.results]
+        if any(o >= 0 for o in offsets):
+            op.attributes[OFFSETS] = DenseArrayBase.from_list(i64, offsets)
+    args = function.body.block.args
+    function.attributes[ARG_OFFSETS] = DenseArrayBase.from_list(
+        i64, [plan.liveness.buffer_of[a].offset if a in plan.liveness.buffer_of else -1 for a in args]
+    )
+    function.attributes[ARENA_BYTES] = IntegerAttr(plan.arena_bytes, i64)
+
+
+@dataclass
+class MemoryReport:
+    arena_bytes: int
+    trainable_bytes: int
+    scratch_bytes: int
+    flash_bytes: int
+    peak_op: str
+    trainable: list[dict[str, object]]
+
+    @property
+    def peak_sram_bytes(self) -> int:
+        return self.arena_bytes + self.trainable_bytes + self.scratch_bytes
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "peak_sram_bytes": self.peak_sram_bytes,
+            "arena_bytes": self.arena_bytes,
+            "trainable_bytes": self.trainable_bytes,
+            "scratch_bytes": self.scratch_bytes,
+            "flash_bytes": self.flash_bytes,
+            "flash_note": "parameters and per-channel constants only; the firmware adds code",
+            "peak_op": self.peak_op,
+            "trainable": self.trainable,
+        }
+
+
+def trainable_list(module: ModuleOp, train: func.FuncOp | None) -> list[dict[str, object]]:
+    params = [p for p in module.ops if isinstance(p, ParamOp) and p.is_trainable]
+    layer_of: dict[str, int] = {}
+    if train is not None:
+        for layer in network_layers(train):
+            layer_of[layer.weight] = layer.index
+            if layer.bias is not None:
+                layer_of[layer.bias] = layer.index
+    out: list[dict[str, object]] = []
+    for p in params:
+        name = p.sym_name.data
+        sl = p.trainable_slice()
+        out.append({
+            "name": name,
+            "layer": layer_of.get(name),
+            "kind": "bias" if p.tensor_type.get_num_dims() == 1 else "weight",
+            "shape": list(p.trainable_shape()),
+            "channels": list(sl) if sl is not None else None,
+            "storage": str(p.storage_type),
+            "bytes": trainable_bytes([p]),
+        })
+    return out
+
+
+def constant_bytes(module: ModuleOp) -> int:
+    """Per-channel float constants the kernels read from Flash (requantization multipliers, QAS factors)."""
+    total = 0
+    for op in module.walk():
+        if isinstance(op, Conv2DOp):
+            total += 4 * op.output.type.get_shape()[3]  # type: ignore[attr-defined]
+        elif isinstance(op, SGDUpdateOp):
+            total += 4 * len(op.grad_scale.get_values())
+    return total
+
+
+@dataclass(frozen=True)
+class PlanMemoryPass(ModulePass):
+    """Static arena plan for @forward and @train_step; fails when arena + trainable + scratch > sram-kb."""
+
+    name = "qtrain-plan-memory"
+
+    sram_kb: int = 256
+    """SRAM budget in KiB for arena + trainable copies + scratch"""
+    memory_report: str | None = None
+    """write memory.json to this path"""
+    lifetime_plot: str | None = None
+    """write a PNG of buffer lifetimes (arena offset over the schedule) to this path"""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.sram_kb <= 0:
+            raise PassFailedException(f"{self.name}: sram-kb must be positive, got {self.sram_kb}")
+        params = {p.sym_name.data: p for p in op.ops if isinstance(p, ParamOp)}
+        functions = [f for f in op.ops if isinstance(f, func.FuncOp) and f.sym_name.data in (FORWARD, TRAIN_STEP)]
+        if not functions:
+            raise PassFailedException(f"{self.name}: no @{FORWARD} or @{TRAIN_STEP} to plan")
+        # Plan each function freely, then re-plan the others with the image where the largest one put it.
+        plans = [plan_function(f, params) for f in functions]
+        lead = max(range(len(plans)), key=lambda i: plans[i].arena_bytes)
+        lead_args = [
+            plans[lead].liveness.buffer_of[a].offset
+            for a in functions[lead].body.block.args
+            if a in plans[lead].liveness.buffer_of
+        ]
+        plans = [p if i == lead else plan_function(functions[i], params, lead_args) for i, p in enumerate(plans)]
+        for f, plan in zip(functions, plans, strict=True):
+            annotate(f, plan)
+        main = max(plans, key=lambda p: p.arena_bytes)
+        train = next((f for f in functions if f.sym_name.data == TRAIN_STEP), None)
+        report = MemoryReport(
+            arena_bytes=main.arena_bytes,
+            trainable_bytes=trainable_bytes(list(params.values())),
+            scratch_bytes=max(p.scratch_bytes for p in plans),
+            flash_bytes=flash_param_bytes(list(params.values())) + constant_bytes(op),
+            peak_op=_describe_op(main),
+            trainable=trainable_list(op, train),
+        )
+        op.attributes[MEMORY] = DictionaryAttr({
+            "peak_sram_bytes": IntegerAttr(report.peak_sram_bytes, i64),
+            "arena_bytes": IntegerAttr(report.arena_bytes, i64),
+            "trainable_bytes": IntegerAttr(report.trainable_bytes, i64),
+            "scratch_bytes": IntegerAttr(report.scratch_bytes, i64),
+            "flash_bytes": IntegerAttr(report.flash_bytes, i64),
+            "peak_op": StringAttr(report.peak_op),
+        })
+        if self.memory_report:
+            Path(self.memory_report).write_text(json.dumps(report.as_json(), indent=2) + "\n")
+        if self.lifetime_plot:
+            from qtrain.lowering.lifetime_plot import write_lifetime_png
+
+            target = next((p for p in plans if p.name == TRAIN_STEP), main)
+            write_lifetime_png(target.liveness, target.arena_bytes, self.lifetime_plot)
+        budget = self.sram_kb * 1024
+        if report.peak_sram_bytes > budget:
+            raise PassFailedException(over_budget_message(report, main, budget))
+
+
+def _describe_op(plan: FunctionPlan) -> str:
+    if not plan.liveness.ops:
+        return ""
+    op = plan.liveness.ops[plan.peak_index]
+    res = op.results[0].name_hint if op.results and op.results[0].name_hint else ""
+    return f"@{plan.name} #{plan.peak_index} {op.name}" + (f" -> %{res}" if res else "")
+
+
+def over_budget_message(report: MemoryReport, plan: FunctionPlan, budget: int) -> str:
+    lines = [
+        f"qtrain-plan-memory: needs {report.peak_sram_bytes} bytes of SRAM, over the budget of {budget} "
+        f"({report.peak_sram_bytes - budget} too many)",
+        f"  arena {report.arena_bytes} + trainable copies {report.trainable_bytes} + kernel scratch "
+        f"{report.scratch_bytes}",
+        f"  live at the peak ({report.peak_op}):",
+    ]
+    for b in plan.liveness.live_at(plan.peak_index)[:12]:
+        lines.append(f"    {b.size:>9} B  {b.name}  [ops {b.start}..{b.end}]")
+    rest = plan.liveness.live_at(plan.peak_index)[12:]
+    if rest:
+        lines.append(f"    {sum(b.size for b in rest):>9} B  in {len(rest)} smaller buffers")
+    big = sorted(report.trainable, key=lambda t: -int(t["bytes"]))[:5]  # type: ignore[call-overload]
+    if big:
+        lines.append("  largest trainable copies: " + ", ".join(f"{t['name']} {t['bytes']} B" for t in big))
+    lines.append("  try a sparser scheme, a smaller --sram-kb model, or qtrain-reorder if it did not run")
+    return "\n".join(lines)
