@@ -32,6 +32,16 @@ class QtrainOptMain(xDSLOptMain):
         for name, factory in get_all_passes().items():
             self.register_pass(name, factory)
 
+    def register_all_targets(self) -> None:
+        super().register_all_targets()
+
+        def c_target():  # noqa: ANN202
+            from qtrain.lowering.emit_c import CTarget
+
+            return CTarget
+
+        self.available_targets["c"] = c_target
+
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)
         arg_parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
