@@ -6,11 +6,31 @@ kernels in `qtrain.lowering.numerics` (the op docstrings there state the exact n
 `qtrain.get_param` reads it and update ops replace entries in it, which is how state persists across
 training steps exactly like the SRAM copies on the device.
 
+Training state, as on the device: `qtrain.sgd_update @p` changes @p's SRAM copy. For a parameter
+stored in its own type (i8 weights, i32 biases) that copy *is* the value `qtrain.get_param` reads
+(updated in place, rounded and saturated); for `storage(f32)` it is an fp32 master copy of the trained
+part and `get_param` reads saturate(rint(master)). A parameter with `channels = [start, stop]` keeps its
+frozen part (the Flash value) and only the slice is trained. `sram_copy(interpreter, name)` returns the
+SRAM copy in its storage dtype (for a sliced weight just the slice).
+
+Two numerics modes (`QtrainFunctions(relaxed=...)`, `ModelInterpreter(module, relaxed=...)`):
+  - int8 (default): the contract, bit-exact forward, float32 gradients.
+  - relaxed: every op without its rint, in float64 (`numerics.*_relaxed`): activations stay real-valued,
+    clamps are kept and masks come from the unrounded values; parameters are float64 values updated
+    without rounding or saturation (`storage` is ignored: the stored value is the parameter). The
+    train_step graph then computes the exact derivatives of this network (finite differences check
+    it), and training in this mode is the "fp32 simulation" int8 training is compared to.
+
 Public API used by tools and tests:
   - `load_module(path_or_text)` -> verified `ModuleOp` (raises `ModelLoadError`)
-  - `ModelInterpreter(module)`: `.call(entry, *args)`, `.params`, `.entry(name)`
-  - `run_forward(module, images)` -> `(output_q int8 [N, K], logits float32 [N, K])`
-  - `run_train_steps(module, images, labels, steps)` -> `(loss float32 [steps], {trainable name: value})`
+  - `ModelInterpreter(module, relaxed=False, apply_updates=True)`: `.call(entry, *args)`, `.params`,
+    `.entry(name)`, `.sram_copy(name)`, `.gradients` (the gradient each `sgd_update` received in the
+    latest call, by parameter name: what tests compare to finite differences; `apply_updates=False`
+    records them without changing any parameter), `.saturation_masks` (every requantizing op's latest
+    mask, whether or not the op returns it)
+  - `run_forward(module, images)` -> `(output_q int8 [N, K], logits float32 [N, K])` (relaxed mode:
+    `output_q` holds the unrounded float64 codes)
+  - `run_train_steps(module, images, labels, steps)` -> `(loss float32 [steps], {trainable name: SRAM copy})`
   - `QtrainFunctions` and `parameter_state(interpreter)` for plain `xdsl.interpreter.Interpreter` use
 """
 
@@ -32,16 +52,25 @@ from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyExcepti
 
 from qtrain.dialects.qtrain import (
     AddOp,
+    AvgPoolGradOp,
     AvgPoolOp,
+    BiasGradOp,
+    ChannelSliceOp,
+    Conv2DInputGradOp,
     Conv2DOp,
+    Conv2DWeightGradOp,
+    CrossEntropyGradOp,
     CrossEntropyOp,
     DequantizeOp,
     GetParamOp,
+    GradAccumulateOp,
     ParamOp,
     Qtrain,
     QuantizeOp,
     QuantParamsAttr,
+    RequantGradOp,
     ReshapeOp,
+    SGDUpdateOp,
 )
 from qtrain.dialects.qtrain.ops import clamp_range, produced_quant
 from qtrain.lowering import numerics
@@ -137,7 +166,7 @@ def _results(op: Operation, output: np.ndarray, mask: np.ndarray) -> tuple[Any, 
     return (output, mask) if len(op.results) == 2 else (output,)
 
 
-# -- interpreter functions -----------------------------------------------------------------------------
+# -- interpreter state ---------------------------------------------------------------------------------
 
 
 def initial_params(module: ModuleOp) -> dict[str, np.ndarray]:
@@ -149,9 +178,34 @@ def parameter_state(interpreter: Interpreter) -> dict[str, np.ndarray]:
     """The interpreter's current parameter values, by symbol name (initialised from the IR).
 
     One dict per `Interpreter`; `qtrain.get_param` reads it and update ops (in this or any other
-    `InterpreterFunctions` class) replace its entries, so the values persist across calls.
+    `InterpreterFunctions` class) replace its entries, so the values persist across calls. For an
+    fp32-master parameter the entry is the int8 value read from the master (`master_copies`).
     """
     return interpreter.get_data(QtrainFunctions, "params", lambda: initial_params(interpreter.module))
+
+
+def master_copies(interpreter: Interpreter) -> dict[str, np.ndarray]:
+    """fp32 master copies (trained part only) of `storage(f32)` parameters updated so far, by name."""
+    return interpreter.get_data(QtrainFunctions, "masters", dict)
+
+
+def param_ops(interpreter: Interpreter) -> dict[str, ParamOp]:
+    """The module's `qtrain.param` ops by symbol name."""
+    return interpreter.get_data(
+        QtrainFunctions,
+        "param_ops",
+        lambda: {op.sym_name.data: op for op in interpreter.module.body.block.ops if isinstance(op, ParamOp)},
+    )
+
+
+def recorded_gradients(interpreter: Interpreter) -> dict[str, np.ndarray]:
+    """The gradient operand of every `qtrain.sgd_update` in its latest execution, by parameter name."""
+    return interpreter.get_data(QtrainFunctions, "gradients", dict)
+
+
+def saturation_masks(interpreter: Interpreter) -> dict[Operation, np.ndarray]:
+    """The latest saturation mask of every executed conv2d / add / avgpool, with or without a mask result."""
+    return interpreter.get_data(QtrainFunctions, "masks", dict)
 
 
 def dequantized_inputs(interpreter: Interpreter) -> dict[DequantizeOp, np.ndarray]:
@@ -159,9 +213,61 @@ def dequantized_inputs(interpreter: Interpreter) -> dict[DequantizeOp, np.ndarra
     return interpreter.get_data(QtrainFunctions, "dequantized_inputs", dict)
 
 
+def _param_op(interpreter: Interpreter, name: str, what: str) -> ParamOp:
+    op = param_ops(interpreter).get(name)
+    if op is None:
+        raise InterpretError(f"{what}: no parameter @{name}")
+    return op
+
+
+def trainable_index(param: ParamOp) -> tuple[slice, ...]:
+    """Index of the trained part of a parameter's full value (everything, or its `channels` slice)."""
+    ndim = param.tensor_type.get_num_dims()
+    sl = param.trainable_slice()
+    if sl is None:
+        return (slice(None),) * ndim
+    axis = param.channel_axis
+    return tuple(slice(sl[0], sl[1]) if a == axis else slice(None) for a in range(ndim))
+
+
+def sram_copy(interpreter: Interpreter, name: str, *, relaxed: bool = False) -> np.ndarray:
+    """A copy of trainable parameter @name's SRAM copy, in its storage dtype, trained part only.
+
+    int8 mode: the fp32 master for `storage(f32)`, else the int8 / int32 values; relaxed mode: the
+    float64 values.
+    """
+    param = _param_op(interpreter, name, "sram_copy")
+    index = trainable_index(param)
+    value = parameter_state(interpreter)[name]
+    if relaxed:
+        return np.asarray(value, dtype=np.float64)[index].copy()
+    if param.storage_type == f32 and value.dtype != np.float32:
+        master = master_copies(interpreter).get(name)
+        return master.copy() if master is not None else value[index].astype(np.float32)
+    return value[index].copy()
+
+
+# -- interpreter functions -----------------------------------------------------------------------------
+
+
 @register_impls
 class QtrainFunctions(InterpreterFunctions):
-    """xDSL implementations of the qtrain forward ops on numpy arrays (state: `parameter_state`)."""
+    """xDSL implementations of every qtrain op on numpy arrays (state: `parameter_state`).
+
+    `relaxed=True` selects the float-relaxed numerics (see the module docstring); `apply_updates=False`
+    makes `qtrain.sgd_update` record its gradient (`recorded_gradients`) without changing the parameter.
+    """
+
+    def __init__(self, relaxed: bool = False, apply_updates: bool = True):
+        self.relaxed = relaxed
+        self.apply_updates = apply_updates
+
+    def _masked(self, interpreter: Interpreter, op: Operation, output: np.ndarray, mask: np.ndarray
+                ) -> tuple[Any, ...]:
+        saturation_masks(interpreter)[op] = mask
+        return _results(op, output, mask)
+
+    # -- forward -----------------------------------------------------------------------------------------
 
     @impl(GetParamOp)
     def run_get_param(self, interpreter: Interpreter, op: GetParamOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -169,13 +275,17 @@ class QtrainFunctions(InterpreterFunctions):
         params = parameter_state(interpreter)
         if name not in params:
             raise InterpretError(f"qtrain.get_param: no parameter @{name}")
-        return (params[name],)
+        value = params[name]
+        if self.relaxed and value.dtype != np.float64:
+            value = params[name] = value.astype(np.float64)
+        return (value,)
 
     @impl(Conv2DOp)
     def run_conv2d(self, interpreter: Interpreter, op: Conv2DOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x, w, *rest = args
         bias = rest[0] if rest else None
-        y, mask = numerics.conv2d_with_mask(
+        kernel = numerics.conv2d_relaxed if self.relaxed else numerics.conv2d_with_mask
+        y, mask = kernel(
             x,
             w,
             bias,
@@ -189,12 +299,13 @@ class QtrainFunctions(InterpreterFunctions):
             groups=op.groups.value.data,
             clamp=clamp_range(op.clamp),
         )
-        return _results(op, y, mask)
+        return self._masked(interpreter, op, y, mask)
 
     @impl(AddOp)
     def run_add(self, interpreter: Interpreter, op: AddOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
         lhs, rhs = args
-        y, mask = numerics.add_with_mask(
+        kernel = numerics.add_relaxed if self.relaxed else numerics.add_with_mask
+        y, mask = kernel(
             lhs,
             rhs,
             lhs_scale=_scale(op.lhs_q),
@@ -205,12 +316,13 @@ class QtrainFunctions(InterpreterFunctions):
             output_zero_point=op.output_q.zp,
             clamp=clamp_range(op.clamp),
         )
-        return _results(op, y, mask)
+        return self._masked(interpreter, op, y, mask)
 
     @impl(AvgPoolOp)
     def run_avgpool(self, interpreter: Interpreter, op: AvgPoolOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
         (x,) = args
-        y, mask = numerics.avgpool_with_mask(
+        kernel = numerics.avgpool_relaxed if self.relaxed else numerics.avgpool_with_mask
+        y, mask = kernel(
             x,
             kernel=op.kernel.get_values(),
             strides=op.strides.get_values(),
@@ -219,18 +331,20 @@ class QtrainFunctions(InterpreterFunctions):
             output_scale=_scale(op.output_q),
             output_zero_point=op.output_q.zp,
         )
-        return _results(op, y, mask)
+        return self._masked(interpreter, op, y, mask)
 
     @impl(QuantizeOp)
     def run_quantize(self, interpreter: Interpreter, op: QuantizeOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
         (x,) = args
-        return (numerics.quantize(x, scale=_scale(op.output_q), zero_point=op.output_q.zp),)
+        kernel = numerics.quantize_relaxed if self.relaxed else numerics.quantize
+        return (kernel(x, scale=_scale(op.output_q), zero_point=op.output_q.zp),)
 
     @impl(DequantizeOp)
     def run_dequantize(self, interpreter: Interpreter, op: DequantizeOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
         (x,) = args
         dequantized_inputs(interpreter)[op] = x
-        return (numerics.dequantize(x, scale=_scale(op.input_q), zero_point=op.input_q.zp),)
+        kernel = numerics.dequantize_relaxed if self.relaxed else numerics.dequantize
+        return (kernel(x, scale=_scale(op.input_q), zero_point=op.input_q.zp),)
 
     @impl(ReshapeOp)
     def run_reshape(self, interpreter: Interpreter, op: ReshapeOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -244,25 +358,150 @@ class QtrainFunctions(InterpreterFunctions):
         self, interpreter: Interpreter, op: CrossEntropyOp, args: tuple[Any, ...]
     ) -> tuple[Any, ...]:
         logits, label = args
-        return (numerics.cross_entropy(logits, int(label)),)
+        kernel = numerics.cross_entropy_relaxed if self.relaxed else numerics.cross_entropy
+        return (kernel(logits, int(label)),)
+
+    # -- backward ----------------------------------------------------------------------------------------
+
+    @impl(CrossEntropyGradOp)
+    def run_cross_entropy_grad(
+        self, interpreter: Interpreter, op: CrossEntropyGradOp, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        logits, label = args
+        kernel = numerics.cross_entropy_grad_relaxed if self.relaxed else numerics.cross_entropy_grad
+        return (kernel(logits, int(label)),)
+
+    @impl(RequantGradOp)
+    def run_requant_grad(self, interpreter: Interpreter, op: RequantGradOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        grad, *rest = args
+        mask = rest[0] if rest else None
+        return (numerics.requant_grad(grad, mask, np.asarray(op.multiplier.get_values(), dtype=np.float32)),)
+
+    @impl(Conv2DInputGradOp)
+    def run_conv2d_input_grad(
+        self, interpreter: Interpreter, op: Conv2DInputGradOp, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        grad, weight = args
+        (strides, padding, groups) = op.conv_geometry()
+        shape = _shape(op.result)
+        return (numerics.conv2d_input_grad(grad, weight, shape, strides=strides, padding=padding, groups=groups),)
+
+    @impl(Conv2DWeightGradOp)
+    def run_conv2d_weight_grad(
+        self, interpreter: Interpreter, op: Conv2DWeightGradOp, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        x, grad = args
+        (strides, padding, groups) = op.conv_geometry()
+        kernel = _shape(op.result)[1:3]
+        channels = op.channel_range() if op.channels is not None else None
+        dw = numerics.conv2d_weight_grad(
+            x, grad, input_zero_point=op.input_q.zp, kernel=kernel, strides=strides, padding=padding, groups=groups,
+            channels=channels,
+        )
+        if dw.shape != _shape(op.result):
+            raise InterpretError(f"{op.name}: kernel result {dw.shape} differs from the result type {op.result.type}")
+        return (dw,)
+
+    @impl(BiasGradOp)
+    def run_bias_grad(self, interpreter: Interpreter, op: BiasGradOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (grad,) = args
+        return (numerics.bias_grad(grad),)
+
+    @impl(AvgPoolGradOp)
+    def run_avgpool_grad(self, interpreter: Interpreter, op: AvgPoolGradOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (grad,) = args
+        return (
+            numerics.avgpool_grad(
+                grad, _shape(op.result), kernel=op.kernel.get_values(), strides=op.strides.get_values()
+            ),
+        )
+
+    @impl(GradAccumulateOp)
+    def run_grad_accumulate(
+        self, interpreter: Interpreter, op: GradAccumulateOp, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        lhs, rhs = args
+        return (numerics.grad_accumulate(lhs, rhs),)
+
+    @impl(ChannelSliceOp)
+    def run_channel_slice(self, interpreter: Interpreter, op: ChannelSliceOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (x,) = args
+        start, stop = op.bounds()
+        return (numerics.channel_slice(x, start, stop),)
+
+    # -- update ------------------------------------------------------------------------------------------
+
+    @impl(SGDUpdateOp)
+    def run_sgd_update(self, interpreter: Interpreter, op: SGDUpdateOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (grad,) = args
+        name = op.param.root_reference.data
+        param = _param_op(interpreter, name, op.name)
+        recorded_gradients(interpreter)[name] = grad
+        if not self.apply_updates:
+            return ()
+        lr = op.lr.value.data
+        grad_scale = np.asarray(op.grad_scale.get_values(), dtype=np.float32)
+        params = parameter_state(interpreter)
+        index = trainable_index(param)
+        value = params[name].copy()
+        if self.relaxed:
+            value = value.astype(np.float64)
+            value[index] = numerics.sgd_update(value[index], grad, lr=lr, grad_scale=grad_scale)
+        elif param.storage_type == f32 and value.dtype != np.float32:
+            masters = master_copies(interpreter)
+            master = masters.get(name)
+            if master is None:
+                master = value[index].astype(np.float32)
+            masters[name] = numerics.sgd_update(master, grad, lr=lr, grad_scale=grad_scale)
+            value[index] = numerics.master_to_param(masters[name], value.dtype)
+        else:
+            value[index] = numerics.sgd_update(value[index], grad, lr=lr, grad_scale=grad_scale)
+        params[name] = value
+        return ()
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    t = value.type
+    assert isinstance(t, TensorType)
+    return tuple(t.get_shape())
 
 
 # -- running entries -----------------------------------------------------------------------------------
 
 
 class ModelInterpreter:
-    """One interpreter instance over a module: the parameter state lives as long as this object."""
+    """One interpreter instance over a module: the parameter state lives as long as this object.
 
-    def __init__(self, module: ModuleOp):
+    `relaxed`: float-relaxed numerics instead of the int8 contract; `apply_updates=False`: updates only
+    record their gradients (`.gradients`), parameters stay as they are.
+    """
+
+    def __init__(self, module: ModuleOp, *, relaxed: bool = False, apply_updates: bool = True):
         self.module = module
+        self.relaxed = relaxed
         self.interpreter = Interpreter(module)
         self.interpreter.register_implementations(FuncFunctions())
-        self.interpreter.register_implementations(QtrainFunctions())
+        self.interpreter.register_implementations(QtrainFunctions(relaxed=relaxed, apply_updates=apply_updates))
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        """Current parameter values by symbol name; assign entries to replace them."""
+        """Current parameter values by symbol name; assign entries to replace them (for an fp32-master
+        parameter that has been updated, the master copy then keeps its own value)."""
         return parameter_state(self.interpreter)
+
+    @property
+    def gradients(self) -> dict[str, np.ndarray]:
+        """The gradient each `qtrain.sgd_update` received in the latest call, by parameter name."""
+        return recorded_gradients(self.interpreter)
+
+    @property
+    def saturation_masks(self) -> dict[Operation, np.ndarray]:
+        """The latest saturation mask of every executed conv2d / add / avgpool."""
+        return saturation_masks(self.interpreter)
+
+    def sram_copy(self, name: str) -> np.ndarray:
+        """Trainable parameter @name's SRAM copy (storage dtype; float64 in relaxed mode; a slice's part only)."""
+        return sram_copy(self.interpreter, name, relaxed=self.relaxed)
 
     def entry_names(self) -> list[str]:
         return [op.sym_name.data for op in self.module.body.block.ops if isinstance(op, FuncOp)]
@@ -333,7 +572,8 @@ def run_forward(
 
     The entry returns either the raw int8 output (dequantized here with the quantization it was
     produced with, `produced_quant`) or float32 logits from a `qtrain.dequantize` (whose int8 input
-    is then `output_q`).
+    is then `output_q`). With a relaxed-mode interpreter, `output_q` is the unrounded float64 output
+    codes and `logits` their dequantized values.
     """
     runner = interpreter or ModelInterpreter(module)
     func = runner.entry(entry)
@@ -369,13 +609,15 @@ def run_forward(
         out = np.asarray(out)
         if quant is not None:
             outputs_q.append(out.reshape(-1))
-            logits.append(numerics.dequantize(out, scale=quant.scale, zero_point=quant.zp).reshape(-1))
+            dequantize = numerics.dequantize_relaxed if runner.relaxed else numerics.dequantize
+            logits.append(dequantize(out, scale=quant.scale, zero_point=quant.zp).reshape(-1))
         else:
             assert dequantize_op is not None
             logits.append(out.astype(np.float32).reshape(-1))
             outputs_q.append(np.asarray(dequantized_inputs(runner.interpreter)[dequantize_op]).reshape(-1))
     k = int(np.prod(rtype.get_shape()))
-    out_q = np.stack(outputs_q).astype(np.int8) if outputs_q else np.zeros((0, k), dtype=np.int8)
+    q_dtype = np.float64 if runner.relaxed else np.int8
+    out_q = np.stack(outputs_q).astype(q_dtype) if outputs_q else np.zeros((0, k), dtype=q_dtype)
     out_f = np.stack(logits).astype(np.float32) if logits else np.zeros((0, k), dtype=np.float32)
     return out_q, out_f
 
@@ -394,10 +636,12 @@ def run_train_steps(
     interpreter: ModelInterpreter | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run `steps` calls of `@train_step(image, label) -> loss`, taking samples in order and wrapping
-    around; returns (`loss` float32 [steps], {trainable parameter name: value after the last step}).
+    around; returns (`loss` float32 [steps], {trainable parameter name: its SRAM copy after the last
+    step}), the SRAM copy in its storage dtype (`sram_copy`: the fp32 master of a `storage(f32)` weight,
+    the int8 / int32 values otherwise, float64 in relaxed mode; for a channel-sliced weight, the slice).
 
-    Parameter updates persist in the interpreter's parameter dict between steps (the update ops'
-    implementations write to it), exactly like the SRAM copies on the device.
+    Parameter updates persist in the interpreter's state between steps (the update ops' implementations
+    write to it), exactly like the SRAM copies on the device.
     """
     runner = interpreter or ModelInterpreter(module)
     func = runner.entry(entry)
@@ -415,5 +659,5 @@ def run_train_steps(
         n = step % batch.shape[0]
         (loss,) = runner.call(entry, batch[n : n + 1], int(labels[n]))
         losses[step] = np.float32(loss)
-    params = {name: runner.params[name].copy() for name in trainable_param_names(module)}
+    params = {name: runner.sram_copy(name) for name in trainable_param_names(module)}
     return losses, params

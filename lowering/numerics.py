@@ -19,9 +19,22 @@ avgpool, quantize and dequantize follow onnxruntime's CPU kernels exactly; add f
 x86 AVX2 QLinearAdd kernel (zero points folded into one float32 offset, two fused multiply-adds),
 which is both bit-exact with the oracle and cheaper on the M7 than dequantize-add-divide.
 
-Backward kernels (fp32 transpose convolution, weight gradient on an input-channel slice, ...) belong
-in this module too, written in the same style: pure numpy, documented operation order, built on the
-padding / tap-slicing helpers below.
+Training has two more families, further down:
+- backward kernels (`cross_entropy_grad`, `requant_grad`, `conv2d_input_grad`, `conv2d_weight_grad`,
+  `bias_grad`, `avgpool_grad`, `grad_accumulate`, `channel_slice`) and the update (`sgd_update`).
+  Gradients are float32 (the contract) in the integer domain of the tensor they belong to. Element-wise
+  steps are exact float32 operations in the documented order. Sums (convolution gradients, bias and
+  pooling gradients) are *reference sums*: the exact sum of the float32 products, accumulated here in
+  float64 (error far below one float32 ulp) and rounded once to float32. A C kernel accumulating in
+  float32 in the order its docstring recommends differs from it by a few ulp, which DESIGN.md's
+  gradient tolerance allows; the int8/int32 parameters after an update then differ only where a value
+  lands on the other side of a rounding boundary. The linear kernels keep float64 when given float64
+  gradients (relaxed mode, below).
+- relaxed forward kernels (`conv2d_relaxed`, `add_relaxed`, `avgpool_relaxed`, `quantize_relaxed`,
+  `dequantize_relaxed`, `cross_entropy_relaxed`): every op without its `rint`, in float64, clamps kept,
+  masks from the unrounded value. The backward kernels compute the exact derivatives of this
+  float-relaxed network (rounding is straight-through), so it is what finite differences check them
+  against, and with unrounded float parameters it is the "fp32 simulation" training is compared to.
 """
 
 from __future__ import annotations
@@ -595,3 +608,482 @@ def cross_entropy(logits: np.ndarray, label: int) -> np.float32:
     e = exp_f32(t)
     s = np.add.accumulate(e, dtype=np.float32)[-1]
     return np.float32(log_f32(s) - t[int(label)])
+
+
+# == training ===========================================================================================
+#
+# Shapes and domains: a gradient has the shape of the value it belongs to and lives in that value's
+# integer domain (dL/dq for an int8 activation q, dL/dq_w for an int8 weight, dL/dq_b for an int32 bias).
+# Reference sums: see the module docstring (exact float64 accumulation of the float32 products, one
+# rounding to float32 at the end; float64 in, float64 out for the relaxed mode).
+
+
+def _grad_dtype(*arrays: np.ndarray) -> np.dtype:
+    """float32 for the contract's float32 gradients, float64 when any input is float64 (relaxed mode)."""
+    return np.result_type(np.float32, *(np.asarray(a).dtype for a in arrays if np.asarray(a).dtype.kind == "f"))
+
+
+def _conv_geometry(
+    input_hw: tuple[int, int], kernel: tuple[int, int], strides: Sequence[int], padding: Sequence[int], what: str
+) -> tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]:
+    """(strides, padding, output H x W), checked."""
+    sh, sw = (int(s) for s in strides)
+    pt, pl, pb, pr = (int(p) for p in padding)
+    if min(sh, sw) < 1 or min(pt, pl, pb, pr) < 0:
+        raise ValueError(f"{what}: strides must be >= 1 and padding >= 0, got {strides}, {padding}")
+    oh = conv_output_size(input_hw[0], kernel[0], sh, pt, pb)
+    ow = conv_output_size(input_hw[1], kernel[1], sw, pl, pr)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: kernel {kernel[0]}x{kernel[1]} is larger than the padded input")
+    return (sh, sw), (pt, pl, pb, pr), (oh, ow)
+
+
+def _patches(xp: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """im2col of a padded NHWC tensor: [N*OH*OW, KH*KW*C], columns ordered (tap i, tap j, channel) like OHWI."""
+    n, c = xp.shape[0], xp.shape[3]
+    (kh, kw), (oh, ow) = kernel, out_hw
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=xp.dtype)
+    for i, j, view in conv_taps(xp, kernel, strides, out_hw):
+        cols[:, :, :, i, j, :] = view
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def _window_view(buffer: np.ndarray, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """buffer[:, i + sh*oh, j + sw*ow, :] as a writable strided view (the scatter form of `conv_taps`)."""
+    (sh, sw), (oh, ow) = strides, out_hw
+    return buffer[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+
+
+def _is_depthwise(cin: int, weight_shape: Sequence[int], groups: int) -> bool:
+    """groups = C_in with one input channel per group (channel multiplier C_out / C_in)."""
+    return groups == cin and int(weight_shape[3]) == 1
+
+
+def _check_groups(cin: int, weight_shape: Sequence[int], groups: int, what: str) -> None:
+    cout, _, _, cin_g = (int(d) for d in weight_shape)
+    if groups < 1 or cin % groups or cout % groups or cin_g != cin // groups:
+        raise ValueError(
+            f"{what}: groups = {groups} does not fit input channels {cin}, weight shape {tuple(weight_shape)}"
+        )
+
+
+def _conv_float(xp: np.ndarray, weight: np.ndarray, strides: tuple[int, int], out_hw: tuple[int, int],
+                groups: int) -> np.ndarray:
+    """sum over taps and input channels of xp * w in float64 (xp already centred and padded)."""
+    n, _, _, cin = xp.shape
+    cout, kh, kw, cin_g = weight.shape
+    oh, ow = out_hw
+    w = np.asarray(weight, dtype=np.float64)
+    if _is_depthwise(cin, weight.shape, groups):
+        multiplier = cout // cin
+        xs = np.repeat(xp, multiplier, axis=3) if multiplier > 1 else xp
+        acc = np.zeros((n, oh, ow, cout), dtype=np.float64)
+        for i, j, view in conv_taps(xs, (kh, kw), strides, out_hw):
+            acc += view * w[:, i, j, 0]
+        return acc
+    cout_g = cout // groups
+    acc = np.empty((n, oh, ow, cout), dtype=np.float64)
+    for g in range(groups):
+        cols = _patches(xp[..., g * cin_g : (g + 1) * cin_g], (kh, kw), strides, out_hw)
+        wg = w[g * cout_g : (g + 1) * cout_g].reshape(cout_g, kh * kw * cin_g)
+        acc[..., g * cout_g : (g + 1) * cout_g] = (cols @ wg.T).reshape(n, oh, ow, cout_g)
+    return acc
+
+
+# -- float-relaxed forward (the network the gradients are exact for) -----------------------------------
+
+
+def _relaxed_clamp(u: np.ndarray, lo: int, hi: int) -> tuple[FloatArray, np.ndarray]:
+    """(clamp(u, lo, hi), mask lo <= u <= hi): the relaxed op's output and its saturation mask."""
+    inside = (u >= lo) & (u <= hi)
+    return np.clip(u, float(lo), float(hi)), inside
+
+
+def conv2d_relaxed(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    input_scale: FloatLike,
+    input_zero_point: int,
+    weight_scales: np.ndarray | Sequence[float] | FloatLike,
+    output_scale: FloatLike,
+    output_zero_point: int,
+    strides: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0),
+    groups: int = 1,
+    clamp: tuple[int, int] = (INT8_MIN, INT8_MAX),
+) -> tuple[FloatArray, np.ndarray]:
+    """`qtrain.conv2d` without its rint, in float64 (input, weight and bias may hold any real values):
+
+        acc = sum((xp - zx) * w) + b         xp padded with zx, as in `conv2d_accumulate`
+        u = acc * M[c] + zy                  M = conv2d_multiplier(...) (the same float32 constants)
+        y = clamp(u, lo, hi),  mask = lo <= u <= hi
+    """
+    x = np.asarray(x)
+    if x.ndim != 4 or np.ndim(weight) != 4:
+        raise ValueError(f"conv2d: expected NHWC input and OHWI weight, got shapes {x.shape}, {np.shape(weight)}")
+    lo, hi = _check_clamp(clamp)
+    _check_groups(x.shape[3], weight.shape, groups, "conv2d")
+    st, pads, out_hw = _conv_geometry(x.shape[1:3], weight.shape[1:3], strides, padding, "conv2d")
+    xp = pad_nhwc(x.astype(np.float64) - float(input_zero_point), pads, 0.0)
+    acc = _conv_float(xp, weight, st, out_hw, groups)
+    if bias is not None:
+        acc = acc + np.asarray(bias, dtype=np.float64)
+    m = conv2d_multiplier(input_scale, weight_scales, output_scale).astype(np.float64)
+    return _relaxed_clamp(acc * m + float(output_zero_point), lo, hi)
+
+
+def add_relaxed(
+    lhs: np.ndarray,
+    rhs: np.ndarray,
+    *,
+    lhs_scale: FloatLike,
+    lhs_zero_point: int,
+    rhs_scale: FloatLike,
+    rhs_zero_point: int,
+    output_scale: FloatLike,
+    output_zero_point: int,
+    clamp: tuple[int, int] = (INT8_MIN, INT8_MAX),
+) -> tuple[FloatArray, np.ndarray]:
+    """`qtrain.add` without its rint, in float64: u = a * r_a + b * r_b + c with (r_a, r_b, c) =
+    add_constants(...); y = clamp(u, lo, hi), mask = lo <= u <= hi."""
+    lhs, rhs = np.asarray(lhs), np.asarray(rhs)
+    if lhs.shape != rhs.shape:
+        raise ValueError(f"add: operand shapes differ: {lhs.shape} vs {rhs.shape}")
+    lo, hi = _check_clamp(clamp)
+    ra, rb, c = add_constants(lhs_scale, lhs_zero_point, rhs_scale, rhs_zero_point, output_scale, output_zero_point)
+    u = lhs.astype(np.float64) * float(ra) + rhs.astype(np.float64) * float(rb) + float(c)
+    return _relaxed_clamp(u, lo, hi)
+
+
+def avgpool_relaxed(
+    x: np.ndarray,
+    *,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    input_scale: FloatLike,
+    input_zero_point: int,
+    output_scale: FloatLike,
+    output_zero_point: int,
+) -> tuple[FloatArray, np.ndarray]:
+    """`qtrain.avgpool` without its rint, in float64: u = sum_window(x - zx) * M + zy,
+    M = avgpool_multiplier(...); y = clamp(u, -128, 127), mask = -128 <= u <= 127."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"avgpool: expected an NHWC input, got shape {x.shape}")
+    n, h, w, c = x.shape
+    kh, kw = (int(k) for k in kernel)
+    sh, sw = (int(s) for s in strides)
+    if not (1 <= kh <= h and 1 <= kw <= w and sh >= 1 and sw >= 1):
+        raise ValueError(f"avgpool: kernel {kh}x{kw}, strides {sh}x{sw} do not fit input {h}x{w}")
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    xs = x.astype(np.float64) - float(input_zero_point)
+    acc = np.zeros((n, oh, ow, c), dtype=np.float64)
+    for _, _, view in conv_taps(xs, (kh, kw), (sh, sw), (oh, ow)):
+        acc += view
+    m = float(avgpool_multiplier(input_scale, output_scale, (kh, kw)))
+    return _relaxed_clamp(acc * m + float(output_zero_point), INT8_MIN, INT8_MAX)
+
+
+def quantize_relaxed(x: np.ndarray, *, scale: FloatLike, zero_point: int) -> FloatArray:
+    """`qtrain.quantize` without its rint, in float64: clamp(x / s + zp, -128, 127)."""
+    u = np.asarray(x, dtype=np.float64) / float(f32(scale)) + float(zero_point)
+    return np.clip(u, float(INT8_MIN), float(INT8_MAX))
+
+
+def dequantize_relaxed(q: np.ndarray, *, scale: FloatLike, zero_point: int) -> FloatArray:
+    """`qtrain.dequantize` on real-valued codes, in float64: (q - zp) * s."""
+    return (np.asarray(q, dtype=np.float64) - float(zero_point)) * float(f32(scale))
+
+
+def _check_label(k: int, label: int, what: str) -> int:
+    if not 0 <= int(label) < k:
+        raise ValueError(f"{what}: label {label} is outside [0, {k})")
+    return int(label)
+
+
+def cross_entropy_relaxed(logits: np.ndarray, label: int) -> np.float64:
+    """Softmax cross-entropy in float64 with numpy's exp/log (the relaxed loss): log(sum(exp(x - max)))
+    - (x[label] - max)."""
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    label = _check_label(x.shape[0], label, "cross_entropy")
+    t = x - x.max()
+    return np.float64(np.log(np.exp(t).sum()) - t[label])
+
+
+def cross_entropy_grad_relaxed(logits: np.ndarray, label: int) -> FloatArray:
+    """softmax(x) - onehot(label) in float64 (the derivative of `cross_entropy_relaxed`)."""
+    x = np.asarray(logits, dtype=np.float64)
+    flat = x.reshape(-1)
+    label = _check_label(flat.shape[0], label, "cross_entropy_grad")
+    e = np.exp(flat - flat.max())
+    g = e / e.sum()
+    g[label] -= 1.0
+    return g.reshape(x.shape)
+
+
+# -- backward kernels ----------------------------------------------------------------------------------
+
+
+def cross_entropy_grad(logits: np.ndarray, label: int) -> FloatArray:
+    """`qtrain.cross_entropy_grad`: dL/dlogits of `cross_entropy`, float32, same shape as the logits.
+
+        mx, t[i], e[i], s                        exactly as in `cross_entropy` (s summed in index order)
+        g[i] = fp32(e[i] / s)                    one float32 division per class
+        g[label] = fp32(g[label] - 1)
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    flat = x.reshape(-1)
+    label = _check_label(flat.shape[0], label, "cross_entropy_grad")
+    t = flat - flat.max()
+    e = exp_f32(t)
+    s = np.add.accumulate(e, dtype=np.float32)[-1]
+    g = (e / s).astype(np.float32)
+    g[label] = g[label] - np.float32(1.0)
+    return g.reshape(x.shape)
+
+
+def requant_grad(grad: np.ndarray, mask: np.ndarray | None, multiplier: np.ndarray | Sequence[float] | FloatLike
+                 ) -> FloatArray:
+    """`qtrain.requant_grad`: g_in = mask ? fp32(g * m[c]) : +0.0 (c = last axis, or one multiplier).
+
+    One float32 multiply per element, then the mask selects (a masked element is +0.0, never the
+    product with 0). `m` are the op's float32 constants (the forward multiplier, dy/dacc).
+    """
+    g = np.asarray(grad)
+    dtype = _grad_dtype(g)
+    m = np.atleast_1d(np.asarray(multiplier, dtype=np.float32))
+    if m.size not in (1, g.shape[-1]):
+        raise ValueError(f"requant_grad: {m.size} multipliers for {g.shape[-1]} channels")
+    out = g.astype(dtype) * m.astype(dtype)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != g.shape:
+            raise ValueError(f"requant_grad: mask shape {mask.shape} differs from the gradient's {g.shape}")
+        out = np.where(mask, out, dtype.type(0.0))
+    return out
+
+
+def conv2d_input_grad(
+    grad: np.ndarray,
+    weight: np.ndarray,
+    input_shape: Sequence[int],
+    *,
+    strides: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0),
+    groups: int = 1,
+) -> FloatArray:
+    """`qtrain.conv2d_input_grad`: dL/dx of a conv, the transposed convolution of g_acc with the int8 weight.
+
+        gx[n, h, w, ci] = sum over taps (i, j), outputs (oh, ow) with oh*sh + i = h + pt and
+                          ow*sw + j = w + pl, and output channels co of ci's group, of
+                          g[n, oh, ow, co] * w[co, i, j, ci - group_start]
+
+    Input pixels no window reaches (bottom/right rows a stride skips) and padding get nothing.
+    Reference sum (exact float64, one rounding to float32). Recommended C order (scatter form): zero
+    gx; for each output pixel (n, oh, ow) in row-major order, each tap (i, j) row-major, each output
+    channel co ascending: gx[...] = fp32(gx[...] + fp32(g * w)); depthwise: the same with the channel
+    multiplier's co = ci*mult .. ci*mult + mult - 1.
+    """
+    g = np.asarray(grad)
+    dtype = _grad_dtype(g)
+    n, h, wd, cin = (int(d) for d in input_shape)
+    cout, kh, kw, cin_g = weight.shape
+    _check_groups(cin, weight.shape, groups, "conv2d_input_grad")
+    st, pads, out_hw = _conv_geometry((h, wd), (kh, kw), strides, padding, "conv2d_input_grad")
+    if g.shape != (n, *out_hw, cout):
+        raise ValueError(f"conv2d_input_grad: grad shape {g.shape}, expected {(n, *out_hw, cout)}")
+    pt, pl, pb, pr = pads
+    gd = g.astype(np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    buf = np.zeros((n, h + pt + pb, wd + pl + pr, cin), dtype=np.float64)
+    if _is_depthwise(cin, weight.shape, groups):
+        multiplier = cout // cin
+        for i in range(kh):
+            for j in range(kw):
+                contrib = gd * w[:, i, j, 0]
+                if multiplier > 1:
+                    contrib = contrib.reshape(n, *out_hw, cin, multiplier).sum(axis=-1)
+                _window_view(buf, i, j, st, out_hw)[...] += contrib
+    else:
+        cout_g = cout // groups
+        for grp in range(groups):
+            gg = gd[..., grp * cout_g : (grp + 1) * cout_g].reshape(-1, cout_g)
+            wg = w[grp * cout_g : (grp + 1) * cout_g].reshape(cout_g, kh * kw * cin_g)
+            cols = (gg @ wg).reshape(n, *out_hw, kh, kw, cin_g)
+            target = buf[..., grp * cin_g : (grp + 1) * cin_g]
+            for i in range(kh):
+                for j in range(kw):
+                    _window_view(target, i, j, st, out_hw)[...] += cols[:, :, :, i, j, :]
+    return buf[:, pt : pt + h, pl : pl + wd, :].astype(dtype)
+
+
+def conv2d_weight_grad(
+    x: np.ndarray,
+    grad: np.ndarray,
+    *,
+    input_zero_point: int,
+    kernel: Sequence[int],
+    strides: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0),
+    groups: int = 1,
+    channels: Sequence[int] | None = None,
+) -> FloatArray:
+    """`qtrain.conv2d_weight_grad`: dL/dW of a conv, in OHWI.
+
+        dW[o, i, j, c] = sum over n, oh, ow of g[n, oh, ow, o] * (xp[n, oh*sh + i, ow*sw + j, c] - zx)
+
+    `x` is the layer input as saved in forward: channels [start, stop) = `channels` of it (all when
+    None), and xp that tensor padded with zx (padded taps contribute 0). Result, by kind of layer:
+    - groups = 1: [C_out, KH, KW, stop - start], the gradient of the trained input-channel slice;
+    - depthwise (groups = C_out > 1, one input channel per group): [stop - start, KH, KW, 1], reading
+      the gradient channels start .. stop - 1 (the output channel of input channel c is c);
+    - other groups (no slice): [C_out, KH, KW, C_in / groups].
+    (x - zx) is an integer for int8 inputs, so every product is exact in float64. Reference sum (exact
+    float64, one rounding to float32). Recommended C order: for each weight element, outputs (n, oh, ow)
+    row-major, acc = fp32(acc + fp32(g * fp32(x - zx))).
+    """
+    x = np.asarray(x)
+    g = np.asarray(grad)
+    dtype = _grad_dtype(g)
+    if x.ndim != 4 or g.ndim != 4 or x.shape[0] != g.shape[0]:
+        raise ValueError(f"conv2d_weight_grad: expected NHWC input and gradient, got {x.shape}, {g.shape}")
+    kh, kw = (int(k) for k in kernel)
+    saved = x.shape[3]
+    cout = g.shape[3]
+    start, stop = (0, saved) if channels is None else (int(channels[0]), int(channels[1]))
+    if not 0 <= start < stop or stop - start != saved:
+        raise ValueError(f"conv2d_weight_grad: channels [{start}, {stop}) do not match the {saved} saved channels")
+    st, pads, out_hw = _conv_geometry(x.shape[1:3], (kh, kw), strides, padding, "conv2d_weight_grad")
+    if g.shape[1:3] != out_hw:
+        raise ValueError(f"conv2d_weight_grad: grad {g.shape} does not match input {x.shape} with kernel {kh}x{kw}")
+    xp = pad_nhwc(x.astype(np.float64) - float(input_zero_point), pads, 0.0)
+    gd = g.astype(np.float64)
+    depthwise = groups > 1 and groups == cout and (channels is not None or saved == groups)
+    if depthwise:
+        if stop > cout:
+            raise ValueError(f"conv2d_weight_grad: depthwise channels [{start}, {stop}) exceed {cout} channels")
+        gs = gd[..., start:stop]
+        dw = np.empty((saved, kh, kw, 1), dtype=np.float64)
+        for i, j, view in conv_taps(xp, (kh, kw), st, out_hw):
+            dw[:, i, j, 0] = np.einsum("nhwc,nhwc->c", view, gs)
+        return dw.astype(dtype)
+    if groups != 1 and channels is not None:
+        raise ValueError("conv2d_weight_grad: a channel slice needs groups = 1 or a depthwise layer")
+    if groups < 1 or saved % groups or cout % groups:
+        raise ValueError(f"conv2d_weight_grad: groups = {groups} does not fit {saved} inputs, {cout} outputs")
+    cin_g, cout_g = saved // groups, cout // groups
+    dw = np.empty((cout, kh * kw * cin_g), dtype=np.float64)
+    for grp in range(groups):
+        cols = _patches(xp[..., grp * cin_g : (grp + 1) * cin_g], (kh, kw), st, out_hw)
+        gg = gd[..., grp * cout_g : (grp + 1) * cout_g].reshape(-1, cout_g)
+        dw[grp * cout_g : (grp + 1) * cout_g] = gg.T @ cols
+    return dw.reshape(cout, kh, kw, cin_g).astype(dtype)
+
+
+def bias_grad(grad: np.ndarray) -> FloatArray:
+    """`qtrain.bias_grad`: db[c] = sum over n, h, w of g_acc[n, h, w, c] (reference sum; recommended C
+    order: pixels in row-major order)."""
+    g = np.asarray(grad)
+    return g.astype(np.float64).sum(axis=tuple(range(g.ndim - 1))).astype(_grad_dtype(g))
+
+
+def avgpool_grad(grad: np.ndarray, input_shape: Sequence[int], *, kernel: Sequence[int], strides: Sequence[int]
+                 ) -> FloatArray:
+    """`qtrain.avgpool_grad`: gradient of the window sums acc[n, oh, ow, c] = sum_window(x - zx).
+
+        gx[n, h, w, c] = sum over the windows (oh, ow) holding (h, w) of g[n, oh, ow, c]
+
+    (the 1 / (kh * kw) and the requantization are in the preceding `requant_grad`'s multiplier). A
+    global pool is a broadcast (exact); overlapping windows give a reference sum (recommended C order:
+    windows row-major). Pixels no window covers get 0.
+    """
+    g = np.asarray(grad)
+    dtype = _grad_dtype(g)
+    n, h, w, c = (int(d) for d in input_shape)
+    kh, kw = (int(k) for k in kernel)
+    sh, sw = (int(s) for s in strides)
+    if not (1 <= kh <= h and 1 <= kw <= w and sh >= 1 and sw >= 1):
+        raise ValueError(f"avgpool_grad: kernel {kh}x{kw}, strides {sh}x{sw} do not fit input {h}x{w}")
+    out_hw = ((h - kh) // sh + 1, (w - kw) // sw + 1)
+    if g.shape != (n, *out_hw, c):
+        raise ValueError(f"avgpool_grad: grad shape {g.shape}, expected {(n, *out_hw, c)}")
+    if out_hw == (1, 1) and (kh, kw) == (h, w):
+        return np.broadcast_to(g.astype(dtype), (n, h, w, c)).copy()
+    buf = np.zeros((n, h, w, c), dtype=np.float64)
+    gd = g.astype(np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            _window_view(buf, i, j, (sh, sw), out_hw)[...] += gd
+    return buf.astype(dtype)
+
+
+def grad_accumulate(lhs: np.ndarray, rhs: np.ndarray) -> FloatArray:
+    """`qtrain.grad_accumulate`: fp32(lhs + rhs), one float32 add per element."""
+    a, b = np.asarray(lhs), np.asarray(rhs)
+    if a.shape != b.shape:
+        raise ValueError(f"grad_accumulate: shapes differ: {a.shape} vs {b.shape}")
+    dtype = _grad_dtype(a, b)
+    return a.astype(dtype) + b.astype(dtype)
+
+
+def channel_slice(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """`qtrain.channel_slice`: a copy of channels [start, stop) (last axis), element type unchanged."""
+    x = np.asarray(x)
+    if not 0 <= start < stop <= x.shape[-1]:
+        raise ValueError(f"channel_slice: [{start}, {stop}) is not a non-empty range within {x.shape[-1]} channels")
+    return x[..., start:stop].copy()
+
+
+# -- parameter update ----------------------------------------------------------------------------------
+
+
+def sgd_steps(lr: FloatLike, grad_scale: np.ndarray | Sequence[float] | FloatLike) -> FloatArray:
+    """The per-output-channel step sizes step[c] = fp32(lr * grad_scale[c]) (constants, computed once)."""
+    return (f32(lr) * np.atleast_1d(np.asarray(grad_scale, dtype=np.float32))).astype(np.float32)
+
+
+def sgd_update(
+    value: np.ndarray, grad: np.ndarray, *, lr: FloatLike, grad_scale: np.ndarray | Sequence[float] | FloatLike
+) -> np.ndarray:
+    """`qtrain.sgd_update` on one SRAM copy: the new value, same dtype and shape (c = index along axis 0).
+
+        step[c] = fp32(lr * grad_scale[c])                           `sgd_steps`, compile-time constants
+        delta   = fp32(step[c] * g)                                  one float32 multiply
+        float32 storage (fp32 master copy):  p = fp32(p - delta)
+        int8 / int32 storage (in place):     p = saturate(p - rint(delta))
+
+    The integer update rounds the step (half to even) and subtracts it exactly before saturating to the
+    storage type's range, rather than rounding p - delta in float32: an int32 bias can exceed float32's
+    24-bit mantissa. (C: `r = rintf(delta)` clamped to +-2**32, then a 64-bit subtraction and a
+    saturating narrow.) A float64 value is the relaxed mode's parameter: p - step[c] * g in float64,
+    same float32 step constants, no rounding, no saturation. NaN gradients are outside the contract.
+    """
+    p = np.asarray(value)
+    g = np.asarray(grad)
+    if p.shape != g.shape:
+        raise ValueError(f"sgd_update: gradient shape {g.shape} differs from the parameter's {p.shape}")
+    step = sgd_steps(lr, grad_scale)
+    if step.size not in (1, p.shape[0]):
+        raise ValueError(f"sgd_update: {step.size} grad_scale values for {p.shape[0]} output channels")
+    step = step.reshape(-1, *([1] * (p.ndim - 1)))
+    if p.dtype == np.float64:
+        return p - step.astype(np.float64) * g.astype(np.float64)
+    delta = (step * g.astype(np.float32)).astype(np.float32)
+    if p.dtype == np.float32:
+        return (p - delta).astype(np.float32)
+    if p.dtype not in (np.int8, np.int32):
+        raise ValueError(f"sgd_update: unsupported storage dtype {p.dtype}")
+    info = np.iinfo(p.dtype)
+    r = np.clip(np.rint(delta).astype(np.float64), -(2.0**32), 2.0**32).astype(np.int64)
+    return np.clip(p.astype(np.int64) - r, info.min, info.max).astype(p.dtype)
+
+
+def master_to_param(master: np.ndarray, dtype: np.dtype | type[np.generic]) -> np.ndarray:
+    """The integer parameter a float32 master copy stands for: saturate(rint(master)) to `dtype`'s range
+    (round half to even; NaN gives the minimum, like `_round_and_clamp`)."""
+    info = np.iinfo(dtype)
+    m = np.rint(np.asarray(master, dtype=np.float32)).astype(np.float64)
+    m = np.where(np.isnan(m), float(info.min), m)
+    return np.clip(m, info.min, info.max).astype(dtype)

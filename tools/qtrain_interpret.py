@@ -3,7 +3,11 @@
     qtrain-interpret IN.mlir --entry forward --inputs IN.npz -o OUT.npz
         -> OUT.npz: `logits` float32 [N, K] (dequantized), `output_q` int8 [N, K]; one row per image
     qtrain-interpret IN.mlir --entry train_step --steps S --inputs IN.npz -o OUT.npz
-        -> OUT.npz: `loss` float32 [S], `param/<name>` for every trainable parameter after the last step
+        -> OUT.npz: `loss` float32 [S], `param/<name>` for every trainable parameter after the last step:
+           its SRAM copy in the storage dtype (fp32 master for `storage(f32)`, else int8 / int32; for a
+           weight with `channels [start, stop]`, just that slice), as the device would hold it
+    --relaxed: float-relaxed numerics (every op without its rint, float64; `param/<name>` float64):
+           the "fp32 simulation" int8 training is compared against
 
 IN.npz holds `image` (int8 NHWC [N, H, W, C], already quantized with the model's input parameters; a
 float entry also takes float NCHW) and `label` (int [N], needed by train_step). Exit status: 0 on
@@ -54,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inputs", required=True, metavar="IN.npz", help="npz with `image` (and `label`)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the results")
     parser.add_argument("--steps", type=int, default=None, help="training steps for --entry train_step")
+    parser.add_argument("--relaxed", action="store_true",
+                        help="float-relaxed numerics: no rounding, float64 (the fp32 simulation)")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return parser
 
@@ -88,7 +94,7 @@ def labels_for(arrays: dict[str, np.ndarray], path: Path, n_images: int) -> np.n
 
 def run(args: argparse.Namespace) -> None:
     module = load_module(args.model)
-    runner = ModelInterpreter(module)
+    runner = ModelInterpreter(module, relaxed=args.relaxed)
     try:
         runner.entry(args.entry)  # a clear error for a missing entry before touching the inputs
     except InputError as e:
