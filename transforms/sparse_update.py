@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.dialects.builtin import ModuleOp, TensorType, UnitAttr, f32
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
@@ -38,6 +38,7 @@ def freeze(param: ParamOp) -> None:
     param.trainable = None
     param.storage = None
     param.channels = None
+    param.depthwise = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class SparseUpdatePass(ModulePass):
                 f"{self.name}: the update of @{tensor.name} is not fed by one whole-tensor conv2d_weight_grad"
             )
         param.channels = i64_array([start, stop])
+        groups = grad_op.groups.value.data  # type: ignore[attr-defined]
+        param.depthwise = UnitAttr() if groups > 1 else None
         # The slice is taken right where the full input is produced, so the full tensor need not be
         # kept alive for backward; reordering may move it.
         source = grad_op.input

@@ -148,8 +148,8 @@ class ParamOp(IRDLOperation):
     biases updated in place, rounded half to even and saturated) or f32 (an fp32 master copy in the
     integer domain, from which the int8 weights read by the forward pass are rint + saturate).
     `channels = [start, stop]` narrows a trainable weight to a slice of its layer's input channels:
-    axis 3 of OHWI, or axis 0 for a depthwise weight (`[C, KH, KW, 1]`, one input channel per group).
-    Only that slice has an SRAM copy and is updated; the rest stays in Flash.
+    axis 3 of OHWI, or, marked `depthwise`, axis 0 of a depthwise weight (`[C, KH, KW, 1]`, one input
+    channel per group). Only that slice has an SRAM copy and is updated; the rest stays in Flash.
     """
 
     name = "qtrain.param"
@@ -158,10 +158,11 @@ class ParamOp(IRDLOperation):
     trainable = opt_prop_def(UnitAttr)
     storage = opt_prop_def(TypeAttribute)
     channels = opt_prop_def(DenseArrayBase.constr(i64))
+    depthwise = opt_prop_def(UnitAttr)
     traits = traits_def(SymbolOpInterface())
     assembly_format = (
         "$sym_name (`trainable` $trainable^)? (`storage` `(` $storage^ `)`)? (`channels` $channels^)? "
-        "`=` $value attr-dict"
+        "(`depthwise` $depthwise^)? `=` $value attr-dict"
     )
 
     def __init__(
@@ -171,6 +172,7 @@ class ParamOp(IRDLOperation):
         trainable: bool = False,
         storage: Attribute | None = None,
         channels: Sequence[int] | None = None,
+        depthwise: bool = False,
     ):
         props: dict[str, Attribute] = {"sym_name": _string_attr(name), "value": value}
         if trainable:
@@ -179,6 +181,8 @@ class ParamOp(IRDLOperation):
             props["storage"] = storage
         if channels is not None:
             props["channels"] = i64_array(channels)
+        if depthwise:
+            props["depthwise"] = UnitAttr()
         super().__init__(properties=props)
 
     @property
@@ -198,9 +202,8 @@ class ParamOp(IRDLOperation):
 
     @property
     def channel_axis(self) -> int:
-        """The axis holding the layer's input channels: 3 (OHWI), or 0 for a depthwise weight."""
-        shape = self.tensor_type.get_shape()
-        return 0 if len(shape) == 4 and shape[3] == 1 and shape[0] > 1 else 3
+        """The axis `channels` slices: 3 (OHWI input channels), or 0 for a `depthwise` weight."""
+        return 0 if self.depthwise is not None else 3
 
     def trainable_slice(self) -> tuple[int, int] | None:
         """[start, stop) of the trained channel slice along `channel_axis`, or None when all of it trains."""
@@ -227,6 +230,8 @@ class ParamOp(IRDLOperation):
             raise VerifyException(f"{where}: must be at module level")
         if (self.storage is not None or self.channels is not None) and self.trainable is None:
             raise VerifyException(f"{where}: storage and channels only apply to a trainable parameter")
+        if self.depthwise is not None and (self.channels is None or t.get_shape()[-1] != 1):
+            raise VerifyException(f"{where}: depthwise marks the channel slice of a [C, KH, KW, 1] weight")
         if self.storage is not None and self.storage not in (t.element_type, f32):
             raise VerifyException(
                 f"{where}: storage must be the parameter's element type ({t.element_type}) or f32, got {self.storage}"

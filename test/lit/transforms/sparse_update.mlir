@@ -8,7 +8,7 @@
 // and the classifier. conv0 is frozen, so nothing flows into the residual's shortcut or below conv1.
 // CHECK:      qtrain.param @conv0.weight = dense<
 // CHECK-NEXT: qtrain.param @conv0.bias = dense<
-// CHECK-NEXT: qtrain.param @conv1.weight trainable storage(f32) channels [0, 2] = dense<
+// CHECK-NEXT: qtrain.param @conv1.weight trainable storage(f32) channels [0, 2] depthwise = dense<
 // CHECK-NEXT: qtrain.param @conv1.bias = dense<
 // CHECK-NEXT: qtrain.param @conv2.weight = dense<
 // CHECK-NEXT: qtrain.param @conv2.bias trainable = dense<

@@ -20,8 +20,8 @@ from qtrain.dialects.qtrain import (
     DequantizeOp,
     GetParamOp,
     ParamOp,
-    QuantParamsAttr,
     Qtrain,
+    QuantParamsAttr,
     ReshapeOp,
 )
 from qtrain.dialects.qtrain.ops import produced_quant
@@ -98,7 +98,8 @@ def test_quant_scales_are_float32():
     [
         ({"strides": [0, 2]}, "strides must be >= 1"),
         ({"groups": 2}, "groups = 2 must divide input channels (3)"),
-        ({"weight_q": QuantParamsAttr.get([0.1, 0.2], 0, axis=0)}, "weight_q has 2 scales, need one per output channel"),
+        ({"weight_q": QuantParamsAttr.get([0.1, 0.2], 0, axis=0)},
+         "weight_q has 2 scales, need one per output channel"),
         ({"clamp": [5, -5]}, "clamp [5, -5] must satisfy"),
         ({"output_q": QuantParamsAttr.get([0.1, 0.2], 0, axis=0)}, "output_q must be per-tensor"),
     ],

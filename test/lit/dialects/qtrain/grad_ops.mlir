@@ -3,7 +3,7 @@
 
 builtin.module {
   qtrain.param @w trainable storage(f32) channels [0, 2] = dense<1> : tensor<3x1x1x4xi8>
-  qtrain.param @dw trainable channels [1, 3] = dense<1> : tensor<4x3x3x1xi8>
+  qtrain.param @dw trainable channels [1, 3] depthwise = dense<1> : tensor<4x3x3x1xi8>
   qtrain.param @b trainable = dense<0> : tensor<3xi32>
   func.func @f(%x: tensor<1x4x4x4xi8>, %g: tensor<1x4x4x3xf32>, %m: tensor<1x4x4x3xi1>, %gd: tensor<1x4x4x4xf32>, %l: tensor<1x3xf32>, %label: i32) {
     %ce = qtrain.cross_entropy_grad %l, %label : tensor<1x3xf32> -> tensor<1x3xf32>
@@ -25,7 +25,7 @@ builtin.module {
   }
 }
 // CHECK:      qtrain.param @w trainable storage(f32) channels [0, 2] = dense<1> : tensor<3x1x1x4xi8>
-// CHECK-NEXT: qtrain.param @dw trainable channels [1, 3] = dense<1> : tensor<4x3x3x1xi8>
+// CHECK-NEXT: qtrain.param @dw trainable channels [1, 3] depthwise = dense<1> : tensor<4x3x3x1xi8>
 // CHECK:      %ce = qtrain.cross_entropy_grad %l, %label : tensor<1x3xf32> -> tensor<1x3xf32>
 // CHECK-NEXT: %acc = qtrain.requant_grad %g mask %m {multiplier = #qtrain.f32<[0.5, 0.25, 2.0]>} : tensor<1x4x4x3xf32>, tensor<1x4x4x3xi1> -> tensor<1x4x4x3xf32>
 // CHECK-NEXT: %acc2 = qtrain.requant_grad %acc {multiplier = #qtrain.f32<[0.5]>} : tensor<1x4x4x3xf32> -> tensor<1x4x4x3xf32>

@@ -97,3 +97,10 @@ builtin.module {
 %g = "test.op"() : () -> tensor<1x4x4x3xf32>
 %b = qtrain.bias_grad %g : tensor<1x4x4x3xf32> -> tensor<4xf32>
 // CHECK: qtrain.bias_grad: result must be tensor<3xf32>, got tensor<4xf32>
+
+// -----
+
+builtin.module {
+  qtrain.param @w trainable depthwise = dense<1> : tensor<4x3x3x1xi8>
+}
+// CHECK: qtrain.param @w: depthwise marks the channel slice of a [C, KH, KW, 1] weight
