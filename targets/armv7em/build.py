@@ -31,6 +31,8 @@ TARGETS: tuple[Target, ...] = ("qemu", "stm32f746", "host")
 
 TARGET_DIR = Path(__file__).resolve().parent
 """This folder: C runtime, headers and linker scripts (also the include directory)."""
+KERNEL_DIR = TARGET_DIR / "kernels"
+"""The kernel library (qtrain_kernels.h and one .c per kernel; also an include directory)."""
 
 FLASH_BYTES = 1024 * 1024
 SRAM_BYTES = 320 * 1024
@@ -39,7 +41,9 @@ DEFAULT_STACK_BYTES = 16 * 1024
 
 LINKER_SCRIPTS: dict[Target, str] = {"qemu": "qemu_mps2_an500.ld", "stm32f746": "stm32f746.ld"}
 
-COMMON_CFLAGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off", "-g"]
+# -fno-math-errno: nothing reads errno, and without it clang turns `__builtin_fmaf` into a library
+# call instead of one VFMA.F32 (the kernels' fused multiply-adds).
+COMMON_CFLAGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off", "-fno-math-errno", "-g"]
 ARM_CFLAGS = [
     "--target=thumbv7em-none-eabihf",
     "-mcpu=cortex-m7",
@@ -51,6 +55,12 @@ ARM_CFLAGS = [
     "-fdata-sections",
     "-fno-unwind-tables",
     "-fno-asynchronous-unwind-tables",
+    # The board allows unaligned LDR/STR (CCR.UNALIGN_TRP = 0; README.md); clang's bare-metal default
+    # would split every unaligned 32-bit read of the kernels (4 weights at a time) into four LDRB.
+    "-munaligned-access",
+    # r7 as a general register: the DSP inner loops need 13-14 live registers, and clang keeps a
+    # Thumb frame pointer by default.
+    "-fomit-frame-pointer",
     # The FPU is single precision only: a double would silently become a slow library call (and
     # there is no library), so make every implicit promotion an error.
     "-Wdouble-promotion",
@@ -107,13 +117,20 @@ def compile_flags(target: Target) -> list[str]:
     if target not in TARGETS:
         raise ValueError(f"unknown target '{target}' (expected one of {', '.join(TARGETS)})")
     arch = [] if target == "host" else ARM_CFLAGS
-    return [*COMMON_CFLAGS, *arch, BOARD_DEFINES[target], f"-I{TARGET_DIR}"]
+    return [*COMMON_CFLAGS, *arch, BOARD_DEFINES[target], f"-I{TARGET_DIR}", f"-I{KERNEL_DIR}"]
 
 
 def runtime_sources(target: Target, harness: bool = True) -> list[Path]:
     """This folder's C files a firmware for `target` links: startup and runtime, and the harness."""
     names = [*RUNTIME_SOURCES[target], *([HARNESS_SOURCE] if harness else [])]
     return [TARGET_DIR / name for name in names]
+
+
+def kernel_sources() -> list[Path]:
+    """The kernel library's C files (kernels/*.c): pass them with a model's C to `build_firmware`;
+    `--gc-sections` drops the kernels a model does not call. They use `qtrain_expf`/`qtrain_logf` from
+    this folder's runtime_math.c, which every build links."""
+    return sorted(KERNEL_DIR.glob("*.c"))
 
 
 # ---------------------------------------------------------------------------------------------

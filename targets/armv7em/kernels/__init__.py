@@ -1,0 +1,154 @@
+"""The C kernel library (qtrain_kernels.h): where it is, and the scratch sizes its kernels need.
+
+`buffer_size_*` mirror the C `*_get_buffer_size()` functions so a code generator (or the memory
+planner) can size the QTRAIN_SCRATCH buffer at compile time (`buffer_size_conv2d_wrapper`,
+`buffer_size_conv2d_input_grad_wrapper` and `buffer_size_depthwise_weight_grad` for the calls the
+generator emits; the other kernels need none, the fused weight-gradient update included);
+test_kernels_forward.py / test_kernels_backward.py check them against the C. Shapes are NHWC / OHWI
+tuples; `slice_channels` is stop - start of a trained weight slice (None when the weight has none)
+and `master` whether that slice is an fp32 master copy (which the kernels convert to int8 in
+scratch; an int8 slice is read in place).
+
+`calls` describes kernel calls once and runs them through ctypes on the host (`host`) or emits them
+as C for a target test program; `host` builds the library as a host shared object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+KERNEL_DIR = Path(__file__).resolve().parent
+HEADER = KERNEL_DIR / "qtrain_kernels.h"
+
+Shape = Sequence[int]
+
+
+def sources() -> list[Path]:
+    """The library's C files (one per kernel, plus qtrain_kernels_support.c)."""
+    return sorted(KERNEL_DIR.glob("*.c"))
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _slice_bytes(master: bool, elements: int) -> int:
+    return _align4(elements) if master else 0
+
+
+SMALL_K_MAX_SCRATCH = 8192
+"""The largest scratch the wrapper spends on the small-K kernel (QTRAIN_SMALL_K_MAX_SCRATCH in C)."""
+
+
+def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, strides: Sequence[int],
+                  padding: Sequence[int], groups: int) -> str:
+    """The kernel `qtrain_conv2d_wrapper_s8` picks: "small_k", "1x1", "depthwise" or "generic".
+    `padding` is [top, left, bottom, right] (or just [top, left])."""
+    cout, kh, kw, cin_g = filter_shape
+    _, h, w, cin = input_shape
+    k = kh * kw * cin
+    if (groups == 1 and k <= 256 and cin <= 4
+            and buffer_size_conv2d("small_k", input_shape, filter_shape, output_shape, strides) <= SMALL_K_MAX_SCRATCH):
+        return "small_k"
+    if (kh == 1 and kw == 1 and groups == 1 and padding[0] == 0 and padding[1] == 0
+            and output_shape[1] == (h - 1) // strides[0] + 1 and output_shape[2] == (w - 1) // strides[1] + 1):
+        return "1x1"
+    if groups == cin and cout == cin and cin_g == 1 and kh <= 11 and kw <= 11:
+        return "depthwise"
+    return "generic"
+
+
+def buffer_size_conv2d(kernel: str, input_shape: Shape, filter_shape: Shape, output_shape: Shape,
+                       strides: Sequence[int], *, slice_channels: int | None = None, master: bool = False) -> int:
+    """Scratch bytes of forward convolution `kernel` ("small_k", "1x1", "depthwise" or "generic")."""
+    cout, kh, kw, cin_g = filter_shape
+    if kernel == "1x1":
+        return 4 * input_shape[3] + _slice_bytes(master, cout * (slice_channels or 0))
+    if kernel == "depthwise":
+        columns = (output_shape[2] - 1) * strides[1] + kw
+        return _align4(4 * kh * columns) + _slice_bytes(master, (slice_channels or 0) * kh * kw)
+    if kernel == "small_k":
+        k_pad = (kh * kw * cin_g + 1) & ~1
+        return 2 * k_pad * (((cout + 1) & ~1) + 2)
+    if kernel == "generic":
+        k = kh * kw * cin_g
+        size = 4 * _align4(k)
+        if slice_channels is not None:
+            size += _align4(cout * k) + _slice_bytes(master, cout * kh * kw * slice_channels)
+        return size
+    raise ValueError(f"unknown convolution kernel '{kernel}'")
+
+
+def buffer_size_conv2d_input_grad(kernel: str, filter_shape: Shape, *, slice_channels: int | None = None,
+                                  master: bool = False) -> int:
+    """Scratch bytes of input-gradient `kernel` ("1x1", "depthwise" or "generic")."""
+    cout, kh, kw, cin_g = filter_shape
+    if kernel == "1x1":
+        return _slice_bytes(master, cout * (slice_channels or 0))
+    if kernel == "depthwise":
+        raise ValueError("the depthwise input gradient's scratch depends on the shapes: use "
+                         "buffer_size_depthwise_input_grad")
+    if kernel == "generic":
+        if slice_channels is None:
+            return 0
+        return _align4(cout * kh * kw * cin_g) + _slice_bytes(master, cout * kh * kw * slice_channels)
+    raise ValueError(f"unknown input-gradient kernel '{kernel}'")
+
+
+def conv2d_input_grad_kernel(input_shape: Shape, filter_shape: Shape, grad_shape: Shape, strides: Sequence[int],
+                             padding: Sequence[int], groups: int) -> str:
+    """The kernel `qtrain_conv2d_input_grad_wrapper_f32` picks: "1x1", "depthwise" or "generic"."""
+    cout, kh, kw, cin_g = filter_shape
+    _, h, w, cin = input_shape
+    if (kh == 1 and kw == 1 and groups == 1 and padding[0] == 0 and padding[1] == 0
+            and grad_shape[1] == (h - 1) // strides[0] + 1 and grad_shape[2] == (w - 1) // strides[1] + 1):
+        return "1x1"
+    if groups == cin and cout == cin and cin_g == 1 and kh <= 11 and kw <= 11:
+        return "depthwise"
+    return "generic"
+
+
+def buffer_size_depthwise_input_grad(input_shape: Shape, filter_shape: Shape, strides: Sequence[int],
+                                     padding: Sequence[int], *, slice_channels: int | None = None,
+                                     master: bool = False) -> int:
+    """Scratch bytes of qtrain_depthwise_conv2d_input_grad_f32: a zero-bordered fp32 plane holding every
+    output position any tap of any input pixel reaches (+ the master slice's int8 conversion)."""
+    _, h, w, _ = input_shape
+    _, kh, kw, _ = filter_shape
+
+    def reach(size: int, kernel: int, stride: int, pad: int) -> int:
+        return (size - 1 + pad) // stride - (pad - (kernel - 1)) // stride + 1
+
+    plane = reach(h, kh, strides[0], padding[0]) * reach(w, kw, strides[1], padding[1])
+    return 4 * plane + _slice_bytes(master, (slice_channels or 0) * kh * kw)
+
+
+def buffer_size_depthwise_weight_grad(input_shape: Shape, grad_shape: Shape, filter_shape: Shape,
+                                      strides: Sequence[int]) -> int:
+    """Scratch bytes of qtrain_depthwise_conv2d_weight_grad_f32: one channel's padded fp32 input plane and
+    its gathered gradient column, per batch."""
+    rows = (grad_shape[1] - 1) * strides[0] + filter_shape[1]
+    cols = (grad_shape[2] - 1) * strides[1] + filter_shape[2]
+    return 4 * input_shape[0] * (rows * cols + grad_shape[1] * grad_shape[2])
+
+
+def buffer_size_conv2d_wrapper(input_shape: Shape, filter_shape: Shape, output_shape: Shape, strides: Sequence[int],
+                               padding: Sequence[int], groups: int, *, slice_channels: int | None = None,
+                               master: bool = False) -> int:
+    """Scratch bytes of `qtrain_conv2d_wrapper_s8` for a `qtrain.conv2d` (what a memory planner needs).
+    `slice_channels`: stop - start of the weight's trained slice (None: no slice); `master`: stored fp32."""
+    kernel = conv2d_kernel(input_shape, filter_shape, output_shape, strides, padding, groups)
+    return buffer_size_conv2d(kernel, input_shape, filter_shape, output_shape, strides,
+                              slice_channels=slice_channels, master=master)
+
+
+def buffer_size_conv2d_input_grad_wrapper(input_shape: Shape, filter_shape: Shape, grad_shape: Shape,
+                                          strides: Sequence[int], padding: Sequence[int], groups: int, *,
+                                          slice_channels: int | None = None, master: bool = False) -> int:
+    """Scratch bytes of `qtrain_conv2d_input_grad_wrapper_f32` for a `qtrain.conv2d_input_grad`."""
+    kernel = conv2d_input_grad_kernel(input_shape, filter_shape, grad_shape, strides, padding, groups)
+    if kernel == "depthwise":
+        return buffer_size_depthwise_input_grad(input_shape, filter_shape, strides, padding,
+                                                slice_channels=slice_channels, master=master)
+    return buffer_size_conv2d_input_grad(kernel, filter_shape, slice_channels=slice_channels, master=master)

@@ -1,0 +1,117 @@
+/*
+ * qtrain_conv2d_1x1_s8.c - pointwise convolution (KH = KW = 1, groups = 1, no padding, any stride):
+ * y[p, o] = requant(bias[o] + sum_c (x[p, c] - zx) * w[o, c]). The hot kernel of an inverted-residual
+ * network.
+ *
+ * DSP path: two output pixels at a time are unpacked once into int16 (x - zx, one SXTAB16 per two
+ * channels, reordered so that SXTB16 of a weight word lines up with them), then every pair of output
+ * channels runs 8 SMLAD per 4 input channels on 4 accumulators (two pixels x two channels). An odd
+ * last pixel or channel is computed as a duplicate pair and only stored once.
+ */
+#include "qtrain_kernels_support.h"
+
+static int32_t slice_elements(const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight) {
+    return qtrain_weight_has_slice(weight) ? filter_dims->n * (weight->slice_stop - weight->slice_start) : 0;
+}
+
+int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                             const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                             const qtrain_weight_t *weight) {
+    (void)params;
+    (void)output_dims;
+    /* Two unpacked input rows: one word per input channel (see unpack_pair). */
+    return 4 * input_dims->c + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+}
+
+/* The input row of output pixel p (batch, row, column in the output). */
+static const int8_t *input_row(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                               int32_t out_h, int32_t out_w, int32_t p) {
+    int32_t x = p % out_w, rest = p / out_w;
+    int32_t y = rest % out_h, b = rest / out_h;
+    return input + (((b * input_dims->h + y * params->stride_h) * input_dims->w) + x * params->stride_w) * input_dims->c;
+}
+
+#if QTRAIN_USE_DSP
+/* Unpack the input rows of two pixels as int16 (x - zx), segment by segment: each 4 channels become
+ * 4 words (pixel 0 lanes (c0, c2), (c1, c3), then pixel 1), matching SXTB16 / SXTB16 ROR 8 of a
+ * weight word; each remaining channel one word (pixel 0, pixel 1). One word per channel in all. */
+static void unpack_pair(const int8_t *row0, const int8_t *row1, const qtrain_weight_segment_t *segments,
+                        int32_t count, int32_t zero_point, int32_t *dst) {
+    int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+    for (int32_t s = 0; s < count; s++) {
+        const int8_t *a = row0 + segments[s].begin, *b = row1 + segments[s].begin;
+        int32_t len = segments[s].end - segments[s].begin;
+        for (int32_t i = len >> 2; i > 0; i--) {
+            int32_t va = qtrain_read_s32(a), vb = qtrain_read_s32(b);
+            dst[0] = qtrain_sxtab16(offset, va);
+            dst[1] = qtrain_sxtab16_ror8(offset, va);
+            dst[2] = qtrain_sxtab16(offset, vb);
+            dst[3] = qtrain_sxtab16_ror8(offset, vb);
+            a += 4;
+            b += 4;
+            dst += 4;
+        }
+        for (int32_t i = len & 3; i > 0; i--) {
+            *dst++ = (int32_t)(((uint32_t)(*a++ - zero_point) & 0xFFFFu) | ((uint32_t)(*b++ - zero_point) << 16));
+        }
+    }
+}
+
+#endif
+
+qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                     const qtrain_dims_t *input_dims, const int8_t *input,
+                                     const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                     const int32_t *bias, const float *multiplier,
+                                     const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
+    if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims) || filter_dims->h != 1 ||
+        filter_dims->w != 1 || params->groups != 1 || params->pad_top != 0 || params->pad_left != 0 ||
+        output_dims->h != (input_dims->h - 1) / params->stride_h + 1 ||
+        output_dims->w != (input_dims->w - 1) / params->stride_w + 1 || !qtrain_weight_valid(weight, input_dims->c)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    int32_t scratch = qtrain_conv2d_1x1_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    if (!qtrain_ctx_fits(ctx, scratch)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const int32_t cin = input_dims->c, cout = filter_dims->n;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w;
+    const int32_t pixels = output_dims->n * out_h * out_w;
+    uint8_t *buf = ctx != NULL ? (uint8_t *)ctx->buf : NULL;
+    int32_t *unpacked = (int32_t *)(void *)buf;
+    const int8_t *slice_s8 =
+        qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf + 4 * cin);
+    qtrain_weight_segment_t segments[3];
+    const int32_t count = qtrain_weight_segments(weight, slice_s8, cin, segments);
+    const qtrain_requant_t q = qtrain_requant_make(params->output_zero_point, params->clamp_min, params->clamp_max);
+    const int32_t zx = params->input_zero_point;
+    if (mask != NULL) {
+        qtrain_mask_clear(mask, pixels * cout);
+    }
+
+#if QTRAIN_USE_DSP
+    for (int32_t p = 0; p < pixels; p += 2) {
+        const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
+        unpack_pair(input_row(input, input_dims, params, out_h, out_w, p),
+                    input_row(input, input_dims, params, out_h, out_w, p1), segments, count, zx, unpacked);
+        qtrain_pair_outputs(unpacked, segments, count, 0, cout, bias, multiplier, &q, output + p * cout,
+                            output + p1 * cout, mask, (uint32_t)(p * cout), (uint32_t)(p1 * cout));
+    }
+#else
+    (void)unpacked;
+    for (int32_t p = 0; p < pixels; p++) {
+        const int8_t *x = input_row(input, input_dims, params, out_h, out_w, p);
+        for (int32_t o = 0; o < cout; o++) {
+            int32_t acc = bias != NULL ? bias[o] : 0;
+            for (int32_t s = 0; s < count; s++) {
+                const int8_t *w = segments[s].base + o * segments[s].stride;
+                for (int32_t c = segments[s].begin; c < segments[s].end; c++) {
+                    acc += (x[c] - zx) * w[c - segments[s].begin];
+                }
+            }
+            qtrain_store_output(acc, multiplier[o], &q, output, (uint32_t)(p * cout + o), mask);
+        }
+    }
+#endif
+    return QTRAIN_STATUS_OK;
+}

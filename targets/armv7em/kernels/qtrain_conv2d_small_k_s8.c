@@ -1,0 +1,221 @@
+/*
+ * qtrain_conv2d_small_k_s8.c - convolutions with few inputs per output, K = KH * KW * C_in <= 256,
+ * groups = 1, any kernel, stride and padding: the network's first convolution (mcunet: 3x3, stride 2,
+ * 3 input channels, K = 27) and the pointwise expansions with few input channels (C_in = 8 .. 32).
+ *
+ * With so few inputs per output the int8 weight reads of the generic and 1x1 kernels would not amortise,
+ * so the whole weight is widened to int16 once per call (K_pad = K rounded up to 2, a zero tap
+ * appended), each pair of output pixels is gathered once (im2col, int16 x - zx, padding 0), and every
+ * pair of output channels runs 2 LDRD + 4 SMLAD per 2 taps: both operands are stored interleaved
+ * in words (pixel 0 taps (i, i + 1), pixel 1 taps (i, i + 1); channel o taps (i, i + 1), channel o + 1
+ * taps (i, i + 1)). The portable path is the same computation without the intrinsics.
+ */
+#include "qtrain_kernels_support.h"
+
+#define MAX_K 256
+
+static int32_t padded_k(const qtrain_dims_t *filter_dims) {
+    return (filter_dims->h * filter_dims->w * filter_dims->c + 1) & ~1;
+}
+
+int32_t qtrain_conv2d_small_k_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                              const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                              const qtrain_weight_t *weight) {
+    (void)params;
+    (void)input_dims;
+    (void)output_dims;
+    (void)weight;
+    return 2 * padded_k(filter_dims) * (((filter_dims->n + 1) & ~1) + 2);
+}
+
+/* Weight element (o, t, ci) of the effective int8 weight (t = kh * KW + kw). */
+static int32_t weight_element(const qtrain_weight_t *weight, const qtrain_dims_t *filter_dims, int32_t o, int32_t t,
+                              int32_t ci) {
+    const int32_t cin = filter_dims->c, taps = filter_dims->h * filter_dims->w;
+    if ((weight->master != NULL || weight->slice != NULL) && ci >= weight->slice_start && ci < weight->slice_stop) {
+        const int32_t k = weight->slice_stop - weight->slice_start;
+        const int32_t index = (o * taps + t) * k + (ci - weight->slice_start);
+        if (weight->master != NULL) {
+            int8_t value;
+            qtrain_master_to_s8(weight->master + index, 1, &value);
+            return value;
+        }
+        return weight->slice[index];
+    }
+    return weight->data[(o * taps + t) * cin + ci];
+}
+
+/* One output pixel's inputs (x - zx, padding 0), in weight order (kh, kw, ci), zero padded to K_pad,
+ * into lane `px` of the interleaved pixel-pair layout: tap i at int16 index (i / 2) * 4 + px * 2 + i % 2. */
+static void im2col(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                   const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int32_t px,
+                   int16_t *col) {
+    const int32_t cin = filter_dims->c, zx = params->input_zero_point;
+    int16_t *d = col + px * 2;
+    int32_t half = 0; /* which int16 of the current word */
+    for (int32_t kh = 0; kh < filter_dims->h; kh++) {
+        const int32_t iy = oy * params->stride_h + kh - params->pad_top;
+        const int row_inside = iy >= 0 && iy < input_dims->h;
+        const int8_t *row = input + (b * input_dims->h + iy) * input_dims->w * input_dims->c;
+        for (int32_t kw = 0; kw < filter_dims->w; kw++) {
+            const int32_t ix = ox * params->stride_w + kw - params->pad_left;
+            if (row_inside && ix >= 0 && ix < input_dims->w) {
+                const int8_t *src = row + ix * input_dims->c;
+                for (int32_t ci = 0; ci < cin; ci++) {
+                    d[half] = (int16_t)(src[ci] - zx);
+                    d += half * 4;
+                    half ^= 1;
+                }
+            } else {
+                for (int32_t ci = 0; ci < cin; ci++) {
+                    d[half] = 0;
+                    d += half * 4;
+                    half ^= 1;
+                }
+            }
+        }
+    }
+    if (half) {
+        d[1] = 0; /* K odd: the appended zero tap */
+    }
+    (void)k_pad;
+}
+
+/* Requantize and store one output and, with a mask, its bit. */
+QTRAIN_INLINE void put(int32_t acc, float m, const qtrain_requant_t *q, int8_t *out, uint8_t *mask, uint32_t e,
+                       const int with_mask) {
+    if (with_mask) {
+        uint32_t inside;
+        *out = (int8_t)qtrain_requant_mask(acc, m, q, &inside);
+        qtrain_mask_put(mask, e, inside);
+    } else {
+        *out = (int8_t)qtrain_requant(acc, m, q);
+    }
+}
+
+/* All output channels of one pixel pair (col: the interleaved pair, w: the interleaved channel
+ * pairs). The inputs are `restrict` so that the int8 stores do not force reloads. */
+QTRAIN_INLINE void pair_outputs_impl(const int32_t *restrict col, const int32_t *restrict w, int32_t k_pad,
+                                     int32_t cout, const int32_t *restrict bias, const float *restrict multiplier,
+                                     const qtrain_requant_t *q, int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0,
+                                     uint32_t e1, const int with_mask) {
+    const int32_t words = k_pad; /* 2 words per 2 taps */
+    for (int32_t o = 0; o < cout; o += 2, w += words) {
+        const int32_t o1 = o + 1 < cout ? o + 1 : o;
+        int32_t s00 = 0, s01 = 0;
+        if (bias != NULL) {
+            s00 = bias[o];
+            s01 = bias[o1];
+        }
+        int32_t s10 = s00, s11 = s01;
+        const int32_t *x = col, *wp = w;
+#if QTRAIN_USE_DSP
+        uint32_t n = (uint32_t)k_pad >> 1; /* >= 1 */
+#if QTRAIN_DSP_ASM
+        /* 2 LDRD + 4 SMLAD per 2 taps, 8 instructions per 8 MACs (clang 14 turns the C below into
+         * indexed loads with extra address arithmetic). x and w are word aligned. */
+        int32_t x0, x1, wa, wb;
+        __asm__("1:\n\t"
+                "ldrd    %[x0], %[x1], [%[x]], #8\n\t"
+                "ldrd    %[wa], %[wb], [%[w]], #8\n\t"
+                "smlad   %[s00], %[x0], %[wa], %[s00]\n\t"
+                "smlad   %[s01], %[x0], %[wb], %[s01]\n\t"
+                "smlad   %[s10], %[x1], %[wa], %[s10]\n\t"
+                "smlad   %[s11], %[x1], %[wb], %[s11]\n\t"
+                "subs    %[n], %[n], #1\n\t"
+                "bne     1b"
+                : [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10), [s11] "+r"(s11), [x] "+r"(x), [w] "+r"(wp),
+                  [n] "+r"(n), [x0] "=&r"(x0), [x1] "=&r"(x1), [wa] "=&r"(wa), [wb] "=&r"(wb)
+                :
+                : "cc", "memory");
+#else
+#pragma clang loop unroll(disable)
+        do {
+            const int32_t x0 = x[0], x1 = x[1], wa = wp[0], wb = wp[1];
+            s00 = qtrain_smlad(x0, wa, s00);
+            s01 = qtrain_smlad(x0, wb, s01);
+            s10 = qtrain_smlad(x1, wa, s10);
+            s11 = qtrain_smlad(x1, wb, s11);
+            x += 2;
+            wp += 2;
+        } while (--n != 0u);
+#endif
+#else
+        const int16_t *xs = (const int16_t *)(const void *)x, *ws = (const int16_t *)(const void *)wp;
+        for (int32_t i = 0; i < 2 * k_pad; i += 4) {
+            for (int32_t j = 0; j < 2; j++) {
+                s00 += xs[i + j] * ws[i + j];
+                s01 += xs[i + j] * ws[i + 2 + j];
+                s10 += xs[i + 2 + j] * ws[i + j];
+                s11 += xs[i + 2 + j] * ws[i + 2 + j];
+            }
+        }
+#endif
+        const float m0 = multiplier[o], m1 = multiplier[o1];
+        put(s00, m0, q, out0 + o, mask, e0 + (uint32_t)o, with_mask);
+        put(s10, m0, q, out1 + o, mask, e1 + (uint32_t)o, with_mask);
+        if (o1 != o) {
+            put(s01, m1, q, out0 + o1, mask, e0 + (uint32_t)o1, with_mask);
+            put(s11, m1, q, out1 + o1, mask, e1 + (uint32_t)o1, with_mask);
+        }
+    }
+}
+
+static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, int32_t k_pad, int32_t cout,
+                                                   const int32_t *bias, const float *multiplier, qtrain_requant_t q,
+                                                   int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0,
+                                                   uint32_t e1) {
+    if (mask != NULL) {
+        pair_outputs_impl(col, w, k_pad, cout, bias, multiplier, &q, out0, out1, mask, e0, e1, 1);
+    } else {
+        pair_outputs_impl(col, w, k_pad, cout, bias, multiplier, &q, out0, out1, mask, e0, e1, 0);
+    }
+}
+
+qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                      const qtrain_dims_t *input_dims, const int8_t *input,
+                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                      const int32_t *bias, const float *multiplier,
+                                      const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
+    if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims) || params->groups != 1 ||
+        filter_dims->h * filter_dims->w * filter_dims->c > MAX_K || !qtrain_weight_valid(weight, filter_dims->c)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    int32_t scratch = qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    if (!qtrain_ctx_fits(ctx, scratch)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const int32_t k_pad = padded_k(filter_dims), taps = filter_dims->h * filter_dims->w;
+    const int32_t cin = filter_dims->c, cout = filter_dims->n;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w;
+    const int32_t pixels = output_dims->n * out_h * out_w;
+    /* col: the pixel pair, 2 * k_pad int16; w16: channel pairs, 2 * k_pad int16 each (an odd last
+     * channel is paired with itself). */
+    int16_t *col = (int16_t *)ctx->buf, *w16 = col + 2 * k_pad;
+    for (int32_t o = 0; o < cout; o += 2) {
+        int16_t *pair = w16 + o * k_pad;
+        for (int32_t lane = 0; lane < 2; lane++) {
+            const int32_t oo = o + lane < cout ? o + lane : o;
+            for (int32_t i = 0; i < k_pad; i++) {
+                pair[(i >> 1) * 4 + lane * 2 + (i & 1)] =
+                    (int16_t)(i < taps * cin ? weight_element(weight, filter_dims, oo, i / cin, i % cin) : 0);
+            }
+        }
+    }
+    const qtrain_requant_t q = qtrain_requant_make(params->output_zero_point, params->clamp_min, params->clamp_max);
+    if (mask != NULL) {
+        qtrain_mask_clear(mask, pixels * cout);
+    }
+
+    for (int32_t p = 0; p < pixels; p += 2) {
+        const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
+        im2col(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad, 0,
+               col);
+        im2col(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w, k_pad, 1,
+               col);
+        pair_outputs((const int32_t *)(const void *)col, (const int32_t *)(const void *)w16, k_pad, cout, bias,
+                     multiplier, q, output + p * cout, output + p1 * cout, mask, (uint32_t)(p * cout),
+                     (uint32_t)(p1 * cout));
+    }
+    return QTRAIN_STATUS_OK;
+}

@@ -1,0 +1,179 @@
+/*
+ * qtrain_conv2d_weight_grad_f32.c - dL/dW of a convolution (numerics.conv2d_weight_grad), groups = 1
+ * on a saved input-channel slice, or any groups over all channels; and the same fused with the SGD+QAS
+ * update of the trainable weight (qtrain_conv2d_weight_grad_sgd_update).
+ *
+ *   dw[o, kh, kw, c] = sum over (n, oy, ox) of g[n, oy, ox, o] * fp32(x[n, oy*sh + kh - pt, ox*sw + kw - pl, c] - zx)
+ *
+ * For each tap the outputs whose input pixel lies inside the image form a rectangle (padding
+ * contributes 0, so the rest is skipped). Register blocking: eight output channels x two input
+ * channels (16 fp32 accumulators) per pass over that rectangle, so each int8 input is converted once
+ * per eight output channels and each gradient value loaded once per two input channels. Every
+ * accumulator starts at +0 and runs the outputs row-major with acc = fmaf(g, x - zx, acc), whatever
+ * the block. No scratch: the fused kernel applies each finished block to the parameter and drops it.
+ */
+#include "qtrain_kernels_support.h"
+
+#define OB 8 /* output channels per block */
+#define CB 2 /* input channels per block */
+
+typedef struct {
+    float *weight_grad;       /* non-fused: where dw goes */
+    qtrain_storage_t storage; /* fused: the trainable copy's element type ... */
+    void *param;              /* ... and data */
+    float lr;
+    const float *grad_scale;
+    int32_t num_grad_scales;
+} sink_t;
+
+/* [begin, end) of the outputs along one axis whose tap `k` reads inside [0, size). */
+static void valid_range(int32_t size, int32_t k, int32_t stride, int32_t pad, int32_t out, int32_t *begin,
+                        int32_t *end) {
+    int32_t lo = pad - k > 0 ? (pad - k + stride - 1) / stride : 0;
+    int32_t last = size - 1 + pad - k; /* the largest oy * stride allowed */
+    int32_t hi = last >= 0 ? last / stride + 1 : 0;
+    *begin = lo;
+    *end = hi < out ? hi : out;
+}
+
+typedef struct {
+    const int8_t *input;
+    const qtrain_dims_t *input_dims;
+    const float *grad;
+    const qtrain_dims_t *grad_dims;
+    const qtrain_conv_params_t *params;
+    int32_t oy0, oy1, ox0, ox1; /* the tap's valid output rectangle */
+    int32_t kh, kw;
+} tap_t;
+
+/* acc[j][i] = dw[o + j, kh, kw, c + i] for j < ob, i < cb; input channel c + i is x channel xc + i. */
+QTRAIN_INLINE void accumulate(const tap_t *t, int32_t o, int32_t xc, const int32_t ob, const int32_t cb,
+                              float acc[OB][CB]) {
+    const int32_t cin = t->input_dims->c, cout = t->grad_dims->c;
+    const int32_t in_h = t->input_dims->h, in_w = t->input_dims->w;
+    const int32_t out_h = t->grad_dims->h, out_w = t->grad_dims->w;
+    const int32_t sh = t->params->stride_h, sw = t->params->stride_w, zx = t->params->input_zero_point;
+    for (int32_t j = 0; j < ob; j++) {
+        for (int32_t i = 0; i < cb; i++) {
+            acc[j][i] = 0.0f;
+        }
+    }
+    const int32_t x_step = sw * cin;
+    for (int32_t b = 0; b < t->grad_dims->n; b++) {
+        for (int32_t oy = t->oy0; oy < t->oy1; oy++) {
+            const int32_t iy = oy * sh + t->kh - t->params->pad_top;
+            const int32_t ix = t->ox0 * sw + t->kw - t->params->pad_left;
+            const float *g = t->grad + ((b * out_h + oy) * out_w + t->ox0) * cout + o;
+            const int8_t *x = t->input + ((b * in_h + iy) * in_w + ix) * cin + xc;
+            for (int32_t ox = t->ox0; ox < t->ox1; ox++, g += cout, x += x_step) {
+                float xf[CB];
+                for (int32_t i = 0; i < cb; i++) {
+                    xf[i] = (float)(x[i] - zx);
+                }
+                for (int32_t j = 0; j < ob; j++) {
+                    const float gv = g[j];
+                    for (int32_t i = 0; i < cb; i++) {
+                        acc[j][i] = __builtin_fmaf(gv, xf[i], acc[j][i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Store or apply a finished block: rows o .. o + ob - 1, columns c .. c + cb - 1 of tap (kh, kw). */
+QTRAIN_INLINE void drain(const sink_t *sink, const qtrain_dims_t *filter_dims, const tap_t *t, int32_t o, int32_t c,
+                         const int32_t ob, const int32_t cb, float acc[OB][CB]) {
+    const int32_t k = filter_dims->c;
+    for (int32_t j = 0; j < ob; j++) {
+        const int32_t index = (((o + j) * filter_dims->h + t->kh) * filter_dims->w + t->kw) * k + c;
+        if (sink->weight_grad != NULL) {
+            for (int32_t i = 0; i < cb; i++) {
+                sink->weight_grad[index + i] = acc[j][i];
+            }
+            continue;
+        }
+        const float step = qtrain_sgd_step(sink->lr, sink->grad_scale, sink->num_grad_scales, o + j);
+        if (sink->storage == QTRAIN_STORAGE_S8) {
+            int8_t *p = (int8_t *)sink->param + index;
+            for (int32_t i = 0; i < cb; i++) {
+                p[i] = qtrain_sgd_s8(p[i], step * acc[j][i]);
+            }
+        } else {
+            float *p = (float *)sink->param + index;
+            for (int32_t i = 0; i < cb; i++) {
+                p[i] = p[i] - step * acc[j][i];
+            }
+        }
+    }
+}
+
+QTRAIN_INLINE void run_block(const sink_t *sink, const qtrain_dims_t *filter_dims, const tap_t *t, int32_t o,
+                             int32_t c, int32_t xc, const int32_t ob, const int32_t cb) {
+    float acc[OB][CB];
+    accumulate(t, o, xc, ob, cb, acc);
+    drain(sink, filter_dims, t, o, c, ob, cb, acc);
+}
+
+static qtrain_status_t weight_grad_into(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                   const int8_t *input, const qtrain_dims_t *grad_dims, const float *grad,
+                                   const qtrain_dims_t *filter_dims, const sink_t *sink) {
+    if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const int32_t groups = params->groups, cin_g = filter_dims->c, cout_g = filter_dims->n / groups;
+    for (int32_t g = 0; g < groups; g++) {
+        for (int32_t kh = 0; kh < filter_dims->h; kh++) {
+            for (int32_t kw = 0; kw < filter_dims->w; kw++) {
+                tap_t t = {input, input_dims, grad, grad_dims, params, 0, 0, 0, 0, kh, kw};
+                valid_range(input_dims->h, kh, params->stride_h, params->pad_top, grad_dims->h, &t.oy0, &t.oy1);
+                valid_range(input_dims->w, kw, params->stride_w, params->pad_left, grad_dims->w, &t.ox0, &t.ox1);
+                const int32_t o_end = (g + 1) * cout_g;
+                int32_t o = g * cout_g;
+                for (; o + OB <= o_end; o += OB) {
+                    int32_t c = 0;
+                    for (; c + CB <= cin_g; c += CB) {
+                        run_block(sink, filter_dims, &t, o, c, g * cin_g + c, OB, CB);
+                    }
+                    for (; c < cin_g; c++) {
+                        run_block(sink, filter_dims, &t, o, c, g * cin_g + c, OB, 1);
+                    }
+                }
+                for (; o < o_end; o++) {
+                    int32_t c = 0;
+                    for (; c + CB <= cin_g; c += CB) {
+                        run_block(sink, filter_dims, &t, o, c, g * cin_g + c, 1, CB);
+                    }
+                    for (; c < cin_g; c++) {
+                        run_block(sink, filter_dims, &t, o, c, g * cin_g + c, 1, 1);
+                    }
+                }
+            }
+        }
+    }
+    return QTRAIN_STATUS_OK;
+}
+
+qtrain_status_t qtrain_conv2d_weight_grad_f32(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                              const int8_t *input, const qtrain_dims_t *grad_dims, const float *grad,
+                                              const qtrain_dims_t *filter_dims, float *weight_grad) {
+    if (weight_grad == NULL) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const sink_t sink = {weight_grad, QTRAIN_STORAGE_F32, NULL, 0.0f, NULL, 0};
+    return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
+}
+
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t *params,
+                                                     const qtrain_dims_t *input_dims, const int8_t *input,
+                                                     const qtrain_dims_t *grad_dims, const float *grad,
+                                                     const qtrain_dims_t *filter_dims, float lr,
+                                                     const float *grad_scale, int32_t num_grad_scales,
+                                                     qtrain_storage_t storage, void *param) {
+    if (param == NULL || grad_scale == NULL || params == NULL || params->groups != 1 ||
+        (storage != QTRAIN_STORAGE_S8 && storage != QTRAIN_STORAGE_F32) || num_grad_scales < 1) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales};
+    return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
+}

@@ -1,0 +1,77 @@
+/*
+ * qtrain_conv2d_wrapper_s8.c - picks the convolution kernel for a shape, like CMSIS-NN's
+ * arm_convolve_wrapper_s8. A generator that knows the shapes may call the chosen kernel directly;
+ * the choice (and so the scratch size) only depends on shapes:
+ *   groups 1, C_in <= 4, K = KH * KW * C_in <= 256 (the stem), and widened weights of at most
+ *     QTRAIN_SMALL_K_MAX_SCRATCH bytes
+ *                                            -> qtrain_conv2d_small_k_s8
+ *   1x1, groups 1, no padding on any side    -> qtrain_conv2d_1x1_s8
+ *   depthwise, multiplier 1, kernel <= 11    -> qtrain_depthwise_conv2d_s8
+ *   anything else                           -> qtrain_conv2d_s8
+ */
+#include "qtrain_kernels_support.h"
+
+typedef enum { KERNEL_1X1, KERNEL_DEPTHWISE, KERNEL_SMALL_K, KERNEL_GENERIC } conv_kernel_t;
+
+/* The largest scratch (int16 weights + one pixel pair) the wrapper spends on qtrain_conv2d_small_k_s8. */
+#define QTRAIN_SMALL_K_MAX_SCRATCH 8192
+
+static conv_kernel_t choose(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                            const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims) {
+    const int32_t k = filter_dims->h * filter_dims->w * input_dims->c;
+    if (params->groups == 1 && k <= 256 && input_dims->c <= 4 &&
+        qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, NULL) <=
+            QTRAIN_SMALL_K_MAX_SCRATCH) {
+        return KERNEL_SMALL_K;
+    }
+    if (filter_dims->h == 1 && filter_dims->w == 1 && params->groups == 1 && params->pad_top == 0 &&
+        params->pad_left == 0 && output_dims->h == (input_dims->h - 1) / params->stride_h + 1 &&
+        output_dims->w == (input_dims->w - 1) / params->stride_w + 1) {
+        return KERNEL_1X1;
+    }
+    if (params->groups == input_dims->c && filter_dims->n == input_dims->c && filter_dims->c == 1 &&
+        filter_dims->h <= 11 && filter_dims->w <= 11) {
+        return KERNEL_DEPTHWISE;
+    }
+    return KERNEL_GENERIC;
+}
+
+int32_t qtrain_conv2d_wrapper_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                                 const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                                 const qtrain_weight_t *weight) {
+    switch (choose(params, input_dims, filter_dims, output_dims)) {
+    case KERNEL_1X1:
+        return qtrain_conv2d_1x1_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    case KERNEL_DEPTHWISE:
+        return qtrain_depthwise_conv2d_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    case KERNEL_SMALL_K:
+        return qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    default:
+        return qtrain_conv2d_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    }
+}
+
+qtrain_status_t qtrain_conv2d_wrapper_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                         const qtrain_dims_t *input_dims, const int8_t *input,
+                                         const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                         const int32_t *bias, const float *multiplier,
+                                         const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
+    if (params == NULL || input_dims == NULL || filter_dims == NULL || output_dims == NULL || params->stride_h < 1 ||
+        params->stride_w < 1) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    switch (choose(params, input_dims, filter_dims, output_dims)) {
+    case KERNEL_1X1:
+        return qtrain_conv2d_1x1_s8(ctx, params, input_dims, input, filter_dims, weight, bias, multiplier,
+                                    output_dims, output, mask);
+    case KERNEL_DEPTHWISE:
+        return qtrain_depthwise_conv2d_s8(ctx, params, input_dims, input, filter_dims, weight, bias, multiplier,
+                                          output_dims, output, mask);
+    case KERNEL_SMALL_K:
+        return qtrain_conv2d_small_k_s8(ctx, params, input_dims, input, filter_dims, weight, bias, multiplier,
+                                     output_dims, output, mask);
+    default:
+        return qtrain_conv2d_s8(ctx, params, input_dims, input, filter_dims, weight, bias, multiplier, output_dims,
+                                output, mask);
+    }
+}

@@ -1,0 +1,189 @@
+/*
+ * qtrain_depthwise_conv2d_input_grad_f32.c - dL/dx of a depthwise convolution (channel multiplier 1),
+ * any kernel up to 11 x 11, stride and padding: gx[n, iy, ix, c] = sum over the taps (kh, kw) whose
+ * window reaches (iy, ix) of g[n, oy, ox, c] * w[c, kh, kw], oy = (iy + pt - kh) / sh (exact), same for x.
+ *
+ * One channel (and batch) at a time: its gradient plane is copied into a zero-bordered fp32 plane
+ * wide enough for every tap of every input pixel, so no bounds are tested. The input pixels split
+ * into sh x sw stride classes (iy mod sh, ix mod sw); all pixels of a class are reached by the same
+ * taps (kh = kh0, kh0 + sh, ...), which makes each class a stride-1 correlation with a sub-kernel
+ * (the whole kernel for stride 1). Each gx element is one accumulator from +0 over its taps
+ * row-major: acc = fmaf(g, w, acc). Sub-kernels of 1..7 taps a side are unrolled.
+ */
+#include "qtrain_kernels_support.h"
+
+#define MAX_KERNEL 11
+
+static int32_t slice_elements(const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight) {
+    return qtrain_weight_has_slice(weight)
+               ? (weight->slice_stop - weight->slice_start) * filter_dims->h * filter_dims->w
+               : 0;
+}
+
+static int32_t floor_div(int32_t a, int32_t b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/* The range [lo, hi] of output indices any tap of any input position reaches, along one axis. */
+static void reach(int32_t size, int32_t kernel, int32_t stride, int32_t pad, int32_t *lo, int32_t *hi) {
+    *lo = floor_div(pad - (kernel - 1), stride);
+    *hi = floor_div(size - 1 + pad, stride);
+}
+
+static int32_t plane_floats(const qtrain_conv_params_t *params, const qtrain_dims_t *filter_dims,
+                            const qtrain_dims_t *input_dims) {
+    int32_t ylo, yhi, xlo, xhi;
+    reach(input_dims->h, filter_dims->h, params->stride_h, params->pad_top, &ylo, &yhi);
+    reach(input_dims->w, filter_dims->w, params->stride_w, params->pad_left, &xlo, &xhi);
+    return (yhi - ylo + 1) * (xhi - xlo + 1);
+}
+
+int32_t qtrain_depthwise_conv2d_input_grad_f32_get_buffer_size(const qtrain_conv_params_t *params,
+                                                               const qtrain_dims_t *grad_dims,
+                                                               const qtrain_dims_t *filter_dims,
+                                                               const qtrain_dims_t *input_dims,
+                                                               const qtrain_weight_t *weight) {
+    (void)grad_dims;
+    return 4 * plane_floats(params, filter_dims, input_dims) +
+           qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+}
+
+/* All pixels of one stride class: `rows` rows of `count` pixels; pixel (r, j) reads g at
+ * gp + r * plane_w + j - t * plane_w - u for its taps (t, u) < (nt, nu), weights taps[t * nu + u], and
+ * writes dst[r * dst_row_step + j * dst_step]. `nu` is a compile-time constant for 1..7. */
+QTRAIN_INLINE void class_block(const float *gp, int32_t plane_w, const float *taps, const int32_t nt, const int32_t nu,
+                               float *dst, int32_t dst_step, int32_t dst_row_step, int32_t count, int32_t rows) {
+    /* A local copy, so that the stores to dst (which may alias `taps` as far as the compiler knows) do
+     * not force a reload of every weight per pixel; with constant nt and nu it lives in registers. */
+    float wt[MAX_KERNEL * MAX_KERNEL];
+    for (int32_t k = 0; k < nt * nu; k++) {
+        wt[k] = taps[k];
+    }
+    for (int32_t r = 0; r < rows; r++, gp += plane_w, dst += dst_row_step) {
+        const float *g = gp;
+        float *out = dst;
+#pragma clang loop unroll(disable)
+        for (int32_t j = 0; j < count; j++, g++, out += dst_step) {
+            float acc = 0.0f;
+            const float *row = g;
+            const float *w = wt;
+            for (int32_t t = 0; t < nt; t++, row -= plane_w, w += nu) {
+                for (int32_t u = 0; u < nu; u++) {
+                    acc = __builtin_fmaf(row[-u], w[u], acc);
+                }
+            }
+            *out = acc;
+        }
+    }
+}
+
+static __attribute__((noinline)) void class_block_any(const float *gp, int32_t plane_w, const float *taps, int32_t nt,
+                                                      int32_t nu, float *dst, int32_t dst_step, int32_t dst_row_step,
+                                                      int32_t count, int32_t rows) {
+#define SQUARE(n)                                                                                          \
+    case n:                                                                                                \
+        if (nt == n) {                                                                                     \
+            class_block(gp, plane_w, taps, n, n, dst, dst_step, dst_row_step, count, rows);                \
+            return;                                                                                        \
+        }                                                                                                  \
+        break;
+    switch (nu) {
+        SQUARE(1)
+        SQUARE(2)
+        SQUARE(3)
+        SQUARE(4)
+        SQUARE(5)
+        SQUARE(7)
+    default:
+        break;
+    }
+#undef SQUARE
+    switch (nu) {
+    case 1:
+        class_block(gp, plane_w, taps, nt, 1, dst, dst_step, dst_row_step, count, rows);
+        return;
+    case 2:
+        class_block(gp, plane_w, taps, nt, 2, dst, dst_step, dst_row_step, count, rows);
+        return;
+    case 3:
+        class_block(gp, plane_w, taps, nt, 3, dst, dst_step, dst_row_step, count, rows);
+        return;
+    case 4:
+        class_block(gp, plane_w, taps, nt, 4, dst, dst_step, dst_row_step, count, rows);
+        return;
+    case 5:
+        class_block(gp, plane_w, taps, nt, 5, dst, dst_step, dst_row_step, count, rows);
+        return;
+    case 7:
+        class_block(gp, plane_w, taps, nt, 7, dst, dst_step, dst_row_step, count, rows);
+        return;
+    default:
+        class_block(gp, plane_w, taps, nt, nu, dst, dst_step, dst_row_step, count, rows);
+        return;
+    }
+}
+
+qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *ctx,
+                                                       const qtrain_conv_params_t *params,
+                                                       const qtrain_dims_t *grad_dims, const float *grad,
+                                                       const qtrain_dims_t *filter_dims,
+                                                       const qtrain_weight_t *weight,
+                                                       const qtrain_dims_t *input_dims, float *input_grad) {
+    if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) ||
+        params->groups != input_dims->c || filter_dims->n != input_dims->c || filter_dims->c != 1 ||
+        filter_dims->h > MAX_KERNEL || filter_dims->w > MAX_KERNEL || !qtrain_weight_valid(weight, filter_dims->n)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    int32_t scratch =
+        qtrain_depthwise_conv2d_input_grad_f32_get_buffer_size(params, grad_dims, filter_dims, input_dims, weight);
+    if (!qtrain_ctx_fits(ctx, scratch)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const int32_t channels = input_dims->c, kernel_h = filter_dims->h, kernel_w = filter_dims->w;
+    const int32_t taps = kernel_h * kernel_w;
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, out_h = grad_dims->h, out_w = grad_dims->w;
+    const int32_t sh = params->stride_h, sw = params->stride_w, pt = params->pad_top, pl = params->pad_left;
+    int32_t ylo, yhi, xlo, xhi;
+    reach(in_h, kernel_h, sh, pt, &ylo, &yhi);
+    reach(in_w, kernel_w, sw, pl, &xlo, &xhi);
+    const int32_t plane_h = yhi - ylo + 1, plane_w = xhi - xlo + 1;
+    float *plane = (float *)ctx->buf;
+    const int8_t *slice_s8 = qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), plane + plane_h * plane_w);
+    for (int32_t i = 0; i < plane_h * plane_w; i++) {
+        plane[i] = 0.0f; /* the border stays 0; the interior is rewritten per channel */
+    }
+    for (int32_t c = 0; c < channels; c++) {
+        const int8_t *w = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
+                              ? slice_s8 + (c - weight->slice_start) * taps
+                              : weight->data + c * taps;
+        for (int32_t b = 0; b < input_dims->n; b++) {
+            const float *g = grad + b * out_h * out_w * channels + c;
+            /* the interior: plane[(oy - ylo) * plane_w + (ox - xlo)] = g[oy, ox] */
+            for (int32_t oy = 0; oy < out_h; oy++) {
+                float *row = plane + (oy - ylo) * plane_w - xlo;
+                for (int32_t ox = 0; ox < out_w; ox++, g += channels) {
+                    row[ox] = *g;
+                }
+            }
+            float *gx = input_grad + b * in_h * in_w * channels + c;
+            for (int32_t py = 0; py < sh && py < in_h; py++) {
+                const int32_t kh0 = (py + pt) % sh, nt = kh0 < kernel_h ? (kernel_h - kh0 + sh - 1) / sh : 0;
+                for (int32_t px = 0; px < sw && px < in_w; px++) {
+                    const int32_t kw0 = (px + pl) % sw, nu = kw0 < kernel_w ? (kernel_w - kw0 + sw - 1) / sw : 0;
+                    float class_taps[MAX_KERNEL * MAX_KERNEL];
+                    for (int32_t t = 0; t < nt; t++) {
+                        for (int32_t u = 0; u < nu; u++) {
+                            class_taps[t * nu + u] = (float)w[(kh0 + t * sh) * kernel_w + kw0 + u * sw];
+                        }
+                    }
+                    const int32_t count = (in_w - px + sw - 1) / sw, rows = (in_h - py + sh - 1) / sh;
+                    const int32_t ox0 = (px + pl - kw0) / sw, oy0 = (py + pt - kh0) / sh;
+                    const float *gp = nt > 0 && nu > 0 ? plane + (oy0 - ylo) * plane_w + (ox0 - xlo) : plane;
+                    class_block_any(gp, plane_w, class_taps, nt, nu, gx + (py * in_w + px) * channels, sw * channels,
+                                    sh * in_w * channels, count, rows);
+                }
+            }
+        }
+    }
+    return QTRAIN_STATUS_OK;
+}

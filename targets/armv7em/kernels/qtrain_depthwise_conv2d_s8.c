@@ -1,0 +1,235 @@
+/*
+ * qtrain_depthwise_conv2d_s8.c - depthwise convolution, channel multiplier 1 (groups = C_in = C_out,
+ * filter [C, KH, KW, 1]), any kernel up to 11 x 11, stride and padding:
+ * y[n, oh, ow, c] = requant(bias[c] + sum_{kh, kw} (x_pad[n, oh*sh + kh - pt, ow*sw + kw - pl, c] - zx) * w[c, kh, kw]).
+ *
+ * DSP path: one channel at a time. Its padded input rows are built once each as int16 (x - zx,
+ * padding 0) into a ring of KH rows stored column-interleaved and twice: column j holds 2 * KH
+ * slots, padded row r in slots r mod KH and r mod KH + KH, so the KH rows of any window are KH
+ * consecutive int16 of every column. Two vertically adjacent taps are then one (possibly unaligned)
+ * 32-bit word and one SMLAD, the window is read at constant offsets from one pointer, and the weight
+ * pairs (w[2i, j], w[2i + 1, j]) stay fixed per channel (an odd KH pairs its last row with weight 0,
+ * whatever the slot after it holds). 3x3, 5x5 and 7x7 are compiled with constant bounds, which keeps
+ * a 3x3 window's six weight words in registers.
+ */
+#include "qtrain_kernels_support.h"
+
+#define MAX_KERNEL 11
+#define MAX_PAIRS ((MAX_KERNEL + 1) / 2)
+
+/* int16 per ring column: every padded row twice. */
+static int32_t column_slots(int32_t kernel_h) {
+    return 2 * kernel_h;
+}
+
+/* Columns of the ring: the widest read is (OW - 1) * sw + KW. */
+static int32_t ring_columns(const qtrain_conv_params_t *params, const qtrain_dims_t *filter_dims,
+                            const qtrain_dims_t *output_dims) {
+    return (output_dims->w - 1) * params->stride_w + filter_dims->w;
+}
+
+static int32_t slice_elements(const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight) {
+    return qtrain_weight_has_slice(weight)
+               ? (weight->slice_stop - weight->slice_start) * filter_dims->h * filter_dims->w
+               : 0;
+}
+
+int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *params,
+                                                   const qtrain_dims_t *input_dims,
+                                                   const qtrain_dims_t *filter_dims,
+                                                   const qtrain_dims_t *output_dims, const qtrain_weight_t *weight) {
+    (void)input_dims;
+    int32_t ring = 2 * column_slots(filter_dims->h) * ring_columns(params, filter_dims, output_dims);
+    return qtrain_align4(ring) + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+}
+
+#if QTRAIN_USE_DSP
+/* Padded row r (r = iy + pt) of channel c of batch b, as int16 x - zx, into ring slots `slot` and
+ * `slot + kernel_h` of every column. */
+static __attribute__((noinline)) void build_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b,
+                                                int32_t c, int32_t r, int32_t pad_top, int32_t pad_left,
+                                                int32_t zero_point, int32_t columns, int32_t kernel_h, int16_t *ring,
+                                                int32_t slot) {
+    const int32_t iy = r - pad_top, slots = column_slots(kernel_h);
+    int16_t *dst = ring + slot;
+    int32_t j = 0;
+    if (iy >= 0 && iy < input_dims->h) {
+        const int32_t channels = input_dims->c;
+        const int32_t first = pad_left < columns ? pad_left : columns;
+        for (; j < first; j++, dst += slots) {
+            dst[0] = 0;
+            dst[kernel_h] = 0;
+        }
+        const int32_t last = pad_left + input_dims->w < columns ? pad_left + input_dims->w : columns;
+        const int8_t *src = input + ((b * input_dims->h + iy) * input_dims->w + (j - pad_left)) * channels + c;
+        for (; j < last; j++, dst += slots, src += channels) {
+            const int16_t v = (int16_t)(*src - zero_point);
+            dst[0] = v;
+            dst[kernel_h] = v;
+        }
+    }
+    for (; j < columns; j++, dst += slots) {
+        dst[0] = 0;
+        dst[kernel_h] = 0;
+    }
+}
+
+/* One output row of one channel. `window` points at slot 0 of the window's rows in ring column 0;
+ * column j's rows are window[j * slots .. j * slots + KH); `pairs[j * npairs + i]` multiplies rows
+ * (2i, 2i + 1) of column j. `slots`, `npairs` and `kernel_w` are compile-time constants for the
+ * common sizes. */
+QTRAIN_INLINE void output_row(const int16_t *window, const int32_t slots, const int32_t npairs, const int32_t kernel_w,
+                              const int32_t *pairs, int32_t out_w, int32_t sw, int32_t bias, float multiplier,
+                              const qtrain_requant_t *q, int8_t *out, int32_t channels, uint8_t *mask, uint32_t e,
+                              const int with_mask) {
+    const qtrain_requant_t rq = *q;
+    int32_t w[MAX_KERNEL * MAX_PAIRS];
+    for (int32_t i = 0; i < kernel_w * npairs; i++) {
+        w[i] = pairs[i];
+    }
+    const int32_t step = sw * slots;
+#pragma clang loop unroll(disable)
+    for (int32_t ox = 0; ox < out_w; ox++, window += step) {
+        int32_t acc = bias;
+        for (int32_t j = 0; j < kernel_w; j++) {
+            for (int32_t i = 0; i < npairs; i++) {
+                acc = qtrain_smlad(qtrain_read_s16x2(window + j * slots + 2 * i), w[j * npairs + i], acc);
+            }
+        }
+        if (with_mask) {
+            uint32_t inside;
+            *out = (int8_t)qtrain_requant_mask(acc, multiplier, &rq, &inside);
+            qtrain_mask_put(mask, e, inside);
+            e += (uint32_t)channels;
+        } else {
+            *out = (int8_t)qtrain_requant(acc, multiplier, &rq);
+        }
+        out += channels;
+    }
+}
+
+#define ROW_VARIANTS(with_mask)                                                                                       \
+    if (kernel_h == 3 && kernel_w == 3) {                                                                             \
+        output_row(window, 6, 2, 3, pairs, out_w, sw, bias, multiplier, q, out, channels, mask, e, with_mask);        \
+    } else if (kernel_h == 5 && kernel_w == 5) {                                                                      \
+        output_row(window, 10, 3, 5, pairs, out_w, sw, bias, multiplier, q, out, channels, mask, e, with_mask);       \
+    } else if (kernel_h == 7 && kernel_w == 7) {                                                                      \
+        output_row(window, 14, 4, 7, pairs, out_w, sw, bias, multiplier, q, out, channels, mask, e, with_mask);       \
+    } else {                                                                                                          \
+        output_row(window, 2 * kernel_h, (kernel_h + 1) / 2, kernel_w, pairs, out_w, sw, bias, multiplier, q, out,    \
+                   channels, mask, e, with_mask);                                                                     \
+    }
+
+/* Not inlined: the row loop then owns the registers (weights, window pointer) instead of sharing them
+ * with the channel and row bookkeeping of the callers. */
+static __attribute__((noinline)) void output_row_any(const int16_t *window, int32_t kernel_h, int32_t kernel_w,
+                                                     const int32_t *pairs, int32_t out_w, int32_t sw, int32_t bias,
+                                                     float multiplier, const qtrain_requant_t *q, int8_t *out,
+                                                     int32_t channels, uint8_t *mask, uint32_t e) {
+    if (mask != NULL) {
+        ROW_VARIANTS(1)
+    } else {
+        ROW_VARIANTS(0)
+    }
+}
+#undef ROW_VARIANTS
+
+/* One channel: build its padded rows once each into the ring, compute every output row. */
+static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                              const qtrain_dims_t *output_dims, int32_t kernel_h, int32_t kernel_w, const int8_t *w,
+                              int32_t c, int32_t bias, float multiplier, const qtrain_requant_t *q, int16_t *ring,
+                              int32_t columns, int8_t *output, uint8_t *mask) {
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, channels = output_dims->c;
+    const int32_t sh = params->stride_h, npairs = (kernel_h + 1) / 2;
+    int32_t pairs[MAX_KERNEL * MAX_PAIRS];
+    for (int32_t j = 0; j < kernel_w; j++) {
+        for (int32_t i = 0; i < npairs; i++) {
+            const int32_t lo = w[(2 * i) * kernel_w + j];
+            const int32_t hi = 2 * i + 1 < kernel_h ? w[(2 * i + 1) * kernel_w + j] : 0;
+            pairs[j * npairs + i] = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+        }
+    }
+    for (int32_t b = 0; b < output_dims->n; b++) {
+        int32_t next_row = 0; /* the first padded row not built yet */
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t r0 = oy * sh;
+            if (next_row < r0) {
+                next_row = r0; /* rows a stride larger than the kernel skips are never needed */
+            }
+            for (; next_row < r0 + kernel_h; next_row++) {
+                build_row(input, input_dims, b, c, next_row, params->pad_top, params->pad_left,
+                          params->input_zero_point, columns, kernel_h, ring, next_row % kernel_h);
+            }
+            const uint32_t e = (uint32_t)(((b * out_h + oy) * out_w) * channels + c);
+            output_row_any(ring + r0 % kernel_h, kernel_h, kernel_w, pairs, out_w, params->stride_w, bias, multiplier,
+                           q, output + e, channels, mask, e);
+        }
+    }
+}
+#endif
+
+qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                           const qtrain_dims_t *input_dims, const int8_t *input,
+                                           const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                           const int32_t *bias, const float *multiplier,
+                                           const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
+    if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims) || params->groups != input_dims->c ||
+        filter_dims->n != input_dims->c || filter_dims->c != 1 || filter_dims->h > MAX_KERNEL ||
+        filter_dims->w > MAX_KERNEL || !qtrain_weight_valid(weight, filter_dims->n)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    int32_t scratch = qtrain_depthwise_conv2d_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    if (!qtrain_ctx_fits(ctx, scratch)) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const int32_t channels = input_dims->c, kernel_h = filter_dims->h, kernel_w = filter_dims->w;
+    const int32_t taps = kernel_h * kernel_w;
+    const int32_t columns = ring_columns(params, filter_dims, output_dims);
+    const int32_t ring_bytes = qtrain_align4(2 * column_slots(kernel_h) * columns);
+    uint8_t *buf = ctx != NULL ? (uint8_t *)ctx->buf : NULL;
+    const int8_t *slice_s8 = qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf + ring_bytes);
+#if !QTRAIN_USE_DSP
+    (void)columns;
+#endif
+    const qtrain_requant_t q = qtrain_requant_make(params->output_zero_point, params->clamp_min, params->clamp_max);
+    if (mask != NULL) {
+        qtrain_mask_clear(mask, output_dims->n * output_dims->h * output_dims->w * channels);
+    }
+
+    for (int32_t c = 0; c < channels; c++) {
+        const int8_t *w = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
+                              ? slice_s8 + (c - weight->slice_start) * taps
+                              : weight->data + c * taps;
+        const int32_t b = bias != NULL ? bias[c] : 0;
+#if QTRAIN_USE_DSP
+        depthwise_channel(input, input_dims, params, output_dims, kernel_h, kernel_w, w, c, b, multiplier[c], &q,
+                          (int16_t *)(void *)buf, columns, output, mask);
+#else
+        /* Portable: per output, the taps inside the image form a rectangle [kh0, kh1) x [kw0, kw1). */
+        const int32_t in_h = input_dims->h, in_w = input_dims->w;
+        const int32_t out_h = output_dims->h, out_w = output_dims->w;
+        const int32_t zx = params->input_zero_point;
+        for (int32_t n = 0; n < output_dims->n; n++) {
+            for (int32_t oy = 0; oy < out_h; oy++) {
+                const int32_t y0 = oy * params->stride_h - params->pad_top;
+                const int32_t kh0 = y0 < 0 ? -y0 : 0, kh1 = in_h - y0 < kernel_h ? in_h - y0 : kernel_h;
+                for (int32_t ox = 0; ox < out_w; ox++) {
+                    const int32_t x0 = ox * params->stride_w - params->pad_left;
+                    const int32_t kw0 = x0 < 0 ? -x0 : 0, kw1 = in_w - x0 < kernel_w ? in_w - x0 : kernel_w;
+                    int32_t acc = b;
+                    for (int32_t kh = kh0; kh < kh1; kh++) {
+                        const int8_t *row = input + ((n * in_h + y0 + kh) * in_w + x0) * channels + c;
+                        const int8_t *wr = w + kh * kernel_w;
+                        for (int32_t kw = kw0; kw < kw1; kw++) {
+                            acc += (row[kw * channels] - zx) * wr[kw];
+                        }
+                    }
+                    uint32_t e = (uint32_t)(((n * out_h + oy) * out_w + ox) * channels + c);
+                    qtrain_store_output(acc, multiplier[c], &q, output, e, mask);
+                }
+            }
+        }
+#endif
+    }
+    return QTRAIN_STATUS_OK;
+}

@@ -1,0 +1,435 @@
+/*
+ * qtrain_kernels.h - the kernel library the generated C calls: one function per qtrain op (forward
+ * int8, backward fp32, SGD+QAS update), in the style of CMSIS-NN.
+ *
+ * Numerics. Every kernel computes exactly what its op's docstring in dialects/qtrain/ops.py and
+ * grad_ops.py says, in the operation order spelled out by lowering/numerics.py (the numpy golden
+ * model):
+ *   - int8 forward kernels (convolutions, add, avgpool, quantize, dequantize, requantize) are bit-exact
+ *     with numerics.py, whichever path (portable or DSP) is compiled;
+ *   - element-wise fp32 kernels (requant_grad, grad_accumulate, sgd_update, channel_slice, the
+ *     softmax gradient's division) are bit-exact too;
+ *   - sums (convolution gradients, bias and pooling gradients) accumulate in fp32 in the order each
+ *     function documents, with fused multiply-adds (`fmaf`, one VFMA.F32 on the Cortex-M7) where it
+ *     says so; numerics.py takes these as float64 "reference sums", so the two agree to within the
+ *     fp32 summation bound (n + 1) * 2^-24 * sum of |terms|; the host and the Cortex-M7 builds of
+ *     the same kernel agree bit for bit;
+ *   - the loss uses the runtime's qtrain_expf / qtrain_logf (runtime_math.c), which are not the
+ *     operation sequences of numerics.exp_f32 / log_f32: losses agree to a few ulp, not bit for bit.
+ *
+ * Layouts. Activations NHWC, weights OHWI ([C_out, KH, KW, C_in / groups]; depthwise [C, KH, KW, 1]),
+ * biases int32 [C_out], per-channel quantities along the last (channel) axis. Gradients are fp32 in
+ * the integer domain of the tensor they belong to (see grad_ops.py). Tensors are dense, row-major,
+ * and must not overlap unless a function says "in place allowed".
+ *
+ * Scratch. No kernel allocates. A kernel that needs working memory takes a `qtrain_context_t` whose
+ * buffer the caller provides (4-byte aligned, else the kernel refuses it; the model's QTRAIN_SCRATCH
+ * section); ask `<kernel>_get_buffer_size()` with the same shape arguments first (0 means `ctx` may
+ * be NULL). The sizes do not depend on whether the DSP path is compiled, so a code generator can plan
+ * them once; qtrain.targets.armv7em.kernels.buffer_size_*() are their Python mirror. Kernels keep at
+ * most about 1 KB on the stack.
+ *
+ * Saturation masks. A forward kernel given `mask != NULL` also writes the op's training mask: one
+ * bit per output element, set where the output clamp left the rounded value unchanged (the gradient
+ * flows only there). Element e (its row-major NHWC index, e = ((n * H + h) * W + w) * C + c) is bit
+ * (e & 7) of byte mask[e >> 3]: 8 elements per byte, least significant bit first. The mask takes
+ * ceil(count / 8) bytes; the unused high bits of the last byte are written as 0. Backward kernels
+ * read masks the same way.
+ *
+ * Partially trained weights (qtrain_weight_t). A trainable weight keeps its frozen int8 original
+ * (`data`, in Flash) and an SRAM copy of the trained channel slice [slice_start, slice_stop): input
+ * channels (axis 3 of OHWI) for groups = 1, output channels (axis 0, [k, KH, KW, 1]) for a depthwise
+ * weight. The copy is either int8 (`slice`) or an fp32 master (`master`) whose int8 value is
+ * clamp(rint(master), -128, 127) (round half to even; numerics.master_to_param); a kernel converts a
+ * master once per call into its scratch buffer. A fully trained weight is a slice over all channels
+ * (or, for int8 storage, just `data` pointing at the SRAM copy).
+ *
+ * DSP. With QTRAIN_USE_DSP = 1 the hot kernels (1x1, depthwise, small-K and generic convolutions) use
+ * the ARMv7E-M SIMD instructions through <arm_acle.h> (__smlad, __sxtb16, __sxtab16; the two
+ * innermost dot-product loops are inline assembly of the same instructions, QTRAIN_DSP_ASM, because
+ * clang 14 spills in them). It defaults to
+ * 1 exactly when the compiler defines __ARM_FEATURE_DSP (Cortex-M4/M7); define it to 0 for the
+ * portable C path, which the tests compare against (integer accumulation is exact, so both paths
+ * give identical bytes). On other hosts QTRAIN_USE_DSP = 1 compiles the same DSP code over C
+ * definitions of those intrinsics, which is how the host tests check that code too.
+ *
+ * C11, no libc beyond <stdint.h>/<stddef.h>, no double, no 64-bit division; -Wall -Wextra -Werror
+ * -Wdouble-promotion clean; build with -ffp-contract=off (build.py does).
+ */
+#ifndef QTRAIN_KERNELS_H
+#define QTRAIN_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ================================================================================================
+ * Common types
+ * ============================================================================================== */
+
+typedef enum {
+    QTRAIN_STATUS_OK = 0,
+    /* A shape, parameter or buffer does not fit this kernel (nothing was written). The wrappers
+     * never return it for arguments that satisfy the op verifiers. */
+    QTRAIN_STATUS_ARG_ERROR = -1,
+} qtrain_status_t;
+
+/* A 4-d shape. Activations: n = batch, h, w, c. Filters: n = C_out, h = KH, w = KW, c = C_in / groups. */
+typedef struct {
+    int32_t n;
+    int32_t h;
+    int32_t w;
+    int32_t c;
+} qtrain_dims_t;
+
+/* Caller-provided working memory: `size` bytes at `buf`, 4-byte aligned. */
+typedef struct {
+    void *buf;
+    int32_t size;
+} qtrain_context_t;
+
+/* Geometry and quantization of one convolution (forward and both gradients).
+ * Padding is given as [top, left]; bottom and right follow from the input and output sizes
+ * (output = (input + top + bottom - kernel) / stride + 1), exactly as the op's `padding` says.
+ * Padded taps read the input zero point, i.e. contribute 0 to the accumulator. */
+typedef struct {
+    int32_t input_zero_point;  /* zx (forward, weight gradient) */
+    int32_t output_zero_point; /* zy (forward) */
+    int32_t stride_h;
+    int32_t stride_w;
+    int32_t pad_top;
+    int32_t pad_left;
+    int32_t groups;    /* 1, C_in (depthwise), or any divisor of C_in and C_out */
+    int32_t clamp_min; /* forward output range [clamp_min, clamp_max] within [-128, 127] (fused ReLU/ReLU6) */
+    int32_t clamp_max;
+} qtrain_conv_params_t;
+
+/* The int8 weight a convolution reads (see "Partially trained weights" above).
+ * data:         full OHWI weight, [C_out, KH, KW, C_in / groups]; read outside the slice only.
+ * master:       NULL, or the fp32 master of the slice: OHWI [C_out, KH, KW, k] (groups = 1) or
+ *               [k, KH, KW, 1] (depthwise), k = slice_stop - slice_start.
+ * slice:        NULL, or the int8 SRAM copy of the slice, same shape as `master`.
+ *               At most one of master / slice; with neither, slice_start/slice_stop are ignored.
+ * slice_start, slice_stop: the trained channels, 0 <= start < stop <= C_in (depthwise: C). */
+typedef struct {
+    const int8_t *data;
+    const float *master;
+    const int8_t *slice;
+    int32_t slice_start;
+    int32_t slice_stop;
+} qtrain_weight_t;
+
+/* Element type of a trainable tensor's SRAM copy (same values as qtrain_dtype_t). */
+typedef enum {
+    QTRAIN_STORAGE_S8 = 1,  /* int8 weight, updated in place: rint half to even, saturate */
+    QTRAIN_STORAGE_S32 = 2, /* int32 bias, same */
+    QTRAIN_STORAGE_F32 = 3, /* fp32 master copy: plain fp32 update */
+} qtrain_storage_t;
+
+/* ================================================================================================
+ * Forward, int8 (bit-exact with lowering/numerics.py)
+ *
+ * Convolution (numerics.conv2d_with_mask), per output element (n, oh, ow, co):
+ *   acc = bias[co] + sum_{kh, kw, ci} (x_pad[n, oh*sh + kh - pt, ow*sw + kw - pl, ci] - zx) * w[co, kh, kw, ci]
+ *         (exact int32; the caller guarantees it fits, as numerics.py checks)
+ *   y   = clamp(rint(fp32(acc) * multiplier[co]) + zy, clamp_min, clamp_max)
+ * with multiplier[co] = fp32(fp32(s_x * s_w[co]) / s_y) precomputed by the generator
+ * (numerics.conv2d_multiplier; one value per output channel, repeat it for a per-tensor weight scale).
+ *
+ * Common arguments of the convolution kernels:
+ *   ctx          scratch, at least <kernel>_get_buffer_size(...) bytes (NULL when that is 0)
+ *   params       geometry, zero points, clamp range
+ *   input_dims   [N, H, W, C_in];      input  int8 NHWC
+ *   filter_dims  [C_out, KH, KW, C_in / groups]; weight (see qtrain_weight_t)
+ *   bias         int32 [C_out], or NULL for none
+ *   multiplier   fp32 [C_out]
+ *   output_dims  [N, OH, OW, C_out];   output int8 NHWC
+ *   mask         NULL, or ceil(N*OH*OW*C_out / 8) bytes for the saturation mask
+ * They return QTRAIN_STATUS_ARG_ERROR (writing nothing) when the shapes do not fit the kernel or the
+ * scratch buffer is too small.
+ * ============================================================================================== */
+
+/* Picks the kernel below for the shapes (a pure function of the shapes, so is its scratch size):
+ *   groups 1, C_in <= 4, K = KH * KW * C_in <= 256, small-K scratch <= 8192 bytes -> small_k (the stem)
+ *   1x1, groups 1, no padding on any side -> 1x1;  depthwise, multiplier 1, kernel <= 11 -> depthwise;
+ *   anything else -> generic. */
+qtrain_status_t qtrain_conv2d_wrapper_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                         const qtrain_dims_t *input_dims, const int8_t *input,
+                                         const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                         const int32_t *bias, const float *multiplier,
+                                         const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask);
+int32_t qtrain_conv2d_wrapper_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                                 const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                                 const qtrain_weight_t *weight);
+
+/* Pointwise: KH = KW = 1, groups = 1, no padding on any side (OH = (H - 1) / sh + 1), any stride.
+ * The hot path for C_in > 32: the DSP version runs two output pixels x two output channels per inner
+ * loop (8 SMLAD per 4 input channels; the loop is inline assembly on Thumb-2, see
+ * qtrain_kernels_support.h). Scratch: 4 * C_in bytes (DSP: two unpacked input rows), plus
+ * C_out * k bytes rounded up to 4 when the weight has an fp32 master. */
+qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                     const qtrain_dims_t *input_dims, const int8_t *input,
+                                     const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                     const int32_t *bias, const float *multiplier,
+                                     const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask);
+int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                             const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                             const qtrain_weight_t *weight);
+
+/* Depthwise: groups = C_in = C_out (channel multiplier 1), filter [C, KH, KW, 1], KH and KW <= 11,
+ * any stride and padding (3x3/5x5/7x7, stride 1/2 in practice). The DSP version works channel by
+ * channel on a ring of KH padded input rows held as int16 (x - zx), column-interleaved (each row
+ * twice) so that two vertically adjacent taps are one SMLAD. Scratch: 4 * KH * ((OW - 1) * sw + KW)
+ * bytes rounded up to 4, plus k * KH * KW bytes rounded up to 4 when the weight has an fp32 master. */
+qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                           const qtrain_dims_t *input_dims, const int8_t *input,
+                                           const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                           const int32_t *bias, const float *multiplier,
+                                           const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask);
+int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *params,
+                                                   const qtrain_dims_t *input_dims,
+                                                   const qtrain_dims_t *filter_dims,
+                                                   const qtrain_dims_t *output_dims, const qtrain_weight_t *weight);
+
+/* Small K: groups = 1 and K = KH * KW * C_in <= 256, any kernel, stride and padding: the network's
+ * first convolution (mcunet: 3x3, stride 2, 3 input channels, K = 27); it accepts any such shape
+ * (a thin pointwise layer too, though there the per-output requantization dominates and the 1x1
+ * kernel is as fast without the scratch). The weights are widened to int16 once per call and each pair of output pixels
+ * gathered once (im2col), so the inner loop is 2 LDRD + 4 SMLAD per 2 taps (two pixels x two
+ * channels). Scratch: 2 * K_pad * (C_out_pad + 2) bytes, K_pad = K and C_out_pad = C_out rounded up
+ * to even; a weight slice (master or int8) needs no more. */
+qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                      const qtrain_dims_t *input_dims, const int8_t *input,
+                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                      const int32_t *bias, const float *multiplier,
+                                      const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask);
+int32_t qtrain_conv2d_small_k_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                              const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                              const qtrain_weight_t *weight);
+
+/* Generic: any kernel size, stride, padding and groups (depthwise with a channel multiplier too).
+ * Im2col of two output pixels at a time (int16, x - zx, padding 0) times the int8 weight rows.
+ * Scratch: 4 * K_pad bytes (K = KH * KW * C_in / groups, K_pad = K rounded up to 4), plus, when the
+ * weight has a slice (master or int8: the kernel merges it into one weight), C_out * K bytes rounded
+ * up to 4 and, for a master, C_out * KH * KW * k more rounded up to 4. */
+qtrain_status_t qtrain_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                 const qtrain_dims_t *input_dims, const int8_t *input,
+                                 const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                 const int32_t *bias, const float *multiplier, const qtrain_dims_t *output_dims,
+                                 int8_t *output, uint8_t *mask);
+int32_t qtrain_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                         const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
+                                         const qtrain_weight_t *weight);
+
+/* Requantizing add (numerics.add_with_mask), `count` elements, lhs = the op's first operand:
+ *   t = fmaf(fp32(rhs), rhs_multiplier, offset); t = fmaf(fp32(lhs), lhs_multiplier, t);
+ *   y = clamp(rint(t), clamp_min, clamp_max)
+ * with (lhs_multiplier, rhs_multiplier, offset) = numerics.add_constants(...) precomputed by the
+ * generator (r_a, r_b, c). `mask` optional. Output may alias either input. */
+void qtrain_add_s8(const int8_t *lhs, const int8_t *rhs, int32_t count, float lhs_multiplier,
+                   float rhs_multiplier, float offset, int32_t clamp_min, int32_t clamp_max, int8_t *output,
+                   uint8_t *mask);
+
+/* Average pool without padding (numerics.avgpool_with_mask), global when the kernel is H x W:
+ *   acc = sum over the kh x kw window of (x - zx)   (exact int32)
+ *   y   = clamp(rint(fp32(acc) * multiplier) + zy, -128, 127)
+ * multiplier = numerics.avgpool_multiplier(s_x, s_y, kernel) = fp32(s_x / fp32(s_y * fp32(kh * kw))).
+ * output_dims = [N, (H - kh) / sh + 1, (W - kw) / sw + 1, C]. `mask` optional. No scratch. */
+qtrain_status_t qtrain_avgpool_s8(const qtrain_dims_t *input_dims, const int8_t *input, int32_t kernel_h,
+                                  int32_t kernel_w, int32_t stride_h, int32_t stride_w, int32_t input_zero_point,
+                                  float multiplier, int32_t output_zero_point, const qtrain_dims_t *output_dims,
+                                  int8_t *output, uint8_t *mask);
+
+/* numerics.quantize: y = clamp(rint(fp32(x / scale)) + zero_point, -128, 127) (one fp32 division;
+ * NaN gives -128). */
+void qtrain_quantize_f32_s8(const float *input, int32_t count, float scale, int32_t zero_point, int8_t *output);
+
+/* numerics.dequantize: y = fp32(x - zero_point) * scale. */
+void qtrain_dequantize_s8_f32(const int8_t *input, int32_t count, float scale, int32_t zero_point, float *output);
+
+/* numerics.requantize_with_mask on an int32 accumulator tensor of `count` elements whose last axis
+ * has `channels` entries: y = clamp(rint(fp32(acc) * multiplier[c]) + zero_point, clamp_min,
+ * clamp_max); `num_multipliers` is 1 (per tensor) or `channels`. `mask` optional. */
+void qtrain_requantize_s32_s8(const int32_t *input, int32_t count, int32_t channels, const float *multiplier,
+                              int32_t num_multipliers, int32_t zero_point, int32_t clamp_min, int32_t clamp_max,
+                              int8_t *output, uint8_t *mask);
+
+/* numerics.master_to_param for int8: out[i] = clamp(rint(master[i]), -128, 127) (NaN gives -128). */
+void qtrain_master_to_s8(const float *master, int32_t count, int8_t *output);
+
+/* ================================================================================================
+ * Backward, fp32
+ * ============================================================================================== */
+
+/* qtrain.requant_grad (numerics.requant_grad), `count` elements, last axis `channels`:
+ *   out[e] = mask bit e set ? fp32(grad[e] * multiplier[c]) : +0.0
+ * `mask` NULL means all set; `num_multipliers` is 1 or `channels`. In place allowed (out == grad). */
+void qtrain_requant_grad_f32(const float *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                             const float *multiplier, int32_t num_multipliers, float *output);
+
+/* qtrain.conv2d_input_grad (numerics.conv2d_input_grad): dL/dx of a convolution, the transposed
+ * convolution of g = dL/dacc with the int8 weight the forward used:
+ *   gx[n, h, w, ci] = sum over taps (kh, kw), outputs (oh, ow) with oh*sh + kh = h + pt and
+ *                     ow*sw + kw = w + pl, and co of ci's group, of g[n, oh, ow, co] * w[co, kh, kw, ci']
+ * Input pixels no window reaches get +0. Common arguments:
+ *   params       stride, padding, groups (zero points and clamp unused)
+ *   grad_dims    [N, OH, OW, C_out]; grad fp32 (the forward output's shape)
+ *   filter_dims, weight  as in the forward call (same partially trained weight)
+ *   input_dims   [N, H, W, C_in];   input_grad fp32 (the forward input's shape), fully written
+ * Order (all three): each gx element is one fp32 accumulator starting at +0, updated with
+ * acc = fmaf(g, fp32(w), acc) over its terms: taps (kh, kw) row-major, then co ascending. */
+qtrain_status_t qtrain_conv2d_input_grad_wrapper_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                     const qtrain_dims_t *grad_dims, const float *grad,
+                                                     const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                     const qtrain_dims_t *input_dims, float *input_grad);
+int32_t qtrain_conv2d_input_grad_wrapper_f32_get_buffer_size(const qtrain_conv_params_t *params,
+                                                             const qtrain_dims_t *grad_dims,
+                                                             const qtrain_dims_t *filter_dims,
+                                                             const qtrain_dims_t *input_dims,
+                                                             const qtrain_weight_t *weight);
+
+/* Pointwise (KH = KW = 1, groups = 1, no padding, any stride): gx[p, ci] = sum_co g[p, co] * w[co, ci],
+ * four pixels x four input channels per register block. Scratch: C_out * k bytes when the weight
+ * has an fp32 master, else none. */
+qtrain_status_t qtrain_conv2d_1x1_input_grad_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                 const qtrain_dims_t *grad_dims, const float *grad,
+                                                 const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                 const qtrain_dims_t *input_dims, float *input_grad);
+int32_t qtrain_conv2d_1x1_input_grad_f32_get_buffer_size(const qtrain_conv_params_t *params,
+                                                         const qtrain_dims_t *grad_dims,
+                                                         const qtrain_dims_t *filter_dims,
+                                                         const qtrain_dims_t *input_dims,
+                                                         const qtrain_weight_t *weight);
+
+/* Depthwise (groups = C_in = C_out, filter [C, KH, KW, 1]), kernel up to 11 x 11, any stride (2
+ * included) and padding. One channel at a time: its gradient plane is copied into a zero-bordered
+ * fp32 plane, and the input pixels of each stride class (iy mod sh, ix mod sw), which all see the same
+ * taps, are a stride-1 correlation with that sub-kernel (fully unrolled for 1..7 taps a side).
+ * Scratch: 4 * PH * PW bytes, PH = floor((H - 1 + pt) / sh) - floor((pt - KH + 1) / sh) + 1 (the
+ * output rows any tap of any input row reaches; PW likewise), plus k * KH * KW bytes rounded up to 4
+ * when the weight has an fp32 master. */
+qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *ctx,
+                                                       const qtrain_conv_params_t *params,
+                                                       const qtrain_dims_t *grad_dims, const float *grad,
+                                                       const qtrain_dims_t *filter_dims,
+                                                       const qtrain_weight_t *weight,
+                                                       const qtrain_dims_t *input_dims, float *input_grad);
+int32_t qtrain_depthwise_conv2d_input_grad_f32_get_buffer_size(const qtrain_conv_params_t *params,
+                                                               const qtrain_dims_t *grad_dims,
+                                                               const qtrain_dims_t *filter_dims,
+                                                               const qtrain_dims_t *input_dims,
+                                                               const qtrain_weight_t *weight);
+
+/* Generic: any kernel, stride, padding and groups; per input pixel, blocks of four input channels.
+ * Scratch: none without a slice; with one (merged once per call) C_out * KH * KW * C_in / groups
+ * bytes rounded up to 4, plus, for an fp32 master, C_out * KH * KW * k more rounded up to 4. */
+qtrain_status_t qtrain_conv2d_input_grad_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                             const qtrain_dims_t *grad_dims, const float *grad,
+                                             const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                             const qtrain_dims_t *input_dims, float *input_grad);
+int32_t qtrain_conv2d_input_grad_f32_get_buffer_size(const qtrain_conv_params_t *params,
+                                                     const qtrain_dims_t *grad_dims,
+                                                     const qtrain_dims_t *filter_dims,
+                                                     const qtrain_dims_t *input_dims, const qtrain_weight_t *weight);
+
+/* qtrain.conv2d_weight_grad (numerics.conv2d_weight_grad), groups = 1 (any kernel, stride, padding;
+ * 1x1 is the fast case) or any groups without a slice:
+ *   dw[o, kh, kw, c] = sum over n, oh, ow of g[n, oh, ow, o] * fp32(x_pad[n, oh*sh + kh - pt, ow*sw + kw - pl, c] - zx)
+ *   params       stride, padding, groups, input_zero_point
+ *   input_dims   [N, H, W, k]: the saved layer input, channels [start, stop) of it (k = stop - start)
+ *   grad_dims    [N, OH, OW, C_out]; grad = dL/dacc
+ *   filter_dims  [C_out, KH, KW, k] (groups = 1) or [C_out, KH, KW, C_in / groups]: the result shape
+ *   weight_grad  fp32, filter_dims
+ * Order: each dw element is one fp32 accumulator from +0, acc = fmaf(g, fp32(x - zx), acc) over the
+ * outputs (n, oh, ow) row-major (padded taps skipped: they contribute 0). Eight output channels x two
+ * input channels per register block; no scratch. */
+qtrain_status_t qtrain_conv2d_weight_grad_f32(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                              const int8_t *input, const qtrain_dims_t *grad_dims, const float *grad,
+                                              const qtrain_dims_t *filter_dims, float *weight_grad);
+
+/* The same weight gradient fused with qtrain.sgd_update of the trainable weight: each block of
+ * dw is applied as soon as it is complete and never stored (the liveness-driven schedule's way to
+ * update a layer without a C_out x KH x KW x k fp32 buffer). groups = 1. The update is exactly
+ * qtrain_sgd_update_s8 / _f32 below on the same gradient values, so this equals
+ * qtrain_conv2d_weight_grad_f32 followed by that update, bit for bit.
+ *   lr, grad_scale, num_grad_scales   as in qtrain_sgd_update_* (per output channel QAS factors)
+ *   storage      QTRAIN_STORAGE_S8 (int8 SRAM copy) or QTRAIN_STORAGE_F32 (fp32 master)
+ *   param        the SRAM copy, filter_dims = [C_out, KH, KW, k] */
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t *params,
+                                                     const qtrain_dims_t *input_dims, const int8_t *input,
+                                                     const qtrain_dims_t *grad_dims, const float *grad,
+                                                     const qtrain_dims_t *filter_dims, float lr,
+                                                     const float *grad_scale, int32_t num_grad_scales,
+                                                     qtrain_storage_t storage, void *param);
+
+/* Depthwise weight gradient (groups = C_out, filter [C_out, KH, KW, 1]) of the channel slice
+ * [slice_start, slice_start + k):
+ *   input_dims   [N, H, W, k]: the saved input channels [slice_start, slice_start + k)
+ *   grad_dims    [N, OH, OW, C_out] (channels slice_start .. slice_start + k - 1 are read)
+ *   filter_dims  [k, KH, KW, 1]: the result shape; weight_grad fp32
+ * Order: per weight element, acc = fmaf(g, x_pad - zx, acc) over the outputs row-major, padded taps
+ * included (as +0 products). Scratch: 4 * N * (R * S + OH * OW) bytes, R = (OH - 1) * sh + KH and
+ * S = (OW - 1) * sw + KW: one channel's padded input plane as fp32 and its gathered gradient. */
+qtrain_status_t qtrain_depthwise_conv2d_weight_grad_f32(const qtrain_context_t *ctx,
+                                                        const qtrain_conv_params_t *params,
+                                                        const qtrain_dims_t *input_dims, const int8_t *input,
+                                                        const qtrain_dims_t *grad_dims, const float *grad,
+                                                        int32_t slice_start, const qtrain_dims_t *filter_dims,
+                                                        float *weight_grad);
+int32_t qtrain_depthwise_conv2d_weight_grad_f32_get_buffer_size(const qtrain_conv_params_t *params,
+                                                                const qtrain_dims_t *input_dims,
+                                                                const qtrain_dims_t *grad_dims,
+                                                                const qtrain_dims_t *filter_dims);
+
+/* qtrain.bias_grad: out[c] = sum over the `pixels` rows of grad[p, c], fp32 adds in row order from +0. */
+void qtrain_bias_grad_f32(const float *grad, int32_t pixels, int32_t channels, float *output);
+
+/* qtrain.avgpool_grad (numerics.avgpool_grad): gx[n, h, w, c] = sum over the windows holding (h, w)
+ * of g[n, oh, ow, c]; windows row-major, fp32 adds from +0 (a global pool is a broadcast). Pixels no
+ * window covers get +0. grad_dims = the pool's output, input_dims = its input. */
+qtrain_status_t qtrain_avgpool_grad_f32(const qtrain_dims_t *grad_dims, const float *grad, int32_t kernel_h,
+                                        int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                        const qtrain_dims_t *input_dims, float *input_grad);
+
+/* qtrain.grad_accumulate: out = fp32(lhs + rhs). In place allowed (out == lhs or rhs). */
+void qtrain_grad_accumulate_f32(const float *lhs, const float *rhs, int32_t count, float *output);
+
+/* qtrain.channel_slice: out[p, i] = in[p, start + i] for i < stop - start, `pixels` rows of `channels`. */
+void qtrain_channel_slice_s8(const int8_t *input, int32_t pixels, int32_t channels, int32_t start, int32_t stop,
+                             int8_t *output);
+void qtrain_channel_slice_f32(const float *input, int32_t pixels, int32_t channels, int32_t start, int32_t stop,
+                              float *output);
+
+/* qtrain.cross_entropy (numerics.cross_entropy) of `num_classes` fp32 logits and a label in
+ * [0, num_classes): mx = max; t = x - mx; e = qtrain_expf(t); s = sum e in index order;
+ * loss = qtrain_logf(s) - t[label]. When `grad` is not NULL it also writes qtrain.cross_entropy_grad
+ * from the same e and s: grad[i] = fp32(e[i] / s), grad[label] = fp32(grad[label] - 1).
+ * No scratch (e is kept in `grad` when given, else recomputed). */
+float qtrain_cross_entropy_f32(const float *logits, int32_t num_classes, int32_t label, float *grad);
+
+/* qtrain.cross_entropy_grad alone (the gradient above). */
+void qtrain_cross_entropy_grad_f32(const float *logits, int32_t num_classes, int32_t label, float *grad);
+
+/* ================================================================================================
+ * Update (numerics.sgd_update), in place on a trainable tensor's SRAM copy of `channels` x
+ * `channel_size` elements (channels = axis 0, the output channel):
+ *   step[c] = fp32(lr * grad_scale[c])     (grad_scale[0] for every c when num_grad_scales = 1)
+ *   delta   = fp32(step[c] * g)
+ *   s8 / s32:  p = saturate(p - rint(delta))   (rint half to even, exact integer subtraction)
+ *   f32:       p = fp32(p - delta)
+ * grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
+ * ============================================================================================== */
+void qtrain_sgd_update_s8(int8_t *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
+                          const float *grad_scale, int32_t num_grad_scales);
+void qtrain_sgd_update_s32(int32_t *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
+                           const float *grad_scale, int32_t num_grad_scales);
+void qtrain_sgd_update_f32(float *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
+                           const float *grad_scale, int32_t num_grad_scales);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QTRAIN_KERNELS_H */

@@ -1,0 +1,418 @@
+/*
+ * qtrain_kernels_support.h - what the kernel files share (not part of the public API): the DSP
+ * switch and its intrinsics, requantization, mask bits, unaligned reads, and the weight-slice helpers
+ * implemented in qtrain_kernels_support.c.
+ */
+#ifndef QTRAIN_KERNELS_SUPPORT_H
+#define QTRAIN_KERNELS_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qtrain_kernels.h"
+
+/* ---- the DSP switch ---------------------------------------------------------------------------- */
+
+#ifndef QTRAIN_USE_DSP
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define QTRAIN_USE_DSP 1
+#else
+#define QTRAIN_USE_DSP 0
+#endif
+#endif
+
+#define QTRAIN_INLINE static inline __attribute__((always_inline))
+
+/* QTRAIN_DSP_ASM: the DSP path's hottest loop (qtrain_dot_pair) as inline assembly on Thumb-2 targets
+ * with the DSP extension. It needs 14 registers, i.e. no frame pointer (build.py passes
+ * -fomit-frame-pointer); define it to 0 to use the equivalent C with intrinsics. */
+#ifndef QTRAIN_DSP_ASM
+#if QTRAIN_USE_DSP && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__thumb2__)
+#define QTRAIN_DSP_ASM 1
+#else
+#define QTRAIN_DSP_ASM 0
+#endif
+#endif
+
+#if QTRAIN_USE_DSP && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+/* The ARMv7E-M instructions themselves. */
+QTRAIN_INLINE int32_t qtrain_smlad(int32_t a, int32_t b, int32_t acc) {
+    return __smlad(a, b, acc);
+}
+QTRAIN_INLINE int32_t qtrain_sxtb16(int32_t x) {
+    return __sxtb16(x);
+}
+/* sxtb16 of x rotated right by 8: lanes x[15:8], x[31:24] (one instruction: SXTB16 Rd, Rm, ROR #8). */
+QTRAIN_INLINE int32_t qtrain_sxtb16_ror8(int32_t x) {
+    return __sxtb16((int32_t)__ror((uint32_t)x, 8));
+}
+QTRAIN_INLINE int32_t qtrain_sxtab16(int32_t a, int32_t x) {
+    return __sxtab16(a, x);
+}
+QTRAIN_INLINE int32_t qtrain_sxtab16_ror8(int32_t a, int32_t x) {
+    return __sxtab16(a, (int32_t)__ror((uint32_t)x, 8));
+}
+QTRAIN_INLINE int32_t qtrain_smlabb(int32_t a, int32_t b, int32_t acc) {
+    return __smlabb(a, b, acc);
+}
+#elif QTRAIN_USE_DSP
+/* Any other host: the same instructions in C (bit-exact, 16-bit lanes wrap like the hardware's), so
+ * the DSP code paths build and are tested on the host too. */
+QTRAIN_INLINE int32_t qtrain_lo16(int32_t x) {
+    return (int16_t)(uint16_t)((uint32_t)x & 0xFFFFu);
+}
+QTRAIN_INLINE int32_t qtrain_hi16(int32_t x) {
+    return (int16_t)(uint16_t)((uint32_t)x >> 16);
+}
+QTRAIN_INLINE int32_t qtrain_pack16(int32_t lo, int32_t hi) {
+    return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+}
+QTRAIN_INLINE int32_t qtrain_smlad(int32_t a, int32_t b, int32_t acc) {
+    uint32_t p0 = (uint32_t)(qtrain_lo16(a) * qtrain_lo16(b));
+    uint32_t p1 = (uint32_t)(qtrain_hi16(a) * qtrain_hi16(b));
+    return (int32_t)((uint32_t)acc + p0 + p1);
+}
+QTRAIN_INLINE int32_t qtrain_sxtb16(int32_t x) {
+    return qtrain_pack16((int8_t)(uint8_t)((uint32_t)x & 0xFFu), (int8_t)(uint8_t)(((uint32_t)x >> 16) & 0xFFu));
+}
+QTRAIN_INLINE int32_t qtrain_sxtb16_ror8(int32_t x) {
+    return qtrain_sxtb16((int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24)));
+}
+QTRAIN_INLINE int32_t qtrain_sxtab16(int32_t a, int32_t x) {
+    int32_t b = qtrain_sxtb16(x);
+    return qtrain_pack16(qtrain_lo16(a) + qtrain_lo16(b), qtrain_hi16(a) + qtrain_hi16(b));
+}
+QTRAIN_INLINE int32_t qtrain_sxtab16_ror8(int32_t a, int32_t x) {
+    return qtrain_sxtab16(a, (int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24)));
+}
+QTRAIN_INLINE int32_t qtrain_smlabb(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)(qtrain_lo16(a) * qtrain_lo16(b)));
+}
+#endif
+
+/* ---- memory access ------------------------------------------------------------------------------ */
+
+/* 32-bit reads and writes at any alignment: one LDR/STR on the Cortex-M7 (unaligned LDR/STR are
+ * enabled there, and the kernels are built with -munaligned-access), never LDRD/LDM. */
+QTRAIN_INLINE int32_t qtrain_read_s32(const void *p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+QTRAIN_INLINE void qtrain_write_s32(void *p, int32_t v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+/* Two int16 values as one word (lane 0 = p[0]). */
+QTRAIN_INLINE int32_t qtrain_read_s16x2(const int16_t *p) {
+    return qtrain_read_s32(p);
+}
+
+QTRAIN_INLINE float qtrain_bits_float(uint32_t u) {
+    float f;
+    __builtin_memcpy(&f, &u, sizeof f);
+    return f;
+}
+QTRAIN_INLINE uint32_t qtrain_float_bits(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* ---- requantization -------------------------------------------------------------------------------
+ * numerics.requantize_with_mask: y = clamp(rint(fp32(acc) * m) + zp, lo, hi), mask = whether the
+ * clamp left rint(...) + zp unchanged.
+ *
+ * Without a mask the kernels clamp first and round second, which is the same function (the bounds
+ * lo - zp and hi - zp are integers, so rint and the clamp commute; NaN, impossible here, would give
+ * lo like numerics._round_and_clamp). After the clamp |t| <= 255, and adding 1.5 * 2^23 rounds t to
+ * an integer half to even (the sum's ulp is 1) whose bits are 0x4B400000 + rint(t): one VADD instead
+ * of VRINTX + VCVT. */
+#define QTRAIN_ROUND_SHIFTER 12582912.0f /* 1.5 * 2^23 */
+#define QTRAIN_ROUND_SHIFTER_BITS 0x4B400000
+
+typedef struct {
+    float lo;          /* fp32(clamp_min - zp) */
+    float hi;          /* fp32(clamp_max - zp) */
+    int32_t bias_bits; /* zp - QTRAIN_ROUND_SHIFTER_BITS: y = bits(t + shifter) + bias_bits */
+    int32_t zp;
+} qtrain_requant_t;
+
+QTRAIN_INLINE qtrain_requant_t qtrain_requant_make(int32_t zero_point, int32_t clamp_min, int32_t clamp_max) {
+    qtrain_requant_t q;
+    q.lo = (float)(clamp_min - zero_point);
+    q.hi = (float)(clamp_max - zero_point);
+    q.bias_bits = zero_point - QTRAIN_ROUND_SHIFTER_BITS;
+    q.zp = zero_point;
+    return q;
+}
+
+/* The output value for an already scaled t = fp32(acc) * m. */
+QTRAIN_INLINE int32_t qtrain_requant_scaled(float t, const qtrain_requant_t *q) {
+    t = __builtin_fminf(__builtin_fmaxf(t, q->lo), q->hi);
+    return (int32_t)qtrain_float_bits(t + QTRAIN_ROUND_SHIFTER) + q->bias_bits;
+}
+
+/* The same, also reporting (1/0) whether the clamp left rint(t) unchanged. */
+QTRAIN_INLINE int32_t qtrain_requant_scaled_mask(float t, const qtrain_requant_t *q, uint32_t *inside) {
+    float r = __builtin_rintf(t);
+    float c = __builtin_fminf(__builtin_fmaxf(r, q->lo), q->hi);
+    *inside = (uint32_t)(r == c);
+    return (int32_t)qtrain_float_bits(c + QTRAIN_ROUND_SHIFTER) + q->bias_bits;
+}
+
+QTRAIN_INLINE int32_t qtrain_requant(int32_t acc, float m, const qtrain_requant_t *q) {
+    return qtrain_requant_scaled((float)acc * m, q);
+}
+
+QTRAIN_INLINE int32_t qtrain_requant_mask(int32_t acc, float m, const qtrain_requant_t *q, uint32_t *inside) {
+    return qtrain_requant_scaled_mask((float)acc * m, q, inside);
+}
+
+/* ---- mask bits ---------------------------------------------------------------------------------- */
+
+/* Zero the ceil(count / 8) bytes of a mask (kernels then OR the set bits in). */
+void qtrain_mask_clear(uint8_t *mask, int32_t count);
+
+QTRAIN_INLINE void qtrain_mask_put(uint8_t *mask, uint32_t element, uint32_t bit) {
+    mask[element >> 3] |= (uint8_t)(bit << (element & 7u));
+}
+
+QTRAIN_INLINE uint32_t qtrain_mask_get(const uint8_t *mask, uint32_t element) {
+    return ((uint32_t)mask[element >> 3] >> (element & 7u)) & 1u;
+}
+
+/* ---- weights -------------------------------------------------------------------------------------- */
+
+/* The int8 values of a weight's trained slice: `weight->slice`, or its fp32 master converted into
+ * `scratch` (count = the slice's element count), or NULL when the weight has no slice. */
+const int8_t *qtrain_weight_slice_s8(const qtrain_weight_t *weight, int32_t count, void *scratch);
+
+/* Bytes qtrain_weight_slice_s8 needs in scratch for a slice of `count` elements (0 without master),
+ * rounded up to 4. */
+int32_t qtrain_weight_slice_bytes(const qtrain_weight_t *weight, int32_t count);
+
+/* Whether the weight has a trained slice (master or int8 copy). */
+QTRAIN_INLINE int qtrain_weight_has_slice(const qtrain_weight_t *weight) {
+    return weight->master != NULL || weight->slice != NULL;
+}
+
+/* A groups = 1 weight seen as `rows` rows of `row_len` int8 values per input channel segment:
+ * input channels [begin, end) of row r are base[r * stride + (c - begin)]. One segment without a
+ * slice, up to three with one (before, inside, after). For the 1x1 kernels (row = C_in). */
+typedef struct {
+    int32_t begin;
+    int32_t end;
+    const int8_t *base;
+    int32_t stride;
+} qtrain_weight_segment_t;
+
+int32_t qtrain_weight_segments(const qtrain_weight_t *weight, const int8_t *slice_s8, int32_t channels,
+                               qtrain_weight_segment_t segments[3]);
+
+/* The full OHWI int8 weight of a groups = 1 convolution with its slice merged in (into `output`,
+ * C_out * KH * KW * C_in bytes). */
+void qtrain_weight_merge(const qtrain_weight_t *weight, const int8_t *slice_s8, const qtrain_dims_t *filter_dims,
+                         int8_t *output);
+
+/* Round up to a multiple of 4. */
+QTRAIN_INLINE int32_t qtrain_align4(int32_t bytes) {
+    return (bytes + 3) & ~3;
+}
+
+/* Validate the slice of a weight with `channels` channels along its slice axis. */
+int qtrain_weight_valid(const qtrain_weight_t *weight, int32_t channels);
+
+
+/* Requantize one accumulator and store it as output element `e` (and its mask bit when `mask`). */
+QTRAIN_INLINE void qtrain_store_output(int32_t acc, float m, const qtrain_requant_t *q, int8_t *output, uint32_t e,
+                                       uint8_t *mask) {
+    if (mask == NULL) {
+        output[e] = (int8_t)qtrain_requant(acc, m, q);
+    } else {
+        uint32_t inside;
+        output[e] = (int8_t)qtrain_requant_mask(acc, m, q, &inside);
+        qtrain_mask_put(mask, e, inside);
+    }
+}
+
+/* ---- argument checks ------------------------------------------------------------------------------ */
+
+/* Shared checks of a forward convolution call: positive shapes, batch and channel counts that agree,
+ * groups dividing both channel counts, strides >= 1, padding >= 0, a valid clamp range. */
+int qtrain_conv_args_valid(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                           const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims);
+
+/* Whether `ctx` provides at least `bytes` of 4-byte aligned scratch (the DSP loops read it with LDRD). */
+QTRAIN_INLINE int qtrain_ctx_fits(const qtrain_context_t *ctx, int32_t bytes) {
+    return bytes == 0 ||
+           (ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0u && ctx->size >= bytes);
+}
+
+
+/* ---- SGD update of one element (numerics.sgd_update) ------------------------------------------------
+ * delta = fp32(step * g) is computed by the caller. */
+
+/* int8: saturate(p - rint(delta)). rint(delta) is clamped to +-256 first, which changes nothing (any
+ * |r| >= 256 saturates anyway) and keeps the subtraction in int32. */
+QTRAIN_INLINE int8_t qtrain_sgd_s8(int8_t p, float delta) {
+    float r = __builtin_fminf(__builtin_fmaxf(__builtin_rintf(delta), -256.0f), 256.0f);
+    int32_t v = (int32_t)p - (int32_t)r;
+    return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+}
+
+/* int32: saturate(p - clamp(rint(delta), -2^32, 2^32)), the subtraction exact in int64 (add and
+ * compare only: no 64-bit division or float conversion, which would need a runtime library). */
+QTRAIN_INLINE int32_t qtrain_sgd_s32(int32_t p, float delta) {
+    float r = __builtin_rintf(delta);
+    int64_t v;
+    if (r >= 4294967296.0f) {
+        v = (int64_t)p - 4294967296LL;
+    } else if (r <= -4294967296.0f) {
+        v = (int64_t)p + 4294967296LL;
+    } else {
+        int64_t magnitude = (int64_t)(uint32_t)__builtin_fabsf(r); /* exact: an integer below 2^32 */
+        v = r < 0.0f ? (int64_t)p + magnitude : (int64_t)p - magnitude;
+    }
+    return v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : (int32_t)v);
+}
+
+/* step[c] = fp32(lr * grad_scale[c]) (grad_scale[0] when there is one value). */
+QTRAIN_INLINE float qtrain_sgd_step(float lr, const float *grad_scale, int32_t num_grad_scales, int32_t c) {
+    return lr * grad_scale[num_grad_scales > 1 ? c : 0];
+}
+
+/* Geometry checks shared by the gradient kernels (no clamp): positive shapes, batch agreement,
+ * groups dividing the channel counts, strides >= 1, padding >= 0. */
+int qtrain_conv_geometry_valid(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                               const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims);
+
+#if QTRAIN_USE_DSP
+/* ---- the DSP pixel-pair engine of the 1x1 and generic convolutions ---------------------------------
+ *
+ * Two output pixels' inputs are unpacked once as int16 (x - zx) in an interleaved layout: for each 4
+ * elements of a weight segment, 4 words (pixel 0 lanes (e0, e2), (e1, e3), then pixel 1 the same),
+ * matching SXTB16 / SXTB16 ROR 8 of a 4-weight word; then one word per remaining element (lanes
+ * pixel 0, pixel 1). Each pair of output channels then costs 8 SMLAD per 4 elements on 4
+ * accumulators (two pixels x two channels). */
+
+/* The dot products of the unpacked pair `x` (len elements) with weight rows w and w + stride. */
+QTRAIN_INLINE void qtrain_dot_pair(const int32_t *x, const int8_t *w, int32_t stride, int32_t len, int32_t *s00,
+                                   int32_t *s01, int32_t *s10, int32_t *s11) {
+    int32_t a00 = *s00, a01 = *s01, a10 = *s10, a11 = *s11;
+    uint32_t n = (uint32_t)len >> 2;
+#if QTRAIN_DSP_ASM
+    /* The same loop as the C below, register-allocated by hand: 19 instructions per 16 MACs.
+     * (clang 14 adds three to five moves or spills to the C version, whose 14 live values fill every
+     * allocatable register.) LDRD needs x word aligned: the scratch buffer is. */
+    if (n != 0u) {
+        const int8_t *w1 = w + stride;
+        int32_t v0, v1, wa, wb, xa, xb;
+        __asm__("1:\n\t"
+                "ldr     %[v0], [%[w0]], #4\n\t"
+                "ldr     %[v1], [%[w1]], #4\n\t"
+                "ldrd    %[xa], %[xb], [%[x]], #16\n\t"
+                "sxtb16  %[wa], %[v0]\n\t"
+                "sxtb16  %[wb], %[v1]\n\t"
+                "smlad   %[a00], %[xa], %[wa], %[a00]\n\t"
+                "smlad   %[a01], %[xa], %[wb], %[a01]\n\t"
+                "ldr     %[xa], [%[x], #-8]\n\t"
+                "smlad   %[a10], %[xa], %[wa], %[a10]\n\t"
+                "smlad   %[a11], %[xa], %[wb], %[a11]\n\t"
+                "sxtb16  %[wa], %[v0], ror #8\n\t"
+                "sxtb16  %[wb], %[v1], ror #8\n\t"
+                "smlad   %[a00], %[xb], %[wa], %[a00]\n\t"
+                "smlad   %[a01], %[xb], %[wb], %[a01]\n\t"
+                "ldr     %[xb], [%[x], #-4]\n\t"
+                "smlad   %[a10], %[xb], %[wa], %[a10]\n\t"
+                "smlad   %[a11], %[xb], %[wb], %[a11]\n\t"
+                "subs    %[n], %[n], #1\n\t"
+                "bne     1b"
+                : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [w0] "+r"(w), [w1] "+r"(w1),
+                  [x] "+r"(x), [n] "+r"(n), [v0] "=&r"(v0), [v1] "=&r"(v1), [wa] "=&r"(wa), [wb] "=&r"(wb),
+                  [xa] "=&r"(xa), [xb] "=&r"(xb)
+                :
+                : "cc", "memory");
+    }
+#else
+#pragma clang loop unroll(disable)
+    for (; n != 0u; n--) {
+        const int32_t v0 = qtrain_read_s32(w), v1 = qtrain_read_s32(w + stride);
+        w += 4;
+        int32_t wa = qtrain_sxtb16(v0), wb = qtrain_sxtb16(v1);
+        int32_t xv = x[0];
+        a00 = qtrain_smlad(xv, wa, a00);
+        a01 = qtrain_smlad(xv, wb, a01);
+        xv = x[2];
+        a10 = qtrain_smlad(xv, wa, a10);
+        a11 = qtrain_smlad(xv, wb, a11);
+        wa = qtrain_sxtb16_ror8(v0);
+        wb = qtrain_sxtb16_ror8(v1);
+        xv = x[1];
+        a00 = qtrain_smlad(xv, wa, a00);
+        a01 = qtrain_smlad(xv, wb, a01);
+        xv = x[3];
+        a10 = qtrain_smlad(xv, wa, a10);
+        a11 = qtrain_smlad(xv, wb, a11);
+        x += 4;
+    }
+#endif
+    for (int32_t i = len & 3; i > 0; i--) {
+        const int32_t xv = *x++;
+        const int32_t x0 = (int16_t)(uint16_t)((uint32_t)xv & 0xFFFFu), x1 = (int16_t)(uint16_t)((uint32_t)xv >> 16);
+        const int32_t a = w[0], b = w[stride];
+        w++;
+        a00 += x0 * a;
+        a01 += x0 * b;
+        a10 += x1 * a;
+        a11 += x1 * b;
+    }
+    *s00 = a00;
+    *s01 = a01;
+    *s10 = a10;
+    *s11 = a11;
+}
+
+/* Requantize and store one output (and its mask bit). */
+QTRAIN_INLINE void qtrain_put(int32_t acc, float m, const qtrain_requant_t *q, int8_t *out, uint8_t *mask, uint32_t e,
+                              const int with_mask) {
+    if (with_mask) {
+        uint32_t inside;
+        *out = (int8_t)qtrain_requant_mask(acc, m, q, &inside);
+        qtrain_mask_put(mask, e, inside);
+    } else {
+        *out = (int8_t)qtrain_requant(acc, m, q);
+    }
+}
+
+/* Requantize and store the 2 x 2 block (pixels 0/1 x channels o/o1; o1 == o stores one channel). */
+QTRAIN_INLINE void qtrain_put_block(int32_t s00, int32_t s01, int32_t s10, int32_t s11, int32_t o, int32_t o1,
+                                    const float *multiplier, const qtrain_requant_t *q, int8_t *out0, int8_t *out1,
+                                    uint8_t *mask, uint32_t e0, uint32_t e1) {
+    const float m0 = multiplier[o], m1 = multiplier[o1];
+    if (mask == NULL) {
+        out0[o] = (int8_t)qtrain_requant(s00, m0, q);
+        out1[o] = (int8_t)qtrain_requant(s10, m0, q);
+        if (o1 != o) {
+            out0[o1] = (int8_t)qtrain_requant(s01, m1, q);
+            out1[o1] = (int8_t)qtrain_requant(s11, m1, q);
+        }
+    } else {
+        qtrain_put(s00, m0, q, out0 + o, mask, e0 + (uint32_t)o, 1);
+        qtrain_put(s10, m0, q, out1 + o, mask, e1 + (uint32_t)o, 1);
+        if (o1 != o) {
+            qtrain_put(s01, m1, q, out0 + o1, mask, e0 + (uint32_t)o1, 1);
+            qtrain_put(s11, m1, q, out1 + o1, mask, e1 + (uint32_t)o1, 1);
+        }
+    }
+}
+
+/* Output channels [o_begin, o_end) of an unpacked pixel pair: out0 / out1 are the two pixels' output
+ * rows (equal for an odd last pixel, which then stores the same values twice), e0 / e1 their first
+ * element index (for the mask). An odd channel count ends with a duplicated channel stored once. */
+void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
+                         int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                         int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0, uint32_t e1);
+#endif
+
+#endif /* QTRAIN_KERNELS_SUPPORT_H */

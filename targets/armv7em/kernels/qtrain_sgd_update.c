@@ -1,0 +1,36 @@
+/*
+ * qtrain_sgd_update.c - SGD with the QAS gradient scaling, in place on a trainable tensor's SRAM copy
+ * (numerics.sgd_update): step[c] = fp32(lr * grad_scale[c]), delta = fp32(step[c] * g), then
+ * int8 / int32: p = saturate(p - rint(delta)); fp32 master: p = fp32(p - delta).
+ */
+#include "qtrain_kernels_support.h"
+
+void qtrain_sgd_update_s8(int8_t *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
+                          const float *grad_scale, int32_t num_grad_scales) {
+    for (int32_t c = 0; c < channels; c++) {
+        const float step = qtrain_sgd_step(lr, grad_scale, num_grad_scales, c);
+        for (int32_t i = c * channel_size; i < (c + 1) * channel_size; i++) {
+            param[i] = qtrain_sgd_s8(param[i], step * grad[i]);
+        }
+    }
+}
+
+void qtrain_sgd_update_s32(int32_t *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
+                           const float *grad_scale, int32_t num_grad_scales) {
+    for (int32_t c = 0; c < channels; c++) {
+        const float step = qtrain_sgd_step(lr, grad_scale, num_grad_scales, c);
+        for (int32_t i = c * channel_size; i < (c + 1) * channel_size; i++) {
+            param[i] = qtrain_sgd_s32(param[i], step * grad[i]);
+        }
+    }
+}
+
+void qtrain_sgd_update_f32(float *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
+                           const float *grad_scale, int32_t num_grad_scales) {
+    for (int32_t c = 0; c < channels; c++) {
+        const float step = qtrain_sgd_step(lr, grad_scale, num_grad_scales, c);
+        for (int32_t i = c * channel_size; i < (c + 1) * channel_size; i++) {
+            param[i] = param[i] - step * grad[i];
+        }
+    }
+}
