@@ -116,6 +116,7 @@ class Emitter:
     scratch_bytes: int = 0
     macs: dict[str, int] = field(default_factory=dict)
     counter: int = 0
+    uses_ctx_after_grad: bool = False
 
     # -- names and values ---------------------------------------------------------------------------------
 
@@ -359,7 +360,8 @@ class Emitter:
             # The fused depthwise gradient lives at the start of scratch; its kernel's own scratch follows.
             ctx = "&qtrain_ctx_after_grad" if fused else "&qtrain_ctx"
             if fused:
-                n = 4 * math.prod(dw.get_shape())  # type: ignore[attr-defined]
+                self.uses_ctx_after_grad = True
+                n = (4 * math.prod(dw.get_shape()) + 3) // 4 * 4  # type: ignore[attr-defined]
                 body.append(f"    qtrain_ctx_after_grad.buf = qtrain_scratch + {n};")
                 body.append(f"    qtrain_ctx_after_grad.size = (int32_t)sizeof qtrain_scratch - {n};")
             body.append(
@@ -435,7 +437,10 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
 
     memory = {k_: v.value.data for k_, v in module.attributes[MEMORY].data.items() if hasattr(v, "value")}  # type: ignore
     arena = max(f.attributes[ARENA_BYTES].value.data for f in (forward, train) if f is not None)  # type: ignore
-    scratch = max(int(memory["scratch_bytes"]), em.scratch_bytes, 4)
+    scratch = int(memory["scratch_bytes"])
+    if em.scratch_bytes > scratch:
+        raise EmitError(f"the code needs {em.scratch_bytes} bytes of scratch but the plan has {scratch}")
+    scratch = max(scratch, 4)
     image_t = forward.body.block.args[0].type
     h, w, c = image_t.get_shape()[1:]  # type: ignore[attr-defined]
 
@@ -479,7 +484,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         f"static uint8_t qtrain_arena[{max(arena, 4)}] QTRAIN_ARENA;",
         f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
         "static const qtrain_context_t qtrain_ctx = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
-        "static qtrain_context_t qtrain_ctx_after_grad;",
+        *(["static qtrain_context_t qtrain_ctx_after_grad;"] if em.uses_ctx_after_grad else []),
         f"static float qtrain_logits[{k}];",
         "",
         *em.decls,

@@ -27,12 +27,14 @@ from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, i64
-from xdsl.ir import Operation
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, f32, i64
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from qtrain.dialects.qtrain import (
+    BiasGradOp,
+    Conv2DInputGradOp,
     Conv2DOp,
     Conv2DWeightGradOp,
     ParamOp,
@@ -46,6 +48,7 @@ from qtrain.transforms.liveness import (
     analyze,
     flash_param_bytes,
     is_fused_gradient,
+    param_of,
     trainable_bytes,
 )
 from qtrain.transforms.schemes import network_layers
@@ -81,32 +84,50 @@ def pack(buffers: list[Buffer], pinned: dict[int, int] | None = None) -> int:
     return max((b.offset + aligned(b.size) for b in buffers), default=0)
 
 
+def weight_slice(value: SSAValue, params: dict[str, ParamOp]) -> tuple[int | None, bool]:
+    """(trained slice width, fp32 master?) of the weight a conv kernel reads, as its scratch mirror wants."""
+    name = param_of(value)
+    p = params.get(name) if name is not None else None
+    if p is None or not p.is_trainable:
+        return None, False
+    master = p.storage_type == f32
+    sl = p.trainable_slice()
+    if sl is None:
+        return (p.tensor_type.get_shape()[p.channel_axis], True) if master else (None, False)
+    return sl[1] - sl[0], master
+
+
 def kernel_scratch_bytes(op: Operation, params: dict[str, ParamOp]) -> int:
-    """Scratch a kernel needs while it runs (one shared area, sized for the largest need).
+    """Scratch the op's kernel needs while it runs (one shared area, sized for the largest need).
 
-    - a conv whose weight has an fp32 master slice converts that slice to int8 once per call;
-    - a generic (not 1x1, not depthwise) int8 conv gathers 2 output pixels' patches as int16;
-    - a fused weight-gradient + update computes one output channel's gradient row in fp32.
+    The figures come from the kernel library's own mirror of its `*_get_buffer_size` functions
+    (qtrain.targets.armv7em.kernels), so the plan and the C agree. A fused gradient computed before
+    its update (a bias, a depthwise weight) sits at the start of the scratch area, the kernel's own
+    scratch after it; a fused groups = 1 weight gradient updates block by block and needs none.
     """
+    from qtrain.targets.armv7em import kernels as k
+
+    def shape(v: SSAValue) -> tuple[int, ...]:
+        return tuple(v.type.get_shape())  # type: ignore[attr-defined]
+
     if isinstance(op, Conv2DOp):
-        w = op.weight.type.get_shape()  # type: ignore[attr-defined]
-        need = 0
-        name = _param_name(op)
-        if name is not None and (p := params.get(name)) is not None and p.is_trainable and p.storage is not None:
-            need += math.prod(p.trainable_shape())
-        if not (w[1] == w[2] == 1) and not op.is_depthwise:
-            need += 2 * w[1] * w[2] * w[3] * 2
-        return aligned(need)
-    if isinstance(op, Conv2DWeightGradOp) and is_fused_gradient(op):
-        o, kh, kw, i = op.result.type.get_shape()  # type: ignore[attr-defined]
-        return aligned(kh * kw * i * 4)
+        width, master = weight_slice(op.weight, params)
+        return aligned(k.buffer_size_conv2d_wrapper(
+            shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
+            op.padding.get_values(), op.groups.value.data, slice_channels=width, master=master))
+    if isinstance(op, Conv2DInputGradOp):
+        width, master = weight_slice(op.weight, params)
+        return aligned(k.buffer_size_conv2d_input_grad_wrapper(
+            shape(op.result), shape(op.weight), shape(op.grad), op.strides.get_values(),
+            op.padding.get_values(), op.groups.value.data, slice_channels=width, master=master))
+    if isinstance(op, Conv2DWeightGradOp) and op.groups.value.data > 1:  # type: ignore[attr-defined]
+        own = k.buffer_size_depthwise_weight_grad(shape(op.input), shape(op.grad), shape(op.result),
+                                                  op.strides.get_values())
+        gradient = 4 * math.prod(shape(op.result)) if is_fused_gradient(op) else 0
+        return aligned(gradient) + aligned(own)
+    if isinstance(op, BiasGradOp) and is_fused_gradient(op):
+        return aligned(4 * shape(op.result)[0])
     return 0
-
-
-def _param_name(op: Conv2DOp) -> str | None:
-    owner = op.weight.owner
-    param = getattr(owner, "param", None)
-    return param.root_reference.data if param is not None else None
 
 
 @dataclass

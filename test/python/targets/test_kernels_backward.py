@@ -374,14 +374,30 @@ def test_cross_entropy_and_its_gradient(lib: ctypes.CDLL, classes: int) -> None:
         In(logits), I32(classes), I32(label), Out((classes,), np.dtype(np.float32))], returns="void"))
     assert np.float32(loss) == np.float32(loss_only)
     np.testing.assert_array_equal(grad, grad_only)
-    # qtrain_expf / qtrain_logf (runtime_math.c, < 1 ulp) versus numerics.exp_f32 / log_f32 (their own
-    # polynomials): a few ulp apart, far below anything training notices.
+    # numerics.exp_f32 / log_f32 are runtime_math.c's qtrain_expf / qtrain_logf operation for operation,
+    # and the loss sums in the same order: the golden model's loss and gradient are the kernel's bits.
     exact = numerics.cross_entropy_relaxed(logits, label)
     np.testing.assert_allclose(loss, exact, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loss, numerics.cross_entropy(logits, label), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grad, numerics.cross_entropy_grad(logits, label), rtol=1e-5, atol=1e-7)
+    assert np.float32(loss) == numerics.cross_entropy(logits, label)
+    np.testing.assert_array_equal(grad, numerics.cross_entropy_grad(logits, label))
     np.testing.assert_allclose(grad, numerics.cross_entropy_grad_relaxed(logits, label), rtol=1e-5, atol=1e-7)
     assert abs(float(grad.astype(np.float64).sum())) < 1e-5
+
+
+def test_exp_log_are_the_runtime_shims_bit_for_bit(lib: ctypes.CDLL) -> None:
+    lib.qtrain_expf.restype = lib.qtrain_logf.restype = ctypes.c_float
+    lib.qtrain_expf.argtypes = lib.qtrain_logf.argtypes = [ctypes.c_float]
+    rng = np.random.default_rng(21)
+    xs = np.concatenate([rng.uniform(-110, 90, 4000), rng.normal(0, 5, 4000),
+                         [0.0, -0.0, 88.72283, 88.7229, -103.97208, -103.9721, -87.5, 1e-30, np.nan, np.inf]])
+    ls = np.concatenate([np.abs(rng.normal(0, 10, 4000)), 10.0 ** rng.uniform(-44, 38, 4000),
+                         [0.0, 1.0, 2.0, np.inf, -1.0, np.nan, 1e-45, 3e-39]])
+    for fn, ref, values in ((lib.qtrain_expf, numerics.exp_f32, xs), (lib.qtrain_logf, numerics.log_f32, ls)):
+        x = values.astype(np.float32)
+        c = np.array([fn(float(v)) for v in x], dtype=np.float32)
+        py = ref(x)
+        same = (c.view(np.uint32) == py.view(np.uint32)) | (np.isnan(c) & np.isnan(py))
+        assert same.all(), (x[~same][:5], c[~same][:5], py[~same][:5])
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.float32])
