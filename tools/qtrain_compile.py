@@ -3,10 +3,11 @@
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
                    [--no-reorder] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
-                   [--lifetime-plot FILE.png] -o DIR
+                   [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
-DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target host). Prints the
+DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target host), and with
+--emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). Prints the
 memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
 a traceback).
 """
@@ -41,6 +42,21 @@ def load_any(path: Path, num_classes: int, calibration: Path | None):  # noqa: A
     raise ValueError(f"{path}: unknown model format '{suffix}' (expected .onnx, .pkl or .mlir)")
 
 
+def emit_llvm_ir(out: Path, target: str) -> Path:
+    """DIR/model.ll: the model's LLVM IR for the target (clang -S -emit-llvm with the firmware's flags)."""
+    import subprocess
+
+    from qtrain.targets.armv7em.build import BuildError, compile_flags, find_tool
+
+    ll = out / "model.ll"
+    command = [find_tool("clang"), *compile_flags(target), f"-I{out}", "-S", "-emit-llvm",  # type: ignore[arg-type]
+               str(out / "model.c"), "-o", str(ll)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"clang -emit-llvm failed:\n{result.stderr.strip()}")
+    return ll
+
+
 def compile_model(args: argparse.Namespace) -> dict[str, object]:
     from qtrain.dialects.qtrain import ParamOp
     from qtrain.lowering.emit_c import emit_model
@@ -70,6 +86,8 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     source, header = emit_model(module)
     (out / "model.c").write_text(source)
     (out / "model.h").write_text(header)
+    if args.emit_llvm:
+        emit_llvm_ir(out, args.target)
     firmware = out / ("firmware" if args.target == "host" else "firmware.elf")
     result = build_firmware([out / "model.c", *kernel_sources()], firmware, args.target, include_dirs=[out])
     memory = json.loads(Path(report).read_text())
@@ -109,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-classes", type=int, default=10, help="classifier rows of a .pkl model (default 10)")
     parser.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
     parser.add_argument("--memory-report", type=Path, help="also write memory.json here")
+    parser.add_argument("--emit-llvm", action="store_true", help="also write DIR/model.ll (LLVM IR for the target)")
     parser.add_argument("--lifetime-plot", type=Path, help="write a PNG of the arena plan")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")

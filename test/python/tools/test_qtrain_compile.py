@@ -1,0 +1,205 @@
+"""qtrain-compile -> firmware, run on the host and on QEMU, against the numpy interpreter.
+
+DESIGN.md "Numerics", agreement: int8 forward outputs bit for bit; after >= 3 training steps the
+updated int8/int32 parameters equal except for rare one-unit flips where an fp32 sum taken in another
+order lands on the other side of a rounding boundary (at most 0.1% of elements); fp32 master copies
+within relative 1e-4; the loss within 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from testpaths import LIT_INPUTS, MODELS, require_shared_models
+
+from qtrain.targets.armv7em.build import FLASH_BYTES, SRAM_BYTES, have_tools
+
+pytestmark = pytest.mark.skipif(
+    not have_tools("clang", "ld.lld", "qemu-system-arm"),
+    reason="clang, ld.lld and qemu-system-arm are needed (tools/ensure-env.sh installs them)",
+)
+STEPS = 3
+SRAM_BUDGET = 256 * 1024
+
+
+def run(*cmd: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, cwd=cwd, env=env)
+
+
+def tool(name: str) -> list[str]:
+    module = {"qtrain-compile": "qtrain_compile", "qtrain-run": "qtrain_run", "qtrain-interpret": "qtrain_interpret"}
+    return [sys.executable, "-m", f"qtrain.tools.{module[name]}"]
+
+
+@cache
+def build(model: str, scheme: str, target: str, out: str, *extra: str) -> Path:
+    result = run(*tool("qtrain-compile"), model, "--scheme", scheme, "--target", target, "-o", out, *extra)
+    assert result.returncode == 0, result.stderr
+    return Path(out)
+
+
+def inputs(tmp: Path, shape: tuple[int, ...], classes: int, n: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path = tmp / "inputs.npz"
+    np.savez(path, image=rng.integers(-128, 128, (n, *shape), dtype=np.int8),
+             label=rng.integers(0, classes, n).astype(np.int64))
+    return path
+
+
+def compare_training(reference: dict[str, np.ndarray], device: dict[str, np.ndarray]) -> list[str]:
+    """Problems found comparing the interpreter's train_step results with a device run."""
+    problems: list[str] = []
+    loss_err = np.abs(device["loss"] / reference["loss"] - 1).max()
+    if loss_err > 1e-4:
+        problems.append(f"loss differs by {loss_err:.2e} relative: {reference['loss']} vs {device['loss']}")
+    params = [k for k in reference if k.startswith("param/")]
+    if sorted(params) != sorted(k for k in device if k.startswith("param/")):
+        problems.append("different trainable tensors")
+        return problems
+    flips = elements = 0
+    for key in params:
+        ref, dev = reference[key], device[key]
+        if ref.dtype != dev.dtype or ref.shape != dev.shape:
+            problems.append(f"{key}: {dev.dtype}{dev.shape} instead of {ref.dtype}{ref.shape}")
+        elif ref.dtype == np.float32:
+            scale = max(float(np.abs(ref).max()), 1e-6)
+            if np.abs(ref - dev).max() / scale > 1e-4:
+                problems.append(f"{key}: fp32 master differs by {np.abs(ref - dev).max() / scale:.2e} relative")
+        else:
+            diff = np.abs(ref.astype(np.int64) - dev.astype(np.int64))
+            if diff.max() > 1:
+                problems.append(f"{key}: differs by up to {diff.max()} units")
+            flips += int((diff > 0).sum())
+            elements += diff.size
+    if elements and flips > 1e-3 * elements:
+        problems.append(f"{flips} of {elements} int8/int32 parameter elements differ (more than 0.1%)")
+    return problems
+
+
+def interpret(model_mlir: Path, npz: Path, out: Path, entry: str, steps: int | None = None) -> dict[str, np.ndarray]:
+    extra = ["--steps", str(steps)] if steps else []
+    result = run(*tool("qtrain-interpret"), model_mlir, "--entry", entry, "--inputs", npz, "-o", out, *extra)
+    assert result.returncode == 0, result.stderr
+    return dict(np.load(out))
+
+
+def device(firmware: Path, npz: Path, out: Path, entry: str, steps: int | None = None) -> dict[str, np.ndarray]:
+    extra = ["--steps", str(steps)] if steps else []
+    result = run(*tool("qtrain-run"), firmware, "--entry", entry, "--inputs", npz, "-o", out, *extra)
+    assert result.returncode == 0, result.stderr
+    return dict(np.load(out))
+
+
+def check_agreement(folder: Path, firmware: Path, shape: tuple[int, ...], classes: int, tmp: Path) -> None:
+    npz = inputs(tmp, shape, classes)
+    ref_fwd = interpret(folder / "model.mlir", npz, tmp / "ref_fwd.npz", "forward")
+    dev_fwd = device(firmware, npz, tmp / "dev_fwd.npz", "forward")
+    np.testing.assert_array_equal(dev_fwd["output_q"], ref_fwd["output_q"])
+    np.testing.assert_array_equal(dev_fwd["logits"], ref_fwd["logits"])
+    ref = interpret(folder / "model.mlir", npz, tmp / "ref_train.npz", "train_step", STEPS)
+    dev = device(firmware, npz, tmp / "dev_train.npz", "train_step", STEPS)
+    assert compare_training(ref, dev) == []
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
+    folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", target, str(tmp_path / "build"))
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    memory = json.loads((folder / "memory.json").read_text())
+    assert len(memory["trainable"]) == 8
+    check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path)
+
+
+@pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_reference_models_49kb_agree_with_interpreter(model: str, target: str, tmp_path_factory):
+    require_shared_models()
+    out = tmp_path_factory.mktemp(f"{model}-{target}")
+    scheme = f"{MODELS / 'schemes.json'}#{model}/49kb"
+    # int8 weight copies here (the tiny model and the mcunet budget test cover fp32 masters): with fp32
+    # masters mbv2-w0.35's 49kb plan needs more SRAM than the 320 KB the QEMU board is given.
+    folder = build(str(MODELS / f"{model}.pkl"), scheme, target, str(out / "build"),
+                   "--weight-storage", "i8", "--sram-kb", "320")
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    check_agreement(folder, firmware, (128, 128, 3), 10, out)
+
+
+def test_mcunet_49kb_fits_the_stm32f746_on_qemu(tmp_path: Path):
+    """Total SRAM (static + painted stack) <= 256 KB and <= the planner's figure + stack; Flash <= 1 MB."""
+    require_shared_models()
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    folder = build(str(MODELS / "mcunet-5fps.pkl"), scheme, "qemu", str(tmp_path / "build"))
+    npz = inputs(tmp_path, (128, 128, 3), 10, n=2)
+    result = run(*tool("qtrain-run"), folder / "firmware.elf", "--inputs", npz, "--steps", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    planned = json.loads((folder / "memory.json").read_text())["peak_sram_bytes"]
+    print(f"\nmcunet-5fps/49kb on QEMU: {report['instructions_per_step']} instructions per step, "
+          f"{report['macs_per_step']} MACs ({report['instructions_per_step'][-1] / report['macs_per_step']:.2f}/MAC; "
+          f"reference engine: 167,992,975 for 32.69 M MACs); SRAM {report['sram_bytes']} B "
+          f"(planned {planned} + stack {report['stack_bytes']}); Flash {report['flash_bytes']} B")
+    assert report["sram_bytes"] == planned + report["stack_bytes"]
+    assert report["sram_bytes"] <= SRAM_BUDGET
+    assert report["flash_bytes"] <= FLASH_BYTES
+    assert all(n > 0 for n in report["instructions_per_step"])
+
+
+def test_stm32f746_image_links_with_the_real_memory_map(tmp_path: Path):
+    require_shared_models()
+    from qtrain.targets.armv7em.build import elf_sections, memory_usage
+
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    folder = build(str(MODELS / "mcunet-5fps.pkl"), scheme, "stm32f746", str(tmp_path / "build"))
+    elf = folder / "firmware.elf"
+    usage = memory_usage(elf)
+    assert usage.flash_bytes <= FLASH_BYTES and usage.sram_bytes <= SRAM_BYTES
+    sections = {s.name: s for s in elf_sections(elf)}
+    assert sections[".vectors"].address == 0x08000000  # boots from the STM32F746's Flash
+    assert 0x20000000 <= sections[".qtrain.arena"].address < 0x20000000 + SRAM_BYTES
+
+
+def test_missing_toolchain_is_a_clear_error(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items()}
+    python_dir = str(Path(sys.executable).parent)
+    env["PATH"] = python_dir if shutil.which("clang", path=python_dir) is None else "/nonexistent"
+    result = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "-o", tmp_path / "b", env=env)
+    assert result.returncode == 2
+    assert "clang" in result.stderr and "apt-get install" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_inputs_exit_2(tmp_path: Path):
+    missing = run(*tool("qtrain-compile"), tmp_path / "nope.onnx", "-o", tmp_path / "b")
+    assert missing.returncode == 2 and "no such model file" in missing.stderr
+    bad = tmp_path / "model.txt"
+    bad.write_text("hello")
+    unknown = run(*tool("qtrain-compile"), bad, "-o", tmp_path / "b")
+    assert unknown.returncode == 2 and "unknown model format '.txt'" in unknown.stderr
+    over = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "--sram-kb", "1", "-o", tmp_path / "b")
+    assert over.returncode == 2 and "over the budget of 1024" in over.stderr and "Traceback" not in over.stderr
+    scheme = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "--scheme", "most", "-o", tmp_path / "b")
+    assert scheme.returncode == 2 and "unknown scheme 'most'" in scheme.stderr
+
+
+def test_qtrain_opt_emits_c_only_from_planned_ir(tmp_path: Path):
+    opt = [sys.executable, "-m", "qtrain.tools.qtrain_opt", str(LIT_INPUTS / "tiny_model.mlir")]
+    planned = run(*opt, "-p", "qtrain-autodiff,qtrain-reorder,qtrain-plan-memory", "-t", "c")
+    assert planned.returncode == 0, planned.stderr
+    assert "float qtrain_train_step(const int8_t *image, int label) {" in planned.stdout
+    unplanned = run(*opt, "-p", "qtrain-autodiff", "-t", "c")
+    assert unplanned.returncode == 2 and "run qtrain-plan-memory before -t c" in unplanned.stderr
+
+
+def test_emit_llvm_gives_thumbv7em_ir(tmp_path: Path):
+    result = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "--emit-llvm", "-o", tmp_path / "b")
+    assert result.returncode == 0, result.stderr
+    ll = (tmp_path / "b" / "model.ll").read_text()
+    assert 'target triple = "thumbv7em' in ll
+    assert "define dso_local float @qtrain_train_step(i8* noundef %0, i32 noundef %1)" in ll
