@@ -402,6 +402,21 @@ def test_interpreter_matches_onnxruntime_bit_for_bit(reference: Imported, tmp_pa
     np.testing.assert_array_equal(logits, (expected.astype(np.float32) - head.zp) * np.float32(head.scale))
 
 
+def test_onnx_reimport_has_the_same_semantics(reference: Imported, tmp_path: Path) -> None:
+    """.pkl -> qtrain IR -> QOperator ONNX -> our ONNX importer -> qtrain IR: the same network again."""
+    from qtrain.frontends.onnx import import_onnx
+
+    onnx_path = tmp_path / f"{reference.name}.onnx"
+    export_onnx(reference.module, onnx_path)
+    reimported = import_onnx(onnx_path)
+    assert len(convs(reimported)) == len(convs(reference.module))
+    images = sample_images((128, 128, 3), 5, seed=7 + MODEL_NAMES.index(reference.name))
+    direct, direct_logits = run_forward(reference.module, images)
+    again, again_logits = run_forward(reimported, images)
+    np.testing.assert_array_equal(again, direct)
+    np.testing.assert_array_equal(again_logits, direct_logits)
+
+
 # -- command line ------------------------------------------------------------------------------------------
 
 
