@@ -1,7 +1,8 @@
 """`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7) or the host and collect the results.
 
-    qtrain-run DIR/firmware.elf [--inputs IN.npz] [--entry forward|train_step] [--steps S]
-               [-o OUT.npz] [--json] [--timeout S] [--debug]
+    qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
+               [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
+               [--debug]
 
 The firmware is either an ARM ELF built for `--target qemu` (run on `qemu-system-arm -M mps2-an500
 -cpu cortex-m7 -icount shift=0` with semihosting) or a host executable built for `--target host` (run
@@ -9,15 +10,30 @@ directly); both speak the request/result protocol of targets/armv7em/harness.c.
 
 Inputs (DESIGN.md conventions): `image` int8 NHWC [N, H, W, C], already quantized with the model's input
 parameters; `label` int [N] (optional for `forward`). Without `--inputs`, `inputs.npz` next to the
-firmware is used. The entry defaults to `train_step` when `--steps` is given (S steps over the images in
-order, wrapping around) and to `forward` (each image once) otherwise.
+firmware is used. The entry defaults to `train_step` when `--steps` or `--eval` is given (S steps over
+the images in order, wrapping around; S defaults to one per image) and to `forward` (each image once)
+otherwise.
+
+Evaluation on the device: `--eval EVAL.npz` (its `image`, and `label` if present) runs the forward pass
+over the evaluation images before the first step and after the last one, and with `--eval-every K` also
+after every K-th step. A task file holding `image`/`label`/`test_image`/`test_label` serves both:
+`--eval same` (or `--eval` naming the --inputs file) evaluates on `test_image`/`test_label`.
 
 Outputs: `-o OUT.npz` holds the interpreter's keys (`logits` and `output_q`, or `loss` and
-`param/<name>`) plus `instructions` (uint64, per image or step; `host_ns` for a host build). stdout
-gets a table of loss / instructions per step (or accuracy), or with `--json` only the JSON object
+`param/<name>`) plus `instructions` (uint64, per image or step; `host_ns` for a host build). With
+`--eval` it adds `eval_logits_before`, `eval_output_q_before`, `eval_logits_after`, `eval_output_q_after`
+([M, classes], the forward pass over the evaluation images before the first and after the last step),
+`eval_instructions` ([passes, M]) and, with `--eval-every` and labels, `eval_accuracy_curve` (float64
+[passes, 2]: step, accuracy; from step 0 to S). stdout gets a table of loss / instructions per step (or
+accuracy; with --eval, accuracy before and after), or with `--json` only the JSON object
 {"instructions_per_step", "macs_per_step", "stack_bytes", "sram_bytes", "flash_bytes", ...} where
 sram_bytes = the model's static SRAM (qtrain_memory.peak_sram_bytes) + the measured stack high-water mark
-and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data).
+and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data);
+with --eval also "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
+
+Progress: the firmware prints a line per step / evaluation pass / image while it runs; qtrain-run reads
+them as they come and draws a progress bar (steps, running loss, latest evaluation accuracy, ETA) on
+stderr when stderr is a terminal or `--progress` is given (`--quiet`: never).
 
 Exit status: 0 success, 1 the firmware failed (fault, stack overflow, timeout, incomplete results),
 2 bad input or usage. Errors are one line on stderr; `--debug` shows the traceback.
@@ -30,10 +46,14 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -44,6 +64,11 @@ EXIT_BAD_INPUT = 2
 DEFAULT_TIMEOUT_S = 1800.0
 PRINT_ROWS = 20
 """Per-image rows printed for `forward`; more images only get the summary."""
+OLD_HARNESS_MESSAGE = "qtrain-harness: unsupported or inconsistent request header"
+"""What a firmware of an older protocol version answers to the requests qtrain-run writes (which a
+current harness always accepts)."""
+SAME = "same"
+"""`--eval same`: evaluate on the --inputs file's test_image / test_label."""
 
 
 class UserError(Exception):
@@ -54,48 +79,100 @@ class RunFailed(Exception):
     """The firmware did not complete: exit 1."""
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a UserError (one line, exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu) or a host build")
     parser.add_argument("--inputs", type=Path, help="npz with `image` (int8 NHWC) and `label` "
                                                     "(default: inputs.npz next to the firmware)")
+    parser.add_argument("--eval", metavar="EVAL.npz|same",
+                        help="evaluate on these images before and after training (`same`: the --inputs "
+                             "file's test_image / test_label)")
     parser.add_argument("--entry", choices=("forward", "train_step"),
-                        help="what to run (default: train_step with --steps, else forward)")
+                        help="what to run (default: train_step with --steps or --eval, else forward)")
     parser.add_argument("--steps", type=int, help="training steps (default: one per image)")
+    parser.add_argument("--eval-every", type=int, metavar="K",
+                        help="also evaluate after every K-th step (for a learning curve; needs --eval)")
     parser.add_argument("-o", "--output", type=Path, help="write the results to this npz")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true", default=None,
+                       help="draw the progress bar on stderr even when it is not a terminal")
+    shown.add_argument("--quiet", dest="progress", action="store_false", help="never draw the progress bar")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:.0f})")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return parser.parse_args(argv)
 
 
-def load_inputs(path: Path, entry: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(images int8 [N, H, W, C], labels int32 [N], whether the labels came from the file)."""
+# ---------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------
+
+def read_npz(path: Path, what: str = "inputs") -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"no such {what} file: {path}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise UserError(f"{path} is not an .npz archive")
         with loaded as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            return {key: npz[key] for key in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot read {path}: {e}") from e
-    if "image" not in arrays:
-        raise UserError(f"{path} has no 'image' array (keys: {', '.join(arrays) or 'none'})")
-    images = arrays["image"]
+
+
+def pick_images(arrays: dict[str, np.ndarray], path: Path, image_key: str, label_key: str,
+                need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images int8 [N, H, W, C], labels int32 [N] or None) from `arrays[image_key]`/`[label_key]`."""
+    if image_key not in arrays:
+        raise UserError(f"{path} has no '{image_key}' array (keys: {', '.join(arrays) or 'none'})")
+    images = arrays[image_key]
     if images.dtype != np.int8 or images.ndim != 4 or len(images) == 0:
-        raise UserError(f"{path}: 'image' must be int8 NHWC [N, H, W, C] (already quantized with the model's input "
-                        f"parameters), got {images.dtype} {list(images.shape)}")
-    if "label" not in arrays:
-        if entry == "train_step":
-            raise UserError(f"{path} has no 'label' array, which training needs")
-        return images, np.zeros(len(images), np.int32), False
-    labels = arrays["label"]
+        raise UserError(f"{path}: '{image_key}' must be int8 NHWC [N, H, W, C] (already quantized with the model's "
+                        f"input parameters), got {images.dtype} {list(images.shape)}")
+    if label_key not in arrays:
+        if need_labels:
+            raise UserError(f"{path} has no '{label_key}' array, which training needs")
+        return images, None
+    labels = arrays[label_key]
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(f"{path}: 'label' must be integers of shape [{len(images)}], got {labels.dtype} "
+        raise UserError(f"{path}: '{label_key}' must be integers of shape [{len(images)}], got {labels.dtype} "
                         f"{list(labels.shape)}")
-    return images, labels.astype(np.int32), True
+    return images, labels.astype(np.int32)
+
+
+def load_inputs(path: Path, entry: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(images int8 [N, H, W, C], labels int32 [N], whether the labels came from the file)."""
+    images, labels = pick_images(read_npz(path), path, "image", "label", entry == "train_step")
+    if labels is None:
+        return images, np.zeros(len(images), np.int32), False
+    return images, labels, True
+
+
+def load_eval(spec: str, inputs: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(images, labels or None, a name for messages) for `--eval spec`."""
+    if spec == SAME or (Path(spec).is_file() and inputs.is_file() and Path(spec).resolve() == inputs.resolve()):
+        arrays = read_npz(inputs)
+        if "test_image" not in arrays:
+            raise UserError(f"--eval {spec}: {inputs} has no 'test_image' array (a task file holds image, label, "
+                            f"test_image, test_label)")
+        images, labels = pick_images(arrays, inputs, "test_image", "test_label", False)
+        return images, labels, f"{inputs} (test_image)"
+    path = Path(spec)
+    arrays = read_npz(path, "evaluation")
+    if "image" not in arrays and "test_image" in arrays:
+        images, labels = pick_images(arrays, path, "test_image", "test_label", False)
+        return images, labels, f"{path} (test_image)"
+    images, labels = pick_images(arrays, path, "image", "label", False)
+    return images, labels, str(path)
 
 
 def model_interface(firmware: Path) -> tuple[tuple[int, int, int], int] | None:
@@ -124,39 +201,247 @@ def check_firmware(firmware: Path) -> str:
     return "qemu"
 
 
-def run(firmware: Path, request: bytes, timeout: float, expected: str) -> protocol.HarnessResult:
-    """Run `firmware` on `request`; `expected` ("3 steps", "10 images") is only for messages."""
+# ---------------------------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------------------------
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class ProgressBar:
+    """A one-line text bar on `stream`, fed with the harness's progress lines.
+
+    On a terminal the line is redrawn in place (at most every `TTY_INTERVAL` seconds, and by `tick`
+    once a second so the elapsed time moves during a long evaluation pass); elsewhere (a log,
+    `--progress` into a pipe) a new line is written at most every `LOG_INTERVAL` seconds and for every
+    evaluation pass. The ETA splits the elapsed time into training and evaluation, each attributed to
+    the progress line that ended it, and extrapolates both. `update` (the reader thread) and `tick`
+    (the main thread) may be called concurrently.
+    """
+
+    WIDTH = 24
+    LOSS_WINDOW = 20
+    TTY_INTERVAL = 0.1
+    LOG_INTERVAL = 1.0
+
+    def __init__(self, stream: TextIO, tty: bool, total: int, unit: str, eval_steps: Sequence[int] = (),
+                 clock: Callable[[], float] = time.monotonic):
+        """`eval_steps`: the steps after which the run evaluates (protocol.eval_schedule), if it does."""
+        self.stream, self.tty, self.total, self.unit = stream, tty, total, unit
+        self.eval_steps = list(eval_steps)
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.start = self.last_event = clock()
+        self.last_draw: float | None = None
+        self.done = 0
+        self.losses: deque[float] = deque(maxlen=self.LOSS_WINDOW)
+        self.work_time = 0.0
+        self.eval_time = 0.0
+        self.evals_done = 0
+        self.eval_text = ""
+        self.drawn = False
+
+    def update(self, event: protocol.ProgressLine) -> None:
+        with self.lock:
+            now = self.clock()
+            spent, self.last_event = now - self.last_event, now
+            if event.kind == "eval":
+                self.eval_time += spent
+                self.evals_done += 1
+                if event.labelled:
+                    assert event.correct is not None
+                    self.eval_text = (f"eval {100 * event.correct / event.labelled:.1f}% "
+                                      f"({event.correct}/{event.labelled} @{event.done})")
+            else:
+                self.work_time += spent
+                self.done = event.done
+                if event.loss is not None:
+                    self.losses.append(event.loss)
+            finished = self.done >= self.total and self.evals_done >= len(self.eval_steps)
+            interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
+            if finished or event.kind == "eval" or self.last_draw is None or now - self.last_draw >= interval:
+                self.draw(now)
+
+    def tick(self) -> None:
+        """Redraw on a terminal if nothing was drawn for a second (the run is busy, e.g. evaluating)."""
+        with self.lock:
+            now = self.clock()
+            if self.tty and now - (self.start if self.last_draw is None else self.last_draw) >= 1.0:
+                self.draw(now)
+
+    def evaluating(self) -> bool:
+        """Whether the run is in an evaluation pass now (the next line it prints is the pass's)."""
+        return self.evals_done < len(self.eval_steps) and self.eval_steps[self.evals_done] == self.done
+
+    def eta(self) -> float | None:
+        remaining = 0.0
+        if self.done < self.total:
+            if self.done == 0:
+                return None
+            remaining += self.work_time / self.done * (self.total - self.done)
+        if self.evals_done < len(self.eval_steps):
+            if self.evals_done == 0:
+                return None
+            remaining += self.eval_time / self.evals_done * (len(self.eval_steps) - self.evals_done)
+        return remaining
+
+    def text(self, now: float) -> str:
+        fraction = self.done / self.total if self.total else 1.0
+        filled = int(self.WIDTH * fraction)
+        parts = [f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {self.unit} {self.done}/{self.total}"]
+        if self.losses:
+            parts.append(f"loss {sum(self.losses) / len(self.losses):.4f}")
+        if self.eval_text:
+            parts.append(self.eval_text)
+        if self.evaluating():
+            parts.append(f"evaluating ({self.evals_done + 1}/{len(self.eval_steps)})")
+        eta = self.eta()
+        if eta is not None:  # counting down between progress lines
+            eta = max(0.0, eta - (now - self.last_event))
+        parts.append(f"elapsed {format_duration(now - self.start)}")
+        parts.append(f"ETA {'?' if eta is None else format_duration(eta)}")
+        return "  ".join(parts)
+
+    def draw(self, now: float) -> None:
+        line = f"qtrain-run: {self.text(now)}"
+        if self.tty:
+            self.stream.write(f"\r{line}\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.drawn = True
+        self.last_draw = now
+
+    def close(self) -> None:
+        """Draw the final state and end the line (before any other message goes to the stream)."""
+        with self.lock:
+            if self.last_draw is not None and self.last_event > self.last_draw:
+                self.draw(self.last_event)
+            if self.tty and self.drawn:
+                self.stream.write("\n")
+                self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Console:
+    """What the firmware printed: progress messages and every other line."""
+
+    progress: list[protocol.ProgressLine]
+    messages: list[str]
+
+
+def firmware_command(firmware: Path, args: Sequence[str]) -> list[str]:
+    if build.elf_machine(firmware) == build.EM_ARM:
+        return build.qemu_command(firmware.resolve(), args)
+    return [str(firmware.resolve()), *args]
+
+
+def run(firmware: Path, request: bytes, timeout: float, expected: str,
+        progress: ProgressBar | None = None) -> tuple[protocol.HarnessResult, Console]:
+    """Run `firmware` on `request`, reading its console while it runs (progress lines go to
+    `progress`); `expected` ("3 steps", "10 images") is only for messages."""
+    console = Console([], [])
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            event = protocol.parse_progress(line)
+            if event is None:
+                if line.strip():
+                    console.messages.append(line.rstrip("\r\n"))
+                continue
+            console.progress.append(event)
+            if progress is not None:
+                progress.update(event)
+
     with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
         (Path(tmp) / "in.bin").write_bytes(request)
         result_path = Path(tmp) / "out.bin"
+        command = firmware_command(firmware, ["in.bin", "out.bin"])
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, errors="replace", cwd=tmp)
+        assert process.stderr is not None
+        reader = threading.Thread(target=read, args=(process.stderr,), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
         try:
-            process = build.run_firmware(firmware, ["in.bin", "out.bin"], timeout=timeout, cwd=tmp)
+            while True:
+                try:
+                    returncode = process.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise
+                    if progress is not None:
+                        progress.tick()
         except subprocess.TimeoutExpired as e:
+            process.kill()
+            process.wait()
+            reader.join()
+            if progress is not None:
+                progress.close()
             done = ""
             try:
                 done = f" ({protocol.decode_result(result_path.read_bytes()).records} of {expected} done)"
             except (OSError, protocol.ProtocolError):
                 pass
             raise RunFailed(f"{firmware.name} timed out after {timeout:g} s{done}") from e
-        messages = [line for line in process.stderr.splitlines() if line.strip()]
-        if process.returncode != 0:
-            why = messages[-1] if messages else "no message"
-            error = UserError if process.returncode == 2 else RunFailed
-            raise error(f"{firmware.name} failed with status {process.returncode}: {why}")
+        finally:
+            if process.poll() is None:  # KeyboardInterrupt while waiting
+                process.kill()
+                process.wait()
+        reader.join()
+        process.stderr.close()
+        if progress is not None:
+            progress.close()
+        if returncode != 0:
+            why = console.messages[-1] if console.messages else "no message"
+            if returncode == 2 and why == OLD_HARNESS_MESSAGE and not console.progress:
+                why += f" (built before protocol version {protocol.VERSION}? rebuild it with qtrain-compile)"
+            error = UserError if returncode == 2 else RunFailed
+            raise error(f"{firmware.name} failed with status {returncode}: {why}")
         if not result_path.exists():
             raise RunFailed(f"{firmware.name} exited without writing its results")
         result = protocol.decode_result(result_path.read_bytes())
     if not result.complete:
         raise RunFailed(f"{firmware.name} stopped after {result.records} of {expected} without completing its "
                         f"results")
-    return result
+    return result, console
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """The evaluation set of a train + evaluate run and what the passes found."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    name: str
+
+    def accuracies(self, result: protocol.HarnessResult) -> np.ndarray | None:
+        """float64 [passes]: the share of evaluation images whose argmax equals the label."""
+        if self.labels is None or result.eval_logits is None:
+            return None
+        return np.mean(np.argmax(result.eval_logits, axis=2) == self.labels[None, :], axis=1)
 
 
 def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels: np.ndarray,
-            have_labels: bool) -> dict[str, Any]:
+            have_labels: bool, evaluation: Evaluation | None = None) -> dict[str, Any]:
     """The --json object (DESIGN.md "Command-line conventions") plus a few more details."""
     counts = [int(c) for c in result.counts]
-    train = result.mode == protocol.MODE_TRAIN
+    train = result.mode != protocol.MODE_INFER
     static_sram = result.memory["peak_sram_bytes"]
     flash = build.memory_usage(firmware).flash_bytes if target == "qemu" else None
     out: dict[str, Any] = {
@@ -181,13 +466,25 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
     elif have_labels:
         assert result.logits is not None
         out["accuracy"] = float(np.mean(np.argmax(result.logits, axis=1) == labels))
+    if evaluation is not None:
+        assert result.eval_steps is not None and result.eval_counts is not None
+        accuracies = evaluation.accuracies(result)
+        out["eval_images"] = result.num_eval
+        out["eval_accuracy_before"] = None if accuracies is None else float(accuracies[0])
+        out["eval_accuracy_after"] = None if accuracies is None else float(accuracies[-1])
+        out["eval_accuracy_curve"] = None if accuracies is None or not result.eval_every else \
+            [[int(s), float(a)] for s, a in zip(result.eval_steps, accuracies, strict=True)]
+        key = "instructions" if result.counter_kind == "instructions" else "host_ns"
+        if result.counter_kind in ("instructions", "host_ns"):
+            out[f"eval_{key}_per_image"] = float(np.mean(result.eval_counts))
     return out
 
 
-def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np.ndarray, have_labels: bool) -> None:
+def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np.ndarray, have_labels: bool,
+                evaluation: Evaluation | None = None) -> None:
     unit = {"instructions": "instructions", "host_ns": "host ns", "cycles": "cycles"}.get(result.counter_kind or "",
                                                                                           "count")
-    if result.mode == protocol.MODE_TRAIN:
+    if result.mode != protocol.MODE_INFER:
         assert result.loss is not None and result.labels is not None
         print(f"{'step':>6} {'label':>6} {'loss':>12} {unit:>14}")
         for i, (loss, label, count) in enumerate(zip(result.loss, result.labels, result.counts, strict=True)):
@@ -204,8 +501,25 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
             correct = int(np.sum(predicted == labels))
             print(f"accuracy: {correct}/{result.records} ({100 * correct / result.records:.1f}%)")
     if result.records:
-        print(f"mean {unit} per {'step' if result.mode == protocol.MODE_TRAIN else 'image'}: "
+        print(f"mean {unit} per {'step' if result.mode != protocol.MODE_INFER else 'image'}: "
               f"{float(np.mean(result.counts)):.0f} ({info['macs_per_step']} MACs)")
+    if evaluation is not None:
+        assert result.eval_logits is not None and result.eval_steps is not None and result.eval_counts is not None
+        print(f"evaluation: {result.num_eval} images from {evaluation.name}, {len(result.eval_steps)} passes, "
+              f"mean {unit} per image {float(np.mean(result.eval_counts)):.0f} ({result.macs_per_infer} MACs)")
+        accuracies = evaluation.accuracies(result)
+        if accuracies is None:
+            print("eval accuracy: no labels")
+        else:
+            m = result.num_eval
+            for name, index in (("before", 0), ("after", -1)):
+                correct = round(float(accuracies[index]) * m)
+                print(f"eval accuracy {name}: {correct}/{m} ({100 * accuracies[index]:.1f}%)"
+                      f"{' at step ' + str(int(result.eval_steps[index])) if name == 'after' else ''}")
+            if result.eval_every:
+                print(f"{'step':>6} {'eval accuracy':>14}")
+                for step, accuracy in zip(result.eval_steps, accuracies, strict=True):
+                    print(f"{int(step):>6} {100 * accuracy:>13.1f}%")
     if info["stack_bytes"] is not None:
         print(f"SRAM: {info['sram_bytes']} bytes = static {info['static_sram_bytes']} + stack {info['stack_bytes']} "
               f"(of {info['stack_reserved_bytes']} reserved)")
@@ -213,9 +527,9 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
         print(f"Flash: {info['flash_bytes']} bytes")
 
 
-def save_npz(path: Path, result: protocol.HarnessResult) -> None:
+def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> None:
     arrays: dict[str, np.ndarray] = {}
-    if result.mode == protocol.MODE_TRAIN:
+    if result.mode != protocol.MODE_INFER:
         assert result.loss is not None
         arrays["loss"] = result.loss
         arrays.update({f"param/{name}": value for name, value in result.params.items()})
@@ -226,16 +540,46 @@ def save_npz(path: Path, result: protocol.HarnessResult) -> None:
     key = {"instructions": "instructions", "host_ns": "host_ns", "cycles": "cycles"}.get(result.counter_kind or "")
     if key:
         arrays[key] = result.counts
+    if evaluation is not None:
+        assert result.eval_logits is not None and result.eval_output_q is not None
+        assert result.eval_counts is not None and result.eval_steps is not None
+        arrays["eval_logits_before"] = result.eval_logits[0]
+        arrays["eval_output_q_before"] = result.eval_output_q[0]
+        arrays["eval_logits_after"] = result.eval_logits[-1]
+        arrays["eval_output_q_after"] = result.eval_output_q[-1]
+        if key:
+            arrays[f"eval_{key}"] = result.eval_counts
+        accuracies = evaluation.accuracies(result)
+        if accuracies is not None and result.eval_every:
+            arrays["eval_accuracy_curve"] = np.stack([result.eval_steps.astype(np.float64), accuracies], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
+                 interface: tuple[tuple[int, int, int], int] | None) -> None:
+    if interface is None:
+        return
+    shape, classes = interface
+    if tuple(images.shape[1:]) != shape:
+        raise UserError(f"{what}: images are {list(images.shape[1:])} but the model takes int8 NHWC {list(shape)}")
+    if labels is not None and (labels.min() < 0 or labels.max() >= classes):
+        raise UserError(f"{what}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
 
 
 def run_main(args: argparse.Namespace) -> int:
     firmware: Path = args.firmware
     target = check_firmware(firmware)
-    entry = args.entry or ("train_step" if args.steps is not None else "forward")
+    train_default = args.steps is not None or args.eval is not None
+    entry = args.entry or ("train_step" if train_default else "forward")
     if args.steps is not None and entry != "train_step":
         raise UserError("--steps applies to --entry train_step")
+    if args.eval is not None and entry != "train_step":
+        raise UserError("--eval applies to training (--entry train_step): it evaluates before and after the steps")
+    if args.eval_every is not None and args.eval is None:
+        raise UserError("--eval-every needs --eval EVAL.npz (the images to evaluate on)")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise UserError(f"--eval-every must be >= 1, got {args.eval_every}")
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
     if args.timeout <= 0:
@@ -245,40 +589,55 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
     images, labels, have_labels = load_inputs(inputs, entry)
     interface = model_interface(firmware)
-    if interface is not None:
-        shape, classes = interface
-        if tuple(images.shape[1:]) != shape:
-            raise UserError(f"{inputs}: images are {list(images.shape[1:])} but the model takes int8 NHWC "
-                            f"{list(shape)}")
-        if entry == "train_step" and have_labels and (labels.min() < 0 or labels.max() >= classes):
-            raise UserError(f"{inputs}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
-    mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
+    check_images(images, labels if entry == "train_step" and have_labels else None, str(inputs), interface)
+    evaluation: Evaluation | None = None
+    if args.eval is not None:
+        eval_images, eval_labels, name = load_eval(args.eval, inputs)
+        check_images(eval_images, eval_labels, name, interface)
+        if tuple(eval_images.shape[1:]) != tuple(images.shape[1:]):
+            raise UserError(f"{name}: evaluation images are {list(eval_images.shape[1:])} but the training images "
+                            f"{list(images.shape[1:])}")
+        if args.eval_every is not None and eval_labels is None:
+            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
+        evaluation = Evaluation(eval_images, eval_labels, name)
     steps = len(images) if args.steps is None else args.steps
-    request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
-    expected = f"{steps} steps" if mode == protocol.MODE_TRAIN else f"{len(images)} images"
-    result = run(firmware, request, args.timeout, expected)
-    info = summary(result, target, firmware, labels, have_labels)
+    if evaluation is not None:
+        mode = protocol.MODE_TRAIN_EVAL
+        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
+                                          eval_labels=evaluation.labels, eval_every=args.eval_every or 0)
+    else:
+        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
+        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
+    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    bar: ProgressBar | None = None
+    if show:
+        passes = list(protocol.eval_schedule(steps, args.eval_every or 0)) if evaluation is not None else []
+        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
+        bar = ProgressBar(sys.stderr, sys.stderr.isatty(), total, unit, passes)
+    result, _ = run(firmware, request, args.timeout, expected, bar)
+    info = summary(result, target, firmware, labels, have_labels, evaluation)
     if args.output:
-        save_npz(args.output, result)
+        save_npz(args.output, result, evaluation)
     if args.json:
         print(json.dumps(info))
     else:
-        print_table(result, info, labels, have_labels)
+        print_table(result, info, labels, have_labels, evaluation)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(args_list)
+    debug = "--debug" in args_list
     try:
-        sys.exit(run_main(args))
+        sys.exit(run_main(parse_args(args_list)))
     except (UserError, build.ToolNotFoundError, protocol.ProtocolError, OSError) as e:
-        if args.debug:
+        if debug:
             raise
         print(f"qtrain-run: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT if not isinstance(e, protocol.ProtocolError) else EXIT_FAILED)
     except RunFailed as e:
-        if args.debug:
+        if debug:
             raise
         print(f"qtrain-run: error: {e}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
