@@ -1,0 +1,371 @@
+"""Sparse-update scheme search: candidate encoding, evolutionary search, contribution analysis, the CLI.
+
+Most tests use the 3-conv tiny model (test/lit/Inputs/tiny_model.mlir): its whole search space (256
+candidates) can be planned, so the search is checked against the exhaustive optimum. The digits task
+(examples/digits/make_task.py) is checked for what the project relies on: the split, the quantization
+and the domain shift.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from testpaths import LIT_INPUTS, REPO
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+
+from qtrain.lowering.interpreter import load_module
+from qtrain.tools.qtrain_search_scheme import main as search_main
+from qtrain.transforms.autodiff import AutodiffPass
+from qtrain.transforms.scheme_search import (
+    RATIOS,
+    Candidate,
+    EvolutionSettings,
+    FineTuneRecipe,
+    InfeasibleBudgetError,
+    MemoryPlanner,
+    backbone_convs,
+    bias_only,
+    budget_key,
+    canonical,
+    classifier_only,
+    contribution_analysis,
+    evolutionary_search,
+    fine_tune_accuracy,
+    last_k,
+    planned_peak_sram,
+    split_validation,
+    write_schemes_json,
+)
+from qtrain.transforms.schemes import network_layers, parse_scheme
+
+TINY = LIT_INPUTS / "tiny_model.mlir"
+
+
+@cache
+def tiny_text() -> str:
+    return TINY.read_text()
+
+
+def tiny() -> ModuleOp:
+    return load_module(tiny_text())
+
+
+def all_candidates(module: ModuleOp) -> list[Candidate]:
+    convs = backbone_convs(module)
+    return [Candidate(k, ratios) for k in range(len(convs) + 1)
+            for ratios in itertools.product(*(c.ratio_options() for c in convs))]
+
+
+def synthetic_gain(seed: int):  # noqa: ANN201 (Candidate -> float)
+    """An additive objective like the analysis's: a bias gain per k and a gain per (layer, ratio), some < 0."""
+    rng = random.Random(seed)
+    bias = [0.0] + [rng.uniform(-0.05, 0.1) for _ in range(8)]
+    weight = {(i, r): rng.uniform(-0.05, 0.2) for i in range(8) for r in RATIOS}
+
+    def gain(c: Candidate) -> float:
+        return bias[c.n_bias_update] + sum(weight[i, r] for i, r in enumerate(c.weight_ratios) if r > 0)
+
+    return gain
+
+
+def tiny_task(n: int = 24, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(-128, 128, size=(n, 8, 8, 3), dtype=np.int8), rng.integers(0, 3, size=n)
+
+
+# -- candidates in the schemes.json format ----------------------------------------------------------------
+
+
+def test_candidate_round_trips_through_parse_scheme(tmp_path: Path) -> None:
+    """A candidate written by write_schemes_json loads through FILE.json#MODEL/BUDGET and resolves to the
+    trainable set it stands for; its channel counts are the ones the sparse-update pass uses."""
+    module = tiny()
+    train = module.clone()
+    AutodiffPass().apply(Context(), train)
+    step = next(o for o in train.ops if isinstance(o, func.FuncOp) and o.sym_name.data == "train_step")
+    layers = network_layers(step)
+    convs = backbone_convs(module)
+    n = len(convs)
+    assert n == 3 and [c.in_channels for c in convs] == [3, 4, 4] and convs[1].depthwise
+    path = tmp_path / "scheme.json"
+    rng = random.Random(0)
+    candidates = [classifier_only(n), bias_only(n), *(last_k(k, n) for k in range(1, n + 2))]
+    candidates += rng.sample(all_candidates(module), 12)
+    for budget, c in enumerate(candidates, start=1):
+        spec = write_schemes_json(path, "tiny", budget, c)
+        assert spec == f"{path}#tiny/{budget}kb"
+        scheme = parse_scheme(spec)
+        assert scheme.kind == "per-layer" and scheme.n_bias_update == c.n_bias_update
+        assert {i: r for i, r in scheme.weight_ratios.items() if r > 0} == {
+            i: r for i, r in enumerate(c.weight_ratios) if r > 0}
+        assert Candidate.from_entry(json.loads(path.read_text())["tiny"][f"{budget}kb"], n) == c
+        resolved = scheme.resolve(layers)
+        expected: dict[str, tuple[str, tuple[int, int] | None]] = {
+            "conv3.weight": ("weight", None), "conv3.bias": ("bias", None)}
+        for i in range(n - c.n_bias_update, n):
+            expected[f"conv{i}.bias"] = ("bias", None)
+        for i, r in enumerate(c.weight_ratios):
+            if r > 0:
+                k = convs[i].channels(r)
+                expected[f"conv{i}.weight"] = ("weight", None if k == convs[i].in_channels else (0, k))
+        assert {name: (t.kind, t.channels) for name, t in resolved.items()} == expected
+    # every budget written so far is still in the file (the file is added to, not overwritten)
+    data = json.loads(path.read_text())
+    assert len(data["tiny"]) == len(candidates) and "_about" in data
+    # named schemes and their per-layer forms train the same tensors
+    for named, c in [("bias-only", bias_only(n)), *((f"last-k={k}", last_k(k, n)) for k in range(1, n + 2))]:
+        spec = write_schemes_json(path, "tiny", 99, c)
+        assert parse_scheme(named).resolve(layers).keys() == parse_scheme(spec).resolve(layers).keys(), named
+
+
+def test_ratio_options_merge_equal_channel_counts() -> None:
+    convs = backbone_convs(tiny())
+    assert convs[0].ratio_options() == (0.0, 0.25, 0.5, 1.0)  # 3 channels: 1/8 and 1/4 both give 1
+    assert convs[0].canonical_ratio(0.125) == 0.25
+    c = Candidate(1, (0.125, 1.0, 0.0))
+    assert canonical(c, convs) == Candidate(1, (0.25, 1.0, 0.0))
+    planner = MemoryPlanner(tiny())
+    assert planner.peak_sram_bytes(c) == planner.peak_sram_bytes(canonical(c, convs))
+
+
+# -- evolutionary search ----------------------------------------------------------------------------------
+
+
+@cache
+def tiny_memory() -> dict[Candidate, int]:
+    """Planned peak SRAM of every candidate of the tiny model (the exhaustive reference)."""
+    planner = MemoryPlanner(tiny())
+    return {c: planner.peak_sram_bytes(c) for c in all_candidates(planner.module)}
+
+
+@pytest.mark.parametrize("budget_fraction", [0.0, 0.3, 0.6, 1.0])
+def test_search_respects_the_budget_and_finds_the_optimum(budget_fraction: float, tmp_path: Path) -> None:
+    module = tiny()
+    memory = tiny_memory()
+    low, high = min(memory.values()), max(memory.values())
+    budget = int(low + budget_fraction * (high - low))
+    gain = synthetic_gain(1)
+    planner = MemoryPlanner(module)
+    result = evolutionary_search(planner.convs, gain, planner.peak_sram_bytes, budget,
+                                 EvolutionSettings(population=12, generations=10, seed=0), progress=False)
+    # re-planned from scratch through the written schemes.json entry
+    spec = write_schemes_json(tmp_path / "s.json", "tiny", budget / 1024, result.candidate)
+    assert planned_peak_sram(module, spec) == result.peak_sram_bytes <= budget
+    assert result.minimum_bytes == memory[classifier_only(3)] == low
+    best = max(gain(c) for c, m in memory.items() if m <= budget)
+    assert result.gain == pytest.approx(best)
+    assert result.best_per_generation == sorted(result.best_per_generation)
+
+
+def test_search_raises_for_an_infeasible_budget() -> None:
+    planner = MemoryPlanner(tiny())
+    minimum = planner.peak_sram_bytes(classifier_only(3))
+    with pytest.raises(InfeasibleBudgetError, match=f"needs {minimum} bytes") as info:
+        evolutionary_search(planner.convs, synthetic_gain(0), planner.peak_sram_bytes, minimum - 1, progress=False)
+    assert info.value.minimum_bytes == minimum
+
+
+def test_search_is_deterministic_for_a_seed() -> None:
+    memory = tiny_memory()
+    budget = int(np.median(list(memory.values())))
+    convs = backbone_convs(tiny())
+    gain = synthetic_gain(4)
+
+    def search() -> tuple[object, ...]:
+        planned: list[Candidate] = []
+
+        def mem(c: Candidate) -> int:
+            planned.append(c)
+            return memory[canonical(c, convs)]
+
+        # a gain with many ties, so tie-breaking and the random stream both matter
+        result = evolutionary_search(convs, lambda c: round(gain(c), 1), mem, budget,
+                                     EvolutionSettings(population=8, generations=6, seed=7), progress=False)
+        return result.candidate, result.gain, result.best_per_generation, planned
+
+    assert search() == search()
+
+
+# -- contribution analysis --------------------------------------------------------------------------------
+
+
+def test_contribution_analysis_measures_every_layer_and_ratio(tmp_path: Path) -> None:
+    module = tiny()
+    images, labels = tiny_task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    assert len(val_idx) == 6 and not set(fit_idx) & set(val_idx) and len(fit_idx) + len(val_idx) == 24
+    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
+    recipe = FineTuneRecipe(steps=6, lr=0.05, bias_lr=0.05)
+    cache_file = tmp_path / "cache.json"
+    analysis = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, cache_path=cache_file,
+                                     progress=False)
+    convs = backbone_convs(module)
+    assert len(analysis.bias_accuracy) == len(convs) + 1
+    assert set(analysis.weight_accuracy) == {0, 1, 2}
+    for i, by_ratio in analysis.weight_accuracy.items():
+        assert set(by_ratio) == set(RATIOS)
+        for r in RATIOS:
+            assert 0.0 <= by_ratio[r] <= 1.0
+            assert analysis.weight_gain(i, r) == pytest.approx(by_ratio[r] - analysis.bias_only)
+    # distinct trainable sets: 4 bias settings + 3 layers x their distinct ratios (3 each), 2 repeats
+    assert analysis.runs == 2 * (4 + 9)
+    assert analysis.bias_gain(0) == 0.0
+    assert analysis.gain(bias_only(3)) == pytest.approx(analysis.bias_only - analysis.classifier_only)
+    c = Candidate(2, (0.0, 0.5, 1.0))
+    assert analysis.gain(c) == pytest.approx(analysis.bias_gain(2) + analysis.weight_gain(1, 0.5)
+                                             + analysis.weight_gain(2, 1.0))
+    # one measurement equals a direct fine-tuning run of the same scheme (mean of the 2 repeats)
+    direct = [fine_tune_accuracy(module, "bias-only", recipe, fit, val, (5, r)) for r in range(2)]
+    assert analysis.bias_only == pytest.approx(np.mean(direct))
+    # cached: no new run, same numbers; in a process pool: same numbers
+    again = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, cache_path=cache_file,
+                                  progress=False)
+    assert again.runs == 0 and again.cached_runs == 26
+    assert again.as_json() == analysis.as_json()
+    pooled = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, jobs=2, progress=False)
+    assert pooled.runs == 26 and pooled.as_json() == analysis.as_json()
+
+
+# -- the digits task --------------------------------------------------------------------------------------
+
+
+def test_digits_task_is_inverted_quantized_and_split() -> None:
+    pytest.importorskip("sklearn", reason="the digits data set comes with scikit-learn")
+    sys.path.insert(0, str(REPO / "examples" / "digits"))
+    try:
+        import make_task  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(REPO / "examples" / "digits"))
+    from qtrain.frontends.onnx import input_quant, quantize_images
+    from qtrain.lowering.interpreter import run_forward
+
+    module = make_task.import_model()
+    task = make_task.build_task(module)
+    assert task["image"].dtype == task["test_image"].dtype == np.int8
+    assert task["image"].shape == (1297, 16, 16, 1) and task["test_image"].shape == (500, 16, 16, 1)
+    assert task["label"].shape == (1297,) and task["test_label"].shape == (500,)
+    q = input_quant(module)
+    assert task["input_q"].tolist() == [pytest.approx(q.scale), q.zp]
+    train_x, train_y, _, test_y = make_task._data().load_split()  # test = the images held out from pre-training
+    assert np.array_equal(task["label"], train_y) and np.array_equal(task["test_label"], test_y)
+    # inverted contrast: with scale 1/255 and zero point -128, code(1 - x) = -1 - code(x) up to rounding
+    assert q.zp == -128 and q.scale == pytest.approx(1 / 255)
+    upright = quantize_images(train_x, module).astype(int)
+    assert np.abs(task["image"].astype(int) + upright + 1).max() <= 1
+    assert np.mean(task["image"] == 127) > 0.4  # the blank background is now the brightest code
+    _, logits = run_forward(module, task["test_image"][:200])
+    assert np.mean(logits.argmax(1) == task["test_label"][:200]) < 0.35  # the shift breaks the model
+
+
+# -- the command line -------------------------------------------------------------------------------------
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        search_main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> tuple[Path, Path]:
+    model = tmp_path / "tiny.mlir"
+    model.write_text(tiny_text())
+    images, labels = tiny_task(16)
+    data = tmp_path / "task.npz"
+    np.savez(data, image=images, label=labels, input_q=np.array([0.0078125, 0.0]))
+    return model, data
+
+
+def test_cli_writes_a_scheme_every_tool_can_load(tiny_files: tuple[Path, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = tiny_files
+    out = tmp_path / "scheme.json"
+    budget_kb = (tiny_memory()[classifier_only(3)] + 1024) / 1024
+    common = ["--data", data, "-o", out, "--steps", "4", "--repeats", "1", "--population", "6",
+              "--generations", "3", "--quiet"]
+    code, stdout, err = run_cli([model, "--budget-kb", f"{budget_kb:.3f}", *common], capsys)
+    assert code == 0, err
+    assert "contribution analysis" in stdout and "chosen scheme" in stdout and err == ""
+    spec = f"{out}#tiny/{budget_key(float(f'{budget_kb:.3f}'))}"
+    assert planned_peak_sram(tiny(), spec) <= budget_kb * 1024
+    code, _, err = run_cli([model, "--budget-kb", "64", "--model-name", "other", *common], capsys)
+    assert code == 0, err
+    data_json = json.loads(out.read_text())
+    assert set(data_json) == {"_about", "_search", "tiny", "other"} and "64kb" in data_json["other"]
+    parse_scheme(f"{out}#other/64kb")
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tiny_files: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = tiny_files
+    out = tmp_path / "s.json"
+    minimum = tiny_memory()[classifier_only(3)]
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    no_label = tmp_path / "no_label.npz"
+    np.savez(no_label, image=np.zeros((4, 8, 8, 3), np.int8))
+    wrong_shape = tmp_path / "wrong_shape.npz"
+    np.savez(wrong_shape, image=np.zeros((4, 8, 8, 1), np.int8), label=np.zeros(4, int))
+    wrong_quant = tmp_path / "wrong_quant.npz"
+    np.savez(wrong_quant, image=np.zeros((4, 8, 8, 3), np.int8), label=np.zeros(4, int), input_q=[0.5, 3])
+    cases = [
+        ([model, "--data", data, "--budget-kb", "0.5"], f"needs {minimum} bytes"),
+        ([tmp_path / "missing.mlir", "--data", data, "--budget-kb", "64"], "no such model file"),
+        ([model, "--data", tmp_path / "missing.npz", "--budget-kb", "64"], "no such task file"),
+        ([model, "--data", garbage, "--budget-kb", "64"], "is not a valid .npz file"),
+        ([model, "--data", no_label, "--budget-kb", "64"], "has no 'label' array"),
+        ([model, "--data", wrong_shape, "--budget-kb", "64"], "must be int8 NHWC [N, 8, 8, 3]"),
+        ([model, "--data", wrong_quant, "--budget-kb", "64"], "quantized with scale 0.5"),
+        ([model, "--data", data, "--budget-kb", "64", "--steps", "-1"], "--steps must be at least 0"),
+        ([model, "--data", data], "the following arguments are required: --budget-kb"),
+    ]
+    for args, message in cases:
+        code, stdout, err = run_cli([*args, "-o", out, "--quiet"], capsys)
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and err.startswith("qtrain-search-scheme: error: ") and message in err, err
+        assert "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(InfeasibleBudgetError):
+        search_main([str(model), "--data", str(data), "--budget-kb", "0.5", "-o", str(out), "--debug"])
+
+
+def test_task_images_may_be_float_nchw(tmp_path: Path) -> None:
+    from qtrain.frontends.onnx import quantize_images
+    from qtrain.tools.qtrain_search_scheme import load_task
+
+    module = tiny()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, size=(5, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", image=images, label=np.arange(5) % 3)
+    got, labels = load_task(tmp_path / "f.npz", module)
+    assert got.dtype == np.int8 and np.array_equal(got, quantize_images(images, module))
+    assert labels.tolist() == [0, 1, 2, 0, 1]
+    np.savez(tmp_path / "bad_label.npz", image=images, label=np.arange(5))
+    with pytest.raises(ValueError, match="labels must be within 0..2"):
+        load_task(tmp_path / "bad_label.npz", module)
+
+
+def test_console_script_infeasible_budget_names_the_minimum(tiny_files: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = tiny_files
+    minimum = tiny_memory()[classifier_only(3)]
+    proc = subprocess.run([sys.executable, "-m", "qtrain.tools.qtrain_search_scheme", model, "--data", data,
+                           "--budget-kb", "0.5", "-o", tmp_path / "s.json"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"qtrain-search-scheme: error: budget of 0.5 KB is infeasible: the smallest scheme (classifier only) "
+        f"needs {minimum} bytes ({minimum / 1024:.1f} KB) of SRAM; use --budget-kb {-(-minimum // 1024)} or more"
+    )

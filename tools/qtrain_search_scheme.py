@@ -1,0 +1,237 @@
+"""`qtrain-search-scheme`: find a sparse-update scheme for a task under an SRAM budget (MCUNetV3 §3.2).
+
+    qtrain-search-scheme MODEL(.onnx|.pkl|.mlir) --data TASK.npz --budget-kb B -o scheme.json
+                         [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--repeats 3]
+                         [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
+                         [--layers I,J,...] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
+                         [--num-classes 10] [--weight-storage f32|i8] [--no-reorder] [--quiet] [--debug]
+
+1. Contribution analysis: short fine-tuning runs of the int8 training graph in the interpreter on the
+   task's training split (`image`, `label`), scored on a validation split carved from it (`--val-fraction`,
+   seeded; `test_image`/`test_label` are never read): the gain of the biases of the last k layers over
+   the classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
+   bias-only. `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
+2. Evolutionary search: the scheme with the largest summed gain whose planned peak SRAM (the real
+   pipeline: autodiff, sparse-update, dead-gradient-elim, reorder, plan-memory) fits `--budget-kb`.
+3. Writes (or adds to) scheme.json in the schemes.json format, `{MODEL: {"<B>kb": {...}}}`, so
+   `scheme.json#MODEL/<B>kb` works as `--scheme` on every command line; prints the analysis and the choice.
+
+TASK.npz: `image` int8 NHWC quantized with the model's input parameters (or float NCHW, quantized here),
+`label` int [N]; an optional `input_q` [scale, zero_point] is checked against the model (see
+examples/digits/make_task.py). Train the result with the same `--lr`/`--bias-lr` it was searched with.
+Exit codes: 0 ok, 2 bad input or an infeasible budget (one line on stderr; --debug for a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+
+class TaskError(ValueError):
+    """The task npz is missing, unreadable, or does not match the model."""
+
+
+def load_task(path: Path, module: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 NHWC images, int64 labels) of TASK.npz's training split, checked against `module`'s @forward."""
+    from xdsl.dialects.builtin import TensorType, f32, i8
+
+    from qtrain.frontends.onnx import input_quant, quantize_images
+    from qtrain.transforms.scheme_search import forward_function
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise TaskError(f"no such task file: {path}") from None
+    except IsADirectoryError:
+        raise TaskError(f"cannot read {path}: is a directory") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise TaskError(f"{path} is not a valid .npz file ({str(e).strip() or type(e).__name__})") from None
+    for key in ("image", "label"):
+        if key not in arrays:
+            raise TaskError(f"{path} has no '{key}' array (keys present: {', '.join(sorted(arrays)) or 'none'})")
+    images, labels = np.asarray(arrays["image"]), np.asarray(arrays["label"])
+    forward = forward_function(module)
+    arg = forward.function_type.inputs.data[0]
+    out = forward.function_type.outputs.data[0]
+    if not isinstance(arg, TensorType) or arg.element_type not in (i8, f32):
+        raise TaskError(f"@forward takes {arg}, expected an int8 NHWC image")
+    _, h, w, c = arg.get_shape()
+    if images.dtype == np.int8:
+        if images.ndim != 4 or images.shape[1:] != (h, w, c):
+            raise TaskError(f"{path}: image must be int8 NHWC [N, {h}, {w}, {c}], got {list(images.shape)}")
+        if "input_q" in arrays:
+            q = input_quant(module)
+            scale, zp = (float(v) for v in np.asarray(arrays["input_q"]).reshape(-1)[:2])
+            if not np.isclose(scale, q.scale, rtol=1e-6) or int(round(zp)) != q.zp:
+                raise TaskError(
+                    f"{path}: images were quantized with scale {scale:.9g} zero point {zp:g} but the model's input "
+                    f"is scale {q.scale:.9g} zero point {q.zp} (import the model with the same calibration)"
+                )
+    elif np.issubdtype(images.dtype, np.floating):
+        if images.ndim != 4 or images.shape[1:] != (c, h, w):
+            raise TaskError(f"{path}: float image must be NCHW [N, {c}, {h}, {w}], got {list(images.shape)}")
+        images = quantize_images(images, module)
+    else:
+        raise TaskError(f"{path}: image must be int8 NHWC or float NCHW, got {images.dtype}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
+        raise TaskError(f"{path}: label must be integers of shape [{len(images)}], got {labels.dtype} "
+                        f"{list(labels.shape)}")
+    classes = int(np.prod(out.get_shape())) if isinstance(out, TensorType) else 0
+    if len(labels) and (labels.min() < 0 or (classes and labels.max() >= classes)):
+        raise TaskError(f"{path}: labels must be within 0..{classes - 1} (the model has {classes} outputs)")
+    if len(images) < 2:
+        raise TaskError(f"{path}: {len(images)} training image(s); the search needs at least 2")
+    return images, labels.astype(np.int64)
+
+
+def load_model(path: Path, num_classes: int, calibration: Path | None) -> Any:
+    from qtrain.tools.qtrain_compile import load_any
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no such model file: {path}")
+    module = load_any(path, num_classes, calibration)
+    if any(getattr(o, "sym_name", None) is not None and o.sym_name.data == "train_step" for o in module.ops):
+        raise ValueError(f"{path}: already has @train_step; give the forward-only model")
+    return module
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--layers: expected comma-separated layer indexes, got '{text}'") from None
+
+
+def search(args: argparse.Namespace) -> dict[str, Any]:
+    from qtrain.transforms.scheme_search import (
+        EvolutionSettings,
+        FineTuneRecipe,
+        InfeasibleBudgetError,
+        MemoryPlanner,
+        SearchError,
+        classifier_only,
+        contribution_analysis,
+        evolutionary_search,
+        format_analysis,
+        format_choice,
+        format_kb,
+        split_validation,
+        write_schemes_json,
+    )
+
+    if args.budget_kb <= 0:
+        raise SearchError(f"--budget-kb must be positive, got {args.budget_kb:g}")
+    for name in ("steps", "repeats", "population", "generations", "jobs"):
+        if getattr(args, name) < (0 if name == "steps" else 1):
+            raise SearchError(f"--{name} must be at least {0 if name == 'steps' else 1}, got {getattr(args, name)}")
+    module = load_model(args.model, args.num_classes, args.calibration)
+    layers = parse_layers(args.layers)
+    budget_bytes = int(args.budget_kb * 1024)
+    planner = MemoryPlanner(module, reorder=not args.no_reorder, weight_storage=args.weight_storage)
+    # Check the budget before spending minutes on fine-tuning runs.
+    minimum = planner.peak_sram_bytes(classifier_only(len(planner.convs)))
+    if minimum > budget_bytes:
+        raise InfeasibleBudgetError(budget_bytes, minimum)
+    images, labels = load_task(args.data, module)
+    fit_idx, val_idx = split_validation(len(images), args.val_fraction, args.seed)
+    recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr, weight_storage=args.weight_storage)
+    progress = not args.quiet
+    analysis = contribution_analysis(
+        module, (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx]), recipe=recipe,
+        repeats=args.repeats, seed=args.seed, layers=layers, jobs=args.jobs, cache_path=args.cache,
+        progress=progress,
+    )
+    print(format_analysis(analysis))
+    print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.1f} s, {analysis.cached_runs} from the cache)")
+    settings = EvolutionSettings(population=args.population, generations=args.generations, seed=args.seed)
+    result = evolutionary_search(
+        planner.convs, analysis.gain, planner.peak_sram_bytes, budget_bytes, settings,
+        searchable=list(analysis.weight_accuracy), progress=progress,
+    )
+    print(format_choice(result, analysis, planner.convs))
+    model_name = args.model_name or args.model.stem
+    record = {
+        "budget_bytes": budget_bytes,
+        "peak_sram_bytes": result.peak_sram_bytes,
+        "predicted_gain": result.gain,
+        "contribution": analysis.as_json(),
+        "evolution": asdict(settings),
+        "reorder": not args.no_reorder,
+        "data": str(args.data),
+    }
+    spec = write_schemes_json(args.output, model_name, args.budget_kb, result.candidate, record)
+    print(f"wrote {spec}  ({format_kb(result.peak_sram_bytes)} of {format_kb(budget_bytes)}; train it with "
+          f"--lr {args.lr:g}{f' --bias-lr {args.bias_lr:g}' if args.bias_lr is not None else ''})")
+    return {"scheme": spec, **result.candidate.entry(), "peak_sram_bytes": result.peak_sram_bytes,
+            "predicted_gain": result.gain}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Usage errors in the project's form: one line on stderr, exit status 2."""
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qtrain.transforms.scheme_search import EvolutionSettings, FineTuneRecipe
+
+    recipe, evo = FineTuneRecipe(), EvolutionSettings()
+    p = Parser(prog="qtrain-search-scheme", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
+    p.add_argument("--data", type=Path, required=True, metavar="TASK.npz", help="task with `image` and `label`")
+    p.add_argument("--budget-kb", type=float, required=True, help="peak SRAM budget in KB (1024 bytes)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="scheme.json", help="schemes file to write")
+    p.add_argument("--model-name", help="key of the model in scheme.json (default: the model file's stem)")
+    p.add_argument("--steps", type=int, default=recipe.steps, help=f"steps per fine-tuning run ({recipe.steps})")
+    p.add_argument("--lr", type=float, default=recipe.lr, help=f"learning rate ({recipe.lr:g})")
+    p.add_argument("--bias-lr", type=float, default=recipe.bias_lr, help=f"bias learning rate ({recipe.bias_lr:g})")
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement, averaged (3)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="validation share of the training split (0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the sample orders and the search (0)")
+    p.add_argument("--population", type=int, default=evo.population, help=f"population ({evo.population})")
+    p.add_argument("--generations", type=int, default=evo.generations, help=f"generations ({evo.generations})")
+    p.add_argument("--layers", help="analyse and search only these backbone convs' weights (e.g. 20,23,24)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel fine-tuning processes (1)")
+    p.add_argument("--cache", type=Path, help="JSON file keeping fine-tuning results between searches")
+    p.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier rows of a .pkl model (10)")
+    p.add_argument("--weight-storage", choices=["f32", "i8"], default="f32", help="SRAM copy of trained weights")
+    p.add_argument("--no-reorder", action="store_true", help="plan memory for the naive schedule")
+    p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from qtrain.frontends.onnx import OnnxImportError
+    from qtrain.lowering.interpreter import InterpretError
+    from qtrain.tools.qtrain_opt import USER_ERRORS, describe_error
+
+    try:
+        summary = search(args)
+    except (*USER_ERRORS, OnnxImportError, InterpretError) as e:
+        if args.debug:
+            raise
+        message = describe_error(e).splitlines()[0]
+        print(f"qtrain-search-scheme: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
