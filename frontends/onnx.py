@@ -119,7 +119,7 @@ CALIBRATION_FALLBACK_IMAGES = 32
 CALIBRATION_BATCH = 64
 
 
-class OnnxImportError(Exception):
+class OnnxImportError(ValueError):
     """A model the importer cannot translate; the message is one line naming the cause."""
 
 

@@ -184,6 +184,10 @@ def test_bad_inputs_exit_2(tmp_path: Path):
     assert unknown.returncode == 2 and "unknown model format '.txt'" in unknown.stderr
     over = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "--sram-kb", "1", "-o", tmp_path / "b")
     assert over.returncode == 2 and "over the budget of 1024" in over.stderr and "Traceback" not in over.stderr
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"garbage")
+    broken = run(*tool("qtrain-compile"), corrupt, "-o", tmp_path / "b")
+    assert broken.returncode == 2 and "not a valid ONNX protobuf" in broken.stderr and "Traceback" not in broken.stderr
     scheme = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "--scheme", "most", "-o", tmp_path / "b")
     assert scheme.returncode == 2 and "unknown scheme 'most'" in scheme.stderr
 
