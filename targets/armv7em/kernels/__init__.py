@@ -9,6 +9,9 @@ tuples; `slice_channels` is stop - start of a trained weight slice (None when th
 and `master` whether that slice is an fp32 master copy (which the kernels convert to int8 in
 scratch; an int8 slice is read in place).
 
+`in_place_alignment` mirrors which forward convolutions may write their output over their input
+(see "In place" in qtrain_kernels.h); test_kernels_inplace.py checks it against the C.
+
 `calls` describes kernel calls once and runs them through ctypes on the host (`host`) or emits them
 as C for a target test program; `host` builds the library as a host shared object.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 KERNEL_DIR = Path(__file__).resolve().parent
 HEADER = KERNEL_DIR / "qtrain_kernels.h"
@@ -57,6 +61,40 @@ def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, 
     if groups == cin and cout == cin and cin_g == 1 and kh <= 11 and kw <= 11:
         return "depthwise"
     return "generic"
+
+
+Alignment = Literal["head", "tail"]
+
+
+def in_place_alignment(input_shape: Shape, filter_shape: Shape, output_shape: Shape, strides: Sequence[int],
+                       padding: Sequence[int], groups: int) -> Alignment | None:
+    """How `qtrain_conv2d_wrapper_s8` (and the kernel it picks) lets the output of this convolution lie on
+    its input, word for word the "In place" contract of qtrain_kernels.h:
+
+    - "head": output == input (same first byte) is allowed;
+    - "tail": output + output bytes == input + input bytes (same end) is allowed;
+    - None: the two must not overlap at all (the wrapper refuses an overlapping call).
+
+    1x1 kernel: "head" when C_out <= C_in (any stride), "tail" when C_out > C_in and the stride is 1
+    (C_out == C_in at stride 1 is both; "head" is returned). Depthwise kernel: "head" when OH <= H,
+    OW <= W and padding top < KH. The small-K and generic kernels: None. Arguments as `conv2d_kernel`.
+    Masks are separate buffers either way; a trained weight slice (int8 or fp32 master) changes nothing.
+    """
+    kernel = conv2d_kernel(input_shape, filter_shape, output_shape, strides, padding, groups)
+    _, h, w, cin = input_shape
+    _, oh, ow, cout = output_shape
+    if kernel == "1x1":
+        if cout <= cin:
+            return "head"
+        if strides[0] == 1 and strides[1] == 1:
+            return "tail"
+        return None
+    if kernel == "depthwise":
+        kh = filter_shape[1]
+        if oh <= h and ow <= w and padding[0] < kh:
+            return "head"
+        return None
+    return None
 
 
 def buffer_size_conv2d(kernel: str, input_shape: Shape, filter_shape: Shape, output_shape: Shape,

@@ -2,10 +2,11 @@
 
 A `Call` names a function of qtrain_kernels.h and lists its arguments in order, each one of the
 `Arg` kinds below (shape structs, conv parameters, weight descriptors, scratch, const arrays,
-output arrays, scalars, NULL). `run_host` executes it in a loaded host library and returns the
-return value and the output arrays; `c_program` turns named calls into one C program for a target
-build that either checks every output against expected bytes (printing `ok NAME` / `FAIL NAME`) or
-prints the instruction count of each call (`count NAME N`).
+output arrays, pointers into an output array (`At`, for in-place calls), scalars, NULL).
+`run_host` executes it in a loaded host library and returns the return value and the output
+arrays; `c_program` turns named calls into one C program for a target build that either checks
+every output against expected bytes (printing `ok NAME` / `FAIL NAME`) or prints the instruction
+count of each call (`count NAME N`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,16 @@ class Out(Arg):
         return np.zeros(self.shape, dtype=self.dtype)
 
 
+@dataclass(frozen=True, eq=False)
+class At(Arg):
+    """A pointer `offset` bytes into the array of `buffer` (an `Out` that need not be an argument itself):
+    several `At` of one buffer make an in-place call (e.g. a convolution's input and output in one
+    buffer). The buffer is one of the call's outputs, returned whole."""
+
+    buffer: Out
+    offset: int = 0
+
+
 @dataclass(frozen=True)
 class I32(Arg):
     value: int
@@ -102,7 +113,12 @@ class Call:
     outputs: list[Out] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.outputs = [a for a in self.args if isinstance(a, Out)]
+        """The output arrays in order of first mention (an `Out`, or the buffer of an `At`), each once."""
+        self.outputs = []
+        for a in self.args:
+            out = a.buffer if isinstance(a, At) else a
+            if isinstance(out, Out) and not any(o is out for o in self.outputs):
+                self.outputs.append(out)
 
 
 def mask_bytes(count: int) -> int:
@@ -146,7 +162,11 @@ def run_host(library: ctypes.CDLL, call: Call) -> tuple[int | float | None, list
     keep: list[object] = []
     values: list[object] = []
     types: list[type] = []
-    outputs: list[np.ndarray] = []
+    outputs = [o.start() for o in call.outputs]
+
+    def output_array(out: Out) -> np.ndarray:
+        return next(a for o, a in zip(call.outputs, outputs, strict=True) if o is out)
+
     for arg in call.args:
         if isinstance(arg, Dims):
             struct = _Dims(*arg.shape)
@@ -179,9 +199,13 @@ def run_host(library: ctypes.CDLL, call: Call) -> tuple[int | float | None, list
             values.append(_pointer(arg.array, keep))
             types.append(ctypes.c_void_p)
         elif isinstance(arg, Out):
-            array = arg.start()
-            outputs.append(array)
-            values.append(ctypes.c_void_p(array.ctypes.data))
+            values.append(ctypes.c_void_p(output_array(arg).ctypes.data))
+            types.append(ctypes.c_void_p)
+        elif isinstance(arg, At):
+            array = output_array(arg.buffer)
+            if not 0 <= arg.offset <= array.nbytes:
+                raise ValueError(f"offset {arg.offset} outside a buffer of {array.nbytes} bytes")
+            values.append(ctypes.c_void_p(array.ctypes.data + arg.offset))
             types.append(ctypes.c_void_p)
         elif isinstance(arg, I32):
             values.append(int(arg.value))
@@ -240,7 +264,7 @@ class _Emitter:
             return "NULL"
         return self.array(np.ascontiguousarray(array).tobytes(), const=True)
 
-    def argument(self, arg: Arg, outputs: list[tuple[str, int]]) -> str:
+    def argument(self, arg: Arg, outputs: list[tuple[Out, str, int]]) -> str:
         if isinstance(arg, Dims):
             return "&(qtrain_dims_t){" + ", ".join(str(int(d)) for d in arg.shape) + "}"
         if isinstance(arg, ConvParams):
@@ -262,10 +286,19 @@ class _Emitter:
             return f"&(qtrain_context_t){{scratch, {arg.size}}}"
         if isinstance(arg, In):
             return f"(const void *){self.pointer(arg.array)}"
-        if isinstance(arg, Out):
-            start = arg.start()
-            name = self.array(start.tobytes(), const=False)
-            outputs.append((name, start.nbytes))
+        if isinstance(arg, Out | At):
+            out = arg.buffer if isinstance(arg, At) else arg
+            found = [(name, nbytes) for o, name, nbytes in outputs if o is out]
+            if found:
+                name, nbytes = found[0]
+            else:
+                start = out.start()
+                name, nbytes = self.array(start.tobytes(), const=False), start.nbytes
+                outputs.append((out, name, nbytes))
+            if isinstance(arg, At):
+                if not 0 <= arg.offset <= nbytes:
+                    raise ValueError(f"offset {arg.offset} outside a buffer of {nbytes} bytes")
+                return f"(void *)({name} + {arg.offset})"
             return f"(void *){name}"
         if isinstance(arg, I32):
             return str(int(arg.value))
@@ -288,8 +321,9 @@ def c_program(cases: Sequence[tuple[str, Call, Sequence[np.ndarray] | None]], *,
     emitter = _Emitter()
     body: list[str] = []
     for name, call, expected in cases:
-        outputs: list[tuple[str, int]] = []
-        arguments = ", ".join(emitter.argument(a, outputs) for a in call.args)
+        named: list[tuple[Out, str, int]] = []
+        arguments = ", ".join(emitter.argument(a, named) for a in call.args)
+        outputs = [(out_name, nbytes) for _, out_name, nbytes in named]  # call.outputs' order
         invocation = f"{call.function}({arguments})"
         body.append(f"    /* {name} */")
         body.append("    before = qtrain_counter_read();")

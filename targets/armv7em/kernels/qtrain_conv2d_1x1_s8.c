@@ -7,6 +7,15 @@
  * channels, reordered so that SXTB16 of a weight word lines up with them), then every pair of output
  * channels runs 8 SMLAD per 4 input channels on 4 accumulators (two pixels x two channels). An odd
  * last pixel or channel is computed as a duplicate pair and only stored once.
+ * Portable path: one pixel at a time, its input copied into scratch as int32 (x - zx) first.
+ *
+ * In place. Both paths read the input of output pixels p (and p + 1) only before writing them, and
+ * walk the pixels in memory order; the input pixel of output pixel p is input pixel idx(p) >= p
+ * (idx strictly increasing, = p for stride 1). So the output may lie on the input
+ *   head-aligned (output == input) when C_out <= C_in, any stride: output pixels 0..p + 1 end at byte
+ *     (p + 2) * C_out <= (p + 2) * C_in <= idx(p + 2) * C_in, the first input byte still to be read;
+ *   tail-aligned (output + P * C_out == input + P * C_in, P pixels) when C_out >= C_in, stride 1:
+ *     input pixel p + 2 starts at P * (C_out - C_in) + (p + 2) * C_in >= (p + 2) * C_out.
  */
 #include "qtrain_kernels_support.h"
 
@@ -19,7 +28,7 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
                                              const qtrain_weight_t *weight) {
     (void)params;
     (void)output_dims;
-    /* Two unpacked input rows: one word per input channel (see unpack_pair). */
+    /* One word per input channel: two unpacked input rows (DSP, see unpack_pair) or one (portable). */
     return 4 * input_dims->c + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
 }
 
@@ -71,7 +80,9 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_conv2d_1x1_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
-    if (!qtrain_ctx_fits(ctx, scratch)) {
+    if (!qtrain_ctx_fits(ctx, scratch) ||
+        !qtrain_conv_placement_ok(QTRAIN_IN_PLACE_1X1, params, input_dims, input, filter_dims, output_dims,
+                                  output)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     const int32_t cin = input_dims->c, cout = filter_dims->n;
@@ -98,15 +109,19 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
                             output + p1 * cout, mask, (uint32_t)(p * cout), (uint32_t)(p1 * cout));
     }
 #else
-    (void)unpacked;
     for (int32_t p = 0; p < pixels; p++) {
+        /* The pixel's input, copied before any of its outputs is written (they may overwrite it). */
         const int8_t *x = input_row(input, input_dims, params, out_h, out_w, p);
+        for (int32_t c = 0; c < cin; c++) {
+            unpacked[c] = x[c] - zx;
+        }
         for (int32_t o = 0; o < cout; o++) {
             int32_t acc = bias != NULL ? bias[o] : 0;
             for (int32_t s = 0; s < count; s++) {
                 const int8_t *w = segments[s].base + o * segments[s].stride;
-                for (int32_t c = segments[s].begin; c < segments[s].end; c++) {
-                    acc += (x[c] - zx) * w[c - segments[s].begin];
+                const int32_t *xs = unpacked + segments[s].begin;
+                for (int32_t i = 0, len = segments[s].end - segments[s].begin; i < len; i++) {
+                    acc += xs[i] * w[i];
                 }
             }
             qtrain_store_output(acc, multiplier[o], &q, output, (uint32_t)(p * cout + o), mask);

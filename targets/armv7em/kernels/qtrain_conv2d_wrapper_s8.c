@@ -8,6 +8,12 @@
  *   1x1, groups 1, no padding on any side    -> qtrain_conv2d_1x1_s8
  *   depthwise, multiplier 1, kernel <= 11    -> qtrain_depthwise_conv2d_s8
  *   anything else                           -> qtrain_conv2d_s8
+ * In place: the output may overlap the input only as the chosen kernel allows (1x1: head-aligned with
+ * C_out <= C_in, tail-aligned with C_out >= C_in and stride 1; depthwise: head-aligned with OH <= H,
+ * OW <= W, pad_top < KH); small-K and generic allow none. An overlap the chosen kernel does not allow is
+ * refused (QTRAIN_STATUS_ARG_ERROR, nothing written): by the 1x1 and depthwise kernels themselves, and
+ * here for small-K and generic, so an aliased call is never computed by a kernel that cannot take it.
+ * kernels.in_place_alignment() mirrors this.
  */
 #include "qtrain_kernels_support.h"
 
@@ -56,11 +62,16 @@ qtrain_status_t qtrain_conv2d_wrapper_s8(const qtrain_context_t *ctx, const qtra
                                          const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
                                          const int32_t *bias, const float *multiplier,
                                          const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
-    if (params == NULL || input_dims == NULL || filter_dims == NULL || output_dims == NULL || params->stride_h < 1 ||
-        params->stride_w < 1) {
+    if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    switch (choose(params, input_dims, filter_dims, output_dims)) {
+    const conv_kernel_t kernel = choose(params, input_dims, filter_dims, output_dims);
+    if ((kernel == KERNEL_SMALL_K || kernel == KERNEL_GENERIC) &&
+        !qtrain_conv_placement_ok(QTRAIN_IN_PLACE_NEVER, params, input_dims, input, filter_dims, output_dims,
+                                  output)) {
+        return QTRAIN_STATUS_ARG_ERROR; /* these two never run in place (the other two check themselves) */
+    }
+    switch (kernel) {
     case KERNEL_1X1:
         return qtrain_conv2d_1x1_s8(ctx, params, input_dims, input, filter_dims, weight, bias, multiplier,
                                     output_dims, output, mask);

@@ -11,6 +11,21 @@
  * pairs (w[2i, j], w[2i + 1, j]) stay fixed per channel (an odd KH pairs its last row with weight 0,
  * whatever the slot after it holds). 3x3, 5x5 and 7x7 are compiled with constant bounds, which keeps
  * a 3x3 window's six weight words in registers.
+ *
+ * Portable path: the same schedule on a ring of KH padded rows held as int32 (x - zx, padding 0), one
+ * slot per column; each output sums only its taps inside the image (the others add 0).
+ *
+ * In place (output == input; OH <= H, OW <= W, pad_top < KH). Both paths work one channel c at a
+ * time, batch by batch, output row by output row, and load padded row r (input row r - pad_top) of
+ * channel c into the ring before computing the first output row that needs it, never reading the
+ * input elsewhere. Output row oy is computed after rows up to R = oy * sh + KH - pad_top - 1 are
+ * loaded (rows a stride larger than the kernel skips are never read). Its stores touch only channel c
+ * (the pixel stride is C in both tensors), i.e. bytes no other channel reads, and within channel c the
+ * pixels [(b * OH + oy) * OW, (b * OH + oy + 1) * OW) of the NHWC order, which end at or before
+ * (b * H + R + 1) * W, the first pixel of channel c still to be loaded: (oy + 1) * OW <= (oy + 1) * W
+ * <= (R + 1) * W because sh >= 1 and pad_top <= KH - 1 give R + 1 >= oy + 1, and b * OH * OW <= b * H * W.
+ * The first output row (oy = 0, R = KH - 1 - pad_top >= 0) includes input row 0 for the same reason;
+ * top padding rows read nothing.
  */
 #include "qtrain_kernels_support.h"
 
@@ -166,6 +181,77 @@ static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_di
         }
     }
 }
+#else
+/* Padded row r (r = iy + pt) of channel c of batch b, as int32 x - zx (padding 0), into `row`. */
+static void load_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b, int32_t c, int32_t r,
+                     int32_t pad_top, int32_t pad_left, int32_t zero_point, int32_t columns, int32_t *row) {
+    const int32_t iy = r - pad_top;
+    int32_t j = 0;
+    if (iy >= 0 && iy < input_dims->h) {
+        const int32_t channels = input_dims->c;
+        const int32_t first = pad_left < columns ? pad_left : columns;
+        const int32_t last = pad_left + input_dims->w < columns ? pad_left + input_dims->w : columns;
+        for (; j < first; j++) {
+            row[j] = 0;
+        }
+        if (j < last) {
+            const int8_t *src = input + ((b * input_dims->h + iy) * input_dims->w + (j - pad_left)) * channels + c;
+            for (; j < last; j++, src += channels) {
+                row[j] = *src - zero_point;
+            }
+        }
+    }
+    for (; j < columns; j++) {
+        row[j] = 0;
+    }
+}
+
+/* One channel: load its padded rows once each into the ring, compute every output row (the DSP
+ * path's schedule, see depthwise_channel there). */
+static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                              const qtrain_dims_t *output_dims, int32_t kernel_h, int32_t kernel_w, const int8_t *w,
+                              int32_t c, int32_t bias, float multiplier, const qtrain_requant_t *q, int32_t *ring,
+                              int32_t columns, int8_t *output, uint8_t *mask) {
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, channels = output_dims->c;
+    const int32_t sh = params->stride_h, sw = params->stride_w;
+    const int32_t pad_top = params->pad_top, pad_left = params->pad_left, in_h = input_dims->h, in_w = input_dims->w;
+    const qtrain_requant_t rq = *q;
+    for (int32_t b = 0; b < output_dims->n; b++) {
+        int32_t next_row = 0; /* the first padded row not loaded yet */
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t r0 = oy * sh;
+            if (next_row < r0) {
+                next_row = r0; /* rows a stride larger than the kernel skips are never needed */
+            }
+            for (; next_row < r0 + kernel_h; next_row++) {
+                load_row(input, input_dims, b, c, next_row, pad_top, pad_left, params->input_zero_point, columns,
+                         ring + (next_row % kernel_h) * columns);
+            }
+            /* Taps on padding add 0: only the rectangle [kh0, kh1) x [kw0, kw1) inside the image is summed. */
+            const int32_t kh0 = pad_top > r0 ? pad_top - r0 : 0;
+            const int32_t kh1 = in_h + pad_top - r0 < kernel_h ? in_h + pad_top - r0 : kernel_h;
+            const int32_t *rows[MAX_KERNEL];
+            for (int32_t kh = kh0; kh < kh1; kh++) {
+                rows[kh] = ring + ((r0 + kh) % kernel_h) * columns;
+            }
+            uint32_t e = (uint32_t)(((b * out_h + oy) * out_w) * channels + c);
+            for (int32_t ox = 0; ox < out_w; ox++, e += (uint32_t)channels) {
+                const int32_t x0 = ox * sw;
+                const int32_t kw0 = pad_left > x0 ? pad_left - x0 : 0;
+                const int32_t kw1 = in_w + pad_left - x0 < kernel_w ? in_w + pad_left - x0 : kernel_w;
+                int32_t acc = bias;
+                for (int32_t kh = kh0; kh < kh1; kh++) {
+                    const int32_t *x = rows[kh] + x0;
+                    const int8_t *wr = w + kh * kernel_w;
+                    for (int32_t kw = kw0; kw < kw1; kw++) {
+                        acc += x[kw] * wr[kw];
+                    }
+                }
+                qtrain_store_output(acc, multiplier, &rq, output, e, mask);
+            }
+        }
+    }
+}
 #endif
 
 qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
@@ -179,7 +265,9 @@ qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qt
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_depthwise_conv2d_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
-    if (!qtrain_ctx_fits(ctx, scratch)) {
+    if (!qtrain_ctx_fits(ctx, scratch) ||
+        !qtrain_conv_placement_ok(QTRAIN_IN_PLACE_DEPTHWISE, params, input_dims, input, filter_dims, output_dims,
+                                  output)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     const int32_t channels = input_dims->c, kernel_h = filter_dims->h, kernel_w = filter_dims->w;
@@ -188,9 +276,6 @@ qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qt
     const int32_t ring_bytes = qtrain_align4(2 * column_slots(kernel_h) * columns);
     uint8_t *buf = ctx != NULL ? (uint8_t *)ctx->buf : NULL;
     const int8_t *slice_s8 = qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf + ring_bytes);
-#if !QTRAIN_USE_DSP
-    (void)columns;
-#endif
     const qtrain_requant_t q = qtrain_requant_make(params->output_zero_point, params->clamp_min, params->clamp_max);
     if (mask != NULL) {
         qtrain_mask_clear(mask, output_dims->n * output_dims->h * output_dims->w * channels);
@@ -205,30 +290,8 @@ qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qt
         depthwise_channel(input, input_dims, params, output_dims, kernel_h, kernel_w, w, c, b, multiplier[c], &q,
                           (int16_t *)(void *)buf, columns, output, mask);
 #else
-        /* Portable: per output, the taps inside the image form a rectangle [kh0, kh1) x [kw0, kw1). */
-        const int32_t in_h = input_dims->h, in_w = input_dims->w;
-        const int32_t out_h = output_dims->h, out_w = output_dims->w;
-        const int32_t zx = params->input_zero_point;
-        for (int32_t n = 0; n < output_dims->n; n++) {
-            for (int32_t oy = 0; oy < out_h; oy++) {
-                const int32_t y0 = oy * params->stride_h - params->pad_top;
-                const int32_t kh0 = y0 < 0 ? -y0 : 0, kh1 = in_h - y0 < kernel_h ? in_h - y0 : kernel_h;
-                for (int32_t ox = 0; ox < out_w; ox++) {
-                    const int32_t x0 = ox * params->stride_w - params->pad_left;
-                    const int32_t kw0 = x0 < 0 ? -x0 : 0, kw1 = in_w - x0 < kernel_w ? in_w - x0 : kernel_w;
-                    int32_t acc = b;
-                    for (int32_t kh = kh0; kh < kh1; kh++) {
-                        const int8_t *row = input + ((n * in_h + y0 + kh) * in_w + x0) * channels + c;
-                        const int8_t *wr = w + kh * kernel_w;
-                        for (int32_t kw = kw0; kw < kw1; kw++) {
-                            acc += (row[kw * channels] - zx) * wr[kw];
-                        }
-                    }
-                    uint32_t e = (uint32_t)(((n * out_h + oy) * out_w + ox) * channels + c);
-                    qtrain_store_output(acc, multiplier[c], &q, output, e, mask);
-                }
-            }
-        }
+        depthwise_channel(input, input_dims, params, output_dims, kernel_h, kernel_w, w, c, b, multiplier[c], &q,
+                          (int32_t *)(void *)buf, columns, output, mask);
 #endif
     }
     return QTRAIN_STATUS_OK;

@@ -20,7 +20,34 @@
  * Layouts. Activations NHWC, weights OHWI ([C_out, KH, KW, C_in / groups]; depthwise [C, KH, KW, 1]),
  * biases int32 [C_out], per-channel quantities along the last (channel) axis. Gradients are fp32 in
  * the integer domain of the tensor they belong to (see grad_ops.py). Tensors are dense, row-major,
- * and must not overlap unless a function says "in place allowed".
+ * and must not overlap unless a function says "in place allowed" (or, for the forward convolutions,
+ * "In place" below allows it).
+ *
+ * In place (forward convolutions). A convolution's output may overlap its input only in these
+ * placements. Input: P = N * H * W pixels of C_in bytes; output: Q = N * OH * OW pixels of C_out
+ * bytes. "Head-aligned": output == input (the two start at the same byte). "Tail-aligned":
+ * output + Q * C_out == input + P * C_in (the two end at the same byte).
+ *   - qtrain_conv2d_1x1_s8:
+ *       head-aligned when C_out <= C_in, any stride;
+ *       tail-aligned when C_out >= C_in and stride_h = stride_w = 1.
+ *     (C_out == C_in at stride 1: both name the same placement, output == input.)
+ *   - qtrain_depthwise_conv2d_s8: head-aligned when OH <= H, OW <= W and pad_top < KH (pad_top <= KH - 1);
+ *     any kernel size, stride, pad_left and bottom/right padding the kernel accepts. Never tail-aligned.
+ *   - qtrain_conv2d_small_k_s8, qtrain_conv2d_s8: never (called directly they do not check it).
+ *   - qtrain_conv2d_wrapper_s8: exactly what the kernel it picks for the shapes allows (its choice is
+ *     a pure function of the shapes, documented at the wrapper): the 1x1 placements above when it picks
+ *     qtrain_conv2d_1x1_s8 (1x1, groups 1, no padding on any side, and not small-K: C_in > 4, or
+ *     K > 256, or small-K scratch > 8192 bytes), the depthwise placement when it picks
+ *     qtrain_depthwise_conv2d_s8, none otherwise. Python mirror:
+ *     qtrain.targets.armv7em.kernels.in_place_alignment() -> "head" | "tail" | None.
+ * An allowed placement gives byte for byte the output and mask of the same call with disjoint
+ * buffers, in the portable and the DSP path, with or without a mask, a bias or a trained weight slice
+ * (int8, or fp32 master converted in scratch as usual), for any batch size; no byte outside the output
+ * is written (the input bytes outside it are left as they were, those under it are overwritten). Any
+ * other overlap of output and input (the addresses are compared as integers) is refused by
+ * qtrain_conv2d_1x1_s8, qtrain_depthwise_conv2d_s8 and qtrain_conv2d_wrapper_s8:
+ * QTRAIN_STATUS_ARG_ERROR, nothing written. The mask, weight, slice, bias, multipliers and scratch
+ * must not overlap the input, the output or each other.
  *
  * Scratch. No kernel allocates. A kernel that needs working memory takes a `qtrain_context_t` whose
  * buffer the caller provides (4-byte aligned, else the kernel refuses it; the model's QTRAIN_SCRATCH
@@ -154,7 +181,9 @@ typedef enum {
 /* Picks the kernel below for the shapes (a pure function of the shapes, so is its scratch size):
  *   groups 1, C_in <= 4, K = KH * KW * C_in <= 256, small-K scratch <= 8192 bytes -> small_k (the stem)
  *   1x1, groups 1, no padding on any side -> 1x1;  depthwise, multiplier 1, kernel <= 11 -> depthwise;
- *   anything else -> generic. */
+ *   anything else -> generic. ("No padding on any side": pad_top = pad_left = 0 and OH = (H - 1) / sh + 1,
+ *   OW = (W - 1) / sw + 1; "depthwise": groups = C_in = C_out, filter [C, KH, KW, 1].)
+ * In place: as the picked kernel allows (see "In place" at the top). */
 qtrain_status_t qtrain_conv2d_wrapper_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                          const qtrain_dims_t *input_dims, const int8_t *input,
                                          const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -167,8 +196,9 @@ int32_t qtrain_conv2d_wrapper_s8_get_buffer_size(const qtrain_conv_params_t *par
 /* Pointwise: KH = KW = 1, groups = 1, no padding on any side (OH = (H - 1) / sh + 1), any stride.
  * The hot path for C_in > 32: the DSP version runs two output pixels x two output channels per inner
  * loop (8 SMLAD per 4 input channels; the loop is inline assembly on Thumb-2, see
- * qtrain_kernels_support.h). Scratch: 4 * C_in bytes (DSP: two unpacked input rows), plus
- * C_out * k bytes rounded up to 4 when the weight has an fp32 master. */
+ * qtrain_kernels_support.h). Scratch: 4 * C_in bytes (DSP: two unpacked input rows; portable: one, as
+ * int32), plus C_out * k bytes rounded up to 4 when the weight has an fp32 master.
+ * In place: head-aligned when C_out <= C_in (any stride), tail-aligned when C_out >= C_in (stride 1). */
 qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                      const qtrain_dims_t *input_dims, const int8_t *input,
                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -181,8 +211,10 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
 /* Depthwise: groups = C_in = C_out (channel multiplier 1), filter [C, KH, KW, 1], KH and KW <= 11,
  * any stride and padding (3x3/5x5/7x7, stride 1/2 in practice). The DSP version works channel by
  * channel on a ring of KH padded input rows held as int16 (x - zx), column-interleaved (each row
- * twice) so that two vertically adjacent taps are one SMLAD. Scratch: 4 * KH * ((OW - 1) * sw + KW)
- * bytes rounded up to 4, plus k * KH * KW bytes rounded up to 4 when the weight has an fp32 master. */
+ * twice) so that two vertically adjacent taps are one SMLAD; the portable version uses the same ring
+ * as int32, each row once. Scratch: 4 * KH * ((OW - 1) * sw + KW) bytes rounded up to 4, plus
+ * k * KH * KW bytes rounded up to 4 when the weight has an fp32 master.
+ * In place: head-aligned when OH <= H, OW <= W and pad_top < KH. */
 qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                            const qtrain_dims_t *input_dims, const int8_t *input,
                                            const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -199,7 +231,7 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
  * kernel is as fast without the scratch). The weights are widened to int16 once per call and each pair of output pixels
  * gathered once (im2col), so the inner loop is 2 LDRD + 4 SMLAD per 2 taps (two pixels x two
  * channels). Scratch: 2 * K_pad * (C_out_pad + 2) bytes, K_pad = K and C_out_pad = C_out rounded up
- * to even; a weight slice (master or int8) needs no more. */
+ * to even; a weight slice (master or int8) needs no more. Never in place (not checked here). */
 qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                       const qtrain_dims_t *input_dims, const int8_t *input,
                                       const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -213,7 +245,7 @@ int32_t qtrain_conv2d_small_k_s8_get_buffer_size(const qtrain_conv_params_t *par
  * Im2col of two output pixels at a time (int16, x - zx, padding 0) times the int8 weight rows.
  * Scratch: 4 * K_pad bytes (K = KH * KW * C_in / groups, K_pad = K rounded up to 4), plus, when the
  * weight has a slice (master or int8: the kernel merges it into one weight), C_out * K bytes rounded
- * up to 4 and, for a master, C_out * KH * KW * k more rounded up to 4. */
+ * up to 4 and, for a master, C_out * KH * KW * k more rounded up to 4. Never in place (not checked here). */
 qtrain_status_t qtrain_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                  const qtrain_dims_t *input_dims, const int8_t *input,
                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,

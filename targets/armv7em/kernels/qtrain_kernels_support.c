@@ -105,6 +105,28 @@ int qtrain_conv_args_valid(const qtrain_conv_params_t *params, const qtrain_dims
     return -128 <= params->clamp_min && params->clamp_min <= params->clamp_max && params->clamp_max <= 127;
 }
 
+int qtrain_conv_placement_ok(qtrain_in_place_t allowed, const qtrain_conv_params_t *params,
+                             const qtrain_dims_t *input_dims, const int8_t *input, const qtrain_dims_t *filter_dims,
+                             const qtrain_dims_t *output_dims, const int8_t *output) {
+    const qtrain_overlap_t overlap =
+        qtrain_overlap(input, qtrain_dims_count(input_dims), output, qtrain_dims_count(output_dims));
+    if (overlap == QTRAIN_OVERLAP_NONE) {
+        return 1;
+    }
+    if (allowed == QTRAIN_IN_PLACE_1X1) {
+        /* head-aligned: C_out <= C_in, any stride; tail-aligned: C_out >= C_in, stride 1 */
+        return (overlap == QTRAIN_OVERLAP_HEAD && output_dims->c <= input_dims->c) ||
+               (overlap == QTRAIN_OVERLAP_TAIL && output_dims->c >= input_dims->c && params->stride_h == 1 &&
+                params->stride_w == 1);
+    }
+    if (allowed == QTRAIN_IN_PLACE_DEPTHWISE) {
+        /* head-aligned: OH <= H, OW <= W, pad_top < KH */
+        return overlap == QTRAIN_OVERLAP_HEAD && output_dims->h <= input_dims->h && output_dims->w <= input_dims->w &&
+               params->pad_top < filter_dims->h;
+    }
+    return 0;
+}
+
 #if QTRAIN_USE_DSP
 void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
                          int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,

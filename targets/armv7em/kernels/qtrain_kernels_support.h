@@ -243,6 +243,50 @@ QTRAIN_INLINE void qtrain_store_output(int32_t acc, float m, const qtrain_requan
 int qtrain_conv_args_valid(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
                            const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims);
 
+/* ---- in place (see "In place" in qtrain_kernels.h) ------------------------------------------------ */
+
+typedef enum {
+    QTRAIN_OVERLAP_NONE = 0, /* disjoint */
+    QTRAIN_OVERLAP_HEAD = 1, /* output == input (the two start at the same byte) */
+    QTRAIN_OVERLAP_TAIL = 2, /* output + output_bytes == input + input_bytes, output != input */
+    QTRAIN_OVERLAP_OTHER = 3 /* any other overlap */
+} qtrain_overlap_t;
+
+/* How the output buffer [output, output + output_bytes) lies on the input [input, input + input_bytes)
+ * (both sizes > 0). The addresses are compared as integers: the two may be parts of one buffer. */
+QTRAIN_INLINE qtrain_overlap_t qtrain_overlap(const int8_t *input, int32_t input_bytes, const int8_t *output,
+                                              int32_t output_bytes) {
+    const uintptr_t i0 = (uintptr_t)input, i1 = i0 + (uint32_t)input_bytes;
+    const uintptr_t o0 = (uintptr_t)output, o1 = o0 + (uint32_t)output_bytes;
+    if (o1 <= i0 || i1 <= o0) {
+        return QTRAIN_OVERLAP_NONE;
+    }
+    if (o0 == i0) {
+        return QTRAIN_OVERLAP_HEAD;
+    }
+    return o1 == i1 ? QTRAIN_OVERLAP_TAIL : QTRAIN_OVERLAP_OTHER;
+}
+
+/* Bytes of an int8 NHWC tensor. */
+QTRAIN_INLINE int32_t qtrain_dims_count(const qtrain_dims_t *dims) {
+    return dims->n * dims->h * dims->w * dims->c;
+}
+
+/* The placements of output on input a forward convolution kernel allows ("In place" in
+ * qtrain_kernels.h): none (small-K, generic), the 1x1 kernel's, or the depthwise kernel's. */
+typedef enum {
+    QTRAIN_IN_PLACE_NEVER = 0,
+    QTRAIN_IN_PLACE_1X1 = 1,
+    QTRAIN_IN_PLACE_DEPTHWISE = 2
+} qtrain_in_place_t;
+
+/* Whether `output` may lie where it does relative to `input` for a kernel allowing `allowed`
+ * (disjoint buffers always may). Shapes already validated for that kernel. Not inline, so that the
+ * check leaves the kernels' own code (register allocation of the hot loops) as it was. */
+int qtrain_conv_placement_ok(qtrain_in_place_t allowed, const qtrain_conv_params_t *params,
+                             const qtrain_dims_t *input_dims, const int8_t *input, const qtrain_dims_t *filter_dims,
+                             const qtrain_dims_t *output_dims, const int8_t *output);
+
 /* Whether `ctx` provides at least `bytes` of 4-byte aligned scratch (the DSP loops read it with LDRD). */
 QTRAIN_INLINE int qtrain_ctx_fits(const qtrain_context_t *ctx, int32_t bytes) {
     return bytes == 0 ||

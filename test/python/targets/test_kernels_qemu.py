@@ -18,6 +18,8 @@ import pytest
 from armv7em_testing import needs_qemu
 from test_kernels_backward import GRAD_CASES, input_grad_kernel, input_grad_scratch, make_grad, saved_input
 from test_kernels_forward import CONV_CASES, kernel_of, make_conv, mirror_size
+from test_kernels_inplace import CASES as IN_PLACE_CASES
+from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
 
 from qtrain.lowering import numerics
 from qtrain.targets.armv7em import build, kernels
@@ -29,6 +31,22 @@ pytestmark = needs_qemu
 FORWARD = ["1x1 odd channels and pixels", "1x1 master slice", "1x1 int8 slice in the middle", "dw 3x3/2 odd size",
            "dw 7x7/1 small image", "dw int8 slice", "dw 3x5 asymmetric", "small-k 3x3/2 rgb", "1x1", "generic grouped",
            "generic depthwise multiplier 2", "generic master slice"]
+
+
+def _in_place_selection() -> list[InPlaceCase]:
+    """A few in-place cases (test_kernels_inplace.py) for the Cortex-M7: the first case of each kind."""
+    kinds = [
+        lambda c: c.alignment == "tail" and c.mask and c.conv.input_shape[0] == 2 and c.conv.slice is None,
+        lambda c: c.alignment == "tail" and c.conv.slice is not None and c.conv.slice[2] == "master",
+        lambda c: c.conv.kernel == (1, 1) and c.conv.strides != (1, 1) and c.mask and c.conv.slice is not None,
+        lambda c: c.conv.kernel == (1, 1) and c.conv.cout == c.conv.input_shape[3] and c.conv.strides == (1, 1),
+        lambda c: c.conv.kernel == (3, 3) and c.conv.strides == (2, 2) and c.mask and c.conv.slice is not None,
+        lambda c: c.conv.kernel == (7, 7) and c.conv.input_shape[0] == 2 and c.mask,
+        lambda c: c.conv.kernel == (5, 5) and c.conv.strides == (1, 1) and c.conv.padding[0] == 2,
+    ]
+    return [next(c for c in IN_PLACE_CASES if kind(c)) for kind in kinds]
+
+
 BACKWARD = ["1x1 master slice", "1x1 stride 2 batch 2", "classifier", "dw 3x3/2", "dw 7x7/2", "dw master slice",
             "generic grouped", "generic master slice"]
 
@@ -42,6 +60,13 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
                             mirror_size(data, kernel))
         out.append((f"conv {name}", call, [data.y, np.packbits(data.mask.reshape(-1), bitorder="little")]))
+
+    for i, case in enumerate(_in_place_selection()):
+        data = make_conv(case.conv)
+        for kernel in ("1x1" if case.conv.kernel == (1, 1) else "depthwise", "wrapper"):
+            call, initial = in_place_call(data, kernel, case.alignment, mask=case.mask, seed=i)
+            expected = [expected_buffer(data, case.alignment, initial), *([packed_mask(data)] if case.mask else [])]
+            out.append((f"in place ({case.alignment}) {kernel} {case.conv.name}", call, expected))
 
     rng = np.random.default_rng(21)
     a = rng.integers(-128, 128, 45, dtype=np.int8)
