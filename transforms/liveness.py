@@ -11,7 +11,11 @@ This is the one place that defines memory accounting (DESIGN.md "Memory accounti
   outputs coexist while it runs, unless the op computes in place (`IN_PLACE_OPS`: an elementwise op
   whose result may take over its first operand's buffer when that operand dies at the op);
 - a gradient op marked `qtrain.fused_update` (by `qtrain-reorder`) is computed one output channel at
-  a time straight into its parameter's update: it needs no arena buffer, only kernel scratch.
+  a time straight into its parameter's update: it needs no arena buffer, only kernel scratch;
+- a convolution whose kernel may write its output over its input (the kernel library's
+  `in_place_alignment`: a 1x1 conv tail- or head-aligned, a depthwise conv head-aligned) links its
+  output buffer to its input buffer when the input dies at the conv: the planner may then place the
+  two overlapping at exactly that alignment (`Buffer.partner`), so the pair costs max(in, out).
 """
 
 from __future__ import annotations
@@ -54,15 +58,21 @@ def aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-@dataclass
+@dataclass(eq=False)
 class Buffer:
-    """One arena buffer: the values that share it (a value and its reshapes / in-place results)."""
+    """One arena buffer: the values that share it (a value and its reshapes / in-place results).
+
+    `partner`/`partner_delta`: this buffer may overlap `partner` if it sits exactly at
+    `partner.offset + partner_delta` (a conv writing its output over its dying input).
+    """
 
     values: list[SSAValue]
     size: int
     start: int
     end: int
     offset: int = -1
+    partner: Buffer | None = None
+    partner_delta: int = 0
 
     @property
     def name(self) -> str:
@@ -85,7 +95,17 @@ class Liveness:
     buffer_of: dict[SSAValue, Buffer] = field(default_factory=dict)
 
     def live_bytes(self, index: int) -> int:
-        return sum(aligned(b.size) for b in self.buffers if b.live_at(index))
+        """Arena bytes in use while op `index` runs: the union of the live buffers' address ranges once
+        they are placed (so an in-place pair counts once), else the sum of their sizes."""
+        live = [b for b in self.buffers if b.live_at(index)]
+        if not live or any(b.offset < 0 for b in live):
+            return sum(aligned(b.size) for b in live)
+        total, reach = 0, -1
+        for lo, hi in sorted((b.offset, b.offset + aligned(b.size)) for b in live):
+            if hi > reach:
+                total += hi - max(lo, reach)
+                reach = hi
+        return total
 
     def peak(self) -> tuple[int, int]:
         """(peak live bytes, index of the op where it occurs)."""
@@ -102,6 +122,23 @@ class Liveness:
 
 def is_fused_gradient(op: Operation) -> bool:
     return FUSED_UPDATE in op.attributes
+
+
+def conv_in_place_delta(op: Operation, in_bytes: int, out_bytes: int) -> int | None:
+    """Offset of a conv's output relative to its input when its kernel may overwrite the input, else None."""
+    from qtrain.dialects.qtrain import Conv2DOp
+    from qtrain.targets.armv7em.kernels import in_place_alignment
+
+    if not isinstance(op, Conv2DOp):
+        return None
+    shape = lambda v: tuple(v.type.get_shape())  # noqa: E731
+    alignment = in_place_alignment(shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
+                                   op.padding.get_values(), op.groups.value.data)
+    if alignment == "head":
+        return 0
+    if alignment == "tail" and (in_bytes - out_bytes) % ALIGN == 0:
+        return in_bytes - out_bytes
+    return None
 
 
 def analyze(block: Block, in_place: bool = True) -> Liveness:
@@ -144,6 +181,13 @@ def analyze(block: Block, in_place: bool = True) -> Liveness:
                 continue
         for r in op.results:
             new_buffer(r, i)
+        if in_place and op.results and op.results[0] in buffer_of and op.operands:
+            src = buffer_of.get(op.operands[0])
+            out = buffer_of[op.results[0]]
+            if src is not None and src.end == i and not isinstance(src.values[0], BlockArgument):
+                delta = conv_in_place_delta(op, src.size, out.size)
+                if delta is not None:
+                    out.partner, out.partner_delta = src, delta
     return Liveness(ops, buffers, buffer_of)
 
 

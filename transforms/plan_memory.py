@@ -63,23 +63,50 @@ def pack(buffers: list[Buffer], pinned: dict[int, int] | None = None) -> int:
     """Assigns `offset` to every buffer (greedy by size, first fit); returns the arena size.
 
     `pinned` maps positions in `buffers` to fixed offsets, placed first (the image argument must sit
-    at the same offset whichever entry point the harness calls).
+    at the same offset whichever entry point the harness calls). A buffer in an in-place pair (a conv
+    output that may overwrite its dying input, `Buffer.partner`) first tries the offsets where it
+    would overlap an already placed partner exactly as the kernel allows; otherwise, and for every
+    other buffer, it goes to the lowest offset where it overlaps no placed buffer whose lifetime
+    overlaps its own.
     """
     placed: list[Buffer] = []
     for index, offset in (pinned or {}).items():
         buffers[index].offset = offset
         placed.append(buffers[index])
     pinned_ids = {id(b) for b in placed}
-    for b in sorted((b for b in buffers if id(b) not in pinned_ids), key=lambda b: (-aligned(b.size), b.start)):
-        conflicts = sorted(
-            (p for p in placed if p.start <= b.end and b.start <= p.end), key=lambda p: p.offset
+
+    def may_overlap(b: Buffer, offset: int, p: Buffer) -> bool:
+        """b at `offset` may share bytes with placed p: they are an in-place pair at its one alignment."""
+        return (b.partner is p and offset == p.offset + b.partner_delta) or (
+            p.partner is b and p.offset == offset + p.partner_delta
         )
-        offset = 0
-        for p in conflicts:
-            if offset + aligned(b.size) <= p.offset:
-                break
-            offset = max(offset, p.offset + aligned(p.size))
-        b.offset = offset
+
+    def fits(b: Buffer, offset: int) -> bool:
+        end = offset + aligned(b.size)
+        return not any(
+            p.start <= b.end and b.start <= p.end and offset < p.offset + aligned(p.size) and p.offset < end
+            and not may_overlap(b, offset, p)
+            for p in placed
+        )
+
+    def pair_offsets(b: Buffer) -> list[int]:
+        """Offsets at which b would overlap an already placed in-place partner as the kernel allows."""
+        options = []
+        if b.partner is not None and b.partner.offset >= 0:
+            options.append(b.partner.offset + b.partner_delta)
+        options += [p.offset - p.partner_delta for p in placed if p.partner is b]
+        return [o for o in options if o >= 0]
+
+    for b in sorted((b for b in buffers if id(b) not in pinned_ids), key=lambda b: (-aligned(b.size), b.start)):
+        choice = next((o for o in pair_offsets(b) if fits(b, o)), None)
+        if choice is None:
+            conflicts = sorted((p for p in placed if p.start <= b.end and b.start <= p.end), key=lambda p: p.offset)
+            choice = 0
+            for p in conflicts:
+                if choice + aligned(b.size) <= p.offset:
+                    break
+                choice = max(choice, p.offset + aligned(p.size))
+        b.offset = choice
         placed.append(b)
     return max((b.offset + aligned(b.size) for b in buffers), default=0)
 
@@ -151,7 +178,7 @@ def plan_function(
         for a, off in zip(args, arg_offsets, strict=False):
             pinned[liveness.buffers.index(liveness.buffer_of[a])] = off
     arena = pack(liveness.buffers, pinned)
-    peak, where = liveness.peak()
+    peak, where = liveness.peak()  # after packing: in-place pairs count once
     scratch = max((kernel_scratch_bytes(op, params) for op in liveness.ops), default=0)
     return FunctionPlan(function.sym_name.data, liveness, arena, peak, where, scratch)
 

@@ -12,8 +12,17 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
-from qtrain.dialects.qtrain import GetParamOp, GradAccumulateOp, ParamOp, RequantGradOp, ReshapeOp, SGDUpdateOp
+from qtrain.dialects.qtrain import (
+    Conv2DOp,
+    GetParamOp,
+    GradAccumulateOp,
+    ParamOp,
+    RequantGradOp,
+    ReshapeOp,
+    SGDUpdateOp,
+)
 from qtrain.lowering.interpreter import load_module
+from qtrain.targets.armv7em.kernels import in_place_alignment
 from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.plan_memory import ARENA_BYTES, MEMORY, OFFSETS
 
@@ -77,6 +86,20 @@ def verify_plan(function: func.FuncOp) -> int:
 
     for v in offset:
         owner = v.owner
+        if isinstance(owner, Conv2DOp) and v is owner.output and owner.input in offset:
+            # The kernel library's in-place contract (qtrain_kernels.h "In place"): the output may lie on
+            # its dying input at exactly one alignment.
+            src = owner.input
+            alignment = in_place_alignment(*(tuple(x.type.get_shape()) for x in (owner.input, owner.weight,
+                                                                                   owner.output)),
+                                           owner.strides.get_values(), owner.padding.get_values(),
+                                           owner.groups.value.data)
+            head = offset[v] == offset[src]
+            tail = offset[v] + value_bytes(v) == offset[src] + value_bytes(src)
+            if (alignment == "head" and head) or (alignment == "tail" and tail):
+                assert last_use(src) <= pos[owner], f"{_describe(v)} overwrites {_describe(src)} still in use"
+                parent[find(v)] = find(src)
+            continue
         if isinstance(owner, ReshapeOp | RequantGradOp | GradAccumulateOp):
             src = owner.operands[0]
             if src in offset and offset[src] == offset[v]:
