@@ -1,0 +1,42 @@
+"""The main job, shortened: qtrain-demo with few steps still learns on the emulated device."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qtrain.targets.armv7em.build import have_tools
+
+
+@pytest.mark.skipif(not have_tools("clang", "ld.lld", "qemu-system-arm"), reason="needs clang, ld.lld, qemu")
+def test_demo_fine_tunes_on_the_emulated_device(tmp_path: Path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "qtrain.tools.qtrain_demo", "-o", str(out), "--steps", "600", "--eval-every", "300"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "result.json").read_text())
+    before, after = report["eval_accuracy_before"], report["eval_accuracy_after"]
+    assert before < 0.3  # the inverted-contrast sensor breaks the pre-trained model
+    assert after > before + 0.3, (before, after)
+    assert "held-out accuracy on the device" in result.stdout
+    assert report["sram_bytes"] <= 24 * 1024 + report["stack_bytes"]
+    for png in ("training.png", "memory_plan.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(out / "result.npz") as r:
+        assert r["loss"].shape == (600,)
+
+
+def test_demo_rejects_half_a_user_model(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "qtrain.tools.qtrain_demo", "-o", str(tmp_path), "--model", "x.onnx"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--model and --data go together" in result.stderr and "Traceback" not in result.stderr

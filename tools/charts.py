@@ -1,0 +1,178 @@
+"""Small PNG charts (numpy + zlib only): the demo's loss / accuracy curves.
+
+A chart is a stack of panels; each panel draws one or more series as lines against a shared x axis,
+with tick labels in a built-in 5x7 pixel font (digits, lower-case letters and a few signs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qtrain.lowering.lifetime_plot import encode_png
+
+# 5x7 glyphs: 7 rows of 5 columns per character ('#' = ink).
+_GLYPHS: dict[str, tuple[str, ...]] = {
+    '0': (' ### ', '#   #', '#  ##', '# # #', '##  #', '#   #', ' ### '),
+    '1': ('  #  ', ' ##  ', '  #  ', '  #  ', '  #  ', '  #  ', ' ### '),
+    '2': (' ### ', '#   #', '    #', '   # ', '  #  ', ' #   ', '#####'),
+    '3': ('#####', '   # ', '  #  ', '   # ', '    #', '#   #', ' ### '),
+    '4': ('   # ', '  ## ', ' # # ', '#  # ', '#####', '   # ', '   # '),
+    '5': ('#####', '#    ', '#### ', '    #', '    #', '#   #', ' ### '),
+    '6': ('  ## ', ' #   ', '#    ', '#### ', '#   #', '#   #', ' ### '),
+    '7': ('#####', '    #', '   # ', '  #  ', ' #   ', ' #   ', ' #   '),
+    '8': (' ### ', '#   #', '#   #', ' ### ', '#   #', '#   #', ' ### '),
+    '9': (' ### ', '#   #', '#   #', ' ####', '    #', '   # ', ' ##  '),
+    '.': ('     ', '     ', '     ', '     ', '     ', ' ##  ', ' ##  '),
+    '%': ('##   ', '##  #', '   # ', '  #  ', ' #   ', '#  ##', '   ##'),
+    ':': ('     ', ' ##  ', ' ##  ', '     ', ' ##  ', ' ##  ', '     '),
+    '-': ('     ', '     ', '     ', '#####', '     ', '     ', '     '),
+    '/': ('     ', '    #', '   # ', '  #  ', ' #   ', '#    ', '     '),
+    '(': ('  #  ', ' #   ', '#    ', '#    ', '#    ', ' #   ', '  #  '),
+    ')': ('  #  ', '   # ', '    #', '    #', '    #', '   # ', '  #  '),
+    '+': ('     ', '  #  ', '  #  ', '#####', '  #  ', '  #  ', '     '),
+    'a': ('     ', '     ', ' ### ', '    #', ' ####', '#   #', ' ####'),
+    'b': ('#    ', '#    ', '# ## ', '##  #', '#   #', '#   #', '#### '),
+    'c': ('     ', '     ', ' ### ', '#    ', '#    ', '#   #', ' ### '),
+    'd': ('    #', '    #', ' ## #', '#  ##', '#   #', '#   #', ' ####'),
+    'e': ('     ', '     ', ' ### ', '#   #', '#####', '#    ', ' ### '),
+    'f': ('  ## ', ' #  #', ' #   ', '###  ', ' #   ', ' #   ', ' #   '),
+    'g': ('     ', ' ####', '#   #', '#   #', ' ####', '    #', ' ### '),
+    'h': ('#    ', '#    ', '# ## ', '##  #', '#   #', '#   #', '#   #'),
+    'i': ('  #  ', '     ', ' ##  ', '  #  ', '  #  ', '  #  ', ' ### '),
+    'j': ('   # ', '     ', '  ## ', '   # ', '   # ', '#  # ', ' ##  '),
+    'k': ('#    ', '#    ', '#  # ', '# #  ', '##   ', '# #  ', '#  # '),
+    'l': (' ##  ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  ', ' ### '),
+    'm': ('     ', '     ', '## # ', '# # #', '# # #', '#   #', '#   #'),
+    'n': ('     ', '     ', '# ## ', '##  #', '#   #', '#   #', '#   #'),
+    'o': ('     ', '     ', ' ### ', '#   #', '#   #', '#   #', ' ### '),
+    'p': ('     ', '     ', '#### ', '#   #', '#### ', '#    ', '#    '),
+    'q': ('     ', '     ', ' ####', '#   #', ' ####', '    #', '    #'),
+    'r': ('     ', '     ', '# ## ', '##  #', '#    ', '#    ', '#    '),
+    's': ('     ', '     ', ' ####', '#    ', ' ### ', '    #', '#### '),
+    't': (' #   ', ' #   ', '###  ', ' #   ', ' #   ', ' #  #', '  ## '),
+    'u': ('     ', '     ', '#   #', '#   #', '#   #', '#  ##', ' ## #'),
+    'v': ('     ', '     ', '#   #', '#   #', '#   #', ' # # ', '  #  '),
+    'w': ('     ', '     ', '#   #', '#   #', '# # #', '# # #', ' # # '),
+    'x': ('     ', '     ', '#   #', ' # # ', '  #  ', ' # # ', '#   #'),
+    'y': ('     ', '     ', '#   #', '#   #', ' ####', '    #', ' ### '),
+    'z': ('     ', '     ', '#####', '   # ', '  #  ', ' #   ', '#####'),
+    ' ': ('     ', '     ', '     ', '     ', '     ', '     ', '     '),
+}
+
+WHITE = (255, 255, 255)
+INK = (40, 40, 40)
+GRID = (225, 225, 225)
+PALETTE = [(66, 133, 244), (219, 68, 55), (15, 157, 88), (244, 160, 0), (171, 71, 188)]
+
+
+def draw_text(img: np.ndarray, x: int, y: int, text: str, colour: tuple[int, int, int] = INK) -> int:
+    """Draws `text` with its top-left at (x, y); returns the x after it."""
+    for ch in text.lower():
+        glyph = _GLYPHS.get(ch, _GLYPHS[" "])
+        for row in range(7):
+            for col in range(5):
+                if glyph[row][col] == "#":
+                    yy, xx = y + row, x + col
+                    if 0 <= yy < img.shape[0] and 0 <= xx < img.shape[1]:
+                        img[yy, xx] = colour
+        x += 6
+    return x
+
+
+def draw_line(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour: tuple[int, int, int]) -> None:
+    n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+    xs = np.linspace(x0, x1, n).round().astype(int)
+    ys = np.linspace(y0, y1, n).round().astype(int)
+    ok = (xs >= 0) & (xs < img.shape[1]) & (ys >= 0) & (ys < img.shape[0])
+    for dy in (0, 1):
+        yy = np.clip(ys[ok] + dy, 0, img.shape[0] - 1)
+        img[yy, xs[ok]] = colour
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / count
+    step = 10 ** np.floor(np.log10(raw))
+    for m in (1, 2, 5, 10):
+        if raw <= m * step:
+            step *= m
+            break
+    start = np.ceil(lo / step) * step
+    return [float(v) for v in np.arange(start, hi + step * 0.5, step)]
+
+
+def fmt(v: float) -> str:
+    if abs(v) >= 1000:
+        return f"{v:.0f}"
+    if float(v).is_integer():
+        return f"{int(v)}"
+    return f"{v:.2f}".rstrip("0").rstrip(".")
+
+
+@dataclass
+class Panel:
+    title: str
+    series: list[tuple[str, Sequence[float], Sequence[float]]] = field(default_factory=list)
+    y_range: tuple[float, float] | None = None
+
+    def add(self, label: str, xs: Sequence[float], ys: Sequence[float]) -> Panel:
+        self.series.append((label, xs, ys))
+        return self
+
+
+def render_chart(panels: list[Panel], x_label: str, width: int = 900, panel_height: int = 260) -> np.ndarray:
+    height = panel_height * len(panels) + 30
+    img = np.full((height, width, 3), WHITE, dtype=np.uint8)
+    left, right, top_pad, bottom_pad = 60, 20, 24, 26
+    xs_all = [x for p in panels for _, xs, _ in p.series for x in xs]
+    x_lo, x_hi = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
+    if x_hi <= x_lo:
+        x_hi = x_lo + 1
+    for i, panel in enumerate(panels):
+        y0 = i * panel_height
+        top, bottom = y0 + top_pad, y0 + panel_height - bottom_pad
+        ys_all = [y for _, _, ys in panel.series for y in ys if np.isfinite(y)]
+        lo, hi = panel.y_range or ((min(ys_all), max(ys_all)) if ys_all else (0.0, 1.0))
+        if hi <= lo:
+            hi = lo + 1
+        ticks = nice_ticks(lo, hi)
+        lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
+
+        def px(x: float) -> float:
+            return left + (x - x_lo) / (x_hi - x_lo) * (width - left - right)
+
+        def py(y: float) -> float:
+            return bottom - (y - lo) / (hi - lo) * (bottom - top)  # noqa: B023
+
+        for t in ticks:
+            yy = int(round(py(t)))
+            img[yy, left:width - right] = GRID
+            draw_text(img, 4, yy - 3, fmt(t))
+        for t in nice_ticks(x_lo, x_hi, 8):
+            xx = int(round(px(t)))
+            img[top:bottom, xx] = GRID
+            draw_text(img, xx - 3 * len(fmt(t)), bottom + 6, fmt(t))
+        img[top:bottom + 1, left] = INK
+        img[bottom, left:width - right] = INK
+        x = draw_text(img, left, y0 + 6, panel.title)
+        for j, (label, xs, ys) in enumerate(panel.series):
+            colour = PALETTE[j % len(PALETTE)]
+            img[y0 + 8:y0 + 12, x + 12:x + 24] = colour
+            x = draw_text(img, x + 28, y0 + 6, label)
+            points = [(px(a), py(b)) for a, b in zip(xs, ys, strict=True) if np.isfinite(b)]
+            for (a0, b0), (a1, b1) in zip(points, points[1:], strict=False):
+                draw_line(img, a0, b0, a1, b1, colour)
+            if len(points) == 1:
+                a, b = points[0]
+                img[int(b) - 2:int(b) + 3, int(a) - 2:int(a) + 3] = colour
+    draw_text(img, width // 2 - 3 * len(x_label), height - 12, x_label)
+    return img
+
+
+def write_chart(path: str, panels: list[Panel], x_label: str) -> None:
+    with open(path, "wb") as f:
+        f.write(encode_png(render_chart(panels, x_label)))

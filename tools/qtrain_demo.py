@@ -1,0 +1,198 @@
+"""`qtrain-demo`: the main job, end to end, with the tools a user would run.
+
+    qtrain-demo [-o demo/] [--budget-kb 24] [--steps 2000] [--eval-every 250]
+                [--model MODEL.onnx|.pkl|.mlir --data TASK.npz [--calibration CAL.npz]] [--fresh-analysis]
+
+1. the task: by default the project's downstream task (examples/digits/make_task.py): a float CNN
+   pre-trained on scikit-learn's digits, imported and quantized by our PTQ, now seeing digits through a
+   "new sensor" with inverted contrast; or your model (--model) and data (--data: npz with `image`,
+   `label`, `test_image`, `test_label`, images int8 NHWC quantized with the model's input parameters);
+2. qtrain-search-scheme: contribution analysis + evolutionary search for a sparse-update scheme under
+   --budget-kb (for the digits task the fine-tuning runs of the analysis are read from the cache
+   examples/digits/contributions.json, made by the same command; --fresh-analysis redoes them);
+3. qtrain-compile for the emulated Cortex-M7 (qemu-system-arm -M mps2-an500);
+4. qtrain-run: accuracy on the held-out split before, during and after on-device fine-tuning, with a
+   progress bar;
+5. a summary (accuracy before/after, loss curve, peak SRAM, Flash, instructions per step) and two PNGs:
+   training.png (loss and held-out accuracy) and memory_plan.png (the arena over the schedule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "examples" / "digits"
+LR, BIAS_LR = 0.01, 0.001  # the recipe the contribution analysis measured; train with the same
+
+
+class DemoError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def step(n: int, text: str) -> None:
+    print(f"\n[{n}/5] {text}", flush=True)
+
+
+def run(cmd: list[str], what: str, capture: bool = False) -> str:
+    """Runs a tool; its stderr (progress, messages) goes to the terminal. Returns stdout if captured."""
+    shown = " ".join(str(c) for c in cmd).replace(sys.executable, "python")
+    print(f"  $ {shown}", flush=True)
+    result = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE if capture else None, text=True)
+    if result.returncode != 0:
+        raise DemoError(f"{what} failed (exit {result.returncode}); see the messages above")
+    return result.stdout if capture else ""
+
+
+def tool(module: str) -> list[str]:
+    return [sys.executable, "-m", f"qtrain.tools.{module}"]
+
+
+def sparkline(values: np.ndarray, width: int = 60) -> str:
+    bars = "▁▂▃▄▅▆▇█"
+    chunks = np.array_split(np.asarray(values, dtype=np.float64), min(width, len(values)))
+    means = np.array([c.mean() for c in chunks])
+    lo, hi = means.min(), means.max()
+    scale = (means - lo) / (hi - lo) if hi > lo else np.zeros_like(means)
+    return "".join(bars[int(round(s * (len(bars) - 1)))] for s in scale)
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    window = max(1, min(window, len(values)))
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="qtrain-demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output", type=Path, default=Path("demo"), help="output folder (default demo/)")
+    parser.add_argument("--budget-kb", type=float, default=24.0, help="SRAM budget for the scheme search (24)")
+    parser.add_argument("--steps", type=int, default=2000, help="on-device training steps (2000)")
+    parser.add_argument("--eval-every", type=int, default=250, help="held-out evaluation every K steps (250)")
+    parser.add_argument("--model", type=Path, help="your model (.onnx, .pkl or forward-only .mlir)")
+    parser.add_argument("--data", type=Path, help="your task npz: image, label, test_image, test_label")
+    parser.add_argument("--calibration", type=Path, help="float NCHW images (npz `image`) for an ONNX float model")
+    parser.add_argument("--model-name", default=None, help="name of the model in scheme.json")
+    parser.add_argument("--fresh-analysis", action="store_true", help="redo the contribution analysis runs")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel fine-tuning runs in the analysis (2)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    args = parser.parse_args(argv)
+    try:
+        summary = demo(args)
+    except (DemoError, OSError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"qtrain-demo: error: {e}", file=sys.stderr)
+        sys.exit(2 if not isinstance(e, DemoError) else 1)
+    print(summary)
+
+
+def demo(args: argparse.Namespace) -> str:
+    started = time.monotonic()
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    if (args.model is None) != (args.data is None):
+        raise ValueError("--model and --data go together (your model and its task); give both or neither")
+
+    # 1. task and model
+    if args.model is None:
+        step(1, "the task: digits through an inverted-contrast sensor; the pre-trained int8 model")
+        model, data = out / "digits.mlir", out / "task.npz"
+        run([sys.executable, DIGITS / "make_task.py", "-o", data, "--model-out", model], "building the task")
+        name = args.model_name or "digits"
+    else:
+        step(1, f"the task: {args.data} with {args.model}")
+        model, data = args.model, args.data
+        for path in (model, data):
+            if not path.is_file():
+                raise ValueError(f"no such file: {path}")
+        with np.load(data) as task:
+            missing = [k for k in ("image", "label", "test_image", "test_label") if k not in task]
+        if missing:
+            raise ValueError(f"{data}: missing keys {', '.join(missing)} (need image, label, test_image, test_label)")
+        name = args.model_name or model.stem
+    with np.load(data) as task:
+        n_train, n_test = len(task["label"]), len(task["test_label"])
+    print(f"  {n_train} training images (fine-tuning data), {n_test} held-out test images")
+
+    # 2. scheme search
+    step(2, f"qtrain-search-scheme: the sparse update that helps most within {args.budget_kb:g} KB of SRAM")
+    cache = out / "contributions.json"
+    if args.model is None and not args.fresh_analysis and (DIGITS / "contributions.json").is_file():
+        shutil.copyfile(DIGITS / "contributions.json", cache)
+        print(f"  (contribution-analysis runs from {DIGITS.relative_to(REPO) / 'contributions.json'}; "
+              "--fresh-analysis redoes them, about 3 minutes on 2 cores)")
+    search = [*tool("qtrain_search_scheme"), model, "--data", data, "--budget-kb", f"{args.budget_kb:g}",
+              "-o", out / "scheme.json", "--model-name", name, "--lr", str(LR), "--bias-lr", str(BIAS_LR),
+              "--jobs", str(args.jobs), "--cache", cache]
+    if args.calibration:
+        search += ["--calibration", args.calibration]
+    run(search, "the scheme search")
+    key = f"{args.budget_kb:g}kb"
+    scheme = f"{out / 'scheme.json'}#{name}/{key}"
+
+    # 3. compile
+    step(3, "qtrain-compile: autodiff, sparse update, dead-gradient elimination, reorder, memory plan, C, firmware")
+    compile_cmd = [*tool("qtrain_compile"), model, "--scheme", scheme, "--lr", str(LR), "--bias-lr", str(BIAS_LR),
+                   "--sram-kb", f"{max(1, int(np.ceil(args.budget_kb)))}", "--target", "qemu",
+                   "--lifetime-plot", out / "memory_plan.png", "-o", out / "build", "--json"]
+    if args.calibration:
+        compile_cmd += ["--calibration", args.calibration]
+    built = json.loads(run(compile_cmd, "compiling", capture=True))
+
+    # 4. run on the emulated device
+    step(4, f"qtrain-run: fine-tune on the emulated Cortex-M7 for {args.steps} steps, evaluating the held-out split")
+    report = json.loads(run([*tool("qtrain_run"), out / "build" / "firmware.elf", "--inputs", data, "--eval", "same",
+                             "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--progress",
+                             "-o", out / "result.npz", "--json"], "running on QEMU", capture=True))
+    (out / "result.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    # 5. report
+    step(5, "results")
+    with np.load(out / "result.npz") as result:
+        loss = result["loss"].astype(np.float64)
+        curve = result["eval_accuracy_curve"] if "eval_accuracy_curve" in result else np.zeros((0, 2))
+    from qtrain.tools.charts import Panel, write_chart
+
+    steps_axis = np.arange(1, len(loss) + 1)
+    smooth = moving_average(loss, 50)
+    write_chart(str(out / "training.png"), [
+        Panel("training loss on the device (mean of 50 steps)").add("loss", steps_axis, smooth),
+        Panel("held-out accuracy % on the device", y_range=(0.0, 100.0)).add(
+            "accuracy", curve[:, 0].tolist(), (100 * curve[:, 1]).tolist()),
+    ], "training step")
+    instr = np.asarray(report["instructions_per_step"], dtype=np.float64)
+    macs = report["macs_per_step"]
+    before, after = report["eval_accuracy_before"], report["eval_accuracy_after"]
+    kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
+    lines = [
+        "",
+        f"  held-out accuracy on the device: {100 * before:.1f}% before -> {100 * after:.1f}% after "
+        f"{args.steps} steps ({100 * (after - before):+.1f} points)",
+        "  accuracy curve: " + ", ".join(f"{int(s)}: {100 * a:.1f}%" for s, a in curve),
+        f"  loss: {loss[:50].mean():.3f} (first 50 steps) -> {loss[-50:].mean():.3f} (last 50)   {sparkline(smooth)}",
+        f"  scheme: {scheme} ({built['trainable_tensors']} trainable tensors)",
+        f"  SRAM: {kb(report['sram_bytes'])} in use = planned {kb(built['peak_sram_bytes'])} (arena "
+        f"{kb(built['arena_bytes'])} + trainable {kb(built['trainable_bytes'])} + scratch "
+        f"{kb(built['scratch_bytes'])}) + stack {report['stack_bytes']} B",
+        f"  Flash: {kb(report['flash_bytes'])}",
+        f"  per training step: {instr.mean() / 1e6:.2f} M instructions for {macs / 1e6:.2f} M MACs "
+        f"({instr.mean() / macs:.2f} instructions/MAC; {instr.mean() / 216e6 * 1e3:.1f} ms at 216 MHz if 1 IPC)",
+        f"  wrote {out / 'training.png'}, {out / 'memory_plan.png'}, {out / 'result.npz'}, {out / 'build'}/",
+        f"  total time {time.monotonic() - started:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
