@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         results[model] = rows
         full = rows["full|naive"]["peak_sram_bytes"]
         paper = PAPER_KB[model]
-        print(f"\n{model}  (weights: {args.weight_storage} master copies; paper full/sparse/sparse+reorder = "
+        storage = "fp32 master copies" if args.weight_storage == "f32" else "int8 copies updated in place"
+        print(f"\n{model}  (trainable weights: {storage}; paper full/sparse/sparse+reorder = "
               f"{paper[0]}/{paper[1]}/{paper[2]} KB)")
         print(f"{'scheme':<10} {'naive KB':>9} {'reorder KB':>11} {'arena':>8} {'trainable':>10} {'scratch':>8} "
               f"{'naive/reorder':>14} {'full/reorder':>13}")

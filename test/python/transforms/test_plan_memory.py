@@ -233,3 +233,14 @@ def test_memory_report_json(tmp_path):
     assert names["conv3.weight"] == {"name": "conv3.weight", "layer": 3, "kind": "weight", "shape": [3, 1, 1, 4],
                                      "channels": None, "storage": "f32", "bytes": 48}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mcunet_49kb_plan_is_below_the_reference_engine():
+    """The reference engine's static SRAM for mcunet-5fps/49kb was 233,480 B (arena incl. scratch + trainable
+    copies); our plan, with fp32 master copies of the trained weights, must stay below it."""
+    require_shared_models()
+    module = planned("mcunet-5fps", f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb", True)
+    memory = check_module(module)
+    print(f"\nmcunet-5fps/49kb planned static SRAM: {memory['peak_sram_bytes']} B (reference engine 233,480 B): "
+          f"arena {memory['arena_bytes']} + trainable {memory['trainable_bytes']} + scratch {memory['scratch_bytes']}")
+    assert memory["peak_sram_bytes"] < 233_480
