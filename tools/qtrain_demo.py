@@ -72,6 +72,24 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
+def quantize_task(model: Path, arrays: dict[str, np.ndarray], calibration: Path | None, out: Path) -> Path:
+    """Float NCHW task images -> int8 NHWC with the model's input quantization (what the device takes)."""
+    from qtrain.frontends.onnx import input_quant, quantize_images
+    from qtrain.tools.qtrain_compile import load_any
+
+    module = load_any(model, 10, calibration)
+    q = input_quant(module)
+    for key in ("image", "test_image"):
+        if arrays[key].dtype == np.int8:
+            raise ValueError("the task's image and test_image must both be float NCHW or both int8 NHWC")
+        arrays[key] = quantize_images(arrays[key], q)
+    arrays["input_q"] = np.array([q.scale, q.zp], dtype=np.float64)
+    np.savez(out, **arrays)
+    print(f"  quantized the float NCHW images with the model's input parameters (scale {q.scale:.6g}, "
+          f"zero point {q.zp}) into {out}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qtrain-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration", type=Path, help="float NCHW images (npz `image`) for an ONNX float model")
     parser.add_argument("--model-name", default=None, help="name of the model in scheme.json")
     parser.add_argument("--fresh-analysis", action="store_true", help="redo the contribution analysis runs")
+    parser.add_argument("--analysis-steps", type=int, default=None,
+                        help="steps per fine-tuning run of the contribution analysis (default: the search's 2000)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel fine-tuning runs in the analysis (2)")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     args = parser.parse_args(argv)
@@ -118,8 +138,11 @@ def demo(args: argparse.Namespace) -> str:
                 raise ValueError(f"no such file: {path}")
         with np.load(data) as task:
             missing = [k for k in ("image", "label", "test_image", "test_label") if k not in task]
+            arrays = {k: task[k] for k in task.files}
         if missing:
             raise ValueError(f"{data}: missing keys {', '.join(missing)} (need image, label, test_image, test_label)")
+        if arrays["image"].dtype != np.int8 or arrays["test_image"].dtype != np.int8:
+            data = quantize_task(model, arrays, args.calibration, out / "task.npz")
         name = args.model_name or model.stem
     with np.load(data) as task:
         n_train, n_test = len(task["label"]), len(task["test_label"])
@@ -137,6 +160,8 @@ def demo(args: argparse.Namespace) -> str:
               "--jobs", str(args.jobs), "--cache", cache]
     if args.calibration:
         search += ["--calibration", args.calibration]
+    if args.analysis_steps:
+        search += ["--steps", str(args.analysis_steps)]
     run(search, "the scheme search")
     key = f"{args.budget_kb:g}kb"
     scheme = f"{out / 'scheme.json'}#{name}/{key}"

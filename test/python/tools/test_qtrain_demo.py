@@ -40,3 +40,26 @@ def test_demo_rejects_half_a_user_model(tmp_path: Path):
     )
     assert result.returncode == 2
     assert "--model and --data go together" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not have_tools("clang", "ld.lld", "qemu-system-arm"), reason="needs clang, ld.lld, qemu")
+def test_demo_takes_your_float_model_and_float_task(tmp_path: Path):
+    """--model/--data/--calibration with float NCHW task images: quantized with the model's input parameters."""
+    example = tmp_path / "ex"
+    made = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[3] / "examples" / "own_model" /
+                                               "make_example.py"), "-o", str(example)],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "qtrain.tools.qtrain_demo", "-o", str(out), "--model", str(example / "my.onnx"),
+         "--data", str(example / "my_task_float.npz"), "--calibration", str(example / "cal.npz"),
+         "--budget-kb", "24", "--analysis-steps", "60", "--steps", "60", "--eval-every", "30", "--jobs", "2"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(out / "task.npz") as task, np.load(example / "my_task.npz") as reference:
+        assert task["image"].dtype == np.int8
+        np.testing.assert_array_equal(task["image"], reference["image"])  # the same quantization as the example's
+    report = json.loads((out / "result.json").read_text())
+    assert len(report["instructions_per_step"]) == 60
