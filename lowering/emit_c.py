@@ -44,6 +44,7 @@ from qtrain.dialects.qtrain import (
     CrossEntropyGradOp,
     CrossEntropyOp,
     DequantizeOp,
+    FusedPointwiseDepthwiseOp,
     GetParamOp,
     GradAccumulateOp,
     ParamOp,
@@ -247,6 +248,8 @@ class Emitter:
                  f"{self.weight_struct(op.weight)}, {self.bias_ptr(op.bias)}, {m}, "
                  f"{self.dims_const(y.get_shape())}, {self.ptr(op.output)}, {self.opt_ptr(op.mask)}));")
             self.count_macs(entry, math.prod(y.get_shape()) * math.prod(w.get_shape()[1:]))
+        elif isinstance(op, FusedPointwiseDepthwiseOp):
+            self.emit_fused_pointwise_depthwise(op, body, entry)
         elif isinstance(op, AddOp):
             c = numerics.add_constants(op.lhs_q.scale, op.lhs_q.zp, op.rhs_q.scale, op.rhs_q.zp,
                                        op.output_q.scale, op.output_q.zp)
@@ -321,6 +324,41 @@ class Emitter:
             self.emit_update(op, self.ptr(op.grad), body)
         else:
             raise EmitError(f"the C backend has no lowering for {op.name}")
+
+    def frozen_weight(self, value: SSAValue, what: str) -> str:
+        """The Flash array of a weight that does not train (the streaming kernel reads plain int8)."""
+        info = self.param(value)
+        if info.sram is not None:
+            raise EmitError(f"qtrain.fused_pointwise_depthwise: its {what} @{info.name} is trainable; the fused "
+                            "kernel reads frozen weights only (qtrain-fuse-streaming never fuses trained layers)")
+        return info.flash
+
+    def emit_fused_pointwise_depthwise(self, op: FusedPointwiseDepthwiseOp, body: list[str], entry: str) -> None:
+        """One qtrain_fused_pointwise_depthwise_s8 call: the 1x1 conv streamed into the depthwise conv."""
+        x, pw, dw, y = (v.type.get_shape() for v in (op.input, op.pw_weight, op.dw_weight, op.output))  # type: ignore
+        c_mid = pw[0]
+        pw_m = np.broadcast_to(numerics.conv2d_multiplier(op.input_q.scale, op.pw_weight_q.scale_array(),
+                                                          op.mid_q.scale), (c_mid,))
+        dw_m = np.broadcast_to(numerics.conv2d_multiplier(op.mid_q.scale, op.dw_weight_q.scale_array(),
+                                                          op.output_q.scale), (c_mid,))
+        pw_params = self.fresh("conv_params")
+        lo, hi = clamp_range(op.pw_clamp)
+        self.decls.append(f"static const qtrain_conv_params_t {pw_params} = {{{op.input_q.zp}, {op.mid_q.zp}, 1, 1, "
+                          f"0, 0, 1, {lo}, {hi}}};")
+        dw_params = self.fresh("conv_params")
+        sh, sw = op.dw_strides.get_values()
+        pt, pl, _, _ = op.dw_padding.get_values()
+        lo, hi = clamp_range(op.dw_clamp)
+        self.decls.append(f"static const qtrain_conv_params_t {dw_params} = {{{op.mid_q.zp}, {op.output_q.zp}, {sh}, "
+                          f"{sw}, {pt}, {pl}, {c_mid}, {lo}, {hi}}};")
+        body.append(
+            f"    QTRAIN_CHECK(qtrain_fused_pointwise_depthwise_s8(&qtrain_ctx, &{pw_params}, {self.dims_const(x)}, "
+            f"{self.ptr(op.input)}, {self.dims_const(pw)}, {self.frozen_weight(op.pw_weight, 'pw_weight')}, "
+            f"{self.bias_ptr(op.pw_bias)}, {self.const_floats('multiplier', pw_m.tolist())}, &{dw_params}, "
+            f"{self.dims_const(dw)}, {self.frozen_weight(op.dw_weight, 'dw_weight')}, {self.bias_ptr(op.dw_bias)}, "
+            f"{self.const_floats('multiplier', dw_m.tolist())}, {self.dims_const(y)}, {self.ptr(op.output)}));"
+        )
+        self.count_macs(entry, math.prod(op.mid_shape()) * math.prod(pw[1:]) + math.prod(y) * math.prod(dw[1:]))
 
     def fused_update_of(self, op: Operation) -> SGDUpdateOp:
         users = [u.operation for u in op.results[0].uses]

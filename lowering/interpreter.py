@@ -62,6 +62,7 @@ from qtrain.dialects.qtrain import (
     CrossEntropyGradOp,
     CrossEntropyOp,
     DequantizeOp,
+    FusedPointwiseDepthwiseOp,
     GetParamOp,
     GradAccumulateOp,
     ParamOp,
@@ -300,6 +301,37 @@ class QtrainFunctions(InterpreterFunctions):
             clamp=clamp_range(op.clamp),
         )
         return self._masked(interpreter, op, y, mask)
+
+    @impl(FusedPointwiseDepthwiseOp)
+    def run_fused_pointwise_depthwise(
+        self, interpreter: Interpreter, op: FusedPointwiseDepthwiseOp, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """The two convolutions the op stands for (numerics.fused_pointwise_depthwise); no mask."""
+        x, pw_weight, *rest = args
+        pw_bias = rest.pop(0) if op.pw_bias is not None else None
+        dw_weight = rest.pop(0)
+        dw_bias = rest.pop(0) if op.dw_bias is not None else None
+        kernel = numerics.fused_pointwise_depthwise_relaxed if self.relaxed else numerics.fused_pointwise_depthwise
+        y = kernel(
+            x,
+            pw_weight,
+            pw_bias,
+            dw_weight,
+            dw_bias,
+            input_scale=_scale(op.input_q),
+            input_zero_point=op.input_q.zp,
+            pw_weight_scales=op.pw_weight_q.scale_array(),
+            mid_scale=_scale(op.mid_q),
+            mid_zero_point=op.mid_q.zp,
+            dw_weight_scales=op.dw_weight_q.scale_array(),
+            output_scale=_scale(op.output_q),
+            output_zero_point=op.output_q.zp,
+            dw_strides=op.dw_strides.get_values(),
+            dw_padding=op.dw_padding.get_values(),
+            pw_clamp=clamp_range(op.pw_clamp),
+            dw_clamp=clamp_range(op.dw_clamp),
+        )
+        return (y,)
 
     @impl(AddOp)
     def run_add(self, interpreter: Interpreter, op: AddOp, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -8,7 +8,9 @@ compiled twice with clang for the Cortex-M7, with the portable C path (QTRAIN_US
 ARMv7E-M DSP path (QTRAIN_USE_DSP=1, the default there), and each call is timed with the board
 layer's instruction counter (CMSDK timer, 40 instructions per tick, plus the few instructions of the
 counter read). MACs are the multiply-accumulates of the op (forward: OH*OW*C_out*KH*KW*C_in/groups;
-input gradient: the same; weight gradient: OH*OW*C_out*KH*KW*k). Element-wise kernels report
+input gradient: the same; weight gradient: OH*OW*C_out*KH*KW*k; the fused pointwise-depthwise kernel:
+those of its two convolutions, so it compares with the sum of the two separate kernels' counts, listed
+with it). Element-wise kernels report
 instructions per element instead. For scale: the reference engine's whole mcunet-5fps/49kb training
 step took 167,992,975 instructions for 32.69 M MACs (5.1 per MAC).
 """
@@ -33,6 +35,7 @@ from qtrain.targets.armv7em.kernels import (
     buffer_size_conv2d_input_grad,
     buffer_size_depthwise_input_grad,
     buffer_size_depthwise_weight_grad,
+    buffer_size_fused_pointwise_depthwise,
     calls,
 )
 from qtrain.targets.armv7em.kernels.calls import Call, ConvParams, In, Weight
@@ -116,6 +119,31 @@ def _depthwise_weight_grad_case(rng: np.random.Generator, name: str, input_shape
     return Case(name, "backward", macs, "MAC", calls.depthwise_weight_grad(x, grad, params, 0, filter_shape, scratch))
 
 
+def _fused_case(rng: np.random.Generator, name: str, input_shape: Sequence[int], c_mid: int, k: int, stride: int,
+                pad: int, scratch: int = 0) -> Case:
+    """qtrain_fused_pointwise_depthwise_s8: a 1x1 conv to c_mid channels streamed into a k x k depthwise conv,
+    given max(its minimum, `scratch`) bytes of scratch (a model's shared scratch area is often larger than the
+    minimum; the kernel then takes fewer channel blocks). MACs are those of the two convolutions it replaces."""
+    n, h, w, cin = input_shape
+    x = rng.integers(-128, 128, input_shape, dtype=np.int8)
+    pw = rng.integers(-127, 128, (c_mid, 1, 1, cin), dtype=np.int8)
+    dw = rng.integers(-127, 128, (c_mid, k, k, 1), dtype=np.int8)
+    pw_bias = rng.integers(-1000, 1000, c_mid, dtype=np.int32)
+    dw_bias = rng.integers(-1000, 1000, c_mid, dtype=np.int32)
+    pw_m = numerics.conv2d_multiplier(0.02, rng.uniform(0.002, 0.01, c_mid), 0.05)
+    dw_m = numerics.conv2d_multiplier(0.05, rng.uniform(0.002, 0.01, c_mid), 0.05)
+    out_shape = (n, _out_hw(h, k, stride, pad), _out_hw(w, k, stride, pad), c_mid)
+    pw_params = ConvParams(input_zero_point=-5, output_zero_point=3)
+    dw_params = ConvParams(input_zero_point=3, output_zero_point=-2, strides=(stride, stride), padding=(pad, pad),
+                           groups=c_mid)
+    scratch = max(scratch, buffer_size_fused_pointwise_depthwise(input_shape, pw.shape, dw.shape, out_shape,
+                                                                 (stride, stride)))
+    macs = h * w * c_mid * cin + out_shape[1] * out_shape[2] * c_mid * k * k
+    call = calls.fused_pointwise_depthwise(x, pw, pw_bias, pw_m, pw_params, dw, dw_bias, dw_m, dw_params, out_shape,
+                                           scratch)
+    return Case(name, "forward", macs, "MAC", call)
+
+
 def cases(rng: np.random.Generator) -> list[Case]:
     """The benchmark cases (mcunet-5fps layer shapes)."""
     out: list[Case] = [
@@ -135,6 +163,17 @@ def cases(rng: np.random.Generator) -> list[Case]:
         _conv_case(rng, "dw 7x7/1 8x8x160", "depthwise", (1, 8, 8, 160), 160, 7, 1, 3, 160),
         _conv_case(rng, "dw 7x7/2 32x32x48", "depthwise", (1, 32, 32, 48), 48, 7, 2, 3, 48),
         _conv_case(rng, "dw (generic) 3x3/1 32x32x48", "generic", (1, 32, 32, 48), 48, 3, 1, 1, 48),
+        # the fused kernel, each with the two separate kernels it replaces (listed above or here)
+        _fused_case(rng, "fused 64x64x8->32 + dw 3x3/2", (1, 64, 64, 8), 32, 3, 2, 1),
+        _fused_case(rng, "fused 64x64x8->32 + dw 3x3/2 6KB", (1, 64, 64, 8), 32, 3, 2, 1, 6144),
+        _fused_case(rng, "fused 64x64x8->32 + dw 3x3/2 12KB", (1, 64, 64, 8), 32, 3, 2, 1, 12288),
+        _fused_case(rng, "fused 32x32x16->48 + dw 3x3/1", (1, 32, 32, 16), 48, 3, 1, 1),
+        _fused_case(rng, "fused 32x32x16->48 + dw 3x3/1 6KB", (1, 32, 32, 16), 48, 3, 1, 1, 6144),
+        _fused_case(rng, "fused 32x32x16->48 + dw 7x7/2", (1, 32, 32, 16), 48, 7, 2, 3),
+        _fused_case(rng, "fused 32x32x16->48 + dw 7x7/2 6KB", (1, 32, 32, 16), 48, 7, 2, 3, 6144),
+        _conv_case(rng, "1x1 8x8x40->160", "1x1", (1, 8, 8, 40), 160, 1, 1, 0, 1),
+        _fused_case(rng, "fused 8x8x40->160 + dw 7x7/1", (1, 8, 8, 40), 160, 7, 1, 3),
+        _fused_case(rng, "fused 8x8x40->160 + dw 7x7/1 6KB", (1, 8, 8, 40), 160, 7, 1, 3, 6144),
         _conv_case(rng, "generic 3x3/1 16x16x16->16", "generic", (1, 16, 16, 16), 16, 3, 1, 1, 1),
         _input_grad_case(rng, "in-grad 1x1 4x4x576<-160", "1x1", (1, 4, 4, 576), 160, 1, 1, 0, 1),
         _input_grad_case(rng, "in-grad 1x1 8x8x48<-144", "1x1", (1, 8, 8, 48), 144, 1, 1, 0, 1),

@@ -1,7 +1,9 @@
 """Peak SRAM of the training step: 3 reference models x {full, the paper's 5 schemes, bias-only} x
 {naive schedule, qtrain-reorder}, as planned by qtrain-plan-memory (arena + trainable copies + scratch).
 
-    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32|i8] [--json OUT.json]
+    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32|i8] [--no-fuse] [--json OUT.json]
+
+Both schedules include qtrain-fuse-streaming unless --no-fuse.
 
 Prints one table per model with the peak in KB, the arena/trainable split, and the ratio to full update.
 """
@@ -23,12 +25,13 @@ PAPER_KB = {  # MCUNetV3 paper, Fig. / Table: full -> sparse -> sparse + reorder
 }
 
 
-def measure(module_text: str, scheme: str, reorder: bool, weight_storage: str) -> dict[str, int]:
+def measure(module_text: str, scheme: str, reorder: bool, weight_storage: str, fuse: bool = True) -> dict[str, int]:
     from qtrain.lowering.interpreter import load_module
     from qtrain.transforms.plan_memory import MEMORY
 
     module = load_module(module_text)
-    passes = training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage)
+    passes = training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage,
+                             fuse_streaming=fuse)
     apply_passes(module, passes)
     memory = module.attributes[MEMORY]
     return {k: v.value.data for k, v in memory.data.items() if hasattr(v, "value")}  # type: ignore[attr-defined]
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=default_models, help="folder with the .pkl models")
     parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32")
     parser.add_argument("--only", choices=MODELS, action="append", help="restrict to these models")
+    parser.add_argument("--no-fuse", action="store_true", help="without qtrain-fuse-streaming")
     parser.add_argument("--json", type=Path, help="also write all figures as JSON")
     args = parser.parse_args(argv)
     if not (args.models / "schemes.json").is_file():
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
             for reorder in (False, True):
                 key = f"{label}|{'reorder' if reorder else 'naive'}"
-                rows[key] = measure(text, scheme, reorder, args.weight_storage)
+                rows[key] = measure(text, scheme, reorder, args.weight_storage, fuse=not args.no_fuse)
         results[model] = rows
         full = rows["full|naive"]["peak_sram_bytes"]
         paper = PAPER_KB[model]

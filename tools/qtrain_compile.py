@@ -1,7 +1,7 @@
 """`qtrain-compile`: a model in, a training firmware out.
 
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
-                   [--no-reorder] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
+                   [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
                    [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
 
@@ -73,6 +73,7 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     passes = training_passes(
         args.scheme,
         reorder=not args.no_reorder,
+        fuse_streaming=not args.no_fuse,
         sram_kb=args.sram_kb,
         lr=args.lr,
         bias_lr=args.bias_lr,
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sram-kb", type=int, default=256, help="SRAM budget for the static plan (default 256)")
     parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu)")
     parser.add_argument("--no-reorder", action="store_true", help="keep the naive schedule (updates at the end)")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="keep frozen 1x1 + depthwise pairs separate (no qtrain-fuse-streaming)")
     parser.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
     parser.add_argument("--bias-lr", type=float, default=None, help="bias learning rate (default: --lr)")
     parser.add_argument("--no-qas", action="store_true", help="plain SGD without quantization-aware scaling")

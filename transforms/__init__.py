@@ -26,6 +26,11 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return DeadGradientElimPass
 
+    def fuse_streaming() -> type[ModulePass]:
+        from qtrain.transforms.fuse_streaming import FuseStreamingPass
+
+        return FuseStreamingPass
+
     def reorder() -> type[ModulePass]:
         from qtrain.transforms.reorder import ReorderPass
 
@@ -41,6 +46,7 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "qtrain-autodiff": autodiff,
         "qtrain-sparse-update": sparse_update,
         "qtrain-dead-gradient-elim": dead_gradient_elim,
+        "qtrain-fuse-streaming": fuse_streaming,
         "qtrain-reorder": reorder,
         "qtrain-plan-memory": plan_memory,
     }

@@ -1,6 +1,7 @@
 """The training pipeline as one list of passes, shared by qtrain-compile, the benchmarks and tests.
 
-    qtrain-autodiff -> qtrain-sparse-update -> qtrain-dead-gradient-elim -> [qtrain-reorder] -> qtrain-plan-memory
+    qtrain-autodiff -> qtrain-sparse-update -> qtrain-dead-gradient-elim -> [qtrain-fuse-streaming]
+      -> [qtrain-reorder] -> qtrain-plan-memory
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from xdsl.passes import ModulePass
 
 from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
+from qtrain.transforms.fuse_streaming import FuseStreamingPass
 from qtrain.transforms.plan_memory import PlanMemoryPass
 from qtrain.transforms.reorder import ReorderPass
 from qtrain.transforms.sparse_update import SparseUpdatePass
@@ -28,12 +30,15 @@ def training_passes(
     memory_report: str | None = None,
     lifetime_plot: str | None = None,
     plan: bool = True,
+    fuse_streaming: bool = True,
 ) -> list[ModulePass]:
     passes: list[ModulePass] = [
         AutodiffPass(lr=lr, bias_lr=bias_lr, qas=qas, weight_storage=weight_storage),  # type: ignore[arg-type]
         SparseUpdatePass(scheme=scheme),
         DeadGradientElimPass(),
     ]
+    if fuse_streaming:
+        passes.append(FuseStreamingPass())
     if reorder:
         passes.append(ReorderPass())
     if plan:

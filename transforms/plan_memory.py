@@ -37,6 +37,7 @@ from qtrain.dialects.qtrain import (
     Conv2DInputGradOp,
     Conv2DOp,
     Conv2DWeightGradOp,
+    FusedPointwiseDepthwiseOp,
     ParamOp,
     SGDUpdateOp,
 )
@@ -51,7 +52,6 @@ from qtrain.transforms.liveness import (
     param_of,
     trainable_bytes,
 )
-from qtrain.transforms.schemes import network_layers
 
 OFFSETS = "qtrain.offsets"
 ARENA_BYTES = "qtrain.arena_bytes"
@@ -130,7 +130,8 @@ def kernel_scratch_bytes(op: Operation, params: dict[str, ParamOp]) -> int:
     The figures come from the kernel library's own mirror of its `*_get_buffer_size` functions
     (qtrain.targets.armv7em.kernels), so the plan and the C agree. A fused gradient computed before
     its update (a bias, a depthwise weight) sits at the start of the scratch area, the kernel's own
-    scratch after it; a fused groups = 1 weight gradient updates block by block and needs none.
+    scratch after it; a fused groups = 1 weight gradient updates block by block and needs none. A
+    `qtrain.fused_pointwise_depthwise` keeps its ring of intermediate rows there.
     """
     from qtrain.targets.armv7em import kernels as k
 
@@ -142,6 +143,9 @@ def kernel_scratch_bytes(op: Operation, params: dict[str, ParamOp]) -> int:
         return aligned(k.buffer_size_conv2d_wrapper(
             shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
             op.padding.get_values(), op.groups.value.data, slice_channels=width, master=master))
+    if isinstance(op, FusedPointwiseDepthwiseOp):
+        return aligned(k.buffer_size_fused_pointwise_depthwise(
+            shape(op.input), shape(op.pw_weight), shape(op.dw_weight), shape(op.output), op.dw_strides.get_values()))
     if isinstance(op, Conv2DInputGradOp):
         width, master = weight_slice(op.weight, params)
         return aligned(k.buffer_size_conv2d_input_grad_wrapper(
@@ -223,14 +227,30 @@ class MemoryReport:
         }
 
 
+def layer_numbers(function: func.FuncOp) -> dict[str, int]:
+    """Parameter name -> layer index in schemes.json numbering (`schemes.network_layers`), where a
+    `qtrain.fused_pointwise_depthwise` still counts as the two conv layers it stands for."""
+    layer_of: dict[str, int] = {}
+    index = 0
+    for op in function.walk():
+        if isinstance(op, Conv2DOp):
+            members = [[op.weight, op.bias]]
+        elif isinstance(op, FusedPointwiseDepthwiseOp):
+            members = [[op.pw_weight, op.pw_bias], [op.dw_weight, op.dw_bias]]
+        else:
+            continue
+        for values in members:
+            for v in values:
+                name = param_of(v) if v is not None else None
+                if name is not None:
+                    layer_of[name] = index
+            index += 1
+    return layer_of
+
+
 def trainable_list(module: ModuleOp, train: func.FuncOp | None) -> list[dict[str, object]]:
     params = [p for p in module.ops if isinstance(p, ParamOp) and p.is_trainable]
-    layer_of: dict[str, int] = {}
-    if train is not None:
-        for layer in network_layers(train):
-            layer_of[layer.weight] = layer.index
-            if layer.bias is not None:
-                layer_of[layer.bias] = layer.index
+    layer_of = layer_numbers(train) if train is not None else {}
     out: list[dict[str, object]] = []
     for p in params:
         name = p.sym_name.data
@@ -253,6 +273,8 @@ def constant_bytes(module: ModuleOp) -> int:
     for op in module.walk():
         if isinstance(op, Conv2DOp):
             total += 4 * op.output.type.get_shape()[3]  # type: ignore[attr-defined]
+        elif isinstance(op, FusedPointwiseDepthwiseOp):
+            total += 2 * 4 * op.output.type.get_shape()[3]  # type: ignore[attr-defined]
         elif isinstance(op, SGDUpdateOp):
             total += 4 * len(op.grad_scale.get_values())
     return total

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from xdsl.dialects import func
 
-from qtrain.dialects.qtrain import Conv2DOp, GetParamOp
+from qtrain.dialects.qtrain import Conv2DOp, FusedPointwiseDepthwiseOp, GetParamOp
 
 
 class SchemeError(ValueError):
@@ -181,6 +181,9 @@ def network_layers(function: func.FuncOp) -> list[Layer]:
     """The conv layers of a function in forward order (schemes.json numbering, classifier last)."""
     layers: list[Layer] = []
     for op in function.walk():
+        if isinstance(op, FusedPointwiseDepthwiseOp):
+            raise SchemeError(f"conv layer {len(layers)} is fused with the next one ({op.name}): schemes number the "
+                              "layers of the unfused network (run qtrain-fuse-streaming after qtrain-sparse-update)")
         if isinstance(op, Conv2DOp):
             weight = _param_of(op.weight)
             if weight is None:

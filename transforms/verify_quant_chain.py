@@ -10,12 +10,19 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, DequantizeOp, QuantParamsAttr
+from qtrain.dialects.qtrain import (
+    AddOp,
+    AvgPoolOp,
+    Conv2DOp,
+    DequantizeOp,
+    FusedPointwiseDepthwiseOp,
+    QuantParamsAttr,
+)
 from qtrain.dialects.qtrain.ops import produced_quant
 
 
 def consumed_quants(op: Operation) -> list[tuple[str, SSAValue, QuantParamsAttr]]:
-    if isinstance(op, Conv2DOp | AvgPoolOp | DequantizeOp):
+    if isinstance(op, Conv2DOp | AvgPoolOp | DequantizeOp | FusedPointwiseDepthwiseOp):
         return [("input_q", op.input, op.input_q)]
     if isinstance(op, AddOp):
         return [("lhs_q", op.lhs, op.lhs_q), ("rhs_q", op.rhs, op.rhs_q)]

@@ -641,10 +641,12 @@ class CrossEntropyOp(IRDLOperation):
 def produced_quant(value: SSAValue) -> QuantParamsAttr | None:
     """The quantization an int8 value was produced with, looking through reshapes; None if unknown
     (a function argument: the model input's quantization is that of its first consumer)."""
+    from qtrain.dialects.qtrain.fused_ops import FusedPointwiseDepthwiseOp
+
     op = value.owner
     while isinstance(op, ReshapeOp):
         op = op.input.owner
-    if isinstance(op, Conv2DOp | AddOp | AvgPoolOp | QuantizeOp):
+    if isinstance(op, Conv2DOp | AddOp | AvgPoolOp | QuantizeOp | FusedPointwiseDepthwiseOp):
         return op.output_q
     return None
 

@@ -9,6 +9,9 @@ tuples; `slice_channels` is stop - start of a trained weight slice (None when th
 and `master` whether that slice is an fp32 master copy (which the kernels convert to int8 in
 scratch; an int8 slice is read in place).
 
+`buffer_size_fused_pointwise_depthwise` mirrors the streaming kernel of `qtrain.fused_pointwise_depthwise`
+(qtrain_fused_pointwise_depthwise_s8_get_buffer_size); test_kernels_fused.py checks it against the C.
+
 `in_place_alignment` mirrors which forward convolutions may write their output over their input
 (see "In place" in qtrain_kernels.h); test_kernels_inplace.py checks it against the C.
 
@@ -190,3 +193,26 @@ def buffer_size_conv2d_input_grad_wrapper(input_shape: Shape, filter_shape: Shap
         return buffer_size_depthwise_input_grad(input_shape, filter_shape, strides, padding,
                                                 slice_channels=slice_channels, master=master)
     return buffer_size_conv2d_input_grad(kernel, filter_shape, slice_channels=slice_channels, master=master)
+
+
+FUSED_CHANNEL_BLOCK = 8
+"""Intermediate channels per block of the fused pointwise-depthwise kernel (QTRAIN_FUSED_CHANNEL_BLOCK)."""
+
+
+def buffer_size_fused_pointwise_depthwise(input_shape: Shape, pw_filter_shape: Shape, dw_filter_shape: Shape,
+                                          output_shape: Shape, dw_strides: Sequence[int]) -> int:
+    """Scratch bytes of `qtrain_fused_pointwise_depthwise_s8` (a 1x1 conv streamed into a depthwise conv),
+    with B = min(C_mid, FUSED_CHANNEL_BLOCK) intermediate channels per block:
+
+    - one pixel pair of the pointwise input unpacked (4 * C_in bytes, as the 1x1 kernel);
+    - the depthwise weight pairs of the block (B * KW * ceil(KH / 2) words);
+    - one channel's window of KH padded intermediate rows as int16, in the depthwise kernel's layout
+      (2 * KH slots per column, (OW - 1) * sw + KW columns), rounded up to 4;
+    - the ring: KH intermediate rows of W x B int8, rounded up to 4.
+    The same size whether the DSP path is compiled or not.
+    """
+    _, _, w, cin = input_shape
+    block = min(pw_filter_shape[0], FUSED_CHANNEL_BLOCK)
+    _, kh, kw, _ = dw_filter_shape
+    columns = (output_shape[2] - 1) * dw_strides[1] + kw
+    return 4 * cin + 4 * block * kw * ((kh + 1) // 2) + _align4(4 * kh * columns) + _align4(kh * w * block)

@@ -508,3 +508,19 @@ def unpack_mask(packed: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """The boolean mask of `shape` a kernel wrote (bit e of byte e // 8, least significant first)."""
     count = int(np.prod(shape))
     return np.unpackbits(packed, bitorder="little")[:count].reshape(tuple(shape)).astype(bool)
+
+
+def fused_pointwise_depthwise(x: np.ndarray, pw_weight: np.ndarray, pw_bias: np.ndarray | None,
+                              pw_multiplier: np.ndarray, pw_params: ConvParams, dw_weight: np.ndarray,
+                              dw_bias: np.ndarray | None, dw_multiplier: np.ndarray, dw_params: ConvParams,
+                              output_shape: Sequence[int], scratch: int) -> Call:
+    """`qtrain_fused_pointwise_depthwise_s8` (frozen int8 weights): output the int8 NHWC output."""
+    def bias(b: np.ndarray | None) -> Arg:
+        return In(b.astype(np.int32)) if b is not None else Null()
+
+    return Call("qtrain_fused_pointwise_depthwise_s8", [
+        Scratch(scratch), pw_params, Dims(_shape4(x.shape)), In(x.astype(np.int8)), Dims(_shape4(pw_weight.shape)),
+        In(pw_weight.astype(np.int8)), bias(pw_bias), In(np.asarray(pw_multiplier, np.float32)), dw_params,
+        Dims(_shape4(dw_weight.shape)), In(dw_weight.astype(np.int8)), bias(dw_bias),
+        In(np.asarray(dw_multiplier, np.float32)), Dims(_shape4(output_shape)),
+        Out(tuple(output_shape), np.dtype(np.int8))])

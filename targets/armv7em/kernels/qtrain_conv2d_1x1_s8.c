@@ -28,7 +28,7 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
                                              const qtrain_weight_t *weight) {
     (void)params;
     (void)output_dims;
-    /* One word per input channel: two unpacked input rows (DSP, see unpack_pair) or one (portable). */
+    /* One word per input channel: two unpacked input rows (DSP, see qtrain_unpack_pair) or one (portable). */
     return 4 * input_dims->c + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
 }
 
@@ -40,33 +40,6 @@ static const int8_t *input_row(const int8_t *input, const qtrain_dims_t *input_d
     return input + (((b * input_dims->h + y * params->stride_h) * input_dims->w) + x * params->stride_w) * input_dims->c;
 }
 
-#if QTRAIN_USE_DSP
-/* Unpack the input rows of two pixels as int16 (x - zx), segment by segment: each 4 channels become
- * 4 words (pixel 0 lanes (c0, c2), (c1, c3), then pixel 1), matching SXTB16 / SXTB16 ROR 8 of a
- * weight word; each remaining channel one word (pixel 0, pixel 1). One word per channel in all. */
-static void unpack_pair(const int8_t *row0, const int8_t *row1, const qtrain_weight_segment_t *segments,
-                        int32_t count, int32_t zero_point, int32_t *dst) {
-    int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
-    for (int32_t s = 0; s < count; s++) {
-        const int8_t *a = row0 + segments[s].begin, *b = row1 + segments[s].begin;
-        int32_t len = segments[s].end - segments[s].begin;
-        for (int32_t i = len >> 2; i > 0; i--) {
-            int32_t va = qtrain_read_s32(a), vb = qtrain_read_s32(b);
-            dst[0] = qtrain_sxtab16(offset, va);
-            dst[1] = qtrain_sxtab16_ror8(offset, va);
-            dst[2] = qtrain_sxtab16(offset, vb);
-            dst[3] = qtrain_sxtab16_ror8(offset, vb);
-            a += 4;
-            b += 4;
-            dst += 4;
-        }
-        for (int32_t i = len & 3; i > 0; i--) {
-            *dst++ = (int32_t)(((uint32_t)(*a++ - zero_point) & 0xFFFFu) | ((uint32_t)(*b++ - zero_point) << 16));
-        }
-    }
-}
-
-#endif
 
 qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                      const qtrain_dims_t *input_dims, const int8_t *input,
@@ -103,8 +76,8 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
 #if QTRAIN_USE_DSP
     for (int32_t p = 0; p < pixels; p += 2) {
         const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
-        unpack_pair(input_row(input, input_dims, params, out_h, out_w, p),
-                    input_row(input, input_dims, params, out_h, out_w, p1), segments, count, zx, unpacked);
+        qtrain_unpack_pair(input_row(input, input_dims, params, out_h, out_w, p),
+                           input_row(input, input_dims, params, out_h, out_w, p1), segments, count, zx, unpacked);
         qtrain_pair_outputs(unpacked, segments, count, 0, cout, bias, multiplier, &q, output + p * cout,
                             output + p1 * cout, mask, (uint32_t)(p * cout), (uint32_t)(p1 * cout));
     }

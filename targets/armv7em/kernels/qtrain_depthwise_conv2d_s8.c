@@ -136,11 +136,11 @@ QTRAIN_INLINE void output_row(const int16_t *window, const int32_t slots, const 
     }
 
 /* Not inlined: the row loop then owns the registers (weights, window pointer) instead of sharing them
- * with the channel and row bookkeeping of the callers. */
-static __attribute__((noinline)) void output_row_any(const int16_t *window, int32_t kernel_h, int32_t kernel_w,
-                                                     const int32_t *pairs, int32_t out_w, int32_t sw, int32_t bias,
-                                                     float multiplier, const qtrain_requant_t *q, int8_t *out,
-                                                     int32_t channels, uint8_t *mask, uint32_t e) {
+ * with the channel and row bookkeeping of the callers. Also the fused pointwise-depthwise kernel's. */
+__attribute__((noinline)) void qtrain_depthwise_output_row(const int16_t *window, int32_t kernel_h, int32_t kernel_w,
+                                                           const int32_t *pairs, int32_t out_w, int32_t sw,
+                                                           int32_t bias, float multiplier, const qtrain_requant_t *q,
+                                                           int8_t *out, int32_t channels, uint8_t *mask, uint32_t e) {
     if (mask != NULL) {
         ROW_VARIANTS(1)
     } else {
@@ -155,15 +155,9 @@ static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_di
                               int32_t c, int32_t bias, float multiplier, const qtrain_requant_t *q, int16_t *ring,
                               int32_t columns, int8_t *output, uint8_t *mask) {
     const int32_t out_h = output_dims->h, out_w = output_dims->w, channels = output_dims->c;
-    const int32_t sh = params->stride_h, npairs = (kernel_h + 1) / 2;
+    const int32_t sh = params->stride_h;
     int32_t pairs[MAX_KERNEL * MAX_PAIRS];
-    for (int32_t j = 0; j < kernel_w; j++) {
-        for (int32_t i = 0; i < npairs; i++) {
-            const int32_t lo = w[(2 * i) * kernel_w + j];
-            const int32_t hi = 2 * i + 1 < kernel_h ? w[(2 * i + 1) * kernel_w + j] : 0;
-            pairs[j * npairs + i] = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
-        }
-    }
+    qtrain_depthwise_pairs(w, kernel_h, kernel_w, pairs);
     for (int32_t b = 0; b < output_dims->n; b++) {
         int32_t next_row = 0; /* the first padded row not built yet */
         for (int32_t oy = 0; oy < out_h; oy++) {
@@ -176,8 +170,8 @@ static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_di
                           params->input_zero_point, columns, kernel_h, ring, next_row % kernel_h);
             }
             const uint32_t e = (uint32_t)(((b * out_h + oy) * out_w) * channels + c);
-            output_row_any(ring + r0 % kernel_h, kernel_h, kernel_w, pairs, out_w, params->stride_w, bias, multiplier,
-                           q, output + e, channels, mask, e);
+            qtrain_depthwise_output_row(ring + r0 % kernel_h, kernel_h, kernel_w, pairs, out_w, params->stride_w, bias,
+                                        multiplier, q, output + e, channels, mask, e);
         }
     }
 }

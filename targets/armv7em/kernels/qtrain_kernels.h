@@ -225,6 +225,41 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
                                                    const qtrain_dims_t *filter_dims,
                                                    const qtrain_dims_t *output_dims, const qtrain_weight_t *weight);
 
+/* Pointwise streamed into depthwise (qtrain.fused_pointwise_depthwise): y = depthwise(pointwise(x)),
+ * through the int8 intermediate tensor mid [N, H, W, C_mid] quantized with zero point
+ * pw_params->output_zero_point (= dw_params->input_zero_point), which never exists whole. Bit-exact with
+ * qtrain_conv2d_1x1_s8 (pw_params, pw_filter_dims [C_mid, 1, 1, C_in], pw_weight, pw_bias,
+ * pw_multiplier) into mid followed by qtrain_depthwise_conv2d_s8 (dw_params, dw_filter_dims
+ * [C_mid, KH, KW, 1], dw_weight, dw_bias, dw_multiplier) from mid to output, without masks.
+ *   pointwise: stride 1, no padding, groups 1 (pw_params' padding and strides must say so);
+ *   depthwise: groups = C_mid, KH and KW <= 11, any stride and padding;
+ *   weights: frozen int8 OHWI arrays (a trained weight keeps the two separate ops); biases may be NULL.
+ * The intermediate channels go in blocks of B channels and the output rows in bands of NB rows: per block
+ * and band, the pointwise rows the band's windows need are computed once into a ring of
+ * (NB - 1) * sh + KH rows of W x B int8 in scratch, then the band's depthwise output rows come from the
+ * ring (DSP: the 1x1 kernel's pixel-pair engine and the depthwise kernel's row routine).
+ * Scratch: at least _get_buffer_size() = 4 * C_in (one unpacked pixel pair) + 4 * B * KW * ceil(KH / 2)
+ * (the block's weight pairs) + 4 * KH * ((OW - 1) * sw + KW) rounded up to 4 (one channel's int16
+ * window) + KH * W * B rounded up to 4 (the ring), with B = min(C_mid, QTRAIN_FUSED_CHANNEL_BLOCK) and
+ * NB = 1. Given more (ctx->size), the kernel uses it: of the schedules that fit (B = ceil(C_mid / P),
+ * NB = 1 or floor((KH - 1) / sh) + 1), the one with the fewest estimated instructions (each block unpacks
+ * the input again; a band builds its window rows once for NB output rows). The output does not depend
+ * on it.
+ * Never in place: the output must not overlap the input (refused otherwise). */
+#define QTRAIN_FUSED_CHANNEL_BLOCK 8
+qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
+    const qtrain_context_t *ctx, const qtrain_conv_params_t *pw_params, const qtrain_dims_t *input_dims,
+    const int8_t *input, const qtrain_dims_t *pw_filter_dims, const int8_t *pw_weight, const int32_t *pw_bias,
+    const float *pw_multiplier, const qtrain_conv_params_t *dw_params, const qtrain_dims_t *dw_filter_dims,
+    const int8_t *dw_weight, const int32_t *dw_bias, const float *dw_multiplier, const qtrain_dims_t *output_dims,
+    int8_t *output);
+int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_params_t *pw_params,
+                                                            const qtrain_dims_t *input_dims,
+                                                            const qtrain_dims_t *pw_filter_dims,
+                                                            const qtrain_conv_params_t *dw_params,
+                                                            const qtrain_dims_t *dw_filter_dims,
+                                                            const qtrain_dims_t *output_dims);
+
 /* Small K: groups = 1 and K = KH * KW * C_in <= 256, any kernel, stride and padding: the network's
  * first convolution (mcunet: 3x3, stride 2, 3 input channels, K = 27); it accepts any such shape
  * (a thin pointwise layer too, though there the per-output requantization dominates and the 1x1

@@ -451,12 +451,65 @@ QTRAIN_INLINE void qtrain_put_block(int32_t s00, int32_t s01, int32_t s10, int32
     }
 }
 
+/* Unpack the input rows of two pixels as int16 (x - zx), segment by segment: each 4 channels become
+ * 4 words (pixel 0 lanes (c0, c2), (c1, c3), then pixel 1), matching SXTB16 / SXTB16 ROR 8 of a
+ * weight word; each remaining channel one word (pixel 0, pixel 1). One word per channel in all.
+ * (The 1x1 kernel's, shared with the fused pointwise-depthwise kernel.) */
+QTRAIN_INLINE void qtrain_unpack_pair(const int8_t *row0, const int8_t *row1, const qtrain_weight_segment_t *segments,
+                                      int32_t count, int32_t zero_point, int32_t *dst) {
+    int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+    for (int32_t s = 0; s < count; s++) {
+        const int8_t *a = row0 + segments[s].begin, *b = row1 + segments[s].begin;
+        int32_t len = segments[s].end - segments[s].begin;
+        for (int32_t i = len >> 2; i > 0; i--) {
+            int32_t va = qtrain_read_s32(a), vb = qtrain_read_s32(b);
+            dst[0] = qtrain_sxtab16(offset, va);
+            dst[1] = qtrain_sxtab16_ror8(offset, va);
+            dst[2] = qtrain_sxtab16(offset, vb);
+            dst[3] = qtrain_sxtab16_ror8(offset, vb);
+            a += 4;
+            b += 4;
+            dst += 4;
+        }
+        for (int32_t i = len & 3; i > 0; i--) {
+            *dst++ = (int32_t)(((uint32_t)(*a++ - zero_point) & 0xFFFFu) | ((uint32_t)(*b++ - zero_point) << 16));
+        }
+    }
+}
+
 /* Output channels [o_begin, o_end) of an unpacked pixel pair: out0 / out1 are the two pixels' output
  * rows (equal for an odd last pixel, which then stores the same values twice), e0 / e1 their first
  * element index (for the mask). An odd channel count ends with a duplicated channel stored once. */
 void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
                          int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
                          int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0, uint32_t e1);
+
+/* ---- the DSP depthwise row engine (qtrain_depthwise_conv2d_s8.c), shared with the fused kernel -------
+ *
+ * A depthwise window is a ring of int16 (x - zx, padding 0) in column-interleaved layout: column j
+ * holds 2 * KH slots, the window's KH rows are slots 0 .. KH - 1 of every column (read from `window`
+ * onwards; an odd KH also reads slot KH, multiplied by weight 0). Weights go in as pairs: pairs[j *
+ * ceil(KH / 2) + i] = (w[2i, j], w[2i + 1, j]) in the low / high halfword (0 for the missing row of an
+ * odd KH), so two vertically adjacent taps are one SMLAD. */
+
+/* The weight pairs of one channel's [KH, KW] depthwise kernel `w` (KW * ceil(KH / 2) words). */
+QTRAIN_INLINE void qtrain_depthwise_pairs(const int8_t *w, int32_t kernel_h, int32_t kernel_w, int32_t *pairs) {
+    const int32_t npairs = (kernel_h + 1) / 2;
+    for (int32_t j = 0; j < kernel_w; j++) {
+        for (int32_t i = 0; i < npairs; i++) {
+            const int32_t lo = w[(2 * i) * kernel_w + j];
+            const int32_t hi = 2 * i + 1 < kernel_h ? w[(2 * i + 1) * kernel_w + j] : 0;
+            pairs[j * npairs + i] = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+        }
+    }
+}
+
+/* One output row of one channel: out[ox * channels] = requant(bias + window . weights) for ox < out_w,
+ * the window moving sw columns per output; `e` is out[0]'s element index (for the mask, when not NULL).
+ * 3x3, 5x5 and 7x7 run with constant bounds. */
+void qtrain_depthwise_output_row(const int16_t *window, int32_t kernel_h, int32_t kernel_w, const int32_t *pairs,
+                                 int32_t out_w, int32_t sw, int32_t bias, float multiplier, const qtrain_requant_t *q,
+                                 int8_t *out, int32_t channels, uint8_t *mask, uint32_t e);
 #endif
 
 #endif /* QTRAIN_KERNELS_SUPPORT_H */

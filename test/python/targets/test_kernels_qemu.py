@@ -18,6 +18,8 @@ import pytest
 from armv7em_testing import needs_qemu
 from test_kernels_backward import GRAD_CASES, input_grad_kernel, input_grad_scratch, make_grad, saved_input
 from test_kernels_forward import CONV_CASES, kernel_of, make_conv, mirror_size
+from test_kernels_fused import CASES as FUSED_CASES
+from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
 from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
 
@@ -47,6 +49,8 @@ def _in_place_selection() -> list[InPlaceCase]:
     return [next(c for c in IN_PLACE_CASES if kind(c)) for kind in kinds]
 
 
+FUSED = ["3x3/2 mcunet-like", "7x7/2 odd block", "3x5 asymmetric stride 1x2", "3x3/1 batch 2"]
+
 BACKWARD = ["1x1 master slice", "1x1 stride 2 batch 2", "classifier", "dw 3x3/2", "dw 7x7/2", "dw master slice",
             "generic grouped", "generic master slice"]
 
@@ -67,6 +71,14 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
             call, initial = in_place_call(data, kernel, case.alignment, mask=case.mask, seed=i)
             expected = [expected_buffer(data, case.alignment, initial), *([packed_mask(data)] if case.mask else [])]
             out.append((f"in place ({case.alignment}) {kernel} {case.conv.name}", call, expected))
+
+    # the fused pointwise -> depthwise kernel, with its minimum scratch and with room for one channel block
+    # and bands of output rows
+    by_fused_name = {c.name: c for c in FUSED_CASES}
+    for name in FUSED:
+        data = make_fused(by_fused_name[name], seed=5)
+        out.append((f"fused {name}", fused_call(data), [data.y]))
+        out.append((f"fused {name} +scratch", fused_call(data, scratch=data.scratch + 8192), [data.y]))
 
     rng = np.random.default_rng(21)
     a = rng.integers(-128, 128, 45, dtype=np.int8)
