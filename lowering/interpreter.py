@@ -306,30 +306,22 @@ class QtrainFunctions(InterpreterFunctions):
     def run_fused_pointwise_depthwise(
         self, interpreter: Interpreter, op: FusedPointwiseDepthwiseOp, args: tuple[Any, ...]
     ) -> tuple[Any, ...]:
-        """The two convolutions the op stands for (numerics.fused_pointwise_depthwise); no mask."""
+        """The two convolutions the op stands for, with the same kernel as qtrain.conv2d; no mask."""
         x, pw_weight, *rest = args
         pw_bias = rest.pop(0) if op.pw_bias is not None else None
         dw_weight = rest.pop(0)
         dw_bias = rest.pop(0) if op.dw_bias is not None else None
-        kernel = numerics.fused_pointwise_depthwise_relaxed if self.relaxed else numerics.fused_pointwise_depthwise
-        y = kernel(
-            x,
-            pw_weight,
-            pw_bias,
-            dw_weight,
-            dw_bias,
-            input_scale=_scale(op.input_q),
-            input_zero_point=op.input_q.zp,
-            pw_weight_scales=op.pw_weight_q.scale_array(),
-            mid_scale=_scale(op.mid_q),
-            mid_zero_point=op.mid_q.zp,
-            dw_weight_scales=op.dw_weight_q.scale_array(),
-            output_scale=_scale(op.output_q),
-            output_zero_point=op.output_q.zp,
-            dw_strides=op.dw_strides.get_values(),
-            dw_padding=op.dw_padding.get_values(),
-            pw_clamp=clamp_range(op.pw_clamp),
-            dw_clamp=clamp_range(op.dw_clamp),
+        kernel = numerics.conv2d_relaxed if self.relaxed else numerics.conv2d_with_mask
+        mid, _ = kernel(
+            x, pw_weight, pw_bias, input_scale=_scale(op.input_q), input_zero_point=op.input_q.zp,
+            weight_scales=op.pw_weight_q.scale_array(), output_scale=_scale(op.mid_q),
+            output_zero_point=op.mid_q.zp, clamp=clamp_range(op.pw_clamp),
+        )
+        y, _ = kernel(
+            mid, dw_weight, dw_bias, input_scale=_scale(op.mid_q), input_zero_point=op.mid_q.zp,
+            weight_scales=op.dw_weight_q.scale_array(), output_scale=_scale(op.output_q),
+            output_zero_point=op.output_q.zp, strides=op.dw_strides.get_values(),
+            padding=op.dw_padding.get_values(), groups=mid.shape[3], clamp=clamp_range(op.dw_clamp),
         )
         return (y,)
 

@@ -779,37 +779,6 @@ def conv2d_relaxed(
     return _relaxed_clamp(acc * m + float(output_zero_point), lo, hi)
 
 
-def fused_pointwise_depthwise_relaxed(
-    x: np.ndarray,
-    pw_weight: np.ndarray,
-    pw_bias: np.ndarray | None,
-    dw_weight: np.ndarray,
-    dw_bias: np.ndarray | None,
-    *,
-    input_scale: FloatLike,
-    input_zero_point: int,
-    pw_weight_scales: np.ndarray | Sequence[float] | FloatLike,
-    mid_scale: FloatLike,
-    mid_zero_point: int,
-    dw_weight_scales: np.ndarray | Sequence[float] | FloatLike,
-    output_scale: FloatLike,
-    output_zero_point: int,
-    dw_strides: Sequence[int] = (1, 1),
-    dw_padding: Sequence[int] = (0, 0, 0, 0),
-    pw_clamp: tuple[int, int] = (INT8_MIN, INT8_MAX),
-    dw_clamp: tuple[int, int] = (INT8_MIN, INT8_MAX),
-) -> FloatArray:
-    """`fused_pointwise_depthwise` relaxed: `conv2d_relaxed` twice (the intermediate stays real-valued)."""
-    mid, _ = conv2d_relaxed(x, pw_weight, pw_bias, input_scale=input_scale, input_zero_point=input_zero_point,
-                            weight_scales=pw_weight_scales, output_scale=mid_scale, output_zero_point=mid_zero_point,
-                            clamp=pw_clamp)
-    y, _ = conv2d_relaxed(mid, dw_weight, dw_bias, input_scale=mid_scale, input_zero_point=mid_zero_point,
-                          weight_scales=dw_weight_scales, output_scale=output_scale,
-                          output_zero_point=output_zero_point, strides=dw_strides, padding=dw_padding,
-                          groups=mid.shape[3], clamp=dw_clamp)
-    return y
-
-
 def add_relaxed(
     lhs: np.ndarray,
     rhs: np.ndarray,
