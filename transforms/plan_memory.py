@@ -52,6 +52,7 @@ from qtrain.transforms.liveness import (
     param_of,
     trainable_bytes,
 )
+from qtrain.transforms.schemes import layer_numbers
 
 OFFSETS = "qtrain.offsets"
 ARENA_BYTES = "qtrain.arena_bytes"
@@ -225,27 +226,6 @@ class MemoryReport:
             "peak_op": self.peak_op,
             "trainable": self.trainable,
         }
-
-
-def layer_numbers(function: func.FuncOp) -> dict[str, int]:
-    """Parameter name -> layer index in schemes.json numbering (`schemes.network_layers`), where a
-    `qtrain.fused_pointwise_depthwise` still counts as the two conv layers it stands for."""
-    layer_of: dict[str, int] = {}
-    index = 0
-    for op in function.walk():
-        if isinstance(op, Conv2DOp):
-            members = [[op.weight, op.bias]]
-        elif isinstance(op, FusedPointwiseDepthwiseOp):
-            members = [[op.pw_weight, op.pw_bias], [op.dw_weight, op.dw_bias]]
-        else:
-            continue
-        for values in members:
-            for v in values:
-                name = param_of(v) if v is not None else None
-                if name is not None:
-                    layer_of[name] = index
-            index += 1
-    return layer_of
 
 
 def trainable_list(module: ModuleOp, train: func.FuncOp | None) -> list[dict[str, object]]:

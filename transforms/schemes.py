@@ -196,3 +196,24 @@ def network_layers(function: func.FuncOp) -> list[Layer]:
 def _param_of(value: object) -> str | None:
     owner = getattr(value, "owner", None)
     return owner.param.root_reference.data if isinstance(owner, GetParamOp) else None
+
+
+def layer_numbers(function: func.FuncOp) -> dict[str, int]:
+    """Parameter name -> layer index in schemes.json numbering (as `network_layers`), where a
+    `qtrain.fused_pointwise_depthwise` still counts as the two conv layers it stands for."""
+    layer_of: dict[str, int] = {}
+    index = 0
+    for op in function.walk():
+        if isinstance(op, Conv2DOp):
+            members = [[op.weight, op.bias]]
+        elif isinstance(op, FusedPointwiseDepthwiseOp):
+            members = [[op.pw_weight, op.pw_bias], [op.dw_weight, op.dw_bias]]
+        else:
+            continue
+        for values in members:
+            for v in values:
+                name = _param_of(v) if v is not None else None
+                if name is not None:
+                    layer_of[name] = index
+            index += 1
+    return layer_of
