@@ -82,7 +82,10 @@ typedef struct {
     uint32_t num_classes;    /* length of the logits vector */
     /* Where the harness puts an image before calling qtrain_infer/qtrain_train_step (the image
      * argument then equals this pointer). It may be the input's slot in the arena (then the image
-     * is counted in arena_bytes) or a separate static buffer; the entry points must accept both. */
+     * is counted in arena_bytes) or a separate static buffer; the entry points must accept both.
+     * The call may overwrite this buffer (the first convolution writes its output over the image
+     * rows it has read): put the image here again before every call. An image passed from
+     * anywhere else is copied in first and left untouched. */
     int8_t *input;
     /* Where the harness asks qtrain_infer to write the logits: num_classes floats. */
     float *logits;

@@ -12,8 +12,13 @@ scratch; an int8 slice is read in place).
 `buffer_size_fused_pointwise_depthwise` mirrors the streaming kernel of `qtrain.fused_pointwise_depthwise`
 (qtrain_fused_pointwise_depthwise_s8_get_buffer_size); test_kernels_fused.py checks it against the C.
 
-`in_place_alignment` mirrors which forward convolutions may write their output over their input
-(see "In place" in qtrain_kernels.h); test_kernels_inplace.py checks it against the C.
+`in_place_alignment` (and `small_k_in_place_gap`) mirror which forward convolutions may write their
+output over their input (see "In place" in qtrain_kernels.h); test_kernels_inplace.py checks them
+against the C.
+
+`input_grad_in_place_alignment` mirrors which input-gradient kernels may write dL/dx over dL/dy (the
+backward paragraph of "In place" in qtrain_kernels.h); test_kernels_inplace_backward.py checks it
+against the C.
 
 `calls` describes kernel calls once and runs them through ctypes on the host (`host`) or emits them
 as C for a target test program; `host` builds the library as a host shared object.
@@ -66,7 +71,7 @@ def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, 
     return "generic"
 
 
-Alignment = Literal["head", "tail"]
+Alignment = Literal["head", "tail", "gap"]
 
 
 def in_place_alignment(input_shape: Shape, filter_shape: Shape, output_shape: Shape, strides: Sequence[int],
@@ -76,11 +81,14 @@ def in_place_alignment(input_shape: Shape, filter_shape: Shape, output_shape: Sh
 
     - "head": output == input (same first byte) is allowed;
     - "tail": output + output bytes == input + input bytes (same end) is allowed;
+    - "gap": output + G <= input, G = `small_k_in_place_gap(...)` (the output starts at least G bytes
+      before the input; the small-K kernel, i.e. the stem writing over the image rows it has read);
     - None: the two must not overlap at all (the wrapper refuses an overlapping call).
 
     1x1 kernel: "head" when C_out <= C_in (any stride), "tail" when C_out > C_in and the stride is 1
     (C_out == C_in at stride 1 is both; "head" is returned). Depthwise kernel: "head" when OH <= H,
-    OW <= W and padding top < KH. The small-K and generic kernels: None. Arguments as `conv2d_kernel`.
+    OW <= W and padding top < KH. The small-K kernel: "gap". The generic kernel: None. Arguments as
+    `conv2d_kernel`.
     Masks are separate buffers either way; a trained weight slice (int8 or fp32 master) changes nothing.
     """
     kernel = conv2d_kernel(input_shape, filter_shape, output_shape, strides, padding, groups)
@@ -97,7 +105,32 @@ def in_place_alignment(input_shape: Shape, filter_shape: Shape, output_shape: Sh
         if oh <= h and ow <= w and padding[0] < kh:
             return "head"
         return None
+    if kernel == "small_k":
+        return "gap"
     return None
+
+
+def small_k_in_place_gap(input_shape: Shape, output_shape: Shape, strides: Sequence[int],
+                         padding: Sequence[int]) -> int:
+    """G of the small-K kernel's "gap" placement (qtrain_conv2d_small_k_s8_in_place_gap): the smallest
+    input - output, in bytes, at which its output may overlap its input. Pixel pairs are computed in
+    raster order, each pair's windows gathered before its outputs are stored; when the pair ending at
+    pixel q - 1 (q even) is stored, q * C_out output bytes are written while pixels q.. still read from
+    the smallest window start (top-left tap clamped to the image) among them."""
+    import numpy as np
+
+    n, h, w, cin = input_shape
+    _, oh, ow, cout = output_shape
+    q = np.arange(n * oh * ow, dtype=np.int64)
+    ox, oy, b = q % ow, (q // ow) % oh, q // (ow * oh)
+    iy = np.maximum(oy * strides[0] - padding[0], 0)
+    ix = np.maximum(ox * strides[1] - padding[1], 0)
+    start = ((b * h + iy) * w + ix) * cin
+    suffix_min = np.minimum.accumulate(start[::-1])[::-1]
+    even = q[2::2]
+    if even.size == 0:
+        return -n * h * w * cin
+    return int(max(-n * h * w * cin, int(np.max(even * cout - suffix_min[even]))))
 
 
 def buffer_size_conv2d(kernel: str, input_shape: Shape, filter_shape: Shape, output_shape: Shape,
@@ -126,7 +159,8 @@ def buffer_size_conv2d_input_grad(kernel: str, filter_shape: Shape, *, slice_cha
     """Scratch bytes of input-gradient `kernel` ("1x1", "depthwise" or "generic")."""
     cout, kh, kw, cin_g = filter_shape
     if kernel == "1x1":
-        return _slice_bytes(master, cout * (slice_channels or 0))
+        # the master slice as int8, then one block's four gradient rows (copied there when in place)
+        return _slice_bytes(master, cout * (slice_channels or 0)) + 16 * cout
     if kernel == "depthwise":
         raise ValueError("the depthwise input gradient's scratch depends on the shapes: use "
                          "buffer_size_depthwise_input_grad")
@@ -148,6 +182,34 @@ def conv2d_input_grad_kernel(input_shape: Shape, filter_shape: Shape, grad_shape
     if groups == cin and cout == cin and cin_g == 1 and kh <= 11 and kw <= 11:
         return "depthwise"
     return "generic"
+
+
+def input_grad_in_place_alignment(input_shape: Shape, filter_shape: Shape, grad_shape: Shape,
+                                  strides: Sequence[int], padding: Sequence[int],
+                                  groups: int) -> Literal["head", "tail"] | None:
+    """How `qtrain_conv2d_input_grad_wrapper_f32` (and the kernel it picks) lets its fp32 output dL/dx
+    (`input_shape`) lie on its fp32 input dL/dy (`grad_shape`), word for word the backward paragraph of
+    "In place" in qtrain_kernels.h:
+
+    - "head": input_grad == grad (same first byte) is allowed;
+    - "tail": input_grad + its bytes == grad + its bytes (same end) is allowed;
+    - None: the two must not overlap at all (the wrapper refuses an overlapping call).
+
+    1x1 kernel: only at stride 1, "head" when C_in < C_out, "tail" when C_in > C_out (C_in == C_out: the
+    two are the same placement, input_grad == grad; "head" is returned). Depthwise kernel: "head" when
+    `grad_shape` equals `input_shape` in N, H, W and C (in practice stride 1, "same" padding). The generic
+    kernel: None. Arguments as `conv2d_input_grad_kernel`; a trained weight slice (int8 or fp32 master)
+    changes nothing.
+    """
+    kernel = conv2d_input_grad_kernel(input_shape, filter_shape, grad_shape, strides, padding, groups)
+    cin, cout = input_shape[3], grad_shape[3]
+    if kernel == "1x1":
+        if strides[0] != 1 or strides[1] != 1:
+            return None
+        return "head" if cin <= cout else "tail"
+    if kernel == "depthwise":
+        return "head" if tuple(grad_shape) == tuple(input_shape) else None
+    return None
 
 
 def buffer_size_depthwise_input_grad(input_shape: Shape, filter_shape: Shape, strides: Sequence[int],

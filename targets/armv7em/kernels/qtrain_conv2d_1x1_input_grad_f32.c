@@ -6,6 +6,15 @@
  * weight is converted once per four pixels and each gradient value loaded once per four channels.
  * Every accumulator runs co = 0, 1, ... with acc = fmaf(g, fp32(w), acc) from +0, whatever the block
  * (a last block with fewer pixels repeats its last pixel, writing the same values twice).
+ *
+ * In place (stride 1: input_grad == grad when C_in <= C_out, or the two ending at the same byte when
+ * C_in >= C_out). Pixels go in ascending order in both buffers, and pixel p's input-gradient row ends
+ * no later than its gradient row in either placement, so the rows a block writes cover only gradient
+ * rows of its own or earlier pixels. A block therefore copies its four gradient rows into scratch
+ * (after the master slice's int8 conversion) before writing anything, and reads them from there: the
+ * same values in the same order, the same bits as out of place. With disjoint buffers the kernel
+ * reads grad directly (the scratch for the rows is still required, so the size depends on the shapes
+ * only).
  */
 #include "qtrain_kernels_support.h"
 
@@ -21,7 +30,8 @@ int32_t qtrain_conv2d_1x1_input_grad_f32_get_buffer_size(const qtrain_conv_param
     (void)params;
     (void)grad_dims;
     (void)input_dims;
-    return qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    /* the master slice as int8, then one block's four gradient rows (in place) */
+    return qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)) + 16 * filter_dims->n;
 }
 
 /* `cb` (1 or 4) input channels starting at column `w` of a segment, for the four pixels of `g` / `gx`. */
@@ -56,7 +66,8 @@ qtrain_status_t qtrain_conv2d_1x1_input_grad_f32(const qtrain_context_t *ctx, co
     if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) || filter_dims->h != 1 ||
         filter_dims->w != 1 || params->groups != 1 || params->pad_top != 0 || params->pad_left != 0 ||
         grad_dims->h != (input_dims->h - 1) / params->stride_h + 1 ||
-        grad_dims->w != (input_dims->w - 1) / params->stride_w + 1 || !qtrain_weight_valid(weight, input_dims->c)) {
+        grad_dims->w != (input_dims->w - 1) / params->stride_w + 1 || !qtrain_weight_valid(weight, input_dims->c) ||
+        !qtrain_input_grad_placement_ok(QTRAIN_GRAD_IN_PLACE_1X1, params, grad_dims, grad, input_dims, input_grad)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch =
@@ -68,7 +79,14 @@ qtrain_status_t qtrain_conv2d_1x1_input_grad_f32(const qtrain_context_t *ctx, co
     const int32_t out_h = grad_dims->h, out_w = grad_dims->w;
     const int32_t pixels = grad_dims->n * out_h * out_w;
     const int8_t *slice_s8 =
-        qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), ctx != NULL ? ctx->buf : NULL);
+        qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), ctx->buf);
+    /* in place: each block's gradient rows are read from a copy here (see the top of the file) */
+    float *const rows =
+        qtrain_overlap((const int8_t *)(const void *)grad, qtrain_dims_bytes_f32(grad_dims),
+                       (const int8_t *)(const void *)input_grad, qtrain_dims_bytes_f32(input_dims)) !=
+                QTRAIN_OVERLAP_NONE
+            ? (float *)ctx->buf + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)) / 4
+            : NULL;
     qtrain_weight_segment_t segments[3];
     const int32_t count = qtrain_weight_segments(weight, slice_s8, cin, segments);
     if (params->stride_h != 1 || params->stride_w != 1) {
@@ -87,6 +105,15 @@ qtrain_status_t qtrain_conv2d_1x1_input_grad_f32(const qtrain_context_t *ctx, co
             g[j] = grad + pj * cout;
             gx[j] = input_grad +
                     ((b * input_dims->h + y * params->stride_h) * input_dims->w + x * params->stride_w) * cin;
+        }
+        if (rows != NULL) {
+            for (int32_t j = 0; j < 4; j++) {
+                float *const copy = rows + j * cout;
+                for (int32_t co = 0; co < cout; co++) {
+                    copy[co] = g[j][co];
+                }
+                g[j] = copy;
+            }
         }
         for (int32_t s = 0; s < count; s++) {
             const qtrain_weight_segment_t seg = segments[s];

@@ -3,6 +3,8 @@
  *   1x1, groups 1, no padding on any side -> qtrain_conv2d_1x1_input_grad_f32
  *   depthwise, multiplier 1, kernel <= 11 -> qtrain_depthwise_conv2d_input_grad_f32
  *   anything else                        -> qtrain_conv2d_input_grad_f32
+ * In place: as the picked kernel allows; the generic kernel never, which the wrapper checks (the
+ * kernel itself does not).
  */
 #include "qtrain_kernels_support.h"
 
@@ -54,6 +56,12 @@ qtrain_status_t qtrain_conv2d_input_grad_wrapper_f32(const qtrain_context_t *ctx
         return qtrain_depthwise_conv2d_input_grad_f32(ctx, params, grad_dims, grad, filter_dims, weight, input_dims,
                                                       input_grad);
     default:
+        /* (invalid shapes: the kernel refuses them) */
+        if (qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) &&
+            !qtrain_input_grad_placement_ok(QTRAIN_GRAD_IN_PLACE_NEVER, params, grad_dims, grad, input_dims,
+                                            input_grad)) {
+            return QTRAIN_STATUS_ARG_ERROR;
+        }
         return qtrain_conv2d_input_grad_f32(ctx, params, grad_dims, grad, filter_dims, weight, input_dims,
                                             input_grad);
     }

@@ -10,9 +10,10 @@
  *   anything else                           -> qtrain_conv2d_s8
  * In place: the output may overlap the input only as the chosen kernel allows (1x1: head-aligned with
  * C_out <= C_in, tail-aligned with C_out >= C_in and stride 1; depthwise: head-aligned with OH <= H,
- * OW <= W, pad_top < KH); small-K and generic allow none. An overlap the chosen kernel does not allow is
- * refused (QTRAIN_STATUS_ARG_ERROR, nothing written): by the 1x1 and depthwise kernels themselves, and
- * here for small-K and generic, so an aliased call is never computed by a kernel that cannot take it.
+ * OW <= W, pad_top < KH; small-K: the output starting at least qtrain_conv2d_small_k_s8_in_place_gap()
+ * bytes before the input); generic allows none. An overlap the chosen kernel does not allow is
+ * refused (QTRAIN_STATUS_ARG_ERROR, nothing written): by the 1x1, depthwise and small-K kernels
+ * themselves, and here for generic, so an aliased call is never computed by a kernel that cannot take it.
  * kernels.in_place_alignment() mirrors this.
  */
 #include "qtrain_kernels_support.h"
@@ -66,10 +67,10 @@ qtrain_status_t qtrain_conv2d_wrapper_s8(const qtrain_context_t *ctx, const qtra
         return QTRAIN_STATUS_ARG_ERROR;
     }
     const conv_kernel_t kernel = choose(params, input_dims, filter_dims, output_dims);
-    if ((kernel == KERNEL_SMALL_K || kernel == KERNEL_GENERIC) &&
+    if (kernel == KERNEL_GENERIC &&
         !qtrain_conv_placement_ok(QTRAIN_IN_PLACE_NEVER, params, input_dims, input, filter_dims, output_dims,
                                   output)) {
-        return QTRAIN_STATUS_ARG_ERROR; /* these two never run in place (the other two check themselves) */
+        return QTRAIN_STATUS_ARG_ERROR; /* never runs in place (the other three check themselves) */
     }
     switch (kernel) {
     case KERNEL_1X1:

@@ -9,6 +9,10 @@
  * taps (kh = kh0, kh0 + sh, ...), which makes each class a stride-1 correlation with a sub-kernel
  * (the whole kernel for stride 1). Each gx element is one accumulator from +0 over its taps
  * row-major: acc = fmaf(g, w, acc). Sub-kernels of 1..7 taps a side are unrolled.
+ *
+ * In place (input_grad == grad when grad_dims == input_dims): the gradient plane of (batch b, channel
+ * c) is copied whole into scratch before any element of input_grad's plane (b, c) is written, and with
+ * equal shapes that plane occupies exactly the elements of grad's plane (b, c), read by nothing else.
  */
 #include "qtrain_kernels_support.h"
 
@@ -131,7 +135,9 @@ qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *c
                                                        const qtrain_dims_t *input_dims, float *input_grad) {
     if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) ||
         params->groups != input_dims->c || filter_dims->n != input_dims->c || filter_dims->c != 1 ||
-        filter_dims->h > MAX_KERNEL || filter_dims->w > MAX_KERNEL || !qtrain_weight_valid(weight, filter_dims->n)) {
+        filter_dims->h > MAX_KERNEL || filter_dims->w > MAX_KERNEL || !qtrain_weight_valid(weight, filter_dims->n) ||
+        !qtrain_input_grad_placement_ok(QTRAIN_GRAD_IN_PLACE_DEPTHWISE, params, grad_dims, grad, input_dims,
+                                        input_grad)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch =
@@ -147,6 +153,10 @@ qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *c
     reach(in_h, kernel_h, sh, pt, &ylo, &yhi);
     reach(in_w, kernel_w, sw, pl, &xlo, &xhi);
     const int32_t plane_h = yhi - ylo + 1, plane_w = xhi - xlo + 1;
+    /* The outputs the plane holds: those some tap of some input pixel reaches. Padding of KH or more
+     * rows (legal) gives output rows no input pixel reaches; their gradient flows nowhere. */
+    const int32_t oy_begin = ylo > 0 ? ylo : 0, oy_end = yhi + 1 < out_h ? yhi + 1 : out_h;
+    const int32_t ox_begin = xlo > 0 ? xlo : 0, ox_end = xhi + 1 < out_w ? xhi + 1 : out_w;
     float *plane = (float *)ctx->buf;
     const int8_t *slice_s8 = qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), plane + plane_h * plane_w);
     for (int32_t i = 0; i < plane_h * plane_w; i++) {
@@ -157,11 +167,11 @@ qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *c
                               ? slice_s8 + (c - weight->slice_start) * taps
                               : weight->data + c * taps;
         for (int32_t b = 0; b < input_dims->n; b++) {
-            const float *g = grad + b * out_h * out_w * channels + c;
             /* the interior: plane[(oy - ylo) * plane_w + (ox - xlo)] = g[oy, ox] */
-            for (int32_t oy = 0; oy < out_h; oy++) {
+            for (int32_t oy = oy_begin; oy < oy_end; oy++) {
                 float *row = plane + (oy - ylo) * plane_w - xlo;
-                for (int32_t ox = 0; ox < out_w; ox++, g += channels) {
+                const float *g = grad + ((b * out_h + oy) * out_w + ox_begin) * channels + c;
+                for (int32_t ox = ox_begin; ox < ox_end; ox++, g += channels) {
                     row[ox] = *g;
                 }
             }

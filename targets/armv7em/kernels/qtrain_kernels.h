@@ -20,8 +20,8 @@
  * Layouts. Activations NHWC, weights OHWI ([C_out, KH, KW, C_in / groups]; depthwise [C, KH, KW, 1]),
  * biases int32 [C_out], per-channel quantities along the last (channel) axis. Gradients are fp32 in
  * the integer domain of the tensor they belong to (see grad_ops.py). Tensors are dense, row-major,
- * and must not overlap unless a function says "in place allowed" (or, for the forward convolutions,
- * "In place" below allows it).
+ * and must not overlap unless a function says "in place allowed" (or, for the forward convolutions
+ * and the convolution input gradients, "In place" below allows it).
  *
  * In place (forward convolutions). A convolution's output may overlap its input only in these
  * placements. Input: P = N * H * W pixels of C_in bytes; output: Q = N * OH * OW pixels of C_out
@@ -33,21 +33,54 @@
  *     (C_out == C_in at stride 1: both name the same placement, output == input.)
  *   - qtrain_depthwise_conv2d_s8: head-aligned when OH <= H, OW <= W and pad_top < KH (pad_top <= KH - 1);
  *     any kernel size, stride, pad_left and bottom/right padding the kernel accepts. Never tail-aligned.
- *   - qtrain_conv2d_small_k_s8, qtrain_conv2d_s8: never (called directly they do not check it).
+ *   - qtrain_conv2d_small_k_s8: "gap-aligned": the output starts G or more bytes before the input
+ *       (input - output >= G, G = qtrain_conv2d_small_k_s8_in_place_gap(), a pure function of the
+ *       shapes, possibly negative): the stem writes its larger output over the image rows it has read.
+ *   - qtrain_conv2d_s8: never (called directly it does not check it).
  *   - qtrain_conv2d_wrapper_s8: exactly what the kernel it picks for the shapes allows (its choice is
  *     a pure function of the shapes, documented at the wrapper): the 1x1 placements above when it picks
  *     qtrain_conv2d_1x1_s8 (1x1, groups 1, no padding on any side, and not small-K: C_in > 4, or
  *     K > 256, or small-K scratch > 8192 bytes), the depthwise placement when it picks
- *     qtrain_depthwise_conv2d_s8, none otherwise. Python mirror:
- *     qtrain.targets.armv7em.kernels.in_place_alignment() -> "head" | "tail" | None.
+ *     qtrain_depthwise_conv2d_s8, the gap placement when it picks qtrain_conv2d_small_k_s8, none
+ *     otherwise. Python mirror: qtrain.targets.armv7em.kernels.in_place_alignment() -> "head" | "tail" |
+ *     "gap" | None, and small_k_in_place_gap() for G.
  * An allowed placement gives byte for byte the output and mask of the same call with disjoint
  * buffers, in the portable and the DSP path, with or without a mask, a bias or a trained weight slice
  * (int8, or fp32 master converted in scratch as usual), for any batch size; no byte outside the output
  * is written (the input bytes outside it are left as they were, those under it are overwritten). Any
  * other overlap of output and input (the addresses are compared as integers) is refused by
- * qtrain_conv2d_1x1_s8, qtrain_depthwise_conv2d_s8 and qtrain_conv2d_wrapper_s8:
+ * qtrain_conv2d_1x1_s8, qtrain_depthwise_conv2d_s8, qtrain_conv2d_small_k_s8 and qtrain_conv2d_wrapper_s8:
  * QTRAIN_STATUS_ARG_ERROR, nothing written. The mask, weight, slice, bias, multipliers and scratch
  * must not overlap the input, the output or each other.
+ *
+ * In place (convolution input gradients). An input-gradient kernel's output input_grad (dL/dx) may
+ * overlap its input grad (dL/dy) only in these placements. Both are fp32: grad holds Q = N * OH * OW
+ * pixels of 4 * C_out bytes, input_grad P = N * H * W pixels of 4 * C_in bytes. "Head-aligned":
+ * input_grad == grad (the two start at the same byte). "Tail-aligned": (int8_t *)input_grad + 4 * P *
+ * C_in == (int8_t *)grad + 4 * Q * C_out (the two end at the same byte).
+ *   - qtrain_conv2d_1x1_input_grad_f32, only at stride_h = stride_w = 1 (then P = Q):
+ *       head-aligned when C_in <= C_out;
+ *       tail-aligned when C_in >= C_out.
+ *     (C_in == C_out: both name the same placement, input_grad == grad.) Never at a stride > 1.
+ *   - qtrain_depthwise_conv2d_input_grad_f32: head-aligned when grad_dims == input_dims (N, H, W and C
+ *     equal: stride 1 with "same" padding in practice); any kernel size and padding the kernel accepts.
+ *     Never tail-aligned.
+ *   - qtrain_conv2d_input_grad_f32: never (called directly it does not check it).
+ *   - qtrain_conv2d_input_grad_wrapper_f32: exactly what the kernel it picks for the shapes allows (a
+ *     pure function of the shapes, documented at the wrapper): the 1x1 placements above when it picks
+ *     qtrain_conv2d_1x1_input_grad_f32 (1x1, groups 1, no padding on any side), the depthwise placement
+ *     when it picks qtrain_depthwise_conv2d_input_grad_f32, none otherwise (it refuses every overlap
+ *     for the generic kernel). Python mirror:
+ *     qtrain.targets.armv7em.kernels.input_grad_in_place_alignment() -> "head" | "tail" | None.
+ * An allowed placement gives bit for bit the input_grad of the same call with disjoint buffers (the
+ * same fmaf sequence), in the portable and the DSP build, with or without a trained weight slice
+ * (int8, or fp32 master converted in scratch as usual), for any batch size; no byte outside input_grad
+ * is written (the grad bytes outside it are left as they were, those under it are overwritten). Any
+ * other overlap of grad and input_grad (the addresses are compared as integers, each buffer being the
+ * byte range [p, p + 4 * count)) is refused by qtrain_conv2d_1x1_input_grad_f32,
+ * qtrain_depthwise_conv2d_input_grad_f32 and qtrain_conv2d_input_grad_wrapper_f32:
+ * QTRAIN_STATUS_ARG_ERROR, nothing written. The weight, slice and scratch must not overlap grad,
+ * input_grad or each other.
  *
  * Scratch. No kernel allocates. A kernel that needs working memory takes a `qtrain_context_t` whose
  * buffer the caller provides (4-byte aligned, else the kernel refuses it; the model's QTRAIN_SCRATCH
@@ -266,7 +299,10 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
  * kernel is as fast without the scratch). The weights are widened to int16 once per call and each pair of output pixels
  * gathered once (im2col), so the inner loop is 2 LDRD + 4 SMLAD per 2 taps (two pixels x two
  * channels). Scratch: 2 * K_pad * (C_out_pad + 2) bytes, K_pad = K and C_out_pad = C_out rounded up
- * to even; a weight slice (master or int8) needs no more. Never in place (not checked here). */
+ * to even; a weight slice (master or int8) needs no more.
+ * In place: the output may overlap the input when it starts at least
+ * qtrain_conv2d_small_k_s8_in_place_gap() bytes before it (input - output >= gap, compared as integers;
+ * a negative gap lets the output start after the input's first byte). */
 qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                       const qtrain_dims_t *input_dims, const int8_t *input,
                                       const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -275,6 +311,12 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
 int32_t qtrain_conv2d_small_k_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
                                               const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
                                               const qtrain_weight_t *weight);
+/* The smallest input - output (bytes) at which qtrain_conv2d_small_k_s8 may write over its input: pixel
+ * pairs run in raster order, each pair's window gathered into scratch before its outputs are stored,
+ * so every stored pair must end at or before the first input byte a later pixel reads. A pure function
+ * of the shapes (O(N * OH * OW)); Python mirror: qtrain.targets.armv7em.kernels.small_k_in_place_gap(). */
+int32_t qtrain_conv2d_small_k_s8_in_place_gap(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
+                                              const qtrain_dims_t *output_dims);
 
 /* Generic: any kernel size, stride, padding and groups (depthwise with a channel multiplier too).
  * Im2col of two output pixels at a time (int16, x - zx, padding 0) times the int8 weight rows.
@@ -346,7 +388,10 @@ void qtrain_requant_grad_f32(const float *grad, const uint8_t *mask, int32_t cou
  *   filter_dims, weight  as in the forward call (same partially trained weight)
  *   input_dims   [N, H, W, C_in];   input_grad fp32 (the forward input's shape), fully written
  * Order (all three): each gx element is one fp32 accumulator starting at +0, updated with
- * acc = fmaf(g, fp32(w), acc) over its terms: taps (kh, kw) row-major, then co ascending. */
+ * acc = fmaf(g, fp32(w), acc) over its terms: taps (kh, kw) row-major, then co ascending.
+ * The wrapper picks (a pure function of the shapes, so is its scratch size): 1x1, groups 1, no padding
+ * on any side -> 1x1; depthwise, multiplier 1, kernel <= 11 -> depthwise; anything else -> generic.
+ * In place: as the picked kernel allows (see "In place (convolution input gradients)" at the top). */
 qtrain_status_t qtrain_conv2d_input_grad_wrapper_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                                      const qtrain_dims_t *grad_dims, const float *grad,
                                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -358,8 +403,10 @@ int32_t qtrain_conv2d_input_grad_wrapper_f32_get_buffer_size(const qtrain_conv_p
                                                              const qtrain_weight_t *weight);
 
 /* Pointwise (KH = KW = 1, groups = 1, no padding, any stride): gx[p, ci] = sum_co g[p, co] * w[co, ci],
- * four pixels x four input channels per register block. Scratch: C_out * k bytes when the weight
- * has an fp32 master, else none. */
+ * four pixels x four input channels per register block. Scratch: C_out * k bytes rounded up to 4 when
+ * the weight has an fp32 master, plus 16 * C_out bytes (always: one block's four gradient rows, which
+ * the kernel copies there before writing the block when grad and input_grad overlap).
+ * In place, stride 1 only: head-aligned when C_in <= C_out, tail-aligned when C_in >= C_out. */
 qtrain_status_t qtrain_conv2d_1x1_input_grad_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                                  const qtrain_dims_t *grad_dims, const float *grad,
                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
@@ -376,7 +423,9 @@ int32_t qtrain_conv2d_1x1_input_grad_f32_get_buffer_size(const qtrain_conv_param
  * taps, are a stride-1 correlation with that sub-kernel (fully unrolled for 1..7 taps a side).
  * Scratch: 4 * PH * PW bytes, PH = floor((H - 1 + pt) / sh) - floor((pt - KH + 1) / sh) + 1 (the
  * output rows any tap of any input row reaches; PW likewise), plus k * KH * KW bytes rounded up to 4
- * when the weight has an fp32 master. */
+ * when the weight has an fp32 master.
+ * In place: head-aligned when grad_dims == input_dims (each channel's gradient plane is copied before
+ * that channel is written). */
 qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *ctx,
                                                        const qtrain_conv_params_t *params,
                                                        const qtrain_dims_t *grad_dims, const float *grad,
@@ -391,7 +440,8 @@ int32_t qtrain_depthwise_conv2d_input_grad_f32_get_buffer_size(const qtrain_conv
 
 /* Generic: any kernel, stride, padding and groups; per input pixel, blocks of four input channels.
  * Scratch: none without a slice; with one (merged once per call) C_out * KH * KW * C_in / groups
- * bytes rounded up to 4, plus, for an fp32 master, C_out * KH * KW * k more rounded up to 4. */
+ * bytes rounded up to 4, plus, for an fp32 master, C_out * KH * KW * k more rounded up to 4.
+ * Never in place (not checked here; the wrapper refuses an overlap). */
 qtrain_status_t qtrain_conv2d_input_grad_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                              const qtrain_dims_t *grad_dims, const float *grad,
                                              const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,

@@ -124,6 +124,34 @@ int qtrain_conv_placement_ok(qtrain_in_place_t allowed, const qtrain_conv_params
         return overlap == QTRAIN_OVERLAP_HEAD && output_dims->h <= input_dims->h && output_dims->w <= input_dims->w &&
                params->pad_top < filter_dims->h;
     }
+    if (allowed == QTRAIN_IN_PLACE_SMALL_K) {
+        /* the output starts at least the gap before the input (compared as integers) */
+        const intptr_t gap = (intptr_t)input - (intptr_t)output;
+        return gap >= (intptr_t)qtrain_conv2d_small_k_s8_in_place_gap(params, input_dims, output_dims);
+    }
+    return 0;
+}
+
+int qtrain_input_grad_placement_ok(qtrain_grad_in_place_t allowed, const qtrain_conv_params_t *params,
+                                   const qtrain_dims_t *grad_dims, const float *grad,
+                                   const qtrain_dims_t *input_dims, const float *input_grad) {
+    const qtrain_overlap_t overlap =
+        qtrain_overlap((const int8_t *)(const void *)grad, qtrain_dims_bytes_f32(grad_dims),
+                       (const int8_t *)(const void *)input_grad, qtrain_dims_bytes_f32(input_dims));
+    if (overlap == QTRAIN_OVERLAP_NONE) {
+        return 1;
+    }
+    if (allowed == QTRAIN_GRAD_IN_PLACE_1X1) {
+        /* stride 1 only: head-aligned when C_in <= C_out, tail-aligned when C_in >= C_out */
+        return params->stride_h == 1 && params->stride_w == 1 &&
+               ((overlap == QTRAIN_OVERLAP_HEAD && input_dims->c <= grad_dims->c) ||
+                (overlap == QTRAIN_OVERLAP_TAIL && input_dims->c >= grad_dims->c));
+    }
+    if (allowed == QTRAIN_GRAD_IN_PLACE_DEPTHWISE) {
+        /* head-aligned when grad_dims == input_dims */
+        return overlap == QTRAIN_OVERLAP_HEAD && grad_dims->n == input_dims->n && grad_dims->h == input_dims->h &&
+               grad_dims->w == input_dims->w && grad_dims->c == input_dims->c;
+    }
     return 0;
 }
 

@@ -277,7 +277,8 @@ QTRAIN_INLINE int32_t qtrain_dims_count(const qtrain_dims_t *dims) {
 typedef enum {
     QTRAIN_IN_PLACE_NEVER = 0,
     QTRAIN_IN_PLACE_1X1 = 1,
-    QTRAIN_IN_PLACE_DEPTHWISE = 2
+    QTRAIN_IN_PLACE_DEPTHWISE = 2,
+    QTRAIN_IN_PLACE_SMALL_K = 3
 } qtrain_in_place_t;
 
 /* Whether `output` may lie where it does relative to `input` for a kernel allowing `allowed`
@@ -292,6 +293,26 @@ QTRAIN_INLINE int qtrain_ctx_fits(const qtrain_context_t *ctx, int32_t bytes) {
     return bytes == 0 ||
            (ctx != NULL && ctx->buf != NULL && ((uintptr_t)ctx->buf & 3u) == 0u && ctx->size >= bytes);
 }
+
+/* The placements of input_grad (dL/dx) on grad (dL/dy) an input-gradient kernel allows ("In place"
+ * in qtrain_kernels.h): none (generic), the 1x1 kernel's, or the depthwise kernel's. */
+typedef enum {
+    QTRAIN_GRAD_IN_PLACE_NEVER = 0,
+    QTRAIN_GRAD_IN_PLACE_1X1 = 1,
+    QTRAIN_GRAD_IN_PLACE_DEPTHWISE = 2
+} qtrain_grad_in_place_t;
+
+/* Bytes of an fp32 NHWC tensor. */
+QTRAIN_INLINE int32_t qtrain_dims_bytes_f32(const qtrain_dims_t *dims) {
+    return 4 * qtrain_dims_count(dims);
+}
+
+/* Whether `input_grad` may lie where it does relative to `grad` for an input-gradient kernel allowing
+ * `allowed` (disjoint buffers always may; the byte ranges are [p, p + 4 * count), compared as
+ * integers). Shapes already validated for that kernel. Not inline, like qtrain_conv_placement_ok. */
+int qtrain_input_grad_placement_ok(qtrain_grad_in_place_t allowed, const qtrain_conv_params_t *params,
+                                   const qtrain_dims_t *grad_dims, const float *grad,
+                                   const qtrain_dims_t *input_dims, const float *input_grad);
 
 
 /* ---- SGD update of one element (numerics.sgd_update) ------------------------------------------------

@@ -39,10 +39,14 @@ def lib(request: pytest.FixtureRequest) -> ctypes.CDLL:
 # ---------------------------------------------------------------------------------------------------
 
 
-def placement(data: ConvData, alignment: str) -> tuple[int, int, int]:
+def placement(data: ConvData, alignment: str, gap: int = 0) -> tuple[int, int, int]:
     """(buffer bytes, input offset, output offset) of a shared buffer for `alignment` ("head", "tail",
-    or "shift": the output one byte after the input, an overlap no kernel allows)."""
+    "shift": the output one byte after the input, an overlap no kernel allows, or "gap": input - output
+    == `gap` bytes, the small-K kernel's placement)."""
     in_bytes, out_bytes = data.x.size, int(np.prod(data.output_shape))
+    if alignment == "gap":
+        in_offset, out_offset = GUARD + max(gap, 0), GUARD + max(-gap, 0)
+        return max(in_offset + in_bytes, out_offset + out_bytes) + GUARD, in_offset, out_offset
     size = max(in_bytes, out_bytes)
     if alignment == "head":
         return size + 2 * GUARD, GUARD, GUARD
@@ -54,10 +58,10 @@ def placement(data: ConvData, alignment: str) -> tuple[int, int, int]:
 
 
 def in_place_call(data: ConvData, kernel: str, alignment: str, *, mask: bool = True,
-                  seed: int = 0) -> tuple[Call, np.ndarray]:
+                  seed: int = 0, gap: int = 0) -> tuple[Call, np.ndarray]:
     """The call of `kernel` ("wrapper", "1x1", ...) with its input and output in one buffer placed as
     `alignment`, and that buffer's initial contents (input at its offset, random bytes elsewhere)."""
-    size, in_offset, out_offset = placement(data, alignment)
+    size, in_offset, out_offset = placement(data, alignment, gap)
     initial = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8)
     initial[in_offset:in_offset + data.x.size] = data.x.reshape(-1).view(np.uint8)
     buffer = Out((size,), np.dtype(np.uint8), initial)
@@ -73,9 +77,9 @@ def in_place_call(data: ConvData, kernel: str, alignment: str, *, mask: bool = T
     return call, initial
 
 
-def expected_buffer(data: ConvData, alignment: str, initial: np.ndarray) -> np.ndarray:
+def expected_buffer(data: ConvData, alignment: str, initial: np.ndarray, gap: int = 0) -> np.ndarray:
     """The shared buffer after a correct in-place call: the output at its offset, everything else as it was."""
-    _, _, out_offset = placement(data, alignment)
+    _, _, out_offset = placement(data, alignment, gap)
     want = initial.copy()
     want[out_offset:out_offset + data.y.size] = data.y.reshape(-1).view(np.uint8)
     return want
@@ -234,9 +238,6 @@ def test_cases_cover_the_contract() -> None:
 # ---------------------------------------------------------------------------------------------------
 
 NOT_IN_PLACE = [
-    ConvCase("small-k 1x1 C_in 4", (1, 6, 6, 4), 8, (1, 1)),  # the wrapper picks small-K
-    ConvCase("small-k 1x1 C_in 3 head", (1, 6, 6, 3), 2, (1, 1)),
-    ConvCase("small-k stem 3x3/2", (1, 12, 12, 3), 8, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1)),
     ConvCase("generic 3x3", (1, 6, 6, 8), 8, (3, 3), padding=(1, 1, 1, 1)),
     ConvCase("generic 1x1 padded", (1, 4, 4, 8), 8, (1, 1), padding=(1, 1, 1, 1)),
     ConvCase("generic 1x1 bottom padding", (1, 4, 4, 8), 8, (1, 1), padding=(0, 0, 1, 0)),
@@ -304,7 +305,11 @@ def test_mirror_agrees_with_the_wrapper_on_random_shapes(lib: ctypes.CDLL) -> No
         seen.add((kernel, allowed))
         same_size = data.x.size == data.y.size
         for alignment in ("head", "tail"):
-            ok = allowed is not None and (alignment == allowed or same_size)
+            if allowed == "gap":  # input - output: 0 for head, out - in bytes for tail
+                gap = small_k_gap(lib, data)
+                ok = (0 if alignment == "head" else data.y.size - data.x.size) >= gap
+            else:
+                ok = allowed is not None and (alignment == allowed or same_size)
             call, initial = in_place_call(data, "wrapper", alignment, seed=i)
             status, outputs = calls.run_host(lib, call)
             assert status == (0 if ok else -1), (conv, kernel, alignment, allowed)
@@ -313,7 +318,7 @@ def test_mirror_agrees_with_the_wrapper_on_random_shapes(lib: ctypes.CDLL) -> No
             if ok:
                 np.testing.assert_array_equal(outputs[1], packed_mask(data))
     assert {("1x1", "head"), ("1x1", "tail"), ("1x1", None), ("depthwise", "head"), ("depthwise", None),
-            ("small_k", None), ("generic", None)} <= seen
+            ("small_k", "gap"), ("generic", None)} <= seen
 
 
 PEAK_PAIRS = [
@@ -336,3 +341,74 @@ def test_the_peak_layer_pairs_run_in_place(lib: ctypes.CDLL, case: InPlaceCase) 
     np.testing.assert_array_equal(outputs[0], expected_buffer(data, case.alignment, initial))
     if case.mask:
         np.testing.assert_array_equal(outputs[1], packed_mask(data))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the small-K kernel (the stem): the output may start G bytes or more before the input
+# ---------------------------------------------------------------------------------------------------
+
+
+def small_k_gap(lib: ctypes.CDLL, data: ConvData) -> int:
+    """G as the C computes it (qtrain_conv2d_small_k_s8_in_place_gap)."""
+    gap, _ = calls.run_host(lib, Call("qtrain_conv2d_small_k_s8_in_place_gap", [
+        data.params, Dims(data.x.shape), Dims(data.output_shape)]))
+    assert isinstance(gap, int)
+    return gap
+
+
+SMALL_K = [
+    ConvCase("stem 3x3/2 same 1x32x32x3->16", (1, 32, 32, 3), 16, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1)),
+    ConvCase("stem 3x3/2 tf 1x33x31x3->8 master", (1, 33, 31, 3), 8, (3, 3), strides=(2, 2), padding=(0, 0, 1, 1),
+             slice=(0, 3, "master")),
+    ConvCase("small-k 5x5 batch 2 2->6 int8 slice", (2, 9, 8, 2), 6, (5, 5), padding=(2, 2, 2, 2),
+             slice=(1, 2, "int8")),
+    ConvCase("small-k 1x1 4->8", (1, 6, 6, 4), 8, (1, 1)),
+    ConvCase("small-k 1x1 3->2", (1, 6, 6, 3), 2, (1, 1), zy=-100),
+    ConvCase("small-k 1x1 stride 2 batch 2 4->9", (2, 7, 7, 4), 9, (1, 1), strides=(2, 2), bias=False),
+    ConvCase("small-k 3x3 odd pixels 3->5 relu", (1, 5, 5, 3), 5, (3, 3), padding=(1, 1, 1, 1), zy=-128,
+             clamp=(-128, 127)),
+    ConvCase("small-k 3x1 stride (1, 2) 4->3", (1, 6, 9, 4), 3, (3, 1), strides=(1, 2), padding=(1, 0, 1, 0)),
+]
+
+
+@pytest.mark.parametrize("conv", SMALL_K, ids=lambda c: c.name)
+def test_small_k_writes_over_the_rows_it_has_read(lib: ctypes.CDLL, conv: ConvCase) -> None:
+    """At input - output == G (the mirror's G, equal to the C's) the kernel and the wrapper give the
+    out-of-place bytes and touch nothing else; at G - 1 (when that still overlaps) both refuse, nothing
+    written. The placement saves memory: the pair needs fewer bytes than input + output."""
+    data = make_conv(conv)
+    assert mirror(conv, data) == "gap"
+    assert kernels.conv2d_kernel(data.x.shape, data.effective.shape, data.output_shape, conv.strides,
+                                 conv.padding, conv.groups) == "small_k"
+    gap = kernels.small_k_in_place_gap(data.x.shape, data.output_shape, conv.strides, conv.padding)
+    assert gap == small_k_gap(lib, data)
+    size, _, _ = placement(data, "gap", gap)
+    assert size - 2 * GUARD < data.x.size + data.y.size
+    for name in ("small_k", "wrapper"):
+        for mask in (True, False):
+            call, initial = in_place_call(data, name, "gap", mask=mask, gap=gap)
+            status, outputs = calls.run_host(lib, call)
+            assert status == 0, name
+            np.testing.assert_array_equal(outputs[0], expected_buffer(data, "gap", initial, gap), err_msg=name)
+            if mask:
+                np.testing.assert_array_equal(outputs[1], packed_mask(data))
+        if gap - 1 > -data.x.size:  # still an overlap
+            call, initial = in_place_call(data, name, "gap", gap=gap - 1)
+            status, outputs = calls.run_host(lib, call)
+            assert status == -1, name
+            np.testing.assert_array_equal(outputs[0], initial)
+
+
+def test_small_k_gap_is_tight_for_the_stem() -> None:
+    """mcunet's stem, recomputed here from its geometry: G is the smallest gap that keeps every stored
+    pixel pair below the first image byte a later pixel reads (slack 0 for some pair, never negative),
+    and it is small, so the 64 KB output over the 48 KB image needs 48 KB + G instead of 112 KB."""
+    shape, out_shape, strides, padding = (1, 128, 128, 3), (1, 64, 64, 16), (2, 2), (1, 1, 1, 1)
+    gap = kernels.small_k_in_place_gap(shape, out_shape, strides, padding)
+    assert 0 < gap < 20 * 1024
+    q = np.arange(64 * 64)
+    starts = ((np.maximum(q // 64 * 2 - 1, 0)) * 128 + np.maximum(q % 64 * 2 - 1, 0)) * 3
+    written_end = q * 16  # when the pair ending at pixel q - 1 is stored
+    needed = np.minimum.accumulate(starts[::-1])[::-1]
+    slack = gap + needed[2::2] - written_end[2::2]
+    assert slack.min() == 0 and (slack >= 0).all()
