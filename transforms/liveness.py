@@ -13,9 +13,12 @@ This is the one place that defines memory accounting (DESIGN.md "Memory accounti
 - a gradient op marked `qtrain.fused_update` (by `qtrain-reorder`) is computed one output channel at
   a time straight into its parameter's update: it needs no arena buffer, only kernel scratch;
 - a convolution whose kernel may write its output over its input (the kernel library's
-  `in_place_alignment`: a 1x1 conv tail- or head-aligned, a depthwise conv head-aligned) links its
-  output buffer to its input buffer when the input dies at the conv: the planner may then place the
-  two overlapping at exactly that alignment (`Buffer.partner`), so the pair costs max(in, out).
+  `in_place_alignment`: a 1x1 conv tail- or head-aligned, a depthwise conv head-aligned, the small-K
+  stem starting G bytes before its input) links its output buffer to its input buffer when the input
+  dies at the conv (the image included: the entry points may overwrite the model's input buffer): the
+  planner may then place the two overlapping at exactly that placement (`Buffer.partner`), so the pair
+  costs max(in, out) (the stem: G + in); likewise an input gradient whose kernel may write dL/dx over
+  its dying dL/dy (`input_grad_in_place_alignment`: a 1x1 at stride 1, a same-shape depthwise).
 """
 
 from __future__ import annotations
@@ -125,19 +128,35 @@ def is_fused_gradient(op: Operation) -> bool:
 
 
 def conv_in_place_delta(op: Operation, in_bytes: int, out_bytes: int) -> int | None:
-    """Offset of a conv's output relative to its input when its kernel may overwrite the input, else None."""
-    from qtrain.dialects.qtrain import Conv2DOp
-    from qtrain.targets.armv7em.kernels import in_place_alignment
+    """Offset of a conv's output relative to its input when its kernel may overwrite the input, else None
+    (a forward conv over its input, or an input gradient dL/dx over dL/dy)."""
+    from qtrain.dialects.qtrain import Conv2DInputGradOp, Conv2DOp
+    from qtrain.targets.armv7em.kernels import (
+        in_place_alignment,
+        input_grad_in_place_alignment,
+        small_k_in_place_gap,
+    )
 
-    if not isinstance(op, Conv2DOp):
-        return None
     shape = lambda v: tuple(v.type.get_shape())  # noqa: E731
-    alignment = in_place_alignment(shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
-                                   op.padding.get_values(), op.groups.value.data)
+    if isinstance(op, Conv2DInputGradOp):
+        alignment = input_grad_in_place_alignment(shape(op.result), shape(op.weight), shape(op.grad),
+                                                  op.strides.get_values(), op.padding.get_values(),
+                                                  op.groups.value.data)
+    elif isinstance(op, Conv2DOp):
+        alignment = in_place_alignment(shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
+                                       op.padding.get_values(), op.groups.value.data)
+    else:
+        return None
     if alignment == "head":
         return 0
     if alignment == "tail" and (in_bytes - out_bytes) % ALIGN == 0:
         return in_bytes - out_bytes
+    if alignment == "gap":
+        gap = small_k_in_place_gap(shape(op.input), shape(op.output), op.strides.get_values(),
+                                   op.padding.get_values())
+        if gap >= in_bytes:  # no overlap left to gain
+            return None
+        return -aligned(gap)  # output = input - G rounded up to the arena alignment (a larger gap is allowed)
     return None
 
 
@@ -184,7 +203,7 @@ def analyze(block: Block, in_place: bool = True) -> Liveness:
         if in_place and op.results and op.results[0] in buffer_of and op.operands:
             src = buffer_of.get(op.operands[0])
             out = buffer_of[op.results[0]]
-            if src is not None and src.end == i and not isinstance(src.values[0], BlockArgument):
+            if src is not None and src.end == i:  # the image too: the ABI lets the entry points overwrite it
                 delta = conv_in_place_delta(op, src.size, out.size)
                 if delta is not None:
                     out.partner, out.partner_delta = src, delta

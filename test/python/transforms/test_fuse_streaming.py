@@ -146,14 +146,10 @@ def test_reference_models_49kb(model: str) -> None:
     plain_convs = [o for o in function(plain, "train_step").walk() if isinstance(o, Conv2DOp)]
     assert len(plain_convs) - len([o for o in function(fused, "train_step").walk() if isinstance(o, Conv2DOp)]) \
         == 2 * len(ops)
-    if model == "proxyless-w0.3":
-        # its expansions (64x64x8 -> 24: 96 KB) are smaller than the stem's image + output (48 + 64 KB),
-        # which sets the peak either way
-        assert memory(fused)["peak_sram_bytes"] == memory(plain)["peak_sram_bytes"]
-        assert memory(fused)["peak_op"] == memory(plain)["peak_op"] == "@forward #2 qtrain.conv2d"
-    else:
-        assert memory(fused)["peak_sram_bytes"] < memory(plain)["peak_sram_bytes"]  # type: ignore[operator]
-        assert memory(fused)["arena_bytes"] < memory(plain)["arena_bytes"]  # type: ignore[operator]
+    # the image + stem pair no longer sets the peak (the stem writes over the image rows it has read):
+    # every model's expansions did, and fusing them lowers it
+    assert memory(fused)["peak_sram_bytes"] < memory(plain)["peak_sram_bytes"]  # type: ignore[operator]
+    assert memory(fused)["arena_bytes"] < memory(plain)["arena_bytes"]  # type: ignore[operator]
     assert layer_numbers(function(fused, "train_step")) == layer_numbers(function(plain, "train_step"))
     images = np.random.default_rng(0).integers(-128, 128, (1, 128, 128, 3), dtype=np.int8)
     np.testing.assert_array_equal(run_forward(fused, images)[0], run_forward(plain, images)[0])

@@ -13,6 +13,7 @@ from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from qtrain.dialects.qtrain import (
+    Conv2DInputGradOp,
     Conv2DOp,
     GetParamOp,
     GradAccumulateOp,
@@ -22,7 +23,7 @@ from qtrain.dialects.qtrain import (
     SGDUpdateOp,
 )
 from qtrain.lowering.interpreter import load_module
-from qtrain.targets.armv7em.kernels import in_place_alignment
+from qtrain.targets.armv7em.kernels import in_place_alignment, input_grad_in_place_alignment, small_k_in_place_gap
 from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.plan_memory import ARENA_BYTES, MEMORY, OFFSETS
 
@@ -88,12 +89,29 @@ def verify_plan(function: func.FuncOp) -> int:
         owner = v.owner
         if isinstance(owner, Conv2DOp) and v is owner.output and owner.input in offset:
             # The kernel library's in-place contract (qtrain_kernels.h "In place"): the output may lie on
-            # its dying input at exactly one alignment.
+            # its dying input at exactly one alignment (the small-K stem: starting G or more bytes before it).
             src = owner.input
             alignment = in_place_alignment(*(tuple(x.type.get_shape()) for x in (owner.input, owner.weight,
                                                                                    owner.output)),
                                            owner.strides.get_values(), owner.padding.get_values(),
                                            owner.groups.value.data)
+            head = offset[v] == offset[src]
+            tail = offset[v] + value_bytes(v) == offset[src] + value_bytes(src)
+            overlap = offset[v] < offset[src] + value_bytes(src) and offset[src] < offset[v] + value_bytes(v)
+            gap = alignment == "gap" and overlap and offset[src] - offset[v] >= small_k_in_place_gap(
+                tuple(src.type.get_shape()), tuple(v.type.get_shape()), owner.strides.get_values(),
+                owner.padding.get_values())
+            if (alignment == "head" and head) or (alignment == "tail" and tail) or gap:
+                assert last_use(src) <= pos[owner], f"{_describe(v)} overwrites {_describe(src)} still in use"
+                parent[find(v)] = find(src)
+            continue
+        if isinstance(owner, Conv2DInputGradOp) and v is owner.result and owner.grad in offset:
+            # the same contract for input gradients: dL/dx over its dying dL/dy at one alignment
+            src = owner.grad
+            alignment = input_grad_in_place_alignment(*(tuple(x.type.get_shape()) for x in (v, owner.weight,
+                                                                                              src)),
+                                                      owner.strides.get_values(), owner.padding.get_values(),
+                                                      owner.groups.value.data)
             head = offset[v] == offset[src]
             tail = offset[v] + value_bytes(v) == offset[src] + value_bytes(src)
             if (alignment == "head" and head) or (alignment == "tail" and tail):
