@@ -1,11 +1,15 @@
 """Peak SRAM of the training step: 3 reference models x {full, the paper's 5 schemes, bias-only} x
 {naive schedule, qtrain-reorder}, as planned by qtrain-plan-memory (arena + trainable copies + scratch).
 
-    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32|i8] [--no-fuse] [--json OUT.json]
+    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32|i8|both] [--no-fuse] [--json OUT.json]
 
-Both schedules include qtrain-fuse-streaming unless --no-fuse.
+Both schedules include qtrain-fuse-streaming unless --no-fuse. Trained weights are planned both ways
+by default: fp32 master copies (qtrain-compile's default, the more accurate) and int8 copies updated in
+place (4x fewer trainable bytes, the storage of the int8 graph itself).
 
-Prints one table per model with the peak in KB, the arena/trainable split, and the ratio to full update.
+Prints one table per model and storage with the peak in KB, the arena/trainable/scratch split of the
+reordered plan, naive/reorder and full(naive)/reorder, then the sparse schemes that meet both of
+issue 6's bars (>= 2x below the naive schedule, >= 15x below full update).
 """
 
 from __future__ import annotations
@@ -37,11 +41,34 @@ def measure(module_text: str, scheme: str, reorder: bool, weight_storage: str, f
     return {k: v.value.data for k, v in memory.data.items() if hasattr(v, "value")}  # type: ignore[attr-defined]
 
 
+BARS = (2.0, 15.0)
+"""Issue 6's bars: sparse + reorder at least 2x below sparse without reorder and 15x below full update."""
+
+
+def bar_rows(rows: dict[str, dict[str, int]]) -> list[tuple[str, float, float]]:
+    """(scheme, naive/reorder, full(naive)/reorder) of the sparse schemes meeting both BARS."""
+    full = rows["full|naive"]["peak_sram_bytes"]
+    out = []
+    for key in rows:
+        label, kind = key.split("|")
+        if kind != "reorder" or label in ("full", "bias-only"):
+            continue
+        reordered = rows[key]["peak_sram_bytes"]
+        ratio, vs_full = rows[f"{label}|naive"]["peak_sram_bytes"] / reordered, full / reordered
+        if ratio >= BARS[0] and vs_full >= BARS[1]:
+            out.append((label, ratio, vs_full))
+    return out
+
+
+STORAGE_TITLE = {"f32": "fp32 master copies (qtrain's default)", "i8": "int8 copies updated in place"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_models = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-training"
     parser.add_argument("--models", type=Path, default=default_models, help="folder with the .pkl models")
-    parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32")
+    parser.add_argument("--weight-storage", choices=["f32", "i8", "both"], default="both",
+                        help="how trained weights are kept in SRAM (default: both, one table each)")
     parser.add_argument("--only", choices=MODELS, action="append", help="restrict to these models")
     parser.add_argument("--no-fuse", action="store_true", help="without qtrain-fuse-streaming")
     parser.add_argument("--json", type=Path, help="also write all figures as JSON")
@@ -54,36 +81,48 @@ def main(argv: list[str] | None = None) -> int:
 
     schemes_file = args.models / "schemes.json"
     budgets = json.loads(schemes_file.read_text())
-    results: dict[str, dict[str, dict[str, int]]] = {}
-    for model in args.only or MODELS:
-        text = str(import_tiny_training(args.models / f"{model}.pkl", num_classes=10))
-        schemes = ["full", *[f"{schemes_file}#{model}/{b}" for b in budgets[model]], "bias-only"]
-        rows: dict[str, dict[str, int]] = {}
-        for scheme in schemes:
-            label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
-            for reorder in (False, True):
-                key = f"{label}|{'reorder' if reorder else 'naive'}"
-                rows[key] = measure(text, scheme, reorder, args.weight_storage, fuse=not args.no_fuse)
-        results[model] = rows
-        full = rows["full|naive"]["peak_sram_bytes"]
-        paper = PAPER_KB[model]
-        storage = "fp32 master copies" if args.weight_storage == "f32" else "int8 copies updated in place"
-        print(f"\n{model}  (trainable weights: {storage}; paper full/sparse/sparse+reorder = "
-              f"{paper[0]}/{paper[1]}/{paper[2]} KB)")
-        print(f"{'scheme':<10} {'naive KB':>9} {'reorder KB':>11} {'arena':>8} {'trainable':>10} {'scratch':>8} "
-              f"{'naive/reorder':>14} {'full/reorder':>13}")
-        for scheme in schemes:
-            label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
-            naive = rows[f"{label}|naive"]
-            reordered = rows[f"{label}|reorder"]
-            print(f"{label:<10} {naive['peak_sram_bytes'] / 1024:>9.1f} {reordered['peak_sram_bytes'] / 1024:>11.1f} "
-                  f"{reordered['arena_bytes'] / 1024:>8.1f} {reordered['trainable_bytes'] / 1024:>10.1f} "
-                  f"{reordered['scratch_bytes'] / 1024:>8.1f} "
-                  f"{naive['peak_sram_bytes'] / reordered['peak_sram_bytes']:>13.2f}x "
-                  f"{full / reordered['peak_sram_bytes']:>12.1f}x")
+    storages = ["f32", "i8"] if args.weight_storage == "both" else [args.weight_storage]
+    results: dict[str, dict[str, dict[str, dict[str, int]]]] = {s: {} for s in storages}
+    texts = {model: str(import_tiny_training(args.models / f"{model}.pkl", num_classes=10))
+             for model in args.only or MODELS}
+    for storage in storages:
+        for model, text in texts.items():
+            schemes = ["full", *[f"{schemes_file}#{model}/{b}" for b in budgets[model]], "bias-only"]
+            rows: dict[str, dict[str, int]] = {}
+            for scheme in schemes:
+                label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
+                for reorder in (False, True):
+                    key = f"{label}|{'reorder' if reorder else 'naive'}"
+                    rows[key] = measure(text, scheme, reorder, storage, fuse=not args.no_fuse)
+            results[storage][model] = rows
+            print_table(model, storage, schemes, rows)
+    print(f"\nsparse schemes with reorder >= {BARS[0]:g}x below naive and >= {BARS[1]:g}x below full update:")
+    for storage in storages:
+        for model in texts:
+            met = bar_rows(results[storage][model])
+            listed = ", ".join(f"{label} ({r:.2f}x, {f:.1f}x)" for label, r, f in met) or "none"
+            print(f"  {STORAGE_TITLE[storage]:<38} {model:<15} {listed}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def print_table(model: str, storage: str, schemes: list[str], rows: dict[str, dict[str, int]]) -> None:
+    full = rows["full|naive"]["peak_sram_bytes"]
+    paper = PAPER_KB[model]
+    print(f"\n{model}  (trainable weights: {STORAGE_TITLE[storage]}; paper full/sparse/sparse+reorder = "
+          f"{paper[0]}/{paper[1]}/{paper[2]} KB)")
+    print(f"{'scheme':<10} {'naive KB':>9} {'reorder KB':>11} {'arena':>8} {'trainable':>10} {'scratch':>8} "
+          f"{'naive/reorder':>14} {'full/reorder':>13}")
+    for scheme in schemes:
+        label = scheme.rsplit("/", 1)[-1] if "#" in scheme else scheme
+        naive = rows[f"{label}|naive"]
+        reordered = rows[f"{label}|reorder"]
+        print(f"{label:<10} {naive['peak_sram_bytes'] / 1024:>9.1f} {reordered['peak_sram_bytes'] / 1024:>11.1f} "
+              f"{reordered['arena_bytes'] / 1024:>8.1f} {reordered['trainable_bytes'] / 1024:>10.1f} "
+              f"{reordered['scratch_bytes'] / 1024:>8.1f} "
+              f"{naive['peak_sram_bytes'] / reordered['peak_sram_bytes']:>13.2f}x "
+              f"{full / reordered['peak_sram_bytes']:>12.1f}x")
 
 
 if __name__ == "__main__":
