@@ -87,34 +87,26 @@ def verify_plan(function: func.FuncOp) -> int:
 
     for v in offset:
         owner = v.owner
+        # The kernel library's in-place contract (qtrain_kernels.h "In place"): a conv's output may lie on
+        # its dying input, an input gradient dL/dx on its dying dL/dy, at exactly one placement (the
+        # small-K stem: starting G or more bytes before its input).
+        src, alignment = None, None
+        shapes = lambda *vs: (tuple(x.type.get_shape()) for x in vs)  # noqa: E731
         if isinstance(owner, Conv2DOp) and v is owner.output and owner.input in offset:
-            # The kernel library's in-place contract (qtrain_kernels.h "In place"): the output may lie on
-            # its dying input at exactly one alignment (the small-K stem: starting G or more bytes before it).
             src = owner.input
-            alignment = in_place_alignment(*(tuple(x.type.get_shape()) for x in (owner.input, owner.weight,
-                                                                                   owner.output)),
-                                           owner.strides.get_values(), owner.padding.get_values(),
-                                           owner.groups.value.data)
+            alignment = in_place_alignment(*shapes(src, owner.weight, v), owner.strides.get_values(),
+                                           owner.padding.get_values(), owner.groups.value.data)
+        elif isinstance(owner, Conv2DInputGradOp) and v is owner.result and owner.grad in offset:
+            src = owner.grad
+            alignment = input_grad_in_place_alignment(*shapes(v, owner.weight, src), owner.strides.get_values(),
+                                                      owner.padding.get_values(), owner.groups.value.data)
+        if src is not None:
             head = offset[v] == offset[src]
             tail = offset[v] + value_bytes(v) == offset[src] + value_bytes(src)
             overlap = offset[v] < offset[src] + value_bytes(src) and offset[src] < offset[v] + value_bytes(v)
             gap = alignment == "gap" and overlap and offset[src] - offset[v] >= small_k_in_place_gap(
-                tuple(src.type.get_shape()), tuple(v.type.get_shape()), owner.strides.get_values(),
-                owner.padding.get_values())
+                *shapes(src, v), owner.strides.get_values(), owner.padding.get_values())
             if (alignment == "head" and head) or (alignment == "tail" and tail) or gap:
-                assert last_use(src) <= pos[owner], f"{_describe(v)} overwrites {_describe(src)} still in use"
-                parent[find(v)] = find(src)
-            continue
-        if isinstance(owner, Conv2DInputGradOp) and v is owner.result and owner.grad in offset:
-            # the same contract for input gradients: dL/dx over its dying dL/dy at one alignment
-            src = owner.grad
-            alignment = input_grad_in_place_alignment(*(tuple(x.type.get_shape()) for x in (v, owner.weight,
-                                                                                              src)),
-                                                      owner.strides.get_values(), owner.padding.get_values(),
-                                                      owner.groups.value.data)
-            head = offset[v] == offset[src]
-            tail = offset[v] + value_bytes(v) == offset[src] + value_bytes(src)
-            if (alignment == "head" and head) or (alignment == "tail" and tail):
                 assert last_use(src) <= pos[owner], f"{_describe(v)} overwrites {_describe(src)} still in use"
                 parent[find(v)] = find(src)
             continue
