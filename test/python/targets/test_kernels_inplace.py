@@ -106,7 +106,8 @@ class InPlaceCase:
     mask: bool
 
 
-def _slice(rng: np.random.Generator, channels: int, kind: str | None) -> tuple[int, int, str] | None:
+def random_slice(rng: np.random.Generator, channels: int, kind: str | None) -> tuple[int, int, str] | None:
+    """A random trained-weight slice [start, stop) of `channels` stored as `kind` (None: no slice)."""
     if kind is None:
         return None
     start = int(rng.integers(0, channels))
@@ -132,7 +133,7 @@ def _cases() -> list[InPlaceCase]:
                 conv = ConvCase(f"1x1 {batch}x{h}x{w}x{cin}->{cout} s{strides[0]}{strides[1]} {kind or 'plain'}"
                                 f"{' mask' if mask else ''}", (batch, h, w, cin), cout, (1, 1), strides=strides,
                                 zx=int(rng.integers(-128, 128)), zy=int(rng.integers(-60, 60)), bias=i % 4 != 1,
-                                slice=_slice(rng, cin, kind))
+                                slice=random_slice(rng, cin, kind))
                 out.append(InPlaceCase(conv, alignment, mask))
     # depthwise: 3x3, 5x5, 7x7, stride 1 and 2, "same" / TF-style / asymmetric padding
     for k in (3, 5, 7):
@@ -153,7 +154,7 @@ def _cases() -> list[InPlaceCase]:
                                 f"{' mask' if mask else ''}", (batch, h, w, c), c, (k, k), strides=(stride, stride),
                                 padding=padding, groups=c, zx=int(rng.integers(-128, 128)),
                                 zy=int(rng.integers(-60, 60)), clamp=(-128, 127) if i % 2 else (-128, 40),
-                                bias=i % 5 != 2, slice=_slice(rng, c, kind))
+                                bias=i % 5 != 2, slice=random_slice(rng, c, kind))
                 out.append(InPlaceCase(conv, "head", mask))
     # non-square depthwise kernels and strides
     for k, stride, padding in [((3, 5), (1, 2), (1, 2, 1, 2)), ((5, 3), (2, 1), (2, 0, 2, 2)),
@@ -161,7 +162,7 @@ def _cases() -> list[InPlaceCase]:
         i += 1
         c = int(rng.integers(2, 12))
         conv = ConvCase(f"dw {k[0]}x{k[1]}/{stride[0]}{stride[1]} 1x9x10x{c}", (1, 9, 10, c), c, k, strides=stride,
-                        padding=padding, groups=c, slice=_slice(rng, c, slices[i % 3]))
+                        padding=padding, groups=c, slice=random_slice(rng, c, slices[i % 3]))
         out.append(InPlaceCase(conv, "head", True))
     return out
 

@@ -28,6 +28,7 @@ from test_kernels_backward import (
     input_grad_scratch,
     make_grad,
 )
+from test_kernels_inplace import random_slice
 
 from qtrain.lowering import numerics
 from qtrain.targets.armv7em import kernels
@@ -138,14 +139,6 @@ class InPlaceCase:
     seed: int
 
 
-def _slice(rng: np.random.Generator, channels: int, kind: str | None) -> tuple[int, int, str] | None:
-    if kind is None:
-        return None
-    start = int(rng.integers(0, channels))
-    stop = int(rng.integers(start + 1, channels + 1))
-    return start, stop, kind
-
-
 def _cases() -> list[InPlaceCase]:
     rng = np.random.default_rng(20240611)
     out: list[InPlaceCase] = []
@@ -161,7 +154,7 @@ def _cases() -> list[InPlaceCase]:
                        "=": cout}[relation]
                 h, w = (int(v) for v in rng.integers(1, 9, 2))
                 grad = GradCase(f"1x1 {batch}x{h}x{w}x{cin}<-{cout} {kind or 'plain'}", (batch, h, w, cin), cout,
-                                (1, 1), slice=_slice(rng, cin, kind))
+                                (1, 1), slice=random_slice(rng, cin, kind))
                 out.append(InPlaceCase(grad, alignment, i))
     # depthwise, stride 1, "same" padding (grad_dims == input_dims), also on images smaller than the kernel
     for k in (3, 5, 7):
@@ -172,7 +165,7 @@ def _cases() -> list[InPlaceCase]:
                 h, w = (int(v) for v in rng.integers(1, 12, 2))
                 p = k // 2
                 grad = GradCase(f"dw {k}x{k}/1 same {batch}x{h}x{w}x{c} {kind or 'plain'}", (batch, h, w, c), c,
-                                (k, k), padding=(p, p, p, p), groups=c, slice=_slice(rng, c, kind))
+                                (k, k), padding=(p, p, p, p), groups=c, slice=random_slice(rng, c, kind))
                 out.append(InPlaceCase(grad, "head", i))
     # non-square and asymmetric "same" depthwise kernels, and a strided one whose output is still 1x1
     for k, strides, padding, shape in [((3, 5), (1, 1), (1, 2, 1, 2), (2, 6, 7, 5)),
@@ -182,7 +175,7 @@ def _cases() -> list[InPlaceCase]:
         i += 1
         c = shape[3]
         grad = GradCase(f"dw {k[0]}x{k[1]}/{strides[0]} {'x'.join(map(str, shape))}", shape, c, k, strides=strides,
-                        padding=padding, groups=c, slice=_slice(rng, c, slices[i % 3]))
+                        padding=padding, groups=c, slice=random_slice(rng, c, slices[i % 3]))
         out.append(InPlaceCase(grad, "head", i))
     return out
 
