@@ -273,24 +273,31 @@ def test_no_alignment_for_uncovered_shapes(lib: ctypes.CDLL, conv: ConvCase) -> 
     np.testing.assert_array_equal(outputs[0], data.y)
 
 
+def random_geometry(rng: np.random.Generator, i: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """(N, H, W, C_in, C_out, KH, KW, groups) of a random convolution: i % 3 picks pointwise, depthwise
+    (sometimes with a channel multiplier) or anything small."""
+    n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 8)), int(rng.integers(1, 8))
+    family = i % 3
+    if family == 0:  # pointwise (thin, padded or strided as the caller draws)
+        cin, cout, kh, kw, groups = int(rng.integers(1, 24)), int(rng.integers(1, 24)), 1, 1, 1
+    elif family == 1:  # depthwise, sometimes with a multiplier
+        cin = int(rng.integers(1, 10))
+        cout, groups = cin * int(rng.choice([1, 1, 1, 2])), cin
+        kh, kw = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+    else:  # anything
+        groups = int(rng.choice([1, 2]))
+        cin, cout = groups * int(rng.integers(1, 6)), groups * int(rng.integers(1, 6))
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    return n, h, w, cin, cout, kh, kw, groups
+
+
 def test_mirror_agrees_with_the_wrapper_on_random_shapes(lib: ctypes.CDLL) -> None:
     """Random convolutions of every kind: the wrapper accepts a head / tail placement exactly when
     in_place_alignment names it (equal sizes: head and tail coincide), and then computes the right bytes."""
     rng = np.random.default_rng(7)
     seen: set[tuple[str, str | None]] = set()
     for i in range(150):
-        n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 8)), int(rng.integers(1, 8))
-        family = i % 3
-        if family == 0:  # pointwise, sometimes padded or thin
-            cin, cout, kh, kw, groups = int(rng.integers(1, 24)), int(rng.integers(1, 24)), 1, 1, 1
-        elif family == 1:  # depthwise, sometimes with a multiplier
-            cin = int(rng.integers(1, 10))
-            cout, groups = cin * int(rng.choice([1, 1, 1, 2])), cin
-            kh, kw = int(rng.integers(1, 8)), int(rng.integers(1, 8))
-        else:  # anything
-            groups = int(rng.choice([1, 2]))
-            cin, cout = groups * int(rng.integers(1, 6)), groups * int(rng.integers(1, 6))
-            kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        n, h, w, cin, cout, kh, kw, groups = random_geometry(rng, i)
         strides = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         pad = [int(rng.integers(0, kh + 1)) if rng.random() < 0.6 else 0 for _ in range(2)]
         padding = (pad[0], pad[1] if kw > 1 or rng.random() < 0.3 else 0, int(rng.integers(0, kh)),

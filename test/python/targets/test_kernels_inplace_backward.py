@@ -28,7 +28,7 @@ from test_kernels_backward import (
     input_grad_scratch,
     make_grad,
 )
-from test_kernels_inplace import random_slice
+from test_kernels_inplace import random_geometry, random_slice
 
 from qtrain.lowering import numerics
 from qtrain.targets.armv7em import kernels
@@ -315,18 +315,7 @@ def test_no_alignment_for_uncovered_shapes(lib: ctypes.CDLL, case: GradCase) -> 
 
 
 def _random_case(rng: np.random.Generator, i: int) -> GradCase | None:
-    n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 8)), int(rng.integers(1, 8))
-    family = i % 3
-    if family == 0:  # pointwise, sometimes strided or padded
-        cin, cout, kh, kw, groups = int(rng.integers(1, 24)), int(rng.integers(1, 24)), 1, 1, 1
-    elif family == 1:  # depthwise, sometimes with a multiplier
-        cin = int(rng.integers(1, 10))
-        cout, groups = cin * int(rng.choice([1, 1, 1, 2])), cin
-        kh, kw = int(rng.integers(1, 8)), int(rng.integers(1, 8))
-    else:  # anything
-        groups = int(rng.choice([1, 2]))
-        cin, cout = groups * int(rng.integers(1, 6)), groups * int(rng.integers(1, 6))
-        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    n, h, w, cin, cout, kh, kw, groups = random_geometry(rng, i)
     strides = (1, 1) if rng.random() < 0.5 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
     if rng.random() < 0.4:  # "same" (the shapes a depthwise runs in place with, when the stride is 1)
         padding = ((kh - 1) // 2, (kw - 1) // 2, kh // 2, kw // 2)
