@@ -570,7 +570,7 @@ def export_onnx(
     - `qtrain.conv2d` -> QLinearConv (int8 activations, per-channel int8 weights, int32 bias, pads =
       padding, group = groups); a `clamp` narrower than int8 becomes an int8 Clip.
     - `qtrain.add` -> com.microsoft QLinearAdd (A = lhs, B = rhs); its x86 kernel is the contract of
-      `qtrain.lowering.numerics.add`.
+      `qtrain.numerics.add`.
     - global `qtrain.avgpool` -> com.microsoft QLinearGlobalAveragePool (the sum of `x - zx` times
       `s_x / (s_y * H * W)`, rounded half to even: `qtrain.avgpool`).
     - `qtrain.reshape` -> Reshape (through NHWC order when the spatial size is not 1x1);

@@ -7,14 +7,14 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
   filled by `qtrain_init()`;
 - one static arena (QTRAIN_ARENA) of the planned size; every tensor is a pointer at its offset;
 - one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context;
-- `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: one kernel call per op
-  (targets/armv7em/kernels/qtrain_kernels.h), shapes and constants as literals; a weight or bias
-  gradient marked `qtrain.fused_update` is computed straight into its update;
+- `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: each op's kernel calls
+  (`KernelCallOp.kernel_calls`, targets/armv7em/kernels/qtrain_kernels.h) rendered in order, shapes and
+  constants as literals;
 - `qtrain_memory` (the planner's figures) and `qtrain_model` (shapes, I/O, trainable tensor table).
 
-Every per-channel float constant (requantization multipliers, add constants, QAS steps) is computed
-here with `qtrain.lowering.numerics`, the same functions the interpreter uses, so both backends read
-identical bits.
+The ops compute their own constants (requantization multipliers, add constants, QAS steps) with
+`qtrain.numerics`, the same functions the interpreter uses, so both backends read identical bits; this
+module only renders what the calls name.
 """
 
 from __future__ import annotations
@@ -32,33 +32,21 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 from xdsl.utils.target import Target
 
-from qtrain.dialects.qtrain import (
-    AddOp,
-    AvgPoolGradOp,
-    AvgPoolOp,
-    BiasGradOp,
-    ChannelSliceOp,
-    Conv2DInputGradOp,
-    Conv2DOp,
-    Conv2DWeightGradOp,
-    CrossEntropyGradOp,
-    CrossEntropyOp,
-    DequantizeOp,
-    FusedPointwiseDepthwiseOp,
-    GetParamOp,
-    GradAccumulateOp,
-    ParamOp,
-    QuantizeOp,
-    RequantGradOp,
-    ReshapeOp,
-    SGDUpdateOp,
+from qtrain.dialects.qtrain import ParamOp
+from qtrain.dialects.qtrain import kernel_call as kc
+from qtrain.dialects.qtrain.contract import (
+    ARENA_BYTES,
+    ARG_OFFSETS,
+    FORWARD,
+    MEMORY,
+    OFFSETS,
+    TRAIN_STEP,
+    find_func,
+    param_name,
+    param_ops,
 )
-from qtrain.dialects.qtrain.ops import clamp_range, produced_quant
-from qtrain.lowering import numerics
-from qtrain.lowering.interpreter import dense_to_numpy
-from qtrain.transforms.autodiff import FORWARD, TRAIN_STEP
-from qtrain.transforms.liveness import FUSED_UPDATE
-from qtrain.transforms.plan_memory import ARENA_BYTES, ARG_OFFSETS, MEMORY, OFFSETS
+from qtrain.dialects.qtrain.interfaces import KernelCallOp, produced_quant
+from qtrain.interpreter import dense_to_numpy
 
 
 class EmitError(DiagnosticException):
@@ -138,26 +126,23 @@ class Emitter:
             raise EmitError(f"a value of {getattr(owner, 'name', 'an argument')} has no arena offset")
         return off
 
-    def ptr(self, value: SSAValue) -> str:
+    def ptr(self, value: SSAValue | None) -> str:
+        if value is None:
+            return "NULL"
         t = value.type
         assert isinstance(t, TensorType)
         return f"(({elem_ctype(t)} *)(qtrain_arena + {self.offsets(value)}))"
 
-    def opt_ptr(self, value: SSAValue | None) -> str:
-        return "NULL" if value is None else self.ptr(value)
-
     def param(self, value: SSAValue) -> ParamInfo:
-        owner = value.owner
-        if not isinstance(owner, GetParamOp):
+        name = param_name(value)
+        if name is None:
             raise EmitError("weights and biases must come from qtrain.get_param")
-        return self.params[owner.param.root_reference.data]
+        return self.params[name]
 
     # -- module-level data --------------------------------------------------------------------------------
 
     def emit_params(self) -> None:
-        for p in self.module.ops:
-            if not isinstance(p, ParamOp):
-                continue
+        for p in param_ops(self.module).values():
             name = c_ident(p.sym_name.data)
             value = dense_to_numpy(p.value)
             ctype = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.float32): "float"}[
@@ -199,11 +184,24 @@ class Emitter:
         )
         return f"&{name}"
 
+    def frozen_weight(self, value: SSAValue) -> str:
+        """The Flash array of a weight that does not train (a kernel reading plain int8)."""
+        info = self.param(value)
+        if info.sram is not None:
+            raise EmitError(f"@{info.name} is trainable, but its kernel reads frozen int8 weights only")
+        return info.flash
+
     def bias_ptr(self, value: SSAValue | None) -> str:
         if value is None:
             return "NULL"
         info = self.param(value)
         return info.sram if info.sram is not None else info.flash
+
+    def trainable_copy(self, name: str) -> ParamInfo:
+        info = self.params.get(name)
+        if info is None or info.sram is None:
+            raise EmitError(f"@{name} has no SRAM copy (it is not trainable)")
+        return info
 
     def const_floats(self, prefix: str, values: Iterable[float]) -> str:
         name = self.fresh(prefix)
@@ -212,17 +210,12 @@ class Emitter:
         )
         return name
 
-    # -- ops ------------------------------------------------------------------------------------------
-
-    def conv_params(self, op: Conv2DOp | Conv2DInputGradOp | Conv2DWeightGradOp, zx: int = 0, zy: int = 0,
-                    clamp: tuple[int, int] = (-128, 127)) -> str:
-        sh, sw = op.strides.get_values()
-        pt, pl, _, _ = op.padding.get_values()
-        groups = op.groups.value.data  # type: ignore[attr-defined]
+    def conv_params(self, g: kc.ConvGeometry) -> str:
         name = self.fresh("conv_params")
+        pt, pl, _, _ = g.padding
         self.decls.append(
-            f"static const qtrain_conv_params_t {name} = {{{zx}, {zy}, {sh}, {sw}, {pt}, {pl}, {groups}, "
-            f"{clamp[0]}, {clamp[1]}}};"
+            f"static const qtrain_conv_params_t {name} = {{{g.input_zero_point}, {g.output_zero_point}, "
+            f"{g.strides[0]}, {g.strides[1]}, {pt}, {pl}, {g.groups}, {g.clamp[0]}, {g.clamp[1]}}};"
         )
         return f"&{name}"
 
@@ -231,204 +224,61 @@ class Emitter:
         self.decls.append(f"static const qtrain_dims_t {name} = {dims(shape)};")
         return f"&{name}"
 
-    def emit_op(self, op: Operation, body: list[str], entry: str) -> None:
-        emit = body.append
-        if isinstance(op, GetParamOp | ReshapeOp):
-            return
-        if isinstance(op, Conv2DOp):
-            x, w, y = op.input.type, op.weight.type, op.output.type
-            sx_scale = op.input_q.scale
-            mult = numerics.conv2d_multiplier(sx_scale, op.weight_q.scale_array(), op.output_q.scale)
-            cout = y.get_shape()[3]  # type: ignore[attr-defined]
-            mult = np.broadcast_to(mult, (cout,))
-            m = self.const_floats("multiplier", mult.tolist())
-            params = self.conv_params(op, op.input_q.zp, op.output_q.zp, clamp_range(op.clamp))
-            emit(f"    QTRAIN_CHECK(qtrain_conv2d_wrapper_s8(&qtrain_ctx, {params}, "
-                 f"{self.dims_const(x.get_shape())}, {self.ptr(op.input)}, {self.dims_const(w.get_shape())}, "
-                 f"{self.weight_struct(op.weight)}, {self.bias_ptr(op.bias)}, {m}, "
-                 f"{self.dims_const(y.get_shape())}, {self.ptr(op.output)}, {self.opt_ptr(op.mask)}));")
-            self.count_macs(entry, math.prod(y.get_shape()) * math.prod(w.get_shape()[1:]))
-        elif isinstance(op, FusedPointwiseDepthwiseOp):
-            self.emit_fused_pointwise_depthwise(op, body, entry)
-        elif isinstance(op, AddOp):
-            c = numerics.add_constants(op.lhs_q.scale, op.lhs_q.zp, op.rhs_q.scale, op.rhs_q.zp,
-                                       op.output_q.scale, op.output_q.zp)
-            lo, hi = clamp_range(op.clamp)
-            n = math.prod(op.output.type.get_shape())  # type: ignore[attr-defined]
-            lhs_m, rhs_m, offset = (float(v) for v in c)
-            emit(f"    qtrain_add_s8({self.ptr(op.lhs)}, {self.ptr(op.rhs)}, {n}, {c_float(lhs_m)}, "
-                 f"{c_float(rhs_m)}, {c_float(offset)}, {lo}, {hi}, {self.ptr(op.output)}, "
-                 f"{self.opt_ptr(op.mask)});")
-        elif isinstance(op, AvgPoolOp):
-            kh, kw = op.kernel.get_values()
-            sh, sw = op.strides.get_values()
-            m = numerics.avgpool_multiplier(op.input_q.scale, op.output_q.scale, (kh, kw))
-            emit(f"    QTRAIN_CHECK(qtrain_avgpool_s8({self.dims_const(op.input.type.get_shape())}, "  # type: ignore
-                 f"{self.ptr(op.input)}, {kh}, {kw}, {sh}, {sw}, {op.input_q.zp}, {c_float(float(m))}, "
-                 f"{op.output_q.zp}, {self.dims_const(op.output.type.get_shape())}, {self.ptr(op.output)}, "  # type: ignore
-                 f"{self.opt_ptr(op.mask)}));")
-        elif isinstance(op, QuantizeOp):
-            n = math.prod(op.output.type.get_shape())  # type: ignore[attr-defined]
-            emit(f"    qtrain_quantize_f32_s8({self.ptr(op.input)}, {n}, {c_float(op.output_q.scale)}, "
-                 f"{op.output_q.zp}, {self.ptr(op.output)});")
-        elif isinstance(op, DequantizeOp):
-            n = math.prod(op.output.type.get_shape())  # type: ignore[attr-defined]
-            emit(f"    qtrain_dequantize_s8_f32({self.ptr(op.input)}, {n}, {c_float(op.input_q.scale)}, "
-                 f"{op.input_q.zp}, {self.ptr(op.output)});")
-        elif isinstance(op, CrossEntropyOp):
-            k = op.logits.type.get_shape()[-1]  # type: ignore[attr-defined]
-            emit(f"    loss = qtrain_cross_entropy_f32({self.ptr(op.logits)}, {k}, label, NULL);")
-        elif isinstance(op, CrossEntropyGradOp):
-            k = op.logits.type.get_shape()[-1]  # type: ignore[attr-defined]
-            emit(f"    qtrain_cross_entropy_grad_f32({self.ptr(op.logits)}, {k}, label, {self.ptr(op.result)});")
-        elif isinstance(op, RequantGradOp):
-            shape = op.grad.type.get_shape()  # type: ignore[attr-defined]
-            mult = op.multiplier.get_values()
-            m = self.const_floats("grad_multiplier", mult)
-            emit(f"    qtrain_requant_grad_f32({self.ptr(op.grad)}, {self.opt_ptr(op.mask)}, {math.prod(shape)}, "
-                 f"{shape[-1]}, {m}, {len(mult)}, {self.ptr(op.result)});")
-        elif isinstance(op, Conv2DInputGradOp):
-            params = self.conv_params(op)
-            g, w, x = op.grad.type, op.weight.type, op.result.type
-            emit(f"    QTRAIN_CHECK(qtrain_conv2d_input_grad_wrapper_f32(&qtrain_ctx, {params}, "
-                 f"{self.dims_const(g.get_shape())}, {self.ptr(op.grad)}, {self.dims_const(w.get_shape())}, "
-                 f"{self.weight_struct(op.weight)}, {self.dims_const(x.get_shape())}, {self.ptr(op.result)}));")
-            self.count_macs(entry, math.prod(g.get_shape()) * math.prod(w.get_shape()[1:]))
-        elif isinstance(op, Conv2DWeightGradOp):
-            self.emit_weight_grad(op, body, entry)
-        elif isinstance(op, BiasGradOp):
-            shape = op.grad.type.get_shape()  # type: ignore[attr-defined]
-            out = self.fused_target(op, shape[-1]) if FUSED_UPDATE in op.attributes else self.ptr(op.result)
-            emit(f"    qtrain_bias_grad_f32({self.ptr(op.grad)}, {math.prod(shape[:-1])}, {shape[-1]}, {out});")
-            if FUSED_UPDATE in op.attributes:
-                self.emit_update(self.fused_update_of(op), out, body)
-        elif isinstance(op, AvgPoolGradOp):
-            kh, kw = op.kernel.get_values()
-            sh, sw = op.strides.get_values()
-            emit(f"    QTRAIN_CHECK(qtrain_avgpool_grad_f32({self.dims_const(op.grad.type.get_shape())}, "  # type: ignore
-                 f"{self.ptr(op.grad)}, {kh}, {kw}, {sh}, {sw}, {self.dims_const(op.result.type.get_shape())}, "  # type: ignore
-                 f"{self.ptr(op.result)}));")
-        elif isinstance(op, GradAccumulateOp):
-            n = math.prod(op.result.type.get_shape())  # type: ignore[attr-defined]
-            emit(f"    qtrain_grad_accumulate_f32({self.ptr(op.lhs)}, {self.ptr(op.rhs)}, {n}, {self.ptr(op.result)});")
-        elif isinstance(op, ChannelSliceOp):
-            shape = op.input.type.get_shape()  # type: ignore[attr-defined]
-            start, stop = op.bounds()
-            kind = "f32" if op.input.type.element_type == f32 else "s8"  # type: ignore[attr-defined]
-            emit(f"    qtrain_channel_slice_{kind}({self.ptr(op.input)}, {math.prod(shape[:-1])}, {shape[-1]}, "
-                 f"{start}, {stop}, {self.ptr(op.result)});")
-        elif isinstance(op, SGDUpdateOp):
-            producer = op.grad.owner
-            if isinstance(producer, Operation) and FUSED_UPDATE in producer.attributes:
-                return  # emitted with its gradient
-            self.emit_update(op, self.ptr(op.grad), body)
+    # -- kernel calls -----------------------------------------------------------------------------------------
+
+    def argument(self, arg: kc.CallArg, body: list[str]) -> str:
+        """The C expression of one call argument (declaring the constants it needs)."""
+        if isinstance(arg, kc.Tensor):
+            return self.ptr(arg.value)
+        if isinstance(arg, kc.Shape):
+            return self.dims_const(arg.dims)
+        if isinstance(arg, kc.ConvGeometry):
+            return self.conv_params(arg)
+        if isinstance(arg, kc.Weight):
+            return self.weight_struct(arg.value)
+        if isinstance(arg, kc.FrozenWeight):
+            return self.frozen_weight(arg.value)
+        if isinstance(arg, kc.Bias):
+            return self.bias_ptr(arg.value)
+        if isinstance(arg, kc.Floats):
+            return self.const_floats(arg.prefix, arg.values)
+        if isinstance(arg, kc.F32):
+            return c_float(arg.value)
+        if isinstance(arg, kc.I32):
+            return str(int(arg.value))
+        if isinstance(arg, kc.Label):
+            return "label"
+        if isinstance(arg, kc.Null):
+            return "NULL"
+        if isinstance(arg, kc.Scratch):
+            if arg.offset == 0:
+                return "&qtrain_ctx"
+            # The bytes before `offset` hold a fused gradient waiting for its update.
+            self.uses_ctx_after_grad = True
+            body.append(f"    qtrain_ctx_after_grad.buf = qtrain_scratch + {arg.offset};")
+            body.append(f"    qtrain_ctx_after_grad.size = (int32_t)sizeof qtrain_scratch - {arg.offset};")
+            return "&qtrain_ctx_after_grad"
+        if isinstance(arg, kc.FusedGradient):
+            self.scratch_bytes = max(self.scratch_bytes, 4 * arg.floats)
+            return "((float *)qtrain_scratch)"
+        if isinstance(arg, kc.ParamCopy):
+            return self.trainable_copy(arg.name).sram  # type: ignore[return-value]
+        if isinstance(arg, kc.ParamStorage):
+            info = self.trainable_copy(arg.name)
+            return "QTRAIN_STORAGE_F32" if info.sram_ctype == "float" else "QTRAIN_STORAGE_S8"
+        raise EmitError(f"the C backend cannot render argument {arg!r}")
+
+    def emit_call(self, call: kc.KernelCall, body: list[str], entry: str) -> None:
+        arguments = ", ".join(self.argument(a, body) for a in call.args)
+        invocation = f"{call.function}({arguments})"
+        if call.returns == "status":
+            body.append(f"    QTRAIN_CHECK({invocation});")
+        elif call.returns == "loss":
+            body.append(f"    loss = {invocation};")
         else:
-            raise EmitError(f"the C backend has no lowering for {op.name}")
-
-    def frozen_weight(self, value: SSAValue, what: str) -> str:
-        """The Flash array of a weight that does not train (the streaming kernel reads plain int8)."""
-        info = self.param(value)
-        if info.sram is not None:
-            raise EmitError(f"qtrain.fused_pointwise_depthwise: its {what} @{info.name} is trainable; the fused "
-                            "kernel reads frozen weights only (qtrain-fuse-streaming never fuses trained layers)")
-        return info.flash
-
-    def emit_fused_pointwise_depthwise(self, op: FusedPointwiseDepthwiseOp, body: list[str], entry: str) -> None:
-        """One qtrain_fused_pointwise_depthwise_s8 call: the 1x1 conv streamed into the depthwise conv."""
-        x, pw, dw, y = (v.type.get_shape() for v in (op.input, op.pw_weight, op.dw_weight, op.output))  # type: ignore
-        c_mid = pw[0]
-        pw_m = np.broadcast_to(numerics.conv2d_multiplier(op.input_q.scale, op.pw_weight_q.scale_array(),
-                                                          op.mid_q.scale), (c_mid,))
-        dw_m = np.broadcast_to(numerics.conv2d_multiplier(op.mid_q.scale, op.dw_weight_q.scale_array(),
-                                                          op.output_q.scale), (c_mid,))
-        pw_params = self.fresh("conv_params")
-        lo, hi = clamp_range(op.pw_clamp)
-        self.decls.append(f"static const qtrain_conv_params_t {pw_params} = {{{op.input_q.zp}, {op.mid_q.zp}, 1, 1, "
-                          f"0, 0, 1, {lo}, {hi}}};")
-        dw_params = self.fresh("conv_params")
-        sh, sw = op.dw_strides.get_values()
-        pt, pl, _, _ = op.dw_padding.get_values()
-        lo, hi = clamp_range(op.dw_clamp)
-        self.decls.append(f"static const qtrain_conv_params_t {dw_params} = {{{op.mid_q.zp}, {op.output_q.zp}, {sh}, "
-                          f"{sw}, {pt}, {pl}, {c_mid}, {lo}, {hi}}};")
-        body.append(
-            f"    QTRAIN_CHECK(qtrain_fused_pointwise_depthwise_s8(&qtrain_ctx, &{pw_params}, {self.dims_const(x)}, "
-            f"{self.ptr(op.input)}, {self.dims_const(pw)}, {self.frozen_weight(op.pw_weight, 'pw_weight')}, "
-            f"{self.bias_ptr(op.pw_bias)}, {self.const_floats('multiplier', pw_m.tolist())}, &{dw_params}, "
-            f"{self.dims_const(dw)}, {self.frozen_weight(op.dw_weight, 'dw_weight')}, {self.bias_ptr(op.dw_bias)}, "
-            f"{self.const_floats('multiplier', dw_m.tolist())}, {self.dims_const(y)}, {self.ptr(op.output)}));"
-        )
-        self.count_macs(entry, math.prod(op.mid_shape()) * math.prod(pw[1:]) + math.prod(y) * math.prod(dw[1:]))
-
-    def fused_update_of(self, op: Operation) -> SGDUpdateOp:
-        users = [u.operation for u in op.results[0].uses]
-        if len(users) != 1 or not isinstance(users[0], SGDUpdateOp):
-            raise EmitError(f"{op.name} is marked {FUSED_UPDATE} but does not feed exactly one sgd_update")
-        return users[0]
-
-    def fused_target(self, op: Operation, floats: int) -> str:
-        """Scratch space for a fused gradient computed before its update (bias, depthwise weights)."""
-        self.scratch_bytes = max(self.scratch_bytes, 4 * floats)
-        return "((float *)qtrain_scratch)"
-
-    def emit_weight_grad(self, op: Conv2DWeightGradOp, body: list[str], entry: str) -> None:
-        x, g, dw = op.input.type, op.grad.type, op.result.type
-        zx = op.input_q.zp
-        params = self.conv_params(op, zx)
-        groups = op.groups.value.data  # type: ignore[attr-defined]
-        start, _ = op.channel_range()
-        depthwise = groups > 1
-        fused = FUSED_UPDATE in op.attributes
-        self.count_macs(entry, math.prod(g.get_shape()) * math.prod(dw.get_shape()[1:]))  # type: ignore[attr-defined]
-        if fused and not depthwise:
-            update = self.fused_update_of(op)
-            info = self.params[update.param.root_reference.data]
-            storage = "QTRAIN_STORAGE_F32" if info.sram_ctype == "float" else "QTRAIN_STORAGE_S8"
-            scales = update.grad_scale.get_values()
-            gs = self.const_floats("grad_scale", scales)
-            body.append(
-                f"    QTRAIN_CHECK(qtrain_conv2d_weight_grad_sgd_update({params}, {self.dims_const(x.get_shape())}, "  # type: ignore
-                f"{self.ptr(op.input)}, {self.dims_const(g.get_shape())}, {self.ptr(op.grad)}, "  # type: ignore
-                f"{self.dims_const(dw.get_shape())}, {c_float(update.lr.value.data)}, {gs}, {len(scales)}, "  # type: ignore
-                f"{storage}, {info.sram}));"
-            )
-            return
-        out = self.fused_target(op, math.prod(dw.get_shape())) if fused else self.ptr(op.result)  # type: ignore
-        if depthwise:
-            # The fused depthwise gradient lives at the start of scratch; its kernel's own scratch follows.
-            ctx = "&qtrain_ctx_after_grad" if fused else "&qtrain_ctx"
-            if fused:
-                self.uses_ctx_after_grad = True
-                n = (4 * math.prod(dw.get_shape()) + 3) // 4 * 4  # type: ignore[attr-defined]
-                body.append(f"    qtrain_ctx_after_grad.buf = qtrain_scratch + {n};")
-                body.append(f"    qtrain_ctx_after_grad.size = (int32_t)sizeof qtrain_scratch - {n};")
-            body.append(
-                f"    QTRAIN_CHECK(qtrain_depthwise_conv2d_weight_grad_f32({ctx}, {params}, "
-                f"{self.dims_const(x.get_shape())}, {self.ptr(op.input)}, {self.dims_const(g.get_shape())}, "  # type: ignore
-                f"{self.ptr(op.grad)}, {start}, {self.dims_const(dw.get_shape())}, {out}));"  # type: ignore
-            )
-        else:
-            body.append(
-                f"    QTRAIN_CHECK(qtrain_conv2d_weight_grad_f32({params}, {self.dims_const(x.get_shape())}, "  # type: ignore
-                f"{self.ptr(op.input)}, {self.dims_const(g.get_shape())}, {self.ptr(op.grad)}, "  # type: ignore
-                f"{self.dims_const(dw.get_shape())}, {out}));"  # type: ignore
-            )
-        if fused:
-            self.emit_update(self.fused_update_of(op), out, body)
-
-    def emit_update(self, op: SGDUpdateOp, grad: str, body: list[str]) -> None:
-        info = self.params[op.param.root_reference.data]
-        shape = info.op.trainable_shape()
-        kind = {"float": "f32", "int8_t": "s8", "int32_t": "s32"}[info.sram_ctype]
-        scales = op.grad_scale.get_values()
-        gs = self.const_floats("grad_scale", scales)
-        body.append(
-            f"    qtrain_sgd_update_{kind}({info.sram}, {grad}, {shape[0]}, {math.prod(shape[1:])}, "
-            f"{c_float(op.lr.value.data)}, {gs}, {len(scales)});"
-        )
-
-    def count_macs(self, entry: str, n: int) -> None:
-        self.macs[entry] = self.macs.get(entry, 0) + n
+            body.append(f"    {invocation};")
+        if call.macs:
+            self.macs[entry] = self.macs.get(entry, 0) + call.macs
 
     # -- functions -----------------------------------------------------------------------------------------
 
@@ -442,12 +292,11 @@ class Emitter:
         for op in function.body.block.ops:
             if isinstance(op, func.ReturnOp):
                 break
-            self.emit_op(op, body, entry)
+            if not isinstance(op, KernelCallOp):
+                raise EmitError(f"the C backend has no lowering for {op.name}")
+            for call in op.kernel_calls():
+                self.emit_call(call, body, entry)
         return body
-
-
-def find_func(module: ModuleOp, name: str) -> func.FuncOp | None:
-    return next((o for o in module.ops if isinstance(o, func.FuncOp) and o.sym_name.data == name), None)
 
 
 def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str]:

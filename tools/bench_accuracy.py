@@ -137,8 +137,8 @@ def fine_tune(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe, train: Sp
               test: Split, seed: int) -> RunResult:
     """Fine-tunes a clone of `module` with `scheme` the `arm` way; accuracy on `test` (in the same numerics)."""
     from qtrain.dialects.qtrain import ParamOp
-    from qtrain.lowering.interpreter import ModelInterpreter, run_forward, run_train_steps, trainable_index
-    from qtrain.transforms.autodiff import TRAIN_STEP
+    from qtrain.dialects.qtrain.contract import TRAIN_STEP
+    from qtrain.interpreter import ModelInterpreter, run_forward, run_train_steps, trainable_index
     from qtrain.transforms.scheme_search import sample_order
 
     if recipe.steps < 1:
@@ -165,7 +165,7 @@ def fine_tune(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe, train: Sp
 
 def pretrained_accuracy(module: ModuleOp, arm: Arm, test: Split) -> float:
     """Accuracy before fine-tuning, in the arm's numerics."""
-    from qtrain.lowering.interpreter import ModelInterpreter, run_forward
+    from qtrain.interpreter import ModelInterpreter, run_forward
 
     _, logits = run_forward(module, test[0], interpreter=ModelInterpreter(module, relaxed=arm.relaxed))
     return float(np.mean(logits.argmax(axis=1) == test[1]))
@@ -177,7 +177,7 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(module_text: str, recipe: Recipe, train: Split,
                  test: Split) -> None:
-    from qtrain.lowering.interpreter import load_module
+    from qtrain.interpreter import load_module
 
     _WORKER.update(module=load_module(module_text), recipe=recipe, train=train, test=test)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 from qtrain.targets.armv7em import build
 from qtrain.targets.armv7em.kernels import (
     buffer_size_conv2d,

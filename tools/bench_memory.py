@@ -30,8 +30,8 @@ PAPER_KB = {  # MCUNetV3 paper, Fig. / Table: full -> sparse -> sparse + reorder
 
 
 def measure(module_text: str, scheme: str, reorder: bool, weight_storage: str, fuse: bool = True) -> dict[str, int]:
-    from qtrain.lowering.interpreter import load_module
-    from qtrain.transforms.plan_memory import MEMORY
+    from qtrain.dialects.qtrain.contract import MEMORY
+    from qtrain.interpreter import load_module
 
     module = load_module(module_text)
     passes = training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage,

@@ -1,17 +1,22 @@
-"""Small PNG charts (numpy + zlib only): the demo's loss / accuracy curves.
+"""Small PNG charts (numpy + zlib only): the demo's loss / accuracy curves and the memory plan.
 
 A chart is a stack of panels; each panel draws one or more series as lines against a shared x axis,
 with tick labels in a built-in 5x7 pixel font (digits, lower-case letters and a few signs).
+
+The memory-plan picture draws memory.json's `buffers` (written by `qtrain-plan-memory`): each arena
+buffer is a box, x = schedule position, y = arena offset. Colour says what a buffer holds: int8
+activations (blue), fp32 gradients (orange), 1-bit masks (green), the model input (grey).
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-
-from qtrain.lowering.lifetime_plot import encode_png
 
 # 5x7 glyphs: 7 rows of 5 columns per character ('#' = ink).
 _GLYPHS: dict[str, tuple[str, ...]] = {
@@ -176,3 +181,48 @@ def render_chart(panels: list[Panel], x_label: str, width: int = 900, panel_heig
 def write_chart(path: str, panels: list[Panel], x_label: str) -> None:
     with open(path, "wb") as f:
         f.write(encode_png(render_chart(panels, x_label)))
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    h, w, _ = img.shape
+    raw = b"".join(b"\x00" + img[row].tobytes() for row in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+
+BUFFER_COLOURS = {
+    "activation": (66, 133, 244),
+    "gradient": (244, 160, 36),
+    "mask": (52, 168, 83),
+    "input": (150, 150, 150),
+}
+
+
+def render_memory_plan(report: dict[str, Any], width: int = 1000, height: int = 500) -> np.ndarray:
+    """The arena plan of a memory.json report as an RGB image."""
+    buffers = report.get("buffers", [])
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
+    n = max(1, max((int(b["end"]) for b in buffers), default=0) + 1)
+    scale_y = (height - 1) / max(1, int(report["arena_bytes"]))
+    for b in buffers:
+        offset, size = int(b["offset"]), (int(b["bytes"]) + 3) // 4 * 4
+        if offset < 0:
+            continue
+        x0 = int(int(b["start"]) / n * (width - 1))
+        x1 = max(x0 + 1, int((int(b["end"]) + 1) / n * (width - 1)))
+        y1 = height - 1 - int(offset * scale_y)
+        y0 = max(0, height - 1 - int((offset + size) * scale_y))
+        img[y0:y1 + 1, x0:x1] = BUFFER_COLOURS.get(str(b["kind"]), INK)
+        img[y0:y1 + 1, [x0, x1 - 1]] = (0, 0, 0)
+        img[[y0, y1], x0:x1] = (0, 0, 0)
+    return img
+
+
+def write_memory_plan(report: dict[str, Any], path: str) -> None:
+    with open(path, "wb") as f:
+        f.write(encode_png(render_memory_plan(report)))

@@ -36,7 +36,7 @@ def load_any(path: Path, num_classes: int, calibration: Path | None):  # noqa: A
 
         return import_tiny_training(path, num_classes=num_classes)
     if suffix == ".mlir":
-        from qtrain.lowering.interpreter import load_module
+        from qtrain.interpreter import load_module
 
         return load_module(path)
     raise ValueError(f"{path}: unknown model format '{suffix}' (expected .onnx, .pkl or .mlir)")
@@ -59,10 +59,10 @@ def emit_llvm_ir(out: Path, target: str) -> Path:
 
 def compile_model(args: argparse.Namespace) -> dict[str, object]:
     from qtrain.dialects.qtrain import ParamOp
+    from qtrain.dialects.qtrain.contract import MEMORY
     from qtrain.lowering.emit_c import emit_model
     from qtrain.targets.armv7em.build import build_firmware, kernel_sources
     from qtrain.transforms.pipeline import apply_passes, training_passes
-    from qtrain.transforms.plan_memory import MEMORY
 
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,6 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         qas=not args.no_qas,
         weight_storage=args.weight_storage,
         memory_report=str(report),
-        lifetime_plot=str(args.lifetime_plot) if args.lifetime_plot else None,
     )
     apply_passes(module, passes)
     (out / "model.mlir").write_text(str(module) + "\n")
@@ -92,6 +91,10 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     firmware = out / ("firmware" if args.target == "host" else "firmware.elf")
     result = build_firmware([out / "model.c", *kernel_sources()], firmware, args.target, include_dirs=[out])
     memory = json.loads(Path(report).read_text())
+    if args.lifetime_plot:
+        from qtrain.tools.charts import write_memory_plan
+
+        write_memory_plan(memory, str(args.lifetime_plot))
     if report != out / "memory.json":
         (out / "memory.json").write_text(json.dumps(memory, indent=2) + "\n")
     summary: dict[str, object] = {

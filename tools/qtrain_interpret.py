@@ -26,7 +26,7 @@ from typing import NoReturn
 import numpy as np
 from xdsl.interpreter import InterpretationError
 
-from qtrain.lowering.interpreter import (
+from qtrain.interpreter import (
     InputError,
     InterpretError,
     ModelInterpreter,
@@ -34,7 +34,8 @@ from qtrain.lowering.interpreter import (
     run_forward,
     run_train_steps,
 )
-from qtrain.lowering.numerics import AccumulatorOverflowError
+from qtrain.errors import UserError
+from qtrain.numerics import AccumulatorOverflowError
 
 PROG = "qtrain-interpret"
 TRAIN_ENTRY = "train_step"
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"cannot write {output}: {e.strerror or e}") from None
 
 
-USER_ERRORS = (UsageError, InterpretError, InterpretationError, AccumulatorOverflowError)
+USER_ERRORS = (UsageError, UserError, InterpretationError, AccumulatorOverflowError)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from qtrain.frontends.onnx import OnnxImportError
-    from qtrain.lowering.interpreter import InterpretError
+    from qtrain.interpreter import InterpretError
     from qtrain.tools.qtrain_opt import USER_ERRORS, describe_error
 
     try:

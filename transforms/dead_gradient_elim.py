@@ -24,31 +24,25 @@ from xdsl.rewriter import Rewriter
 from xdsl.traits import is_side_effect_free
 from xdsl.utils.exceptions import PassFailedException
 
-from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, GetParamOp
-from qtrain.transforms.autodiff import TRAIN_STEP
-from qtrain.transforms.sparse_update import find_func
+from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func
+from qtrain.dialects.qtrain.interfaces import ParamRead, SaturatingOp
 
 
-def drop_unused_mask(op: Conv2DOp | AddOp | AvgPoolOp) -> Operation:
+def drop_unused_mask(op: SaturatingOp) -> Operation:
     """The op without its mask result when nothing reads the mask, else the op itself."""
+    assert isinstance(op, Operation)
     if op.mask is None or op.mask.uses:
         return op
-    new = type(op).create(
-        operands=list(op.operands),
-        result_types=[op.output.type],
-        properties=dict(op.properties),
-        attributes=dict(op.attributes),
-    )
-    new.results[0].name_hint = op.output.name_hint
+    new = op.with_mask(False)
     Rewriter.replace_op(op, new, [new.results[0], None])
     return new
 
 
 def is_dead(op: Operation) -> bool:
-    """An op with results, none of them used, and no effect but reading (pure ops, get_param)."""
+    """An op with results, none of them used, and no effect but reading (pure ops, parameter reads)."""
     if not op.results or any(r.uses for r in op.results):
         return False
-    return isinstance(op, GetParamOp) or is_side_effect_free(op)
+    return op.has_trait(ParamRead) or is_side_effect_free(op)
 
 
 @dataclass(frozen=True)
@@ -65,5 +59,5 @@ class DeadGradientElimPass(ModulePass):
         for current in reversed(list(block.ops)):
             if is_dead(current):
                 Rewriter.erase_op(current)
-            elif isinstance(current, Conv2DOp | AddOp | AvgPoolOp):
+            elif isinstance(current, SaturatingOp):
                 drop_unused_mask(current)

@@ -11,13 +11,14 @@ In @forward and @train_step, a `qtrain.conv2d` pw is fused with the conv dw that
 - pw is pointwise: 1x1, stride 1, no padding, groups 1;
 - pw's output has exactly one use, dw's input: no gradient op reads it (a depthwise weight gradient
   would), no `qtrain.channel_slice` of it is saved, it is not returned;
-- dw is depthwise with channel multiplier 1 (groups = C = C_out, weight [C, KH, KW, 1], KH, KW <= 11,
-  the kernel library's depthwise kernel) and reads the intermediate with pw's output quantization;
+- dw is depthwise with channel multiplier 1 (groups = C = C_out, weight [C, KH, KW, 1]) and reads the
+  intermediate with pw's output quantization, and the target's fused kernel takes the pair (on armv7em
+  KH, KW <= 11, as its depthwise kernel);
 - neither conv has a mask result that is used (a mask is kept only where a gradient flows, which is
   exactly where the layers must stay separate);
 - all four weights and biases are `qtrain.get_param` reads of parameters that are not `trainable`;
-- it pays: the intermediate tensor is larger than the fused kernel's scratch (its ring of KH rows of
-  W x C_mid int8, see `buffer_size_fused_pointwise_depthwise`).
+- it pays: the intermediate tensor is larger than the fused kernel's scratch (on armv7em its ring of
+  KH rows of W x C_mid int8), as the target description sizes it.
 
 The fused op takes dw's place in the schedule. Run it after `qtrain-dead-gradient-elim` (which drops
 the masks and saved activations that no update needs, so the last two conditions can hold) and
@@ -31,33 +32,24 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from qtrain.dialects.qtrain import Conv2DOp, FusedPointwiseDepthwiseOp, GetParamOp, ParamOp
-from qtrain.transforms.autodiff import FORWARD, TRAIN_STEP
+from qtrain.dialects.qtrain import Conv2DOp, FusedPointwiseDepthwiseOp, ParamOp
+from qtrain.dialects.qtrain.contract import entry_points, param_name, param_ops
+from qtrain.dialects.qtrain.ops import shape_of as _shape
 from qtrain.transforms.liveness import tensor_bytes
-
-MAX_DEPTHWISE_KERNEL = 11
-"""The largest KH / KW of the kernel library's depthwise kernel (MAX_KERNEL in its C)."""
-
-
-def _shape(value: SSAValue) -> tuple[int, ...]:
-    t = value.type
-    assert isinstance(t, TensorType)
-    return tuple(t.get_shape())
+from qtrain.transforms.target import DEFAULT_TARGET, TargetDescription, get_target
 
 
 def _frozen(value: SSAValue | None, params: dict[str, ParamOp]) -> bool:
     """A weight/bias operand that is a read of a parameter that does not train (None: no operand)."""
     if value is None:
         return True
-    owner = value.owner
-    if not isinstance(owner, GetParamOp):
-        return False
-    p = params.get(owner.param.root_reference.data)
+    name = param_name(value)
+    p = params.get(name) if name is not None else None
     return p is not None and not p.is_trainable
 
 
@@ -71,23 +63,14 @@ def is_pointwise(op: Conv2DOp) -> bool:
             and tuple(op.padding.get_values()) == (0, 0, 0, 0) and op.groups.value.data == 1)
 
 
-def is_streamable_depthwise(op: Conv2DOp) -> bool:
-    """Depthwise with channel multiplier 1 and a kernel the library's depthwise kernel takes."""
+def is_depthwise_multiplier_1(op: Conv2DOp) -> bool:
+    """Depthwise with channel multiplier 1: groups = C = C_out, weight [C, KH, KW, 1]."""
     c = _shape(op.input)[3]
-    cout, kh, kw, cin_g = _shape(op.weight)
-    return (op.groups.value.data == c and cout == c and cin_g == 1 and kh <= MAX_DEPTHWISE_KERNEL
-            and kw <= MAX_DEPTHWISE_KERNEL)
+    cout, _, _, cin_g = _shape(op.weight)
+    return op.groups.value.data == c and cout == c and cin_g == 1
 
 
-def fused_scratch_bytes(pw: Conv2DOp, dw: Conv2DOp) -> int:
-    """Scratch of the fused kernel for this pair (the mirror of its C `_get_buffer_size`)."""
-    from qtrain.targets.armv7em.kernels import buffer_size_fused_pointwise_depthwise
-
-    return buffer_size_fused_pointwise_depthwise(_shape(pw.input), _shape(pw.weight), _shape(dw.weight),
-                                                 _shape(dw.output), dw.strides.get_values())
-
-
-def fusion_partner(pw: Conv2DOp, params: dict[str, ParamOp]) -> Conv2DOp | None:
+def fusion_partner(pw: Conv2DOp, params: dict[str, ParamOp], target: TargetDescription) -> Conv2DOp | None:
     """The depthwise conv `pw` may be fused with (see the module docstring), or None."""
     if not is_pointwise(pw) or not _mask_unused(pw):
         return None
@@ -95,20 +78,26 @@ def fusion_partner(pw: Conv2DOp, params: dict[str, ParamOp]) -> Conv2DOp | None:
     if len(uses) != 1:
         return None
     dw = uses[0].operation
-    if not isinstance(dw, Conv2DOp) or uses[0].index != 0 or not is_streamable_depthwise(dw):
+    if not isinstance(dw, Conv2DOp) or uses[0].index != 0 or not is_depthwise_multiplier_1(dw):
         return None
     if not _mask_unused(dw) or dw.input_q != pw.output_q:
         return None
     if not all(_frozen(v, params) for v in (pw.weight, pw.bias, dw.weight, dw.bias)):
         return None
-    if tensor_bytes(pw.output.type) <= fused_scratch_bytes(pw, dw):
-        return None  # the ring would be as large as the tensor it replaces
+    candidate = fused_op(pw, dw)
+    try:
+        if not target.supports(candidate):
+            return None
+        if tensor_bytes(pw.output.type) <= target.scratch_bytes(candidate, params):
+            return None  # the ring would be as large as the tensor it replaces
+    finally:
+        candidate.erase()  # a question only: it must not stay a user of the pair's operands
     return dw
 
 
-def fuse(pw: Conv2DOp, dw: Conv2DOp) -> FusedPointwiseDepthwiseOp:
-    """Replaces the pair by one `qtrain.fused_pointwise_depthwise` at dw's place in the schedule."""
-    fused = FusedPointwiseDepthwiseOp(
+def fused_op(pw: Conv2DOp, dw: Conv2DOp) -> FusedPointwiseDepthwiseOp:
+    """The `qtrain.fused_pointwise_depthwise` standing for the pair (detached)."""
+    return FusedPointwiseDepthwiseOp(
         pw.input, pw.weight, pw.bias, dw.weight, dw.bias, dw.output.type,
         input_q=pw.input_q, pw_weight_q=pw.weight_q, mid_q=pw.output_q, dw_weight_q=dw.weight_q,
         output_q=dw.output_q, dw_strides=dw.strides.get_values(), dw_padding=dw.padding.get_values(),
@@ -117,17 +106,24 @@ def fuse(pw: Conv2DOp, dw: Conv2DOp) -> FusedPointwiseDepthwiseOp:
         dw_clamp=dw.clamp.get_values() if dw.clamp is not None else None,
         pw_strides=pw.strides.get_values(), pw_padding=pw.padding.get_values(), pw_groups=pw.groups.value.data,
     )
+
+
+def fuse(pw: Conv2DOp, dw: Conv2DOp) -> FusedPointwiseDepthwiseOp:
+    """Replaces the pair by one `qtrain.fused_pointwise_depthwise` at dw's place in the schedule."""
+    fused = fused_op(pw, dw)
     fused.output.name_hint = dw.output.name_hint
     Rewriter.replace_op(dw, fused, [fused.output, None] if dw.mask is not None else [fused.output])
     Rewriter.erase_op(pw)
     return fused
 
 
-def fuse_function(function: func.FuncOp, params: dict[str, ParamOp]) -> int:
+def fuse_function(function: func.FuncOp, params: dict[str, ParamOp], target: TargetDescription | None = None) -> int:
     """Fuses every eligible pair of one function; returns how many."""
+    target = target or get_target()
     count = 0
     for op in list(function.body.block.ops):
-        if isinstance(op, Conv2DOp) and op.parent is not None and (dw := fusion_partner(op, params)) is not None:
+        if (isinstance(op, Conv2DOp) and op.parent is not None
+                and (dw := fusion_partner(op, params, target)) is not None):
             fuse(op, dw)
             count += 1
     return count
@@ -139,11 +135,14 @@ class FuseStreamingPass(ModulePass):
 
     name = "qtrain-fuse-streaming"
 
+    target: str = DEFAULT_TARGET
+    """the target description that tells which pairs its fused kernel takes, and its scratch"""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        params = {p.sym_name.data: p for p in op.ops if isinstance(p, ParamOp)}
-        for f in op.ops:
-            if isinstance(f, func.FuncOp) and f.sym_name.data in (FORWARD, TRAIN_STEP):
-                fuse_function(f, params)
+        target = get_target(self.target)
+        params = param_ops(op)
+        for f in entry_points(op):
+            fuse_function(f, params, target)
 
 
 def fused_ops(function: Operation) -> list[FusedPointwiseDepthwiseOp]:

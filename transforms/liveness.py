@@ -3,22 +3,22 @@
 This is the one place that defines memory accounting (DESIGN.md "Memory accounting"):
 
 - every tensor SSA value is an arena buffer of `prod(shape) * element bytes` (i1 masks are packed,
-  ceil(n / 8) bytes), except parameter reads (`qtrain.get_param`: Flash, or the SRAM copy of a
-  trainable parameter, counted in `trainable_bytes`), reshapes (a view of their input, which stays
-  alive as long as the view does), fused weight/bias gradients (see below) and scalars;
+  ceil(n / 8) bytes), except parameter reads (ops with the `ParamRead` trait: Flash, or the SRAM copy
+  of a trainable parameter, counted in `trainable_bytes`), views (`ViewOfOperand`, e.g. a reshape: its
+  input stays alive as long as the view does), fused weight/bias gradients (see below) and scalars;
 - the function's tensor arguments (the image) live from the start;
 - a buffer lives from the op that defines it to its last use, both inclusive: an op's inputs and
-  outputs coexist while it runs, unless the op computes in place (`IN_PLACE_OPS`: an elementwise op
-  whose result may take over its first operand's buffer when that operand dies at the op);
+  outputs coexist while it runs, unless the op computes in place (`ElementwiseInPlace`: its result
+  may take over its first operand's buffer when that operand dies at the op);
 - a gradient op marked `qtrain.fused_update` (by `qtrain-reorder`) is computed one output channel at
   a time straight into its parameter's update: it needs no arena buffer, only kernel scratch;
-- a convolution whose kernel may write its output over its input (the kernel library's
-  `in_place_alignment`: a 1x1 conv tail- or head-aligned, a depthwise conv head-aligned, the small-K
-  stem starting G bytes before its input) links its output buffer to its input buffer when the input
-  dies at the conv (the image included: the entry points may overwrite the model's input buffer): the
-  planner may then place the two overlapping at exactly that placement (`Buffer.partner`), so the pair
-  costs max(in, out) (the stem: G + in); likewise an input gradient whose kernel may write dL/dx over
-  its dying dL/dy (`input_grad_in_place_alignment`: a 1x1 at stride 1, a same-shape depthwise).
+- an op whose kernel may write its output over its input (the target description's
+  `in_place_offset`: on armv7em a 1x1 conv tail- or head-aligned, a depthwise conv head-aligned, the
+  small-K stem starting G bytes before its input, a 1x1 or same-shape depthwise input gradient over
+  its dL/dy) links its output buffer to its input buffer when the input dies at the op (the image
+  included: the entry points may overwrite the model's input buffer): the planner may then place the
+  two overlapping at exactly that offset (`Buffer.partner`), so the pair costs max(in, out) (the
+  stem: G + in).
 """
 
 from __future__ import annotations
@@ -28,19 +28,14 @@ from dataclasses import dataclass, field
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerType, TensorType
-from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
+from xdsl.ir import Attribute, Block, Operation, SSAValue
 
-from qtrain.dialects.qtrain import (
-    GetParamOp,
-    GradAccumulateOp,
-    ParamOp,
-    RequantGradOp,
-    ReshapeOp,
-)
+from qtrain.dialects.qtrain import ParamOp
+from qtrain.dialects.qtrain.contract import FUSED_UPDATE
+from qtrain.dialects.qtrain.interfaces import ElementwiseInPlace, ParamRead, ViewOfOperand
+from qtrain.transforms.target import TargetDescription, get_target
 
 ALIGN = 4
-FUSED_UPDATE = "qtrain.fused_update"
-IN_PLACE_OPS = (RequantGradOp, GradAccumulateOp)
 
 
 def element_bytes(element: Attribute) -> float:
@@ -127,40 +122,10 @@ def is_fused_gradient(op: Operation) -> bool:
     return FUSED_UPDATE in op.attributes
 
 
-def conv_in_place_delta(op: Operation, in_bytes: int, out_bytes: int) -> int | None:
-    """Offset of a conv's output relative to its input when its kernel may overwrite the input, else None
-    (a forward conv over its input, or an input gradient dL/dx over dL/dy)."""
-    from qtrain.dialects.qtrain import Conv2DInputGradOp, Conv2DOp
-    from qtrain.targets.armv7em.kernels import (
-        in_place_alignment,
-        input_grad_in_place_alignment,
-        small_k_in_place_gap,
-    )
-
-    shape = lambda v: tuple(v.type.get_shape())  # noqa: E731
-    if isinstance(op, Conv2DInputGradOp):
-        alignment = input_grad_in_place_alignment(shape(op.result), shape(op.weight), shape(op.grad),
-                                                  op.strides.get_values(), op.padding.get_values(),
-                                                  op.groups.value.data)
-    elif isinstance(op, Conv2DOp):
-        alignment = in_place_alignment(shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
-                                       op.padding.get_values(), op.groups.value.data)
-    else:
-        return None
-    if alignment == "head":
-        return 0
-    if alignment == "tail" and (in_bytes - out_bytes) % ALIGN == 0:
-        return in_bytes - out_bytes
-    if alignment == "gap":
-        gap = small_k_in_place_gap(shape(op.input), shape(op.output), op.strides.get_values(),
-                                   op.padding.get_values())
-        if gap >= in_bytes:  # no overlap left to gain
-            return None
-        return -aligned(gap)  # output = input - G rounded up to the arena alignment (a larger gap is allowed)
-    return None
-
-
-def analyze(block: Block, in_place: bool = True) -> Liveness:
+def analyze(block: Block, in_place: bool = True, target: TargetDescription | None = None) -> Liveness:
+    """The buffers of `block` in its current op order (`in_place`: link the pairs the target's kernels
+    may compute in place)."""
+    target = target or get_target()
     ops = [op for op in block.ops if not isinstance(op, func.ReturnOp)]
     index = {op: i for i, op in enumerate(ops)}
     end_index = len(ops)  # the return
@@ -183,15 +148,15 @@ def analyze(block: Block, in_place: bool = True) -> Liveness:
         new_buffer(arg, 0)
     for op in ops:
         i = index[op]
-        if isinstance(op, GetParamOp) or is_fused_gradient(op):
+        if op.has_trait(ParamRead) or is_fused_gradient(op):
             continue
-        if isinstance(op, ReshapeOp) and op.input in buffer_of:
-            b = buffer_of[op.input]
-            b.values.append(op.output)
-            b.end = max(b.end, last_use(op.output))
-            buffer_of[op.output] = b
+        if op.has_trait(ViewOfOperand) and op.operands[0] in buffer_of:
+            b = buffer_of[op.operands[0]]
+            b.values.append(op.results[0])
+            b.end = max(b.end, last_use(op.results[0]))
+            buffer_of[op.results[0]] = b
             continue
-        if in_place and isinstance(op, IN_PLACE_OPS):
+        if in_place and op.has_trait(ElementwiseInPlace):
             src = buffer_of.get(op.operands[0])
             if src is not None and src.end == i and src.size == tensor_bytes(op.results[0].type):
                 src.values.append(op.results[0])
@@ -204,7 +169,7 @@ def analyze(block: Block, in_place: bool = True) -> Liveness:
             src = buffer_of.get(op.operands[0])
             out = buffer_of[op.results[0]]
             if src is not None and src.end == i:  # the image too: the ABI lets the entry points overwrite it
-                delta = conv_in_place_delta(op, src.size, out.size)
+                delta = target.in_place_offset(op, src.size, out.size)
                 if delta is not None:
                     out.partner, out.partner_delta = src, delta
     return Liveness(ops, buffers, buffer_of)
@@ -222,12 +187,3 @@ def trainable_bytes(params: list[ParamOp]) -> int:
 def flash_param_bytes(params: list[ParamOp]) -> int:
     """Parameter initial values in Flash (trainable ones are copied from there at qtrain_init)."""
     return sum(aligned(tensor_bytes(p.tensor_type)) for p in params)
-
-
-def param_of(value: SSAValue) -> str | None:
-    owner = value.owner
-    return owner.param.root_reference.data if isinstance(owner, GetParamOp) else None
-
-
-def is_argument(value: SSAValue) -> bool:
-    return isinstance(value, BlockArgument)

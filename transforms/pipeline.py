@@ -16,6 +16,7 @@ from qtrain.transforms.fuse_streaming import FuseStreamingPass
 from qtrain.transforms.plan_memory import PlanMemoryPass
 from qtrain.transforms.reorder import ReorderPass
 from qtrain.transforms.sparse_update import SparseUpdatePass
+from qtrain.transforms.target import DEFAULT_TARGET
 
 
 def training_passes(
@@ -28,7 +29,7 @@ def training_passes(
     qas: bool = True,
     weight_storage: str = "f32",
     memory_report: str | None = None,
-    lifetime_plot: str | None = None,
+    target: str = DEFAULT_TARGET,
     plan: bool = True,
     fuse_streaming: bool = True,
 ) -> list[ModulePass]:
@@ -38,11 +39,11 @@ def training_passes(
         DeadGradientElimPass(),
     ]
     if fuse_streaming:
-        passes.append(FuseStreamingPass())
+        passes.append(FuseStreamingPass(target=target))
     if reorder:
         passes.append(ReorderPass())
     if plan:
-        passes.append(PlanMemoryPass(sram_kb=sram_kb, memory_report=memory_report, lifetime_plot=lifetime_plot))
+        passes.append(PlanMemoryPass(sram_kb=sram_kb, memory_report=memory_report, target=target))
     return passes
 
 

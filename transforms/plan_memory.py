@@ -14,8 +14,11 @@ Results:
   i.e. the image, live in the arena too);
 - the module gets `qtrain.memory`, a dictionary with `peak_sram_bytes` = arena + trainable copies +
   kernel scratch, and its parts (see DESIGN.md "Memory accounting");
-- `memory-report=FILE.json` writes memory.json; `lifetime-plot=FILE.png` draws every buffer of
-  @train_step as a box (x = schedule position, y = arena offset).
+- `memory-report=FILE.json` writes memory.json, which also lists every arena buffer of the largest
+  plan (`buffers`: name, kind, bytes, offset, first and last schedule position), what the tools draw the
+  memory-plan picture from.
+
+Kernel scratch sizes and in-place placements come from the target description (`target=armv7em`).
 
 Over `sram-kb`: the pass fails listing what is live at the peak (op, tensor, bytes) and the totals.
 """
@@ -23,44 +26,48 @@ Over `sram-kb`: the pass fails listing what is live at the peak (op, tensor, byt
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, f32, i64
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    DictionaryAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    f32,
+    i1,
+    i64,
+)
+from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from qtrain.dialects.qtrain import (
-    BiasGradOp,
-    Conv2DInputGradOp,
-    Conv2DOp,
-    Conv2DWeightGradOp,
-    FusedPointwiseDepthwiseOp,
-    ParamOp,
-    SGDUpdateOp,
+from qtrain.dialects.qtrain import ParamOp
+from qtrain.dialects.qtrain.contract import (
+    ARENA_BYTES,
+    ARG_OFFSETS,
+    FORWARD,
+    MEMORY,
+    OFFSETS,
+    TRAIN_STEP,
+    entry_points,
+    find_func,
+    param_ops,
 )
-from qtrain.transforms.autodiff import FORWARD, TRAIN_STEP
 from qtrain.transforms.liveness import (
     Buffer,
     Liveness,
     aligned,
     analyze,
     flash_param_bytes,
-    is_fused_gradient,
-    param_of,
     trainable_bytes,
 )
 from qtrain.transforms.schemes import layer_numbers
-
-OFFSETS = "qtrain.offsets"
-ARENA_BYTES = "qtrain.arena_bytes"
-ARG_OFFSETS = "qtrain.arg_offsets"
-MEMORY = "qtrain.memory"
-
+from qtrain.transforms.target import DEFAULT_TARGET, TargetDescription, get_target
 
 PACK_ORDERS: dict[str, object] = {
     "size": lambda b: (-aligned(b.size), b.start),
@@ -152,56 +159,6 @@ def pack_greedy(buffers: list[Buffer], pinned: dict[int, int] | None, order: lis
     return max((b.offset + aligned(b.size) for b in buffers), default=0)
 
 
-def weight_slice(value: SSAValue, params: dict[str, ParamOp]) -> tuple[int | None, bool]:
-    """(trained slice width, fp32 master?) of the weight a conv kernel reads, as its scratch mirror wants."""
-    name = param_of(value)
-    p = params.get(name) if name is not None else None
-    if p is None or not p.is_trainable:
-        return None, False
-    master = p.storage_type == f32
-    sl = p.trainable_slice()
-    if sl is None:
-        return (p.tensor_type.get_shape()[p.channel_axis], True) if master else (None, False)
-    return sl[1] - sl[0], master
-
-
-def kernel_scratch_bytes(op: Operation, params: dict[str, ParamOp]) -> int:
-    """Scratch the op's kernel needs while it runs (one shared area, sized for the largest need).
-
-    The figures come from the kernel library's own mirror of its `*_get_buffer_size` functions
-    (qtrain.targets.armv7em.kernels), so the plan and the C agree. A fused gradient computed before
-    its update (a bias, a depthwise weight) sits at the start of the scratch area, the kernel's own
-    scratch after it; a fused groups = 1 weight gradient updates block by block and needs none. A
-    `qtrain.fused_pointwise_depthwise` keeps its ring of intermediate rows there.
-    """
-    from qtrain.targets.armv7em import kernels as k
-
-    def shape(v: SSAValue) -> tuple[int, ...]:
-        return tuple(v.type.get_shape())  # type: ignore[attr-defined]
-
-    if isinstance(op, Conv2DOp):
-        width, master = weight_slice(op.weight, params)
-        return aligned(k.buffer_size_conv2d_wrapper(
-            shape(op.input), shape(op.weight), shape(op.output), op.strides.get_values(),
-            op.padding.get_values(), op.groups.value.data, slice_channels=width, master=master))
-    if isinstance(op, FusedPointwiseDepthwiseOp):
-        return aligned(k.buffer_size_fused_pointwise_depthwise(
-            shape(op.input), shape(op.pw_weight), shape(op.dw_weight), shape(op.output), op.dw_strides.get_values()))
-    if isinstance(op, Conv2DInputGradOp):
-        width, master = weight_slice(op.weight, params)
-        return aligned(k.buffer_size_conv2d_input_grad_wrapper(
-            shape(op.result), shape(op.weight), shape(op.grad), op.strides.get_values(),
-            op.padding.get_values(), op.groups.value.data, slice_channels=width, master=master))
-    if isinstance(op, Conv2DWeightGradOp) and op.groups.value.data > 1:  # type: ignore[attr-defined]
-        own = k.buffer_size_depthwise_weight_grad(shape(op.input), shape(op.grad), shape(op.result),
-                                                  op.strides.get_values())
-        gradient = 4 * math.prod(shape(op.result)) if is_fused_gradient(op) else 0
-        return aligned(gradient) + aligned(own)
-    if isinstance(op, BiasGradOp) and is_fused_gradient(op):
-        return aligned(4 * shape(op.result)[0])
-    return 0
-
-
 @dataclass
 class FunctionPlan:
     name: str
@@ -213,10 +170,12 @@ class FunctionPlan:
 
 
 def plan_function(
-    function: func.FuncOp, params: dict[str, ParamOp], arg_offsets: list[int] | None = None
+    function: func.FuncOp, params: dict[str, ParamOp], arg_offsets: list[int] | None = None,
+    target: TargetDescription | None = None,
 ) -> FunctionPlan:
     """Plans one function; `arg_offsets` pins its tensor arguments (in order) to given offsets."""
-    liveness = analyze(function.body.block)
+    target = target or get_target()
+    liveness = analyze(function.body.block, target=target)
     pinned: dict[int, int] = {}
     if arg_offsets is not None:
         args = [a for a in function.body.block.args if a in liveness.buffer_of]
@@ -224,7 +183,7 @@ def plan_function(
             pinned[liveness.buffers.index(liveness.buffer_of[a])] = off
     arena = pack(liveness.buffers, pinned)
     peak, where = liveness.peak()  # after packing: in-place pairs count once
-    scratch = max((kernel_scratch_bytes(op, params) for op in liveness.ops), default=0)
+    scratch = max((aligned(target.scratch_bytes(op, params)) for op in liveness.ops), default=0)
     return FunctionPlan(function.sym_name.data, liveness, arena, peak, where, scratch)
 
 
@@ -250,6 +209,7 @@ class MemoryReport:
     flash_bytes: int
     peak_op: str
     trainable: list[dict[str, object]]
+    buffers: list[dict[str, object]]
 
     @property
     def peak_sram_bytes(self) -> int:
@@ -265,6 +225,7 @@ class MemoryReport:
             "flash_note": "parameters and per-channel constants only; the firmware adds code",
             "peak_op": self.peak_op,
             "trainable": self.trainable,
+            "buffers": self.buffers,
         }
 
 
@@ -287,17 +248,25 @@ def trainable_list(module: ModuleOp, train: func.FuncOp | None) -> list[dict[str
     return out
 
 
-def constant_bytes(module: ModuleOp) -> int:
-    """Per-channel float constants the kernels read from Flash (requantization multipliers, QAS factors)."""
-    total = 0
-    for op in module.walk():
-        if isinstance(op, Conv2DOp):
-            total += 4 * op.output.type.get_shape()[3]  # type: ignore[attr-defined]
-        elif isinstance(op, FusedPointwiseDepthwiseOp):
-            total += 2 * 4 * op.output.type.get_shape()[3]  # type: ignore[attr-defined]
-        elif isinstance(op, SGDUpdateOp):
-            total += 4 * len(op.grad_scale.get_values())
-    return total
+def buffer_kind(buffer: Buffer) -> str:
+    """What an arena buffer holds, for reports: the model input, an int8 activation, a 1-bit mask, an
+    fp32 gradient (or other fp32 value)."""
+    value = buffer.values[0]
+    if not isinstance(value.owner, Operation):
+        return "input"
+    t = value.type
+    element = t.element_type if isinstance(t, TensorType) else None
+    if element == i1:
+        return "mask"
+    if element == f32:
+        return "gradient"
+    return "activation"
+
+
+def buffer_list(plan: FunctionPlan) -> list[dict[str, object]]:
+    """The arena buffers of one plan, for memory.json: name, kind, bytes, offset, live range."""
+    return [{"name": b.name, "kind": buffer_kind(b), "bytes": b.size, "offset": b.offset, "start": b.start,
+             "end": b.end} for b in plan.liveness.buffers]
 
 
 @dataclass(frozen=True)
@@ -310,36 +279,40 @@ class PlanMemoryPass(ModulePass):
     """SRAM budget in KiB for arena + trainable copies + scratch"""
     memory_report: str | None = None
     """write memory.json to this path"""
-    lifetime_plot: str | None = None
-    """write a PNG of buffer lifetimes (arena offset over the schedule) to this path"""
+    target: str = DEFAULT_TARGET
+    """the target description that sizes kernel scratch and allows in-place kernels"""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.sram_kb <= 0:
             raise PassFailedException(f"{self.name}: sram-kb must be positive, got {self.sram_kb}")
-        params = {p.sym_name.data: p for p in op.ops if isinstance(p, ParamOp)}
-        functions = [f for f in op.ops if isinstance(f, func.FuncOp) and f.sym_name.data in (FORWARD, TRAIN_STEP)]
+        target = get_target(self.target)
+        params = param_ops(op)
+        functions = entry_points(op)
         if not functions:
             raise PassFailedException(f"{self.name}: no @{FORWARD} or @{TRAIN_STEP} to plan")
         # Plan each function freely, then re-plan the others with the image where the largest one put it.
-        plans = [plan_function(f, params) for f in functions]
+        plans = [plan_function(f, params, target=target) for f in functions]
         lead = max(range(len(plans)), key=lambda i: plans[i].arena_bytes)
         lead_args = [
             plans[lead].liveness.buffer_of[a].offset
             for a in functions[lead].body.block.args
             if a in plans[lead].liveness.buffer_of
         ]
-        plans = [p if i == lead else plan_function(functions[i], params, lead_args) for i, p in enumerate(plans)]
+        plans = [p if i == lead else plan_function(functions[i], params, lead_args, target)
+                 for i, p in enumerate(plans)]
         for f, plan in zip(functions, plans, strict=True):
             annotate(f, plan)
         main = max(plans, key=lambda p: p.arena_bytes)
-        train = next((f for f in functions if f.sym_name.data == TRAIN_STEP), None)
+        train = find_func(op, TRAIN_STEP)
+        constants = sum(target.flash_constant_bytes(o) for f in functions for o in f.walk())
         report = MemoryReport(
             arena_bytes=main.arena_bytes,
             trainable_bytes=trainable_bytes(list(params.values())),
             scratch_bytes=max(p.scratch_bytes for p in plans),
-            flash_bytes=flash_param_bytes(list(params.values())) + constant_bytes(op),
+            flash_bytes=flash_param_bytes(list(params.values())) + constants,
             peak_op=_describe_op(main),
             trainable=trainable_list(op, train),
+            buffers=buffer_list(main),
         )
         op.attributes[MEMORY] = DictionaryAttr({
             "peak_sram_bytes": IntegerAttr(report.peak_sram_bytes, i64),
@@ -351,11 +324,6 @@ class PlanMemoryPass(ModulePass):
         })
         if self.memory_report:
             Path(self.memory_report).write_text(json.dumps(report.as_json(), indent=2) + "\n")
-        if self.lifetime_plot:
-            from qtrain.lowering.lifetime_plot import write_lifetime_png
-
-            target = next((p for p in plans if p.name == TRAIN_STEP), main)
-            write_lifetime_png(target.liveness, target.arena_bytes, self.lifetime_plot)
         budget = self.sram_kb * 1024
         if report.peak_sram_bytes > budget:
             raise PassFailedException(over_budget_message(report, main, budget))

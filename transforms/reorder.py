@@ -27,16 +27,19 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from qtrain.dialects.qtrain import BiasGradOp, Conv2DWeightGradOp, GetParamOp, ReshapeOp, SGDUpdateOp
-from qtrain.transforms.autodiff import TRAIN_STEP
-from qtrain.transforms.liveness import FUSED_UPDATE, tensor_bytes
-from qtrain.transforms.sparse_update import find_func
+from qtrain.dialects.qtrain.contract import FUSED_UPDATE, TRAIN_STEP, find_func, param_name
+from qtrain.dialects.qtrain.interfaces import ParamGradient, ParamRead, ParamUpdate, ParamUpdateOp, ViewOfOperand
+from qtrain.transforms.liveness import tensor_bytes
 
 
-def fusable_gradient(update: SGDUpdateOp) -> Operation | None:
+def is_update(op: Operation) -> bool:
+    return op.has_trait(ParamUpdate)
+
+
+def fusable_gradient(update: Operation) -> Operation | None:
     """The weight/bias gradient op that only feeds this update, if any."""
-    grad = update.grad.owner
-    if isinstance(grad, Conv2DWeightGradOp | BiasGradOp) and sum(1 for _ in grad.result.uses) == 1:
+    grad = update.operands[0].owner
+    if isinstance(grad, Operation) and grad.has_trait(ParamGradient) and len(list(grad.results[0].uses)) == 1:
         return grad
     return None
 
@@ -55,8 +58,8 @@ class ReorderPass(ModulePass):
         if train is None:
             raise PassFailedException(f"{self.name}: no func.func @{TRAIN_STEP}; run qtrain-autodiff first")
         block = train.body.block
-        ops = [o for o in block.ops if not isinstance(o, func.ReturnOp | GetParamOp)]
-        reads = [o for o in block.ops if isinstance(o, GetParamOp)]
+        ops = [o for o in block.ops if not isinstance(o, func.ReturnOp) and not o.has_trait(ParamRead)]
+        reads = [o for o in block.ops if o.has_trait(ParamRead)]
         order = schedule(ops, self.fuse_updates)
         for o in [*order, *reads]:
             o.detach()
@@ -66,12 +69,12 @@ class ReorderPass(ModulePass):
             block.insert_op_before(o, ret)
         # Parameter reads cost no arena memory: each goes right before its first user.
         for r in reads:
-            users = [u.operation for u in r.result.uses]
+            users = [u.operation for u in r.results[0].uses]
             first = min(users, key=lambda u: order.index(u)) if users else ret
             block.insert_op_before(r, first)
         if self.fuse_updates:
             for o in order:
-                if isinstance(o, SGDUpdateOp) and (g := fusable_gradient(o)) is not None:
+                if is_update(o) and (g := fusable_gradient(o)) is not None:
                     if g.next_op is o:
                         g.attributes[FUSED_UPDATE] = UnitAttr()
 
@@ -85,11 +88,11 @@ def _dependences(ops: list[Operation]) -> dict[Operation, set[Operation]]:
         for v in o.operands:
             if isinstance(v.owner, Operation) and v.owner in inside:
                 preds[o].add(v.owner)
-            elif isinstance(v.owner, GetParamOp):
-                readers.setdefault(v.owner.param.root_reference.data, set()).add(o)
+            elif (name := param_name(v)) is not None:
+                readers.setdefault(name, set()).add(o)
     for o in ops:
-        if isinstance(o, SGDUpdateOp):
-            preds[o] |= readers.get(o.param.root_reference.data, set()) - {o}
+        if isinstance(o, ParamUpdateOp):
+            preds[o] |= readers.get(o.updated_param, set()) - {o}
     return preds
 
 
@@ -98,10 +101,10 @@ def schedule(ops: list[Operation], fuse_updates: bool = True) -> list[Operation]
     original = {o: i for i, o in enumerate(ops)}
     preds = _dependences(ops)
     # A fusable gradient waits for its update's other dependences, so the two run back to back.
-    held: dict[Operation, SGDUpdateOp] = {}
+    held: dict[Operation, Operation] = {}
     if fuse_updates:
         for o in ops:
-            if isinstance(o, SGDUpdateOp) and (g := fusable_gradient(o)) is not None:
+            if is_update(o) and (g := fusable_gradient(o)) is not None:
                 held[g] = o
                 preds[g] |= preds[o] - {g}
     succs: dict[Operation, set[Operation]] = {o: set() for o in ops}
@@ -115,15 +118,13 @@ def schedule(ops: list[Operation], fuse_updates: bool = True) -> list[Operation]
             remaining_uses[r] = len({u.operation for u in r.uses})
 
     def delta(o: Operation) -> int:
-        if isinstance(o, GetParamOp) or o in held:
-            allocated = 0
-        elif isinstance(o, ReshapeOp):
+        if o.has_trait(ParamRead) or o.has_trait(ViewOfOperand) or o in held:
             allocated = 0
         else:
             allocated = sum(tensor_bytes(r.type) for r in o.results)
         freed = 0
         for v in set(o.operands):
-            if remaining_uses.get(v, 0) == 1 and not isinstance(v.owner, GetParamOp):
+            if remaining_uses.get(v, 0) == 1 and param_name(v) is None:
                 freed += tensor_bytes(v.type)
         return allocated - freed
 
@@ -133,7 +134,7 @@ def schedule(ops: list[Operation], fuse_updates: bool = True) -> list[Operation]
 
     def rank(o: Operation) -> tuple[int, int, int]:
         # Updates first (they free a gradient); then the smallest memory delta; then program order.
-        if isinstance(o, SGDUpdateOp):
+        if is_update(o):
             return (0, 0, original[o])
         return (1, delta(o), original[o])
 

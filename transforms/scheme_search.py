@@ -3,7 +3,7 @@
 Not a pass: a library the `qtrain-search-scheme` tool and the benchmarks drive.
 
 1. Contribution analysis, measured by short fine-tuning runs of the int8 training graph in the numpy
-   interpreter (`qtrain.lowering.interpreter`) on a task's training split, scored on a validation split
+   interpreter (`qtrain.interpreter`) on a task's training split, scored on a validation split
    carved from it (`split_validation`; the task's test split is never looked at):
    - bias: the accuracy of training the classifier plus the biases of the last k backbone convs, for
      k = 0..n; `bias_gain(k)` is its difference to k = 0 (classifier only);
@@ -43,7 +43,7 @@ import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
-from qtrain.transforms.autodiff import FORWARD, TRAIN_STEP
+from qtrain.dialects.qtrain.contract import FORWARD, TRAIN_STEP
 from qtrain.transforms.schemes import network_layers
 
 RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
@@ -133,7 +133,7 @@ def backbone_convs(module: ModuleOp) -> list[ConvInfo]:
         raise SearchError(f"the model has {len(layers)} conv layer(s); a search needs a backbone conv and a classifier")
     out: list[ConvInfo] = []
     for layer in layers[:-1]:
-        o, kh, kw, _ = layer.conv.weight.type.get_shape()  # type: ignore[attr-defined]
+        o, kh, kw, _ = layer.weight_shape
         out.append(ConvInfo(layer.index, layer.weight, layer.in_channels, o, (kh, kw), layer.is_depthwise))
     return out
 
@@ -270,8 +270,8 @@ class SchemeFiles:
 
 def planned_peak_sram(module: ModuleOp, scheme: str, *, reorder: bool = True, weight_storage: str = "f32") -> int:
     """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`."""
+    from qtrain.dialects.qtrain.contract import MEMORY
     from qtrain.transforms.pipeline import apply_passes, training_passes
-    from qtrain.transforms.plan_memory import MEMORY
 
     planned = apply_passes(
         module.clone(),
@@ -413,7 +413,7 @@ def fine_tune_accuracy(
     The graph is the one `qtrain-compile` would build (autodiff with QAS, sparse update, dead-gradient
     elimination, reorder), run by the int8 golden model.
     """
-    from qtrain.lowering.interpreter import ModelInterpreter, run_forward, run_train_steps
+    from qtrain.interpreter import ModelInterpreter, run_forward, run_train_steps
     from qtrain.transforms.pipeline import apply_passes, training_passes
 
     trained = apply_passes(
@@ -436,7 +436,7 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(module_text: str, recipe: FineTuneRecipe, train: tuple[np.ndarray, np.ndarray],
                  evaluate: tuple[np.ndarray, np.ndarray]) -> None:
-    from qtrain.lowering.interpreter import load_module
+    from qtrain.interpreter import load_module
 
     _WORKER.update(module=load_module(module_text), recipe=recipe, train=train, evaluate=evaluate)
 

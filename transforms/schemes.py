@@ -10,8 +10,9 @@ A scheme is named the same way on every command line (DESIGN.md):
   `manual_weight_idx` on the first ceil(r * C_in) input channels (`weight_update_ratio` r; r = 0 is
   frozen), and the classifier's weight and bias.
 
-Layers are numbered as in schemes.json: the conv2d ops of the network in forward order, first conv 0,
-the classifier (the last conv) last.
+Layers are numbered as in schemes.json: the learnable layers of the network (each op's
+`LayerOp.learnable_layers`: a conv is one, a fused pointwise-depthwise op two) in forward order, first
+conv 0, the classifier (the last conv) last.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from pathlib import Path
 
 from xdsl.dialects import func
 
-from qtrain.dialects.qtrain import Conv2DOp, FusedPointwiseDepthwiseOp, GetParamOp
+from qtrain.dialects.qtrain.contract import param_name
+from qtrain.dialects.qtrain.interfaces import LayerOp
+from qtrain.dialects.qtrain.ops import shape_of
 
 
 class SchemeError(ValueError):
@@ -33,21 +36,15 @@ class SchemeError(ValueError):
 
 @dataclass(frozen=True)
 class Layer:
-    """One conv layer of the network, in schemes.json numbering."""
+    """One learnable layer of the network, in schemes.json numbering: its weight and bias parameters and
+    the input channels a weight slice is taken from (for depthwise: the groups)."""
 
     index: int
-    conv: Conv2DOp
     weight: str
     bias: str | None
-
-    @property
-    def in_channels(self) -> int:
-        """Input channels a weight slice is taken from (for depthwise: the groups)."""
-        return self.conv.input.type.get_shape()[3]  # type: ignore[attr-defined]
-
-    @property
-    def is_depthwise(self) -> bool:
-        return self.conv.is_depthwise
+    in_channels: int
+    is_depthwise: bool
+    weight_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -178,41 +175,34 @@ def _load_per_layer(spec: str) -> UpdateScheme:
 
 
 def network_layers(function: func.FuncOp) -> list[Layer]:
-    """The conv layers of a function in forward order (schemes.json numbering, classifier last)."""
+    """The learnable layers of a function in forward order (schemes.json numbering, classifier last)."""
     layers: list[Layer] = []
     for op in function.walk():
-        if isinstance(op, FusedPointwiseDepthwiseOp):
-            raise SchemeError(f"conv layer {len(layers)} is fused with the next one ({op.name}): schemes number the "
-                              "layers of the unfused network (run qtrain-fuse-streaming after qtrain-sparse-update)")
-        if isinstance(op, Conv2DOp):
-            weight = _param_of(op.weight)
+        if not isinstance(op, LayerOp):
+            continue
+        for spec in op.learnable_layers():
+            if spec.fused:
+                raise SchemeError(f"layer {len(layers)} is fused with another one ({op.name}): schemes number the "
+                                  "layers of the unfused network (run qtrain-fuse-streaming after "
+                                  "qtrain-sparse-update)")
+            weight = param_name(spec.weight)
             if weight is None:
-                raise SchemeError(f"conv layer {len(layers)}: its weight is not a qtrain.param")
-            bias = _param_of(op.bias) if op.bias is not None else None
-            layers.append(Layer(len(layers), op, weight, bias))
+                raise SchemeError(f"layer {len(layers)}: its weight is not a qtrain.param")
+            layers.append(Layer(len(layers), weight, param_name(spec.bias), spec.in_channels, spec.depthwise,
+                                shape_of(spec.weight)))
     return layers
 
 
-def _param_of(value: object) -> str | None:
-    owner = getattr(value, "owner", None)
-    return owner.param.root_reference.data if isinstance(owner, GetParamOp) else None
-
-
 def layer_numbers(function: func.FuncOp) -> dict[str, int]:
-    """Parameter name -> layer index in schemes.json numbering (as `network_layers`), where a
-    `qtrain.fused_pointwise_depthwise` still counts as the two conv layers it stands for."""
+    """Parameter name -> layer index in schemes.json numbering (as `network_layers`), where a fused op
+    still counts as the layers it stands for."""
     layer_of: dict[str, int] = {}
     index = 0
     for op in function.walk():
-        if isinstance(op, Conv2DOp):
-            members = [[op.weight, op.bias]]
-        elif isinstance(op, FusedPointwiseDepthwiseOp):
-            members = [[op.pw_weight, op.pw_bias], [op.dw_weight, op.dw_bias]]
-        else:
+        if not isinstance(op, LayerOp):
             continue
-        for values in members:
-            for v in values:
-                name = _param_of(v) if v is not None else None
+        for spec in op.learnable_layers():
+            for name in (param_name(spec.weight), param_name(spec.bias)):
                 if name is not None:
                     layer_of[name] = index
             index += 1

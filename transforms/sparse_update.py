@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, UnitAttr, f32
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
@@ -21,16 +20,9 @@ from xdsl.rewriter import Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from qtrain.dialects.qtrain import ChannelSliceOp, Conv2DWeightGradOp, ParamOp, SGDUpdateOp
+from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func, param_ops
 from qtrain.dialects.qtrain.ops import i64_array
-from qtrain.transforms.autodiff import TRAIN_STEP
 from qtrain.transforms.schemes import SchemeError, TrainableTensor, network_layers, parse_scheme
-
-
-def find_func(module: ModuleOp, name: str) -> func.FuncOp | None:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == name:
-            return op
-    return None
 
 
 def freeze(param: ParamOp) -> None:
@@ -61,7 +53,7 @@ class SparseUpdatePass(ModulePass):
             chosen = scheme.resolve(network_layers(train))
         except SchemeError as e:
             raise PassFailedException(f"{self.name}: {e}") from None
-        params = {p.sym_name.data: p for p in op.ops if isinstance(p, ParamOp)}
+        params = param_ops(op)
         updates = [u for u in train.walk() if isinstance(u, SGDUpdateOp)]
         updated = {u.param.root_reference.data for u in updates}
         missing = sorted(set(chosen) - updated)

@@ -6,27 +6,10 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from qtrain.dialects.qtrain import (
-    AddOp,
-    AvgPoolOp,
-    Conv2DOp,
-    DequantizeOp,
-    FusedPointwiseDepthwiseOp,
-    QuantParamsAttr,
-)
-from qtrain.dialects.qtrain.ops import produced_quant
-
-
-def consumed_quants(op: Operation) -> list[tuple[str, SSAValue, QuantParamsAttr]]:
-    if isinstance(op, Conv2DOp | AvgPoolOp | DequantizeOp | FusedPointwiseDepthwiseOp):
-        return [("input_q", op.input, op.input_q)]
-    if isinstance(op, AddOp):
-        return [("lhs_q", op.lhs, op.lhs_q), ("rhs_q", op.rhs, op.rhs_q)]
-    return []
+from qtrain.dialects.qtrain.interfaces import QuantizedOp, produced_quant
 
 
 @dataclass(frozen=True)
@@ -37,7 +20,9 @@ class VerifyQuantChainPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for consumer in op.walk():
-            for what, value, expected in consumed_quants(consumer):
+            if not isinstance(consumer, QuantizedOp):
+                continue
+            for what, value, expected in consumer.operand_quants():
                 actual = produced_quant(value)
                 if actual is not None and actual != expected:
                     raise PassFailedException(

@@ -13,8 +13,11 @@ depthwise conv's input quantization are one property, `mid_q`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 from xdsl.dialects.builtin import I64, DenseArrayBase, IntegerAttr, TensorType, i8, i32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import (
@@ -32,14 +35,19 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
+from qtrain import numerics
+from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.attrs import QuantParamsAttr
+from qtrain.dialects.qtrain.interfaces import GoldenModelOp, GoldenRun, KernelCallOp, LayerOp, LayerSpec, QuantizedOp
 from qtrain.dialects.qtrain.ops import (
+    clamp_range,
     conv_output_size,
     expect_element,
     expect_per_tensor,
     expect_rank,
     i64_array,
     pair,
+    shape_of,
     tensor_type,
     verify_clamp,
 )
@@ -50,7 +58,7 @@ def _shape(t: TensorType[Attribute]) -> str:
 
 
 @irdl_op_definition
-class FusedPointwiseDepthwiseOp(IRDLOperation):
+class FusedPointwiseDepthwiseOp(IRDLOperation, QuantizedOp, LayerOp, GoldenModelOp, KernelCallOp):
     """Exactly `qtrain.conv2d`(pw) then `qtrain.conv2d`(dw) on the int8 intermediate tensor (mid_q), bit for bit."""
 
     name = "qtrain.fused_pointwise_depthwise"
@@ -141,6 +149,65 @@ class FusedPointwiseDepthwiseOp(IRDLOperation):
         n, h, w, _ = tensor_type(self.input, "input", self).get_shape()
         c_mid = tensor_type(self.pw_weight, "pw_weight", self).get_shape()[0]
         return n, h, w, c_mid
+
+    def multipliers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The two convolutions' requantization multipliers, per intermediate channel."""
+        c_mid = self.mid_shape()[3]
+        pw = numerics.conv2d_multiplier(self.input_q.scale, self.pw_weight_q.scale_array(), self.mid_q.scale)
+        dw = numerics.conv2d_multiplier(self.mid_q.scale, self.dw_weight_q.scale_array(), self.output_q.scale)
+        return np.broadcast_to(pw, (c_mid,)), np.broadcast_to(dw, (c_mid,))
+
+    def result_quant(self, result: SSAValue) -> QuantParamsAttr | None:
+        return self.output_q
+
+    def operand_quants(self) -> Sequence[tuple[str, SSAValue, QuantParamsAttr]]:
+        return (("input_q", self.input, self.input_q),)
+
+    def learnable_layers(self) -> Sequence[LayerSpec]:
+        """The two convolutions it stands for (schemes.json numbers them separately)."""
+        c_in, c_mid = shape_of(self.input)[3], self.mid_shape()[3]
+        return (LayerSpec(self.pw_weight, self.pw_bias, c_in, False, fused=True),
+                LayerSpec(self.dw_weight, self.dw_bias, c_mid, True, fused=True))
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The two convolutions the op stands for, with qtrain.conv2d's kernel; no mask."""
+        x, pw_weight, *rest = args
+        pw_bias = rest.pop(0) if self.pw_bias is not None else None
+        dw_weight = rest.pop(0)
+        dw_bias = rest.pop(0) if self.dw_bias is not None else None
+        kernel = numerics.conv2d_relaxed if run.relaxed else numerics.conv2d_with_mask
+        mid, _ = kernel(
+            x, pw_weight, pw_bias, input_scale=np.float32(self.input_q.scale), input_zero_point=self.input_q.zp,
+            weight_scales=self.pw_weight_q.scale_array(), output_scale=np.float32(self.mid_q.scale),
+            output_zero_point=self.mid_q.zp, clamp=clamp_range(self.pw_clamp),
+        )
+        y, _ = kernel(
+            mid, dw_weight, dw_bias, input_scale=np.float32(self.mid_q.scale), input_zero_point=self.mid_q.zp,
+            weight_scales=self.dw_weight_q.scale_array(), output_scale=np.float32(self.output_q.scale),
+            output_zero_point=self.output_q.zp, strides=self.dw_strides.get_values(),
+            padding=self.dw_padding.get_values(), groups=mid.shape[3], clamp=clamp_range(self.dw_clamp),
+        )
+        return (y,)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        """One qtrain_fused_pointwise_depthwise_s8 call: the 1x1 conv streamed into the depthwise conv."""
+        x, pw, dw, y = (shape_of(v) for v in (self.input, self.pw_weight, self.dw_weight, self.output))
+        c_mid = pw[0]
+        pw_m, dw_m = self.multipliers()
+        pw_geometry = kc.ConvGeometry(self.input_q.zp, self.mid_q.zp, (1, 1), (0, 0, 0, 0), 1,
+                                      clamp_range(self.pw_clamp))
+        sh, sw = self.dw_strides.get_values()
+        pt, pl, pb, pr = self.dw_padding.get_values()
+        dw_geometry = kc.ConvGeometry(self.mid_q.zp, self.output_q.zp, (sh, sw), (pt, pl, pb, pr), c_mid,
+                                      clamp_range(self.dw_clamp))
+        return (kc.KernelCall(
+            "qtrain_fused_pointwise_depthwise_s8",
+            (kc.Scratch(), pw_geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(pw),
+             kc.FrozenWeight(self.pw_weight), kc.Bias(self.pw_bias), kc.Floats("multiplier", pw_m.tolist()),
+             dw_geometry, kc.Shape(dw), kc.FrozenWeight(self.dw_weight), kc.Bias(self.dw_bias),
+             kc.Floats("multiplier", dw_m.tolist()), kc.Shape(y), kc.Tensor(self.output)),
+            macs=math.prod(self.mid_shape()) * math.prod(pw[1:]) + math.prod(y) * math.prod(dw[1:]),
+        ),)
 
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)

@@ -18,7 +18,9 @@ verifier requires every use of such a value to come before the update in the blo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from xdsl.dialects.builtin import (
     DenseArrayBase,
@@ -47,7 +49,19 @@ from xdsl.irdl import (
 from xdsl.traits import MemoryWriteEffect, Pure, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
+from qtrain import numerics
+from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.attrs import F32ArrayAttr, QuantParamsAttr
+from qtrain.dialects.qtrain.contract import FUSED_UPDATE
+from qtrain.dialects.qtrain.interfaces import (
+    ElementwiseInPlace,
+    GoldenModelOp,
+    GoldenRun,
+    KernelCallOp,
+    ParamGradient,
+    ParamUpdate,
+    ParamUpdateOp,
+)
 from qtrain.dialects.qtrain.ops import (
     GetParamOp,
     ParamOp,
@@ -57,6 +71,7 @@ from qtrain.dialects.qtrain.ops import (
     expect_rank,
     i64_array,
     pair,
+    shape_of,
     tensor_type,
 )
 
@@ -71,7 +86,7 @@ def expect_same_shape(a: TensorType[Attribute], b: TensorType[Attribute], what: 
 
 
 @irdl_op_definition
-class CrossEntropyGradOp(IRDLOperation):
+class CrossEntropyGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """dL/dlogits of softmax cross-entropy: softmax(logits) - onehot(label), fp32."""
 
     name = "qtrain.cross_entropy_grad"
@@ -84,6 +99,16 @@ class CrossEntropyGradOp(IRDLOperation):
     def __init__(self, logits: SSAValue | Operation, label: SSAValue | Operation):
         super().__init__(operands=[logits, label], result_types=[SSAValue.get(logits).type])
 
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        logits, label = args
+        kernel = numerics.cross_entropy_grad_relaxed if run.relaxed else numerics.cross_entropy_grad
+        return (kernel(logits, int(label)),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        k = shape_of(self.logits)[-1]
+        return (kc.KernelCall("qtrain_cross_entropy_grad_f32",
+                              (kc.Tensor(self.logits), kc.I32(k), kc.Label(), kc.Tensor(self.result)), returns="void"),)
+
     def verify_(self) -> None:
         x = tensor_type(self.logits, "logits", self)
         y = tensor_type(self.result, "result", self)
@@ -92,7 +117,7 @@ class CrossEntropyGradOp(IRDLOperation):
 
 
 @irdl_op_definition
-class RequantGradOp(IRDLOperation):
+class RequantGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """Gradient through a requantization: g_in = g_out * mask * multiplier[c] (c = last axis, or one value)."""
 
     name = "qtrain.requant_grad"
@@ -100,11 +125,25 @@ class RequantGradOp(IRDLOperation):
     mask = opt_operand_def(TensorType)
     result = result_def(TensorType)
     multiplier = prop_def(F32ArrayAttr)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ElementwiseInPlace())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$grad (`mask` $mask^)? attr-dict `:` type($grad) (`,` type($mask)^)? `->` type($result)"
     )
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        grad, *rest = args
+        return (numerics.requant_grad(grad, rest[0] if rest else None, self.multiplier.as_array()),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        shape = shape_of(self.grad)
+        m = self.multiplier.get_values()
+        return (kc.KernelCall(
+            "qtrain_requant_grad_f32",
+            (kc.Tensor(self.grad), kc.Tensor(self.mask), kc.I32(math.prod(shape)), kc.I32(shape[-1]),
+             kc.Floats("grad_multiplier", m), kc.I32(len(m)), kc.Tensor(self.result)),
+            returns="void",
+        ),)
 
     def __init__(
         self, grad: SSAValue | Operation, mask: SSAValue | Operation | None, multiplier: Sequence[float]
@@ -144,9 +183,13 @@ class _ConvGeometry:
             raise VerifyException(f"{self.name}: strides and groups must be >= 1 and padding >= 0")
         return (strides[0], strides[1]), (padding[0], padding[1], padding[2], padding[3]), groups
 
+    def kernel_geometry(self: IRDLOperation, input_zero_point: int = 0) -> kc.ConvGeometry:
+        strides, padding, groups = self.conv_geometry()  # type: ignore[attr-defined]
+        return kc.ConvGeometry(input_zero_point, 0, strides, padding, groups)
+
 
 @irdl_op_definition
-class Conv2DInputGradOp(IRDLOperation, _ConvGeometry):
+class Conv2DInputGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCallOp):
     """dL/dx of a conv (transposed conv of g_acc with the int8 weight), fp32 NHWC; the result type fixes H x W."""
 
     name = "qtrain.conv2d_input_grad"
@@ -184,6 +227,21 @@ class Conv2DInputGradOp(IRDLOperation, _ConvGeometry):
             },
         )
 
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        grad, weight = args
+        strides, padding, groups = self.conv_geometry()
+        return (numerics.conv2d_input_grad(grad, weight, shape_of(self.result), strides=strides, padding=padding,
+                                           groups=groups),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        g, w, x = shape_of(self.grad), shape_of(self.weight), shape_of(self.result)
+        return (kc.KernelCall(
+            "qtrain_conv2d_input_grad_wrapper_f32",
+            (kc.Scratch(), self.kernel_geometry(), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(w),
+             kc.Weight(self.weight), kc.Shape(x), kc.Tensor(self.result)),
+            macs=math.prod(g) * math.prod(w[1:]),
+        ),)
+
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         w = tensor_type(self.weight, "weight", self)
@@ -207,7 +265,7 @@ class Conv2DInputGradOp(IRDLOperation, _ConvGeometry):
 
 
 @irdl_op_definition
-class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry):
+class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCallOp):
     """dL/dW[o,kh,kw,i] = sum over n,oh,ow of g_acc[n,oh,ow,o] * (x_pad[n, oh*s+kh, ow*s+kw, i] - zx), fp32.
 
     `input` holds the layer input channels `channels = [start, stop]` (all of them when absent), as
@@ -224,7 +282,7 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry):
     groups = prop_def(Attribute)
     input_q = prop_def(QuantParamsAttr)
     channels = opt_prop_def(DenseArrayBase.constr(i64))
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ParamGradient())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$input `,` $grad attr-dict `:` `(` type($input) `,` type($grad) `)` `->` type($result)"
@@ -259,6 +317,53 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry):
             return 0, tensor_type(self.input, "input", self).get_shape()[3]
         start, stop = self.channels.get_values()
         return start, stop
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x, grad = args
+        strides, padding, groups = self.conv_geometry()
+        dw = numerics.conv2d_weight_grad(
+            x, grad, input_zero_point=self.input_q.zp, kernel=shape_of(self.result)[1:3], strides=strides,
+            padding=padding, groups=groups, channels=self.channel_range() if self.channels is not None else None,
+        )
+        if dw.shape != shape_of(self.result):
+            raise ValueError(f"{self.name}: kernel result {dw.shape} differs from the result type {self.result.type}")
+        return (dw,)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        """Unfused: the gradient into the arena. Fused (`qtrain.fused_update`): a groups = 1 gradient is
+        computed output channel by output channel straight into the update (one kernel); a depthwise one
+        into the start of scratch (its kernel's scratch after it), then updated from there."""
+        x, g, dw = shape_of(self.input), shape_of(self.grad), shape_of(self.result)
+        geometry = self.kernel_geometry(self.input_q.zp)
+        macs = math.prod(g) * math.prod(dw[1:])
+        depthwise = self.groups.value.data > 1  # type: ignore[attr-defined]
+        update = fused_update_of(self)
+        if update is not None and not depthwise:
+            scales = update.grad_scale.get_values()
+            return (kc.KernelCall(
+                "qtrain_conv2d_weight_grad_sgd_update",
+                (geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(dw),
+                 kc.F32(update.lr.value.data), kc.Floats("grad_scale", scales), kc.I32(len(scales)),
+                 kc.ParamStorage(update.updated_param), kc.ParamCopy(update.updated_param)),
+                macs=macs,
+            ),)
+        out: kc.CallArg = kc.Tensor(self.result) if update is None else kc.FusedGradient(math.prod(dw))
+        if depthwise:
+            start, _ = self.channel_range()
+            scratch = kc.Scratch() if update is None else kc.Scratch(offset=(4 * math.prod(dw) + 3) // 4 * 4)
+            grad_call = kc.KernelCall(
+                "qtrain_depthwise_conv2d_weight_grad_f32",
+                (scratch, geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(g), kc.Tensor(self.grad),
+                 kc.I32(start), kc.Shape(dw), out),
+                macs=macs,
+            )
+        else:
+            grad_call = kc.KernelCall(
+                "qtrain_conv2d_weight_grad_f32",
+                (geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(dw), out),
+                macs=macs,
+            )
+        return (grad_call,) if update is None else (grad_call, update.update_call(out))
 
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
@@ -299,19 +404,32 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry):
 
 
 @irdl_op_definition
-class BiasGradOp(IRDLOperation):
+class BiasGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """dL/db[c] = sum over n, h, w of g_acc[n, h, w, c], fp32."""
 
     name = "qtrain.bias_grad"
     grad = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ParamGradient())
     assembly_format = "$grad attr-dict `:` type($grad) `->` type($result)"
 
     def __init__(self, grad: SSAValue | Operation):
         g = SSAValue.get(grad).type
         assert isinstance(g, TensorType)
         super().__init__(operands=[grad], result_types=[TensorType(f32, [g.get_shape()[-1]])])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (numerics.bias_grad(args[0]),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        """Fused (`qtrain.fused_update`): the gradient goes to the start of scratch, then into the update."""
+        shape = shape_of(self.grad)
+        update = fused_update_of(self)
+        out: kc.CallArg = kc.Tensor(self.result) if update is None else kc.FusedGradient(shape[-1])
+        grad_call = kc.KernelCall("qtrain_bias_grad_f32",
+                                  (kc.Tensor(self.grad), kc.I32(math.prod(shape[:-1])), kc.I32(shape[-1]), out),
+                                  returns="void")
+        return (grad_call,) if update is None else (grad_call, update.update_call(out))
 
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
@@ -323,7 +441,7 @@ class BiasGradOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AvgPoolGradOp(IRDLOperation):
+class AvgPoolGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """dL/dx of a k x k pool's window sum: each input element gets the sum of the g of the windows holding it."""
 
     name = "qtrain.avgpool_grad"
@@ -343,6 +461,19 @@ class AvgPoolGradOp(IRDLOperation):
             properties={"kernel": i64_array(kernel), "strides": i64_array(strides)},
         )
 
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (numerics.avgpool_grad(args[0], shape_of(self.result), kernel=self.kernel.get_values(),
+                                      strides=self.strides.get_values()),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        kh, kw = self.kernel.get_values()
+        sh, sw = self.strides.get_values()
+        return (kc.KernelCall(
+            "qtrain_avgpool_grad_f32",
+            (kc.Shape(shape_of(self.grad)), kc.Tensor(self.grad), kc.I32(kh), kc.I32(kw), kc.I32(sh), kc.I32(sw),
+             kc.Shape(shape_of(self.result)), kc.Tensor(self.result)),
+        ),)
+
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         x = tensor_type(self.result, "result", self)
@@ -357,18 +488,29 @@ class AvgPoolGradOp(IRDLOperation):
 
 
 @irdl_op_definition
-class GradAccumulateOp(IRDLOperation):
+class GradAccumulateOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """Sum of two fp32 gradients of the same value (a value with two uses, e.g. a residual input)."""
 
     name = "qtrain.grad_accumulate"
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ElementwiseInPlace())
     assembly_format = "$lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)"
 
     def __init__(self, lhs: SSAValue | Operation, rhs: SSAValue | Operation):
         super().__init__(operands=[lhs, rhs], result_types=[SSAValue.get(lhs).type])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (numerics.grad_accumulate(*args),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        return (kc.KernelCall(
+            "qtrain_grad_accumulate_f32",
+            (kc.Tensor(self.lhs), kc.Tensor(self.rhs), kc.I32(math.prod(shape_of(self.result))),
+             kc.Tensor(self.result)),
+            returns="void",
+        ),)
 
     def verify_(self) -> None:
         a = tensor_type(self.lhs, "lhs", self)
@@ -380,7 +522,7 @@ class GradAccumulateOp(IRDLOperation):
 
 
 @irdl_op_definition
-class ChannelSliceOp(IRDLOperation):
+class ChannelSliceOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """Copies channels [start, stop) of an NHWC tensor: what forward saves of a partially trained layer's input."""
 
     name = "qtrain.channel_slice"
@@ -407,6 +549,20 @@ class ChannelSliceOp(IRDLOperation):
     def bounds(self) -> tuple[int, int]:
         return self.start.value.data, self.stop.value.data  # type: ignore[attr-defined]
 
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (numerics.channel_slice(args[0], *self.bounds()),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        shape = shape_of(self.input)
+        start, stop = self.bounds()
+        kind = "f32" if tensor_type(self.input, "input", self).element_type == f32 else "s8"
+        return (kc.KernelCall(
+            f"qtrain_channel_slice_{kind}",
+            (kc.Tensor(self.input), kc.I32(math.prod(shape[:-1])), kc.I32(shape[-1]), kc.I32(start), kc.I32(stop),
+             kc.Tensor(self.result)),
+            returns="void",
+        ),)
+
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
         y = tensor_type(self.result, "result", self)
@@ -422,7 +578,7 @@ class ChannelSliceOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SGDUpdateOp(IRDLOperation):
+class SGDUpdateOp(IRDLOperation, ParamUpdateOp, GoldenModelOp, KernelCallOp):
     """In place: p[c, ...] -= lr * grad_scale[c] * g[c, ...] on @p's SRAM copy (c = output channel).
 
     grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
@@ -434,7 +590,7 @@ class SGDUpdateOp(IRDLOperation):
     grad = operand_def(TensorType)
     lr = prop_def(FloatAttr[Float32Type])
     grad_scale = prop_def(F32ArrayAttr)
-    traits = traits_def(MemoryWriteEffect())
+    traits = traits_def(MemoryWriteEffect(), ParamUpdate())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$param `,` $grad attr-dict `:` type($grad)"
 
@@ -447,6 +603,44 @@ class SGDUpdateOp(IRDLOperation):
                 "grad_scale": f32_array(grad_scale),
             },
         )
+
+    @property
+    def updated_param(self) -> str:
+        return self.param.root_reference.data
+
+    def target(self) -> ParamOp:
+        target = SymbolTable.lookup_symbol(self, self.param)
+        assert isinstance(target, ParamOp), f"{self.name}: no qtrain.param named {self.param}"
+        return target
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (grad,) = args
+        name = self.updated_param
+        run.record_gradient(name, grad)
+        if run.apply_updates:
+            new = numerics.sgd_update(run.sram_copy(name), grad, lr=self.lr.value.data,
+                                      grad_scale=self.grad_scale.as_array())
+            run.write_sram_copy(name, new)
+        return ()
+
+    def update_call(self, grad: kc.CallArg) -> kc.KernelCall:
+        """The update of the SRAM copy from a gradient `grad` (an arena tensor or a fused gradient)."""
+        param = self.target()
+        shape = param.trainable_shape()
+        kind = {f32: "f32", i8: "s8", i32: "s32"}[param.storage_type]
+        scales = self.grad_scale.get_values()
+        return kc.KernelCall(
+            f"qtrain_sgd_update_{kind}",
+            (kc.ParamCopy(self.updated_param), grad, kc.I32(shape[0]), kc.I32(math.prod(shape[1:])),
+             kc.F32(self.lr.value.data), kc.Floats("grad_scale", scales), kc.I32(len(scales))),
+            returns="void",
+        )
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        producer = self.grad.owner
+        if isinstance(producer, Operation) and FUSED_UPDATE in producer.attributes:
+            return ()  # lowered with its gradient (see the gradient op's kernel_calls)
+        return (self.update_call(kc.Tensor(self.grad)),)
 
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
@@ -486,6 +680,16 @@ class SGDUpdateOp(IRDLOperation):
                             f"{self.name}: {self.param} is read by {user.name} after this in-place update; "
                             f"updates must follow every use of the parameter's value"
                         )
+
+
+def fused_update_of(gradient: Operation) -> SGDUpdateOp | None:
+    """The update a `qtrain.fused_update` gradient op is computed into; None when it is not fused."""
+    if FUSED_UPDATE not in gradient.attributes:
+        return None
+    users = [u.operation for u in gradient.results[0].uses]
+    if len(users) != 1 or not isinstance(users[0], SGDUpdateOp):
+        raise VerifyException(f"{gradient.name} is marked {FUSED_UPDATE} but does not feed exactly one sgd_update")
+    return users[0]
 
 
 GRAD_OPS: list[type[IRDLOperation]] = [

@@ -8,7 +8,7 @@ weights int8 OHWI (`[C_out, KH, KW, C_in / groups]`), biases int32 `[C_out]` wit
 Numerics (the contract every backend obeys, see DESIGN.md "Numerics"): every requantization is
 computed in float32 with precomputed float32 constants and rounded half to even, then the zero
 point is added (add folds it into its constant offset) and the result clamped to the op's `clamp`
-range (default [-128, 127]). `qtrain.lowering.numerics` spells out each op's exact operation order.
+range (default [-128, 127]). `qtrain.numerics` spells out each op's exact operation order.
 
 Parameter state: every weight and bias is a module-level `qtrain.param` symbol holding its initial
 value (Flash). Functions read one with `qtrain.get_param`. Parameters marked `trainable` get an SRAM
@@ -22,8 +22,11 @@ models), so every learnable layer is one op kind and the schemes' layer numberin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 from xdsl.dialects.builtin import (
     I64,
     DenseArrayBase,
@@ -57,7 +60,24 @@ from xdsl.irdl import (
 from xdsl.traits import MemoryReadEffect, Pure, SymbolOpInterface, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
+from qtrain import numerics
+from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.attrs import QuantParamsAttr
+from qtrain.dialects.qtrain.interfaces import (
+    BackwardBuilder,
+    DifferentiableOp,
+    GoldenModelOp,
+    GoldenRun,
+    KernelCallOp,
+    LayerOp,
+    LayerSpec,
+    ParamConsumerOp,
+    ParamRead,
+    QuantizedOp,
+    SaturatingOp,
+    TrainedParamRole,
+    ViewOfOperand,
+)
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -135,6 +155,18 @@ def i64_array(values: Sequence[int]) -> DenseArrayBase[IntegerType]:
 
 def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
     return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def shape_of(value: SSAValue) -> tuple[int, ...]:
+    """The static shape of a tensor value."""
+    t = value.type
+    assert isinstance(t, TensorType)
+    return tuple(t.get_shape())
+
+
+def with_mask_if(op: Operation, output: Any, mask: Any) -> tuple[Any, ...]:
+    """An op's golden-model results: its output, plus the saturation mask when the op has a mask result."""
+    return (output, mask) if len(op.results) == 2 else (output,)
 
 
 # -- parameters ----------------------------------------------------------------------------------------
@@ -254,17 +286,30 @@ def _string_attr(name: str) -> Attribute:
 
 
 @irdl_op_definition
-class GetParamOp(IRDLOperation):
+class GetParamOp(IRDLOperation, DifferentiableOp, GoldenModelOp, KernelCallOp):
     """Reads the current value of the parameter `@name`."""
 
     name = "qtrain.get_param"
     param = prop_def(SymbolRefAttr)
     result = result_def(TensorType)
-    traits = traits_def(MemoryReadEffect())
+    traits = traits_def(MemoryReadEffect(), ParamRead())
     assembly_format = "$param attr-dict `:` type($result)"
 
     def __init__(self, name: str, result_type: Attribute):
         super().__init__(properties={"param": SymbolRefAttr(name)}, result_types=[result_type])
+
+    @property
+    def param_name(self) -> str:
+        return self.param.root_reference.data
+
+    def build_backward(self, builder: BackwardBuilder) -> None:
+        """A leaf: the gradient of a parameter read is what `qtrain-autodiff` hands to the update."""
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (run.read_param(self.param_name),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        return ()  # the lowering reads the parameter's Flash array or SRAM copy directly
 
     def verify_(self) -> None:
         module = self.get_toplevel_object()
@@ -285,7 +330,8 @@ class GetParamOp(IRDLOperation):
 
 
 @irdl_op_definition
-class Conv2DOp(IRDLOperation):
+class Conv2DOp(IRDLOperation, QuantizedOp, SaturatingOp, DifferentiableOp, ParamConsumerOp, LayerOp, GoldenModelOp,
+               KernelCallOp):
     """int8 NHWC x OHWI convolution: y = clamp(rint(fp32(sum((x - zx) * w) + b) * fp32(s_x*s_w[c]/s_y)) + zy)."""
 
     name = "qtrain.conv2d"
@@ -348,6 +394,86 @@ class Conv2DOp(IRDLOperation):
         cin = tensor_type(self.input, "input", self).get_shape()[3]
         return self.groups.value.data == cin and cin > 1
 
+    def multipliers(self) -> np.ndarray:
+        """dy_q/dacc per output channel: M[c] = fp32(fp32(s_x * s_w[c]) / s_y), the forward requantization's."""
+        m = numerics.conv2d_multiplier(self.input_q.scale, self.weight_q.scale_array(), self.output_q.scale)
+        return np.broadcast_to(m, (shape_of(self.output)[3],))
+
+    def conv_geometry(self, input_zero_point: int, output_zero_point: int,
+                      clamp: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> kc.ConvGeometry:
+        sh, sw = self.strides.get_values()
+        pt, pl, pb, pr = self.padding.get_values()
+        return kc.ConvGeometry(input_zero_point, output_zero_point, (sh, sw), (pt, pl, pb, pr),
+                               self.groups.value.data, clamp)
+
+    # -- interfaces ------------------------------------------------------------------------------------
+
+    def result_quant(self, result: SSAValue) -> QuantParamsAttr | None:
+        return self.output_q if result is self.output else None
+
+    def operand_quants(self) -> Sequence[tuple[str, SSAValue, QuantParamsAttr]]:
+        return (("input_q", self.input, self.input_q),)
+
+    def trained_param_role(self, operand: SSAValue, qas: bool) -> TrainedParamRole | None:
+        """QAS (MCUNetV3): weight gradients x s_w[c]^-2, bias gradients x (s_x * s_w[c])^-2."""
+        if operand is self.weight:
+            kind, sw = "weight", self.weight_q.scale_array().astype(np.float64)
+        elif operand is self.bias:
+            kind = "bias"
+            sw = self.weight_q.scale_array().astype(np.float64) * float(np.float32(self.input_q.scale))
+        else:
+            return None
+        if not qas:
+            return TrainedParamRole(kind, [1.0])
+        return TrainedParamRole(kind, [float(v) for v in (1.0 / (sw * sw)).astype(np.float32)])
+
+    def learnable_layers(self) -> Sequence[LayerSpec]:
+        return (LayerSpec(self.weight, self.bias, shape_of(self.input)[3], self.is_depthwise),)
+
+    def build_backward(self, builder: BackwardBuilder) -> None:
+        from qtrain.dialects.qtrain.grad_ops import BiasGradOp, Conv2DInputGradOp, Conv2DWeightGradOp, RequantGradOp
+
+        g = builder.grad(self.output)
+        assert g is not None
+        g_acc = builder.emit(RequantGradOp(g, self.mask, self.multipliers().tolist())).results[0]
+        g_acc.name_hint = "g_acc"
+        strides, padding = self.strides.get_values(), self.padding.get_values()
+        groups = self.groups.value.data
+        if self.bias is not None and builder.needs_grad(self.bias):
+            builder.accumulate(self.bias, builder.emit(BiasGradOp(g_acc)).results[0])
+        if builder.needs_grad(self.weight):
+            gw = Conv2DWeightGradOp(self.input, g_acc, TensorType(f32, shape_of(self.weight)), strides=strides,
+                                    padding=padding, groups=groups, input_q=self.input_q)
+            builder.accumulate(self.weight, builder.emit(gw).results[0])
+        if builder.needs_grad(self.input):
+            gx = Conv2DInputGradOp(g_acc, self.weight, TensorType(f32, shape_of(self.input)), strides=strides,
+                                   padding=padding, groups=groups)
+            builder.accumulate(self.input, builder.emit(gx).results[0])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x, w, *rest = args
+        kernel = numerics.conv2d_relaxed if run.relaxed else numerics.conv2d_with_mask
+        y, mask = kernel(
+            x, w, rest[0] if rest else None,
+            input_scale=np.float32(self.input_q.scale), input_zero_point=self.input_q.zp,
+            weight_scales=self.weight_q.scale_array(), output_scale=np.float32(self.output_q.scale),
+            output_zero_point=self.output_q.zp, strides=self.strides.get_values(),
+            padding=self.padding.get_values(), groups=self.groups.value.data, clamp=clamp_range(self.clamp),
+        )
+        run.record_mask(self, mask)
+        return with_mask_if(self, y, mask)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        x, w, y = shape_of(self.input), shape_of(self.weight), shape_of(self.output)
+        geometry = self.conv_geometry(self.input_q.zp, self.output_q.zp, clamp_range(self.clamp))
+        return (kc.KernelCall(
+            "qtrain_conv2d_wrapper_s8",
+            (kc.Scratch(), geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(w), kc.Weight(self.weight),
+             kc.Bias(self.bias), kc.Floats("multiplier", self.multipliers().tolist()), kc.Shape(y),
+             kc.Tensor(self.output), kc.Tensor(self.mask)),
+            macs=math.prod(y) * math.prod(w[1:]),
+        ),)
+
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
         w = tensor_type(self.weight, "weight", self)
@@ -408,7 +534,7 @@ class Conv2DOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AddOp(IRDLOperation):
+class AddOp(IRDLOperation, QuantizedOp, SaturatingOp, DifferentiableOp, GoldenModelOp, KernelCallOp):
     """Requantizing add, y = (s_a*(a - za) + s_b*(b - zb)) / s_y + zy, computed as onnxruntime does:
 
     r_a = fp32(s_a / s_y), r_b = fp32(s_b / s_y), c = fp32(zy) - fmaf(r_a, fp32(za), fp32(r_b * fp32(zb)));
@@ -452,6 +578,56 @@ class AddOp(IRDLOperation):
             properties=props,
         )
 
+    def constants(self) -> numerics.AddConstants:
+        q = (self.lhs_q, self.rhs_q, self.output_q)
+        return numerics.add_constants(q[0].scale, q[0].zp, q[1].scale, q[1].zp, q[2].scale, q[2].zp)
+
+    def result_quant(self, result: SSAValue) -> QuantParamsAttr | None:
+        return self.output_q if result is self.output else None
+
+    def operand_quants(self) -> Sequence[tuple[str, SSAValue, QuantParamsAttr]]:
+        return (("lhs_q", self.lhs, self.lhs_q), ("rhs_q", self.rhs, self.rhs_q))
+
+    def can_saturate(self) -> bool:
+        c = self.constants()
+        terms = [(float(c.lhs_multiplier), self.lhs_q.zp), (float(c.rhs_multiplier), self.rhs_q.zp)]
+        return affine_range_saturates(terms, self.output_q.zp, clamp_range(self.clamp))
+
+    def build_backward(self, builder: BackwardBuilder) -> None:
+        """Each operand's gradient is g * mask * fp32(s_operand / s_y) (the add's own multipliers)."""
+        from qtrain.dialects.qtrain.grad_ops import RequantGradOp
+
+        g = builder.grad(self.output)
+        assert g is not None
+        c = self.constants()
+        for operand, multiplier in ((self.lhs, c.lhs_multiplier), (self.rhs, c.rhs_multiplier)):
+            if builder.needs_grad(operand):
+                r = builder.emit(RequantGradOp(g, self.mask, [float(multiplier)])).results[0]
+                builder.accumulate(operand, r)
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        lhs, rhs = args
+        kernel = numerics.add_relaxed if run.relaxed else numerics.add_with_mask
+        y, mask = kernel(
+            lhs, rhs, lhs_scale=np.float32(self.lhs_q.scale), lhs_zero_point=self.lhs_q.zp,
+            rhs_scale=np.float32(self.rhs_q.scale), rhs_zero_point=self.rhs_q.zp,
+            output_scale=np.float32(self.output_q.scale), output_zero_point=self.output_q.zp,
+            clamp=clamp_range(self.clamp),
+        )
+        run.record_mask(self, mask)
+        return with_mask_if(self, y, mask)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        c = self.constants()
+        lo, hi = clamp_range(self.clamp)
+        return (kc.KernelCall(
+            "qtrain_add_s8",
+            (kc.Tensor(self.lhs), kc.Tensor(self.rhs), kc.I32(math.prod(shape_of(self.output))),
+             kc.F32(float(c.lhs_multiplier)), kc.F32(float(c.rhs_multiplier)), kc.F32(float(c.offset)),
+             kc.I32(lo), kc.I32(hi), kc.Tensor(self.output), kc.Tensor(self.mask)),
+            returns="void",
+        ),)
+
     def verify_(self) -> None:
         a = tensor_type(self.lhs, "lhs", self)
         b = tensor_type(self.rhs, "rhs", self)
@@ -467,7 +643,7 @@ class AddOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AvgPoolOp(IRDLOperation):
+class AvgPoolOp(IRDLOperation, QuantizedOp, SaturatingOp, DifferentiableOp, GoldenModelOp, KernelCallOp):
     """k x k average pool, no padding (global when k = H x W).
 
     y = clamp(rint(fp32(sum(x - zx)) * fp32(s_x / fp32(s_y * fp32(kh * kw)))) + zy), sum exact in int32
@@ -513,6 +689,52 @@ class AvgPoolOp(IRDLOperation):
         x = tensor_type(self.input, "input", self)
         return tuple(self.kernel.get_values()) == tuple(x.get_shape()[1:3])
 
+    def multiplier(self) -> np.float32:
+        """M = fp32(s_x / fp32(s_y * fp32(kh * kw))): the window sum's requantization multiplier."""
+        return numerics.avgpool_multiplier(self.input_q.scale, self.output_q.scale, self.kernel.get_values())
+
+    def result_quant(self, result: SSAValue) -> QuantParamsAttr | None:
+        return self.output_q if result is self.output else None
+
+    def operand_quants(self) -> Sequence[tuple[str, SSAValue, QuantParamsAttr]]:
+        return (("input_q", self.input, self.input_q),)
+
+    def can_saturate(self) -> bool:
+        window = math.prod(self.kernel.get_values())
+        return affine_range_saturates([(float(self.multiplier()) * window, self.input_q.zp)], self.output_q.zp,
+                                      (INT8_MIN, INT8_MAX))
+
+    def build_backward(self, builder: BackwardBuilder) -> None:
+        from qtrain.dialects.qtrain.grad_ops import AvgPoolGradOp, RequantGradOp
+
+        g = builder.grad(self.output)
+        assert g is not None
+        g_sum = builder.emit(RequantGradOp(g, self.mask, [float(self.multiplier())])).results[0]
+        gx = builder.emit(AvgPoolGradOp(g_sum, TensorType(f32, shape_of(self.input)),
+                                        kernel=self.kernel.get_values(), strides=self.strides.get_values()))
+        builder.accumulate(self.input, gx.results[0])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (x,) = args
+        kernel = numerics.avgpool_relaxed if run.relaxed else numerics.avgpool_with_mask
+        y, mask = kernel(
+            x, kernel=self.kernel.get_values(), strides=self.strides.get_values(),
+            input_scale=np.float32(self.input_q.scale), input_zero_point=self.input_q.zp,
+            output_scale=np.float32(self.output_q.scale), output_zero_point=self.output_q.zp,
+        )
+        run.record_mask(self, mask)
+        return with_mask_if(self, y, mask)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        kh, kw = self.kernel.get_values()
+        sh, sw = self.strides.get_values()
+        return (kc.KernelCall(
+            "qtrain_avgpool_s8",
+            (kc.Shape(shape_of(self.input)), kc.Tensor(self.input), kc.I32(kh), kc.I32(kw), kc.I32(sh), kc.I32(sw),
+             kc.I32(self.input_q.zp), kc.F32(float(self.multiplier())), kc.I32(self.output_q.zp),
+             kc.Shape(shape_of(self.output)), kc.Tensor(self.output), kc.Tensor(self.mask)),
+        ),)
+
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
         y = tensor_type(self.output, "output", self)
@@ -538,7 +760,7 @@ class AvgPoolOp(IRDLOperation):
 
 
 @irdl_op_definition
-class QuantizeOp(IRDLOperation):
+class QuantizeOp(IRDLOperation, QuantizedOp, GoldenModelOp, KernelCallOp):
     """fp32 -> int8: y = clamp(rint(x / s) + zp, -128, 127)."""
 
     name = "qtrain.quantize"
@@ -548,6 +770,21 @@ class QuantizeOp(IRDLOperation):
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def result_quant(self, result: SSAValue) -> QuantParamsAttr | None:
+        return self.output_q
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        kernel = numerics.quantize_relaxed if run.relaxed else numerics.quantize
+        return (kernel(args[0], scale=np.float32(self.output_q.scale), zero_point=self.output_q.zp),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        return (kc.KernelCall(
+            "qtrain_quantize_f32_s8",
+            (kc.Tensor(self.input), kc.I32(math.prod(shape_of(self.output))), kc.F32(self.output_q.scale),
+             kc.I32(self.output_q.zp), kc.Tensor(self.output)),
+            returns="void",
+        ),)
 
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
@@ -560,7 +797,7 @@ class QuantizeOp(IRDLOperation):
 
 
 @irdl_op_definition
-class DequantizeOp(IRDLOperation):
+class DequantizeOp(IRDLOperation, QuantizedOp, DifferentiableOp, GoldenModelOp, KernelCallOp):
     """int8 -> fp32: y = fp32(x - zp) * s."""
 
     name = "qtrain.dequantize"
@@ -578,6 +815,30 @@ class DequantizeOp(IRDLOperation):
             operands=[input], result_types=[TensorType(f32, t.get_shape())], properties={"input_q": input_q}
         )
 
+    def operand_quants(self) -> Sequence[tuple[str, SSAValue, QuantParamsAttr]]:
+        return (("input_q", self.input, self.input_q),)
+
+    def build_backward(self, builder: BackwardBuilder) -> None:
+        from qtrain.dialects.qtrain.grad_ops import RequantGradOp
+
+        g = builder.grad(self.output)
+        assert g is not None
+        builder.accumulate(self.input, builder.emit(RequantGradOp(g, None, [self.input_q.scale])).results[0])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        (x,) = args
+        run.record_dequantized(self, x)
+        kernel = numerics.dequantize_relaxed if run.relaxed else numerics.dequantize
+        return (kernel(x, scale=np.float32(self.input_q.scale), zero_point=self.input_q.zp),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        return (kc.KernelCall(
+            "qtrain_dequantize_s8_f32",
+            (kc.Tensor(self.input), kc.I32(math.prod(shape_of(self.output))), kc.F32(self.input_q.scale),
+             kc.I32(self.input_q.zp), kc.Tensor(self.output)),
+            returns="void",
+        ),)
+
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
         y = tensor_type(self.output, "output", self)
@@ -589,17 +850,28 @@ class DequantizeOp(IRDLOperation):
 
 
 @irdl_op_definition
-class ReshapeOp(IRDLOperation):
+class ReshapeOp(IRDLOperation, DifferentiableOp, GoldenModelOp, KernelCallOp):
     """Reinterprets a tensor with another shape of the same element count (row-major; no data movement)."""
 
     name = "qtrain.reshape"
     input = operand_def(TensorType)
     output = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ViewOfOperand())
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
     def __init__(self, input: SSAValue | Operation, output_type: Attribute):
         super().__init__(operands=[input], result_types=[output_type])
+
+    def build_backward(self, builder: BackwardBuilder) -> None:
+        g = builder.grad(self.output)
+        assert g is not None
+        builder.accumulate(self.input, builder.emit(ReshapeOp(g, TensorType(f32, shape_of(self.input)))).results[0])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (np.reshape(args[0], shape_of(self.output)),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        return ()  # a view: the planner gives it its input's buffer
 
     def verify_(self) -> None:
         x = tensor_type(self.input, "input", self)
@@ -613,7 +885,7 @@ class ReshapeOp(IRDLOperation):
 
 
 @irdl_op_definition
-class CrossEntropyOp(IRDLOperation):
+class CrossEntropyOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     """Softmax cross-entropy of fp32 logits [N=1, K] (or [1, 1, 1, K]) against an integer label in [0, K)."""
 
     name = "qtrain.cross_entropy"
@@ -625,6 +897,16 @@ class CrossEntropyOp(IRDLOperation):
 
     def __init__(self, logits: SSAValue | Operation, label: SSAValue | Operation):
         super().__init__(operands=[logits, label], result_types=[f32])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        logits, label = args
+        kernel = numerics.cross_entropy_relaxed if run.relaxed else numerics.cross_entropy
+        return (kernel(logits, int(label)),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        k = shape_of(self.logits)[-1]
+        return (kc.KernelCall("qtrain_cross_entropy_f32", (kc.Tensor(self.logits), kc.I32(k), kc.Label(), kc.Null()),
+                              returns="loss"),)
 
     def verify_(self) -> None:
         x = tensor_type(self.logits, "logits", self)
@@ -638,17 +920,15 @@ class CrossEntropyOp(IRDLOperation):
             raise VerifyException(f"{self.name}: logits need at least 2 classes, got {x}")
 
 
-def produced_quant(value: SSAValue) -> QuantParamsAttr | None:
-    """The quantization an int8 value was produced with, looking through reshapes; None if unknown
-    (a function argument: the model input's quantization is that of its first consumer)."""
-    from qtrain.dialects.qtrain.fused_ops import FusedPointwiseDepthwiseOp
-
-    op = value.owner
-    while isinstance(op, ReshapeOp):
-        op = op.input.owner
-    if isinstance(op, Conv2DOp | AddOp | AvgPoolOp | QuantizeOp | FusedPointwiseDepthwiseOp):
-        return op.output_q
-    return None
+def affine_range_saturates(terms: Sequence[tuple[float, int]], zero_point: int, clamp: tuple[int, int]) -> bool:
+    """Whether clamp(rint(zy + sum(m * (q - z)))) can change a value for some int8 operands q, for terms
+    (m, z): if the whole unclamped range rounds inside the clamp, the op never saturates (no mask needed)."""
+    lo = hi = float(zero_point)
+    for m, z in terms:
+        a, b = m * (INT8_MIN - z), m * (INT8_MAX - z)
+        lo += min(a, b)
+        hi += max(a, b)
+    return not (np.rint(lo) >= clamp[0] and np.rint(hi) <= clamp[1])
 
 
 FORWARD_OPS: list[type[IRDLOperation]] = [

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("task.npz"), help="task npz (default task.npz)")
     parser.add_argument("--model-out", type=Path, help="also write the imported forward-only model (.mlir)")
     args = parser.parse_args(argv)
-    from qtrain.lowering.interpreter import run_forward
+    from qtrain.interpreter import run_forward
 
     module = import_model()
     task = build_task(module)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from qtrain.frontends.onnx import import_onnx, input_quant, quantize_images
-    from qtrain.lowering.interpreter import run_forward
+    from qtrain.interpreter import run_forward
 
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,9 @@ def _slice_bytes(master: bool, elements: int) -> int:
 SMALL_K_MAX_SCRATCH = 8192
 """The largest scratch the wrapper spends on the small-K kernel (QTRAIN_SMALL_K_MAX_SCRATCH in C)."""
 
+MAX_DEPTHWISE_KERNEL = 11
+"""The largest KH / KW of the depthwise kernels (MAX_KERNEL in their C)."""
+
 
 def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, strides: Sequence[int],
                   padding: Sequence[int], groups: int) -> str:
@@ -66,7 +69,7 @@ def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, 
     if (kh == 1 and kw == 1 and groups == 1 and padding[0] == 0 and padding[1] == 0
             and output_shape[1] == (h - 1) // strides[0] + 1 and output_shape[2] == (w - 1) // strides[1] + 1):
         return "1x1"
-    if groups == cin and cout == cin and cin_g == 1 and kh <= 11 and kw <= 11:
+    if groups == cin and cout == cin and cin_g == 1 and kh <= MAX_DEPTHWISE_KERNEL and kw <= MAX_DEPTHWISE_KERNEL:
         return "depthwise"
     return "generic"
 
@@ -179,7 +182,7 @@ def conv2d_input_grad_kernel(input_shape: Shape, filter_shape: Shape, grad_shape
     if (kh == 1 and kw == 1 and groups == 1 and padding[0] == 0 and padding[1] == 0
             and grad_shape[1] == (h - 1) // strides[0] + 1 and grad_shape[2] == (w - 1) // strides[1] + 1):
         return "1x1"
-    if groups == cin and cout == cin and cin_g == 1 and kh <= 11 and kw <= 11:
+    if groups == cin and cout == cin and cin_g == 1 and kh <= MAX_DEPTHWISE_KERNEL and kw <= MAX_DEPTHWISE_KERNEL:
         return "depthwise"
     return "generic"
 

@@ -24,7 +24,7 @@ from qtrain.dialects.qtrain import (
     QuantParamsAttr,
     ReshapeOp,
 )
-from qtrain.dialects.qtrain.ops import produced_quant
+from qtrain.dialects.qtrain.interfaces import produced_quant
 
 
 def make_ctx() -> Context:

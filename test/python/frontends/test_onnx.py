@@ -1,7 +1,7 @@
 """`qtrain.frontends.onnx` / `qtrain-import-onnx`: structure of the IR, the three model kinds
 (float + PTQ, QDQ, QOperator) against onnxruntime, the digits CNN, and every bad-input error.
 
-Oracles: onnxruntime runs the ONNX model; the numpy interpreter (`qtrain.lowering.interpreter`) runs
+Oracles: onnxruntime runs the ONNX model; the numpy interpreter (`qtrain.interpreter`) runs
 the imported IR. Quantized models preprocessed with onnxruntime's `quant_pre_process` (BN folded)
 must agree bit for bit; a float model quantized by our PTQ must keep its predictions.
 """
@@ -32,7 +32,7 @@ from qtrain.frontends.onnx import (
     input_quant,
     quantize_images,
 )
-from qtrain.lowering.interpreter import load_module, run_forward
+from qtrain.interpreter import load_module, run_forward
 from qtrain.transforms.verify_quant_chain import VerifyQuantChainPass
 
 REPO = Path(__file__).resolve().parents[3]

@@ -38,7 +38,7 @@ from onnx.reference import ReferenceEvaluator
 
 from qtrain.dialects.qtrain import Conv2DOp
 from qtrain.frontends.onnx import OnnxImportError, OnnxImportWarning, import_onnx, input_quant, quantize_images
-from qtrain.lowering.interpreter import run_forward
+from qtrain.interpreter import run_forward
 
 # In scope: how the case is compared. "float" = PTQ within the stated bound, "exact" = bit-exact,
 # "requantized" = quantized case whose weights the importer must re-quantize (bound in the module doc).

@@ -46,7 +46,7 @@ from qtrain.frontends.tiny_training import (
     load_pkl,
     parse_model,
 )
-from qtrain.lowering.interpreter import load_module, run_forward
+from qtrain.interpreter import load_module, run_forward
 from qtrain.tools.qtrain_import_tiny_training import main as cli_main
 from qtrain.transforms.verify_quant_chain import VerifyQuantChainPass
 

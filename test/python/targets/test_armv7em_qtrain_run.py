@@ -617,7 +617,7 @@ def test_generated_model_train_eval_matches_the_interpreter(tiny_build: tuple[Pa
     """Evaluation before / during / after training on the device equals qtrain-interpret's forward pass
     with the parameters of that moment (the interpreter trained with the same steps), and the before
     pass equals a separate `qtrain-run --entry forward`."""
-    from qtrain.lowering.interpreter import ModelInterpreter, load_module, run_forward, run_train_steps
+    from qtrain.interpreter import ModelInterpreter, load_module, run_forward, run_train_steps
 
     model, firmware = tiny_build
     rng = np.random.default_rng(3)

@@ -1,4 +1,4 @@
-"""The fp32 backward and update kernels (targets/armv7em/kernels) against qtrain.lowering.numerics.
+"""The fp32 backward and update kernels (targets/armv7em/kernels) against qtrain.numerics.
 
 Element-wise kernels (requant_grad, grad_accumulate, channel_slice, sgd_update, the fused update)
 must match bit for bit. Sums (convolution, bias and pooling gradients) are compared with numerics'
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from armv7em_testing import needs_clang
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 from qtrain.targets.armv7em import kernels
 from qtrain.targets.armv7em.kernels import calls, host
 from qtrain.targets.armv7em.kernels.calls import F32, I32, Call, ConvParams, Dims, In, Null, Out, Weight

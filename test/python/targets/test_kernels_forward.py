@@ -2,7 +2,7 @@
 
 Each kernel runs in two host builds of the library: the portable C path (QTRAIN_USE_DSP=0) and the DSP
 path over C definitions of the ARMv7E-M intrinsics (QTRAIN_USE_DSP=1); both must equal
-qtrain.lowering.numerics exactly, outputs and saturation masks. The Cortex-M7 build is checked by
+qtrain.numerics exactly, outputs and saturation masks. The Cortex-M7 build is checked by
 test_kernels_qemu.py.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from armv7em_testing import needs_clang
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 from qtrain.targets.armv7em import kernels
 from qtrain.targets.armv7em.kernels import calls, host
 from qtrain.targets.armv7em.kernels.calls import I32, Call, ConvParams, Dims, In, Null, Out, Weight

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from armv7em_testing import needs_clang
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 from qtrain.targets.armv7em import kernels
 from qtrain.targets.armv7em.kernels import calls, host
 from qtrain.targets.armv7em.kernels.calls import Call, ConvParams, Dims, Weight

@@ -30,7 +30,7 @@ from test_kernels_backward import (
 )
 from test_kernels_inplace import random_geometry, random_slice
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 from qtrain.targets.armv7em import kernels
 from qtrain.targets.armv7em.kernels import calls, host
 from qtrain.targets.armv7em.kernels.calls import At, Call, Dims, Out, Scratch

@@ -1,7 +1,7 @@
 """The kernel library built for the Cortex-M7 (clang, the DSP path) and run on QEMU mps2-an500.
 
 One generated program runs a selection of calls and compares every output byte for byte with golden
-data computed on the host: int8 forward outputs and masks from qtrain.lowering.numerics, fp32
+data computed on the host: int8 forward outputs and masks from qtrain.numerics, fp32
 backward outputs from the host build of the same kernels (the same C with -ffp-contract=off and fmaf
 gives the same bits on x86-64 and on the M7's FPU). Also checks that the portable and DSP firmware
 builds agree, and that fmaf really became VFMA (no libcall: there is no libm on the target).
@@ -23,7 +23,7 @@ from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
 from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 from qtrain.targets.armv7em import build, kernels
 from qtrain.targets.armv7em.kernels import calls, host
 from qtrain.targets.armv7em.kernels.calls import F32, I32, Call, In, Out

@@ -17,7 +17,7 @@ import pytest
 from testpaths import REPO
 
 from qtrain.frontends.onnx import input_quant
-from qtrain.lowering.interpreter import load_module
+from qtrain.interpreter import load_module
 from qtrain.targets.armv7em.build import have_tools
 
 pytest.importorskip("sklearn", reason="the example's data set comes with scikit-learn")

@@ -36,6 +36,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from qtrain import numerics
 from qtrain.dialects.qtrain import (
     AddOp,
     AvgPoolOp,
@@ -46,9 +47,9 @@ from qtrain.dialects.qtrain import (
     ReshapeOp,
     SGDUpdateOp,
 )
-from qtrain.dialects.qtrain.ops import clamp_range, produced_quant
-from qtrain.lowering import numerics
-from qtrain.lowering.interpreter import ModelInterpreter, load_module, run_forward, run_train_steps, trainable_index
+from qtrain.dialects.qtrain.interfaces import produced_quant
+from qtrain.dialects.qtrain.ops import clamp_range
+from qtrain.interpreter import ModelInterpreter, load_module, run_forward, run_train_steps, trainable_index
 from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
 from qtrain.transforms.sparse_update import SparseUpdatePass

@@ -17,12 +17,12 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, UnitAttr
 
 from qtrain.dialects.qtrain import Conv2DOp, ParamOp
-from qtrain.lowering.interpreter import ModelInterpreter, load_module, run_forward, run_train_steps
+from qtrain.dialects.qtrain.contract import MEMORY
+from qtrain.interpreter import ModelInterpreter, load_module, run_forward, run_train_steps
 from qtrain.targets.armv7em.kernels import buffer_size_fused_pointwise_depthwise
 from qtrain.transforms.fuse_streaming import FuseStreamingPass, fused_ops
 from qtrain.transforms.pipeline import apply_passes, training_passes
-from qtrain.transforms.plan_memory import MEMORY, layer_numbers
-from qtrain.transforms.schemes import SchemeError, network_layers
+from qtrain.transforms.schemes import SchemeError, layer_numbers, network_layers
 
 MODEL = LIT_INPUTS / "inverted_residual.mlir"
 

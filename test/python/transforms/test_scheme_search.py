@@ -23,7 +23,7 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
-from qtrain.lowering.interpreter import load_module
+from qtrain.interpreter import load_module
 from qtrain.tools.qtrain_search_scheme import main as search_main
 from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.scheme_search import (
@@ -247,7 +247,7 @@ def test_digits_task_is_inverted_quantized_and_split() -> None:
     finally:
         sys.path.remove(str(REPO / "examples" / "digits"))
     from qtrain.frontends.onnx import input_quant, quantize_images
-    from qtrain.lowering.interpreter import run_forward
+    from qtrain.interpreter import run_forward
 
     module = make_task.import_model()
     task = make_task.build_task(module)

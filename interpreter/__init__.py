@@ -1,10 +1,11 @@
 """The numpy interpreter of qtrain IR: the golden model every other backend is compared against.
 
-`QtrainFunctions` gives every qtrain op an xDSL interpreter implementation that calls the reference
-kernels in `qtrain.lowering.numerics` (the op docstrings there state the exact numerics). Parameters
-(`qtrain.param`) are held in a per-interpreter dict keyed by symbol name, initialised from the IR;
-`qtrain.get_param` reads it and update ops replace entries in it, which is how state persists across
-training steps exactly like the SRAM copies on the device.
+Every qtrain op runs itself (`GoldenModelOp.run_golden`, calling the reference kernels of
+`qtrain.numerics`, whose docstrings state the exact numerics); `QtrainFunctions` registers one xDSL
+implementation that dispatches to it for every op of the dialect, and offers the op the interpreter's
+state through `GoldenRun`. Parameters (`qtrain.param`) are held in a per-interpreter dict keyed by symbol
+name, initialised from the IR; `qtrain.get_param` reads it and update ops replace entries in it, which is
+how state persists across training steps exactly like the SRAM copies on the device.
 
 Training state, as on the device: `qtrain.sgd_update @p` changes @p's SRAM copy. For a parameter
 stored in its own type (i8 weights, i32 biases) that copy *is* the value `qtrain.get_param` reads
@@ -36,100 +37,33 @@ Public API used by tools and tests:
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from xdsl.context import Context
-from xdsl.dialects.builtin import Builtin, DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i32
-from xdsl.dialects.func import Func, FuncOp, ReturnOp
-from xdsl.interpreter import Interpreter, InterpreterFunctions, impl, register_impls
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i32
+from xdsl.dialects.func import FuncOp, ReturnOp
+from xdsl.interpreter import Interpreter, InterpreterFunctions, OpImpl, OpImplResult, register_impls
 from xdsl.interpreters.func import FuncFunctions
 from xdsl.ir import Attribute, Operation, SSAValue
-from xdsl.parser import Parser
-from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
 
-from qtrain.dialects.qtrain import (
-    AddOp,
-    AvgPoolGradOp,
-    AvgPoolOp,
-    BiasGradOp,
-    ChannelSliceOp,
-    Conv2DInputGradOp,
-    Conv2DOp,
-    Conv2DWeightGradOp,
-    CrossEntropyGradOp,
-    CrossEntropyOp,
-    DequantizeOp,
-    FusedPointwiseDepthwiseOp,
-    GetParamOp,
-    GradAccumulateOp,
-    ParamOp,
-    Qtrain,
-    QuantizeOp,
-    QuantParamsAttr,
-    RequantGradOp,
-    ReshapeOp,
-    SGDUpdateOp,
-)
-from qtrain.dialects.qtrain.ops import clamp_range, produced_quant
-from qtrain.lowering import numerics
+from qtrain import numerics
+from qtrain.dialects import ModelLoadError, load_module, make_context
+from qtrain.dialects.qtrain import QTRAIN_OPS, DequantizeOp, ParamOp, QuantParamsAttr
+from qtrain.dialects.qtrain.contract import dequantize_of, trainable_params
+from qtrain.dialects.qtrain.contract import param_ops as contract_param_ops
+from qtrain.dialects.qtrain.interfaces import GoldenModelOp, produced_quant
+from qtrain.errors import UserError
+
+__all__ = ["ModelLoadError", "load_module", "make_context"]
 
 
-class InterpretError(Exception):
-    """Base class of the interpreter's user-facing errors (bad model, bad inputs, bad entry)."""
-
-
-class ModelLoadError(InterpretError):
-    """The model file is missing, does not parse, or does not verify."""
+class InterpretError(UserError):
+    """Base class of the interpreter's user-facing errors (bad inputs, bad entry, unsupported values)."""
 
 
 class InputError(InterpretError):
     """Inputs do not match the entry function's signature, or the entry does not exist."""
-
-
-# -- loading -------------------------------------------------------------------------------------------
-
-
-def make_context() -> Context:
-    ctx = Context()
-    ctx.load_dialect(Builtin)
-    ctx.load_dialect(Func)
-    ctx.load_dialect(Qtrain)
-    return ctx
-
-
-def load_module(path_or_text: str | os.PathLike[str]) -> ModuleOp:
-    """Parse and verify a qtrain module given as a path or as IR text.
-
-    A `str` containing `{` or a newline is IR text (every module has a body); anything else is a path.
-    """
-    if isinstance(path_or_text, str) and ("{" in path_or_text or "\n" in path_or_text):
-        text, name = path_or_text, "<string>"
-    else:
-        path = Path(path_or_text)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ModelLoadError(f"cannot read {path}: {e.strerror or e}") from e
-        name = str(path)
-    try:
-        module = Parser(make_context(), text, name).parse_module()
-    except ParseError as e:
-        raise ModelLoadError(f"{name}: parse error: {_first_line(str(e))}") from e
-    except Exception as e:  # xDSL raises assorted errors for malformed attributes
-        raise ModelLoadError(f"{name}: parse error: {_first_line(str(e)) or type(e).__name__}") from e
-    try:
-        module.verify()
-    except (VerifyException, DiagnosticException) as e:
-        raise ModelLoadError(f"{name}: verification failed: {_first_line(str(e))}") from e
-    return module
-
-
-def _first_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 # -- attribute helpers ---------------------------------------------------------------------------------
@@ -157,30 +91,20 @@ def dense_to_numpy(value: DenseIntOrFPElementsAttr) -> np.ndarray:
     return flat.reshape(shape).copy()
 
 
-def _scale(q: QuantParamsAttr) -> np.float32:
-    return np.float32(q.scale)
-
-
-def _results(op: Operation, output: np.ndarray, mask: np.ndarray) -> tuple[Any, ...]:
-    """The op's results: the output, plus the saturation mask (bool, i1) when the op has a mask result
-    (training graphs save it in forward for the backward pass)."""
-    return (output, mask) if len(op.results) == 2 else (output,)
-
-
 # -- interpreter state ---------------------------------------------------------------------------------
 
 
 def initial_params(module: ModuleOp) -> dict[str, np.ndarray]:
     """Every `qtrain.param`'s value from the IR (the Flash image), by symbol name."""
-    return {op.sym_name.data: dense_to_numpy(op.value) for op in module.body.block.ops if isinstance(op, ParamOp)}
+    return {name: dense_to_numpy(op.value) for name, op in contract_param_ops(module).items()}
 
 
 def parameter_state(interpreter: Interpreter) -> dict[str, np.ndarray]:
     """The interpreter's current parameter values, by symbol name (initialised from the IR).
 
-    One dict per `Interpreter`; `qtrain.get_param` reads it and update ops (in this or any other
-    `InterpreterFunctions` class) replace its entries, so the values persist across calls. For an
-    fp32-master parameter the entry is the int8 value read from the master (`master_copies`).
+    One dict per `Interpreter`; `qtrain.get_param` reads it and update ops (through `GoldenRun`)
+    replace its entries, so the values persist across calls. For an fp32-master parameter the entry is
+    the int8 value read from the master (`master_copies`).
     """
     return interpreter.get_data(QtrainFunctions, "params", lambda: initial_params(interpreter.module))
 
@@ -192,11 +116,7 @@ def master_copies(interpreter: Interpreter) -> dict[str, np.ndarray]:
 
 def param_ops(interpreter: Interpreter) -> dict[str, ParamOp]:
     """The module's `qtrain.param` ops by symbol name."""
-    return interpreter.get_data(
-        QtrainFunctions,
-        "param_ops",
-        lambda: {op.sym_name.data: op for op in interpreter.module.body.block.ops if isinstance(op, ParamOp)},
-    )
+    return interpreter.get_data(QtrainFunctions, "param_ops", lambda: contract_param_ops(interpreter.module))
 
 
 def recorded_gradients(interpreter: Interpreter) -> dict[str, np.ndarray]:
@@ -205,7 +125,7 @@ def recorded_gradients(interpreter: Interpreter) -> dict[str, np.ndarray]:
 
 
 def saturation_masks(interpreter: Interpreter) -> dict[Operation, np.ndarray]:
-    """The latest saturation mask of every executed conv2d / add / avgpool, with or without a mask result."""
+    """The latest saturation mask of every executed requantizing op, with or without a mask result."""
     return interpreter.get_data(QtrainFunctions, "masks", dict)
 
 
@@ -214,10 +134,10 @@ def dequantized_inputs(interpreter: Interpreter) -> dict[DequantizeOp, np.ndarra
     return interpreter.get_data(QtrainFunctions, "dequantized_inputs", dict)
 
 
-def _param_op(interpreter: Interpreter, name: str, what: str) -> ParamOp:
+def _param_op(interpreter: Interpreter, name: str) -> ParamOp:
     op = param_ops(interpreter).get(name)
     if op is None:
-        raise InterpretError(f"{what}: no parameter @{name}")
+        raise InterpretError(f"no parameter @{name}")
     return op
 
 
@@ -237,7 +157,7 @@ def sram_copy(interpreter: Interpreter, name: str, *, relaxed: bool = False) -> 
     int8 mode: the fp32 master for `storage(f32)`, else the int8 / int32 values; relaxed mode: the
     float64 values.
     """
-    param = _param_op(interpreter, name, "sram_copy")
+    param = _param_op(interpreter, name)
     index = trainable_index(param)
     value = parameter_state(interpreter)[name]
     if relaxed:
@@ -248,240 +168,81 @@ def sram_copy(interpreter: Interpreter, name: str, *, relaxed: bool = False) -> 
     return value[index].copy()
 
 
+def write_sram_copy(interpreter: Interpreter, name: str, copy: np.ndarray, *, relaxed: bool = False) -> None:
+    """Replaces @name's SRAM copy (trained part, storage dtype; float64 in relaxed mode); the value the
+    forward pass reads follows it (an fp32 master is read as saturate(rint(master)))."""
+    param = _param_op(interpreter, name)
+    index = trainable_index(param)
+    params = parameter_state(interpreter)
+    value = params[name].copy()
+    if relaxed:
+        value = value.astype(np.float64)
+        value[index] = copy
+    elif param.storage_type == f32 and value.dtype != np.float32:
+        master_copies(interpreter)[name] = copy
+        value[index] = numerics.master_to_param(copy, value.dtype)
+    else:
+        value[index] = copy
+    params[name] = value
+
+
 # -- interpreter functions -----------------------------------------------------------------------------
+
+
+class _Run:
+    """The `GoldenRun` an op sees: one interpreter's state and mode."""
+
+    def __init__(self, interpreter: Interpreter, functions: QtrainFunctions):
+        self.interpreter = interpreter
+        self.relaxed = functions.relaxed
+        self.apply_updates = functions.apply_updates
+
+    def record_mask(self, op: Operation, mask: np.ndarray) -> None:
+        saturation_masks(self.interpreter)[op] = mask
+
+    def record_dequantized(self, op: Operation, value: np.ndarray) -> None:
+        dequantized_inputs(self.interpreter)[op] = value  # type: ignore[index]
+
+    def read_param(self, name: str) -> np.ndarray:
+        params = parameter_state(self.interpreter)
+        if name not in params:
+            raise InterpretError(f"qtrain.get_param: no parameter @{name}")
+        value = params[name]
+        if self.relaxed and value.dtype != np.float64:
+            value = params[name] = value.astype(np.float64)
+        return value
+
+    def sram_copy(self, name: str) -> np.ndarray:
+        return sram_copy(self.interpreter, name, relaxed=self.relaxed)
+
+    def write_sram_copy(self, name: str, copy: np.ndarray) -> None:
+        write_sram_copy(self.interpreter, name, copy, relaxed=self.relaxed)
+
+    def record_gradient(self, name: str, grad: np.ndarray) -> None:
+        recorded_gradients(self.interpreter)[name] = grad
+
+
+def _run_golden(functions: QtrainFunctions, interpreter: Interpreter, op: Operation,
+                args: tuple[Any, ...]) -> OpImplResult:
+    assert isinstance(op, GoldenModelOp)
+    return OpImplResult(op.run_golden(_Run(interpreter, functions), args), None)
 
 
 @register_impls
 class QtrainFunctions(InterpreterFunctions):
-    """xDSL implementations of every qtrain op on numpy arrays (state: `parameter_state`).
+    """The xDSL implementation of every qtrain op: the op's own `run_golden` (state: `parameter_state`).
 
     `relaxed=True` selects the float-relaxed numerics (see the module docstring); `apply_updates=False`
-    makes `qtrain.sgd_update` record its gradient (`recorded_gradients`) without changing the parameter.
+    makes update ops record their gradient (`recorded_gradients`) without changing the parameter.
     """
 
     def __init__(self, relaxed: bool = False, apply_updates: bool = True):
         self.relaxed = relaxed
         self.apply_updates = apply_updates
 
-    def _masked(self, interpreter: Interpreter, op: Operation, output: np.ndarray, mask: np.ndarray
-                ) -> tuple[Any, ...]:
-        saturation_masks(interpreter)[op] = mask
-        return _results(op, output, mask)
-
-    # -- forward -----------------------------------------------------------------------------------------
-
-    @impl(GetParamOp)
-    def run_get_param(self, interpreter: Interpreter, op: GetParamOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        name = op.param.root_reference.data
-        params = parameter_state(interpreter)
-        if name not in params:
-            raise InterpretError(f"qtrain.get_param: no parameter @{name}")
-        value = params[name]
-        if self.relaxed and value.dtype != np.float64:
-            value = params[name] = value.astype(np.float64)
-        return (value,)
-
-    @impl(Conv2DOp)
-    def run_conv2d(self, interpreter: Interpreter, op: Conv2DOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x, w, *rest = args
-        bias = rest[0] if rest else None
-        kernel = numerics.conv2d_relaxed if self.relaxed else numerics.conv2d_with_mask
-        y, mask = kernel(
-            x,
-            w,
-            bias,
-            input_scale=_scale(op.input_q),
-            input_zero_point=op.input_q.zp,
-            weight_scales=op.weight_q.scale_array(),
-            output_scale=_scale(op.output_q),
-            output_zero_point=op.output_q.zp,
-            strides=op.strides.get_values(),
-            padding=op.padding.get_values(),
-            groups=op.groups.value.data,
-            clamp=clamp_range(op.clamp),
-        )
-        return self._masked(interpreter, op, y, mask)
-
-    @impl(FusedPointwiseDepthwiseOp)
-    def run_fused_pointwise_depthwise(
-        self, interpreter: Interpreter, op: FusedPointwiseDepthwiseOp, args: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
-        """The two convolutions the op stands for, with the same kernel as qtrain.conv2d; no mask."""
-        x, pw_weight, *rest = args
-        pw_bias = rest.pop(0) if op.pw_bias is not None else None
-        dw_weight = rest.pop(0)
-        dw_bias = rest.pop(0) if op.dw_bias is not None else None
-        kernel = numerics.conv2d_relaxed if self.relaxed else numerics.conv2d_with_mask
-        mid, _ = kernel(
-            x, pw_weight, pw_bias, input_scale=_scale(op.input_q), input_zero_point=op.input_q.zp,
-            weight_scales=op.pw_weight_q.scale_array(), output_scale=_scale(op.mid_q),
-            output_zero_point=op.mid_q.zp, clamp=clamp_range(op.pw_clamp),
-        )
-        y, _ = kernel(
-            mid, dw_weight, dw_bias, input_scale=_scale(op.mid_q), input_zero_point=op.mid_q.zp,
-            weight_scales=op.dw_weight_q.scale_array(), output_scale=_scale(op.output_q),
-            output_zero_point=op.output_q.zp, strides=op.dw_strides.get_values(),
-            padding=op.dw_padding.get_values(), groups=mid.shape[3], clamp=clamp_range(op.dw_clamp),
-        )
-        return (y,)
-
-    @impl(AddOp)
-    def run_add(self, interpreter: Interpreter, op: AddOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        lhs, rhs = args
-        kernel = numerics.add_relaxed if self.relaxed else numerics.add_with_mask
-        y, mask = kernel(
-            lhs,
-            rhs,
-            lhs_scale=_scale(op.lhs_q),
-            lhs_zero_point=op.lhs_q.zp,
-            rhs_scale=_scale(op.rhs_q),
-            rhs_zero_point=op.rhs_q.zp,
-            output_scale=_scale(op.output_q),
-            output_zero_point=op.output_q.zp,
-            clamp=clamp_range(op.clamp),
-        )
-        return self._masked(interpreter, op, y, mask)
-
-    @impl(AvgPoolOp)
-    def run_avgpool(self, interpreter: Interpreter, op: AvgPoolOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (x,) = args
-        kernel = numerics.avgpool_relaxed if self.relaxed else numerics.avgpool_with_mask
-        y, mask = kernel(
-            x,
-            kernel=op.kernel.get_values(),
-            strides=op.strides.get_values(),
-            input_scale=_scale(op.input_q),
-            input_zero_point=op.input_q.zp,
-            output_scale=_scale(op.output_q),
-            output_zero_point=op.output_q.zp,
-        )
-        return self._masked(interpreter, op, y, mask)
-
-    @impl(QuantizeOp)
-    def run_quantize(self, interpreter: Interpreter, op: QuantizeOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (x,) = args
-        kernel = numerics.quantize_relaxed if self.relaxed else numerics.quantize
-        return (kernel(x, scale=_scale(op.output_q), zero_point=op.output_q.zp),)
-
-    @impl(DequantizeOp)
-    def run_dequantize(self, interpreter: Interpreter, op: DequantizeOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (x,) = args
-        dequantized_inputs(interpreter)[op] = x
-        kernel = numerics.dequantize_relaxed if self.relaxed else numerics.dequantize
-        return (kernel(x, scale=_scale(op.input_q), zero_point=op.input_q.zp),)
-
-    @impl(ReshapeOp)
-    def run_reshape(self, interpreter: Interpreter, op: ReshapeOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (x,) = args
-        t = op.output.type
-        assert isinstance(t, TensorType)
-        return (np.reshape(x, tuple(t.get_shape())),)
-
-    @impl(CrossEntropyOp)
-    def run_cross_entropy(
-        self, interpreter: Interpreter, op: CrossEntropyOp, args: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
-        logits, label = args
-        kernel = numerics.cross_entropy_relaxed if self.relaxed else numerics.cross_entropy
-        return (kernel(logits, int(label)),)
-
-    # -- backward ----------------------------------------------------------------------------------------
-
-    @impl(CrossEntropyGradOp)
-    def run_cross_entropy_grad(
-        self, interpreter: Interpreter, op: CrossEntropyGradOp, args: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
-        logits, label = args
-        kernel = numerics.cross_entropy_grad_relaxed if self.relaxed else numerics.cross_entropy_grad
-        return (kernel(logits, int(label)),)
-
-    @impl(RequantGradOp)
-    def run_requant_grad(self, interpreter: Interpreter, op: RequantGradOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        grad, *rest = args
-        mask = rest[0] if rest else None
-        return (numerics.requant_grad(grad, mask, np.asarray(op.multiplier.get_values(), dtype=np.float32)),)
-
-    @impl(Conv2DInputGradOp)
-    def run_conv2d_input_grad(
-        self, interpreter: Interpreter, op: Conv2DInputGradOp, args: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
-        grad, weight = args
-        (strides, padding, groups) = op.conv_geometry()
-        shape = _shape(op.result)
-        return (numerics.conv2d_input_grad(grad, weight, shape, strides=strides, padding=padding, groups=groups),)
-
-    @impl(Conv2DWeightGradOp)
-    def run_conv2d_weight_grad(
-        self, interpreter: Interpreter, op: Conv2DWeightGradOp, args: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
-        x, grad = args
-        (strides, padding, groups) = op.conv_geometry()
-        kernel = _shape(op.result)[1:3]
-        channels = op.channel_range() if op.channels is not None else None
-        dw = numerics.conv2d_weight_grad(
-            x, grad, input_zero_point=op.input_q.zp, kernel=kernel, strides=strides, padding=padding, groups=groups,
-            channels=channels,
-        )
-        if dw.shape != _shape(op.result):
-            raise InterpretError(f"{op.name}: kernel result {dw.shape} differs from the result type {op.result.type}")
-        return (dw,)
-
-    @impl(BiasGradOp)
-    def run_bias_grad(self, interpreter: Interpreter, op: BiasGradOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (grad,) = args
-        return (numerics.bias_grad(grad),)
-
-    @impl(AvgPoolGradOp)
-    def run_avgpool_grad(self, interpreter: Interpreter, op: AvgPoolGradOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (grad,) = args
-        return (
-            numerics.avgpool_grad(
-                grad, _shape(op.result), kernel=op.kernel.get_values(), strides=op.strides.get_values()
-            ),
-        )
-
-    @impl(GradAccumulateOp)
-    def run_grad_accumulate(
-        self, interpreter: Interpreter, op: GradAccumulateOp, args: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
-        lhs, rhs = args
-        return (numerics.grad_accumulate(lhs, rhs),)
-
-    @impl(ChannelSliceOp)
-    def run_channel_slice(self, interpreter: Interpreter, op: ChannelSliceOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (x,) = args
-        start, stop = op.bounds()
-        return (numerics.channel_slice(x, start, stop),)
-
-    # -- update ------------------------------------------------------------------------------------------
-
-    @impl(SGDUpdateOp)
-    def run_sgd_update(self, interpreter: Interpreter, op: SGDUpdateOp, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (grad,) = args
-        name = op.param.root_reference.data
-        param = _param_op(interpreter, name, op.name)
-        recorded_gradients(interpreter)[name] = grad
-        if not self.apply_updates:
-            return ()
-        lr = op.lr.value.data
-        grad_scale = np.asarray(op.grad_scale.get_values(), dtype=np.float32)
-        params = parameter_state(interpreter)
-        index = trainable_index(param)
-        value = params[name].copy()
-        if self.relaxed:
-            value = value.astype(np.float64)
-            value[index] = numerics.sgd_update(value[index], grad, lr=lr, grad_scale=grad_scale)
-        elif param.storage_type == f32 and value.dtype != np.float32:
-            masters = master_copies(interpreter)
-            master = masters.get(name)
-            if master is None:
-                master = value[index].astype(np.float32)
-            masters[name] = numerics.sgd_update(master, grad, lr=lr, grad_scale=grad_scale)
-            value[index] = numerics.master_to_param(masters[name], value.dtype)
-        else:
-            value[index] = numerics.sgd_update(value[index], grad, lr=lr, grad_scale=grad_scale)
-        params[name] = value
-        return ()
+    @classmethod
+    def _impls(cls) -> Iterable[tuple[type[Operation], OpImpl[InterpreterFunctions, Operation]]]:
+        return [(op, _run_golden) for op in QTRAIN_OPS if issubclass(op, GoldenModelOp)]  # type: ignore[misc]
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
@@ -619,12 +380,9 @@ def run_forward(
                 f"@{entry}: cannot tell the quantization of the returned value (not produced by a qtrain op)"
             )
     else:
-        owner = result.owner
-        while isinstance(owner, ReshapeOp):
-            owner = owner.input.owner
-        if not isinstance(owner, DequantizeOp):
+        dequantize_op = dequantize_of(result)
+        if dequantize_op is None:
             raise InputError(f"@{entry} returns float32 values not produced by qtrain.dequantize: no int8 output")
-        dequantize_op = owner
 
     outputs_q: list[np.ndarray] = []
     logits: list[np.ndarray] = []
@@ -647,7 +405,7 @@ def run_forward(
 
 
 def trainable_param_names(module: ModuleOp) -> list[str]:
-    return [op.sym_name.data for op in module.body.block.ops if isinstance(op, ParamOp) and op.trainable is not None]
+    return list(trainable_params(module))
 
 
 def run_train_steps(

@@ -1,4 +1,4 @@
-"""Backward kernels and the update in qtrain.lowering.numerics, against independent references.
+"""Backward kernels and the update in qtrain.numerics, against independent references.
 
 1. Finite differences: each gradient kernel is the exact derivative of its float-relaxed forward op
    (`*_relaxed`: no rint, clamp kept). For a random readout r, f(inputs) = <r, op(inputs)> is checked
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 
 FD_STEP = 1e-4
 FD_RTOL = 1e-7

@@ -26,8 +26,8 @@ from qtrain_ir_builders import (
 from xdsl.dialects.builtin import f32
 from xdsl.printer import Printer
 
-from qtrain.lowering import numerics
-from qtrain.lowering.interpreter import ModelInterpreter, load_module, run_forward
+from qtrain import numerics
+from qtrain.interpreter import ModelInterpreter, load_module, run_forward
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

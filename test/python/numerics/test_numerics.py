@@ -1,4 +1,4 @@
-"""The reference kernels in qtrain.lowering.numerics against independent, naive implementations.
+"""The reference kernels in qtrain.numerics against independent, naive implementations.
 
 The naive references loop over elements with Python integers, exact rationals (fractions) and
 float64 where the contract allows it, and Python's `round` (half to even) for the rounding step.
@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from qtrain.lowering import numerics
+from qtrain import numerics
 
 F32 = np.float32
 

@@ -11,6 +11,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.printer import Printer
 
+from qtrain import numerics
 from qtrain.dialects.qtrain import (
     AddOp,
     AvgPoolOp,
@@ -23,8 +24,7 @@ from qtrain.dialects.qtrain import (
     ReshapeOp,
 )
 from qtrain.dialects.qtrain.ops import conv_output_size
-from qtrain.lowering import numerics
-from qtrain.lowering.interpreter import load_module
+from qtrain.interpreter import load_module
 
 _ELEMENT = {np.dtype(np.int8): i8, np.dtype(np.int32): i32, np.dtype(np.float32): f32}
 

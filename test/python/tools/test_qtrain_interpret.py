@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from qtrain_ir_builders import SMALL_MODEL, printed, random_images, small_model_reference, train_step_module
 
-from qtrain.lowering import numerics
-from qtrain.lowering.interpreter import InputError
+from qtrain import numerics
+from qtrain.interpreter import InputError
 from qtrain.tools.qtrain_interpret import main
 
 

@@ -25,8 +25,8 @@ from qtrain_ir_builders import (
 )
 from xdsl.dialects.builtin import ModuleOp, f32
 
-from qtrain.lowering import numerics
-from qtrain.lowering.interpreter import (
+from qtrain import numerics
+from qtrain.interpreter import (
     InputError,
     ModelInterpreter,
     ModelLoadError,

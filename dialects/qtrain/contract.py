@@ -1,0 +1,79 @@
+"""The IR contract of qtrain: the names every pass, lowering and tool agrees on, and small IR utilities.
+
+Entry points: a model module holds `func.func @forward(image) -> output` (what the frontends build)
+and, after `qtrain-autodiff`, `func.func @train_step(image, label) -> loss`. The C lowering turns
+them into `qtrain_infer` and `qtrain_train_step`.
+
+Discardable attributes the passes attach (dialect-prefixed, as MLIR does):
+
+- `qtrain.fused_update` (unit, on a weight or bias gradient op): `qtrain-reorder` scheduled it right
+  before its `qtrain.sgd_update`; the lowering computes the gradient straight into the update and the
+  planner gives it no arena buffer;
+- `qtrain.offsets` (i64 array, on an op): arena offset of each result, -1 for a result without one;
+- `qtrain.arg_offsets` (i64 array, on an entry point): arena offsets of its arguments (the image);
+- `qtrain.arena_bytes` (i64, on an entry point): its arena size;
+- `qtrain.memory` (dictionary, on the module): the planner's figures (DESIGN.md "Memory accounting").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+if TYPE_CHECKING:
+    from qtrain.dialects.qtrain.ops import DequantizeOp, ParamOp
+
+FORWARD = "forward"
+TRAIN_STEP = "train_step"
+ENTRY_POINTS = (FORWARD, TRAIN_STEP)
+
+FUSED_UPDATE = "qtrain.fused_update"
+OFFSETS = "qtrain.offsets"
+ARG_OFFSETS = "qtrain.arg_offsets"
+ARENA_BYTES = "qtrain.arena_bytes"
+MEMORY = "qtrain.memory"
+
+
+def find_func(module: ModuleOp, name: str) -> func.FuncOp | None:
+    """The module's `func.func @name`, or None."""
+    return next((o for o in module.ops if isinstance(o, func.FuncOp) and o.sym_name.data == name), None)
+
+
+def entry_points(module: ModuleOp) -> list[func.FuncOp]:
+    """@forward and @train_step, those the module has, in that order."""
+    return [f for name in ENTRY_POINTS if (f := find_func(module, name)) is not None]
+
+
+def param_ops(module: ModuleOp) -> dict[str, ParamOp]:
+    """The module's `qtrain.param` ops by symbol name, in module order."""
+    from qtrain.dialects.qtrain.ops import ParamOp
+
+    return {o.sym_name.data: o for o in module.ops if isinstance(o, ParamOp)}
+
+
+def trainable_params(module: ModuleOp) -> dict[str, ParamOp]:
+    """The module's trainable `qtrain.param` ops by symbol name, in module order."""
+    return {name: p for name, p in param_ops(module).items() if p.is_trainable}
+
+
+def param_name(value: SSAValue | None) -> str | None:
+    """The parameter a value reads (the symbol behind its `qtrain.get_param`), or None."""
+    from qtrain.dialects.qtrain.ops import GetParamOp
+
+    owner = value.owner if value is not None else None
+    return owner.param.root_reference.data if isinstance(owner, GetParamOp) else None
+
+
+def dequantize_of(value: SSAValue) -> DequantizeOp | None:
+    """The `qtrain.dequantize` a float value comes from (looking through views), or None: how a forward
+    entry returning float logits names its raw int8 output (the dequantize's input)."""
+    from qtrain.dialects.qtrain.interfaces import ViewOfOperand
+    from qtrain.dialects.qtrain.ops import DequantizeOp
+
+    owner = value.owner
+    while isinstance(owner, Operation) and owner.has_trait(ViewOfOperand):
+        owner = owner.operands[0].owner
+    return owner if isinstance(owner, DequantizeOp) else None

@@ -1,0 +1,120 @@
+"""The kernel registry: what the planner must know of a kernel beyond its C signature.
+
+Keyed by the C function name an op's `kernel_calls()` names, an entry gives
+
+- `scratch(call, weights)`: the bytes of scratch the call needs (the mirror of the kernel's
+  `*_get_buffer_size()`, in `qtrain.targets.armv7em.kernels`); `weights(value)` tells the trained
+  slice width and storage of a weight operand, which some kernels convert in scratch;
+- `in_place(call)`: how the kernel lets its output lie on its (dying) input, word for word the
+  "In place" contract of qtrain_kernels.h: "head", "tail", "gap" (with `gap(call)` giving G) or None;
+- `limits(call)`: whether the call's shapes are within what the kernel accepts (False: do not build
+  an op that needs it).
+
+A kernel that needs no scratch, never works in place and takes any shape the op verifier allows needs
+no entry. Arguments are read by position, as the C signature lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xdsl.ir import SSAValue
+
+from qtrain.dialects.qtrain import kernel_call as kc
+from qtrain.targets.armv7em import kernels as k
+
+WeightInfo = Callable[[SSAValue], tuple[int | None, bool]]
+"""(trained slice width or None, fp32 master?) of a weight operand."""
+
+
+def _shape(call: kc.KernelCall, index: int) -> tuple[int, ...]:
+    arg = call.args[index]
+    assert isinstance(arg, kc.Shape), f"{call.function}: argument {index} is not a shape"
+    return arg.dims
+
+
+def _geometry(call: kc.KernelCall, index: int) -> kc.ConvGeometry:
+    arg = call.args[index]
+    assert isinstance(arg, kc.ConvGeometry), f"{call.function}: argument {index} is not a conv geometry"
+    return arg
+
+
+def _weight(call: kc.KernelCall, index: int, weights: WeightInfo) -> tuple[int | None, bool]:
+    arg = call.args[index]
+    assert isinstance(arg, kc.Weight), f"{call.function}: argument {index} is not a weight"
+    return weights(arg.value)
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    scratch: Callable[[kc.KernelCall, WeightInfo], int] | None = None
+    in_place: Callable[[kc.KernelCall], k.Alignment | None] | None = None
+    gap: Callable[[kc.KernelCall], int] | None = None
+    limits: Callable[[kc.KernelCall], bool] | None = None
+
+
+# -- qtrain_conv2d_wrapper_s8(ctx, params, input_dims, input, filter_dims, weight, bias, multipliers,
+#                             output_dims, output, mask)
+
+def _conv_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    g = _geometry(call, 1)
+    width, master = _weight(call, 5, weights)
+    return k.buffer_size_conv2d_wrapper(_shape(call, 2), _shape(call, 4), _shape(call, 8), g.strides, g.padding,
+                                        g.groups, slice_channels=width, master=master)
+
+
+def _conv_in_place(call: kc.KernelCall) -> k.Alignment | None:
+    g = _geometry(call, 1)
+    return k.in_place_alignment(_shape(call, 2), _shape(call, 4), _shape(call, 8), g.strides, g.padding, g.groups)
+
+
+def _conv_gap(call: kc.KernelCall) -> int:
+    g = _geometry(call, 1)
+    return k.small_k_in_place_gap(_shape(call, 2), _shape(call, 8), g.strides, g.padding)
+
+
+# -- qtrain_conv2d_input_grad_wrapper_f32(ctx, params, grad_dims, grad, filter_dims, weight, input_dims,
+#                                         input_grad)
+
+def _input_grad_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    g = _geometry(call, 1)
+    width, master = _weight(call, 5, weights)
+    return k.buffer_size_conv2d_input_grad_wrapper(_shape(call, 6), _shape(call, 4), _shape(call, 2), g.strides,
+                                                   g.padding, g.groups, slice_channels=width, master=master)
+
+
+def _input_grad_in_place(call: kc.KernelCall) -> k.Alignment | None:
+    g = _geometry(call, 1)
+    return k.input_grad_in_place_alignment(_shape(call, 6), _shape(call, 4), _shape(call, 2), g.strides, g.padding,
+                                           g.groups)
+
+
+# -- qtrain_fused_pointwise_depthwise_s8(ctx, pw_params, input_dims, input, pw_filter_dims, pw_weight,
+#        pw_bias, pw_multipliers, dw_params, dw_filter_dims, dw_weight, dw_bias, dw_multipliers,
+#        output_dims, output)
+
+def _fused_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    return k.buffer_size_fused_pointwise_depthwise(_shape(call, 2), _shape(call, 4), _shape(call, 9),
+                                                   _shape(call, 13), _geometry(call, 8).strides)
+
+
+def _fused_limits(call: kc.KernelCall) -> bool:
+    _, kh, kw, _ = _shape(call, 9)
+    return kh <= k.MAX_DEPTHWISE_KERNEL and kw <= k.MAX_DEPTHWISE_KERNEL
+
+
+# -- qtrain_depthwise_conv2d_weight_grad_f32(ctx, params, input_dims, input, grad_dims, grad, start,
+#                                            filter_dims, weight_grad)
+
+def _depthwise_weight_grad_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    return k.buffer_size_depthwise_weight_grad(_shape(call, 2), _shape(call, 4), _shape(call, 7),
+                                               _geometry(call, 1).strides)
+
+
+KERNELS: dict[str, KernelEntry] = {
+    "qtrain_conv2d_wrapper_s8": KernelEntry(scratch=_conv_scratch, in_place=_conv_in_place, gap=_conv_gap),
+    "qtrain_conv2d_input_grad_wrapper_f32": KernelEntry(scratch=_input_grad_scratch, in_place=_input_grad_in_place),
+    "qtrain_fused_pointwise_depthwise_s8": KernelEntry(scratch=_fused_scratch, limits=_fused_limits),
+    "qtrain_depthwise_conv2d_weight_grad_f32": KernelEntry(scratch=_depthwise_weight_grad_scratch),
+}
