@@ -530,6 +530,25 @@ float qtrain_cross_entropy_f32(const float *logits, int32_t num_classes, int32_t
 void qtrain_cross_entropy_grad_f32(const float *logits, int32_t num_classes, int32_t label, float *grad);
 
 /* ================================================================================================
+ * Bilinear resize (qtrain.upsample, align_corners = False; dialects/qtrain/upsample.py states the
+ * numerics and both kernels follow it operation for operation)
+ * ============================================================================================== */
+
+/* int8 NHWC input_dims [N, h, w, C] -> output_dims [N, H, W, C] (any sizes >= 1):
+ *   t = the nested fp32 bilinear interpolation of x - zx at the four taps of each output pixel
+ *   y = clamp(rint(fp32(t * multiplier)) + zy, -128, 127),  multiplier = fp32(s_x / s_y)
+ * Bit-exact with the golden model. `mask` optional. No scratch; input and output must not overlap. */
+qtrain_status_t qtrain_upsample_bilinear_s8(const qtrain_dims_t *input_dims, const int8_t *input,
+                                            int32_t input_zero_point, float multiplier, int32_t output_zero_point,
+                                            const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask);
+
+/* qtrain.upsample_grad: input_grad (input_dims, the resize's input) = every output gradient of grad
+ * (grad_dims, the resize's output) scattered to its four taps with weight fp32(ly * lx): fp32 adds from
+ * +0, output pixels in raster order, taps (y0, x0), (y0, x1), (y1, x0), (y1, x1). No scratch. */
+qtrain_status_t qtrain_upsample_bilinear_grad_f32(const qtrain_dims_t *grad_dims, const float *grad,
+                                                  const qtrain_dims_t *input_dims, float *input_grad);
+
+/* ================================================================================================
  * Update (numerics.sgd_update), in place on a trainable tensor's SRAM copy of `channels` x
  * `channel_size` elements (channels = axis 0, the output channel):
  *   step[c] = fp32(lr * grad_scale[c])     (grad_scale[0] for every c when num_grad_scales = 1)

@@ -119,6 +119,17 @@ def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("target", ["host", "qemu"])
+def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
+    """A model holding qtrain.upsample, every tensor trainable (the gradient flows back through
+    qtrain.upsample_grad): its firmware agrees with the interpreter."""
+    folder = build(str(LIT_INPUTS / "upsample_branch.mlir"), "full", target, str(tmp_path / "build"))
+    source = (folder / "model.c").read_text()
+    assert "qtrain_upsample_bilinear_s8(" in source and "qtrain_upsample_bilinear_grad_f32(" in source
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    check_agreement(folder, firmware, (2, 3, 2), 3, tmp_path)
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
 def test_fused_pointwise_depthwise_agrees_with_interpreter(target: str, tmp_path: Path):
     """An inverted-residual block whose expansion trains nothing: qtrain-fuse-streaming streams it (one
     fused kernel call per entry point) and the firmware agrees with the interpreter; --no-fuse keeps the
