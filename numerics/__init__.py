@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from qtrain.errors import UserError
+
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -52,7 +54,7 @@ IntArray = np.ndarray
 FloatArray = np.ndarray
 
 
-class AccumulatorOverflowError(OverflowError):
+class AccumulatorOverflowError(UserError, OverflowError):
     """An int32 accumulator of the contract would overflow (the C kernels would silently wrap)."""
 
 

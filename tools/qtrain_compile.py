@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from qtrain.tools.qtrain_opt import USER_ERRORS
+from qtrain.errors import UserError
+from qtrain.tools.plumbing import ArgumentParser, UsageError, run_tool
 
 TARGETS = ("qemu", "stm32f746", "host")
 
@@ -39,7 +40,7 @@ def load_any(path: Path, num_classes: int, calibration: Path | None):  # noqa: A
         from qtrain.interpreter import load_module
 
         return load_module(path)
-    raise ValueError(f"{path}: unknown model format '{suffix}' (expected .onnx, .pkl or .mlir)")
+    raise UsageError(f"{path}: unknown model format '{suffix}' (expected .onnx, .pkl or .mlir)")
 
 
 def emit_llvm_ir(out: Path, target: str) -> Path:
@@ -65,10 +66,13 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     from qtrain.transforms.pipeline import apply_passes, training_passes
 
     out: Path = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out}: {e.strerror or e}") from e
     module = load_any(args.model, args.num_classes, args.calibration)
     if any(getattr(o, "sym_name", None) is not None and o.sym_name.data == "train_step" for o in module.ops):
-        raise ValueError(f"{args.model}: already has @train_step; give the forward-only model")
+        raise UserError(f"{args.model}: already has @train_step; give the forward-only model")
     report = args.memory_report or out / "memory.json"
     passes = training_passes(
         args.scheme,
@@ -113,9 +117,8 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="qtrain-compile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(prog="qtrain-compile", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--scheme", default="full",
@@ -137,25 +140,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lifetime-plot", type=Path, help="write a PNG of the arena plan")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    args = parser.parse_args(argv)
-    try:
-        if not args.model.is_file():
-            raise FileNotFoundError(f"no such model file: {args.model}")
-        summary = compile_model(args)
-    except USER_ERRORS as e:
-        if args.debug:
-            raise
-        from qtrain.tools.qtrain_opt import describe_error
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    run_tool("qtrain-compile", lambda: compile_and_report(parser.parse_args(args_list)), args_list,
+             extra_user_errors=_frontend_errors())
 
-        print(f"qtrain-compile: error: {describe_error(e)}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:  # build errors from the toolchain are user-facing too
-        from qtrain.targets.armv7em.build import BuildError
 
-        if isinstance(e, BuildError) and not args.debug:
-            print(f"qtrain-compile: error: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise
+def _frontend_errors() -> tuple[type[BaseException], ...]:
+    from qtrain.frontends.onnx import OnnxImportError
+    from qtrain.frontends.tiny_training import TinyTrainingFormatError
+
+    return (OnnxImportError, TinyTrainingFormatError)
+
+
+def compile_and_report(args: argparse.Namespace) -> None:
+    if not args.model.is_file():
+        raise UserError(f"no such model file: {args.model}")
+    summary = compile_model(args)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 from xdsl.interpreter import InterpretationError
 
-from qtrain.errors import UserError
 from qtrain.interpreter import (
     InputError,
     ModelInterpreter,
@@ -35,22 +32,14 @@ from qtrain.interpreter import (
     run_train_steps,
 )
 from qtrain.numerics import AccumulatorOverflowError
+from qtrain.tools.plumbing import ArgumentParser, NpzError, UsageError, read_npz, run_tool
 
 PROG = "qtrain-interpret"
 TRAIN_ENTRY = "train_step"
 
 
-class UsageError(Exception):
-    """A bad command line (argparse's messages, made one-line)."""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description="Run a qtrain module (forward or training steps) in the numpy golden model."
     )
     parser.add_argument("model", metavar="IN.mlir", help="qtrain IR (e.g. from qtrain-import-onnx or qtrain-compile)")
@@ -64,22 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_inputs(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise InputError(f"cannot read {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"cannot read {path}: is a directory") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise InputError(f"{path} is not a valid .npz file ({e})") from None
-
-
 def require_key(arrays: dict[str, np.ndarray], key: str, path: Path, why: str) -> np.ndarray:
     if key not in arrays:
         keys = ", ".join(sorted(arrays)) or "none"
-        raise InputError(f"{path} has no '{key}' array ({why}; keys present: {keys})")
+        raise NpzError(f"{path} has no '{key}' array ({why}; keys present: {keys})")
     return arrays[key]
 
 
@@ -102,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"{e}; add it with qtrain-opt -p qtrain-autodiff") from None
         raise
     inputs_path = Path(args.inputs)
-    arrays = load_inputs(inputs_path)
+    arrays = read_npz(inputs_path)
     images = require_key(arrays, "image", inputs_path, "int8 NHWC images")
     if args.entry == TRAIN_ENTRY:
         if args.steps is None or args.steps < 1:
@@ -125,21 +102,12 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"cannot write {output}: {e.strerror or e}") from None
 
 
-USER_ERRORS = (UsageError, UserError, InterpretationError, AccumulatorOverflowError)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args_list
-    try:
-        args = build_parser().parse_args(args_list)
-        run(args)
-    except USER_ERRORS as e:
-        if debug:
-            raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+    # InterpretationError: an op the golden model cannot run on these inputs (e.g. an int32 accumulator
+    # that would overflow): a property of the model and inputs the user gave.
+    run_tool(PROG, lambda: run(build_parser().parse_args(args_list)), args_list,
+             extra_user_errors=(InterpretationError, AccumulatorOverflowError))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from typing import IO
 
-from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError, UnregisteredConstructException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from qtrain.dialects import get_all_dialects
+from qtrain.errors import UserError
+from qtrain.tools.plumbing import UsageError, describe_error, run_tool
 from qtrain.transforms import get_all_passes
 
 
@@ -42,6 +44,26 @@ class QtrainOptMain(xDSLOptMain):
 
         self.available_targets["c"] = c_target
 
+    def setup_pipeline(self) -> None:
+        try:
+            super().setup_pipeline()
+        except Exception as e:  # xDSL reports a bad pipeline or option with assorted exception types
+            raise UsageError(f"bad pass pipeline '{self.args.passes}': {describe_error(e)}") from e
+
+    def prepare_input(self) -> tuple[list[tuple[IO[bytes], int]], str]:
+        try:
+            return super().prepare_input()
+        except OSError as e:
+            raise UserError(f"cannot read {self.args.input_file}: {e.strerror or e}") from e
+        except ValueError as e:  # an input file extension no frontend reads
+            raise UsageError(str(e)) from e
+
+    def prepare_output(self) -> IO[str]:
+        try:
+            return super().prepare_output()
+        except OSError as e:
+            raise UserError(f"cannot write {self.args.output_file}: {e.strerror or e}") from e
+
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)
         arg_parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -60,39 +82,10 @@ def qtrain_pass_summary() -> str:
     return "\n".join(lines)
 
 
-USER_ERRORS = (
-    ParseError,
-    DiagnosticException,
-    ArgSpecParseError,
-    UnregisteredConstructException,
-    ValueError,
-    KeyError,
-    OSError,
-)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        QtrainOptMain(description="qtrain optimizer driver (xdsl-opt with the qtrain dialect and passes)",
-                      args=args).run()
-    except USER_ERRORS as e:
-        if "--debug" in args:
-            raise
-        print(f"qtrain-opt: error: {describe_error(e)}", file=sys.stderr)
-        sys.exit(2)
-
-
-def describe_error(e: BaseException) -> str:
-    """The exception's message, plus the offending op's line when the verifier pointed at one."""
-    message = str(e).strip() or type(e).__name__
-    notes: list[str] = getattr(e, "__notes__", [])
-    lines = "\n".join(notes).splitlines()
-    for i, line in enumerate(lines):
-        if i > 0 and line.lstrip().startswith("^^^"):
-            message += f"\n  at: {lines[i - 1].strip()}"
-            break
-    return message
+    description = "qtrain optimizer driver (xdsl-opt with the qtrain dialect and passes)"
+    run_tool("qtrain-opt", lambda: QtrainOptMain(description=description, args=args).run(), args)
 
 
 if __name__ == "__main__":

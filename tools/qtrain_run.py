@@ -48,19 +48,17 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn, TextIO
+from typing import IO, Any
 
 import numpy as np
 
+from qtrain.errors import UserError
 from qtrain.targets.armv7em import build, protocol
+from qtrain.tools.plumbing import ArgumentParser, CheckFailed, ProgressBar, images_and_labels, read_npz, run_tool
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 DEFAULT_TIMEOUT_S = 1800.0
 PRINT_ROWS = 20
 """Per-image rows printed for `forward`; more images only get the summary."""
@@ -71,23 +69,8 @@ SAME = "same"
 """`--eval same`: evaluate on the --inputs file's test_image / test_label."""
 
 
-class UserError(Exception):
-    """Bad input or usage: exit 2."""
-
-
-class RunFailed(Exception):
-    """The firmware did not complete: exit 1."""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a UserError (one line, exit 2) instead of usage + message."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(message)
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = OneLineArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu) or a host build")
     parser.add_argument("--inputs", type=Path, help="npz with `image` (int8 NHWC) and `label` "
@@ -116,42 +99,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 # inputs
 # ---------------------------------------------------------------------------------------------
 
-def read_npz(path: Path, what: str = "inputs") -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise UserError(f"no such {what} file: {path}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise UserError(f"{path} is not an .npz archive")
-        with loaded as npz:
-            return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"cannot read {path}: {e}") from e
-
-
-def pick_images(arrays: dict[str, np.ndarray], path: Path, image_key: str, label_key: str,
-                need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images int8 [N, H, W, C], labels int32 [N] or None) from `arrays[image_key]`/`[label_key]`."""
-    if image_key not in arrays:
-        raise UserError(f"{path} has no '{image_key}' array (keys: {', '.join(arrays) or 'none'})")
-    images = arrays[image_key]
-    if images.dtype != np.int8 or images.ndim != 4 or len(images) == 0:
-        raise UserError(f"{path}: '{image_key}' must be int8 NHWC [N, H, W, C] (already quantized with the model's "
-                        f"input parameters), got {images.dtype} {list(images.shape)}")
-    if label_key not in arrays:
-        if need_labels:
-            raise UserError(f"{path} has no '{label_key}' array, which training needs")
-        return images, None
-    labels = arrays[label_key]
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(f"{path}: '{label_key}' must be integers of shape [{len(images)}], got {labels.dtype} "
-                        f"{list(labels.shape)}")
-    return images, labels.astype(np.int32)
-
-
 def load_inputs(path: Path, entry: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """(images int8 [N, H, W, C], labels int32 [N], whether the labels came from the file)."""
-    images, labels = pick_images(read_npz(path), path, "image", "label", entry == "train_step")
+    images, labels = images_and_labels(read_npz(path), path, need_labels=entry == "train_step")
     if labels is None:
         return images, np.zeros(len(images), np.int32), False
     return images, labels, True
@@ -164,14 +114,14 @@ def load_eval(spec: str, inputs: Path) -> tuple[np.ndarray, np.ndarray | None, s
         if "test_image" not in arrays:
             raise UserError(f"--eval {spec}: {inputs} has no 'test_image' array (a task file holds image, label, "
                             f"test_image, test_label)")
-        images, labels = pick_images(arrays, inputs, "test_image", "test_label", False)
+        images, labels = images_and_labels(arrays, inputs, "test_image", "test_label", need_labels=False)
         return images, labels, f"{inputs} (test_image)"
     path = Path(spec)
     arrays = read_npz(path, "evaluation")
     if "image" not in arrays and "test_image" in arrays:
-        images, labels = pick_images(arrays, path, "test_image", "test_label", False)
+        images, labels = images_and_labels(arrays, path, "test_image", "test_label", need_labels=False)
         return images, labels, f"{path} (test_image)"
-    images, labels = pick_images(arrays, path, "image", "label", False)
+    images, labels = images_and_labels(arrays, path, need_labels=False)
     return images, labels, str(path)
 
 
@@ -199,133 +149,6 @@ def check_firmware(firmware: Path) -> str:
         raise UserError(f"{firmware} is not a QEMU mps2-an500 build (link it with --target qemu; STM32F746 builds "
                         f"run on the chip)")
     return "qemu"
-
-
-# ---------------------------------------------------------------------------------------------
-# progress
-# ---------------------------------------------------------------------------------------------
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class ProgressBar:
-    """A one-line text bar on `stream`, fed with the harness's progress lines.
-
-    On a terminal the line is redrawn in place (at most every `TTY_INTERVAL` seconds, and by `tick`
-    once a second so the elapsed time moves during a long evaluation pass); elsewhere (a log,
-    `--progress` into a pipe) a new line is written at most every `LOG_INTERVAL` seconds and for every
-    evaluation pass. The ETA splits the elapsed time into training and evaluation, each attributed to
-    the progress line that ended it, and extrapolates both. `update` (the reader thread) and `tick`
-    (the main thread) may be called concurrently.
-    """
-
-    WIDTH = 24
-    LOSS_WINDOW = 20
-    TTY_INTERVAL = 0.1
-    LOG_INTERVAL = 1.0
-
-    def __init__(self, stream: TextIO, tty: bool, total: int, unit: str, eval_steps: Sequence[int] = (),
-                 clock: Callable[[], float] = time.monotonic):
-        """`eval_steps`: the steps after which the run evaluates (protocol.eval_schedule), if it does."""
-        self.stream, self.tty, self.total, self.unit = stream, tty, total, unit
-        self.eval_steps = list(eval_steps)
-        self.clock = clock
-        self.lock = threading.Lock()
-        self.start = self.last_event = clock()
-        self.last_draw: float | None = None
-        self.done = 0
-        self.losses: deque[float] = deque(maxlen=self.LOSS_WINDOW)
-        self.work_time = 0.0
-        self.eval_time = 0.0
-        self.evals_done = 0
-        self.eval_text = ""
-        self.drawn = False
-
-    def update(self, event: protocol.ProgressLine) -> None:
-        with self.lock:
-            now = self.clock()
-            spent, self.last_event = now - self.last_event, now
-            if event.kind == "eval":
-                self.eval_time += spent
-                self.evals_done += 1
-                if event.labelled:
-                    assert event.correct is not None
-                    self.eval_text = (f"eval {100 * event.correct / event.labelled:.1f}% "
-                                      f"({event.correct}/{event.labelled} @{event.done})")
-            else:
-                self.work_time += spent
-                self.done = event.done
-                if event.loss is not None:
-                    self.losses.append(event.loss)
-            finished = self.done >= self.total and self.evals_done >= len(self.eval_steps)
-            interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
-            if finished or event.kind == "eval" or self.last_draw is None or now - self.last_draw >= interval:
-                self.draw(now)
-
-    def tick(self) -> None:
-        """Redraw on a terminal if nothing was drawn for a second (the run is busy, e.g. evaluating)."""
-        with self.lock:
-            now = self.clock()
-            if self.tty and now - (self.start if self.last_draw is None else self.last_draw) >= 1.0:
-                self.draw(now)
-
-    def evaluating(self) -> bool:
-        """Whether the run is in an evaluation pass now (the next line it prints is the pass's)."""
-        return self.evals_done < len(self.eval_steps) and self.eval_steps[self.evals_done] == self.done
-
-    def eta(self) -> float | None:
-        remaining = 0.0
-        if self.done < self.total:
-            if self.done == 0:
-                return None
-            remaining += self.work_time / self.done * (self.total - self.done)
-        if self.evals_done < len(self.eval_steps):
-            if self.evals_done == 0:
-                return None
-            remaining += self.eval_time / self.evals_done * (len(self.eval_steps) - self.evals_done)
-        return remaining
-
-    def text(self, now: float) -> str:
-        fraction = self.done / self.total if self.total else 1.0
-        filled = int(self.WIDTH * fraction)
-        parts = [f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {self.unit} {self.done}/{self.total}"]
-        if self.losses:
-            parts.append(f"loss {sum(self.losses) / len(self.losses):.4f}")
-        if self.eval_text:
-            parts.append(self.eval_text)
-        if self.evaluating():
-            parts.append(f"evaluating ({self.evals_done + 1}/{len(self.eval_steps)})")
-        eta = self.eta()
-        if eta is not None:  # counting down between progress lines
-            eta = max(0.0, eta - (now - self.last_event))
-        parts.append(f"elapsed {format_duration(now - self.start)}")
-        parts.append(f"ETA {'?' if eta is None else format_duration(eta)}")
-        return "  ".join(parts)
-
-    def draw(self, now: float) -> None:
-        line = f"qtrain-run: {self.text(now)}"
-        if self.tty:
-            self.stream.write(f"\r{line}\x1b[K")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self.drawn = True
-        self.last_draw = now
-
-    def close(self) -> None:
-        """Draw the final state and end the line (before any other message goes to the stream)."""
-        with self.lock:
-            if self.last_draw is not None and self.last_event > self.last_draw:
-                self.draw(self.last_event)
-            if self.tty and self.drawn:
-                self.stream.write("\n")
-                self.stream.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +184,10 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
                 continue
             console.progress.append(event)
             if progress is not None:
-                progress.update(event)
+                if event.kind == "eval":
+                    progress.evaluated(event.done, event.correct, event.labelled)
+                else:
+                    progress.advance(event.done, event.loss)
 
     with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
         (Path(tmp) / "in.bin").write_bytes(request)
@@ -394,7 +220,7 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
                 done = f" ({protocol.decode_result(result_path.read_bytes()).records} of {expected} done)"
             except (OSError, protocol.ProtocolError):
                 pass
-            raise RunFailed(f"{firmware.name} timed out after {timeout:g} s{done}") from e
+            raise CheckFailed(f"{firmware.name} timed out after {timeout:g} s{done}") from e
         finally:
             if process.poll() is None:  # KeyboardInterrupt while waiting
                 process.kill()
@@ -407,13 +233,16 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
             why = console.messages[-1] if console.messages else "no message"
             if returncode == 2 and why == OLD_HARNESS_MESSAGE and not console.progress:
                 why += f" (built before protocol version {protocol.VERSION}? rebuild it with qtrain-compile)"
-            error = UserError if returncode == 2 else RunFailed
+            error = UserError if returncode == 2 else CheckFailed
             raise error(f"{firmware.name} failed with status {returncode}: {why}")
         if not result_path.exists():
-            raise RunFailed(f"{firmware.name} exited without writing its results")
-        result = protocol.decode_result(result_path.read_bytes())
+            raise CheckFailed(f"{firmware.name} exited without writing its results")
+        try:
+            result = protocol.decode_result(result_path.read_bytes())
+        except protocol.ProtocolError as e:
+            raise CheckFailed(f"{firmware.name} wrote malformed results: {e}") from e
     if not result.complete:
-        raise RunFailed(f"{firmware.name} stopped after {result.records} of {expected} without completing its "
+        raise CheckFailed(f"{firmware.name} stopped after {result.records} of {expected} without completing its "
                         f"results")
     return result, console
 
@@ -614,11 +443,14 @@ def run_main(args: argparse.Namespace) -> int:
     if show:
         passes = list(protocol.eval_schedule(steps, args.eval_every or 0)) if evaluation is not None else []
         total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
-        bar = ProgressBar(sys.stderr, sys.stderr.isatty(), total, unit, passes)
+        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
     result, _ = run(firmware, request, args.timeout, expected, bar)
     info = summary(result, target, firmware, labels, have_labels, evaluation)
     if args.output:
-        save_npz(args.output, result, evaluation)
+        try:
+            save_npz(args.output, result, evaluation)
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
     if args.json:
         print(json.dumps(info))
     else:
@@ -628,19 +460,7 @@ def run_main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args_list
-    try:
-        sys.exit(run_main(parse_args(args_list)))
-    except (UserError, build.ToolNotFoundError, protocol.ProtocolError, OSError) as e:
-        if debug:
-            raise
-        print(f"qtrain-run: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT if not isinstance(e, protocol.ProtocolError) else EXIT_FAILED)
-    except RunFailed as e:
-        if debug:
-            raise
-        print(f"qtrain-run: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_FAILED)
+    run_tool("qtrain-run", lambda: run_main(parse_args(args_list)), args_list)
 
 
 if __name__ == "__main__":

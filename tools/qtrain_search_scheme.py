@@ -34,8 +34,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from qtrain.errors import UserError
 
-class TaskError(ValueError):
+
+class TaskError(UserError):
     """The task npz is missing, unreadable, or does not match the model."""
 
 
@@ -97,7 +99,7 @@ def load_model(path: Path, num_classes: int, calibration: Path | None) -> Any:
     from qtrain.tools.qtrain_compile import load_any
 
     if not path.is_file():
-        raise FileNotFoundError(f"no such model file: {path}")
+        raise UserError(f"no such model file: {path}")
     module = load_any(path, num_classes, calibration)
     if any(getattr(o, "sym_name", None) is not None and o.sym_name.data == "train_step" for o in module.ops):
         raise ValueError(f"{path}: already has @train_step; give the forward-only model")
@@ -219,11 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from qtrain.frontends.onnx import OnnxImportError
     from qtrain.interpreter import InterpretError
-    from qtrain.tools.qtrain_opt import USER_ERRORS, describe_error
+    from qtrain.tools.plumbing import USER_INPUT_ERRORS, describe_error
 
     try:
         summary = search(args)
-    except (*USER_ERRORS, OnnxImportError, InterpretError) as e:
+    except (*USER_INPUT_ERRORS, OnnxImportError, InterpretError) as e:
         if args.debug:
             raise
         message = describe_error(e).splitlines()[0]

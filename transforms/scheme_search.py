@@ -44,6 +44,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.dialects.qtrain.contract import FORWARD, TRAIN_STEP
+from qtrain.errors import UserError
 from qtrain.transforms.schemes import network_layers
 
 RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
@@ -59,7 +60,7 @@ SCHEMES_ABOUT = (
 )
 
 
-class SearchError(ValueError):
+class SearchError(UserError):
     """A search that cannot run: bad data, a model without layers to train, a budget nothing fits."""
 
 

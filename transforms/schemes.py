@@ -28,9 +28,10 @@ from xdsl.dialects import func
 from qtrain.dialects.qtrain.contract import param_name
 from qtrain.dialects.qtrain.interfaces import LayerOp
 from qtrain.dialects.qtrain.ops import shape_of
+from qtrain.errors import UserError
 
 
-class SchemeError(ValueError):
+class SchemeError(UserError):
     """A scheme that cannot be parsed or does not fit the network."""
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from qtrain.errors import UserError
+
 Target = Literal["qemu", "stm32f746", "host"]
 TARGETS: tuple[Target, ...] = ("qemu", "stm32f746", "host")
 
@@ -85,8 +87,9 @@ TOOL_PACKAGES = {"clang": "clang", "ld.lld": "lld", "qemu-system-arm": "qemu-sys
 QEMU_MACHINE_ARGS = ["-M", "mps2-an500", "-cpu", "cortex-m7", "-nographic", "-icount", "shift=0"]
 
 
-class BuildError(Exception):
-    """A compile or link step failed; the message says which and why."""
+class BuildError(UserError):
+    """A compile or link step failed; the message says which and why (a missing toolchain, a firmware
+    too large for the board): reported to the user like bad input."""
 
 
 class ToolNotFoundError(BuildError):

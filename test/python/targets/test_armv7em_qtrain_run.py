@@ -17,7 +17,8 @@ import pytest
 from armv7em_testing import FIRMWARE_SOURCES, STUB_MODEL, needs_clang, needs_qemu
 
 from qtrain.targets.armv7em import build, protocol
-from qtrain.tools.qtrain_run import ProgressBar, format_duration, main
+from qtrain.tools.plumbing import ProgressBar, format_duration
+from qtrain.tools.qtrain_run import main
 
 # ---- numpy copy of stub_model.c ----
 CLASSES, IN_BYTES, ZX, ZY = 5, 32, -3, 4
@@ -502,7 +503,7 @@ def test_progress_bar_on_a_terminal() -> None:
 
     now = [100.0]
     stream = io.StringIO()
-    bar = ProgressBar(stream, True, 4, "step", eval_steps=[0, 4], clock=lambda: now[0])
+    bar = ProgressBar("qtrain-run", stream, True, 4, "step", eval_steps=[0, 4], clock=lambda: now[0])
     now[0] = 100.5
     bar.tick()
     assert stream.getvalue() == ""  # nothing for the first second
@@ -510,17 +511,16 @@ def test_progress_bar_on_a_terminal() -> None:
     bar.tick()
     assert stream.getvalue() == ("\rqtrain-run: [------------------------] step 0/4  evaluating (1/2)  elapsed 1s  "
                                  "ETA ?\x1b[K")
-    events = [(101.5, protocol.ProgressLine("eval", 0, 4, correct=1, labelled=4)),
-              (103.5, protocol.ProgressLine("step", 1, 4, loss=2.0)),
-              (105.5, protocol.ProgressLine("step", 2, 4, loss=1.0))]
-    for t, event in events:
+    now[0] = 101.5
+    bar.evaluated(0, correct=1, labelled=4)
+    for t, done, loss in ((103.5, 1, 2.0), (105.5, 2, 1.0)):
         now[0] = t
-        bar.update(event)
+        bar.advance(done, loss)
     assert stream.getvalue().count("\r") == 4
     assert stream.getvalue().endswith("\r" + "qtrain-run: [############------------] step 2/4  loss 1.5000  "
                                       "eval 25.0% (1/4 @0)  elapsed 6s  ETA 6s\x1b[K")  # 2 steps x 2 s + 1 pass x 1.5 s
     now[0] = 105.51
-    bar.update(protocol.ProgressLine("step", 3, 4, loss=0.0))  # within 0.1 s: not drawn yet
+    bar.advance(3, 0.0)  # within 0.1 s: not drawn yet
     assert stream.getvalue().count("\r") == 4
     bar.close()  # draws the last state, ends the line
     assert stream.getvalue().count("\r") == 5 and stream.getvalue().endswith("\x1b[K\n")

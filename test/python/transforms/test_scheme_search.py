@@ -23,6 +23,7 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.errors import UserError
 from qtrain.interpreter import load_module
 from qtrain.tools.qtrain_search_scheme import main as search_main
 from qtrain.transforms.autodiff import AutodiffPass
@@ -355,7 +356,7 @@ def test_task_images_may_be_float_nchw(tmp_path: Path) -> None:
     assert got.dtype == np.int8 and np.array_equal(got, quantize_images(images, module))
     assert labels.tolist() == [0, 1, 2, 0, 1]
     np.savez(tmp_path / "bad_label.npz", image=images, label=np.arange(5))
-    with pytest.raises(ValueError, match="labels must be within 0..2"):
+    with pytest.raises(UserError, match="labels must be within 0..2"):
         load_task(tmp_path / "bad_label.npz", module)
 
 

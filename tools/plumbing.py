@@ -1,0 +1,278 @@
+"""What every qtrain command-line tool shares: errors and exit codes, npz input, the progress bar.
+
+Exit codes (DESIGN.md "Command-line conventions"): 0 success; 1 a check or the device failed
+(`CheckFailed`); 2 bad input or usage: any `qtrain.errors.UserError` (one line on stderr, which an
+over-budget report may follow with its breakdown); 130 interrupted (Ctrl-C / SIGTERM), without a
+traceback. `--debug` on any tool shows the Python traceback instead. An exception that is not a user
+error is a bug in qtrain and keeps its traceback.
+
+Inputs are `.npz` files (DESIGN.md): `read_npz` reads one (one error type, `NpzError`, naming the path),
+`images_and_labels` checks the `image` / `label` conventions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+import zipfile
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import numpy as np
+from xdsl.utils.exceptions import DiagnosticException, ParseError
+
+from qtrain.errors import UserError
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(UserError):
+    """A bad command line."""
+
+
+class CheckFailed(Exception):
+    """A comparison or a run on the device failed: exit 1."""
+
+
+class NpzError(UserError):
+    """An .npz input that is missing, unreadable, or does not hold what the tool needs."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a `UsageError` (one line, exit 2) instead of usage text + exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+USER_INPUT_ERRORS: tuple[type[BaseException], ...] = (UserError, ParseError, DiagnosticException)
+"""What a tool reports as bad input: qtrain's user errors, and xDSL's errors about IR the user gave."""
+
+
+def describe_error(e: BaseException) -> str:
+    """The exception's message, plus the offending op's line when an xDSL verifier pointed at one."""
+    message = str(e).strip() or type(e).__name__
+    notes: list[str] = getattr(e, "__notes__", [])
+    lines = "\n".join(notes).splitlines()
+    for i, line in enumerate(lines):
+        if i > 0 and line.lstrip().startswith("^^^"):
+            message += f"\n  at: {lines[i - 1].strip()}"
+            break
+    return message
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_tool(prog: str, body: Callable[[], int | None], argv: Sequence[str],
+             extra_user_errors: tuple[type[BaseException], ...] = ()) -> NoReturn:
+    """Runs a tool's `body` and exits with the conventional status, reporting errors as `prog: error: ...`.
+
+    `extra_user_errors`: other libraries' exceptions that mean bad input for this tool (their message is
+    folded into one line)."""
+    debug = "--debug" in argv
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        status = body()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except (*USER_INPUT_ERRORS, *extra_user_errors) as e:
+        if debug:
+            raise
+        message = describe_error(e)
+        if not isinstance(e, USER_INPUT_ERRORS):  # another library's message: made one line
+            message = " ".join(message.split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except CheckFailed as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    sys.exit(status or 0)
+
+
+# -- npz inputs --------------------------------------------------------------------------------------------
+
+
+def read_npz(path: Path, what: str = "inputs") -> dict[str, np.ndarray]:
+    """Every array of an .npz file (no pickles), or an `NpzError` naming the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise NpzError(f"cannot read {what} {path}: is a directory")
+    if not path.is_file():
+        raise NpzError(f"no such {what} file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise NpzError(f"cannot read {path}: not an .npz archive (np.savez writes one)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise NpzError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+
+
+def images_and_labels(arrays: dict[str, np.ndarray], path: Path, image_key: str = "image", label_key: str = "label",
+                      *, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images int8 [N, H, W, C], labels int32 [N] or None) from `arrays[image_key]` / `[label_key]`."""
+    if image_key not in arrays:
+        raise NpzError(f"{path} has no '{image_key}' array (keys: {', '.join(sorted(arrays)) or 'none'})")
+    images = arrays[image_key]
+    if images.dtype != np.int8 or images.ndim != 4 or len(images) == 0:
+        raise NpzError(f"{path}: '{image_key}' must be int8 NHWC [N, H, W, C] (already quantized with the model's "
+                       f"input parameters), got {images.dtype} {list(images.shape)}")
+    if label_key not in arrays:
+        if need_labels:
+            raise NpzError(f"{path} has no '{label_key}' array, which training needs")
+        return images, None
+    labels = arrays[label_key]
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise NpzError(f"{path}: '{label_key}' must be integers of shape [{len(images)}], got {labels.dtype} "
+                       f"{list(labels.shape)}")
+    return images, labels.astype(np.int32)
+
+
+# -- progress --------------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class ProgressBar:
+    """A one-line text bar on `stream` for a run of `total` units (steps, images, runs), with an ETA.
+
+    On a terminal the line is redrawn in place (at most every `TTY_INTERVAL` seconds, and by `tick`
+    once a second so the elapsed time moves during a long pause); elsewhere (a log, `--progress` into
+    a pipe) a new line is written at most every `LOG_INTERVAL` seconds and for every evaluation. With
+    evaluations (`eval_steps`: the points after which the run evaluates) the ETA splits the elapsed time
+    into work and evaluation, each attributed to the report that ended it, and extrapolates both.
+    `advance` / `evaluated` (e.g. a reader thread) and `tick` (the main thread) may be called concurrently.
+    """
+
+    WIDTH = 24
+    LOSS_WINDOW = 20
+    TTY_INTERVAL = 0.1
+    LOG_INTERVAL = 1.0
+
+    def __init__(self, prog: str, stream: TextIO, tty: bool, total: int, unit: str, eval_steps: Sequence[int] = (),
+                 clock: Callable[[], float] = time.monotonic):
+        self.prog, self.stream, self.tty, self.total, self.unit = prog, stream, tty, total, unit
+        self.eval_steps = list(eval_steps)
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.start = self.last_event = clock()
+        self.last_draw: float | None = None
+        self.done = 0
+        self.losses: deque[float] = deque(maxlen=self.LOSS_WINDOW)
+        self.work_time = 0.0
+        self.eval_time = 0.0
+        self.evals_done = 0
+        self.eval_text = ""
+        self.note = ""
+        self.drawn = False
+
+    def advance(self, done: int, loss: float | None = None, note: str | None = None) -> None:
+        """`done` units finished (with the latest loss, or a short note such as the best result so far)."""
+        with self.lock:
+            now = self.clock()
+            self.work_time += now - self.last_event
+            self.last_event = now
+            self.done = done
+            if loss is not None:
+                self.losses.append(loss)
+            if note is not None:
+                self.note = note
+            self._maybe_draw(now, force=False)
+
+    def evaluated(self, done: int, correct: int | None, labelled: int) -> None:
+        """An evaluation pass after `done` units finished (`correct` of `labelled` images right)."""
+        with self.lock:
+            now = self.clock()
+            self.eval_time += now - self.last_event
+            self.last_event = now
+            self.evals_done += 1
+            if labelled and correct is not None:
+                self.eval_text = f"eval {100 * correct / labelled:.1f}% ({correct}/{labelled} @{done})"
+            self._maybe_draw(now, force=True)
+
+    def _maybe_draw(self, now: float, force: bool) -> None:
+        finished = self.done >= self.total and self.evals_done >= len(self.eval_steps)
+        interval = self.TTY_INTERVAL if self.tty else self.LOG_INTERVAL
+        if force or finished or self.last_draw is None or now - self.last_draw >= interval:
+            self.draw(now)
+
+    def tick(self) -> None:
+        """Redraw on a terminal if nothing was drawn for a second (the run is busy, e.g. evaluating)."""
+        with self.lock:
+            now = self.clock()
+            if self.tty and now - (self.start if self.last_draw is None else self.last_draw) >= 1.0:
+                self.draw(now)
+
+    def evaluating(self) -> bool:
+        """Whether the run is in an evaluation pass now (the next report is the pass's)."""
+        return self.evals_done < len(self.eval_steps) and self.eval_steps[self.evals_done] == self.done
+
+    def eta(self) -> float | None:
+        remaining = 0.0
+        if self.done < self.total:
+            if self.done == 0:
+                return None
+            remaining += self.work_time / self.done * (self.total - self.done)
+        if self.evals_done < len(self.eval_steps):
+            if self.evals_done == 0:
+                return None
+            remaining += self.eval_time / self.evals_done * (len(self.eval_steps) - self.evals_done)
+        return remaining
+
+    def text(self, now: float) -> str:
+        fraction = self.done / self.total if self.total else 1.0
+        filled = int(self.WIDTH * fraction)
+        parts = [f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {self.unit} {self.done}/{self.total}"]
+        if self.losses:
+            parts.append(f"loss {sum(self.losses) / len(self.losses):.4f}")
+        if self.note:
+            parts.append(self.note)
+        if self.eval_text:
+            parts.append(self.eval_text)
+        if self.evaluating():
+            parts.append(f"evaluating ({self.evals_done + 1}/{len(self.eval_steps)})")
+        eta = self.eta()
+        if eta is not None:  # counting down between reports
+            eta = max(0.0, eta - (now - self.last_event))
+        parts.append(f"elapsed {format_duration(now - self.start)}")
+        parts.append(f"ETA {'?' if eta is None else format_duration(eta)}")
+        return "  ".join(parts)
+
+    def draw(self, now: float) -> None:
+        line = f"{self.prog}: {self.text(now)}"
+        if self.tty:
+            self.stream.write(f"\r{line}\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.drawn = True
+        self.last_draw = now
+
+    def close(self) -> None:
+        """Draw the final state and end the line (before any other message goes to the stream)."""
+        with self.lock:
+            if self.last_draw is not None and self.last_event > self.last_draw:
+                self.draw(self.last_event)
+            if self.tty and self.drawn:
+                self.stream.write("\n")
+                self.stream.flush()
