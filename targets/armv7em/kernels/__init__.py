@@ -20,13 +20,19 @@ against the C.
 backward paragraph of "In place" in qtrain_kernels.h); test_kernels_inplace_backward.py checks it
 against the C.
 
+The limits behind the kernel choices (the largest depthwise kernel, the small-K thresholds, the fused
+kernel's channel block) are not restated here: they are read from their `#define QTRAIN_...` lines in
+qtrain_kernels.h when this module is imported (`HEADER_CONSTANTS`), so the C and its mirror cannot
+disagree about them; a header without one of them fails the import.
+
 `calls` describes kernel calls once and runs them through ctypes on the host (`host`) or emits them
 as C for a target test program; `host` builds the library as a host shared object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +40,58 @@ KERNEL_DIR = Path(__file__).resolve().parent
 HEADER = KERNEL_DIR / "qtrain_kernels.h"
 
 Shape = Sequence[int]
+
+
+class HeaderConstantError(RuntimeError):
+    """qtrain_kernels.h lacks a constant this mirror reads (renamed or removed define): the two are out of
+    step, which is a bug of the installation, not of the user's input."""
+
+
+_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(QTRAIN_\w+)[ \t]+(\d+)[ \t]*(?:/\*.*?\*/[ \t]*|//.*)?$",
+                     re.MULTILINE)
+
+
+def parse_header_constants(text: str) -> dict[str, int]:
+    """Every `#define QTRAIN_NAME <decimal integer>` line of a C header's text (a comment may follow on
+    the line); other defines (expressions, flags without a value) are not constants and are left out."""
+    return {name: int(value) for name, value in _DEFINE.findall(text)}
+
+
+def read_header_constants(names: Iterable[str], header: Path = HEADER) -> dict[str, int]:
+    """The values of `names` in `header`; HeaderConstantError naming every one it does not define."""
+    defined = parse_header_constants(header.read_text())
+    missing = [name for name in names if name not in defined]
+    if missing:
+        raise HeaderConstantError(f"{header} has no '#define <name> <integer>' line for {', '.join(missing)} "
+                                  f"(qtrain.targets.armv7em.kernels reads them from there)")
+    return {name: defined[name] for name in names}
+
+
+HEADER_CONSTANTS = read_header_constants((
+    "QTRAIN_MAX_DEPTHWISE_KERNEL", "QTRAIN_SMALL_K_MAX_K", "QTRAIN_SMALL_K_MAX_CHANNELS",
+    "QTRAIN_SMALL_K_MAX_SCRATCH", "QTRAIN_FUSED_CHANNEL_BLOCK"))
+"""Every constant this module takes from qtrain_kernels.h, by its C name (the module-level names below)."""
+
+MAX_DEPTHWISE_KERNEL = HEADER_CONSTANTS["QTRAIN_MAX_DEPTHWISE_KERNEL"]
+"""The largest KH / KW of the depthwise kernels (forward, both gradients, fused); the wrappers pick the
+generic kernels beyond it."""
+
+SMALL_K_MAX_K = HEADER_CONSTANTS["QTRAIN_SMALL_K_MAX_K"]
+"""The largest K = KH * KW * C_in of the small-K kernel."""
+
+SMALL_K_MAX_CHANNELS = HEADER_CONSTANTS["QTRAIN_SMALL_K_MAX_CHANNELS"]
+"""The most input channels for which the forward wrapper picks the small-K kernel."""
+
+SMALL_K_MAX_SCRATCH = HEADER_CONSTANTS["QTRAIN_SMALL_K_MAX_SCRATCH"]
+"""The largest scratch the forward wrapper spends on the small-K kernel."""
+
+FUSED_CHANNEL_BLOCK = HEADER_CONSTANTS["QTRAIN_FUSED_CHANNEL_BLOCK"]
+"""Intermediate channels per block of the fused pointwise-depthwise kernel at its smallest scratch."""
+
+
+def depthwise_kernel_fits(filter_shape: Shape) -> bool:
+    """Whether the depthwise kernels take a [C, KH, KW, 1] filter of this size."""
+    return filter_shape[1] <= MAX_DEPTHWISE_KERNEL and filter_shape[2] <= MAX_DEPTHWISE_KERNEL
 
 
 def sources() -> list[Path]:
@@ -49,13 +107,6 @@ def _slice_bytes(master: bool, elements: int) -> int:
     return _align4(elements) if master else 0
 
 
-SMALL_K_MAX_SCRATCH = 8192
-"""The largest scratch the wrapper spends on the small-K kernel (QTRAIN_SMALL_K_MAX_SCRATCH in C)."""
-
-MAX_DEPTHWISE_KERNEL = 11
-"""The largest KH / KW of the depthwise kernels (MAX_KERNEL in their C)."""
-
-
 def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, strides: Sequence[int],
                   padding: Sequence[int], groups: int) -> str:
     """The kernel `qtrain_conv2d_wrapper_s8` picks: "small_k", "1x1", "depthwise" or "generic".
@@ -63,13 +114,13 @@ def conv2d_kernel(input_shape: Shape, filter_shape: Shape, output_shape: Shape, 
     cout, kh, kw, cin_g = filter_shape
     _, h, w, cin = input_shape
     k = kh * kw * cin
-    if (groups == 1 and k <= 256 and cin <= 4
+    if (groups == 1 and k <= SMALL_K_MAX_K and cin <= SMALL_K_MAX_CHANNELS
             and buffer_size_conv2d("small_k", input_shape, filter_shape, output_shape, strides) <= SMALL_K_MAX_SCRATCH):
         return "small_k"
     if (kh == 1 and kw == 1 and groups == 1 and padding[0] == 0 and padding[1] == 0
             and output_shape[1] == (h - 1) // strides[0] + 1 and output_shape[2] == (w - 1) // strides[1] + 1):
         return "1x1"
-    if groups == cin and cout == cin and cin_g == 1 and kh <= MAX_DEPTHWISE_KERNEL and kw <= MAX_DEPTHWISE_KERNEL:
+    if groups == cin and cout == cin and cin_g == 1 and depthwise_kernel_fits(filter_shape):
         return "depthwise"
     return "generic"
 
@@ -182,7 +233,7 @@ def conv2d_input_grad_kernel(input_shape: Shape, filter_shape: Shape, grad_shape
     if (kh == 1 and kw == 1 and groups == 1 and padding[0] == 0 and padding[1] == 0
             and grad_shape[1] == (h - 1) // strides[0] + 1 and grad_shape[2] == (w - 1) // strides[1] + 1):
         return "1x1"
-    if groups == cin and cout == cin and cin_g == 1 and kh <= MAX_DEPTHWISE_KERNEL and kw <= MAX_DEPTHWISE_KERNEL:
+    if groups == cin and cout == cin and cin_g == 1 and depthwise_kernel_fits(filter_shape):
         return "depthwise"
     return "generic"
 
@@ -258,10 +309,6 @@ def buffer_size_conv2d_input_grad_wrapper(input_shape: Shape, filter_shape: Shap
         return buffer_size_depthwise_input_grad(input_shape, filter_shape, strides, padding,
                                                 slice_channels=slice_channels, master=master)
     return buffer_size_conv2d_input_grad(kernel, filter_shape, slice_channels=slice_channels, master=master)
-
-
-FUSED_CHANNEL_BLOCK = 8
-"""Intermediate channels per block of the fused pointwise-depthwise kernel (QTRAIN_FUSED_CHANNEL_BLOCK)."""
 
 
 def buffer_size_fused_pointwise_depthwise(input_shape: Shape, pw_filter_shape: Shape, dw_filter_shape: Shape,

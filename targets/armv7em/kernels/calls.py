@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-Returns = Literal["status", "f32", "void"]
+Returns = Literal["status", "i32", "f32", "void"]
 
 
 class Arg:
@@ -220,7 +220,8 @@ def run_host(library: ctypes.CDLL, call: Call) -> tuple[int | float | None, list
             raise TypeError(f"unknown argument {arg!r}")
     function = getattr(library, call.function)
     function.argtypes = types
-    function.restype = {"status": ctypes.c_int32, "f32": ctypes.c_float, "void": None}[call.returns]
+    function.restype = {"status": ctypes.c_int32, "i32": ctypes.c_int32, "f32": ctypes.c_float,
+                        "void": None}[call.returns]
     result = function(*values)
     return result, outputs
 
@@ -435,6 +436,11 @@ INPUT_GRAD_FUNCTIONS = {
 }
 
 
+CONV_KERNELS = ("1x1", "depthwise", "small_k", "generic")
+"""The kernels of `qtrain_conv_kernel_t` by value (QTRAIN_CONV_KERNEL_1X1 = 0, ...), named as
+`kernels.conv2d_kernel` and `kernels.conv2d_input_grad_kernel` name them."""
+
+
 def _shape4(shape: Sequence[int]) -> tuple[int, int, int, int]:
     n, h, w, c = (int(d) for d in shape)
     return n, h, w, c
@@ -449,6 +455,20 @@ def conv2d(kernel: str, x: np.ndarray, weight: Weight, bias: np.ndarray | None, 
         weight, In(bias.astype(np.int32)) if bias is not None else Null(), In(np.asarray(multiplier, np.float32)),
         Dims(_shape4(output_shape)), Out(tuple(output_shape), np.dtype(np.int8)),
         Out((mask_bytes(count),), np.dtype(np.uint8)) if mask else Null()])
+
+
+def conv2d_wrapper_kernel(params: ConvParams, input_shape: Sequence[int], filter_shape: Sequence[int],
+                          output_shape: Sequence[int]) -> Call:
+    """`qtrain_conv2d_wrapper_s8_kernel`: returns the picked kernel's index in CONV_KERNELS."""
+    return Call("qtrain_conv2d_wrapper_s8_kernel", [params, Dims(_shape4(input_shape)), Dims(_shape4(filter_shape)),
+                                                    Dims(_shape4(output_shape))], returns="i32")
+
+
+def conv2d_input_grad_wrapper_kernel(params: ConvParams, grad_shape: Sequence[int], filter_shape: Sequence[int],
+                                     input_shape: Sequence[int]) -> Call:
+    """`qtrain_conv2d_input_grad_wrapper_f32_kernel`: returns the picked kernel's index in CONV_KERNELS."""
+    return Call("qtrain_conv2d_input_grad_wrapper_f32_kernel", [
+        params, Dims(_shape4(grad_shape)), Dims(_shape4(filter_shape)), Dims(_shape4(input_shape))], returns="i32")
 
 
 def conv2d_input_grad(kernel: str, grad: np.ndarray, weight: Weight, params: ConvParams,

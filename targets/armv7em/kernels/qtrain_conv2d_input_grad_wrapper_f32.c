@@ -1,7 +1,8 @@
 /*
  * qtrain_conv2d_input_grad_wrapper_f32.c - picks the input-gradient kernel for a shape:
  *   1x1, groups 1, no padding on any side -> qtrain_conv2d_1x1_input_grad_f32
- *   depthwise, multiplier 1, kernel <= 11 -> qtrain_depthwise_conv2d_input_grad_f32
+ *   depthwise, multiplier 1, KH and KW <= QTRAIN_MAX_DEPTHWISE_KERNEL
+ *                                         -> qtrain_depthwise_conv2d_input_grad_f32
  *   anything else                        -> qtrain_conv2d_input_grad_f32
  * In place: as the picked kernel allows; the generic kernel never, which the wrapper checks (the
  * kernel itself does not).
@@ -18,10 +19,24 @@ static input_grad_kernel_t choose(const qtrain_conv_params_t *params, const qtra
         return KERNEL_1X1;
     }
     if (params->groups == input_dims->c && filter_dims->n == input_dims->c && filter_dims->c == 1 &&
-        filter_dims->h <= 11 && filter_dims->w <= 11) {
+        filter_dims->h <= QTRAIN_MAX_DEPTHWISE_KERNEL && filter_dims->w <= QTRAIN_MAX_DEPTHWISE_KERNEL) {
         return KERNEL_DEPTHWISE;
     }
     return KERNEL_GENERIC;
+}
+
+qtrain_conv_kernel_t qtrain_conv2d_input_grad_wrapper_f32_kernel(const qtrain_conv_params_t *params,
+                                                                 const qtrain_dims_t *grad_dims,
+                                                                 const qtrain_dims_t *filter_dims,
+                                                                 const qtrain_dims_t *input_dims) {
+    switch (choose(params, grad_dims, filter_dims, input_dims)) {
+    case KERNEL_1X1:
+        return QTRAIN_CONV_KERNEL_1X1;
+    case KERNEL_DEPTHWISE:
+        return QTRAIN_CONV_KERNEL_DEPTHWISE;
+    default:
+        return QTRAIN_CONV_KERNEL_GENERIC;
+    }
 }
 
 int32_t qtrain_conv2d_input_grad_wrapper_f32_get_buffer_size(const qtrain_conv_params_t *params,

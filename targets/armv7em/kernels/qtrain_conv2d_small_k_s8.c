@@ -1,7 +1,8 @@
 /*
- * qtrain_conv2d_small_k_s8.c - convolutions with few inputs per output, K = KH * KW * C_in <= 256,
- * groups = 1, any kernel, stride and padding: the network's first convolution (mcunet: 3x3, stride 2,
- * 3 input channels, K = 27) and the pointwise expansions with few input channels (C_in = 8 .. 32).
+ * qtrain_conv2d_small_k_s8.c - convolutions with few inputs per output, K = KH * KW * C_in <=
+ * QTRAIN_SMALL_K_MAX_K, groups = 1, any kernel, stride and padding: the network's first convolution
+ * (mcunet: 3x3, stride 2, 3 input channels, K = 27) and the pointwise expansions with few input
+ * channels (C_in = 8 .. 32).
  *
  * With so few inputs per output the int8 weight reads of the generic and 1x1 kernels would not amortise,
  * so the whole weight is widened to int16 once per call (K_pad = K rounded up to 2, a zero tap
@@ -11,8 +12,6 @@
  * taps (i, i + 1)). The portable path is the same computation without the intrinsics.
  */
 #include "qtrain_kernels_support.h"
-
-#define MAX_K 256
 
 static int32_t padded_k(const qtrain_dims_t *filter_dims) {
     return (filter_dims->h * filter_dims->w * filter_dims->c + 1) & ~1;
@@ -208,7 +207,8 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
                                       const int32_t *bias, const float *multiplier,
                                       const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
     if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims) || params->groups != 1 ||
-        filter_dims->h * filter_dims->w * filter_dims->c > MAX_K || !qtrain_weight_valid(weight, filter_dims->c)) {
+        filter_dims->h * filter_dims->w * filter_dims->c > QTRAIN_SMALL_K_MAX_K ||
+        !qtrain_weight_valid(weight, filter_dims->c)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);

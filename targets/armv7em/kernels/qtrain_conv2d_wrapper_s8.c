@@ -1,12 +1,14 @@
 /*
  * qtrain_conv2d_wrapper_s8.c - picks the convolution kernel for a shape, like CMSIS-NN's
- * arm_convolve_wrapper_s8. A generator that knows the shapes may call the chosen kernel directly;
- * the choice (and so the scratch size) only depends on shapes:
- *   groups 1, C_in <= 4, K = KH * KW * C_in <= 256 (the stem), and widened weights of at most
- *     QTRAIN_SMALL_K_MAX_SCRATCH bytes
+ * arm_convolve_wrapper_s8. A generator that knows the shapes may call the chosen kernel directly
+ * (qtrain_conv2d_wrapper_s8_kernel names it); the choice (and so the scratch size) only depends on
+ * shapes, with the limits of qtrain_kernels.h:
+ *   groups 1, C_in <= QTRAIN_SMALL_K_MAX_CHANNELS, K = KH * KW * C_in <= QTRAIN_SMALL_K_MAX_K (the
+ *     stem), and widened weights of at most QTRAIN_SMALL_K_MAX_SCRATCH bytes
  *                                            -> qtrain_conv2d_small_k_s8
  *   1x1, groups 1, no padding on any side    -> qtrain_conv2d_1x1_s8
- *   depthwise, multiplier 1, kernel <= 11    -> qtrain_depthwise_conv2d_s8
+ *   depthwise, multiplier 1, KH and KW <= QTRAIN_MAX_DEPTHWISE_KERNEL
+ *                                            -> qtrain_depthwise_conv2d_s8
  *   anything else                           -> qtrain_conv2d_s8
  * In place: the output may overlap the input only as the chosen kernel allows (1x1: head-aligned with
  * C_out <= C_in, tail-aligned with C_out >= C_in and stride 1; depthwise: head-aligned with OH <= H,
@@ -20,13 +22,10 @@
 
 typedef enum { KERNEL_1X1, KERNEL_DEPTHWISE, KERNEL_SMALL_K, KERNEL_GENERIC } conv_kernel_t;
 
-/* The largest scratch (int16 weights + one pixel pair) the wrapper spends on qtrain_conv2d_small_k_s8. */
-#define QTRAIN_SMALL_K_MAX_SCRATCH 8192
-
 static conv_kernel_t choose(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
                             const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims) {
     const int32_t k = filter_dims->h * filter_dims->w * input_dims->c;
-    if (params->groups == 1 && k <= 256 && input_dims->c <= 4 &&
+    if (params->groups == 1 && k <= QTRAIN_SMALL_K_MAX_K && input_dims->c <= QTRAIN_SMALL_K_MAX_CHANNELS &&
         qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, NULL) <=
             QTRAIN_SMALL_K_MAX_SCRATCH) {
         return KERNEL_SMALL_K;
@@ -37,10 +36,26 @@ static conv_kernel_t choose(const qtrain_conv_params_t *params, const qtrain_dim
         return KERNEL_1X1;
     }
     if (params->groups == input_dims->c && filter_dims->n == input_dims->c && filter_dims->c == 1 &&
-        filter_dims->h <= 11 && filter_dims->w <= 11) {
+        filter_dims->h <= QTRAIN_MAX_DEPTHWISE_KERNEL && filter_dims->w <= QTRAIN_MAX_DEPTHWISE_KERNEL) {
         return KERNEL_DEPTHWISE;
     }
     return KERNEL_GENERIC;
+}
+
+qtrain_conv_kernel_t qtrain_conv2d_wrapper_s8_kernel(const qtrain_conv_params_t *params,
+                                                     const qtrain_dims_t *input_dims,
+                                                     const qtrain_dims_t *filter_dims,
+                                                     const qtrain_dims_t *output_dims) {
+    switch (choose(params, input_dims, filter_dims, output_dims)) {
+    case KERNEL_1X1:
+        return QTRAIN_CONV_KERNEL_1X1;
+    case KERNEL_DEPTHWISE:
+        return QTRAIN_CONV_KERNEL_DEPTHWISE;
+    case KERNEL_SMALL_K:
+        return QTRAIN_CONV_KERNEL_SMALL_K;
+    default:
+        return QTRAIN_CONV_KERNEL_GENERIC;
+    }
 }
 
 int32_t qtrain_conv2d_wrapper_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,

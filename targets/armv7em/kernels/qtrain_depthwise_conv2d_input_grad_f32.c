@@ -1,7 +1,8 @@
 /*
  * qtrain_depthwise_conv2d_input_grad_f32.c - dL/dx of a depthwise convolution (channel multiplier 1),
- * any kernel up to 11 x 11, stride and padding: gx[n, iy, ix, c] = sum over the taps (kh, kw) whose
- * window reaches (iy, ix) of g[n, oy, ox, c] * w[c, kh, kw], oy = (iy + pt - kh) / sh (exact), same for x.
+ * any kernel up to QTRAIN_MAX_DEPTHWISE_KERNEL a side, stride and padding: gx[n, iy, ix, c] = sum over
+ * the taps (kh, kw) whose window reaches (iy, ix) of g[n, oy, ox, c] * w[c, kh, kw],
+ * oy = (iy + pt - kh) / sh (exact), same for x.
  *
  * One channel (and batch) at a time: its gradient plane is copied into a zero-bordered fp32 plane
  * wide enough for every tap of every input pixel, so no bounds are tested. The input pixels split
@@ -16,7 +17,6 @@
  */
 #include "qtrain_kernels_support.h"
 
-#define MAX_KERNEL 11
 
 static int32_t slice_elements(const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight) {
     return qtrain_weight_has_slice(weight)
@@ -59,7 +59,7 @@ QTRAIN_INLINE void class_block(const float *gp, int32_t plane_w, const float *ta
                                float *dst, int32_t dst_step, int32_t dst_row_step, int32_t count, int32_t rows) {
     /* A local copy, so that the stores to dst (which may alias `taps` as far as the compiler knows) do
      * not force a reload of every weight per pixel; with constant nt and nu it lives in registers. */
-    float wt[MAX_KERNEL * MAX_KERNEL];
+    float wt[QTRAIN_MAX_DEPTHWISE_KERNEL * QTRAIN_MAX_DEPTHWISE_KERNEL];
     for (int32_t k = 0; k < nt * nu; k++) {
         wt[k] = taps[k];
     }
@@ -135,7 +135,8 @@ qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *c
                                                        const qtrain_dims_t *input_dims, float *input_grad) {
     if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) ||
         params->groups != input_dims->c || filter_dims->n != input_dims->c || filter_dims->c != 1 ||
-        filter_dims->h > MAX_KERNEL || filter_dims->w > MAX_KERNEL || !qtrain_weight_valid(weight, filter_dims->n) ||
+        filter_dims->h > QTRAIN_MAX_DEPTHWISE_KERNEL || filter_dims->w > QTRAIN_MAX_DEPTHWISE_KERNEL ||
+        !qtrain_weight_valid(weight, filter_dims->n) ||
         !qtrain_input_grad_placement_ok(QTRAIN_GRAD_IN_PLACE_DEPTHWISE, params, grad_dims, grad, input_dims,
                                         input_grad)) {
         return QTRAIN_STATUS_ARG_ERROR;
@@ -180,7 +181,7 @@ qtrain_status_t qtrain_depthwise_conv2d_input_grad_f32(const qtrain_context_t *c
                 const int32_t kh0 = (py + pt) % sh, nt = kh0 < kernel_h ? (kernel_h - kh0 + sh - 1) / sh : 0;
                 for (int32_t px = 0; px < sw && px < in_w; px++) {
                     const int32_t kw0 = (px + pl) % sw, nu = kw0 < kernel_w ? (kernel_w - kw0 + sw - 1) / sw : 0;
-                    float class_taps[MAX_KERNEL * MAX_KERNEL];
+                    float class_taps[QTRAIN_MAX_DEPTHWISE_KERNEL * QTRAIN_MAX_DEPTHWISE_KERNEL];
                     for (int32_t t = 0; t < nt; t++) {
                         for (int32_t u = 0; u < nu; u++) {
                             class_taps[t * nu + u] = (float)w[(kh0 + t * sh) * kernel_w + kw0 + u * sw];

@@ -1,6 +1,6 @@
 /*
  * qtrain_depthwise_conv2d_s8.c - depthwise convolution, channel multiplier 1 (groups = C_in = C_out,
- * filter [C, KH, KW, 1]), any kernel up to 11 x 11, stride and padding:
+ * filter [C, KH, KW, 1]), any kernel up to QTRAIN_MAX_DEPTHWISE_KERNEL a side, stride and padding:
  * y[n, oh, ow, c] = requant(bias[c] + sum_{kh, kw} (x_pad[n, oh*sh + kh - pt, ow*sw + kw - pl, c] - zx) * w[c, kh, kw]).
  *
  * DSP path: one channel at a time. Its padded input rows are built once each as int16 (x - zx,
@@ -29,8 +29,7 @@
  */
 #include "qtrain_kernels_support.h"
 
-#define MAX_KERNEL 11
-#define MAX_PAIRS ((MAX_KERNEL + 1) / 2)
+#define MAX_PAIRS ((QTRAIN_MAX_DEPTHWISE_KERNEL + 1) / 2)
 
 /* int16 per ring column: every padded row twice. */
 static int32_t column_slots(int32_t kernel_h) {
@@ -98,7 +97,7 @@ QTRAIN_INLINE void output_row(const int16_t *window, const int32_t slots, const 
                               const qtrain_requant_t *q, int8_t *out, int32_t channels, uint8_t *mask, uint32_t e,
                               const int with_mask) {
     const qtrain_requant_t rq = *q;
-    int32_t w[MAX_KERNEL * MAX_PAIRS];
+    int32_t w[QTRAIN_MAX_DEPTHWISE_KERNEL * MAX_PAIRS];
     for (int32_t i = 0; i < kernel_w * npairs; i++) {
         w[i] = pairs[i];
     }
@@ -156,7 +155,7 @@ static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_di
                               int32_t columns, int8_t *output, uint8_t *mask) {
     const int32_t out_h = output_dims->h, out_w = output_dims->w, channels = output_dims->c;
     const int32_t sh = params->stride_h;
-    int32_t pairs[MAX_KERNEL * MAX_PAIRS];
+    int32_t pairs[QTRAIN_MAX_DEPTHWISE_KERNEL * MAX_PAIRS];
     qtrain_depthwise_pairs(w, kernel_h, kernel_w, pairs);
     for (int32_t b = 0; b < output_dims->n; b++) {
         int32_t next_row = 0; /* the first padded row not built yet */
@@ -224,7 +223,7 @@ static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_di
             /* Taps on padding add 0: only the rectangle [kh0, kh1) x [kw0, kw1) inside the image is summed. */
             const int32_t kh0 = pad_top > r0 ? pad_top - r0 : 0;
             const int32_t kh1 = in_h + pad_top - r0 < kernel_h ? in_h + pad_top - r0 : kernel_h;
-            const int32_t *rows[MAX_KERNEL];
+            const int32_t *rows[QTRAIN_MAX_DEPTHWISE_KERNEL];
             for (int32_t kh = kh0; kh < kh1; kh++) {
                 rows[kh] = ring + ((r0 + kh) % kernel_h) * columns;
             }
@@ -254,8 +253,8 @@ qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qt
                                            const int32_t *bias, const float *multiplier,
                                            const qtrain_dims_t *output_dims, int8_t *output, uint8_t *mask) {
     if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims) || params->groups != input_dims->c ||
-        filter_dims->n != input_dims->c || filter_dims->c != 1 || filter_dims->h > MAX_KERNEL ||
-        filter_dims->w > MAX_KERNEL || !qtrain_weight_valid(weight, filter_dims->n)) {
+        filter_dims->n != input_dims->c || filter_dims->c != 1 || filter_dims->h > QTRAIN_MAX_DEPTHWISE_KERNEL ||
+        filter_dims->w > QTRAIN_MAX_DEPTHWISE_KERNEL || !qtrain_weight_valid(weight, filter_dims->n)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_depthwise_conv2d_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);

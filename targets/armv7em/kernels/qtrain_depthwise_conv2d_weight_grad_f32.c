@@ -11,7 +11,6 @@
  */
 #include "qtrain_kernels_support.h"
 
-#define MAX_KERNEL 11
 
 /* Rows and columns of the padded plane the outputs read. */
 static void plane_size(const qtrain_conv_params_t *params, const qtrain_dims_t *grad_dims,
@@ -33,7 +32,7 @@ int32_t qtrain_depthwise_conv2d_weight_grad_f32_get_buffer_size(const qtrain_con
 QTRAIN_INLINE void kernel_row(const float *plane, int32_t cols, const float *g, int32_t batches, int32_t plane_size,
                               int32_t out_h, int32_t out_w, int32_t sh, int32_t sw, int32_t kh, const int32_t kernel_w,
                               float *dst) {
-    float acc[MAX_KERNEL];
+    float acc[QTRAIN_MAX_DEPTHWISE_KERNEL];
     for (int32_t kw = 0; kw < kernel_w; kw++) {
         acc[kw] = 0.0f;
     }
@@ -82,8 +81,8 @@ qtrain_status_t qtrain_depthwise_conv2d_weight_grad_f32(const qtrain_context_t *
     if (params == NULL || input_dims == NULL || grad_dims == NULL || filter_dims == NULL ||
         params->stride_h < 1 || params->stride_w < 1 || params->pad_top < 0 || params->pad_left < 0 ||
         params->groups != grad_dims->c || filter_dims->c != 1 || filter_dims->n != input_dims->c ||
-        filter_dims->h > MAX_KERNEL || filter_dims->w > MAX_KERNEL || grad_dims->n != input_dims->n ||
-        slice_start < 0 || slice_start + input_dims->c > grad_dims->c) {
+        filter_dims->h > QTRAIN_MAX_DEPTHWISE_KERNEL || filter_dims->w > QTRAIN_MAX_DEPTHWISE_KERNEL ||
+        grad_dims->n != input_dims->n || slice_start < 0 || slice_start + input_dims->c > grad_dims->c) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_depthwise_conv2d_weight_grad_f32_get_buffer_size(params, input_dims, grad_dims,

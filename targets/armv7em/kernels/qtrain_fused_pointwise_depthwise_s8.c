@@ -32,8 +32,6 @@
  */
 #include "qtrain_kernels_support.h"
 
-#define MAX_KERNEL 11
-
 typedef struct {
     int32_t block;     /* channels per block */
     int32_t band;      /* output rows per band */
@@ -229,7 +227,7 @@ qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
         pw_params->pad_top != 0 || pw_params->pad_left != 0 ||
         !qtrain_conv_args_valid(dw_params, &mid_dims, dw_filter_dims, output_dims) ||
         dw_params->groups != mid_dims.c || dw_filter_dims->n != mid_dims.c || dw_filter_dims->c != 1 ||
-        dw_filter_dims->h > MAX_KERNEL || dw_filter_dims->w > MAX_KERNEL ||
+        dw_filter_dims->h > QTRAIN_MAX_DEPTHWISE_KERNEL || dw_filter_dims->w > QTRAIN_MAX_DEPTHWISE_KERNEL ||
         dw_params->input_zero_point != pw_params->output_zero_point) {
         return QTRAIN_STATUS_ARG_ERROR;
     }

@@ -39,8 +39,9 @@
  *   - qtrain_conv2d_s8: never (called directly it does not check it).
  *   - qtrain_conv2d_wrapper_s8: exactly what the kernel it picks for the shapes allows (its choice is
  *     a pure function of the shapes, documented at the wrapper): the 1x1 placements above when it picks
- *     qtrain_conv2d_1x1_s8 (1x1, groups 1, no padding on any side, and not small-K: C_in > 4, or
- *     K > 256, or small-K scratch > 8192 bytes), the depthwise placement when it picks
+ *     qtrain_conv2d_1x1_s8 (1x1, groups 1, no padding on any side, and not small-K: C_in >
+ *     QTRAIN_SMALL_K_MAX_CHANNELS, or K > QTRAIN_SMALL_K_MAX_K, or small-K scratch >
+ *     QTRAIN_SMALL_K_MAX_SCRATCH bytes), the depthwise placement when it picks
  *     qtrain_depthwise_conv2d_s8, the gap placement when it picks qtrain_conv2d_small_k_s8, none
  *     otherwise. Python mirror: qtrain.targets.armv7em.kernels.in_place_alignment() -> "head" | "tail" |
  *     "gap" | None, and small_k_in_place_gap() for G.
@@ -124,6 +125,39 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ================================================================================================
+ * Limits
+ *
+ * The numbers behind the wrappers' kernel choices and the kernels' shape limits, defined here once
+ * for every kernel file. The Python mirror (qtrain.targets.armv7em.kernels: conv2d_kernel(),
+ * buffer_size_*(), the planner's kernel registry) reads them from this file when it is imported, so
+ * keep each one a `#define QTRAIN_NAME <integer>` line (a comment may follow on the line): a new
+ * value here changes the kernels and the compiler's plans alike.
+ * ============================================================================================== */
+
+/* The largest KH and KW of the depthwise kernels (qtrain_depthwise_conv2d_s8,
+ * qtrain_depthwise_conv2d_input_grad_f32, qtrain_depthwise_conv2d_weight_grad_f32 and the depthwise
+ * stage of qtrain_fused_pointwise_depthwise_s8 refuse a larger one; the two convolution wrappers pick
+ * the generic kernel for it). Their per-call tap arrays on the stack are sized by it. */
+#define QTRAIN_MAX_DEPTHWISE_KERNEL 11
+
+/* The largest K = KH * KW * C_in qtrain_conv2d_small_k_s8 accepts (qtrain_conv2d_wrapper_s8 picks it
+ * only up to there). */
+#define QTRAIN_SMALL_K_MAX_K 256
+
+/* The most input channels for which qtrain_conv2d_wrapper_s8 picks qtrain_conv2d_small_k_s8 (the
+ * stem): with more, the 1x1 and generic kernels' int8 weight reads amortise. */
+#define QTRAIN_SMALL_K_MAX_CHANNELS 4
+
+/* The most scratch bytes (qtrain_conv2d_small_k_s8_get_buffer_size: the weights widened to int16 and
+ * one pixel pair) qtrain_conv2d_wrapper_s8 spends on qtrain_conv2d_small_k_s8; beyond it the wrapper
+ * picks as if the shape were not small-K. */
+#define QTRAIN_SMALL_K_MAX_SCRATCH 8192
+
+/* Intermediate channels per block of qtrain_fused_pointwise_depthwise_s8 at its smallest scratch
+ * (B = min(C_mid, QTRAIN_FUSED_CHANNEL_BLOCK) in its _get_buffer_size()). */
+#define QTRAIN_FUSED_CHANNEL_BLOCK 8
 
 /* ================================================================================================
  * Common types
@@ -212,8 +246,10 @@ typedef enum {
  * ============================================================================================== */
 
 /* Picks the kernel below for the shapes (a pure function of the shapes, so is its scratch size):
- *   groups 1, C_in <= 4, K = KH * KW * C_in <= 256, small-K scratch <= 8192 bytes -> small_k (the stem)
- *   1x1, groups 1, no padding on any side -> 1x1;  depthwise, multiplier 1, kernel <= 11 -> depthwise;
+ *   groups 1, C_in <= QTRAIN_SMALL_K_MAX_CHANNELS, K = KH * KW * C_in <= QTRAIN_SMALL_K_MAX_K and
+ *     small-K scratch <= QTRAIN_SMALL_K_MAX_SCRATCH bytes -> small_k (the stem);
+ *   1x1, groups 1, no padding on any side -> 1x1;
+ *   depthwise, multiplier 1, KH and KW <= QTRAIN_MAX_DEPTHWISE_KERNEL -> depthwise;
  *   anything else -> generic. ("No padding on any side": pad_top = pad_left = 0 and OH = (H - 1) / sh + 1,
  *   OW = (W - 1) / sw + 1; "depthwise": groups = C_in = C_out, filter [C, KH, KW, 1].)
  * In place: as the picked kernel allows (see "In place" at the top). */
@@ -225,6 +261,23 @@ qtrain_status_t qtrain_conv2d_wrapper_s8(const qtrain_context_t *ctx, const qtra
 int32_t qtrain_conv2d_wrapper_s8_get_buffer_size(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
                                                  const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
                                                  const qtrain_weight_t *weight);
+
+/* The kernel a convolution wrapper picks (qtrain_conv2d_wrapper_s8_kernel,
+ * qtrain_conv2d_input_grad_wrapper_f32_kernel). */
+typedef enum {
+    QTRAIN_CONV_KERNEL_1X1 = 0,       /* qtrain_conv2d_1x1_s8 / qtrain_conv2d_1x1_input_grad_f32 */
+    QTRAIN_CONV_KERNEL_DEPTHWISE = 1, /* qtrain_depthwise_conv2d_s8 / qtrain_depthwise_conv2d_input_grad_f32 */
+    QTRAIN_CONV_KERNEL_SMALL_K = 2,   /* qtrain_conv2d_small_k_s8 (forward only) */
+    QTRAIN_CONV_KERNEL_GENERIC = 3,   /* qtrain_conv2d_s8 / qtrain_conv2d_input_grad_f32 */
+} qtrain_conv_kernel_t;
+
+/* The kernel qtrain_conv2d_wrapper_s8 picks for these shapes (the rule above; the shapes are not
+ * validated). For a generator that calls the kernel directly, and for the tests that hold the Python
+ * mirror (qtrain.targets.armv7em.kernels.conv2d_kernel) to the wrapper's choice. */
+qtrain_conv_kernel_t qtrain_conv2d_wrapper_s8_kernel(const qtrain_conv_params_t *params,
+                                                     const qtrain_dims_t *input_dims,
+                                                     const qtrain_dims_t *filter_dims,
+                                                     const qtrain_dims_t *output_dims);
 
 /* Pointwise: KH = KW = 1, groups = 1, no padding on any side (OH = (H - 1) / sh + 1), any stride.
  * The hot path for C_in > 32: the DSP version runs two output pixels x two output channels per inner
@@ -241,12 +294,12 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
                                              const qtrain_dims_t *filter_dims, const qtrain_dims_t *output_dims,
                                              const qtrain_weight_t *weight);
 
-/* Depthwise: groups = C_in = C_out (channel multiplier 1), filter [C, KH, KW, 1], KH and KW <= 11,
- * any stride and padding (3x3/5x5/7x7, stride 1/2 in practice). The DSP version works channel by
- * channel on a ring of KH padded input rows held as int16 (x - zx), column-interleaved (each row
- * twice) so that two vertically adjacent taps are one SMLAD; the portable version uses the same ring
- * as int32, each row once. Scratch: 4 * KH * ((OW - 1) * sw + KW) bytes rounded up to 4, plus
- * k * KH * KW bytes rounded up to 4 when the weight has an fp32 master.
+/* Depthwise: groups = C_in = C_out (channel multiplier 1), filter [C, KH, KW, 1], KH and KW <=
+ * QTRAIN_MAX_DEPTHWISE_KERNEL, any stride and padding (3x3/5x5/7x7, stride 1/2 in practice). The DSP
+ * version works channel by channel on a ring of KH padded input rows held as int16 (x - zx),
+ * column-interleaved (each row twice) so that two vertically adjacent taps are one SMLAD; the portable
+ * version uses the same ring as int32, each row once. Scratch: 4 * KH * ((OW - 1) * sw + KW) bytes
+ * rounded up to 4, plus k * KH * KW bytes rounded up to 4 when the weight has an fp32 master.
  * In place: head-aligned when OH <= H, OW <= W and pad_top < KH. */
 qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                            const qtrain_dims_t *input_dims, const int8_t *input,
@@ -265,7 +318,7 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
  * pw_multiplier) into mid followed by qtrain_depthwise_conv2d_s8 (dw_params, dw_filter_dims
  * [C_mid, KH, KW, 1], dw_weight, dw_bias, dw_multiplier) from mid to output, without masks.
  *   pointwise: stride 1, no padding, groups 1 (pw_params' padding and strides must say so);
- *   depthwise: groups = C_mid, KH and KW <= 11, any stride and padding;
+ *   depthwise: groups = C_mid, KH and KW <= QTRAIN_MAX_DEPTHWISE_KERNEL, any stride and padding;
  *   weights: frozen int8 OHWI arrays (a trained weight keeps the two separate ops); biases may be NULL.
  * The intermediate channels go in blocks of B channels and the output rows in bands of NB rows: per block
  * and band, the pointwise rows the band's windows need are computed once into a ring of
@@ -279,7 +332,6 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
  * the input again; a band builds its window rows once for NB output rows). The output does not depend
  * on it.
  * Never in place: the output must not overlap the input (refused otherwise). */
-#define QTRAIN_FUSED_CHANNEL_BLOCK 8
 qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
     const qtrain_context_t *ctx, const qtrain_conv_params_t *pw_params, const qtrain_dims_t *input_dims,
     const int8_t *input, const qtrain_dims_t *pw_filter_dims, const int8_t *pw_weight, const int32_t *pw_bias,
@@ -293,8 +345,8 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
                                                             const qtrain_dims_t *dw_filter_dims,
                                                             const qtrain_dims_t *output_dims);
 
-/* Small K: groups = 1 and K = KH * KW * C_in <= 256, any kernel, stride and padding: the network's
- * first convolution (mcunet: 3x3, stride 2, 3 input channels, K = 27); it accepts any such shape
+/* Small K: groups = 1 and K = KH * KW * C_in <= QTRAIN_SMALL_K_MAX_K, any kernel, stride and
+ * padding: the network's first convolution (mcunet: 3x3, stride 2, 3 input channels, K = 27); it accepts any such shape
  * (a thin pointwise layer too, though there the per-output requantization dominates and the 1x1
  * kernel is as fast without the scratch). The weights are widened to int16 once per call and each pair of output pixels
  * gathered once (im2col), so the inner loop is 2 LDRD + 4 SMLAD per 2 taps (two pixels x two
@@ -390,7 +442,8 @@ void qtrain_requant_grad_f32(const float *grad, const uint8_t *mask, int32_t cou
  * Order (all three): each gx element is one fp32 accumulator starting at +0, updated with
  * acc = fmaf(g, fp32(w), acc) over its terms: taps (kh, kw) row-major, then co ascending.
  * The wrapper picks (a pure function of the shapes, so is its scratch size): 1x1, groups 1, no padding
- * on any side -> 1x1; depthwise, multiplier 1, kernel <= 11 -> depthwise; anything else -> generic.
+ * on any side -> 1x1; depthwise, multiplier 1, KH and KW <= QTRAIN_MAX_DEPTHWISE_KERNEL -> depthwise;
+ * anything else -> generic.
  * In place: as the picked kernel allows (see "In place (convolution input gradients)" at the top). */
 qtrain_status_t qtrain_conv2d_input_grad_wrapper_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                                      const qtrain_dims_t *grad_dims, const float *grad,
@@ -401,6 +454,13 @@ int32_t qtrain_conv2d_input_grad_wrapper_f32_get_buffer_size(const qtrain_conv_p
                                                              const qtrain_dims_t *filter_dims,
                                                              const qtrain_dims_t *input_dims,
                                                              const qtrain_weight_t *weight);
+/* The kernel qtrain_conv2d_input_grad_wrapper_f32 picks for these shapes (QTRAIN_CONV_KERNEL_1X1,
+ * _DEPTHWISE or _GENERIC; the shapes are not validated). Python mirror:
+ * qtrain.targets.armv7em.kernels.conv2d_input_grad_kernel. */
+qtrain_conv_kernel_t qtrain_conv2d_input_grad_wrapper_f32_kernel(const qtrain_conv_params_t *params,
+                                                                 const qtrain_dims_t *grad_dims,
+                                                                 const qtrain_dims_t *filter_dims,
+                                                                 const qtrain_dims_t *input_dims);
 
 /* Pointwise (KH = KW = 1, groups = 1, no padding, any stride): gx[p, ci] = sum_co g[p, co] * w[co, ci],
  * four pixels x four input channels per register block. Scratch: C_out * k bytes rounded up to 4 when
@@ -417,10 +477,11 @@ int32_t qtrain_conv2d_1x1_input_grad_f32_get_buffer_size(const qtrain_conv_param
                                                          const qtrain_dims_t *input_dims,
                                                          const qtrain_weight_t *weight);
 
-/* Depthwise (groups = C_in = C_out, filter [C, KH, KW, 1]), kernel up to 11 x 11, any stride (2
- * included) and padding. One channel at a time: its gradient plane is copied into a zero-bordered
- * fp32 plane, and the input pixels of each stride class (iy mod sh, ix mod sw), which all see the same
- * taps, are a stride-1 correlation with that sub-kernel (fully unrolled for 1..7 taps a side).
+/* Depthwise (groups = C_in = C_out, filter [C, KH, KW, 1]), KH and KW up to
+ * QTRAIN_MAX_DEPTHWISE_KERNEL, any stride (2 included) and padding. One channel at a time: its
+ * gradient plane is copied into a zero-bordered fp32 plane, and the input pixels of each stride class
+ * (iy mod sh, ix mod sw), which all see the same taps, are a stride-1 correlation with that
+ * sub-kernel (fully unrolled for 1..7 taps a side).
  * Scratch: 4 * PH * PW bytes, PH = floor((H - 1 + pt) / sh) - floor((pt - KH + 1) / sh) + 1 (the
  * output rows any tap of any input row reaches; PW likewise), plus k * KH * KW bytes rounded up to 4
  * when the weight has an fp32 master.

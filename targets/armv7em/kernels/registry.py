@@ -100,8 +100,7 @@ def _fused_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
 
 
 def _fused_limits(call: kc.KernelCall) -> bool:
-    _, kh, kw, _ = _shape(call, 9)
-    return kh <= k.MAX_DEPTHWISE_KERNEL and kw <= k.MAX_DEPTHWISE_KERNEL
+    return k.depthwise_kernel_fits(_shape(call, 9))
 
 
 # -- qtrain_depthwise_conv2d_weight_grad_f32(ctx, params, input_dims, input, grad_dims, grad, start,
@@ -112,9 +111,14 @@ def _depthwise_weight_grad_scratch(call: kc.KernelCall, weights: WeightInfo) -> 
                                                _geometry(call, 1).strides)
 
 
+def _depthwise_weight_grad_limits(call: kc.KernelCall) -> bool:
+    return k.depthwise_kernel_fits(_shape(call, 7))
+
+
 KERNELS: dict[str, KernelEntry] = {
     "qtrain_conv2d_wrapper_s8": KernelEntry(scratch=_conv_scratch, in_place=_conv_in_place, gap=_conv_gap),
     "qtrain_conv2d_input_grad_wrapper_f32": KernelEntry(scratch=_input_grad_scratch, in_place=_input_grad_in_place),
     "qtrain_fused_pointwise_depthwise_s8": KernelEntry(scratch=_fused_scratch, limits=_fused_limits),
-    "qtrain_depthwise_conv2d_weight_grad_f32": KernelEntry(scratch=_depthwise_weight_grad_scratch),
+    "qtrain_depthwise_conv2d_weight_grad_f32": KernelEntry(scratch=_depthwise_weight_grad_scratch,
+                                                           limits=_depthwise_weight_grad_limits),
 }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from armv7em_testing import needs_clang
+from armv7em_testing import assert_within_sum_bound, needs_clang
 
 from qtrain import numerics
 from qtrain.targets.armv7em import kernels
@@ -22,23 +22,9 @@ from qtrain.targets.armv7em.kernels import calls, host
 from qtrain.targets.armv7em.kernels.calls import F32, I32, Call, ConvParams, Dims, In, Null, Out, Weight
 
 pytestmark = needs_clang
-ULP = 2.0**-24
-
-
 @pytest.fixture(scope="module", params=["portable", "dsp"])
 def lib(request: pytest.FixtureRequest) -> ctypes.CDLL:
     return host.cached_library(dsp=request.param == "dsp")
-
-
-def assert_within_sum_bound(got: np.ndarray, reference: np.ndarray, abs_terms: np.ndarray, terms: int) -> None:
-    """|got - reference| <= (terms + 1) * 2^-24 * sum|terms| elementwise (abs_terms: the reference sum of
-    the absolute values of the terms, float64)."""
-    assert got.shape == reference.shape
-    assert got.dtype == np.float32
-    bound = (terms + 1) * ULP * np.asarray(abs_terms, dtype=np.float64) + 1e-30
-    error = np.abs(got.astype(np.float64) - reference.astype(np.float64))
-    worst = np.max(error / bound)
-    assert worst <= 1.0, f"error {worst:.3g} x the bound"
 
 
 # ---------------------------------------------------------------------------------------------------

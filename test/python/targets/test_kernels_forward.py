@@ -180,7 +180,7 @@ def intended_kernel(case: ConvCase) -> str:
 def kernels_for(case: ConvCase) -> list[str]:
     """Every kernel that accepts the case."""
     names = [intended_kernel(case), "wrapper"]
-    if case.groups == 1 and case.kernel[0] * case.kernel[1] * case.input_shape[3] <= 256:
+    if case.groups == 1 and case.kernel[0] * case.kernel[1] * case.input_shape[3] <= kernels.SMALL_K_MAX_K:
         names.append("small_k")
     if case.slice is None or case.groups == 1:
         names.append("generic")
