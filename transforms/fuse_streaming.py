@@ -13,7 +13,7 @@ In @forward and @train_step, a `qtrain.conv2d` pw is fused with the conv dw that
   would), no `qtrain.channel_slice` of it is saved, it is not returned;
 - dw is depthwise with channel multiplier 1 (groups = C = C_out, weight [C, KH, KW, 1]) and reads the
   intermediate with pw's output quantization, and the target's fused kernel takes the pair (on armv7em
-  KH, KW <= 11, as its depthwise kernel);
+  KH, KW <= QTRAIN_MAX_DEPTHWISE_KERNEL of qtrain_kernels.h, as its depthwise kernel);
 - neither conv has a mask result that is used (a mask is kept only where a gradient flows, which is
   exactly where the layers must stay separate);
 - all four weights and biases are `qtrain.get_param` reads of parameters that are not `trainable`;

@@ -21,6 +21,7 @@ Results:
 Kernel scratch sizes and in-place placements come from the target description (`target=armv7em`).
 
 Over `sram-kb`: the pass fails listing what is live at the peak (op, tensor, bytes) and the totals.
+An op the target's kernels cannot run with its shapes (`TargetDescription.supports`) fails the pass too.
 """
 
 from __future__ import annotations
@@ -290,6 +291,12 @@ class PlanMemoryPass(ModulePass):
         functions = entry_points(op)
         if not functions:
             raise PassFailedException(f"{self.name}: no @{FORWARD} or @{TRAIN_STEP} to plan")
+        for f in functions:  # refuse at compile time what the device's kernels would refuse at run time
+            for o in f.body.block.ops:
+                if not target.supports(o):
+                    shapes = ", ".join(str(v.type) for v in (*o.operands, *o.results))
+                    raise PassFailedException(f"{self.name}: the {target.name} kernels cannot run {o.name} on "
+                                              f"{shapes} (in @{f.sym_name.data})")
         # Plan each function freely, then re-plan the others with the image where the largest one put it.
         plans = [plan_function(f, params, target=target) for f in functions]
         lead = max(range(len(plans)), key=lambda i: plans[i].arena_bytes)

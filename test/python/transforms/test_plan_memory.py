@@ -257,3 +257,27 @@ def test_mcunet_49kb_plan_is_below_the_reference_engine():
     print(f"\nmcunet-5fps/49kb planned static SRAM: {memory['peak_sram_bytes']} B (reference engine 233,480 B): "
           f"arena {memory['arena_bytes']} + trainable {memory['trainable_bytes']} + scratch {memory['scratch_bytes']}")
     assert memory["peak_sram_bytes"] < 233_480
+
+
+def test_an_op_the_kernels_cannot_run_fails_the_plan():
+    """A trained 13x13 depthwise weight: its gradient kernel takes at most QTRAIN_MAX_DEPTHWISE_KERNEL, so the
+    plan fails at compile time naming the op, instead of the firmware stopping at run time."""
+    import numpy as np
+    from qtrain_ir_builders import ModuleBuilder, avgpool_op, quant, random_conv_params, reshape_op, tensor
+    from xdsl.utils.exceptions import PassFailedException
+
+    from qtrain.targets.armv7em.kernels import MAX_DEPTHWISE_KERNEL
+
+    rng = np.random.default_rng(0)
+    k = MAX_DEPTHWISE_KERNEL + 2
+    act = quant(0.05, -5)
+    b = ModuleBuilder([tensor((1, 16, 16, 2))])
+    w, s, bias = random_conv_params(rng, 2, k, k, 1, act.scale)
+    x = b.conv(b.args[0], "dw", w, bias, input_q=act, weight_q=quant(s.tolist(), 0, 0), output_q=act,
+               padding=(k // 2,) * 4, groups=2)
+    x = b.add(avgpool_op(x, (16, 16), (1, 1), act, act))
+    w, s, bias = random_conv_params(rng, 3, 1, 1, 2, act.scale)
+    x = b.conv(x, "fc", w, bias, input_q=act, weight_q=quant(s.tolist(), 0, 0), output_q=quant(0.1, 0))
+    module = b.build([b.add(reshape_op(x, (1, 3)))])
+    with pytest.raises(PassFailedException, match="kernels cannot run qtrain.conv2d_weight_grad"):
+        apply_passes(module, training_passes("full"))
