@@ -55,8 +55,8 @@ from typing import IO, Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.search import FineTuneRecipe
 from qtrain.tools.bench_schemes import DIGITS, load_make_task
-from qtrain.transforms.scheme_search import FineTuneRecipe
 from qtrain.transforms.schemes import Layer
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -66,6 +66,8 @@ SEED_BASE = 1000
 """Run s draws its samples in the order `sample_order(n, steps, (SEED_BASE + s,))` (as `bench_schemes`)."""
 SEARCHED = "searched"
 
+
+PROG = "bench_accuracy"
 
 @dataclass(frozen=True)
 class Arm:
@@ -139,7 +141,7 @@ def fine_tune(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe, train: Sp
     from qtrain.dialects.qtrain import ParamOp
     from qtrain.dialects.qtrain.contract import TRAIN_STEP
     from qtrain.interpreter import ModelInterpreter, run_forward, run_train_steps, trainable_index
-    from qtrain.transforms.scheme_search import sample_order
+    from qtrain.search import sample_order
 
     if recipe.steps < 1:
         raise ValueError(f"steps must be at least 1, got {recipe.steps}")
@@ -194,23 +196,30 @@ Job = tuple[str, str, int]
 def run_jobs(module: ModuleOp, recipe: Recipe, train: Split, test: Split, jobs: Sequence[Job], *, workers: int,
              progress: bool, stream: IO[str] | None = None) -> dict[Job, RunResult]:
     """Runs every distinct job once (in a process pool when `workers` > 1), with a progress bar."""
-    from qtrain.transforms.scheme_search import Progress
+    from qtrain.tools.plumbing import stage_bars
 
     todo = list(dict.fromkeys(jobs))
-    bar = Progress("fine-tuning runs", len(todo), stream, enabled=progress)
+    bars = stage_bars(PROG, progress, stream)
+    label = "fine-tuning runs"
+
+    def report(done: int) -> None:
+        if bars is not None:
+            bars(done, len(todo), label)
+
+    report(0)
     results: dict[Job, RunResult] = {}
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
             scheme, arm, seed = job
             results[job] = fine_tune(module, scheme, ARMS[arm], recipe, train, test, seed)
-            bar.advance()
+            report(len(results))
         return results
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init,
                              initargs=(str(module), recipe, train, test)) as pool:
         futures = {pool.submit(_worker_run, *job): job for job in todo}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
-            bar.advance()
+            report(len(results))
     return results
 
 
@@ -220,8 +229,8 @@ def run_jobs(module: ModuleOp, recipe: Recipe, train: Split, test: Split, jobs: 
 def _analysis_setup(module: ModuleOp, train: Split) -> tuple[FineTuneRecipe, Split, Split]:
     """(recipe, fit split, validation split) of the contribution analysis `qtrain-demo` runs on the digits task:
     qtrain-search-scheme's defaults (2000 steps, seed 0, validation fraction 0.2) with the demo's rates."""
+    from qtrain.search import split_validation
     from qtrain.tools.qtrain_demo import BIAS_LR, LR
-    from qtrain.transforms.scheme_search import split_validation
 
     fit_idx, val_idx = split_validation(len(train[0]), 0.2, 0)
     return (FineTuneRecipe(lr=LR, bias_lr=BIAS_LR), (train[0][fit_idx], train[1][fit_idx]),
@@ -231,7 +240,7 @@ def _analysis_setup(module: ModuleOp, train: Split) -> tuple[FineTuneRecipe, Spl
 def cached_analysis_is_current(module: ModuleOp, train: Split) -> bool:
     """Whether examples/digits/contributions.json holds the runs of this model, data and recipe (else the
     search redoes the contribution analysis: 84 runs of 2000 steps, minutes)."""
-    from qtrain.transforms.scheme_search import fingerprint
+    from qtrain.search import fingerprint
 
     path = DIGITS / "contributions.json"
     if not path.is_file():
@@ -243,24 +252,25 @@ def cached_analysis_is_current(module: ModuleOp, train: Split) -> bool:
 def demo_searched_scheme(module: ModuleOp, train: Split, budget_kb: float, directory: Path, *,
                          jobs: int, progress: bool) -> tuple[str, dict[str, Any]]:
     """The scheme `qtrain-demo` searches for `budget_kb` (see the module docstring); returns (spec, record)."""
-    from qtrain.transforms.scheme_search import (
+    from qtrain.search import (
         EvolutionSettings,
         MemoryPlanner,
         contribution_analysis,
         evolutionary_search,
         write_schemes_json,
     )
+    from qtrain.tools.plumbing import stage_bars
 
     recipe, fit, validation = _analysis_setup(module, train)
     cache = directory / "contributions.json"
     if (DIGITS / "contributions.json").is_file():
         shutil.copyfile(DIGITS / "contributions.json", cache)
     analysis = contribution_analysis(module, fit, validation, recipe=recipe, repeats=3, seed=0, jobs=jobs,
-                                     cache_path=cache, progress=progress)
+                                     cache_path=cache, on_progress=stage_bars(PROG, progress))
     planner = MemoryPlanner(module)
     result = evolutionary_search(planner.convs, analysis.gain, planner.peak_sram_bytes, int(budget_kb * 1024),
                                  EvolutionSettings(seed=0), searchable=list(analysis.weight_accuracy),
-                                 progress=progress)
+                                 on_progress=stage_bars(PROG, progress))
     spec = write_schemes_json(directory / "scheme.json", "digits", budget_kb, result.candidate)
     how = (f"qtrain-search-scheme as in qtrain-demo, {analysis.cached_runs} of "
            f"{analysis.runs + analysis.cached_runs} analysis runs from the cache")
@@ -270,7 +280,7 @@ def demo_searched_scheme(module: ModuleOp, train: Split, budget_kb: float, direc
 
 def describe_scheme(module: ModuleOp, spec: str) -> str:
     """The tensors a scheme trains, compactly: `conv2.w[:4] conv5.w conv5.b ...` (input-channel slices)."""
-    from qtrain.transforms.scheme_search import forward_function
+    from qtrain.search import forward_function
     from qtrain.transforms.schemes import network_layers, parse_scheme
 
     chosen = parse_scheme(spec).resolve(network_layers(forward_function(module)))
@@ -312,7 +322,7 @@ def _std_error(a: Sequence[float], b: Sequence[float]) -> float:
 
 def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, Any]:
     """Runs both tables' fine-tuning runs; returns every figure (the `--json` document)."""
-    from qtrain.transforms.scheme_search import planned_peak_sram
+    from qtrain.search import planned_peak_sram
 
     out = stream or sys.stdout
     started = time.monotonic()
@@ -415,7 +425,7 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
 
 def make_task_layers(module: ModuleOp) -> list[Layer]:
     """The model's conv layers in schemes.json numbering (the classifier last)."""
-    from qtrain.transforms.scheme_search import forward_function
+    from qtrain.search import forward_function
     from qtrain.transforms.schemes import network_layers
 
     return network_layers(forward_function(module))

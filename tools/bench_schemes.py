@@ -10,7 +10,7 @@ seeded random order) and scored on the held-out test split; accuracy is the mean
 that differ in sample order. Memory is the planned peak SRAM (`qtrain-plan-memory`, with reorder).
 
 Schemes: classifier only, bias-only, last-k=K for every K, and for each budget the scheme
-`qtrain.transforms.scheme_search` finds (contribution analysis on a validation split carved from the
+`qtrain.search` finds (contribution analysis on a validation split carved from the
 train split, then evolutionary search), trained through its `FILE.json#digits/<B>kb` spec.
 
 The issue's bar, checked per budget: the searched scheme fits the budget, and its accuracy is >= that of
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
 
-    from qtrain.transforms.scheme_search import (
+    from qtrain.search import (
         EvolutionSettings,
         FineTuneRecipe,
         FineTuneRunner,
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         split_validation,
         write_schemes_json,
     )
+    from qtrain.tools.plumbing import stage_bars
 
     make_task = load_make_task()
     module = make_task.import_model()
@@ -99,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr)
     planner = MemoryPlanner(module)
     n = len(planner.convs)
-    progress = not args.quiet
+    on_progress = stage_bars("bench_schemes", not args.quiet)
 
     # 1. the search, once per budget, on the train split only
     fit_idx, val_idx = split_validation(len(train[0]), args.val_fraction, args.search_seed)
     analysis = contribution_analysis(
         module, (train[0][fit_idx], train[1][fit_idx]), (train[0][val_idx], train[1][val_idx]), recipe=recipe,
-        repeats=args.repeats, seed=args.search_seed, jobs=args.jobs, cache_path=args.cache, progress=progress,
+        repeats=args.repeats, seed=args.search_seed, jobs=args.jobs, cache_path=args.cache, on_progress=on_progress,
     )
     print(format_analysis(analysis))
     print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.0f} s, {analysis.cached_runs} from the cache)")
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     searched: list[Row] = []
     for budget in budgets:
         result = evolutionary_search(planner.convs, analysis.gain, planner.peak_sram_bytes, int(budget * 1024),
-                                     EvolutionSettings(seed=args.search_seed), progress=progress)
+                                     EvolutionSettings(seed=args.search_seed), on_progress=on_progress)
         print(format_choice(result, analysis, planner.convs))
         spec = write_schemes_json(schemes_file, "digits", budget, result.candidate)
         searched.append(Row(f"searched {budget:g} KB", spec, planned_peak_sram(module, spec), [], budget))
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in baselines:
         row.memory = planned_peak_sram(module, row.spec)
     rows = baselines + searched
-    runner = FineTuneRunner(module, recipe, train, test, jobs=args.jobs, progress=progress)
+    runner = FineTuneRunner(module, recipe, train, test, jobs=args.jobs, on_progress=on_progress)
     jobs = [(row.spec, (1000 + s,)) for row in rows for s in range(args.seeds)]
     results = runner.run(jobs, "test-split runs")
     for i, row in enumerate(rows):

@@ -185,6 +185,7 @@ class ProgressBar:
         self.eval_text = ""
         self.note = ""
         self.drawn = False
+        self.closed = False
 
     def advance(self, done: int, loss: float | None = None, note: str | None = None) -> None:
         """`done` units finished (with the latest loss, or a short note such as the best result so far)."""
@@ -269,10 +270,43 @@ class ProgressBar:
         self.last_draw = now
 
     def close(self) -> None:
-        """Draw the final state and end the line (before any other message goes to the stream)."""
+        """Draw the final state and end the line (before any other message goes to the stream); once."""
         with self.lock:
+            if self.closed:
+                return
+            self.closed = True
             if self.last_draw is not None and self.last_event > self.last_draw:
                 self.draw(self.last_event)
             if self.tty and self.drawn:
                 self.stream.write("\n")
                 self.stream.flush()
+
+
+class StageBars:
+    """The `on_progress(done, total, text)` callback of `qtrain.search` (and the benchmarks' runners),
+    drawing one `ProgressBar` per stage: a report with done = 0, or a new text, starts a bar labelled
+    `text`; later reports move it to `done`."""
+
+    def __init__(self, prog: str, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        self.prog = prog
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.clock = clock
+        self.bar: ProgressBar | None = None
+        self.text = ""
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        if total <= 0:
+            return
+        if done == 0 or self.bar is None or self.text != text:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar, self.text = ProgressBar(self.prog, self.stream, self.tty, total, text, clock=self.clock), text
+        self.bar.advance(done)
+        if done >= total:
+            self.bar.close()
+
+
+def stage_bars(prog: str, enabled: bool, stream: TextIO | None = None) -> StageBars | None:
+    """The progress callback for a tool's `--quiet` (enabled = not quiet): bars on `stream`, or none."""
+    return StageBars(prog, stream) if enabled else None

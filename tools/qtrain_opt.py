@@ -76,7 +76,7 @@ def qtrain_pass_summary() -> str:
     lines = ["qtrain passes (use with -p 'name{option=value ...}'):"]
     for name, factory in get_all_passes().items():
         pass_class = factory()
-        options = " ".join(f"{f.name.replace('_', '-')}=..." for f in dataclasses.fields(pass_class))
+        options = " ".join(f"{f.name.replace('_', '-')}=..." for f in dataclasses.fields(pass_class) if f.init)
         doc = (pass_class.__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {name}{'{' + options + '}' if options else ''}\n      {doc}")
     return "\n".join(lines)

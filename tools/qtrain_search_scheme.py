@@ -46,7 +46,7 @@ def load_task(path: Path, module: Any) -> tuple[np.ndarray, np.ndarray]:
     from xdsl.dialects.builtin import TensorType, f32, i8
 
     from qtrain.frontends.onnx import input_quant, quantize_images
-    from qtrain.transforms.scheme_search import forward_function
+    from qtrain.search import forward_function
 
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -116,7 +116,7 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
-    from qtrain.transforms.scheme_search import (
+    from qtrain.search import (
         EvolutionSettings,
         FineTuneRecipe,
         InfeasibleBudgetError,
@@ -131,6 +131,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         split_validation,
         write_schemes_json,
     )
+    from qtrain.tools.plumbing import stage_bars
 
     if args.budget_kb <= 0:
         raise SearchError(f"--budget-kb must be positive, got {args.budget_kb:g}")
@@ -148,18 +149,18 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     images, labels = load_task(args.data, module)
     fit_idx, val_idx = split_validation(len(images), args.val_fraction, args.seed)
     recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr, weight_storage=args.weight_storage)
-    progress = not args.quiet
+    on_progress = stage_bars("qtrain-search-scheme", not args.quiet)
     analysis = contribution_analysis(
         module, (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx]), recipe=recipe,
         repeats=args.repeats, seed=args.seed, layers=layers, jobs=args.jobs, cache_path=args.cache,
-        progress=progress,
+        on_progress=on_progress,
     )
     print(format_analysis(analysis))
     print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.1f} s, {analysis.cached_runs} from the cache)")
     settings = EvolutionSettings(population=args.population, generations=args.generations, seed=args.seed)
     result = evolutionary_search(
         planner.convs, analysis.gain, planner.peak_sram_bytes, budget_bytes, settings,
-        searchable=list(analysis.weight_accuracy), progress=progress,
+        searchable=list(analysis.weight_accuracy), on_progress=on_progress,
     )
     print(format_choice(result, analysis, planner.convs))
     model_name = args.model_name or args.model.stem
@@ -187,7 +188,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from qtrain.transforms.scheme_search import EvolutionSettings, FineTuneRecipe
+    from qtrain.search import EvolutionSettings, FineTuneRecipe
 
     recipe, evo = FineTuneRecipe(), EvolutionSettings()
     p = Parser(prog="qtrain-search-scheme", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

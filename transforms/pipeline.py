@@ -2,6 +2,9 @@
 
     qtrain-autodiff -> qtrain-sparse-update -> qtrain-dead-gradient-elim -> [qtrain-fuse-streaming]
       -> [qtrain-reorder] -> qtrain-plan-memory
+
+`scheme` is a command-line scheme string (`full`, `bias-only`, `last-k=K`, `FILE.json#MODEL/BUDGET`) or
+an `UpdateScheme` object (`qtrain.transforms.schemes`), e.g. `UpdateScheme.per_layer(2, {0: 0.5})`.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
 from qtrain.transforms.fuse_streaming import FuseStreamingPass
 from qtrain.transforms.plan_memory import PlanMemoryPass
 from qtrain.transforms.reorder import ReorderPass
+from qtrain.transforms.schemes import UpdateScheme
 from qtrain.transforms.sparse_update import SparseUpdatePass
 from qtrain.transforms.target import DEFAULT_TARGET
 
 
 def training_passes(
-    scheme: str = "full",
+    scheme: str | UpdateScheme = "full",
     *,
     reorder: bool = True,
     sram_kb: int = 256,
@@ -35,7 +39,7 @@ def training_passes(
 ) -> list[ModulePass]:
     passes: list[ModulePass] = [
         AutodiffPass(lr=lr, bias_lr=bias_lr, qas=qas, weight_storage=weight_storage),  # type: ignore[arg-type]
-        SparseUpdatePass(scheme=scheme),
+        SparseUpdatePass.from_scheme(scheme) if isinstance(scheme, UpdateScheme) else SparseUpdatePass(scheme=scheme),
         DeadGradientElimPass(),
     ]
     if fuse_streaming:

@@ -13,6 +13,11 @@ A scheme is named the same way on every command line (DESIGN.md):
 Layers are numbered as in schemes.json: the learnable layers of the network (each op's
 `LayerOp.learnable_layers`: a conv is one, a fused pointwise-depthwise op two) in forward order, first
 conv 0, the classifier (the last conv) last.
+
+In Python a scheme is an `UpdateScheme`: `parse_scheme(spec)` reads one from its command-line form, and
+`UpdateScheme.per_layer(n_bias_update, weight_ratios)` builds a per-layer one directly (what the scheme
+search does for its candidates), without a schemes.json file. `training_passes(scheme=...)` and
+`SparseUpdatePass.from_scheme` take either.
 """
 
 from __future__ import annotations
@@ -60,13 +65,34 @@ class TrainableTensor:
 
 @dataclass(frozen=True)
 class UpdateScheme:
-    """A parsed scheme, independent of any network until `resolve` is called."""
+    """A parsed scheme, independent of any network until `resolve` is called.
+
+    `spec` is the text it was parsed from (or, for one built by `per_layer`, a description); it names
+    the scheme in error messages.
+    """
 
     spec: str
     kind: str  # full | bias-only | last-k | per-layer
     k: int = 0
     n_bias_update: int = 0
     weight_ratios: Mapping[int, float] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        # The generated hash would fail on the dict; schemes are keys of caches and job tables.
+        return hash((self.spec, self.kind, self.k, self.n_bias_update, tuple(sorted(self.weight_ratios.items()))))
+
+    @classmethod
+    def per_layer(cls, n_bias_update: int, weight_ratios: Mapping[int, float], spec: str | None = None) -> UpdateScheme:
+        """A per-layer scheme from the fields of a schemes.json entry: the biases of the last `n_bias_update`
+        backbone convs, the weight of backbone conv i on ratio `weight_ratios[i]` of its input channels
+        (0 = frozen), and the classifier. `spec` names it in messages (default: its fields)."""
+        ratios = {int(i): float(r) for i, r in weight_ratios.items()}
+        if spec is None:
+            weights = ", ".join(f"{i}: {r:g}" for i, r in ratios.items())
+            spec = f"per-layer{{n_bias_update={n_bias_update}, weight_update_ratio={{{weights}}}}}"
+        if any(not 0 <= r <= 1 for r in ratios.values()):
+            raise SchemeError(f"{spec}: weight_update_ratio values must be within [0, 1]")
+        return cls(spec, "per-layer", n_bias_update=n_bias_update, weight_ratios=ratios)
 
     def resolve(self, layers: list[Layer]) -> dict[str, TrainableTensor]:
         """The trainable tensors of this scheme on `layers` (classifier last), by parameter name."""
@@ -170,9 +196,7 @@ def _load_per_layer(spec: str) -> UpdateScheme:
         raise SchemeError(f"{spec}: malformed entry ({e})") from None
     if len(indexes) != len(ratios):
         raise SchemeError(f"{spec}: manual_weight_idx and weight_update_ratio differ in length")
-    if any(not 0 <= r <= 1 for r in ratios):
-        raise SchemeError(f"{spec}: weight_update_ratio values must be within [0, 1]")
-    return UpdateScheme(spec, "per-layer", n_bias_update=n_bias, weight_ratios=dict(zip(indexes, ratios, strict=True)))
+    return UpdateScheme.per_layer(n_bias, dict(zip(indexes, ratios, strict=True)), spec)
 
 
 def network_layers(function: func.FuncOp) -> list[Layer]:

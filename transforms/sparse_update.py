@@ -5,12 +5,14 @@ Runs after `qtrain-autodiff` (which updates every parameter). For each `qtrain.s
 weight update to the first ceil(r * C_in) input channels: the forward pass then saves only that
 `qtrain.channel_slice` of the layer's input, the weight gradient reads the slice, and the parameter
 gets `channels [0, k]`. What the dropped updates leave dead is removed by `qtrain-dead-gradient-elim`.
-Schemes are described in `qtrain.transforms.schemes`.
+Schemes are described in `qtrain.transforms.schemes`. On the command line the scheme is the string
+option `scheme`; in Python, `SparseUpdatePass.from_scheme(UpdateScheme)` takes a scheme object directly
+(a per-layer scheme built without a schemes.json file, e.g. a scheme-search candidate).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType, UnitAttr, f32
@@ -22,7 +24,7 @@ from xdsl.utils.exceptions import PassFailedException
 from qtrain.dialects.qtrain import ChannelSliceOp, Conv2DWeightGradOp, ParamOp, SGDUpdateOp
 from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func, param_ops
 from qtrain.dialects.qtrain.ops import i64_array
-from qtrain.transforms.schemes import SchemeError, TrainableTensor, network_layers, parse_scheme
+from qtrain.transforms.schemes import SchemeError, TrainableTensor, UpdateScheme, network_layers, parse_scheme
 
 
 def freeze(param: ParamOp) -> None:
@@ -43,13 +45,24 @@ class SparseUpdatePass(ModulePass):
     """full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (quote values containing '.')"""
     k: int | None = None
     """layer count for scheme=last-k"""
+    update_scheme: UpdateScheme | None = field(default=None, init=False, repr=False)
+    """the scheme object given to `from_scheme`, used instead of parsing `scheme`; not a pass option
+    (init=False keeps it out of the pass spec)"""
+
+    @classmethod
+    def from_scheme(cls, scheme: UpdateScheme) -> SparseUpdatePass:
+        """The pass for a scheme object. Its `scheme` option shows `scheme.spec`, which for a scheme built by
+        `UpdateScheme.per_layer` is a description, not a command-line spec."""
+        sparse_update = cls(scheme=scheme.spec)
+        object.__setattr__(sparse_update, "update_scheme", scheme)  # frozen dataclass, field not in __init__
+        return sparse_update
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         train = find_func(op, TRAIN_STEP)
         if train is None:
             raise PassFailedException(f"{self.name}: no func.func @{TRAIN_STEP}; run qtrain-autodiff first")
         try:
-            scheme = parse_scheme(self.scheme, self.k)
+            scheme = self.update_scheme if self.update_scheme is not None else parse_scheme(self.scheme, self.k)
             chosen = scheme.resolve(network_layers(train))
         except SchemeError as e:
             raise PassFailedException(f"{self.name}: {e}") from None

@@ -15,9 +15,9 @@ pytest.importorskip("sklearn", reason="the digits task comes with scikit-learn")
 
 from qtrain.dialects.qtrain import ParamOp  # noqa: E402
 from qtrain.interpreter import ModelInterpreter  # noqa: E402
+from qtrain.search import FineTuneRecipe, fine_tune_accuracy  # noqa: E402
 from qtrain.tools import bench_accuracy as bench  # noqa: E402
 from qtrain.tools.bench_schemes import load_make_task  # noqa: E402
-from qtrain.transforms.scheme_search import FineTuneRecipe, fine_tune_accuracy  # noqa: E402
 
 STEPS = 12
 

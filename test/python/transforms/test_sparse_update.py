@@ -12,6 +12,7 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
+from xdsl.utils.exceptions import PassFailedException
 
 from qtrain.dialects.qtrain import (
     AddOp,
@@ -171,3 +172,44 @@ def test_bias_only_and_last_k_on_mcunet():
     names = sorted(u.param.root_reference.data for u in fn.walk() if isinstance(u, SGDUpdateOp))
     assert names == ["conv41.bias", "conv41.weight", "conv42.bias", "conv42.weight"]
     assert sum(isinstance(op, Conv2DInputGradOp) for op in fn.walk()) == 1
+
+
+# -- typed schemes ----------------------------------------------------------------------------------------
+
+
+def test_typed_scheme_gives_the_graph_of_its_schemes_json_entry():
+    """A per-layer `UpdateScheme` given in Python (no file) makes the pipeline build exactly the IR that the
+    same entry read from a schemes.json file does; the pass's command-line option stays a string."""
+    from testpaths import LIT_INPUTS
+
+    from qtrain.interpreter import load_module
+    from qtrain.tools.qtrain_opt import qtrain_pass_summary
+    from qtrain.transforms.pipeline import apply_passes, training_passes
+    from qtrain.transforms.schemes import SchemeError, UpdateScheme, network_layers, parse_scheme
+
+    text = (LIT_INPUTS / "tiny_model.mlir").read_text()
+    file = LIT_INPUTS / "tiny_schemes.json"
+    entries = json.loads(file.read_text())["tiny"]
+    for budget in ("half", "pointwise"):
+        entry = entries[budget]
+        typed = UpdateScheme.per_layer(entry["n_bias_update"],
+                                       dict(zip(entry["manual_weight_idx"], entry["weight_update_ratio"], strict=True)))
+        from_file = apply_passes(load_module(text), training_passes(f"{file}#tiny/{budget}"))
+        from_object = apply_passes(load_module(text), training_passes(typed))
+        assert str(from_object) == str(from_file), budget
+        layers = network_layers(train_step(from_file))
+        assert typed.resolve(layers) == parse_scheme(f"{file}#tiny/{budget}").resolve(layers)
+    # a typed scheme given to the pass directly; the object is not a pass option
+    sparse = SparseUpdatePass.from_scheme(UpdateScheme.per_layer(1, {2: 0.25}, "my scheme"))
+    assert sparse.scheme == "my scheme" and sparse.update_scheme is not None
+    assert set(sparse.spec(include_default=True).parameters) == {"scheme", "k"}
+    assert "update-scheme" not in qtrain_pass_summary()
+    # a parsed spec and the same spec given as an object train the same
+    named = apply_passes(load_module(text), training_passes("last-k=2"))
+    assert str(apply_passes(load_module(text), training_passes(parse_scheme("last-k=2")))) == str(named)
+    with pytest.raises(SchemeError, match="within \\[0, 1\\]"):
+        UpdateScheme.per_layer(0, {1: 1.5})
+    with pytest.raises(PassFailedException, match="my scheme: n_bias_update = 7"):
+        module = load_module(text)
+        AutodiffPass().apply(Context(), module)
+        SparseUpdatePass.from_scheme(UpdateScheme.per_layer(7, {}, "my scheme")).apply(Context(), module)

@@ -25,9 +25,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.errors import UserError
 from qtrain.interpreter import load_module
-from qtrain.tools.qtrain_search_scheme import main as search_main
-from qtrain.transforms.autodiff import AutodiffPass
-from qtrain.transforms.scheme_search import (
+from qtrain.search import (
     RATIOS,
     Candidate,
     EvolutionSettings,
@@ -47,6 +45,8 @@ from qtrain.transforms.scheme_search import (
     split_validation,
     write_schemes_json,
 )
+from qtrain.tools.qtrain_search_scheme import main as search_main
+from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.schemes import network_layers, parse_scheme
 
 TINY = LIT_INPUTS / "tiny_model.mlir"
@@ -120,6 +120,8 @@ def test_candidate_round_trips_through_parse_scheme(tmp_path: Path) -> None:
                 k = convs[i].channels(r)
                 expected[f"conv{i}.weight"] = ("weight", None if k == convs[i].in_channels else (0, k))
         assert {name: (t.kind, t.channels) for name, t in resolved.items()} == expected
+        # the typed scheme the search hands the pipeline is the file's entry, without the file
+        assert c.scheme().resolve(layers) == resolved
     # every budget written so far is still in the file (the file is added to, not overwritten)
     data = json.loads(path.read_text())
     assert len(data["tiny"]) == len(candidates) and "_about" in data
@@ -158,7 +160,7 @@ def test_search_respects_the_budget_and_finds_the_optimum(budget_fraction: float
     gain = synthetic_gain(1)
     planner = MemoryPlanner(module)
     result = evolutionary_search(planner.convs, gain, planner.peak_sram_bytes, budget,
-                                 EvolutionSettings(population=12, generations=10, seed=0), progress=False)
+                                 EvolutionSettings(population=12, generations=10, seed=0))
     # re-planned from scratch through the written schemes.json entry
     spec = write_schemes_json(tmp_path / "s.json", "tiny", budget / 1024, result.candidate)
     assert planned_peak_sram(module, spec) == result.peak_sram_bytes <= budget
@@ -172,7 +174,7 @@ def test_search_raises_for_an_infeasible_budget() -> None:
     planner = MemoryPlanner(tiny())
     minimum = planner.peak_sram_bytes(classifier_only(3))
     with pytest.raises(InfeasibleBudgetError, match=f"needs {minimum} bytes") as info:
-        evolutionary_search(planner.convs, synthetic_gain(0), planner.peak_sram_bytes, minimum - 1, progress=False)
+        evolutionary_search(planner.convs, synthetic_gain(0), planner.peak_sram_bytes, minimum - 1)
     assert info.value.minimum_bytes == minimum
 
 
@@ -191,7 +193,7 @@ def test_search_is_deterministic_for_a_seed() -> None:
 
         # a gain with many ties, so tie-breaking and the random stream both matter
         result = evolutionary_search(convs, lambda c: round(gain(c), 1), mem, budget,
-                                     EvolutionSettings(population=8, generations=6, seed=7), progress=False)
+                                     EvolutionSettings(population=8, generations=6, seed=7))
         return result.candidate, result.gain, result.best_per_generation, planned
 
     assert search() == search()
@@ -208,8 +210,7 @@ def test_contribution_analysis_measures_every_layer_and_ratio(tmp_path: Path) ->
     fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
     recipe = FineTuneRecipe(steps=6, lr=0.05, bias_lr=0.05)
     cache_file = tmp_path / "cache.json"
-    analysis = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, cache_path=cache_file,
-                                     progress=False)
+    analysis = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, cache_path=cache_file)
     convs = backbone_convs(module)
     assert len(analysis.bias_accuracy) == len(convs) + 1
     assert set(analysis.weight_accuracy) == {0, 1, 2}
@@ -229,12 +230,56 @@ def test_contribution_analysis_measures_every_layer_and_ratio(tmp_path: Path) ->
     direct = [fine_tune_accuracy(module, "bias-only", recipe, fit, val, (5, r)) for r in range(2)]
     assert analysis.bias_only == pytest.approx(np.mean(direct))
     # cached: no new run, same numbers; in a process pool: same numbers
-    again = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, cache_path=cache_file,
-                                  progress=False)
+    again = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, cache_path=cache_file)
     assert again.runs == 0 and again.cached_runs == 26
     assert again.as_json() == analysis.as_json()
-    pooled = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, jobs=2, progress=False)
+    pooled = contribution_analysis(module, fit, val, recipe=recipe, repeats=2, seed=5, jobs=2)
     assert pooled.runs == 26 and pooled.as_json() == analysis.as_json()
+
+
+def test_search_creates_no_file_and_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates reach the pipeline as `UpdateScheme` objects: a whole search (analysis + evolution) opens
+    no file for writing and leaves the temporary folder untouched; progress goes to the callback only."""
+    import builtins
+    import io
+    import os
+    import tempfile
+
+    import qtrain.interpreter  # noqa: F401 (imported before the guard: nothing but the search is watched)
+
+    module = tiny()
+    images, labels = tiny_task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real_open = io.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202 (open's signature)
+        if any(c in mode for c in "wax+"):
+            raise AssertionError(f"the search opened {file} for writing")
+        return real_open(file, mode, *args, **kwargs)
+
+    def no_mkdir(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        raise AssertionError(f"the search made a folder {path}")
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    monkeypatch.setattr(io, "open", read_only_open)
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+    calls: list[tuple[int, int, str]] = []
+    analysis = contribution_analysis(module, (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx]),
+                                     recipe=FineTuneRecipe(steps=4, lr=0.05, bias_lr=0.05), repeats=1,
+                                     on_progress=lambda *call: calls.append(call))
+    planner = MemoryPlanner(module)
+    budget = planner.peak_sram_bytes(bias_only(3))
+    result = evolutionary_search(planner.convs, analysis.gain, planner.peak_sram_bytes, budget,
+                                 EvolutionSettings(population=6, generations=3, seed=0),
+                                 on_progress=lambda *call: calls.append(call))
+    monkeypatch.undo()
+    assert list(scratch.iterdir()) == []
+    assert result.peak_sram_bytes <= budget and analysis.runs == 13
+    assert calls == [*((i, 13, "contribution analysis") for i in range(14)),
+                     *((g, 3, "evolutionary search") for g in range(4))]
 
 
 # -- the digits task --------------------------------------------------------------------------------------
@@ -308,6 +353,18 @@ def test_cli_writes_a_scheme_every_tool_can_load(tiny_files: tuple[Path, Path], 
     data_json = json.loads(out.read_text())
     assert set(data_json) == {"_about", "_search", "tiny", "other"} and "64kb" in data_json["other"]
     parse_scheme(f"{out}#other/64kb")
+    # without --quiet the tool draws the search's progress on stderr (not a terminal: the start of each stage,
+    # a line a second at most, and its end)
+    code, _, err = run_cli([model, "--budget-kb", "64", *(a for a in common if a != "--quiet")], capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    analysis = [line for line in lines if "] contribution analysis " in line]
+    evolution = [line for line in lines if "] evolutionary search " in line]
+    assert len(analysis) + len(evolution) == len(lines) and all(
+        line.startswith("qtrain-search-scheme: [") for line in lines)
+    assert f"[{'-' * 24}] contribution analysis 0/13 " in analysis[0] and analysis[0].endswith(" ETA ?")
+    assert f"[{'#' * 24}] contribution analysis 13/13 " in analysis[-1]
+    assert "evolutionary search 0/3 " in evolution[0] and "evolutionary search 3/3 " in evolution[-1]
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tiny_files: tuple[Path, Path], tmp_path: Path,

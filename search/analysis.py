@@ -1,0 +1,204 @@
+"""Contribution analysis (MCUNetV3 §3.2): what training each bias and weight slice is worth on a task.
+
+Measured by short fine-tuning runs (`qtrain.search.fine_tune`) on a task's training split, scored on a
+validation split carved from it (`split_validation`; the task's test split is never looked at):
+- bias: the accuracy of training the classifier plus the biases of the last k backbone convs, for
+  k = 0..n; `bias_gain(k)` is its difference to k = 0 (classifier only);
+- weights: for every backbone conv i and ratio r in `RATIOS`, the accuracy of bias-only (every bias +
+  the classifier) plus the weight of conv i on its first ceil(r * C_in) input channels;
+  `weight_gain(i, r)` is its difference to bias-only.
+Every accuracy is the mean over `repeats` runs that differ only in the order the samples are drawn.
+The runs are independent: they run in a process pool, and their results are cached (in memory, and
+in a JSON file if asked) by the trainable set they resolve to, so ratios that give the same channel
+count of a narrow layer are measured once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from qtrain.search.candidates import (
+    RATIOS,
+    Candidate,
+    ConvInfo,
+    SearchError,
+    backbone_convs,
+    bias_only,
+    canonical,
+    with_weight,
+)
+from qtrain.search.fine_tune import FineTuneRecipe, FineTuneRunner, Split
+from qtrain.search.progress import ProgressCallback
+
+
+class AnalysisCache:
+    """Accuracy of (candidate, repeat) runs, in memory and optionally in a JSON file.
+
+    The file is keyed by a fingerprint of everything a run depends on (model IR, fine-tuning and
+    validation data, recipe, seed), so a stale file is never used for another setting.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, fingerprint: str):
+        self.path = Path(path) if path is not None else None
+        self.fingerprint = fingerprint
+        self.runs: dict[str, float] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise SearchError(f"cache {self.path} is not readable JSON ({e})") from None
+            if isinstance(data, dict) and data.get("fingerprint") == fingerprint:
+                self.runs = {str(k): float(v) for k, v in data.get("runs", {}).items()}
+
+    @staticmethod
+    def run_key(candidate: Candidate, repeat: int) -> str:
+        return f"{candidate.key()}#{repeat}"
+
+    def get(self, candidate: Candidate, repeat: int) -> float | None:
+        return self.runs.get(self.run_key(candidate, repeat))
+
+    def put(self, candidate: Candidate, repeat: int, accuracy: float) -> None:
+        self.runs[self.run_key(candidate, repeat)] = accuracy
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.write_text(json.dumps({"fingerprint": self.fingerprint, "runs": self.runs}, indent=1) + "\n")
+
+
+def fingerprint(module: ModuleOp, recipe: FineTuneRecipe, arrays: Iterable[np.ndarray], seed: int) -> str:
+    """What a cached run depends on: the model's IR text, the recipe's fields, the seed and the data."""
+    h = hashlib.sha256()
+    h.update(str(module).encode())
+    h.update(json.dumps(recipe.fingerprint(), sort_keys=True).encode())
+    h.update(str(seed).encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class ContributionAnalysis:
+    """Validation accuracies of the contribution analysis (fractions in [0, 1], mean over repeats)."""
+
+    convs: list[ConvInfo]
+    bias_accuracy: list[float]
+    """index k = 0..n: classifier + biases of the last k backbone convs"""
+    weight_accuracy: dict[int, dict[float, float]]
+    """layer -> ratio (every one of RATIOS) -> accuracy of bias-only + that weight slice"""
+    repeats: int
+    recipe: FineTuneRecipe
+    n_fit: int
+    n_val: int
+    runs: int = 0
+    """fine-tuning runs made by this call"""
+    cached_runs: int = 0
+    """runs taken from the cache file instead"""
+    seconds: float = 0.0
+
+    @property
+    def classifier_only(self) -> float:
+        return self.bias_accuracy[0]
+
+    @property
+    def bias_only(self) -> float:
+        return self.bias_accuracy[-1]
+
+    def bias_gain(self, k: int) -> float:
+        return self.bias_accuracy[k] - self.bias_accuracy[0]
+
+    def weight_gain(self, layer: int, ratio: float) -> float:
+        if ratio <= 0:
+            return 0.0
+        ratio = self.convs[layer].canonical_ratio(ratio)
+        return self.weight_accuracy[layer][ratio] - self.bias_only
+
+    def gain(self, candidate: Candidate) -> float:
+        """The search objective: bias gain of k plus the chosen weight gains (paper, Eq. 2)."""
+        return self.bias_gain(candidate.n_bias_update) + sum(
+            self.weight_gain(i, r) for i, r in enumerate(candidate.weight_ratios)
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "classifier_only": self.classifier_only,
+            "bias_only": self.bias_only,
+            "bias_accuracy": self.bias_accuracy,
+            "bias_gain": [self.bias_gain(k) for k in range(len(self.bias_accuracy))],
+            "weight_gain": {
+                str(i): {f"{r:g}": self.weight_gain(i, r) for r in RATIOS} for i in self.weight_accuracy
+            },
+            "repeats": self.repeats,
+            "recipe": self.recipe.fingerprint(),
+            "fit_samples": self.n_fit,
+            "validation_samples": self.n_val,
+        }
+
+
+def contribution_analysis(
+    module: ModuleOp,
+    fit: Split,
+    validation: Split,
+    *,
+    recipe: FineTuneRecipe = FineTuneRecipe(),  # noqa: B008 (frozen)
+    repeats: int = 3,
+    seed: int = 0,
+    layers: Sequence[int] | None = None,
+    jobs: int = 1,
+    cache_path: str | os.PathLike[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ContributionAnalysis:
+    """Measures bias and weight contributions (see the module docstring).
+
+    `fit`/`validation`: (int8 NHWC images, labels) of the training split's two parts. `layers` restricts
+    the weight analysis to some backbone convs (the others get no weight gain entry and may not be
+    searched); default: all. Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
+    per fine-tuning run, stage "contribution analysis") goes to `on_progress`.
+    """
+    if repeats < 1:
+        raise SearchError(f"repeats must be at least 1, got {repeats}")
+    convs = backbone_convs(module)
+    n = len(convs)
+    chosen_layers = list(range(n)) if layers is None else sorted(set(layers))
+    if any(not 0 <= i < n for i in chosen_layers):
+        raise SearchError(f"layers must be backbone convs 0..{n - 1}, got {list(layers or [])}")
+    cache = AnalysisCache(cache_path, fingerprint(module, recipe, (*fit, *validation), seed))
+    bias_candidates = [Candidate(k, (0.0,) * n) for k in range(n + 1)]
+    weight_candidates = {
+        (i, r): canonical(with_weight(bias_only(n), i, r), convs) for i in chosen_layers for r in RATIOS
+    }
+    distinct = list(dict.fromkeys([*bias_candidates, *weight_candidates.values()]))
+    start = time.perf_counter()
+    todo = [(c, r) for c in distinct for r in range(repeats) if cache.get(c, r) is None]
+    runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress)
+    results = runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis")
+    for (c, r), acc in zip(todo, results, strict=True):
+        cache.put(c, r, acc)
+    cache.save()
+
+    def accuracy(c: Candidate) -> float:
+        return float(np.mean([cache.get(c, r) for r in range(repeats)]))
+
+    return ContributionAnalysis(
+        convs=convs,
+        bias_accuracy=[accuracy(c) for c in bias_candidates],
+        weight_accuracy={i: {r: accuracy(weight_candidates[i, r]) for r in RATIOS} for i in chosen_layers},
+        repeats=repeats,
+        recipe=recipe,
+        n_fit=len(fit[0]),
+        n_val=len(validation[0]),
+        runs=len(todo),
+        cached_runs=len(distinct) * repeats - len(todo),
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,187 @@
+"""Evolutionary search (MCUNetV3 §3.2, Fig. 5): the candidate with the largest gain under a memory budget.
+
+The gain is usually `ContributionAnalysis.gain` (`qtrain.search.analysis`) and the memory
+`MemoryPlanner.peak_sram_bytes` (`qtrain.search.memory`), but any functions of a `Candidate` will do.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from qtrain.search.candidates import (
+    Candidate,
+    ConvInfo,
+    InfeasibleBudgetError,
+    bias_only,
+    canonical,
+    classifier_only,
+    last_k,
+    trains_superset,
+)
+from qtrain.search.progress import ProgressCallback, report
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    """Parameters of the evolutionary search (in the style of MCUNet's evolution finder)."""
+
+    population: int = 50
+    generations: int = 40
+    parent_fraction: float = 0.25
+    mutation_fraction: float = 0.5
+    """share of the children made by mutation; the rest by crossover"""
+    mutate_prob: float = 0.2
+    """per-gene mutation probability (at least one gene always changes)"""
+    frozen_prob: float = 0.5
+    """probability that a random initial candidate leaves a layer's weight frozen"""
+    max_tries: int = 50
+    """attempts to make one feasible, new child before giving up on it"""
+    prune_supersets: bool = True
+    """take a candidate training a superset of a known over-budget one as over budget without planning it
+    (the planned memory grows with the trainable set; the chosen scheme is always planned)"""
+    seed: int = 0
+
+
+@dataclass
+class SearchResult:
+    candidate: Candidate
+    gain: float
+    peak_sram_bytes: int
+    budget_bytes: int
+    minimum_bytes: int
+    planned: int
+    """distinct candidates whose memory the planner computed"""
+    best_per_generation: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evolutionary_search(
+    convs: Sequence[ConvInfo],
+    gain: Callable[[Candidate], float],
+    memory: Callable[[Candidate], int],
+    budget_bytes: int,
+    settings: EvolutionSettings = EvolutionSettings(),  # noqa: B008 (frozen)
+    *,
+    searchable: Sequence[int] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> SearchResult:
+    """Maximises `gain` over candidates with `memory(c) <= budget_bytes`.
+
+    Genes: n_bias_update (0..n) and one ratio per searchable backbone conv (`ConvInfo.ratio_options`;
+    the others stay frozen). The initial population holds the hand-designed schemes that fit (classifier
+    only, bias-only, last-k for every k) and random feasible candidates; each generation keeps the best
+    `parent_fraction` (by gain, then lower memory) and adds children by mutation and crossover, each
+    child feasible, not yet in the population and at least as good as the worst parent (a worse one
+    could never be selected, so it is not planned). Deterministic for `settings.seed`.
+    Raises `InfeasibleBudgetError` when not even classifier-only fits. Progress (one unit per generation,
+    stage "evolutionary search") goes to `on_progress`.
+    """
+    start = time.perf_counter()
+    n = len(convs)
+    genes = list(range(n)) if searchable is None else sorted(set(searchable))
+    options = {i: convs[i].ratio_options() for i in genes}
+    rng = random.Random(settings.seed)
+    planned: set[Candidate] = set()
+
+    def norm(c: Candidate) -> Candidate:
+        return canonical(c, convs)
+
+    def mem(c: Candidate) -> int:
+        planned.add(c)
+        return memory(c)
+
+    over_budget: list[Candidate] = []
+
+    def feasible(c: Candidate) -> bool:
+        if settings.prune_supersets and any(trains_superset(c, x) for x in over_budget):
+            return False
+        if mem(c) <= budget_bytes:
+            return True
+        over_budget.append(c)
+        return False
+
+    def fitness(c: Candidate) -> tuple[float, int, Candidate]:
+        # Sort key: higher gain first, then lower memory, then a fixed order for ties.
+        return (-gain(c), mem(c), c)
+
+    minimal = classifier_only(n)
+    minimum = mem(minimal)
+    if minimum > budget_bytes:
+        raise InfeasibleBudgetError(budget_bytes, minimum)
+
+    def random_candidate() -> Candidate:
+        ratios = [0.0] * n
+        for i in genes:
+            if rng.random() >= settings.frozen_prob:
+                ratios[i] = rng.choice(options[i][1:])
+        return Candidate(rng.randint(0, n), tuple(ratios))
+
+    def mutate(parent: Candidate) -> Candidate:
+        k = parent.n_bias_update
+        ratios = list(parent.weight_ratios)
+        slots = [-1, *genes]  # -1: the bias gene
+        changed = [s for s in slots if rng.random() < settings.mutate_prob] or [rng.choice(slots)]
+        for s in changed:
+            if s < 0:
+                k = rng.choice([v for v in range(n + 1) if v != k] or [k])
+            else:
+                ratios[s] = rng.choice([r for r in options[s] if r != ratios[s]] or [ratios[s]])
+        return Candidate(k, tuple(ratios))
+
+    def crossover(a: Candidate, b: Candidate) -> Candidate:
+        k = rng.choice((a.n_bias_update, b.n_bias_update))
+        ratios = [rng.choice((x, y)) for x, y in zip(a.weight_ratios, b.weight_ratios, strict=True)]
+        return Candidate(k, tuple(ratios))
+
+    anchors = [minimal, bias_only(n), *(last_k(k, n) for k in range(2, n + 2))]
+    anchors = [norm(c) for c in anchors if all(r == 0 or i in options for i, r in enumerate(c.weight_ratios))]
+    population: list[Candidate] = []
+    for c in anchors:
+        if c not in population and feasible(c):
+            population.append(c)
+    tries = 0
+    while len(population) < settings.population and tries < settings.population * settings.max_tries:
+        tries += 1
+        c = norm(random_candidate())
+        if c not in population and feasible(c):
+            population.append(c)
+
+    n_parents = max(2, round(settings.parent_fraction * settings.population))
+    n_mutants = round(settings.mutation_fraction * (settings.population - n_parents))
+    best_history: list[float] = []
+    report(on_progress, 0, settings.generations, "evolutionary search")
+    for generation in range(1, settings.generations + 1):
+        population.sort(key=fitness)
+        parents = population[:n_parents]
+        best_history.append(gain(parents[0]))
+        children: list[Candidate] = list(parents)
+        # Parents survive, so a child less fit than every parent could never become one: it is not
+        # planned (the planner is the expensive part) and another child is tried instead.
+        worst = gain(parents[-1])
+        for index in range(settings.population - len(parents)):
+            for _ in range(settings.max_tries):
+                if index < n_mutants or len(parents) < 2:
+                    child = norm(mutate(rng.choice(parents)))
+                else:
+                    child = norm(crossover(*rng.sample(parents, 2)))
+                if child not in children and gain(child) >= worst and feasible(child):
+                    children.append(child)
+                    break
+        population = children
+        report(on_progress, generation, settings.generations, "evolutionary search")
+    population.sort(key=fitness)
+    best = population[0]
+    # The best ever seen survives as a parent, so population[0] is the overall best.
+    return SearchResult(
+        candidate=best,
+        gain=gain(best),
+        peak_sram_bytes=mem(best),
+        budget_bytes=budget_bytes,
+        minimum_bytes=minimum,
+        planned=len(planned),
+        best_per_generation=best_history,
+        seconds=time.perf_counter() - start,
+    )

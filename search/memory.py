@@ -1,0 +1,46 @@
+"""A candidate's memory: the `peak_sram_bytes` the real training pipeline plans for it."""
+
+from __future__ import annotations
+
+import time
+
+from xdsl.dialects.builtin import ModuleOp
+
+from qtrain.dialects.qtrain.contract import MEMORY
+from qtrain.search.candidates import Candidate, backbone_convs, canonical
+from qtrain.transforms.pipeline import apply_passes, training_passes
+from qtrain.transforms.schemes import UpdateScheme
+
+
+def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: bool = True,
+                      weight_storage: str = "f32") -> int:
+    """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`."""
+    planned = apply_passes(
+        module.clone(),
+        training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage),
+    )
+    memory = planned.attributes[MEMORY]
+    return int(memory.data["peak_sram_bytes"].value.data)  # type: ignore[attr-defined]
+
+
+class MemoryPlanner:
+    """Planned peak SRAM of candidates (the real pipeline, see `planned_peak_sram`), cached by candidate."""
+
+    def __init__(self, module: ModuleOp, *, reorder: bool = True, weight_storage: str = "f32"):
+        self.module = module
+        self.convs = backbone_convs(module)
+        self.reorder = reorder
+        self.weight_storage = weight_storage
+        self.cache: dict[Candidate, int] = {}
+        self.seconds = 0.0
+
+    def peak_sram_bytes(self, candidate: Candidate) -> int:
+        candidate = canonical(candidate, self.convs)
+        value = self.cache.get(candidate)
+        if value is None:
+            start = time.perf_counter()
+            value = planned_peak_sram(self.module, candidate.scheme(), reorder=self.reorder,
+                                      weight_storage=self.weight_storage)
+            self.seconds += time.perf_counter() - start
+            self.cache[candidate] = value
+        return value
