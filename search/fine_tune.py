@@ -15,6 +15,7 @@ from qtrain.dialects.qtrain.contract import TRAIN_STEP
 from qtrain.search.candidates import SearchError
 from qtrain.search.progress import ProgressCallback, report
 from qtrain.transforms.pipeline import apply_passes, training_passes
+from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import UpdateScheme
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -34,9 +35,9 @@ class FineTuneRecipe:
     learns (lr 0.003: classifier only stays at 25%). Train a found scheme with the same rates.
     """
 
-    steps: int = 2000
-    lr: float = 0.01
-    bias_lr: float | None = 0.001
+    steps: int = FINE_TUNE_STEPS
+    lr: float = FINE_TUNE_RECIPE.lr
+    bias_lr: float | None = FINE_TUNE_RECIPE.bias_lr
     weight_storage: str = "f32"
 
     def fingerprint(self) -> dict[str, Any]:

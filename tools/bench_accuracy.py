@@ -57,6 +57,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.search import FineTuneRecipe
 from qtrain.tools.bench_schemes import DIGITS, load_make_task
+from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import Layer
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -91,9 +92,9 @@ ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS
 class Recipe:
     """The one fine-tuning recipe every arm and scheme is trained with."""
 
-    steps: int = 2000
-    lr: float = 0.01
-    bias_lr: float = 0.001
+    steps: int = FINE_TUNE_STEPS
+    lr: float = FINE_TUNE_RECIPE.lr
+    bias_lr: float = FINE_TUNE_RECIPE.bias_lr  # type: ignore[assignment]
 
     def describe(self, seeds: int) -> str:
         return (f"{self.steps} SGD steps of batch 1, no momentum, lr {self.lr:g} (weights), bias lr {self.bias_lr:g}; "
@@ -562,8 +563,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=defaults.seeds, help=f"runs per row (sample orders, "
                         f"{defaults.seeds})")
     parser.add_argument("--steps", type=int, default=defaults.recipe.steps, help="SGD steps per run (2000)")
-    parser.add_argument("--lr", type=float, default=defaults.recipe.lr, help="weight learning rate (0.01)")
-    parser.add_argument("--bias-lr", type=float, default=defaults.recipe.bias_lr, help="bias learning rate (0.001)")
+    recipe = defaults.recipe
+    parser.add_argument("--lr", type=float, default=recipe.lr, help=f"weight learning rate ({recipe.lr:g})")
+    parser.add_argument("--bias-lr", type=float, default=recipe.bias_lr,
+                        help=f"bias learning rate ({recipe.bias_lr:g})")
     parser.add_argument("--budget-kb", type=float, default=defaults.budget_kb, help="SRAM budget of (b) (24)")
     parser.add_argument("--searched", help="train this scheme spec as the searched one instead of searching")
     parser.add_argument("--quant-schemes", default=",".join(defaults.quant_schemes),

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qtrain.transforms.recipe import FINE_TUNE_RECIPE
+
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "examples" / "digits"
 
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="8,12,16,24", help="budgets in KB, comma-separated (8,12,16,24)")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per scheme on the test split (3)")
     parser.add_argument("--steps", type=int, default=2000, help="steps per fine-tuning run (2000)")
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--bias-lr", type=float, default=0.001)
+    parser.add_argument("--lr", type=float, default=FINE_TUNE_RECIPE.lr)
+    parser.add_argument("--bias-lr", type=float, default=FINE_TUNE_RECIPE.bias_lr)
     parser.add_argument("--repeats", type=int, default=3, help="runs per contribution measurement (3)")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--search-seed", type=int, default=0)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qtrain.errors import UserError
 from qtrain.tools.plumbing import ArgumentParser, UsageError, run_tool
+from qtrain.transforms.recipe import COMPILE_RECIPE
 
 TARGETS = ("qemu", "stm32f746", "host")
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-reorder", action="store_true", help="keep the naive schedule (updates at the end)")
     parser.add_argument("--no-fuse", action="store_true",
                         help="keep frozen 1x1 + depthwise pairs separate (no qtrain-fuse-streaming)")
-    parser.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    parser.add_argument("--lr", type=float, default=COMPILE_RECIPE.lr,
+                        help=f"learning rate (default {COMPILE_RECIPE.lr:g})")
     parser.add_argument("--bias-lr", type=float, default=None, help="bias learning rate (default: --lr)")
     parser.add_argument("--no-qas", action="store_true", help="plain SGD without quantization-aware scaling")
     parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32",

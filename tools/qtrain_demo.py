@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from qtrain.transforms.recipe import FINE_TUNE_RECIPE
+
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "examples" / "digits"
-LR, BIAS_LR = 0.01, 0.001  # the recipe the contribution analysis measured; train with the same
+LR, BIAS_LR = FINE_TUNE_RECIPE.lr, FINE_TUNE_RECIPE.bias_lr  # what the contribution analysis measured with
 
 
 class DemoError(Exception):

@@ -47,6 +47,7 @@ from qtrain.dialects.qtrain.interfaces import (
     TrainedParamRole,
     produced_quant,
 )
+from qtrain.transforms.recipe import COMPILE_RECIPE
 
 
 @dataclass
@@ -81,7 +82,7 @@ class AutodiffPass(ModulePass):
 
     name = "qtrain-autodiff"
 
-    lr: float = 0.05
+    lr: float = COMPILE_RECIPE.lr
     """learning rate of weight updates"""
     bias_lr: float | None = None
     """learning rate of bias updates (default: lr)"""

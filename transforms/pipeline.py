@@ -17,6 +17,7 @@ from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
 from qtrain.transforms.fuse_streaming import FuseStreamingPass
 from qtrain.transforms.plan_memory import PlanMemoryPass
+from qtrain.transforms.recipe import COMPILE_RECIPE
 from qtrain.transforms.reorder import ReorderPass
 from qtrain.transforms.schemes import UpdateScheme
 from qtrain.transforms.sparse_update import SparseUpdatePass
@@ -28,7 +29,7 @@ def training_passes(
     *,
     reorder: bool = True,
     sram_kb: int = 256,
-    lr: float = 0.05,
+    lr: float = COMPILE_RECIPE.lr,
     bias_lr: float | None = None,
     qas: bool = True,
     weight_storage: str = "f32",
