@@ -35,7 +35,9 @@ Forward semantics of the reference training code (mit-han-lab/tiny-training,
 Layer numbering follows `schemes.json` (`_about`): first conv = 0, then per block its pointwise1 (if
 any), depthwise, pointwise2, then feature_mix (if any); the classifier comes last (conv42 for
 mcunet-5fps). Parameters are module-level `qtrain.param` symbols `conv{L}.weight` (int8 OHWI) and
-`conv{L}.bias` (int32).
+`conv{L}.bias` (int32). The IR is built by `frontends/builder.py`, as the ONNX importer's is; each layer
+must read its input with the quantization the previous layer writes it with (TinyTrainingFormatError
+otherwise), so the module passes `qtrain-verify-quant-chain`.
 
 The model's input quantization (the first conv's `x_scale`, `x_zero`) is recorded on `@forward` as the
 discardable attribute `qtrain.input_q`: images must be quantized with it (`q = round(x / s) + zp`;
@@ -52,7 +54,6 @@ import os
 import pickle
 import zipfile
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,6 @@ from typing import Any
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
-    BytesAttr,
-    DenseIntOrFPElementsAttr,
     ModuleOp,
     TensorType,
     f32,
@@ -81,10 +80,9 @@ from qtrain.dialects.qtrain import (
     QuantParamsAttr,
     ReshapeOp,
 )
+from qtrain.dialects.qtrain.contract import FORWARD, find_func
 from qtrain.dialects.qtrain.ops import clamp_range
-
-INPUT_Q_ATTR = "qtrain.input_q"
-"""Discardable attribute on `@forward`: the quantization the int8 input image must be in."""
+from qtrain.frontends.builder import INPUT_Q_ATTR, ForwardBuilder
 
 
 class TinyTrainingFormatError(ValueError):
@@ -356,21 +354,6 @@ def parse_model(model: dict[str, Any]) -> ReferenceModel:
 # -- IR construction -----------------------------------------------------------------------------------
 
 
-def dense_attr(array: np.ndarray) -> DenseIntOrFPElementsAttr:
-    """A dense tensor attribute from the array's little-endian bytes (prints as hex when large)."""
-    element: Attribute
-    if array.dtype == np.int8:
-        element, le = i8, array
-    elif array.dtype == np.int32:
-        element, le = i32, array.astype("<i4")
-    elif array.dtype == np.float32:
-        element, le = f32, array.astype("<f4")
-    else:
-        raise TypeError(f"unsupported parameter dtype {array.dtype}")
-    data = np.ascontiguousarray(le).tobytes()
-    return DenseIntOrFPElementsAttr(TensorType(element, array.shape), BytesAttr(data))
-
-
 def accumulator_bound(c: QuantConv) -> np.ndarray:
     """Per output channel, the largest possible |sum((x - zx) * w)| over all int8 inputs (int64)."""
     worst_x = max(abs(-128 - c.x_zero), abs(127 - c.x_zero))
@@ -410,97 +393,62 @@ def _q(scale: float, zero: int) -> QuantParamsAttr:
     return QuantParamsAttr.get(scale, zero)
 
 
-def _nhwc(shape: Sequence[int]) -> TensorType[Attribute]:
-    return TensorType(i8, list(shape))
+def _reads(b: ForwardBuilder, x: SSAValue, q: QuantParamsAttr, where: str) -> None:
+    """The pickle states the quantization each layer reads its input with; it must be the one the
+    previous layer wrote (a consistent chain, as `qtrain-verify-quant-chain` requires)."""
+    if b.quant[x] != q:
+        raise _fail(where, f"reads its input as {q}, but the previous layer writes {b.quant[x]}")
 
 
-class _ForwardBuilder:
-    def __init__(self, model: ReferenceModel, num_classes: int):
-        self.model = model
-        self.num_classes = num_classes
-        self.params: list[ParamOp] = []
-        self.body: list[Operation] = []
+def _emit_conv(b: ForwardBuilder, c: QuantConv, x: SSAValue, out_rows: int | None = None) -> SSAValue:
+    """`c` as the next `qtrain.conv2d`; `out_rows` keeps only the first output channels (the head)."""
+    xt = x.type
+    assert isinstance(xt, TensorType)
+    _, h, wd, cin = xt.get_shape()
+    if cin != c.in_channels:
+        raise _fail(c.where, f"takes {c.in_channels} input channels, but the previous layer gives {cin}")
+    oh = c.output_size(h)
+    if c.out_shape is not None and c.out_shape != oh:
+        raise _fail(c.where, f"out_shape = {c.out_shape}, but a {h}x{wd} input with padding {c.padding} gives {oh}")
+    _reads(b, x, _q(c.x_scale, c.x_zero), c.where)
+    rows = slice(0, out_rows if out_rows is not None else c.out_channels)
+    return b.conv2d(
+        x,
+        np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1)),  # OIHW -> OHWI
+        c.w_scales[rows].tolist(),
+        np.ascontiguousarray(int32_safe_bias(c)[rows]),
+        strides=[c.stride, c.stride],
+        padding=c.padding,
+        groups=c.groups,
+        output_q=_q(c.y_scale, c.y_zero),
+    )
 
-    def conv(self, layer: int, c: QuantConv, x: SSAValue, out_rows: int | None = None) -> SSAValue:
-        rows = slice(0, out_rows if out_rows is not None else c.out_channels)
-        weight = np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1))  # OIHW -> OHWI
-        bias = np.ascontiguousarray(int32_safe_bias(c)[rows])
-        w_param = ParamOp(f"conv{layer}.weight", dense_attr(weight))
-        b_param = ParamOp(f"conv{layer}.bias", dense_attr(bias))
-        self.params += [w_param, b_param]
-        w = GetParamOp(w_param.sym_name.data, w_param.tensor_type)
-        b = GetParamOp(b_param.sym_name.data, b_param.tensor_type)
-        xt = x.type
-        assert isinstance(xt, TensorType)
-        n, h, wd, cin = xt.get_shape()
-        if cin != c.in_channels:
-            raise _fail(c.where, f"takes {c.in_channels} input channels, but the previous layer gives {cin}")
-        oh, ow = c.output_size(h), c.output_size(wd)
-        if c.out_shape is not None and c.out_shape != oh:
-            raise _fail(c.where, f"out_shape = {c.out_shape}, but a {h}x{wd} input with padding {c.padding} gives {oh}")
-        out_type = _nhwc([n, oh, ow, weight.shape[0]])
-        conv = Conv2DOp(
-            x,
-            w,
-            b,
-            out_type,
-            strides=[c.stride, c.stride],
-            padding=c.padding,
-            groups=c.groups,
-            input_q=_q(c.x_scale, c.x_zero),
-            weight_q=QuantParamsAttr.get(c.w_scales[rows].tolist(), 0, axis=0),
-            output_q=_q(c.y_scale, c.y_zero),
-        )
-        self.body += [w, b, conv]
-        return conv.output
 
-    def build(self) -> ModuleOp:
-        m = self.model
-        image_type = _nhwc([1, m.input_size, m.input_size, m.input_channels])
-        out_type = TensorType(i8, [1, self.num_classes])
-        fn = func.FuncOp("forward", ([image_type], [out_type]))
-        fn.attributes[INPUT_Q_ATTR] = _q(m.first_conv.x_scale, m.first_conv.x_zero)
-        layer = 0
-        x: SSAValue = fn.args[0]
-        x = self.conv(layer, m.first_conv, x)
-        layer += 1
-        for block in m.blocks:
-            shortcut = x
-            for c in block.convs():
-                x = self.conv(layer, c, x)
-                layer += 1
-            if block.residual is not None:
-                r = block.residual
-                add = AddOp(
-                    shortcut,
-                    x,
-                    lhs_q=_q(r.x_scale, r.x_zero),
-                    rhs_q=_q(block.pointwise2.y_scale, block.pointwise2.y_zero),
-                    output_q=_q(r.y_scale, r.y_zero),
-                )
-                self.body.append(add)
-                x = add.output
-        if m.feature_mix is not None:
-            x = self.conv(layer, m.feature_mix, x)
-            layer += 1
-        # Global average pool: the reference rounds the mean of the codes, no requantization.
-        xt = x.type
-        assert isinstance(xt, TensorType)
-        n, h, w, ch = xt.get_shape()
-        last_q = self._produced_q(x)
-        pool = AvgPoolOp(x, _nhwc([n, 1, 1, ch]), kernel=[h, w], strides=[1, 1], input_q=last_q, output_q=last_q)
-        self.body.append(pool)
-        logits = self.conv(layer, m.classifier, pool.output, out_rows=self.num_classes)
-        flat = ReshapeOp(logits, out_type)
-        self.body += [flat, func.ReturnOp(flat.output)]
-        fn.body.block.add_ops(self.body)
-        return ModuleOp([*self.params, fn])
-
-    @staticmethod
-    def _produced_q(x: SSAValue) -> QuantParamsAttr:
-        owner = x.owner
-        assert isinstance(owner, Conv2DOp | AddOp)
-        return owner.output_q
+def build_forward(model: ReferenceModel, num_classes: int) -> ModuleOp:
+    """The forward-only module: convs numbered as in schemes.json (`ForwardBuilder` counts them in this
+    order), residual adds, the global average pool and the first `num_classes` rows of the classifier."""
+    first = model.first_conv
+    b = ForwardBuilder(
+        [1, model.input_size, model.input_size, model.input_channels], _q(first.x_scale, first.x_zero), arg_name=None
+    )
+    x = _emit_conv(b, first, b.image)
+    for i, block in enumerate(model.blocks):
+        shortcut = x
+        for c in block.convs():
+            x = _emit_conv(b, c, x)
+        if block.residual is not None:
+            r = block.residual
+            _reads(b, shortcut, _q(r.x_scale, r.x_zero), f"blocks[{i}].residual")
+            x = b.add(shortcut, x, output_q=_q(r.y_scale, r.y_zero))
+    if model.feature_mix is not None:
+        x = _emit_conv(b, model.feature_mix, x)
+    # Global average pool: the reference rounds the mean of the codes, no requantization.
+    xt = x.type
+    assert isinstance(xt, TensorType)
+    _, h, w, _ = xt.get_shape()
+    pooled = b.avgpool(x, kernel=[h, w], strides=[1, 1], output_q=b.quant[x])
+    logits = _emit_conv(b, model.classifier, pooled, out_rows=num_classes)
+    return b.finish(logits, record_output_q=False)
 
 
 def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_classes: int = 10) -> ModuleOp:
@@ -519,16 +467,14 @@ def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_cl
             f"the number of classes must be between 2 and {model.num_imagenet_classes} "
             f"(the ImageNet classifier's rows), got {num_classes}"
         )
-    module = _ForwardBuilder(model, num_classes).build()
-    module.verify()
-    return module
+    return build_forward(model, num_classes)
 
 
 def forward_function(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "forward":
-            return op
-    raise ValueError("the module has no func.func @forward")
+    fn = find_func(module, FORWARD)
+    if fn is None:
+        raise ValueError("the module has no func.func @forward")
+    return fn
 
 
 def input_quant(module: ModuleOp) -> QuantParamsAttr:

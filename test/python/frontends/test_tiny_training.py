@@ -229,6 +229,28 @@ def test_saturated_bias_is_made_int32_safe() -> None:
     np.testing.assert_array_equal(params(module)["conv0.bias"], safe)
 
 
+@pytest.mark.parametrize(
+    ("where", "field", "message"),
+    [
+        (("blocks", 1, "pointwise1"), "x_zero",
+         r"blocks\[1\]\.pointwise1: reads its input as .*zp = 2>, but the previous layer writes .*zp = 1>"),
+        (("blocks", 0, "residual"), "x_scale",
+         r"blocks\[0\]\.residual: reads its input as .*\[0\.5\], zp = -128>, but the previous layer writes "
+         r".*0\.0235.*zp = -128>"),
+    ],
+)
+def test_a_broken_quantization_chain_is_an_error(where: tuple[Any, ...], field: str, message: str) -> None:
+    """Each layer states the quantization it reads; a value other than the one its producer writes is
+    refused rather than imported as a module that fails `qtrain-verify-quant-chain`."""
+    raw = synthetic_model()
+    layer = raw
+    for key in where:
+        layer = layer[key]
+    layer["params"][field] = 2 if field == "x_zero" else 0.5  # the producer writes zp 1 / scale 6/255
+    with pytest.raises(TinyTrainingFormatError, match=message):
+        import_tiny_training(raw, num_classes=3)
+
+
 # -- the three reference models ----------------------------------------------------------------------------
 
 
