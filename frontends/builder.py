@@ -46,10 +46,11 @@ from qtrain.dialects.qtrain import (
     QuantParamsAttr,
     ReshapeOp,
 )
+from qtrain.dialects.qtrain.contract import INPUT_Q, OUTPUT_Q
 from qtrain.dialects.qtrain.ops import INT8_MAX, INT8_MIN, conv_output_size
 
-INPUT_Q_ATTR = "qtrain.input_q"
-OUTPUT_Q_ATTR = "qtrain.output_q"
+INPUT_Q_ATTR = INPUT_Q
+OUTPUT_Q_ATTR = OUTPUT_Q
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
