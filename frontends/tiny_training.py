@@ -65,10 +65,11 @@ from xdsl.ir import SSAValue
 
 from qtrain.dialects.qtrain import AvgPoolOp, QuantParamsAttr
 from qtrain.dialects.qtrain.contract import FORWARD, find_func
+from qtrain.errors import UserError
 from qtrain.frontends.builder import INPUT_Q_ATTR, ForwardBuilder
 
 
-class TinyTrainingFormatError(ValueError):
+class TinyTrainingFormatError(UserError):
     """The file is not a readable, supported tiny-training reference model."""
 
 
@@ -437,7 +438,8 @@ def build_forward(model: ReferenceModel, num_classes: int) -> ModuleOp:
 def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_classes: int = 10) -> ModuleOp:
     """Builds forward-only qtrain IR (`@forward: tensor<1x128x128x3xi8> -> tensor<1xKxi8>`) for a
     reference model given as a .pkl path or an already loaded dict. K = num_classes takes the first K
-    rows of the ImageNet classifier. Raises TinyTrainingFormatError (a ValueError) on bad input."""
+    rows of the ImageNet classifier. Raises TinyTrainingFormatError (a `qtrain.errors.UserError`) for a bad
+    model, ValueError for `num_classes` out of range."""
     raw = source if isinstance(source, dict) else load_pkl(source)
     try:
         model = parse_model(raw)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qtrain.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "examples" / "digits"
 LR, BIAS_LR = 0.01, 0.001  # the recipe the contribution analysis measured; train with the same
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         summary = demo(args)
-    except (DemoError, OSError, ValueError) as e:
+    except (DemoError, UserError, OSError, ValueError) as e:
         if args.debug:
             raise
         print(f"qtrain-demo: error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseE
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from qtrain.dialects import get_all_dialects
+from qtrain.errors import UserError
 from qtrain.transforms import get_all_passes
 
 
@@ -65,6 +66,7 @@ USER_ERRORS = (
     DiagnosticException,
     ArgSpecParseError,
     UnregisteredConstructException,
+    UserError,
     ValueError,
     KeyError,
     OSError,

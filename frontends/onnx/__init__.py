@@ -35,7 +35,8 @@ Supported models (ai.onnx opsets 10..28, plus com.microsoft version 1 for onnxru
 Layout, the quantization of QOperator / QDQ models and the folding of activations: `translate`. The
 PTQ of float models and its calibration fallback: `ptq`.
 
-Errors are `OnnxImportError` with a one-line message (the CLI prints it and exits with status 2).
+Errors are `OnnxImportError` (a `qtrain.errors.UserError`) with a one-line message (the CLI prints it
+and exits with status 2).
 """
 
 from qtrain.frontends.onnx.model import (

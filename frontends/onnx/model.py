@@ -9,7 +9,7 @@ The imported `@forward` keeps int8 ends: a float graph input is quantized by the
 `qtrain.input_q` (`quantize_images`: float NCHW `[N, C, H, W]` or `[N, F]` -> int8 NHWC); a float graph
 output is the int8 result dequantized with `qtrain.output_q` (the interpreter's `logits`).
 
-Errors are `OnnxImportError` with a one-line message: the CLI prints it
+Errors are `OnnxImportError` (a `qtrain.errors.UserError`) with a one-line message: the CLI prints it
 and exits with status 2.
 """
 
@@ -25,6 +25,7 @@ from onnx import TensorProto
 from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.dialects.qtrain import QuantParamsAttr
+from qtrain.errors import UserError
 from qtrain.frontends.builder import INPUT_Q_ATTR, quantize_real
 
 SUPPORTED_OPSETS = range(10, 29)
@@ -56,7 +57,7 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
 }
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(UserError):
     """A model the importer cannot translate; the message is one line naming the cause."""
 
 

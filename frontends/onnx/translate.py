@@ -170,9 +170,7 @@ class OnnxImporter:
             handler: Callable[[onnx.NodeProto], list[Value]] = getattr(self, f"_op_{node.op_type}")
             try:
                 results = handler(node)
-            except OnnxImportError:
-                raise
-            except (ValueError, KeyError, IndexError) as e:
+            except (ValueError, KeyError, IndexError) as e:  # numpy's and onnx's complaints about this node
                 raise OnnxImportError(f"{_node_label(node)}: {first_line(str(e))}") from e
             for name, value in zip(node.output, results, strict=False):
                 if name:

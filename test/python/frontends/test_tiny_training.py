@@ -40,6 +40,7 @@ from xdsl.dialects.builtin import ModuleOp, i8
 from xdsl.printer import Printer
 
 from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, ParamOp, QuantParamsAttr, ReshapeOp
+from qtrain.errors import UserError
 from qtrain.frontends.tiny_training import (
     INPUT_Q_ATTR,
     TinyTrainingFormatError,
@@ -126,6 +127,16 @@ def test_pickles_that_run_code_are_refused(tmp_path: Path) -> None:
     path = write_torch_zip(tmp_path / "evil.pkl", {"first_conv": Evil()})
     with pytest.raises(TinyTrainingFormatError, match="refusing to load posix.system|refusing to load nt.system"):
         load_pkl(path)
+
+
+def test_format_errors_are_user_errors(tmp_path: Path) -> None:
+    """Every tool reports a `qtrain.errors.UserError` in one line with exit status 2."""
+    path = tmp_path / "text.pkl"
+    path.write_text("not a model\n")
+    with pytest.raises(UserError, match="not a readable tiny-training model pickle"):
+        import_tiny_training(path)
+    with pytest.raises(UserError, match="missing 'first_conv'"):
+        import_tiny_training({"state_dict": {}})
 
 
 def test_saturated_bias_is_made_int32_safe() -> None:

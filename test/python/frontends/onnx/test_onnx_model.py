@@ -18,6 +18,7 @@ from onnx_testing import (
     small_cnn,
 )
 
+from qtrain.errors import UserError
 from qtrain.frontends.onnx import (
     OnnxImportError,
     import_onnx,
@@ -139,6 +140,16 @@ def test_cli_debug_shows_traceback(tmp_path: Path):
     model.opset_import[0].version = 9
     result = run_cli(str(save(model, tmp_path / "m.onnx")), "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr and "OnnxImportError" in result.stderr
+
+
+def test_import_errors_are_user_errors(tmp_path: Path):
+    """Every tool reports a `qtrain.errors.UserError` in one line with exit status 2."""
+    with pytest.raises(UserError, match="cannot read"):
+        import_onnx(tmp_path / "nope.onnx")
+    model = small_cnn()
+    model.opset_import[0].version = 9
+    with pytest.raises(UserError, match="unsupported ai.onnx opset 9"):
+        import_onnx(model)
 
 
 # -- the graph's input -----------------------------------------------------------------------------------------
