@@ -432,6 +432,8 @@ def build_forward(model: ReferenceModel, num_classes: int) -> ModuleOp:
     _, h, w, _ = xt.get_shape()
     pooled = b.avgpool(x, kernel=[h, w], strides=[1, 1], output_q=b.quant[x])
     logits = _emit_conv(b, model.classifier, pooled, out_rows=num_classes)
+    # No qtrain.output_q: the classifier's output_q already says how the logits dequantize (what
+    # run_forward reads), and this importer's IR has never carried the copy.
     return b.finish(logits, record_output_q=False)
 
 
