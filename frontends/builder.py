@@ -46,10 +46,11 @@ from qtrain.dialects.qtrain import (
     QuantParamsAttr,
     ReshapeOp,
 )
+from qtrain.dialects.qtrain.contract import INPUT_Q, OUTPUT_Q
 from qtrain.dialects.qtrain.ops import INT8_MAX, INT8_MIN, conv_output_size
 
-INPUT_Q_ATTR = "qtrain.input_q"
-OUTPUT_Q_ATTR = "qtrain.output_q"
+INPUT_Q_ATTR = INPUT_Q
+OUTPUT_Q_ATTR = OUTPUT_Q
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -104,15 +105,17 @@ class ForwardBuilder:
         input_q: QuantParamsAttr,
         *,
         func_name: str = "forward",
-        arg_name: str = "image",
+        arg_name: str | None = "image",
     ):
+        """`arg_name`: the name hint of the input argument; None leaves it unnamed (it prints as `%0`)."""
         if len(input_shape) != 4:
             raise ValueError(f"the forward input is NHWC, got shape {tuple(input_shape)}")
         self.func_name = func_name
         self.input_q = input_q
         self.block = Block(arg_types=[TensorType(i8, list(input_shape))])
         self.image: SSAValue = self.block.args[0]
-        self.image.name_hint = arg_name
+        if arg_name is not None:
+            self.image.name_hint = arg_name
         self.builder = Builder(InsertPoint.at_end(self.block))
         self.params: list[ParamOp] = []
         self.num_convs = 0
@@ -202,8 +205,11 @@ class ForwardBuilder:
         return result
 
     # -- finishing -------------------------------------------------------------------------------
-    def finish(self, output: SSAValue, extra_attrs: dict[str, Attribute] | None = None) -> ModuleOp:
-        """Returns `output` flattened to [N, K] (row-major NHWC) and wraps everything in a module."""
+    def finish(
+        self, output: SSAValue, extra_attrs: dict[str, Attribute] | None = None, *, record_output_q: bool = True
+    ) -> ModuleOp:
+        """Returns `output` flattened to [N, K] (row-major NHWC) and wraps everything in a module.
+        `record_output_q`: put the result's quantization on the function as `qtrain.output_q`."""
         out_type = output.type
         assert isinstance(out_type, TensorType)
         shape = out_type.get_shape()
@@ -215,7 +221,8 @@ class ForwardBuilder:
             Region(self.block),
         )
         function.attributes[INPUT_Q_ATTR] = self.input_q
-        function.attributes[OUTPUT_Q_ATTR] = self.quant[flat]
+        if record_output_q:
+            function.attributes[OUTPUT_Q_ATTR] = self.quant[flat]
         for key, attr in (extra_attrs or {}).items():
             function.attributes[key] = attr
         module = ModuleOp([*self.params, function])

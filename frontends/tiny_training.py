@@ -35,13 +35,15 @@ Forward semantics of the reference training code (mit-han-lab/tiny-training,
 Layer numbering follows `schemes.json` (`_about`): first conv = 0, then per block its pointwise1 (if
 any), depthwise, pointwise2, then feature_mix (if any); the classifier comes last (conv42 for
 mcunet-5fps). Parameters are module-level `qtrain.param` symbols `conv{L}.weight` (int8 OHWI) and
-`conv{L}.bias` (int32).
+`conv{L}.bias` (int32). The IR is built by `frontends/builder.py`, as the ONNX importer's is; each layer
+must read its input with the quantization the previous layer writes it with (TinyTrainingFormatError
+otherwise), so the module passes `qtrain-verify-quant-chain`.
 
 The model's input quantization (the first conv's `x_scale`, `x_zero`) is recorded on `@forward` as the
 discardable attribute `qtrain.input_q`: images must be quantized with it (`q = round(x / s) + zp`;
 for these models s = 2/255, zp = 0, i.e. real inputs in [-1, 1]).
 
-`export_onnx` writes the same network as an ONNX QOperator model (int8 NCHW in, int8 `[1, K]` out);
+`qtrain.lowering.onnx_export.export_onnx` writes the imported network as an ONNX QOperator model;
 onnxruntime computes it bit for bit like qtrain's interpreter (the acceptance test).
 """
 
@@ -52,42 +54,22 @@ import os
 import pickle
 import zipfile
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import (
-    BytesAttr,
-    DenseIntOrFPElementsAttr,
-    ModuleOp,
-    TensorType,
-    f32,
-    i8,
-    i32,
-)
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import SSAValue
 
-from qtrain.dialects.qtrain import (
-    AddOp,
-    AvgPoolOp,
-    Conv2DOp,
-    DequantizeOp,
-    GetParamOp,
-    ParamOp,
-    QuantizeOp,
-    QuantParamsAttr,
-    ReshapeOp,
-)
-from qtrain.dialects.qtrain.ops import clamp_range
-
-INPUT_Q_ATTR = "qtrain.input_q"
-"""Discardable attribute on `@forward`: the quantization the int8 input image must be in."""
+from qtrain.dialects.qtrain import AvgPoolOp, QuantParamsAttr
+from qtrain.dialects.qtrain.contract import FORWARD, find_func
+from qtrain.errors import UserError
+from qtrain.frontends.builder import INPUT_Q_ATTR, ForwardBuilder
 
 
-class TinyTrainingFormatError(ValueError):
+class TinyTrainingFormatError(UserError):
     """The file is not a readable, supported tiny-training reference model."""
 
 
@@ -356,21 +338,6 @@ def parse_model(model: dict[str, Any]) -> ReferenceModel:
 # -- IR construction -----------------------------------------------------------------------------------
 
 
-def dense_attr(array: np.ndarray) -> DenseIntOrFPElementsAttr:
-    """A dense tensor attribute from the array's little-endian bytes (prints as hex when large)."""
-    element: Attribute
-    if array.dtype == np.int8:
-        element, le = i8, array
-    elif array.dtype == np.int32:
-        element, le = i32, array.astype("<i4")
-    elif array.dtype == np.float32:
-        element, le = f32, array.astype("<f4")
-    else:
-        raise TypeError(f"unsupported parameter dtype {array.dtype}")
-    data = np.ascontiguousarray(le).tobytes()
-    return DenseIntOrFPElementsAttr(TensorType(element, array.shape), BytesAttr(data))
-
-
 def accumulator_bound(c: QuantConv) -> np.ndarray:
     """Per output channel, the largest possible |sum((x - zx) * w)| over all int8 inputs (int64)."""
     worst_x = max(abs(-128 - c.x_zero), abs(127 - c.x_zero))
@@ -410,103 +377,71 @@ def _q(scale: float, zero: int) -> QuantParamsAttr:
     return QuantParamsAttr.get(scale, zero)
 
 
-def _nhwc(shape: Sequence[int]) -> TensorType[Attribute]:
-    return TensorType(i8, list(shape))
+def _reads(b: ForwardBuilder, x: SSAValue, q: QuantParamsAttr, where: str) -> None:
+    """The pickle states the quantization each layer reads its input with; it must be the one the
+    previous layer wrote (a consistent chain, as `qtrain-verify-quant-chain` requires)."""
+    if b.quant[x] != q:
+        raise _fail(where, f"reads its input as {q}, but the previous layer writes {b.quant[x]}")
 
 
-class _ForwardBuilder:
-    def __init__(self, model: ReferenceModel, num_classes: int):
-        self.model = model
-        self.num_classes = num_classes
-        self.params: list[ParamOp] = []
-        self.body: list[Operation] = []
+def _emit_conv(b: ForwardBuilder, c: QuantConv, x: SSAValue, out_rows: int | None = None) -> SSAValue:
+    """`c` as the next `qtrain.conv2d`; `out_rows` keeps only the first output channels (the head)."""
+    xt = x.type
+    assert isinstance(xt, TensorType)
+    _, h, wd, cin = xt.get_shape()
+    if cin != c.in_channels:
+        raise _fail(c.where, f"takes {c.in_channels} input channels, but the previous layer gives {cin}")
+    oh = c.output_size(h)
+    if c.out_shape is not None and c.out_shape != oh:
+        raise _fail(c.where, f"out_shape = {c.out_shape}, but a {h}x{wd} input with padding {c.padding} gives {oh}")
+    _reads(b, x, _q(c.x_scale, c.x_zero), c.where)
+    rows = slice(0, out_rows if out_rows is not None else c.out_channels)
+    return b.conv2d(
+        x,
+        np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1)),  # OIHW -> OHWI
+        c.w_scales[rows].tolist(),
+        np.ascontiguousarray(int32_safe_bias(c)[rows]),
+        strides=[c.stride, c.stride],
+        padding=c.padding,
+        groups=c.groups,
+        output_q=_q(c.y_scale, c.y_zero),
+    )
 
-    def conv(self, layer: int, c: QuantConv, x: SSAValue, out_rows: int | None = None) -> SSAValue:
-        rows = slice(0, out_rows if out_rows is not None else c.out_channels)
-        weight = np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1))  # OIHW -> OHWI
-        bias = np.ascontiguousarray(int32_safe_bias(c)[rows])
-        w_param = ParamOp(f"conv{layer}.weight", dense_attr(weight))
-        b_param = ParamOp(f"conv{layer}.bias", dense_attr(bias))
-        self.params += [w_param, b_param]
-        w = GetParamOp(w_param.sym_name.data, w_param.tensor_type)
-        b = GetParamOp(b_param.sym_name.data, b_param.tensor_type)
-        xt = x.type
-        assert isinstance(xt, TensorType)
-        n, h, wd, cin = xt.get_shape()
-        if cin != c.in_channels:
-            raise _fail(c.where, f"takes {c.in_channels} input channels, but the previous layer gives {cin}")
-        oh, ow = c.output_size(h), c.output_size(wd)
-        if c.out_shape is not None and c.out_shape != oh:
-            raise _fail(c.where, f"out_shape = {c.out_shape}, but a {h}x{wd} input with padding {c.padding} gives {oh}")
-        out_type = _nhwc([n, oh, ow, weight.shape[0]])
-        conv = Conv2DOp(
-            x,
-            w,
-            b,
-            out_type,
-            strides=[c.stride, c.stride],
-            padding=c.padding,
-            groups=c.groups,
-            input_q=_q(c.x_scale, c.x_zero),
-            weight_q=QuantParamsAttr.get(c.w_scales[rows].tolist(), 0, axis=0),
-            output_q=_q(c.y_scale, c.y_zero),
-        )
-        self.body += [w, b, conv]
-        return conv.output
 
-    def build(self) -> ModuleOp:
-        m = self.model
-        image_type = _nhwc([1, m.input_size, m.input_size, m.input_channels])
-        out_type = TensorType(i8, [1, self.num_classes])
-        fn = func.FuncOp("forward", ([image_type], [out_type]))
-        fn.attributes[INPUT_Q_ATTR] = _q(m.first_conv.x_scale, m.first_conv.x_zero)
-        layer = 0
-        x: SSAValue = fn.args[0]
-        x = self.conv(layer, m.first_conv, x)
-        layer += 1
-        for block in m.blocks:
-            shortcut = x
-            for c in block.convs():
-                x = self.conv(layer, c, x)
-                layer += 1
-            if block.residual is not None:
-                r = block.residual
-                add = AddOp(
-                    shortcut,
-                    x,
-                    lhs_q=_q(r.x_scale, r.x_zero),
-                    rhs_q=_q(block.pointwise2.y_scale, block.pointwise2.y_zero),
-                    output_q=_q(r.y_scale, r.y_zero),
-                )
-                self.body.append(add)
-                x = add.output
-        if m.feature_mix is not None:
-            x = self.conv(layer, m.feature_mix, x)
-            layer += 1
-        # Global average pool: the reference rounds the mean of the codes, no requantization.
-        xt = x.type
-        assert isinstance(xt, TensorType)
-        n, h, w, ch = xt.get_shape()
-        last_q = self._produced_q(x)
-        pool = AvgPoolOp(x, _nhwc([n, 1, 1, ch]), kernel=[h, w], strides=[1, 1], input_q=last_q, output_q=last_q)
-        self.body.append(pool)
-        logits = self.conv(layer, m.classifier, pool.output, out_rows=self.num_classes)
-        flat = ReshapeOp(logits, out_type)
-        self.body += [flat, func.ReturnOp(flat.output)]
-        fn.body.block.add_ops(self.body)
-        return ModuleOp([*self.params, fn])
-
-    @staticmethod
-    def _produced_q(x: SSAValue) -> QuantParamsAttr:
-        owner = x.owner
-        assert isinstance(owner, Conv2DOp | AddOp)
-        return owner.output_q
+def build_forward(model: ReferenceModel, num_classes: int) -> ModuleOp:
+    """The forward-only module: convs numbered as in schemes.json (`ForwardBuilder` counts them in this
+    order), residual adds, the global average pool and the first `num_classes` rows of the classifier."""
+    first = model.first_conv
+    b = ForwardBuilder(
+        [1, model.input_size, model.input_size, model.input_channels], _q(first.x_scale, first.x_zero), arg_name=None
+    )
+    x = _emit_conv(b, first, b.image)
+    for i, block in enumerate(model.blocks):
+        shortcut = x
+        for c in block.convs():
+            x = _emit_conv(b, c, x)
+        if block.residual is not None:
+            r = block.residual
+            _reads(b, shortcut, _q(r.x_scale, r.x_zero), f"blocks[{i}].residual")
+            x = b.add(shortcut, x, output_q=_q(r.y_scale, r.y_zero))
+    if model.feature_mix is not None:
+        x = _emit_conv(b, model.feature_mix, x)
+    # Global average pool: the reference rounds the mean of the codes, no requantization.
+    xt = x.type
+    assert isinstance(xt, TensorType)
+    _, h, w, _ = xt.get_shape()
+    pooled = b.avgpool(x, kernel=[h, w], strides=[1, 1], output_q=b.quant[x])
+    logits = _emit_conv(b, model.classifier, pooled, out_rows=num_classes)
+    # No qtrain.output_q: the classifier's output_q already says how the logits dequantize (what
+    # run_forward reads), and this importer's IR has never carried the copy.
+    return b.finish(logits, record_output_q=False)
 
 
 def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_classes: int = 10) -> ModuleOp:
     """Builds forward-only qtrain IR (`@forward: tensor<1x128x128x3xi8> -> tensor<1xKxi8>`) for a
     reference model given as a .pkl path or an already loaded dict. K = num_classes takes the first K
-    rows of the ImageNet classifier. Raises TinyTrainingFormatError (a ValueError) on bad input."""
+    rows of the ImageNet classifier. Raises TinyTrainingFormatError (a `qtrain.errors.UserError`) for a bad
+    model, ValueError for `num_classes` out of range."""
     raw = source if isinstance(source, dict) else load_pkl(source)
     try:
         model = parse_model(raw)
@@ -519,16 +454,14 @@ def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_cl
             f"the number of classes must be between 2 and {model.num_imagenet_classes} "
             f"(the ImageNet classifier's rows), got {num_classes}"
         )
-    module = _ForwardBuilder(model, num_classes).build()
-    module.verify()
-    return module
+    return build_forward(model, num_classes)
 
 
 def forward_function(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "forward":
-            return op
-    raise ValueError("the module has no func.func @forward")
+    fn = find_func(module, FORWARD)
+    if fn is None:
+        raise ValueError("the module has no func.func @forward")
+    return fn
 
 
 def input_quant(module: ModuleOp) -> QuantParamsAttr:
@@ -552,215 +485,3 @@ def avgpool_tie_note(module: ModuleOp) -> str | None:
                 "than the reference (one unit apart)"
             )
     return None
-
-
-# -- ONNX export -----------------------------------------------------------------------------------------
-
-def export_onnx(
-    source: ModuleOp | str | os.PathLike[str],
-    path: str | os.PathLike[str] | None = None,
-    *,
-    num_classes: int = 10,
-) -> Any:
-    """Writes the forward network as an ONNX QOperator model and returns the `onnx.ModelProto`.
-
-    `source` is a qtrain module (its `@forward`) or a .pkl path (imported with `num_classes`). The
-    graph takes `image`: int8 NCHW `[1, C, H, W]` and returns `output_q`: int8 `[1, K]`; the model's
-    metadata holds the input quantization (`input_scale`, `input_zero_point`).
-    - `qtrain.conv2d` -> QLinearConv (int8 activations, per-channel int8 weights, int32 bias, pads =
-      padding, group = groups); a `clamp` narrower than int8 becomes an int8 Clip.
-    - `qtrain.add` -> com.microsoft QLinearAdd (A = lhs, B = rhs); its x86 kernel is the contract of
-      `qtrain.numerics.add`.
-    - global `qtrain.avgpool` -> com.microsoft QLinearGlobalAveragePool (the sum of `x - zx` times
-      `s_x / (s_y * H * W)`, rounded half to even: `qtrain.avgpool`).
-    - `qtrain.reshape` -> Reshape (through NHWC order when the spatial size is not 1x1);
-      `qtrain.quantize` / `qtrain.dequantize` -> QuantizeLinear / DequantizeLinear.
-    """
-    import onnx
-
-    if not isinstance(source, ModuleOp):
-        source = import_tiny_training(source, num_classes)
-    model = _OnnxExporter(source).export()
-    if path is not None:
-        onnx.save(model, os.fspath(path))
-    return model
-
-
-class _OnnxExporter:
-    """Translates @forward op by op; rank-4 values are NHWC in qtrain and NCHW in ONNX."""
-
-    def __init__(self, module: ModuleOp):
-        import onnx
-
-        self.onnx = onnx
-        self.module = module
-        self.params: dict[str, ParamOp] = {op.sym_name.data: op for op in module.ops if isinstance(op, ParamOp)}
-        self.names: dict[SSAValue, str] = {}
-        self.param_of: dict[SSAValue, str] = {}
-        self.nodes: list[Any] = []
-        self.initializers: dict[str, Any] = {}
-        self.counter = 0
-
-    # helpers
-    def fresh(self, hint: str) -> str:
-        self.counter += 1
-        return f"{hint}_{self.counter}"
-
-    def const(self, name: str, array: np.ndarray) -> str:
-        if name not in self.initializers:
-            self.initializers[name] = self.onnx.numpy_helper.from_array(array, name)
-        return name
-
-    def quant(self, q: QuantParamsAttr, hint: str) -> tuple[str, str]:
-        """Initializers for a (scale, zero point) pair; per-tensor ones are shared by value."""
-        if q.per_tensor:
-            key = f"q_{np.float32(q.scale).view(np.uint32):08x}_{q.zp}"
-            scale = self.const(f"{key}.scale", np.array(q.scale, dtype=np.float32))
-            zero = self.const(f"{key}.zero_point", np.array(q.zp, dtype=np.int8))
-            return scale, zero
-        scales = q.scale_array()
-        scale = self.const(f"{hint}.scale", scales)
-        zero = self.const(f"{hint}.zero_point", np.full(scales.shape, q.zp, dtype=np.int8))
-        return scale, zero
-
-    def node(self, op_type: str, inputs: list[str], hint: str, domain: str = "", **attrs: Any) -> str:
-        out = self.fresh(hint)
-        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=out, domain=domain, **attrs))
-        return out
-
-    def param_array(self, value: SSAValue) -> tuple[str, np.ndarray]:
-        owner = value.owner
-        if not isinstance(owner, GetParamOp):
-            raise ValueError(f"ONNX export: weights and biases must come from qtrain.get_param, got {owner.name}")
-        name = owner.param.root_reference.data
-        p = self.params[name]
-        t = p.tensor_type
-        dtype = {i8: np.int8, i32: np.dtype("<i4"), f32: np.dtype("<f4")}[t.element_type]
-        return name, np.frombuffer(p.value.data.data, dtype=dtype).reshape(t.get_shape())
-
-    def clip(self, x: str, clamp: Any, hint: str) -> str:
-        lo, hi = clamp_range(clamp)
-        if (lo, hi) == (-128, 127):
-            return x
-        lo_name = self.const(f"clip_{lo}", np.array(lo, dtype=np.int8))
-        hi_name = self.const(f"clip_{hi}", np.array(hi, dtype=np.int8))
-        return self.node("Clip", [x, lo_name, hi_name], f"{hint}_clip")
-
-    # ops
-    def export(self) -> Any:
-        helper = self.onnx.helper
-        fn = forward_function(self.module)
-        inputs = []
-        for i, arg in enumerate(fn.args):
-            t = arg.type
-            assert isinstance(t, TensorType)
-            shape = list(t.get_shape())
-            if len(shape) == 4:
-                shape = [shape[0], shape[3], shape[1], shape[2]]
-            name = "image" if i == 0 else f"input{i}"
-            self.names[arg] = name
-            inputs.append(helper.make_tensor_value_info(name, _onnx_elem(t.element_type), shape))
-        outputs = []
-        for op in fn.body.block.ops:
-            if isinstance(op, GetParamOp):
-                continue
-            if isinstance(op, func.ReturnOp):
-                for i, v in enumerate(op.arguments):
-                    name = "output_q" if i == 0 else f"output{i}"
-                    self.nodes.append(helper.make_node("Identity", [self.names[v]], [name], name=f"{name}_identity"))
-                    t = v.type
-                    assert isinstance(t, TensorType)
-                    shape = list(t.get_shape())
-                    if len(shape) == 4:
-                        shape = [shape[0], shape[3], shape[1], shape[2]]
-                    outputs.append(helper.make_tensor_value_info(name, _onnx_elem(t.element_type), shape))
-                continue
-            self.names[op.results[0]] = self.translate(op)
-        graph = helper.make_graph(self.nodes, "forward", inputs, outputs, list(self.initializers.values()))
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)],
-            producer_name="qtrain",
-            ir_version=8,  # onnxruntime 1.2x reads IR <= 10; 8 is what opset 13 needs
-        )
-        q = fn.attributes.get(INPUT_Q_ATTR)
-        if isinstance(q, QuantParamsAttr):
-            helper.set_model_props(model, {"input_scale": repr(q.scale), "input_zero_point": str(q.zp)})
-        return model
-
-    def translate(self, op: Operation) -> str:
-        if isinstance(op, Conv2DOp):
-            return self.conv(op)
-        if isinstance(op, AddOp):
-            return self.add(op)
-        if isinstance(op, AvgPoolOp):
-            if not op.is_global:
-                raise ValueError("ONNX export: only global qtrain.avgpool is supported")
-            xs, xz = self.quant(op.input_q, "pool_x")
-            ys, yz = self.quant(op.output_q, "pool_y")
-            return self.node(
-                "QLinearGlobalAveragePool", [self.names[op.input], xs, xz, ys, yz], "avgpool",
-                domain="com.microsoft", channels_last=0,
-            )
-        if isinstance(op, ReshapeOp):
-            return self.reshape(op)
-        if isinstance(op, QuantizeOp):
-            s, z = self.quant(op.output_q, "quantize")
-            return self.node("QuantizeLinear", [self.names[op.input], s, z], "quantize")
-        if isinstance(op, DequantizeOp):
-            s, z = self.quant(op.input_q, "dequantize")
-            return self.node("DequantizeLinear", [self.names[op.input], s, z], "dequantize")
-        raise ValueError(f"ONNX export: {op.name} is not a forward op")
-
-    def conv(self, op: Conv2DOp) -> str:
-        wname, w = self.param_array(op.weight)
-        hint = wname.removesuffix(".weight")
-        w_init = self.const(wname, np.ascontiguousarray(w.transpose(0, 3, 1, 2)))  # OHWI -> OIHW
-        xs, xz = self.quant(op.input_q, f"{hint}_x")
-        ws, wz = self.quant(op.weight_q, f"{hint}.weight")
-        ys, yz = self.quant(op.output_q, f"{hint}_y")
-        ins = [self.names[op.input], xs, xz, w_init, ws, wz, ys, yz]
-        if op.bias is not None:
-            bname, b = self.param_array(op.bias)
-            ins.append(self.const(bname, b.astype(np.int32)))
-        pads = list(op.padding.get_values())  # [top, left, bottom, right] = ONNX [h_begin, w_begin, h_end, w_end]
-        out = self.node(
-            "QLinearConv", ins, hint,
-            kernel_shape=list(w.shape[1:3]), strides=list(op.strides.get_values()), pads=pads,
-            group=op.groups.value.data,
-        )
-        return self.clip(out, op.clamp, hint)
-
-    def add(self, op: AddOp) -> str:
-        a, b = self.names[op.lhs], self.names[op.rhs]
-        as_, az = self.quant(op.lhs_q, "add_a")
-        bs, bz = self.quant(op.rhs_q, "add_b")
-        ys, yz = self.quant(op.output_q, "add_y")
-        out = self.node("QLinearAdd", [a, as_, az, b, bs, bz, ys, yz], "add", domain="com.microsoft")
-        return self.clip(out, op.clamp, "add")
-
-    def reshape(self, op: ReshapeOp) -> str:
-        x = self.names[op.input]
-        xt, yt = op.input.type, op.output.type
-        assert isinstance(xt, TensorType) and isinstance(yt, TensorType)
-        in_shape, out_shape = list(xt.get_shape()), list(yt.get_shape())
-        if len(in_shape) == 4 and in_shape[1] * in_shape[2] != 1:
-            x = self.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
-        if len(out_shape) == 4:
-            target = self.const(f"shape_{'x'.join(map(str, out_shape))}", np.array(out_shape, dtype=np.int64))
-            y = self.node("Reshape", [x, target], "reshape")
-            return self.node("Transpose", [y], "to_nchw", perm=[0, 3, 1, 2])
-        target = self.const(f"shape_{'x'.join(map(str, out_shape))}", np.array(out_shape, dtype=np.int64))
-        return self.node("Reshape", [x, target], "reshape")
-
-
-def _onnx_elem(t: Attribute) -> int:
-    from onnx import TensorProto
-
-    if t == i8:
-        return TensorProto.INT8
-    if t == f32:
-        return TensorProto.FLOAT
-    if t == i32:
-        return TensorProto.INT32
-    raise ValueError(f"ONNX export: unsupported element type {t}")

@@ -1,1 +1,2 @@
-"""Lowerings of planned qtrain IR: the numpy interpreter (golden model) and the C / LLVM IR emitters."""
+"""Lowerings of qtrain IR to other forms: the C / LLVM IR emitter (`emit_c.py`) and the ONNX QOperator
+exporter (`onnx_export.py`)."""

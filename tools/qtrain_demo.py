@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qtrain.errors import UserError
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         summary = demo(args)
-    except (DemoError, OSError, ValueError) as e:
+    except (DemoError, UserError, OSError, ValueError) as e:
         if args.debug:
             raise
         print(f"qtrain-demo: error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from xdsl.printer import Printer
 
-from qtrain.frontends.tiny_training import TinyTrainingFormatError, export_onnx, import_tiny_training
+from qtrain.frontends.tiny_training import TinyTrainingFormatError, import_tiny_training
 
 PROG = "qtrain-import-tiny-training"
 
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> None:
             Printer(stream=f).print_op(module)
             f.write("\n")
     if args.export_onnx:
+        from qtrain.lowering.onnx_export import export_onnx  # imports onnx, which takes a second
+
         export_onnx(module, args.export_onnx)
 
 

@@ -4,6 +4,10 @@ Entry points: a model module holds `func.func @forward(image) -> output` (what t
 and, after `qtrain-autodiff`, `func.func @train_step(image, label) -> loss`. The C lowering turns
 them into `qtrain_infer` and `qtrain_train_step`.
 
+Discardable attributes the frontends put on `@forward`: `qtrain.input_q` (the `#qtrain.quant` a real
+image is quantized with into the int8 input) and `qtrain.output_q` (how the int8 result dequantizes
+into logits; ONNX imports).
+
 Discardable attributes the passes attach (dialect-prefixed, as MLIR does):
 
 - `qtrain.fused_update` (unit, on a weight or bias gradient op): `qtrain-reorder` scheduled it right
@@ -30,6 +34,8 @@ FORWARD = "forward"
 TRAIN_STEP = "train_step"
 ENTRY_POINTS = (FORWARD, TRAIN_STEP)
 
+INPUT_Q = "qtrain.input_q"
+OUTPUT_Q = "qtrain.output_q"
 FUSED_UPDATE = "qtrain.fused_update"
 OFFSETS = "qtrain.offsets"
 ARG_OFFSETS = "qtrain.arg_offsets"

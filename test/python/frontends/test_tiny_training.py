@@ -1,8 +1,10 @@
-"""Tests of the tiny-training reference-model importer, its ONNX export and its command line.
+"""Tests of the tiny-training reference-model importer and its command line.
 
 The three MCUNetV3 models are read from ../shared/models/tiny-training (relative to the repository
 root); tests that need them skip when that folder is absent. A small synthetic model in the same
-pickle format covers the importer, the export and the error paths everywhere.
+pickle format covers the importer and the error paths everywhere (both in `tiny_training_models`).
+The ONNX export of the imported IR, and onnxruntime against the interpreter, are tested in
+test/python/lowering/test_onnx_export.py.
 """
 
 from __future__ import annotations
@@ -17,28 +19,34 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from tiny_training_models import (
+    MODEL_NAMES,
+    Imported,
+    convs,
+    load_reference,
+    models_dir,
+    synthetic_model,
+    write_torch_zip,
+)
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, i8
 from xdsl.printer import Printer
 
 from qtrain.dialects.qtrain import AddOp, AvgPoolOp, Conv2DOp, ParamOp, QuantParamsAttr, ReshapeOp
+from qtrain.errors import UserError
 from qtrain.frontends.tiny_training import (
     INPUT_Q_ATTR,
-    ReferenceModel,
     TinyTrainingFormatError,
     accumulator_bound,
     avgpool_tie_note,
     bias_adjustment_is_exact,
-    export_onnx,
     forward_function,
     import_tiny_training,
     input_quant,
@@ -46,27 +54,14 @@ from qtrain.frontends.tiny_training import (
     load_pkl,
     parse_model,
 )
-from qtrain.interpreter import load_module, run_forward
+from qtrain.interpreter import load_module
 from qtrain.tools.qtrain_import_tiny_training import main as cli_main
 from qtrain.transforms.verify_quant_chain import VerifyQuantChainPass
 
-REPO = Path(__file__).resolve().parents[3]
-MODELS_DIR = REPO.parent / "shared" / "models" / "tiny-training"
-MODEL_NAMES = ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"]
 PROG = "qtrain-import-tiny-training"
 
 
-def models_dir() -> Path:
-    if not MODELS_DIR.is_dir():
-        pytest.skip(f"reference models not found: {MODELS_DIR} (../shared is absent on this machine)")
-    return MODELS_DIR
-
-
 # -- helpers -----------------------------------------------------------------------------------------------
-
-
-def convs(module: ModuleOp) -> list[Conv2DOp]:
-    return [op for op in forward_function(module).walk() if isinstance(op, Conv2DOp)]
 
 
 def params(module: ModuleOp) -> dict[str, np.ndarray]:
@@ -90,77 +85,7 @@ def print_module(module: ModuleOp) -> str:
     return buf.getvalue()
 
 
-def ort_forward(onnx_path: Path, images_nhwc: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rows = [
-        session.run(None, {"image": np.ascontiguousarray(img[None].transpose(0, 3, 1, 2))})[0]
-        for img in images_nhwc
-    ]
-    return np.concatenate(rows).astype(np.int8)
-
-
-def sample_images(shape: tuple[int, int, int], count: int, seed: int) -> np.ndarray:
-    """`count` uniformly random int8 images plus three structured ones (all -128, all 127, a ramp)."""
-    rng = np.random.default_rng(seed)
-    random = rng.integers(-128, 128, size=(count, *shape), dtype=np.int8)
-    h, w, c = shape
-    ramp = np.broadcast_to(np.linspace(-128, 127, w).astype(np.int8)[None, :, None], shape)
-    special = np.stack([np.full(shape, -128, np.int8), np.full(shape, 127, np.int8), ramp])
-    return np.concatenate([random, special])
-
-
-def write_torch_zip(path: Path, obj: Any, folder: str = "archive") -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr(f"{folder}/data.pkl", pickle.dumps(obj, protocol=2))
-        z.writestr(f"{folder}/version", "3\n")
-    return path
-
-
 # -- a synthetic model in the reference format -------------------------------------------------------------
-
-
-def synthetic_conv(
-    rng: np.random.Generator, cin: int, cout: int, k: int, stride: int, groups: int, size: int,
-    xq: tuple[float, int], yq: tuple[float, int],
-) -> dict[str, Any]:
-    weight = rng.integers(-127, 128, size=(cout, cin // groups, k, k), dtype=np.int8)
-    return {
-        "in_channel": cin, "out_channel": cout, "in_shape": size, "out_shape": (size + 2 * (k // 2) - k) // stride + 1,
-        "kernel_size": (k, k), "stride": stride, "groups": groups, "depthwise": groups > 1, "act": None,
-        "params": {
-            "weight": weight,
-            "bias": rng.integers(-3000, 3000, size=cout, dtype=np.int32),
-            "x_scale": xq[0], "x_zero": xq[1], "y_scale": yq[0], "y_zero": yq[1],
-            "w_scales": rng.uniform(0.002, 0.02, size=cout).astype(np.float32),
-        },
-    }
-
-
-def synthetic_model(seed: int = 0) -> dict[str, Any]:
-    """8x8x3 input; first conv; a block without pointwise1 and with a residual; a block with
-    pointwise1 and stride 2; a 12-row classifier. The quantization chain is consistent."""
-    rng = np.random.default_rng(seed)
-    q_in, relu, a, b, s, c = (2 / 255, 0), (6 / 255, -128), (0.05, 3), (0.07, -5), (0.06, 1), (0.09, -2)
-    first = synthetic_conv(rng, 3, 4, 3, 2, 1, 8, q_in, relu)
-    block0 = {
-        "pointwise1": None,
-        "depthwise": synthetic_conv(rng, 4, 4, 3, 1, 4, 4, relu, relu),
-        "pointwise2": synthetic_conv(rng, 4, 4, 1, 1, 1, 4, relu, b),
-        "residual": {"in_channel": 4, "in_shape": 4, "params": {"x_scale": relu[0], "x_zero": relu[1],
-                                                                "y_scale": s[0], "y_zero": s[1]}},
-        "se": None,
-    }
-    block1 = {
-        "pointwise1": synthetic_conv(rng, 4, 8, 1, 1, 1, 4, s, relu),
-        "depthwise": synthetic_conv(rng, 8, 8, 5, 2, 8, 4, relu, relu),
-        "pointwise2": synthetic_conv(rng, 8, 6, 1, 1, 1, 2, relu, a),
-        "residual": None,
-        "se": None,
-    }
-    classifier = synthetic_conv(rng, 6, 12, 1, 1, 1, 1, a, c)
-    for key in ("in_shape", "out_shape", "act", "depthwise"):
-        classifier.pop(key)
-    return {"first_conv": first, "blocks": [block0, block1], "feature_mix": None, "classifier": classifier}
 
 
 @pytest.fixture(scope="module")
@@ -188,15 +113,6 @@ def test_synthetic_model_structure(synthetic_pkl: Path) -> None:
     VerifyQuantChainPass().apply(Context(), module)
 
 
-def test_synthetic_interpreter_matches_onnxruntime(synthetic_pkl: Path, tmp_path: Path) -> None:
-    module = import_tiny_training(synthetic_pkl, num_classes=12)
-    onnx_path = tmp_path / "synthetic.onnx"
-    export_onnx(module, onnx_path)
-    images = sample_images((8, 8, 3), 20, seed=1)
-    output_q, _ = run_forward(module, images)
-    np.testing.assert_array_equal(output_q, ort_forward(onnx_path, images))
-
-
 def test_model_folder_name_inside_zip_is_free(tmp_path: Path) -> None:
     # torch names the folder inside the zip after the file it saved; any "<folder>/data.pkl" works
     path = write_torch_zip(tmp_path / "renamed.pkl", synthetic_model(), folder="mcunet-5fps")
@@ -211,6 +127,16 @@ def test_pickles_that_run_code_are_refused(tmp_path: Path) -> None:
     path = write_torch_zip(tmp_path / "evil.pkl", {"first_conv": Evil()})
     with pytest.raises(TinyTrainingFormatError, match="refusing to load posix.system|refusing to load nt.system"):
         load_pkl(path)
+
+
+def test_format_errors_are_user_errors(tmp_path: Path) -> None:
+    """Every tool reports a `qtrain.errors.UserError` in one line with exit status 2."""
+    path = tmp_path / "text.pkl"
+    path.write_text("not a model\n")
+    with pytest.raises(UserError, match="not a readable tiny-training model pickle"):
+        import_tiny_training(path)
+    with pytest.raises(UserError, match="missing 'first_conv'"):
+        import_tiny_training({"state_dict": {}})
 
 
 def test_saturated_bias_is_made_int32_safe() -> None:
@@ -229,22 +155,34 @@ def test_saturated_bias_is_made_int32_safe() -> None:
     np.testing.assert_array_equal(params(module)["conv0.bias"], safe)
 
 
+@pytest.mark.parametrize(
+    ("where", "field", "message"),
+    [
+        (("blocks", 1, "pointwise1"), "x_zero",
+         r"blocks\[1\]\.pointwise1: reads its input as .*zp = 2>, but the previous layer writes .*zp = 1>"),
+        (("blocks", 0, "residual"), "x_scale",
+         r"blocks\[0\]\.residual: reads its input as .*\[0\.5\], zp = -128>, but the previous layer writes "
+         r".*0\.0235.*zp = -128>"),
+    ],
+)
+def test_a_broken_quantization_chain_is_an_error(where: tuple[Any, ...], field: str, message: str) -> None:
+    """Each layer states the quantization it reads; a value other than the one its producer writes is
+    refused rather than imported as a module that fails `qtrain-verify-quant-chain`."""
+    raw = synthetic_model()
+    layer = raw
+    for key in where:
+        layer = layer[key]
+    layer["params"][field] = 2 if field == "x_zero" else 0.5  # the producer writes zp 1 / scale 6/255
+    with pytest.raises(TinyTrainingFormatError, match=message):
+        import_tiny_training(raw, num_classes=3)
+
+
 # -- the three reference models ----------------------------------------------------------------------------
-
-
-@dataclass
-class Imported:
-    name: str
-    raw: dict[str, Any]
-    model: ReferenceModel
-    module: ModuleOp
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
 def reference(request: pytest.FixtureRequest) -> Imported:
-    path = models_dir() / f"{request.param}.pkl"
-    raw = load_pkl(path)
-    return Imported(request.param, raw, parse_model(raw), import_tiny_training(path, num_classes=10))
+    return load_reference(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -368,53 +306,6 @@ def test_qtrain_opt_accepts_the_printed_module(reference: Imported, tmp_path: Pa
     proc = subprocess.run([exe, str(path), "-p", "qtrain-verify-quant-chain", "-o", os.devnull],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_onnx_export_structure(reference: Imported, tmp_path: Path) -> None:
-    model = export_onnx(reference.module, tmp_path / "model.onnx")
-    onnx.checker.check_model(model)
-    graph = model.graph
-    (image,) = graph.input
-    (output,) = graph.output
-    assert image.type.tensor_type.elem_type == onnx.TensorProto.INT8
-    assert [d.dim_value for d in image.type.tensor_type.shape.dim] == [1, 3, 128, 128]
-    assert output.type.tensor_type.elem_type == onnx.TensorProto.INT8
-    assert [d.dim_value for d in output.type.tensor_type.shape.dim] == [1, 10]
-    kinds = [n.op_type for n in graph.node]
-    assert kinds.count("QLinearConv") == len(reference.model.all_convs())
-    assert kinds.count("QLinearAdd") == sum(b.residual is not None for b in reference.model.blocks)
-    assert kinds.count("QLinearGlobalAveragePool") == 1
-    assert set(kinds) <= {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "Reshape", "Identity"}
-    props = {p.key: p.value for p in model.metadata_props}
-    assert float(props["input_scale"]) == input_quant(reference.module).scale
-
-
-def test_interpreter_matches_onnxruntime_bit_for_bit(reference: Imported, tmp_path: Path) -> None:
-    """The acceptance test: our interpreter and onnxruntime agree on every int8 output."""
-    onnx_path = tmp_path / f"{reference.name}.onnx"
-    export_onnx(reference.module, onnx_path)
-    images = sample_images((128, 128, 3), 6, seed=MODEL_NAMES.index(reference.name))
-    output_q, logits = run_forward(reference.module, images)
-    expected = ort_forward(onnx_path, images)
-    assert output_q.shape == expected.shape == (len(images), 10)
-    np.testing.assert_array_equal(output_q, expected)
-    head = convs(reference.module)[-1].output_q
-    np.testing.assert_array_equal(logits, (expected.astype(np.float32) - head.zp) * np.float32(head.scale))
-
-
-def test_onnx_reimport_has_the_same_semantics(reference: Imported, tmp_path: Path) -> None:
-    """.pkl -> qtrain IR -> QOperator ONNX -> our ONNX importer -> qtrain IR: the same network again."""
-    from qtrain.frontends.onnx import import_onnx
-
-    onnx_path = tmp_path / f"{reference.name}.onnx"
-    export_onnx(reference.module, onnx_path)
-    reimported = import_onnx(onnx_path)
-    assert len(convs(reimported)) == len(convs(reference.module))
-    images = sample_images((128, 128, 3), 5, seed=7 + MODEL_NAMES.index(reference.name))
-    direct, direct_logits = run_forward(reference.module, images)
-    again, again_logits = run_forward(reimported, images)
-    np.testing.assert_array_equal(again, direct)
-    np.testing.assert_array_equal(again_logits, direct_logits)
 
 
 # -- command line ------------------------------------------------------------------------------------------

@@ -380,7 +380,12 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny_files: tuple[Path, Path],
     np.savez(wrong_shape, image=np.zeros((4, 8, 8, 1), np.int8), label=np.zeros(4, int))
     wrong_quant = tmp_path / "wrong_quant.npz"
     np.savez(wrong_quant, image=np.zeros((4, 8, 8, 3), np.int8), label=np.zeros(4, int), input_q=[0.5, 3])
+    corrupt_onnx, corrupt_pkl = tmp_path / "corrupt.onnx", tmp_path / "corrupt.pkl"
+    corrupt_onnx.write_bytes(b"garbage")
+    corrupt_pkl.write_bytes(b"garbage")
     cases = [
+        ([corrupt_onnx, "--data", data, "--budget-kb", "64"], "not a valid ONNX protobuf"),
+        ([corrupt_pkl, "--data", data, "--budget-kb", "64"], "not a readable tiny-training model pickle"),
         ([model, "--data", data, "--budget-kb", "0.5"], f"needs {minimum} bytes"),
         ([tmp_path / "missing.mlir", "--data", data, "--budget-kb", "64"], "no such model file"),
         ([model, "--data", tmp_path / "missing.npz", "--budget-kb", "64"], "no such task file"),

@@ -218,6 +218,11 @@ def test_bad_inputs_exit_2(tmp_path: Path):
     corrupt.write_bytes(b"garbage")
     broken = run(*tool("qtrain-compile"), corrupt, "-o", tmp_path / "b")
     assert broken.returncode == 2 and "not a valid ONNX protobuf" in broken.stderr and "Traceback" not in broken.stderr
+    corrupt_pkl = tmp_path / "corrupt.pkl"
+    corrupt_pkl.write_bytes(b"garbage")
+    broken = run(*tool("qtrain-compile"), corrupt_pkl, "-o", tmp_path / "b")
+    assert broken.returncode == 2 and "not a readable tiny-training model pickle" in broken.stderr
+    assert broken.stderr.count("\n") == 1 and "Traceback" not in broken.stderr
     scheme = run(*tool("qtrain-compile"), LIT_INPUTS / "tiny_model.mlir", "--scheme", "most", "-o", tmp_path / "b")
     assert scheme.returncode == 2 and "unknown scheme 'most'" in scheme.stderr
 

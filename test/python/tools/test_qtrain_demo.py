@@ -42,6 +42,22 @@ def test_demo_rejects_half_a_user_model(tmp_path: Path):
     assert "--model and --data go together" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_demo_reports_a_bad_model_in_one_line(tmp_path: Path):
+    """A model the importer refuses (here a truncated ONNX file) while quantizing a float task: exit 2."""
+    model, data = tmp_path / "m.onnx", tmp_path / "task.npz"
+    model.write_bytes(b"garbage")
+    images = np.zeros((4, 1, 8, 8), np.float32)
+    np.savez(data, image=images, label=np.zeros(4, int), test_image=images, test_label=np.zeros(4, int))
+    result = subprocess.run(
+        [sys.executable, "-m", "qtrain.tools.qtrain_demo", "-o", str(tmp_path / "out"), "--model", str(model),
+         "--data", str(data)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line]
+    assert error.startswith("qtrain-demo: error: ") and "not a valid ONNX protobuf" in error
+
+
 @pytest.mark.skipif(not have_tools("clang", "ld.lld", "qemu-system-arm"), reason="needs clang, ld.lld, qemu")
 def test_demo_takes_your_float_model_and_float_task(tmp_path: Path):
     """--model/--data/--calibration with float NCHW task images: quantized with the model's input parameters."""

@@ -1,27 +1,8 @@
-"""ONNX importer: float, QDQ and QOperator CNNs -> forward-only qtrain IR.
+"""ONNX nodes -> qtrain IR: `OnnxImporter`, one handler per supported op, and `import_onnx`.
 
-Output (see `frontends/builder.py`): module-level `qtrain.param`s `conv{L}.weight` (int8 OHWI, symmetric
-per-output-channel scales) and `conv{L}.bias` (int32 at scale s_x * s_w[c]; every conv gets one, zeros
-when the model has none, so bias-only schemes can train it), L counting convs in forward order (a
-Gemm/MatMul classifier is a conv too), and `func.func @forward(%image: tensor<1xHxWxCxi8>) ->
-tensor<1xKxi8>` carrying `qtrain.input_q` / `qtrain.output_q`.
-
-Supported models (ai.onnx opsets 10..28, plus com.microsoft version 1 for onnxruntime's contrib ops):
-
-| ONNX                                               | qtrain                                                   |
-| -------------------------------------------------- | -------------------------------------------------------- |
-| Conv (+ BatchNormalization, + Relu / Clip)         | `qtrain.conv2d` (BN folded, activation as `clamp`)       |
-| Gemm, MatMul (+ Add of a constant vector)          | `qtrain.conv2d` with a kernel covering the whole input   |
-| Add (+ Relu / Clip)                                | `qtrain.add`                                             |
-| GlobalAveragePool, AveragePool (no padding)        | `qtrain.avgpool`                                         |
-| Flatten, Reshape (flatten / unflatten only)        | nothing (a view), `qtrain.reshape` for the output        |
-| QuantizeLinear, DequantizeLinear                   | the quantization of the tensor they sit on               |
-| QLinearConv, QLinearMatMul                         | `qtrain.conv2d` (bit-exact integer weights and bias)     |
-| com.microsoft QLinearAdd, QLinearGlobalAveragePool,| `qtrain.add`, `qtrain.avgpool`, `qtrain.conv2d`          |
-| QLinearAveragePool, QGemm                          |                                                          |
-| Relu / Clip with no foldable producer              | `qtrain.avgpool` 1x1 (a requantization whose saturation  |
-|                                                    | implements the range)                                    |
-| Identity, Dropout, Constant                        | nothing                                                  |
+Each handler maps its node's outputs to `Value`s: constants (`Const`, folded at import) or run-time
+tensors (`Act`) over the intermediate graph's edges (`graph.py`). Layers are emitted through
+`frontends/builder.py` once every edge is quantized (by the model, or by `ptq.calibrate`).
 
 Layout: NCHW tensors become NHWC (OIHW weights become OHWI); a Gemm/MatMul on a flattened `[1, C*H*W]`
 tensor becomes a conv with an HxW kernel on the NHWC tensor (weights reordered from CHW), so no data
@@ -29,35 +10,22 @@ moves. The batch dimension (static or symbolic) is fixed to 1. A rank-2 input `[
 `1x1xF` image. The result is the graph output flattened to `[1, K]` in NHWC order (for a classifier,
 the `[1, K]` logits themselves).
 
-Quantization, by model kind:
-- QOperator / QDQ: scales and zero points come from the model (uint8 tensors are shifted to int8:
-  q - 128 with zero point zp - 128, which is the same real value). Weights stay the model's integers
-  when they are int8-representable after removing the zero point (otherwise they are rescaled by the
-  channel's common divisor, or re-quantized with a warning); biases stay the model's int32 when their
-  scale is s_x * s_w[c]. A float op between a quantized producer and the next QuantizeLinear
-  (BatchNormalization, Relu, Clip, Add of a constant) is folded into that producer, dropping the
-  intermediate quantization (one rounding fewer than onnxruntime; run onnxruntime's `quant_pre_process`
-  before quantizing to keep the model bit-exact). Measured against onnxruntime: preprocessed QOperator
-  and QDQ CNNs are bit-exact; a QDQ AveragePool is not always, because onnxruntime computes it in float
-  and breaks exact .5 ties either way where `qtrain.avgpool` rounds half to even.
-- Float: post-training quantization. Weights: symmetric per output channel, s_w[c] = max|w_c| / 127,
-  values in [-127, 127]. Bias: int32 at s_x * s_w[c]. Activations: per tensor, asymmetric, from the
-  min/max (widened to include 0) of every quantized tensor over the calibration images, run through
-  the float model (BN folded). Calibration images: `--calibration DATA.npz`, key `image`, float NCHW
-  `[N, C, H, W]` (or `[N, F]` for a rank-2 input), preprocessed exactly like the model's input.
-  Without them, a warning and the fallback: 32 images of i.i.d. N(0, 1) values (seed 0), i.e. ranges
-  fit for standardized inputs; for a model whose input quantization is known (a quantized model with
-  a few unquantized tensors), 32 images uniform over the input's int8 range instead.
-- Float in, float out: the function keeps int8 ends. A float graph input is quantized by the caller
-  with `qtrain.input_q` (`quantize_images`); a float graph output is the int8 result dequantized with
-  `qtrain.output_q` (the interpreter's `logits`).
+Quantized models (QOperator / QDQ): scales and zero points come from the model (uint8 tensors are
+shifted to int8: q - 128 with zero point zp - 128, which is the same real value). Weights stay the
+model's integers when they are int8-representable after removing the zero point (otherwise they are
+rescaled by the channel's common divisor, or re-quantized with a warning); biases stay the model's int32
+when their scale is s_x * s_w[c]. A float op between a quantized producer and the next QuantizeLinear
+(BatchNormalization, Relu, Clip, Add of a constant) is folded into that producer, dropping the
+intermediate quantization (one rounding fewer than onnxruntime; run onnxruntime's `quant_pre_process`
+before quantizing to keep the model bit-exact). Measured against onnxruntime: preprocessed QOperator
+and QDQ CNNs are bit-exact; a QDQ AveragePool is not always, because onnxruntime computes it in float
+and breaks exact .5 ties either way where `qtrain.avgpool` rounds half to even. Float models get their
+missing quantization from `ptq.py`.
 
 Activation functions are never separate ops: Relu/Clip fold into the producing conv/add as an int8
 `clamp` (the real range [lo, hi] mapped through the output quantization); elsewhere they become a 1x1
 requantizing `qtrain.avgpool` whose output quantization's saturation is the range (always the case
 for ReLU/ReLU6 with calibrated ranges), or an error if it is not.
-
-Errors are `OnnxImportError` with a one-line message (the CLI prints it and exits with status 2).
 """
 
 from __future__ import annotations
@@ -65,9 +33,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,195 +43,30 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
 from qtrain.dialects.qtrain import QuantParamsAttr
-from qtrain.frontends.builder import (
-    INPUT_Q_ATTR,
-    INT32_MAX,
-    INT32_MIN,
-    ForwardBuilder,
-    clamp_for_range,
-    quant_params,
-    quantize_real,
-    range_quant,
+from qtrain.frontends.builder import ForwardBuilder, clamp_for_range, quant_params
+from qtrain.frontends.onnx.graph import (
+    Act,
+    AddLayer,
+    Const,
+    ConvLayer,
+    Edge,
+    Layer,
+    PoolLayer,
+    QuantizedConst,
+    RequantLayer,
+    Value,
+    reachable,
 )
-
-SUPPORTED_OPSETS = range(10, 29)
-"""ai.onnx opset versions accepted (10 introduced QuantizeLinear/QLinearConv; 28 is onnx 1.23's newest;
-the ops used here only gained new data types after opset 21)."""
-MS_DOMAIN = "com.microsoft"
-SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
-    "": (
-        "Add",
-        "AveragePool",
-        "BatchNormalization",
-        "Clip",
-        "Constant",
-        "Conv",
-        "DequantizeLinear",
-        "Dropout",
-        "Flatten",
-        "Gemm",
-        "GlobalAveragePool",
-        "Identity",
-        "MatMul",
-        "QLinearConv",
-        "QLinearMatMul",
-        "QuantizeLinear",
-        "Relu",
-        "Reshape",
-    ),
-    MS_DOMAIN: ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool"),
-}
-CALIBRATION_FALLBACK_IMAGES = 32
-CALIBRATION_BATCH = 64
-
-
-class OnnxImportError(ValueError):
-    """A model the importer cannot translate; the message is one line naming the cause."""
-
-
-class OnnxImportWarning(UserWarning):
-    """Something the importer did that the user should know about (calibration fallback, lossy step)."""
-
-
-def supported_ops_text() -> str:
-    ms = ", ".join(f"{MS_DOMAIN}.{op}" for op in SUPPORTED_OPS[MS_DOMAIN])
-    return ", ".join(SUPPORTED_OPS[""]) + ", " + ms
-
-
-# -- the intermediate graph ---------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Edge:
-    """An activation tensor of the qtrain graph: NHWC with batch 1, quantized per tensor once known."""
-
-    name: str
-    shape: tuple[int, int, int]  # H, W, C
-    quant: QuantParamsAttr | None = None
-    producer: Layer | None = None
-
-    @property
-    def nhwc(self) -> tuple[int, int, int, int]:
-        return (1, *self.shape)
-
-
-@dataclass(eq=False)
-class Act:
-    """What an ONNX tensor name refers to when it is computed at run time.
-
-    `is_int`: the ONNX tensor holds the quantized integers of `edge` (after QuantizeLinear / QLinear*);
-    otherwise it holds real values (a float model's tensor, or the output of a DequantizeLinear).
-    `unsigned`: those integers are uint8 in the ONNX model. `flat`: the ONNX view is `[N, C*H*W]`
-    (CHW order) rather than `[N, C, H, W]`.
-    """
-
-    edge: Edge
-    is_int: bool = False
-    unsigned: bool = False
-    flat: bool = False
-
-    def onnx_shape(self) -> tuple[int, ...]:
-        h, w, c = self.edge.shape
-        return (1, c * h * w) if self.flat else (1, c, h, w)
-
-
-@dataclass
-class QuantizedConst:
-    """A constant given as integers: real = scale * centered, per tensor (axis None) or along `axis`."""
-
-    centered: np.ndarray  # int64, the integers minus the zero point
-    scale: np.ndarray  # float32, shape [] or [size of axis]
-    axis: int | None
-
-
-@dataclass
-class Const:
-    """A constant ONNX tensor (initializer, Constant, or computed from constants)."""
-
-    value: np.ndarray
-    exact: QuantizedConst | None = None  # set on the output of a DequantizeLinear of a constant
-
-
-@dataclass(eq=False)
-class Layer:
-    output: Edge
-
-    def inputs(self) -> list[Edge]:
-        raise NotImplementedError
-
-
-@dataclass(eq=False)
-class ConvLayer(Layer):
-    """A conv in OIHW real terms; `w_int`/`w_scale` hold the model's exact integers when it has them."""
-
-    input: Edge
-    w_real: np.ndarray  # float64 [O, I/g, KH, KW]
-    b_real: np.ndarray  # float64 [O]
-    strides: tuple[int, int] = (1, 1)
-    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
-    groups: int = 1
-    act: tuple[float, float] = (-math.inf, math.inf)
-    w_int: np.ndarray | None = None  # int64 [O, I/g, KH, KW] within [-128, 127]
-    w_scale: np.ndarray | None = None  # float32 [O]
-    b_int: np.ndarray | None = None  # int64 [O]
-    b_scale: np.ndarray | None = None  # float64 [O]
-    source: str = ""
-
-    def inputs(self) -> list[Edge]:
-        return [self.input]
-
-    def scale_channels(self, factor: np.ndarray) -> None:
-        """Multiplies output channel c by factor[c] (BatchNormalization, Gemm alpha)."""
-        factor = np.asarray(factor, dtype=np.float64)
-        self.w_real = self.w_real * factor[:, None, None, None]
-        self.b_real = self.b_real * factor
-        if self.w_int is not None and self.w_scale is not None:
-            sign = np.where(factor < 0, -1, 1)
-            self.w_int = self.w_int * sign[:, None, None, None]
-            self.w_scale = (self.w_scale.astype(np.float64) * np.abs(factor)).astype(np.float32)
-            if np.any(self.w_scale <= 0) or not np.all(np.isfinite(self.w_scale)):
-                self.w_int = self.w_scale = None
-        self.b_int = self.b_scale = None
-
-    def shift_bias(self, delta: np.ndarray) -> None:
-        self.b_real = self.b_real + np.asarray(delta, dtype=np.float64)
-        self.b_int = self.b_scale = None
-
-
-@dataclass(eq=False)
-class AddLayer(Layer):
-    lhs: Edge
-    rhs: Edge
-    act: tuple[float, float] = (-math.inf, math.inf)
-
-    def inputs(self) -> list[Edge]:
-        return [self.lhs, self.rhs]
-
-
-@dataclass(eq=False)
-class PoolLayer(Layer):
-    input: Edge
-    kernel: tuple[int, int]
-    strides: tuple[int, int]
-
-    def inputs(self) -> list[Edge]:
-        return [self.input]
-
-
-@dataclass(eq=False)
-class RequantLayer(Layer):
-    """Re-expresses a tensor in another quantization (a 1x1 avgpool); `act` must follow from saturation."""
-
-    input: Edge
-    act: tuple[float, float] = (-math.inf, math.inf)
-    source: str = ""
-
-    def inputs(self) -> list[Edge]:
-        return [self.input]
-
-
-Value = Act | Const
-
+from qtrain.frontends.onnx.model import (
+    OnnxImportError,
+    OnnxImportWarning,
+    check_model,
+    first_line,
+    graph_input,
+    load_calibration,
+    load_model,
+)
+from qtrain.frontends.onnx.ptq import calibrate, conv_integers
 
 # -- small helpers ------------------------------------------------------------------------------------
 
@@ -322,30 +123,6 @@ def _common_divisor_rescale(centered: np.ndarray, scale: np.ndarray) -> tuple[np
     return out_w, out_s.astype(np.float32)
 
 
-# -- numpy float reference of the intermediate graph (calibration) -----------------------------------
-
-
-def conv_nhwc_float(
-    x: np.ndarray, w_oihw: np.ndarray, b: np.ndarray, strides: Sequence[int], pads: Sequence[int], groups: int
-) -> np.ndarray:
-    """Float conv on NHWC input [N, H, W, C] with OIHW weights; returns NHWC."""
-    n, h, w, c = x.shape
-    o, cg, kh, kw = w_oihw.shape
-    pt, pl, pb, pr = pads
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # N, OH', OW', C, KH, KW
-    win = win[:, :: strides[0], :: strides[1]]
-    oh, ow = win.shape[1], win.shape[2]
-    win = win.reshape(n, oh, ow, groups, cg, kh, kw)
-    wg = w_oihw.reshape(groups, o // groups, cg, kh, kw)
-    y = np.einsum("nhwgcij,gocij->nhwgo", win, wg, optimize=True).reshape(n, oh, ow, o)
-    return y + b
-
-
-def avgpool_nhwc_float(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int]) -> np.ndarray:
-    win = np.lib.stride_tricks.sliding_window_view(x, tuple(kernel), axis=(1, 2))
-    return win[:, :: strides[0], :: strides[1]].mean(axis=(-2, -1))
-
 
 # -- the importer ------------------------------------------------------------------------------------
 
@@ -370,32 +147,7 @@ class OnnxImporter:
 
     # -- validation --------------------------------------------------------------------------------
     def validate(self) -> None:
-        if not self.model.HasField("graph") or not self.model.opset_import:
-            raise OnnxImportError("not an ONNX model (no graph or no opset import; truncated or corrupt file?)")
-        versions = {o.domain or "ai.onnx": o.version for o in self.model.opset_import}
-        version = versions.get("ai.onnx")
-        if version is None:
-            raise OnnxImportError("the model imports no ai.onnx opset")
-        if version not in SUPPORTED_OPSETS:
-            raise OnnxImportError(
-                f"unsupported ai.onnx opset {version}; supported: {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}"
-            )
-        if MS_DOMAIN in versions and versions[MS_DOMAIN] != 1:
-            raise OnnxImportError(f"unsupported {MS_DOMAIN} opset {versions[MS_DOMAIN]}; supported: 1")
-        self.opset = version
-        for node in self.graph.node:
-            domain = "" if node.domain in ("", "ai.onnx") else node.domain
-            if node.op_type not in SUPPORTED_OPS.get(domain, ()):
-                op = node.op_type if not domain else f"{domain}.{node.op_type}"
-                where = node.name or node.output[0]
-                raise OnnxImportError(f"unsupported op '{op}' (node '{where}'); supported ops: {supported_ops_text()}")
-        if len(self.graph.output) != 1:
-            raise OnnxImportError(f"the graph has {len(self.graph.output)} outputs; qtrain models have one")
-        self._input_info()  # before the checker, whose messages about inputs are less specific
-        try:
-            onnx.checker.check_model(self.model)
-        except Exception as e:  # checker raises ValidationError and assorted C++ errors
-            raise OnnxImportError(f"invalid ONNX model: {_first_line(str(e))}") from e
+        self.opset = check_model(self.model)
 
     # -- driver ------------------------------------------------------------------------------------
     def run(self) -> ModuleOp:
@@ -404,7 +156,7 @@ class OnnxImporter:
             try:
                 self.values[init.name] = Const(numpy_helper.to_array(init))
             except Exception as e:  # external data, unsupported element types, inconsistent sizes
-                raise OnnxImportError(f"cannot read initializer '{init.name}': {_first_line(str(e))}") from e
+                raise OnnxImportError(f"cannot read initializer '{init.name}': {first_line(str(e))}") from e
         for node in self.graph.node:
             for name in node.input:
                 if name:
@@ -418,10 +170,8 @@ class OnnxImporter:
             handler: Callable[[onnx.NodeProto], list[Value]] = getattr(self, f"_op_{node.op_type}")
             try:
                 results = handler(node)
-            except OnnxImportError:
-                raise
-            except (ValueError, KeyError, IndexError) as e:
-                raise OnnxImportError(f"{_node_label(node)}: {_first_line(str(e))}") from e
+            except (ValueError, KeyError, IndexError) as e:  # numpy's and onnx's complaints about this node
+                raise OnnxImportError(f"{_node_label(node)}: {first_line(str(e))}") from e
             for name, value in zip(node.output, results, strict=False):
                 if name:
                     self.values[name] = value
@@ -430,68 +180,26 @@ class OnnxImporter:
             raise OnnxImportError(
                 f"graph output '{self.graph.output[0].name}' is a constant, not computed from the input"
             )
-        layers = self._reachable(out.edge)
-        self._calibrate(layers, out.edge)
+        layers = reachable(self.layers, out.edge)
+        assert self.input_edge is not None
+        calibrate(layers, self.input_edge, self.input_flat, self.calibration)
         return self._emit(layers, out.edge)
 
-    def _input_info(self) -> tuple[onnx.ValueInfoProto, list[int]]:
-        """The one runtime input and its sizes (a symbolic batch as 1); errors for anything else."""
-        initializers = {i.name for i in self.graph.initializer}
-        inputs = [i for i in self.graph.input if i.name not in initializers]
-        if len(inputs) != 1:
-            names = ", ".join(f"'{i.name}'" for i in inputs) or "none"
-            raise OnnxImportError(f"qtrain models take one image input; the graph's runtime inputs are {names}")
-        info = inputs[0]
-        self.input_name = info.name
-        if not info.type.HasField("tensor_type"):
-            raise OnnxImportError(f"input '{info.name}' is not a tensor")
-        ttype = info.type.tensor_type
-        if ttype.elem_type not in (TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8):
-            raise OnnxImportError(
-                f"input '{info.name}' has element type {TensorProto.DataType.Name(ttype.elem_type)}; "
-                "supported: FLOAT, INT8, UINT8"
-            )
-        if not ttype.HasField("shape"):
-            raise OnnxImportError(
-                f"input '{info.name}' has no shape; qtrain needs a static [N, C, H, W] or [N, F] input"
-            )
-        dims = list(ttype.shape.dim)
-        if len(dims) not in (2, 4):
-            raise OnnxImportError(
-                f"input '{info.name}' has rank {len(dims)}; qtrain needs an image [N, C, H, W] or features [N, F]"
-            )
-        sizes: list[int] = []
-        for i, d in enumerate(dims):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                sizes.append(d.dim_value)
-            elif i == 0:
-                sizes.append(1)  # a symbolic batch: fixed to 1
-            else:
-                what = f"'{d.dim_param}'" if d.HasField("dim_param") else "unknown"
-                raise OnnxImportError(
-                    f"input '{info.name}' has a dynamic dimension ({what}) at index {i}; qtrain needs static "
-                    "C, H, W (only the batch dimension may be symbolic)"
-                )
-        return info, sizes
-
     def _read_input(self) -> None:
-        info, sizes = self._input_info()
-        ttype = info.type.tensor_type
+        info = graph_input(self.graph)
         self.input_name = info.name
-        dim0 = ttype.shape.dim[0]
-        if dim0.HasField("dim_value") and dim0.dim_value > 0:
-            self.model_batch = dim0.dim_value
-        if len(sizes) == 4:
-            _, c, h, w = sizes
+        self.model_batch = info.batch
+        if len(info.sizes) == 4:
+            _, c, h, w = info.sizes
             self.input_flat = False
         else:
-            h, w, c = 1, 1, sizes[1]
+            h, w, c = 1, 1, info.sizes[1]
             self.input_flat = True
         edge = self._edge(info.name, (h, w, c))
         self.input_edge = edge
-        is_int = ttype.elem_type != TensorProto.FLOAT
+        is_int = info.elem_type != TensorProto.FLOAT
         self.values[info.name] = Act(
-            edge, is_int=is_int, unsigned=ttype.elem_type == TensorProto.UINT8, flat=self.input_flat
+            edge, is_int=is_int, unsigned=info.elem_type == TensorProto.UINT8, flat=self.input_flat
         )
 
     def _edge(self, name: str, shape: tuple[int, int, int], quant: QuantParamsAttr | None = None) -> Edge:
@@ -1234,96 +942,6 @@ class OnnxImporter:
             "[N, C, H, W] to [N, C*H*W] (and back) is supported"
         )
 
-    # -- calibration ---------------------------------------------------------------------------------
-    def _reachable(self, output: Edge) -> list[Layer]:
-        needed: set[int] = set()
-        stack = [output]
-        while stack:
-            edge = stack.pop()
-            if edge.producer is not None and id(edge.producer) not in needed:
-                needed.add(id(edge.producer))
-                stack.extend(edge.producer.inputs())
-        return [layer for layer in self.layers if id(layer) in needed]
-
-    def _calibrate(self, layers: list[Layer], output: Edge) -> None:
-        assert self.input_edge is not None
-        edges = [self.input_edge, *(layer.output for layer in layers)]
-        missing = [e for e in edges if e.quant is None]
-        if not missing:
-            return
-        images = self._calibration_images(missing)
-        lo = {id(e): math.inf for e in missing}
-        hi = {id(e): -math.inf for e in missing}
-        for start in range(0, images.shape[0], CALIBRATION_BATCH):
-            values = self.evaluate(layers, images[start : start + CALIBRATION_BATCH])
-            for e in missing:
-                v = values[id(e)]
-                lo[id(e)] = min(lo[id(e)], float(v.min()))
-                hi[id(e)] = max(hi[id(e)], float(v.max()))
-        for e in missing:
-            if not (np.isfinite(lo[id(e)]) and np.isfinite(hi[id(e)])):
-                raise OnnxImportError(f"calibration produced non-finite values for tensor '{e.name}'")
-            e.quant = range_quant(lo[id(e)], hi[id(e)])
-
-    def _calibration_images(self, missing: list[Edge]) -> np.ndarray:
-        """Calibration images as float NHWC [N, H, W, C]."""
-        assert self.input_edge is not None
-        h, w, c = self.input_edge.shape
-        expected = (c,) if self.input_flat else (c, h, w)
-        if self.calibration is not None:
-            data = np.asarray(self.calibration)
-            if not np.issubdtype(data.dtype, np.floating) or tuple(data.shape[1:]) != expected or data.shape[0] < 1:
-                raise OnnxImportError(
-                    f"calibration images must be float [N, {', '.join(map(str, expected))}] "
-                    f"({'[N, F]' if self.input_flat else 'NCHW'}), got {data.dtype} {list(data.shape)}"
-                )
-            if not np.all(np.isfinite(data)):
-                raise OnnxImportError("calibration images contain NaN or infinity")
-            data = data.astype(np.float64)
-            return data.reshape(-1, 1, 1, c) if self.input_flat else data.transpose(0, 2, 3, 1)
-        rng = np.random.default_rng(0)
-        shape = (CALIBRATION_FALLBACK_IMAGES, h, w, c)
-        quant = self.input_edge.quant
-        names = ", ".join(f"'{e.name}'" for e in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        if quant is None:
-            warnings.warn(
-                f"no calibration data (--calibration): activation ranges of {names} come from "
-                f"{CALIBRATION_FALLBACK_IMAGES} random N(0, 1) images (seed 0); accuracy depends on how well that "
-                "matches the real inputs",
-                OnnxImportWarning,
-                stacklevel=2,
-            )
-            return rng.standard_normal(shape)
-        warnings.warn(
-            f"no calibration data (--calibration): activation ranges of {names} come from "
-            f"{CALIBRATION_FALLBACK_IMAGES} random images uniform over the input's int8 range (seed 0)",
-            OnnxImportWarning,
-            stacklevel=2,
-        )
-        codes = rng.integers(-128, 128, size=shape)
-        return (codes - quant.zp) * quant.scale
-
-    def evaluate(self, layers: list[Layer], images_nhwc: np.ndarray) -> dict[int, np.ndarray]:
-        """Float (unquantized) values of every edge for float NHWC images, keyed by id(edge)."""
-        assert self.input_edge is not None
-        values: dict[int, np.ndarray] = {id(self.input_edge): images_nhwc}
-        for layer in layers:
-            if isinstance(layer, ConvLayer):
-                y = conv_nhwc_float(
-                    values[id(layer.input)], layer.w_real, layer.b_real, layer.strides, layer.pads, layer.groups
-                )
-                y = np.clip(y, *layer.act)
-            elif isinstance(layer, AddLayer):
-                y = np.clip(values[id(layer.lhs)] + values[id(layer.rhs)], *layer.act)
-            elif isinstance(layer, PoolLayer):
-                y = avgpool_nhwc_float(values[id(layer.input)], layer.kernel, layer.strides)
-            elif isinstance(layer, RequantLayer):
-                y = np.clip(values[id(layer.input)], *layer.act)
-            else:
-                raise AssertionError(layer)
-            values[id(layer.output)] = y
-        return values
-
     # -- emission ------------------------------------------------------------------------------------
     def _emit(self, layers: list[Layer], output: Edge) -> ModuleOp:
         assert self.input_edge is not None and self.input_edge.quant is not None
@@ -1355,80 +973,20 @@ class OnnxImporter:
         return b.finish(ssa[id(output)])
 
     def _emit_conv(self, b: ForwardBuilder, layer: ConvLayer, x: SSAValue) -> SSAValue:
-        in_q = layer.input.quant
         out_q = layer.output.quant
-        assert in_q is not None and out_q is not None
-        o = layer.w_real.shape[0]
-        if layer.w_int is not None and layer.w_scale is not None:
-            w_q = layer.w_int
-            w_scale = layer.w_scale.astype(np.float32)
-        else:
-            amax = np.abs(layer.w_real).reshape(o, -1).max(axis=1)
-            w_scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-            w_q = np.clip(np.rint(layer.w_real / w_scale.astype(np.float64)[:, None, None, None]), -127, 127)
-        bias_scale = np.float64(np.float32(in_q.scale)) * w_scale.astype(np.float64)
-        if (
-            layer.b_int is not None
-            and layer.b_scale is not None
-            and np.allclose(layer.b_scale, bias_scale, rtol=1e-6, atol=0)
-        ):
-            b_q = layer.b_int
-        else:
-            b_q = np.rint(layer.b_real / bias_scale)
-        if b_q.size and (b_q.min() < INT32_MIN or b_q.max() > INT32_MAX):
-            warnings.warn(f"{layer.source}: bias saturated to int32", OnnxImportWarning, stacklevel=2)
-            b_q = np.clip(b_q, INT32_MIN, INT32_MAX)
+        assert out_q is not None
+        w_q, w_scale, b_q = conv_integers(layer)
         return b.conv2d(
             x,
-            w_q.astype(np.int8).transpose(0, 2, 3, 1),
+            w_q.transpose(0, 2, 3, 1),
             w_scale,
-            b_q.astype(np.int32),
+            b_q,
             strides=layer.strides,
             padding=layer.pads,
             groups=layer.groups,
             output_q=out_q,
             clamp=clamp_for_range(out_q, *layer.act),
         )
-
-
-def _first_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
-# -- public API -------------------------------------------------------------------------------------------
-
-
-def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Reads an ONNX file; OnnxImportError for unreadable, truncated or corrupt files."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise OnnxImportError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as e:  # protobuf DecodeError and friends
-        raise OnnxImportError(
-            f"{path}: not a valid ONNX protobuf (truncated or corrupt file?): {_first_line(str(e)) or type(e).__name__}"
-        ) from e
-    if not model.HasField("graph") or not model.opset_import:
-        raise OnnxImportError(f"{path}: not an ONNX model (no graph or no opset import; truncated or corrupt file?)")
-    return model
-
-
-def load_calibration(path: str | os.PathLike[str]) -> np.ndarray:
-    """The `image` array of a calibration `.npz` (float NCHW)."""
-    path = Path(path)
-    try:
-        with np.load(path) as data:
-            if "image" not in data:
-                raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(data.files) or 'none'})")
-            return np.asarray(data["image"])
-    except OnnxImportError:
-        raise
-    except Exception as e:  # OSError, BadZipFile, ValueError, pickle refusals
-        raise OnnxImportError(f"cannot read calibration data {path}: {_first_line(str(e)) or type(e).__name__}") from e
 
 
 def import_onnx(
@@ -1443,39 +1001,3 @@ def import_onnx(
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
     images = load_calibration(calibration) if isinstance(calibration, str | os.PathLike) else calibration
     return OnnxImporter(proto, images).run()
-
-
-def input_quant(module: ModuleOp) -> QuantParamsAttr:
-    """`qtrain.input_q` of `@forward`: how real-valued images are quantized into its int8 input."""
-    for op in module.body.block.ops:
-        attr = op.attributes.get(INPUT_Q_ATTR)
-        if isinstance(attr, QuantParamsAttr):
-            return attr
-    raise ValueError(f"the module has no function with a {INPUT_Q_ATTR} attribute")
-
-
-def quantize_images(images: np.ndarray, quant: QuantParamsAttr | ModuleOp) -> np.ndarray:
-    """Float NCHW `[N, C, H, W]` (or `[N, F]`) images -> the int8 NHWC `[N, H, W, C]` the forward takes."""
-    q = input_quant(quant) if isinstance(quant, ModuleOp) else quant
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.reshape(x.shape[0], 1, 1, x.shape[1])
-    elif x.ndim == 4:
-        x = x.transpose(0, 2, 3, 1)
-    else:
-        raise ValueError(f"images must be [N, C, H, W] or [N, F], got shape {list(x.shape)}")
-    return np.ascontiguousarray(quantize_real(x, q))
-
-
-__all__ = [
-    "SUPPORTED_OPS",
-    "SUPPORTED_OPSETS",
-    "OnnxImportError",
-    "OnnxImportWarning",
-    "OnnxImporter",
-    "import_onnx",
-    "input_quant",
-    "load_calibration",
-    "load_model",
-    "quantize_images",
-]
