@@ -26,15 +26,14 @@ from typing import NoReturn
 import numpy as np
 from xdsl.interpreter import InterpretationError
 
+from qtrain.errors import UserError
 from qtrain.interpreter import (
     InputError,
-    InterpretError,
     ModelInterpreter,
     load_module,
     run_forward,
     run_train_steps,
 )
-from qtrain.errors import UserError
 from qtrain.numerics import AccumulatorOverflowError
 
 PROG = "qtrain-interpret"
