@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: sets the machine up (tools/ensure-env.sh), then runs every test:
-# the lit/FileCheck suite (test/lit) and pytest (test/python). Extra arguments go to pytest.
+# the lit/FileCheck suite (test/lit), pytest (test/python) and `ruff check .` (the Python style rules of
+# pyproject.toml). Each runs even when an earlier one failed; the command fails if any did, naming it.
+# Extra arguments go to pytest.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 exec "$root/tools/ensure-env.sh" bash -c '
@@ -9,6 +11,13 @@ exec "$root/tools/ensure-env.sh" bash -c '
   lit -sv test/lit; lit_status=$?
   echo "== pytest (test/python)"
   python -m pytest test/python "${@}"; py_status=$?
-  if [[ $lit_status -ne 0 ]]; then echo "lit failed (status $lit_status)" >&2; exit 1; fi
+  echo "== ruff check ."
+  ruff check .; ruff_status=$?
+  if [[ $lit_status -ne 0 ]]; then echo "lit failed (status $lit_status)" >&2; fi
+  if [[ $py_status -ne 0 ]]; then echo "pytest failed (status $py_status)" >&2; fi
+  if [[ $ruff_status -ne 0 ]]; then
+    echo "ruff check failed (status $ruff_status): fix the findings above (ruff check --fix . fixes some)" >&2
+  fi
+  if [[ $lit_status -ne 0 || $ruff_status -ne 0 ]]; then exit 1; fi
   exit $py_status
 ' "$root" "$@"

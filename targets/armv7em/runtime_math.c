@@ -6,7 +6,7 @@
  * operation on both: SSE on x86-64, FPv5-SP on the Cortex-M7). Only +, -, *, / and integer bit
  * manipulation are used: no double (the M7 here has a single-precision FPU only), no tables.
  *
- * Accuracy (test/python/targets/firmware/math_accuracy.c against libm in double): over all 2^32
+ * Accuracy (test/python/targets/armv7em/firmware/math_accuracy.c against libm in double): over all 2^32
  * inputs, expf is within 0.94 ulp and logf within 0.89 ulp of the exact result, and about 99.6% of
  * the results are correctly rounded. test_armv7em_runtime_math.py checks < 1 ulp on every 257th input.
  */

@@ -6,10 +6,13 @@
 // RUN: not qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-verify-quant-chain{bogus=1}' 2>&1 | filecheck %s --check-prefix=OPTION
 // RUN: not qtrain-opt %S/does-not-exist.mlir 2>&1 | filecheck %s --check-prefix=MISSING
 
+// No traceback before the error line nor after it.
+// VERIFY-NOT: Traceback
 // VERIFY: qtrain-opt: error: qtrain.conv2d: output must be tensor<1x4x4x4xi8> for this input, kernel, stride and padding, got tensor<1x5x5x4xi8>
 // VERIFY-NEXT: at: %y = "qtrain.conv2d"(%x, %w)
 // VERIFY-NOT: Traceback
 
+// PARSE-NOT: Traceback
 // PARSE: qtrain-opt: error: {{.*}}
 // PARSE-NOT: Traceback
 // PASS: qtrain-opt: error: Unrecognized passes: ['no-such-pass']

@@ -1,4 +1,5 @@
 // RUN: qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme="%S/../Inputs/tiny_schemes.json#tiny/half"},qtrain-dead-gradient-elim' | filecheck %s
+// RUN: qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme="%S/../Inputs/tiny_schemes.json#tiny/half"},qtrain-dead-gradient-elim' | filecheck %s --check-prefix=DEAD
 // RUN: qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme=bias-only},qtrain-dead-gradient-elim' | filecheck %s --check-prefix=BIAS
 // RUN: qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme=last-k k=1},qtrain-dead-gradient-elim' | filecheck %s --check-prefix=LAST1
 // RUN: qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme="last-k=1"},qtrain-dead-gradient-elim' | filecheck %s --check-prefix=LAST1
@@ -29,8 +30,15 @@
 // CHECK-NEXT:   qtrain.sgd_update @conv3.weight
 // CHECK-NEXT:   qtrain.sgd_update @conv3.bias
 // CHECK-NEXT:   func.return %loss : f32
-// CHECK-NOT:    qtrain.grad_accumulate
-// CHECK-NOT:    qtrain.conv2d_input_grad %{{.*}}, %w1
+
+// Nowhere in @train_step: the shortcut's gradient joining conv1's (grad_accumulate), conv1's input
+// gradient, conv2's weight gradient, anything of conv0's.
+// DEAD-LABEL: func.func @train_step
+// DEAD-NOT:   qtrain.grad_accumulate
+// DEAD-NOT:   qtrain.conv2d_input_grad %{{.*}}, %w1
+// DEAD-NOT:   %g_conv2_weight
+// DEAD-NOT:   %g_conv0_
+// DEAD:       func.return %loss : f32
 
 // bias-only: every bias and the classifier weight; no weight gradient but the classifier's.
 // BIAS:     qtrain.param @conv0.weight = dense<
@@ -57,6 +65,10 @@
 // LAST1-NEXT: qtrain.sgd_update @conv3.bias
 // LAST1-NEXT: func.return
 
-// full: everything stays, conv0 still has no input gradient.
+// full: everything stays (four weight gradients, eight updates), conv0 still has no input gradient.
+// FULL:         func.func @train_step
 // FULL-COUNT-4: qtrain.conv2d_weight_grad
+// FULL-NOT:     qtrain.conv2d_weight_grad
+// FULL-NOT:     qtrain.conv2d_input_grad %{{.*}}, %w0
 // FULL-COUNT-8: qtrain.sgd_update
+// FULL-NEXT:    func.return %loss : f32

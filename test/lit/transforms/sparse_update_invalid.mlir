@@ -5,7 +5,6 @@
 // RUN: not qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme="%S/../Inputs/tiny_schemes.json#tiny/10kb"}' 2>&1 | filecheck %s --check-prefix=BUDGET
 // RUN: not qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-autodiff,qtrain-sparse-update{scheme="%S/../Inputs/nothere.json#tiny/half"}' 2>&1 | filecheck %s --check-prefix=NOFILE
 // RUN: not qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-sparse-update{scheme=full}' 2>&1 | filecheck %s --check-prefix=ORDER
-// RUN: not qtrain-opt %S/../Inputs/tiny_model.mlir -p 'qtrain-dead-gradient-elim' 2>&1 | filecheck %s --check-prefix=ORDER2
 
 // UNKNOWN: qtrain-opt: error: qtrain-sparse-update: unknown scheme 'some-only': expected full, bias-only, last-k=K or FILE.json#MODEL/BUDGET
 // KRANGE: qtrain-opt: error: qtrain-sparse-update: last-k=9: k must be between 1 and the number of conv layers (4)
@@ -14,4 +13,3 @@
 // BUDGET: qtrain-opt: error: qtrain-sparse-update: {{.*}}: no budget '10kb' for tiny (it has: half, pointwise, toolarge)
 // NOFILE: qtrain-opt: error: qtrain-sparse-update: {{.*}}: cannot read {{.*}}nothere.json: No such file or directory
 // ORDER: qtrain-opt: error: qtrain-sparse-update: no func.func @train_step; run qtrain-autodiff first
-// ORDER2: qtrain-opt: error: qtrain-dead-gradient-elim: no func.func @train_step; run qtrain-autodiff first

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from armv7em_testing import FIRMWARE_SOURCES, STUB_MODEL, needs_clang, needs_qemu
+from testpaths import LIT_INPUTS
 
 from qtrain.targets.armv7em import build, protocol
 from qtrain.tools.plumbing import ProgressBar, format_duration
@@ -595,7 +596,7 @@ def test_protocol_train_eval_round_trip_of_a_truncated_result() -> None:
 
 # ---- a generated model against the interpreter (the golden model) ----
 
-TINY_MODEL = Path(__file__).resolve().parents[2] / "lit" / "Inputs" / "tiny_model.mlir"
+TINY_MODEL = LIT_INPUTS / "tiny_model.mlir"
 
 
 @pytest.fixture(scope="module", params=["qemu", "host"])

@@ -1,11 +1,18 @@
-"""Fixtures for the Cortex-M7 target tests: skip markers and firmwares built once per session."""
+"""Fixtures for the Cortex-M7 target tests: skip markers and firmwares built once per session.
+
+Also puts this folder on sys.path, so the tests here and in kernels/ can `from armv7em_testing import ...`.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from armv7em_testing import FIRMWARE_SOURCES, STUB_MODEL
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from armv7em_testing import FIRMWARE_SOURCES, STUB_MODEL  # noqa: E402
 
 from qtrain.targets.armv7em import build
 
