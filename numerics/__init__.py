@@ -14,7 +14,7 @@ Conventions: activations are NHWC, weights OHWI (`[C_out, KH, KW, C_in / groups]
 `[C_out]`, per-channel quantities broadcast along the last (channel) axis. Scales are float32 values
 (`#qtrain.quant` stores them as such); Python floats passed in are rounded to float32 first.
 
-Where the contract comes from (see test/python/lowering/test_numerics_ort.py): conv2d, global
+Where the contract comes from (see test/python/numerics/test_numerics_ort.py): conv2d, global
 avgpool, quantize and dequantize follow onnxruntime's CPU kernels exactly; add follows onnxruntime's
 x86 AVX2 QLinearAdd kernel (zero points folded into one float32 offset, two fused multiply-adds),
 which is both bit-exact with the oracle and cheaper on the M7 than dequantize-add-divide.
