@@ -106,8 +106,10 @@ def load_pkl(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises FileNotFoundError/OSError for unreadable paths and TinyTrainingFormatError for anything that
     is not such a pickle (not a zip, truncated, corrupt, not a dict)."""
     path = Path(path)
-    with open(path, "rb") as f:  # OSError (missing file, directory, permissions) propagates as is
-        raw = f.read()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TinyTrainingFormatError(f"cannot read {path}: {e.strerror or e}") from e
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
@@ -441,7 +443,7 @@ def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_cl
     """Builds forward-only qtrain IR (`@forward: tensor<1x128x128x3xi8> -> tensor<1xKxi8>`) for a
     reference model given as a .pkl path or an already loaded dict. K = num_classes takes the first K
     rows of the ImageNet classifier. Raises TinyTrainingFormatError (a `qtrain.errors.UserError`) for a bad
-    model, ValueError for `num_classes` out of range."""
+    model, a `UserError` for `num_classes` out of range."""
     raw = source if isinstance(source, dict) else load_pkl(source)
     try:
         model = parse_model(raw)
@@ -450,7 +452,7 @@ def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_cl
             raise
         raise TinyTrainingFormatError(f"{source}: {e}") from e
     if not isinstance(num_classes, int) or not 2 <= num_classes <= model.num_imagenet_classes:
-        raise ValueError(
+        raise UserError(
             f"the number of classes must be between 2 and {model.num_imagenet_classes} "
             f"(the ImageNet classifier's rows), got {num_classes}"
         )

@@ -143,15 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     args_list = list(sys.argv[1:] if argv is None else argv)
-    run_tool("qtrain-compile", lambda: compile_and_report(parser.parse_args(args_list)), args_list,
-             extra_user_errors=_frontend_errors())
-
-
-def _frontend_errors() -> tuple[type[BaseException], ...]:
-    from qtrain.frontends.onnx import OnnxImportError
-    from qtrain.frontends.tiny_training import TinyTrainingFormatError
-
-    return (OnnxImportError, TinyTrainingFormatError)
+    run_tool("qtrain-compile", lambda: compile_and_report(parser.parse_args(args_list)), args_list)
 
 
 def compile_and_report(args: argparse.Namespace) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from qtrain.errors import UserError
+from qtrain.tools.plumbing import ArgumentParser, CheckFailed, NpzError, UsageError, read_npz, run_tool
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ DIGITS = REPO / "examples" / "digits"
 LR, BIAS_LR = FINE_TUNE_RECIPE.lr, FINE_TUNE_RECIPE.bias_lr  # what the contribution analysis measured with
 
 
-class DemoError(Exception):
+class DemoError(CheckFailed):
     """A step failed; the message says which and why."""
 
 
@@ -84,7 +85,7 @@ def quantize_task(model: Path, arrays: dict[str, np.ndarray], calibration: Path 
     q = input_quant(module)
     for key in ("image", "test_image"):
         if arrays[key].dtype == np.int8:
-            raise ValueError("the task's image and test_image must both be float NCHW or both int8 NHWC")
+            raise UserError("the task's image and test_image must both be float NCHW or both int8 NHWC")
         arrays[key] = quantize_images(arrays[key], q)
     arrays["input_q"] = np.array([q.scale, q.zp], dtype=np.float64)
     np.savez(out, **arrays)
@@ -94,8 +95,8 @@ def quantize_task(model: Path, arrays: dict[str, np.ndarray], calibration: Path 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="qtrain-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="qtrain-demo", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", type=Path, default=Path("demo"), help="output folder (default demo/)")
     parser.add_argument("--budget-kb", type=float, default=24.0, help="SRAM budget for the scheme search (24)")
     parser.add_argument("--steps", type=int, default=2000, help="on-device training steps (2000)")
@@ -109,23 +110,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="steps per fine-tuning run of the contribution analysis (default: the search's 2000)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel fine-tuning runs in the analysis (2)")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    args = parser.parse_args(argv)
-    try:
-        summary = demo(args)
-    except (DemoError, UserError, OSError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"qtrain-demo: error: {e}", file=sys.stderr)
-        sys.exit(2 if not isinstance(e, DemoError) else 1)
-    print(summary)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    run_tool("qtrain-demo", lambda: print(demo(parser.parse_args(args_list))), args_list)
 
 
 def demo(args: argparse.Namespace) -> str:
     started = time.monotonic()
     out: Path = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out}: {e.strerror or e}") from e
     if (args.model is None) != (args.data is None):
-        raise ValueError("--model and --data go together (your model and its task); give both or neither")
+        raise UsageError("--model and --data go together (your model and its task); give both or neither")
 
     # 1. task and model
     if args.model is None:
@@ -136,14 +133,12 @@ def demo(args: argparse.Namespace) -> str:
     else:
         step(1, f"the task: {args.data} with {args.model}")
         model, data = args.model, args.data
-        for path in (model, data):
-            if not path.is_file():
-                raise ValueError(f"no such file: {path}")
-        with np.load(data) as task:
-            missing = [k for k in ("image", "label", "test_image", "test_label") if k not in task]
-            arrays = {k: task[k] for k in task.files}
+        if not model.is_file():
+            raise UserError(f"no such model file: {model}")
+        arrays = read_npz(data, "task")
+        missing = [k for k in ("image", "label", "test_image", "test_label") if k not in arrays]
         if missing:
-            raise ValueError(f"{data}: missing keys {', '.join(missing)} (need image, label, test_image, test_label)")
+            raise NpzError(f"{data}: missing keys {', '.join(missing)} (need image, label, test_image, test_label)")
         if arrays["image"].dtype != np.int8 or arrays["test_image"].dtype != np.int8:
             data = quantize_task(model, arrays, args.calibration, out / "task.npz")
         name = args.model_name or model.stem

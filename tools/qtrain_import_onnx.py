@@ -22,13 +22,15 @@ from typing import TextIO
 
 from xdsl.printer import Printer
 
-from qtrain.frontends.onnx import OnnxImportError, import_onnx, load_calibration
+from qtrain.errors import UserError
+from qtrain.frontends.onnx import import_onnx, load_calibration
+from qtrain.tools.plumbing import ArgumentParser, run_tool
 
 PROG = "qtrain-import-onnx"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description="Import an ONNX CNN (float, QDQ or QOperator) as forward-only qtrain IR."
     )
     parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
@@ -66,22 +68,16 @@ def run(args: argparse.Namespace) -> None:
             Printer(stream=f).print_op(module)
             f.write("\n")
     except OSError as e:
-        raise OnnxImportError(f"cannot write {args.output}: {e.strerror or e}") from e
+        raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(args_list)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _print_warning
-        try:
-            run(args)
-        except OnnxImportError as e:
-            if args.debug:
-                raise
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"{PROG}: error: {message}", file=sys.stderr)
-            sys.exit(2)
+        run_tool(PROG, lambda: run(args), args_list)
 
 
 if __name__ == "__main__":

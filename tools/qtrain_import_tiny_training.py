@@ -16,13 +16,15 @@ from collections.abc import Sequence
 
 from xdsl.printer import Printer
 
-from qtrain.frontends.tiny_training import TinyTrainingFormatError, import_tiny_training
+from qtrain.errors import UserError
+from qtrain.frontends.tiny_training import import_tiny_training
+from qtrain.tools.plumbing import ArgumentParser, run_tool
 
 PROG = "qtrain-import-tiny-training"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description="Import an int8 tiny-training reference model (.pkl) as forward-only qtrain IR."
     )
     parser.add_argument("model", help="the model pickle, e.g. ../shared/models/tiny-training/mcunet-5fps.pkl")
@@ -41,9 +43,12 @@ def run(args: argparse.Namespace) -> None:
         Printer(stream=sys.stdout).print_op(module)
         sys.stdout.write("\n")
     else:
-        with open(args.output, "w") as f:
-            Printer(stream=f).print_op(module)
-            f.write("\n")
+        try:
+            with open(args.output, "w") as f:
+                Printer(stream=f).print_op(module)
+                f.write("\n")
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
     if args.export_onnx:
         from qtrain.lowering.onnx_export import export_onnx  # imports onnx, which takes a second
 
@@ -51,15 +56,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run(args)
-    except (TinyTrainingFormatError, ValueError, OSError) as e:
-        if args.debug:
-            raise
-        message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
-        print(f"{PROG}: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
-        sys.exit(2)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    run_tool(PROG, lambda: run(parse_args(args_list)), args_list)
 
 
 if __name__ == "__main__":

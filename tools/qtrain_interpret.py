@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from xdsl.interpreter import InterpretationError
 
-from qtrain.errors import UserError
 from qtrain.interpreter import (
     InputError,
     ModelInterpreter,

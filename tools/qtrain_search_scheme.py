@@ -27,14 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from qtrain.errors import UserError
+from qtrain.tools.plumbing import ArgumentParser, UsageError, read_npz, run_tool
 
 
 class TaskError(UserError):
@@ -48,15 +48,7 @@ def load_task(path: Path, module: Any) -> tuple[np.ndarray, np.ndarray]:
     from qtrain.frontends.onnx import input_quant, quantize_images
     from qtrain.search import forward_function
 
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise TaskError(f"no such task file: {path}") from None
-    except IsADirectoryError:
-        raise TaskError(f"cannot read {path}: is a directory") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise TaskError(f"{path} is not a valid .npz file ({str(e).strip() or type(e).__name__})") from None
+    arrays = read_npz(path, "task")
     for key in ("image", "label"):
         if key not in arrays:
             raise TaskError(f"{path} has no '{key}' array (keys present: {', '.join(sorted(arrays)) or 'none'})")
@@ -102,7 +94,7 @@ def load_model(path: Path, num_classes: int, calibration: Path | None) -> Any:
         raise UserError(f"no such model file: {path}")
     module = load_any(path, num_classes, calibration)
     if any(getattr(o, "sym_name", None) is not None and o.sym_name.data == "train_step" for o in module.ops):
-        raise ValueError(f"{path}: already has @train_step; give the forward-only model")
+        raise UserError(f"{path}: already has @train_step; give the forward-only model")
     return module
 
 
@@ -112,7 +104,7 @@ def parse_layers(text: str | None) -> list[int] | None:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--layers: expected comma-separated layer indexes, got '{text}'") from None
+        raise UsageError(f"--layers: expected comma-separated layer indexes, got '{text}'") from None
 
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,18 +172,12 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
             "predicted_gain": result.gain}
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """Usage errors in the project's form: one line on stderr, exit status 2."""
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from qtrain.search import EvolutionSettings, FineTuneRecipe
 
     recipe, evo = FineTuneRecipe(), EvolutionSettings()
-    p = Parser(prog="qtrain-search-scheme", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="qtrain-search-scheme", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     p.add_argument("--data", type=Path, required=True, metavar="TASK.npz", help="task with `image` and `label`")
     p.add_argument("--budget-kb", type=float, required=True, help="peak SRAM budget in KB (1024 bytes)")
@@ -219,21 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    from qtrain.frontends.onnx import OnnxImportError
-    from qtrain.interpreter import InterpretError
-    from qtrain.tools.plumbing import USER_INPUT_ERRORS, describe_error
+    args_list = list(sys.argv[1:] if argv is None else argv)
 
-    try:
+    def body() -> None:
+        args = build_parser().parse_args(args_list)
         summary = search(args)
-    except (*USER_INPUT_ERRORS, OnnxImportError, InterpretError) as e:
-        if args.debug:
-            raise
-        message = describe_error(e).splitlines()[0]
-        print(f"qtrain-search-scheme: error: {message}", file=sys.stderr)
-        sys.exit(2)
-    if args.json:
-        print(json.dumps(summary, indent=2))
+        if args.json:
+            print(json.dumps(summary, indent=2))
+
+    run_tool("qtrain-search-scheme", body, args_list)
 
 
 if __name__ == "__main__":

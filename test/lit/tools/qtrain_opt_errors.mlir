@@ -15,7 +15,7 @@
 // PARSE-NOT: Traceback
 // PARSE: qtrain-opt: error: {{.*}}
 // PARSE-NOT: Traceback
-// PASS: qtrain-opt: error: Unrecognized passes: ['no-such-pass']
+// PASS: qtrain-opt: error: bad pass pipeline 'no-such-pass': Unrecognized passes: ['no-such-pass']
 // OPTION: qtrain-opt: error: {{.*}}bogus
 // MISSING: qtrain-opt: error: {{.*}}does-not-exist.mlir
 

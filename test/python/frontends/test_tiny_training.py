@@ -389,12 +389,12 @@ def test_cli_num_classes_out_of_range(n: str, synthetic_pkl: Path, capsys: pytes
 
 
 def test_cli_imagenet_head_range() -> None:
-    with pytest.raises(ValueError, match="between 2 and 1000"):
+    with pytest.raises(UserError, match="between 2 and 1000"):
         import_tiny_training(models_dir() / "proxyless-w0.3.pkl", num_classes=1001)
 
 
 def test_cli_debug_shows_the_traceback(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(TinyTrainingFormatError, match="cannot read .*nope.pkl"):
         cli_main([str(tmp_path / "nope.pkl"), "--debug"])
 
 
@@ -403,7 +403,8 @@ def test_console_script_is_installed(synthetic_pkl: Path, tmp_path: Path) -> Non
     if exe is None:
         pytest.skip(f"{PROG} is not installed (pip install -e .)")
     proc = subprocess.run([exe, str(tmp_path / "nope.pkl")], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith(f"{PROG}: error: No such file or directory")
+    assert proc.returncode == 2 and proc.stderr.startswith(f"{PROG}: error: cannot read ")
+    assert "nope.pkl: No such file or directory" in proc.stderr and proc.stderr.count("\n") == 1
     proc = subprocess.run([exe, str(synthetic_pkl), "-o", str(tmp_path / "ok.mlir")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
