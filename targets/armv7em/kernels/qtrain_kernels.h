@@ -3,15 +3,15 @@
  * int8, backward fp32, SGD+QAS update), in the style of CMSIS-NN.
  *
  * Numerics. Every kernel computes exactly what its op's docstring in dialects/qtrain/ops.py and
- * grad_ops.py says, in the operation order spelled out by lowering/numerics.py (the numpy golden
+ * grad_ops.py says, in the operation order spelled out by qtrain.numerics (numerics/) (the numpy golden
  * model):
  *   - int8 forward kernels (convolutions, add, avgpool, quantize, dequantize, requantize) are bit-exact
- *     with numerics.py, whichever path (portable or DSP) is compiled;
+ *     with qtrain.numerics, whichever path (portable or DSP) is compiled;
  *   - element-wise fp32 kernels (requant_grad, grad_accumulate, sgd_update, channel_slice, the
  *     softmax gradient's division) are bit-exact too;
  *   - sums (convolution gradients, bias and pooling gradients) accumulate in fp32 in the order each
  *     function documents, with fused multiply-adds (`fmaf`, one VFMA.F32 on the Cortex-M7) where it
- *     says so; numerics.py takes these as float64 "reference sums", so the two agree to within the
+ *     says so; qtrain.numerics takes these as float64 "reference sums", so the two agree to within the
  *     fp32 summation bound (n + 1) * 2^-24 * sum of |terms|; the host and the Cortex-M7 builds of
  *     the same kernel agree bit for bit;
  *   - the loss uses the runtime's qtrain_expf / qtrain_logf (runtime_math.c), which are not the
@@ -223,11 +223,11 @@ typedef enum {
 } qtrain_storage_t;
 
 /* ================================================================================================
- * Forward, int8 (bit-exact with lowering/numerics.py)
+ * Forward, int8 (bit-exact with qtrain.numerics (numerics/))
  *
  * Convolution (numerics.conv2d_with_mask), per output element (n, oh, ow, co):
  *   acc = bias[co] + sum_{kh, kw, ci} (x_pad[n, oh*sh + kh - pt, ow*sw + kw - pl, ci] - zx) * w[co, kh, kw, ci]
- *         (exact int32; the caller guarantees it fits, as numerics.py checks)
+ *         (exact int32; the caller guarantees it fits, as qtrain.numerics checks)
  *   y   = clamp(rint(fp32(acc) * multiplier[co]) + zy, clamp_min, clamp_max)
  * with multiplier[co] = fp32(fp32(s_x * s_w[co]) / s_y) precomputed by the generator
  * (numerics.conv2d_multiplier; one value per output channel, repeat it for a per-tensor weight scale).

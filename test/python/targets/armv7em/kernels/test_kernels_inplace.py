@@ -3,7 +3,7 @@
 For each case the kernel runs once with disjoint buffers and once in place: one buffer holding the
 input at the aligned position (head: output == input; tail: both end at the same byte), with guard
 bytes on either side. The in-place buffer must then be the initial buffer with exactly the output
-region replaced by the out-of-place output (which itself equals numerics.py), and the masks must be
+region replaced by the out-of-place output (which itself equals qtrain.numerics), and the masks must be
 equal. Every case runs through the chosen kernel and the wrapper, in the portable and the DSP host
 builds. `kernels.in_place_alignment` (the planner's view) must agree with what the C accepts: the
 placements it names are accepted and correct, the others (and every overlap for the small-K and
