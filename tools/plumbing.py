@@ -7,7 +7,7 @@ traceback. `--debug` on any tool shows the Python traceback instead. An exceptio
 error is a bug in qtrain and keeps its traceback.
 
 Inputs are `.npz` files (DESIGN.md): `read_npz` reads one (one error type, `NpzError`, naming the path),
-`images_and_labels` checks the `image` / `label` conventions.
+`images_and_labels` checks the `image` / `label` conventions (both from `qtrain.npz`, re-exported here).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import signal
 import sys
 import threading
 import time
-import zipfile
 from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn, TextIO
 
-import numpy as np
 from xdsl.utils.exceptions import DiagnosticException, ParseError
 
 from qtrain.errors import UserError
+from qtrain.npz import NpzError as NpzError  # re-exported: the tools' one npz reader
+from qtrain.npz import images_and_labels as images_and_labels
+from qtrain.npz import read_npz as read_npz
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -39,10 +39,6 @@ class UsageError(UserError):
 
 class CheckFailed(Exception):
     """A comparison or a run on the device failed: exit 1."""
-
-
-class NpzError(UserError):
-    """An .npz input that is missing, unreadable, or does not hold what the tool needs."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -100,45 +96,6 @@ def run_tool(prog: str, body: Callable[[], int | None], argv: Sequence[str],
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     sys.exit(status or 0)
-
-
-# -- npz inputs --------------------------------------------------------------------------------------------
-
-
-def read_npz(path: Path, what: str = "inputs") -> dict[str, np.ndarray]:
-    """Every array of an .npz file (no pickles), or an `NpzError` naming the path."""
-    path = Path(path)
-    if path.is_dir():
-        raise NpzError(f"cannot read {what} {path}: is a directory")
-    if not path.is_file():
-        raise NpzError(f"no such {what} file: {path}")
-    if not zipfile.is_zipfile(path):
-        raise NpzError(f"cannot read {path}: not an .npz archive (np.savez writes one)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise NpzError(f"cannot read {path}: {' '.join(str(e).split())}") from None
-
-
-def images_and_labels(arrays: dict[str, np.ndarray], path: Path, image_key: str = "image", label_key: str = "label",
-                      *, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images int8 [N, H, W, C], labels int32 [N] or None) from `arrays[image_key]` / `[label_key]`."""
-    if image_key not in arrays:
-        raise NpzError(f"{path} has no '{image_key}' array (keys: {', '.join(sorted(arrays)) or 'none'})")
-    images = arrays[image_key]
-    if images.dtype != np.int8 or images.ndim != 4 or len(images) == 0:
-        raise NpzError(f"{path}: '{image_key}' must be int8 NHWC [N, H, W, C] (already quantized with the model's "
-                       f"input parameters), got {images.dtype} {list(images.shape)}")
-    if label_key not in arrays:
-        if need_labels:
-            raise NpzError(f"{path} has no '{label_key}' array, which training needs")
-        return images, None
-    labels = arrays[label_key]
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise NpzError(f"{path}: '{label_key}' must be integers of shape [{len(images)}], got {labels.dtype} "
-                       f"{list(labels.shape)}")
-    return images, labels.astype(np.int32)
 
 
 # -- progress --------------------------------------------------------------------------------------------

@@ -142,8 +142,8 @@ def demo(args: argparse.Namespace) -> str:
         if arrays["image"].dtype != np.int8 or arrays["test_image"].dtype != np.int8:
             data = quantize_task(model, arrays, args.calibration, out / "task.npz")
         name = args.model_name or model.stem
-    with np.load(data) as task:
-        n_train, n_test = len(task["label"]), len(task["test_label"])
+    task = read_npz(data, "task")
+    n_train, n_test = len(task["label"]), len(task["test_label"])
     print(f"  {n_train} training images (fine-tuning data), {n_test} held-out test images")
 
     # 2. scheme search

@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import ModuleOp
 from qtrain.dialects.qtrain import QuantParamsAttr
 from qtrain.errors import UserError
 from qtrain.frontends.builder import INPUT_Q_ATTR, quantize_real
+from qtrain.npz import NpzError, read_npz
 
 SUPPORTED_OPSETS = range(10, 29)
 """ai.onnx opset versions accepted (10 introduced QuantizeLinear/QLinearConv; 28 is onnx 1.23's newest;
@@ -101,14 +102,12 @@ def load_calibration(path: str | os.PathLike[str]) -> np.ndarray:
     """The `image` array of a calibration `.npz` (float NCHW)."""
     path = Path(path)
     try:
-        with np.load(path) as data:
-            if "image" not in data:
-                raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(data.files) or 'none'})")
-            return np.asarray(data["image"])
-    except OnnxImportError:
-        raise
-    except Exception as e:  # OSError, BadZipFile, ValueError, pickle refusals
-        raise OnnxImportError(f"cannot read calibration data {path}: {first_line(str(e)) or type(e).__name__}") from e
+        data = read_npz(path, "calibration data")
+    except NpzError as e:
+        raise OnnxImportError(f"calibration data: {e}") from e
+    if "image" not in data:
+        raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(sorted(data)) or 'none'})")
+    return np.asarray(data["image"])
 
 
 # -- the model -------------------------------------------------------------------------------------------------
