@@ -55,8 +55,10 @@ from typing import IO, Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.errors import UserError
 from qtrain.search import FineTuneRecipe
 from qtrain.tools.bench_schemes import DIGITS, load_make_task
+from qtrain.tools.plumbing import UsageError
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import Layer
 
@@ -145,7 +147,7 @@ def fine_tune(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe, train: Sp
     from qtrain.search import sample_order
 
     if recipe.steps < 1:
-        raise ValueError(f"steps must be at least 1, got {recipe.steps}")
+        raise UsageError(f"steps must be at least 1, got {recipe.steps}")
     graph = training_graph(module, scheme, arm, recipe)
     runner = ModelInterpreter(graph, relaxed=arm.relaxed)
     trained = {op.sym_name.data: trainable_index(op) for op in graph.ops if isinstance(op, ParamOp) and op.is_trainable}
@@ -328,10 +330,10 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
     out = stream or sys.stdout
     started = time.monotonic()
     if config.seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+        raise UsageError(f"seeds must be at least 1, got {config.seeds}")
     for key in config.arms:
         if key not in ARMS:
-            raise ValueError(f"unknown arm '{key}' (arms: {', '.join(ARMS)})")
+            raise UsageError(f"unknown arm '{key}' (arms: {', '.join(ARMS)})")
     make_task = load_make_task()
     module = make_task.import_model()
     task = make_task.build_task(module)
@@ -588,8 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         doc = run_bench(config)
-    except ValueError as e:
-        print(f"bench_accuracy: error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print()
     print(format_tables(doc))
