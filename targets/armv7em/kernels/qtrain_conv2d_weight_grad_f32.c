@@ -88,6 +88,15 @@ QTRAIN_INLINE void accumulate(const tap_t *t, int32_t o, int32_t xc, const int32
 QTRAIN_INLINE void drain(const sink_t *sink, const qtrain_dims_t *filter_dims, const tap_t *t, int32_t o, int32_t c,
                          const int32_t ob, const int32_t cb, float acc[OB][CB]) {
     const int32_t k = filter_dims->c;
+    if (sink->velocity != NULL) { /* momentum: v = fp32(fp32(momentum * v) + dw), applied instead of dw */
+        for (int32_t j = 0; j < ob; j++) {
+            float *v = sink->velocity + (((o + j) * filter_dims->h + t->kh) * filter_dims->w + t->kw) * k + c;
+            for (int32_t i = 0; i < cb; i++) {
+                v[i] = sink->momentum * v[i] + acc[j][i];
+                acc[j][i] = v[i];
+            }
+        }
+    }
     for (int32_t j = 0; j < ob; j++) {
         const int32_t index = (((o + j) * filter_dims->h + t->kh) * filter_dims->w + t->kw) * k + c;
         if (sink->weight_grad != NULL) {
@@ -97,13 +106,6 @@ QTRAIN_INLINE void drain(const sink_t *sink, const qtrain_dims_t *filter_dims, c
             continue;
         }
         const float step = qtrain_sgd_step(sink->lr, sink->grad_scale, sink->num_grad_scales, o + j);
-        if (sink->velocity != NULL) { /* momentum: v = fp32(fp32(momentum * v) + dw), applied instead of dw */
-            float *v = sink->velocity + index;
-            for (int32_t i = 0; i < cb; i++) {
-                v[i] = sink->momentum * v[i] + acc[j][i];
-                acc[j][i] = v[i];
-            }
-        }
         if (sink->storage == QTRAIN_STORAGE_S8) {
             int8_t *p = (int8_t *)sink->param + index;
             for (int32_t i = 0; i < cb; i++) {
