@@ -588,7 +588,7 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
     grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
     i8 / i32 storage is rounded half to even and saturated; f32 storage (a master copy) is not.
     `factor %f` (optional, a `qtrain.lr_schedule` result): this step's learning rate is fp32(lr * f).
-    `momentum` (optional, in [0, 1)): SGD momentum, v = momentum * v + g applied instead of g, with the
+    `momentum` (optional, in (0, 1)): SGD momentum, v = momentum * v + g applied instead of g, with the
     velocity v as device state (`velocity/<param>`, fp32, the trainable shape). `numerics.sgd_update`,
     `scheduled_lr` and `momentum_velocity` state the float32 operations.
     """
@@ -691,8 +691,8 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
         g = tensor_type(self.grad, "grad", self)
         expect_element(g, f32, "grad", self)
         mu = self.momentum_value
-        if not (math.isfinite(mu) and 0.0 <= mu < 1.0):
-            raise VerifyException(f"{self.name}: momentum must be within [0, 1), got {mu}")
+        if self.momentum is not None and not (math.isfinite(mu) and 0.0 < mu < 1.0):
+            raise VerifyException(f"{self.name}: momentum must be within (0, 1) (omit it for plain SGD), got {mu}")
         if self.get_toplevel_object() is self:
             return
         target = SymbolTable.lookup_symbol(self, self.param)

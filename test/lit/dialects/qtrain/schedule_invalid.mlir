@@ -42,5 +42,16 @@ builtin.module {
     func.return
   }
 }
-// CHECK: qtrain.sgd_update: momentum must be within [0, 1), got 1.0
+// CHECK: qtrain.sgd_update: momentum must be within (0, 1) (omit it for plain SGD), got 1.0
 
+
+// -----
+
+builtin.module {
+  qtrain.param @b trainable = dense<[1, 2, 3]> : tensor<3xi32>
+  func.func @f(%g: tensor<3xf32>) {
+    qtrain.sgd_update @b, %g {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>, momentum = 0.0 : f32} : tensor<3xf32>
+    func.return
+  }
+}
+// CHECK: qtrain.sgd_update: momentum must be within (0, 1) (omit it for plain SGD), got 0.0
