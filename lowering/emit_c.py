@@ -10,7 +10,11 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
 - `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: each op's kernel calls
   (`KernelCallOp.kernel_calls`, targets/armv7em/kernels/qtrain_kernels.h) rendered in order, shapes and
   constants as literals;
-- `qtrain_memory` (the planner's figures) and `qtrain_model` (shapes, I/O, trainable tensor table).
+- `qtrain_memory` (the planner's figures) and `qtrain_model` (shapes, I/O, trainable tensor table);
+- training state (`DeviceStateOp`: the schedule's step counter, momentum velocities) as zero-initialised
+  SRAM arrays next to the trainable copies, reset by `qtrain_init()`, and `qtrain_training_state`: a
+  table of (name, pointer, bytes) of everything training changes and keeps between steps (the trainable
+  copies and that state), what a checkpoint saves and restores.
 
 The ops compute their own constants (requantization multipliers, add constants, QAS steps) with
 `qtrain.numerics`, the same functions the interpreter uses, so both backends read identical bits; this
@@ -47,6 +51,7 @@ from qtrain.dialects.qtrain.contract import (
 )
 from qtrain.dialects.qtrain.interfaces import KernelCallOp, produced_quant
 from qtrain.interpreter import dense_to_numpy
+from qtrain.transforms.liveness import device_state
 
 
 class EmitError(DiagnosticException):
@@ -106,6 +111,10 @@ class Emitter:
     macs: dict[str, int] = field(default_factory=dict)
     counter: int = 0
     uses_ctx_after_grad: bool = False
+    states: dict[str, str] = field(default_factory=dict)
+    """training state name -> its C array"""
+    scalars: dict[SSAValue, str] = field(default_factory=dict)
+    """scalar SSA values computed by a call (`KernelCall.result`) -> their C local"""
 
     # -- names and values ---------------------------------------------------------------------------------
 
@@ -261,6 +270,16 @@ class Emitter:
         if isinstance(arg, kc.FusedGradient):
             self.scratch_bytes = max(self.scratch_bytes, 4 * arg.floats)
             return "((float *)qtrain_scratch)"
+        if isinstance(arg, kc.Scalar):
+            return self.scalar(arg.value)
+        if isinstance(arg, kc.ScaledF32):
+            if arg.scalar is None:
+                return c_float(arg.constant)
+            return f"({c_float(arg.constant)} * {self.scalar(arg.scalar)})"  # one fp32 multiply (FLT_EVAL_METHOD 0)
+        if isinstance(arg, kc.State):
+            if arg.name not in self.states:
+                raise EmitError(f"no op of the module declares the training state '{arg.name}'")
+            return self.states[arg.name]
         if isinstance(arg, kc.ParamCopy):
             return self.trainable_copy(arg.name).sram  # type: ignore[return-value]
         if isinstance(arg, kc.ParamStorage):
@@ -268,10 +287,21 @@ class Emitter:
             return "QTRAIN_STORAGE_F32" if info.sram_ctype == "float" else "QTRAIN_STORAGE_S8"
         raise EmitError(f"the C backend cannot render argument {arg!r}")
 
+    def scalar(self, value: SSAValue) -> str:
+        if value not in self.scalars:
+            raise EmitError("a scalar operand is not computed by an earlier kernel call of its function")
+        return self.scalars[value]
+
     def emit_call(self, call: kc.KernelCall, body: list[str], entry: str) -> None:
         arguments = ", ".join(self.argument(a, body) for a in call.args)
         invocation = f"{call.function}({arguments})"
-        if call.returns == "status":
+        if call.returns == "value":
+            if call.result is None:
+                raise EmitError(f"{call.function} returns a value but names no result for it")
+            name = self.fresh(c_ident(call.result.name_hint or "value") + "_")
+            self.scalars[call.result] = name
+            body.append(f"    const float {name} = {invocation};")
+        elif call.returns == "status":
             body.append(f"    QTRAIN_CHECK({invocation});")
         elif call.returns == "loss":
             body.append(f"    loss = {invocation};")
@@ -309,6 +339,11 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
     train = find_func(module, TRAIN_STEP)
     em = Emitter(module)
     em.emit_params()
+    states = device_state([f for f in (forward, train) if f is not None])
+    for st in states:
+        em.states[st.name] = f"qtrain_state_{c_ident(st.name)}"
+        ctype = "uint32_t" if st.dtype == "u32" else "float"
+        em.decls.append(f"static {ctype} {em.states[st.name]}[{st.count}] QTRAIN_TRAINABLE;")
     infer_body = em.emit_function(forward)
     train_body = em.emit_function(train) if train is not None else None
 
@@ -355,6 +390,10 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
             src_index = f"{sl[0] * math.prod(shape[1:])} + k"
         conv = f"(float){i.flash}[{src_index}]" if i.sram_ctype == "float" else f"{i.flash}[{src_index}]"
         init.append(f"    for (int32_t k = 0; k < {n}; ++k) {{ {i.sram}[k] = {conv}; }}")
+    for st in states:
+        init.append(f"    for (int32_t k = 0; k < {st.count}; ++k) {{ {em.states[st.name]}[k] = 0; }}")
+    regions = [f'    {{"{i.name}", {i.sram}, (uint32_t)sizeof {i.sram}}},' for i in trainable]
+    regions += [f'    {{"{st.name}", {em.states[st.name]}, (uint32_t)sizeof {em.states[st.name]}}},' for st in states]
 
     c_lines = [
         "/* Generated by qtrain (lowering/emit_c.py) from planned qtrain IR. Do not edit. */",
@@ -419,6 +458,12 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         f"static const qtrain_tensor_desc_t qtrain_trainable[{max(1, len(table))}] = {{",
         *(table or ['    {"", NULL, 0, 0, {0, 0, 0, 0}},']),
         "};",
+        "",
+        "/* Everything training changes and keeps between steps: the trainable copies, then the training state. */",
+        f"const qtrain_state_region_t qtrain_training_state[{max(1, len(regions))}] = {{",
+        *(regions or ['    {"", NULL, 0u},']),
+        "};",
+        f"const uint32_t qtrain_training_state_count = {len(regions)}u;",
         "",
         "const qtrain_model_desc_t qtrain_model = {",
         "    QTRAIN_ABI_VERSION,",

@@ -127,7 +127,9 @@ def training_graph(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe) -> M
     from qtrain.transforms.pipeline import apply_passes, training_passes
 
     return apply_passes(module.clone(), training_passes(
-        scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, qas=arm.qas, weight_storage=arm.weight_storage, plan=False))
+        scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=FINE_TUNE_RECIPE.warmup_steps,
+        steps=FINE_TUNE_RECIPE.steps, final_lr_ratio=FINE_TUNE_RECIPE.final_lr_ratio,
+        momentum=FINE_TUNE_RECIPE.momentum, qas=arm.qas, weight_storage=arm.weight_storage, plan=False))
 
 
 def grad_scales(graph: ModuleOp) -> np.ndarray:

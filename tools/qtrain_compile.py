@@ -1,7 +1,8 @@
 """`qtrain-compile`: a model in, a training firmware out.
 
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
-                   [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
+                   [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
+                   [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
                    [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
 
@@ -10,6 +11,13 @@ DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target 
 --emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). Prints the
 memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
 a traceback).
+
+The training recipe is compiled into the firmware: the device computes each step's learning rate
+(linear warm-up over --warmup-steps, cosine decay over the horizon --steps down to --final-lr-ratio x
+the base rate, then that rate held, so training can go on past the horizon); --lr and --bias-lr are
+the base rates, which follow the same schedule; --momentum > 0 adds SGD momentum (an fp32 velocity
+per trainable tensor, counted in the memory plan). --warmup-steps 0 --steps 0 trains at a constant
+rate. Defaults: qtrain.transforms.recipe.COMPILE_RECIPE (the schedule's are provisional).
 """
 
 from __future__ import annotations
@@ -82,6 +90,10 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         sram_kb=args.sram_kb,
         lr=args.lr,
         bias_lr=args.bias_lr,
+        warmup_steps=args.warmup_steps,
+        steps=args.steps,
+        final_lr_ratio=args.final_lr_ratio,
+        momentum=args.momentum,
         qas=not args.no_qas,
         weight_storage=args.weight_storage,
         memory_report=str(report),
@@ -107,6 +119,7 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         "peak_sram_bytes": memory["peak_sram_bytes"],
         "arena_bytes": memory["arena_bytes"],
         "trainable_bytes": memory["trainable_bytes"],
+        "state_bytes": memory["state_bytes"],
         "scratch_bytes": memory["scratch_bytes"],
         "trainable_tensors": sum(1 for o in module.ops if isinstance(o, ParamOp) and o.is_trainable),
         "peak_op": module.attributes[MEMORY].data["peak_op"].data,  # type: ignore[attr-defined]
@@ -131,7 +144,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep frozen 1x1 + depthwise pairs separate (no qtrain-fuse-streaming)")
     parser.add_argument("--lr", type=float, default=COMPILE_RECIPE.lr,
                         help=f"learning rate (default {COMPILE_RECIPE.lr:g})")
-    parser.add_argument("--bias-lr", type=float, default=None, help="bias learning rate (default: --lr)")
+    parser.add_argument("--bias-lr", type=float, default=COMPILE_RECIPE.bias_lr,
+                        help="bias learning rate (default: --lr)")
+    parser.add_argument("--warmup-steps", type=int, default=COMPILE_RECIPE.warmup_steps,
+                        help=f"linear learning-rate warm-up, in steps (default {COMPILE_RECIPE.warmup_steps}; 0: none)")
+    parser.add_argument("--steps", type=int, default=COMPILE_RECIPE.steps,
+                        help=f"horizon of the cosine learning-rate decay, in steps; the final rate is held after it "
+                             f"(default {COMPILE_RECIPE.steps}; 0: no decay)")
+    parser.add_argument("--final-lr-ratio", type=float, default=COMPILE_RECIPE.final_lr_ratio,
+                        help=f"learning rate at and after the horizon, as a fraction of --lr / --bias-lr "
+                             f"(default {COMPILE_RECIPE.final_lr_ratio:g})")
+    parser.add_argument("--momentum", type=float, default=COMPILE_RECIPE.momentum,
+                        help=f"SGD momentum in [0, 1) (default {COMPILE_RECIPE.momentum:g}: none)")
     parser.add_argument("--no-qas", action="store_true", help="plain SGD without quantization-aware scaling")
     parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32",
                         help="SRAM copy of trainable weights: fp32 master (default) or int8 in place")
@@ -156,7 +180,8 @@ def compile_and_report(args: argparse.Namespace) -> None:
         kb = lambda n: f"{int(n) / 1024:.1f} KB"  # noqa: E731
         print(f"qtrain-compile: {summary['firmware']}")
         print(f"  peak SRAM {kb(summary['peak_sram_bytes'])} = arena {kb(summary['arena_bytes'])} + trainable "
-              f"{kb(summary['trainable_bytes'])} + scratch {kb(summary['scratch_bytes'])}")
+              f"{kb(summary['trainable_bytes'])} (training state {summary['state_bytes']} B of it) + scratch "
+              f"{kb(summary['scratch_bytes'])}")
         print(f"  peak at {summary['peak_op']}")
         if "flash_bytes" in summary:
             print(f"  Flash {kb(summary['flash_bytes'])} (code + weights), "

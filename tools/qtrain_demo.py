@@ -35,7 +35,8 @@ from qtrain.transforms.recipe import FINE_TUNE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "examples" / "digits"
-LR, BIAS_LR = FINE_TUNE_RECIPE.lr, FINE_TUNE_RECIPE.bias_lr  # what the contribution analysis measured with
+# what the contribution analysis measured with (lr, bias lr and schedule: FINE_TUNE_RECIPE's constant rate)
+LR, BIAS_LR = FINE_TUNE_RECIPE.lr, FINE_TUNE_RECIPE.bias_lr
 
 
 class DemoError(CheckFailed):
@@ -167,6 +168,9 @@ def demo(args: argparse.Namespace) -> str:
     # 3. compile
     step(3, "qtrain-compile: autodiff, sparse update, dead-gradient elimination, reorder, memory plan, C, firmware")
     compile_cmd = [*tool("qtrain_compile"), model, "--scheme", scheme, "--lr", str(LR), "--bias-lr", str(BIAS_LR),
+                   "--warmup-steps", str(FINE_TUNE_RECIPE.warmup_steps), "--steps", str(FINE_TUNE_RECIPE.steps),
+                   "--final-lr-ratio", str(FINE_TUNE_RECIPE.final_lr_ratio),
+                   "--momentum", str(FINE_TUNE_RECIPE.momentum),
                    "--sram-kb", f"{max(1, int(np.ceil(args.budget_kb)))}", "--target", "qemu",
                    "--lifetime-plot", out / "memory_plan.png", "-o", out / "build", "--json"]
     if args.calibration:

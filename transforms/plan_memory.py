@@ -13,7 +13,10 @@ Results:
 - every planned function gets `qtrain.arena_bytes` and `qtrain.arg_offsets` (its tensor arguments,
   i.e. the image, live in the arena too);
 - the module gets `qtrain.memory`, a dictionary with `peak_sram_bytes` = arena + trainable copies +
-  kernel scratch, and its parts (see DESIGN.md "Memory accounting");
+  kernel scratch, and its parts (see DESIGN.md "Memory accounting"); `trainable_bytes` holds the SRAM
+  copies of the trainable tensors *and* the training state kept between steps (`state_bytes` of it: the
+  learning-rate schedule's step counter, momentum velocities; `liveness.device_state`), i.e. all the
+  static SRAM training keeps, in the firmware's `.qtrain.trainable` section;
 - `memory-report=FILE.json` writes memory.json, which also lists every arena buffer of the largest
   plan (`buffers`: name, kind, bytes, offset, first and last schedule position), what the tools draw the
   memory-plan picture from.
@@ -61,9 +64,12 @@ from qtrain.dialects.qtrain.contract import (
 )
 from qtrain.transforms.liveness import (
     Buffer,
+    DeviceStateConflict,
     Liveness,
     aligned,
     analyze,
+    device_state,
+    device_state_bytes,
     flash_param_bytes,
     trainable_bytes,
 )
@@ -211,6 +217,8 @@ class MemoryReport:
     peak_op: str
     trainable: list[dict[str, object]]
     buffers: list[dict[str, object]]
+    state_bytes: int = 0
+    state: list[dict[str, object]] | None = None
 
     @property
     def peak_sram_bytes(self) -> int:
@@ -221,11 +229,15 @@ class MemoryReport:
             "peak_sram_bytes": self.peak_sram_bytes,
             "arena_bytes": self.arena_bytes,
             "trainable_bytes": self.trainable_bytes,
+            "state_bytes": self.state_bytes,
+            "trainable_note": "SRAM copies of the trainable tensors plus the training state kept between steps "
+                              "(state_bytes of it, listed in `state`: step counter, momentum velocities)",
             "scratch_bytes": self.scratch_bytes,
             "flash_bytes": self.flash_bytes,
             "flash_note": "parameters and per-channel constants only; the firmware adds code",
             "peak_op": self.peak_op,
             "trainable": self.trainable,
+            "state": self.state or [],
             "buffers": self.buffers,
         }
 
@@ -312,9 +324,17 @@ class PlanMemoryPass(ModulePass):
         main = max(plans, key=lambda p: p.arena_bytes)
         train = find_func(op, TRAIN_STEP)
         constants = sum(target.flash_constant_bytes(o) for f in functions for o in f.walk())
+        try:
+            states = device_state(list(functions))
+        except DeviceStateConflict as e:
+            raise PassFailedException(f"{self.name}: {e}") from None
+        state_bytes = device_state_bytes(states)
         report = MemoryReport(
             arena_bytes=main.arena_bytes,
-            trainable_bytes=trainable_bytes(list(params.values())),
+            trainable_bytes=trainable_bytes(list(params.values())) + state_bytes,
+            state_bytes=state_bytes,
+            state=[{"name": st.name, "dtype": st.dtype, "count": st.count, "bytes": aligned(st.bytes)}
+                   for st in states],
             scratch_bytes=max(p.scratch_bytes for p in plans),
             flash_bytes=flash_param_bytes(list(params.values())) + constants,
             peak_op=_describe_op(main),
@@ -325,6 +345,7 @@ class PlanMemoryPass(ModulePass):
             "peak_sram_bytes": IntegerAttr(report.peak_sram_bytes, i64),
             "arena_bytes": IntegerAttr(report.arena_bytes, i64),
             "trainable_bytes": IntegerAttr(report.trainable_bytes, i64),
+            "state_bytes": IntegerAttr(report.state_bytes, i64),
             "scratch_bytes": IntegerAttr(report.scratch_bytes, i64),
             "flash_bytes": IntegerAttr(report.flash_bytes, i64),
             "peak_op": StringAttr(report.peak_op),
@@ -349,7 +370,8 @@ def over_budget_message(report: MemoryReport, plan: FunctionPlan, budget: int) -
         f"qtrain-plan-memory: needs {report.peak_sram_bytes} bytes of SRAM, over the budget of {budget} "
         f"({report.peak_sram_bytes - budget} too many)",
         f"  arena {report.arena_bytes} + trainable copies {report.trainable_bytes} + kernel scratch "
-        f"{report.scratch_bytes}",
+        f"{report.scratch_bytes}" + (f" (training state {report.state_bytes} of the trainable)"
+                                     if report.state_bytes else ""),
         f"  live at the peak ({report.peak_op}):",
     ]
     for b in plan.liveness.live_at(plan.peak_index)[:12]:

@@ -42,7 +42,8 @@ extern "C" {
 #define QTRAIN_WEIGHTS QTRAIN_SECTION(".qtrain.weights") __attribute__((aligned(4)))
 /* The one static arena the planner lays out (`static uint8_t qtrain_arena[N] QTRAIN_ARENA;`). */
 #define QTRAIN_ARENA QTRAIN_SECTION(".qtrain.arena") __attribute__((aligned(8)))
-/* SRAM copies (or fp32 masters) of the tensors that learn; filled by qtrain_init(). */
+/* SRAM copies (or fp32 masters) of the tensors that learn, and the training state kept between steps
+ * (step counter, momentum velocities); filled / zeroed by qtrain_init(). */
 #define QTRAIN_TRAINABLE QTRAIN_SECTION(".qtrain.trainable") __attribute__((aligned(8)))
 /* Kernel scratch buffers (im2col columns, per-channel accumulators, ...). */
 #define QTRAIN_SCRATCH QTRAIN_SECTION(".qtrain.scratch") __attribute__((aligned(8)))
@@ -51,7 +52,7 @@ extern "C" {
 typedef struct {
     uint32_t peak_sram_bytes; /* static SRAM = arena_bytes + trainable_bytes + scratch_bytes */
     uint32_t arena_bytes;     /* arena high-water mark: saved activations, masks, gradients in flight */
-    uint32_t trainable_bytes; /* SRAM copies of trainable tensors */
+    uint32_t trainable_bytes; /* SRAM copies of trainable tensors + training state (step, momentum) */
     uint32_t scratch_bytes;   /* kernel scratch buffers */
     uint32_t flash_bytes;     /* const weights (code is measured from the ELF by build.py) */
 } qtrain_memory_report_t;
@@ -98,11 +99,24 @@ typedef struct {
     const qtrain_tensor_desc_t *trainable;
 } qtrain_model_desc_t;
 
+/* One SRAM region of training state: a trainable tensor's SRAM copy, the learning-rate schedule's step
+ * counter ("step", a uint32: training steps since qtrain_init), or a momentum velocity
+ * ("velocity/<param>", fp32). qtrain_init resets them (copies from Flash, zeros); training changes them;
+ * saving and restoring every region's bytes saves and restores the training. */
+typedef struct {
+    const char *name;
+    void *data;
+    uint32_t bytes;
+} qtrain_state_region_t;
+
 void qtrain_init(void);
 void qtrain_infer(const int8_t *image, float *logits);
 float qtrain_train_step(const int8_t *image, int label);
 extern const qtrain_memory_report_t qtrain_memory;
 extern const qtrain_model_desc_t qtrain_model;
+/* The training state regions (qtrain_training_state_count entries; generated models only). */
+extern const qtrain_state_region_t qtrain_training_state[];
+extern const uint32_t qtrain_training_state_count;
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /*
- * runtime_math.c - expf and logf in single precision, without libm.
+ * runtime_math.c - expf, logf and cos(pi x) in single precision, without libm.
  *
  * The same source builds for the target and the host, so the losses of both builds agree bit for
  * bit (with -ffp-contract=off and round-to-nearest, every operation below is one IEEE-754 single
@@ -117,6 +117,39 @@ float qtrain_logf(float x) {
     float half_f2 = 0.5f * f * f;
     float kf = (float)k;
     return kf * LN2_HI + (f - ((half_f2 - s * (half_f2 + R)) - kf * LN2_LO));
+}
+
+/* cos(pi x) for x in [0, 1]: fold to [0, 1/2] with cos(pi x) = -cos(pi (1 - x)), then the Taylor series
+ * of cos(pi x) on [0, 1/4] and of sin(pi u), u = 1/2 - x, on (1/4, 1/2] (degree 10 and 11: truncation
+ * below 2e-9). 1 - x and 1/2 - x are exact (Sterbenz), so the only roundings are the polynomial's. The
+ * coefficients C_k = (-1)^k pi^2k / (2k)! and S_k = (-1)^k pi^(2k+1) / (2k+1)! are float32 hex literals,
+ * the bits numerics.COSPI_TAYLOR / SINPI_TAYLOR pin. */
+float qtrain_cospif(float x) {
+    const int neg = x > 0.5f;
+    if (neg) {
+        x = 1.0f - x;
+    }
+    float y;
+    if (x <= 0.25f) {
+        const float z = x * x;
+        float q = -0x1.a6d1f2p-6f; /* C5 */
+        q = 0x1.e1f506p-3f + z * q;
+        q = -0x1.55d3c8p+0f + z * q;
+        q = 0x1.03c1f0p+2f + z * q;
+        q = -0x1.3bd3ccp+2f + z * q; /* C1 */
+        y = 1.0f + z * q;
+    } else {
+        const float u = 0.5f - x;
+        const float z = u * u;
+        float q = -0x1.e30750p-8f; /* S5 */
+        q = 0x1.507834p-4f + z * q;
+        q = -0x1.32d2ccp-1f + z * q;
+        q = 0x1.466bc6p+1f + z * q;
+        q = -0x1.4abbcep+2f + z * q;
+        q = 0x1.921fb6p+1f + z * q; /* S0 = pi */
+        y = u * q;
+    }
+    return neg ? -y : y;
 }
 
 #if !defined(QTRAIN_HOST)

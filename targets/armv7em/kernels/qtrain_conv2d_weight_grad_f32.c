@@ -1,7 +1,8 @@
 /*
  * qtrain_conv2d_weight_grad_f32.c - dL/dW of a convolution (numerics.conv2d_weight_grad), groups = 1
  * on a saved input-channel slice, or any groups over all channels; and the same fused with the SGD+QAS
- * update of the trainable weight (qtrain_conv2d_weight_grad_sgd_update).
+ * update of the trainable weight (qtrain_conv2d_weight_grad_sgd_update, and with SGD momentum
+ * qtrain_conv2d_weight_grad_sgd_momentum_update).
  *
  *   dw[o, kh, kw, c] = sum over (n, oy, ox) of g[n, oy, ox, o] * fp32(x[n, oy*sh + kh - pt, ox*sw + kw - pl, c] - zx)
  *
@@ -24,6 +25,8 @@ typedef struct {
     float lr;
     const float *grad_scale;
     int32_t num_grad_scales;
+    float *velocity; /* fused with momentum: the velocity (filter_dims elements), else NULL */
+    float momentum;
 } sink_t;
 
 /* [begin, end) of the outputs along one axis whose tap `k` reads inside [0, size). */
@@ -85,6 +88,15 @@ QTRAIN_INLINE void accumulate(const tap_t *t, int32_t o, int32_t xc, const int32
 QTRAIN_INLINE void drain(const sink_t *sink, const qtrain_dims_t *filter_dims, const tap_t *t, int32_t o, int32_t c,
                          const int32_t ob, const int32_t cb, float acc[OB][CB]) {
     const int32_t k = filter_dims->c;
+    if (sink->velocity != NULL) { /* momentum: v = fp32(fp32(momentum * v) + dw), applied instead of dw */
+        for (int32_t j = 0; j < ob; j++) {
+            float *v = sink->velocity + (((o + j) * filter_dims->h + t->kh) * filter_dims->w + t->kw) * k + c;
+            for (int32_t i = 0; i < cb; i++) {
+                v[i] = sink->momentum * v[i] + acc[j][i];
+                acc[j][i] = v[i];
+            }
+        }
+    }
     for (int32_t j = 0; j < ob; j++) {
         const int32_t index = (((o + j) * filter_dims->h + t->kh) * filter_dims->w + t->kw) * k + c;
         if (sink->weight_grad != NULL) {
@@ -160,7 +172,7 @@ qtrain_status_t qtrain_conv2d_weight_grad_f32(const qtrain_conv_params_t *params
     if (weight_grad == NULL) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    const sink_t sink = {weight_grad, QTRAIN_STORAGE_F32, NULL, 0.0f, NULL, 0};
+    const sink_t sink = {weight_grad, QTRAIN_STORAGE_F32, NULL, 0.0f, NULL, 0, NULL, 0.0f};
     return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
 }
 
@@ -174,6 +186,21 @@ qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t 
         (storage != QTRAIN_STORAGE_S8 && storage != QTRAIN_STORAGE_F32) || num_grad_scales < 1) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales};
+    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, NULL, 0.0f};
+    return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
+}
+
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_momentum_update(const qtrain_conv_params_t *params,
+                                                              const qtrain_dims_t *input_dims, const int8_t *input,
+                                                              const qtrain_dims_t *grad_dims, const float *grad,
+                                                              const qtrain_dims_t *filter_dims, float lr,
+                                                              const float *grad_scale, int32_t num_grad_scales,
+                                                              qtrain_storage_t storage, void *param, float *velocity,
+                                                              float momentum) {
+    if (param == NULL || velocity == NULL || grad_scale == NULL || params == NULL || params->groups != 1 ||
+        (storage != QTRAIN_STORAGE_S8 && storage != QTRAIN_STORAGE_F32) || num_grad_scales < 1) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, velocity, momentum};
     return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
 }

@@ -7,8 +7,8 @@
  * model):
  *   - int8 forward kernels (convolutions, add, avgpool, quantize, dequantize, requantize) are bit-exact
  *     with qtrain.numerics, whichever path (portable or DSP) is compiled;
- *   - element-wise fp32 kernels (requant_grad, grad_accumulate, sgd_update, channel_slice, the
- *     softmax gradient's division) are bit-exact too;
+ *   - element-wise fp32 kernels (requant_grad, grad_accumulate, sgd_update with or without momentum,
+ *     channel_slice, the softmax gradient's division) and the learning-rate schedule are bit-exact too;
  *   - sums (convolution gradients, bias and pooling gradients) accumulate in fp32 in the order each
  *     function documents, with fused multiply-adds (`fmaf`, one VFMA.F32 on the Cortex-M7) where it
  *     says so; qtrain.numerics takes these as float64 "reference sums", so the two agree to within the
@@ -542,6 +542,17 @@ qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t 
                                                      const float *grad_scale, int32_t num_grad_scales,
                                                      qtrain_storage_t storage, void *param);
 
+/* The same with SGD momentum (qtrain_sgd_momentum_update_* below): each finished block of dw first
+ * updates its velocity, v = fp32(fp32(momentum * v) + dw), then v is applied as dw is above.
+ *   velocity     fp32, filter_dims elements (the update's state), must not overlap anything else */
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_momentum_update(const qtrain_conv_params_t *params,
+                                                              const qtrain_dims_t *input_dims, const int8_t *input,
+                                                              const qtrain_dims_t *grad_dims, const float *grad,
+                                                              const qtrain_dims_t *filter_dims, float lr,
+                                                              const float *grad_scale, int32_t num_grad_scales,
+                                                              qtrain_storage_t storage, void *param, float *velocity,
+                                                              float momentum);
+
 /* Depthwise weight gradient (groups = C_out, filter [C_out, KH, KW, 1]) of the channel slice
  * [slice_start, slice_start + k):
  *   input_dims   [N, H, W, k]: the saved input channels [slice_start, slice_start + k)
@@ -617,6 +628,8 @@ qtrain_status_t qtrain_upsample_bilinear_grad_f32(const qtrain_dims_t *grad_dims
  *   s8 / s32:  p = saturate(p - rint(delta))   (rint half to even, exact integer subtraction)
  *   f32:       p = fp32(p - delta)
  * grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
+ * With a learning-rate schedule the caller passes lr = fp32(base lr * factor) (numerics.scheduled_lr),
+ * the factor from qtrain_lr_schedule_f32, so step[c] = fp32(fp32(base lr * factor) * grad_scale[c]).
  * ============================================================================================== */
 void qtrain_sgd_update_s8(int8_t *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
                           const float *grad_scale, int32_t num_grad_scales);
@@ -624,6 +637,32 @@ void qtrain_sgd_update_s32(int32_t *param, const float *grad, int32_t channels, 
                            const float *grad_scale, int32_t num_grad_scales);
 void qtrain_sgd_update_f32(float *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
                            const float *grad_scale, int32_t num_grad_scales);
+
+/* SGD with momentum (numerics.momentum_velocity, then the update above with g := v):
+ *   v = fp32(fp32(momentum * v) + g)   in place on `velocity` (channels x channel_size fp32, the update's
+ *                                      state, zeroed by qtrain_init; must not overlap param or grad)
+ *   then step[c], delta = fp32(step[c] * v) and p as above. */
+void qtrain_sgd_momentum_update_s8(int8_t *param, const float *grad, float *velocity, float momentum,
+                                   int32_t channels, int32_t channel_size, float lr, const float *grad_scale,
+                                   int32_t num_grad_scales);
+void qtrain_sgd_momentum_update_s32(int32_t *param, const float *grad, float *velocity, float momentum,
+                                    int32_t channels, int32_t channel_size, float lr, const float *grad_scale,
+                                    int32_t num_grad_scales);
+void qtrain_sgd_momentum_update_f32(float *param, const float *grad, float *velocity, float momentum,
+                                    int32_t channels, int32_t channel_size, float lr, const float *grad_scale,
+                                    int32_t num_grad_scales);
+
+/* ================================================================================================
+ * Learning-rate schedule (qtrain.lr_schedule, numerics.lr_schedule_factor)
+ * ============================================================================================== */
+
+/* The factor of training step t = *step (0 after qtrain_init), then *step = t + 1 (saturating at
+ * UINT32_MAX). W = warmup_steps, T = steps (the horizon; 0: no decay), r = final_ratio; float32:
+ *   t < W:        fp32(t + 1) / fp32(W)
+ *   W <= t < T:   p = fp32(t - W) / fp32(T - W);  d = 0.5 - 0.5 * qtrain_cospif(p);  1 - fp32(1 - r) * d
+ *   otherwise:    r when T > 0, else 1
+ * 0 <= W <= 2^24, T = 0 or W < T <= 2^24, 0 <= r <= 1 (the op verifier's limits). */
+float qtrain_lr_schedule_f32(uint32_t *step, int32_t warmup_steps, int32_t steps, float final_ratio);
 
 #ifdef __cplusplus
 }

@@ -98,14 +98,15 @@ def device(firmware: Path, npz: Path, out: Path, entry: str, steps: int | None =
     return dict(np.load(out))
 
 
-def check_agreement(folder: Path, firmware: Path, shape: tuple[int, ...], classes: int, tmp: Path) -> None:
+def check_agreement(folder: Path, firmware: Path, shape: tuple[int, ...], classes: int, tmp: Path,
+                    steps: int = STEPS) -> None:
     npz = inputs(tmp, shape, classes)
     ref_fwd = interpret(folder / "model.mlir", npz, tmp / "ref_fwd.npz", "forward")
     dev_fwd = device(firmware, npz, tmp / "dev_fwd.npz", "forward")
     np.testing.assert_array_equal(dev_fwd["output_q"], ref_fwd["output_q"])
     np.testing.assert_array_equal(dev_fwd["logits"], ref_fwd["logits"])
-    ref = interpret(folder / "model.mlir", npz, tmp / "ref_train.npz", "train_step", STEPS)
-    dev = device(firmware, npz, tmp / "dev_train.npz", "train_step", STEPS)
+    ref = interpret(folder / "model.mlir", npz, tmp / "ref_train.npz", "train_step", steps)
+    dev = device(firmware, npz, tmp / "dev_train.npz", "train_step", steps)
     assert compare_training(ref, dev) == []
 
 
@@ -116,6 +117,21 @@ def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
     memory = json.loads((folder / "memory.json").read_text())
     assert len(memory["trainable"]) == 8
     check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path)
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_schedule_and_momentum_agree_with_interpreter(target: str, tmp_path: Path):
+    """The recipe compiled into the firmware: warm-up over 2 steps, cosine to 0.2 x lr over a 6-step
+    horizon, then held, with SGD momentum. 9 steps run past the horizon on the device (its step counter
+    and velocities in SRAM) and in the golden model (its counter and velocities in the interpreter state)."""
+    folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", target, str(tmp_path / "build"),
+                   "--warmup-steps", "2", "--steps", "6", "--final-lr-ratio", "0.2", "--momentum", "0.9")
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    memory = json.loads((folder / "memory.json").read_text())
+    velocities = {f"velocity/{t['name']}": 4 * int(np.prod(t["shape"])) for t in memory["trainable"]}
+    assert {s["name"]: s["bytes"] for s in memory["state"]} == {"step": 4, **velocities}
+    assert "qtrain.lr_schedule {warmup_steps = 2 : i64, steps = 6 : i64" in (folder / "model.mlir").read_text()
+    check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path, steps=9)
 
 
 @pytest.mark.parametrize("target", ["host", "qemu"])

@@ -162,8 +162,13 @@ def check_module(module: ModuleOp) -> dict[str, int]:
                      if isinstance(f, func.FuncOp) and ARENA_BYTES in f.attributes}
     assert len(image_offsets) == 1, "the image must sit at one offset for every entry point"
     trainable = sum(storage_bytes(p) for p in module.ops if isinstance(p, ParamOp) and p.trainable is not None)
-    assert memory["trainable_bytes"] == trainable
-    assert memory["peak_sram_bytes"] == memory["arena_bytes"] + trainable + memory["scratch_bytes"]
+    # Training state: one uint32 step counter per schedule, one fp32 velocity per update with momentum.
+    state = sum(4 if op.name == "qtrain.lr_schedule" else
+                4 * math.prod(op.operands[0].type.get_shape()) if op.name == "qtrain.sgd_update"
+                and "momentum" in op.properties else 0 for f in module.ops for op in f.walk())
+    assert memory["state_bytes"] == state
+    assert memory["trainable_bytes"] == trainable + state
+    assert memory["peak_sram_bytes"] == memory["arena_bytes"] + trainable + state + memory["scratch_bytes"]
     return memory
 
 
@@ -237,6 +242,10 @@ def test_memory_report_json(tmp_path):
     apply_passes(module, training_passes("bias-only", memory_report=str(report)))
     data = json.loads(report.read_text())
     assert data["peak_sram_bytes"] == data["arena_bytes"] + data["trainable_bytes"] + data["scratch_bytes"]
+    # The default recipe keeps one step counter and no momentum velocity.
+    assert data["state"] == [{"name": "step", "dtype": "u32", "count": 1, "bytes": 4}]
+    assert data["state_bytes"] == 4
+    assert data["trainable_bytes"] == sum(t["bytes"] for t in data["trainable"]) + 4
     names = {t["name"]: t for t in data["trainable"]}
     assert set(names) == {"conv0.bias", "conv1.bias", "conv2.bias", "conv3.bias", "conv3.weight"}
     assert names["conv3.weight"] == {"name": "conv3.weight", "layer": 3, "kind": "weight", "shape": [3, 1, 1, 4],
@@ -281,3 +290,20 @@ def test_an_op_the_kernels_cannot_run_fails_the_plan():
     module = b.build([b.add(reshape_op(x, (1, 3)))])
     with pytest.raises(PassFailedException, match="kernels cannot run qtrain.conv2d_weight_grad"):
         apply_passes(module, training_passes("full"))
+
+
+def test_momentum_velocities_are_planned_and_counted(tmp_path):
+    """With momentum every update keeps an fp32 velocity of its trainable shape: memory.json lists each as
+    training state and counts it in trainable_bytes and the peak; the arena does not change."""
+    module = load_module(LIT_INPUTS / "tiny_model.mlir")
+    plain, with_momentum = tmp_path / "plain.json", tmp_path / "momentum.json"
+    apply_passes(module.clone(), training_passes("bias-only", memory_report=str(plain)))
+    apply_passes(module, training_passes("bias-only", momentum=0.9, memory_report=str(with_momentum)))
+    before, after = json.loads(plain.read_text()), json.loads(with_momentum.read_text())
+    velocity = {s["name"]: s["bytes"] for s in after["state"] if s["name"] != "step"}
+    assert velocity == {f"velocity/{t['name']}": 4 * math.prod(t["shape"]) for t in after["trainable"]}
+    assert after["state_bytes"] == 4 + sum(velocity.values())
+    assert after["trainable_bytes"] == before["trainable_bytes"] + sum(velocity.values())
+    assert after["peak_sram_bytes"] == before["peak_sram_bytes"] + sum(velocity.values())
+    assert after["arena_bytes"] == before["arena_bytes"]
+    check_module(module)
