@@ -1,14 +1,17 @@
 """`qtrain-compile`: a model in, a training firmware out.
 
-    qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
+    qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb KB] [--target qemu|qemu-m4|qemu-m33|...]
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
                    [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
 DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target host), and with
---emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). Prints the
-memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
+--emit-llvm DIR/model.ll (the model's LLVM IR for the target, from clang on the C). Prints the
+memory figures.
+
+Targets (targets/armv7em/build.py's BOARDS; --sram-kb defaults to the target's budget):
+{targets} Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
 a traceback).
 """
 
@@ -20,10 +23,17 @@ import sys
 from pathlib import Path
 
 from qtrain.errors import UserError
+from qtrain.targets.armv7em import build
 from qtrain.tools.plumbing import ArgumentParser, UsageError, run_tool
 from qtrain.transforms.recipe import COMPILE_RECIPE
 
-TARGETS = ("qemu", "stm32f746", "host")
+TARGETS = build.TARGETS
+
+
+def _targets_help() -> str:
+    lines = [f"  {name:<14}{b.summary}; budget {b.budget_kb} KB" for name, b in build.BOARDS.items()]
+    lines.append(f"  {'host':<14}a native executable from the same C; budget {build.HOST_BUDGET_KB} KB")
+    return "\n".join(lines)
 
 
 def load_any(path: Path, num_classes: int, calibration: Path | None):  # noqa: ANN201
@@ -79,7 +89,7 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         args.scheme,
         reorder=not args.no_reorder,
         fuse_streaming=not args.no_fuse,
-        sram_kb=args.sram_kb,
+        sram_kb=args.sram_kb if args.sram_kb is not None else build.default_budget_kb(args.target),
         lr=args.lr,
         bias_lr=args.bias_lr,
         qas=not args.no_qas,
@@ -118,14 +128,15 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="qtrain-compile", description=__doc__,
+    parser = ArgumentParser(prog="qtrain-compile", description=__doc__.format(targets=_targets_help()),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--scheme", default="full",
                         help="full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (default: full)")
-    parser.add_argument("--sram-kb", type=int, default=256, help="SRAM budget for the static plan (default 256)")
-    parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu)")
+    parser.add_argument("--sram-kb", type=int, default=None,
+                        help="SRAM budget for the static plan (default: the target's, e.g. 256 for qemu)")
+    parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu; see above)")
     parser.add_argument("--no-reorder", action="store_true", help="keep the naive schedule (updates at the end)")
     parser.add_argument("--no-fuse", action="store_true",
                         help="keep frozen 1x1 + depthwise pairs separate (no qtrain-fuse-streaming)")

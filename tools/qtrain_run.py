@@ -1,12 +1,13 @@
-"""`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7) or the host and collect the results.
+"""`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7, M4F or M33) or the host and collect the results.
 
     qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
                [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
                [--debug]
 
-The firmware is either an ARM ELF built for `--target qemu` (run on `qemu-system-arm -M mps2-an500
--cpu cortex-m7 -icount shift=0` with semihosting) or a host executable built for `--target host` (run
-directly); both speak the request/result protocol of targets/armv7em/harness.c.
+The firmware is either an ARM ELF built for a QEMU target, run with semihosting on the machine it names
+(`--target qemu`: `qemu-system-arm -M mps2-an500 -cpu cortex-m7 -icount shift=0`; `qemu-m4`: `-M
+mps2-an386 -cpu cortex-m4`; `qemu-m33`: `-M mps2-an505 -cpu cortex-m33`), or a host executable built for
+`--target host` (run directly); both speak the request/result protocol of targets/armv7em/harness.c.
 
 Inputs (DESIGN.md conventions): `image` int8 NHWC [N, H, W, C], already quantized with the model's input
 parameters; `label` int [N] (optional for `forward`). Without `--inputs`, `inputs.npz` next to the
@@ -29,7 +30,8 @@ accuracy; with --eval, accuracy before and after), or with `--json` only the JSO
 {"instructions_per_step", "macs_per_step", "stack_bytes", "sram_bytes", "flash_bytes", ...} where
 sram_bytes = the model's static SRAM (qtrain_memory.peak_sram_bytes) + the measured stack high-water mark
 and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data);
-with --eval also "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
+"sram_limit_bytes" and "flash_limit_bytes" are the target board's (null on the host); with --eval also
+"eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
 
 Progress: the firmware prints a line per step / evaluation pass / image while it runs; qtrain-run reads
 them as they come and draws a progress bar (steps, running loss, latest evaluation accuracy, ETA) on
@@ -72,7 +74,7 @@ SAME = "same"
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu) or a host build")
+    parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu, qemu-m4, qemu-m33) or a host build")
     parser.add_argument("--inputs", type=Path, help="npz with `image` (int8 NHWC) and `label` "
                                                     "(default: inputs.npz next to the firmware)")
     parser.add_argument("--eval", metavar="EVAL.npz|same",
@@ -135,7 +137,8 @@ def model_interface(firmware: Path) -> tuple[tuple[int, int, int], int] | None:
 
 
 def check_firmware(firmware: Path) -> str:
-    """'qemu' or 'host'; UserError for anything qtrain-run cannot run."""
+    """The firmware's target: 'host' or a QEMU target (build.QEMU_TARGETS); UserError for anything
+    qtrain-run cannot run."""
     if not firmware.is_file():
         raise UserError(f"no such firmware: {firmware}")
     try:
@@ -144,11 +147,7 @@ def check_firmware(firmware: Path) -> str:
         raise UserError(str(e)) from e
     if machine != build.EM_ARM:
         return "host"
-    vectors = [s for s in build.elf_sections(firmware) if s.name == ".vectors"]
-    if not vectors or vectors[0].address != build.FLASH_ORIGINS["qemu"]:
-        raise UserError(f"{firmware} is not a QEMU mps2-an500 build (link it with --target qemu; STM32F746 builds "
-                        f"run on the chip)")
-    return "qemu"
+    return build.qemu_board(firmware).name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
     counts = [int(c) for c in result.counts]
     train = result.mode != protocol.MODE_INFER
     static_sram = result.memory["peak_sram_bytes"]
-    flash = build.memory_usage(firmware).flash_bytes if target == "qemu" else None
+    usage = build.memory_usage(firmware, target) if target != "host" else None
     out: dict[str, Any] = {
         "target": target,
         "entry": "train_step" if train else "forward",
@@ -281,8 +280,10 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
         "macs_per_step": result.macs_per_train_step if train else result.macs_per_infer,
         "stack_bytes": result.stack_used,
         "sram_bytes": None if result.stack_used is None else static_sram + result.stack_used,
-        "flash_bytes": flash,
+        "flash_bytes": None if usage is None else usage.flash_bytes,
         "static_sram_bytes": static_sram,
+        "sram_limit_bytes": None if usage is None else usage.sram_limit_bytes,
+        "flash_limit_bytes": None if usage is None else usage.flash_limit_bytes,
         "stack_reserved_bytes": result.stack_size,
         "init_instructions": result.init_count if result.counter_kind == "instructions" else None,
         "memory": result.memory,

@@ -109,7 +109,11 @@ def check_agreement(folder: Path, firmware: Path, shape: tuple[int, ...], classe
     assert compare_training(ref, dev) == []
 
 
-@pytest.mark.parametrize("target", ["host", "qemu"])
+EMULATED = ["qemu", "qemu-m4", "qemu-m33"]
+"""Every QEMU target: the Cortex-M7, M4F and M33 builds of the same C."""
+
+
+@pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
     folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", target, str(tmp_path / "build"))
     firmware = folder / ("firmware" if target == "host" else "firmware.elf")
@@ -118,7 +122,7 @@ def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
     check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path)
 
 
-@pytest.mark.parametrize("target", ["host", "qemu"])
+@pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
     """A model holding qtrain.upsample, every tensor trainable (the gradient flows back through
     qtrain.upsample_grad): its firmware agrees with the interpreter."""
@@ -129,7 +133,7 @@ def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
     check_agreement(folder, firmware, (2, 3, 2), 3, tmp_path)
 
 
-@pytest.mark.parametrize("target", ["host", "qemu"])
+@pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_fused_pointwise_depthwise_agrees_with_interpreter(target: str, tmp_path: Path):
     """An inverted-residual block whose expansion trains nothing: qtrain-fuse-streaming streams it (one
     fused kernel call per entry point) and the firmware agrees with the interpreter; --no-fuse keeps the
