@@ -106,9 +106,10 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     firmware = out / ("firmware" if args.target == "host" else "firmware.elf")
     result = build_firmware([out / "model.c", *kernel_sources()], firmware, args.target, include_dirs=[out])
     memory = json.loads(Path(report).read_text())
-    if args.lifetime_plot:
-        from qtrain.tools.charts import write_memory_plan
+    from qtrain.tools.memory_plan import write_memory_html, write_memory_plan
 
+    write_memory_html(memory, out / "memory.html")
+    if args.lifetime_plot:
         write_memory_plan(memory, str(args.lifetime_plot))
     if report != out / "memory.json":
         (out / "memory.json").write_text(json.dumps(memory, indent=2) + "\n")
