@@ -358,6 +358,13 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
 
 
 def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> None:
+    arrays = result_arrays(result, evaluation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def result_arrays(result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> dict[str, np.ndarray]:
+    """What `-o OUT.npz` holds (module docstring), by key."""
     arrays: dict[str, np.ndarray] = {}
     if result.mode != protocol.MODE_INFER:
         assert result.loss is not None
@@ -382,8 +389,7 @@ def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation 
         accuracies = evaluation.accuracies(result)
         if accuracies is not None and result.eval_every:
             arrays["eval_accuracy_curve"] = np.stack([result.eval_steps.astype(np.float64), accuracies], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return arrays
 
 
 def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
@@ -395,6 +401,45 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
         raise UserError(f"{what}: images are {list(images.shape[1:])} but the model takes int8 NHWC {list(shape)}")
     if labels is not None and (labels.min() < 0 or labels.max() >= classes):
         raise UserError(f"{what}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
+
+
+def execute(firmware: Path, target: str, images: np.ndarray, labels: np.ndarray, have_labels: bool, *, entry: str,
+            steps: int | None, evaluation: Evaluation | None = None, eval_every: int | None = None,
+            timeout: float = DEFAULT_TIMEOUT_S, progress: bool | None = None,
+            inputs_name: str = "the inputs") -> tuple[protocol.HarnessResult, dict[str, Any]]:
+    """Runs `firmware` (of `target`, `check_firmware`'s answer) on the images: S = `steps` training steps
+    (default one per image) with `entry` train_step, each image once with forward; with `evaluation`,
+    the evaluation passes (before, every `eval_every` steps, after). Checks the images against the
+    model's interface first (UserError). `progress`: draw the bar on stderr (None: when it is a terminal).
+    Returns the decoded results and the --json summary. What qtrain-run and `qtrain.Build.run` share."""
+    interface = model_interface(firmware)
+    check_images(images, labels if entry == "train_step" and have_labels else None, inputs_name, interface)
+    if evaluation is not None:
+        name = evaluation.name
+        check_images(evaluation.images, evaluation.labels, name, interface)
+        if tuple(evaluation.images.shape[1:]) != tuple(images.shape[1:]):
+            raise UserError(f"{name}: evaluation images are {list(evaluation.images.shape[1:])} but the training "
+                            f"images {list(images.shape[1:])}")
+        if eval_every is not None and evaluation.labels is None:
+            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
+    steps = len(images) if steps is None else steps
+    if evaluation is not None:
+        mode = protocol.MODE_TRAIN_EVAL
+        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
+                                          eval_labels=evaluation.labels, eval_every=eval_every or 0)
+    else:
+        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
+        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
+    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
+    show = sys.stderr.isatty() if progress is None else progress
+    bar: ProgressBar | None = None
+    if show:
+        passes = list(protocol.eval_schedule(steps, eval_every or 0)) if evaluation is not None else []
+        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
+        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
+    result, _ = run(firmware, request, timeout, expected, bar)
+    info = summary(result, target, firmware, labels, have_labels, evaluation)
+    return result, info
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -418,35 +463,13 @@ def run_main(args: argparse.Namespace) -> int:
     if not inputs.is_file():
         raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
     images, labels, have_labels = load_inputs(inputs, entry)
-    interface = model_interface(firmware)
-    check_images(images, labels if entry == "train_step" and have_labels else None, str(inputs), interface)
     evaluation: Evaluation | None = None
     if args.eval is not None:
         eval_images, eval_labels, name = load_eval(args.eval, inputs)
-        check_images(eval_images, eval_labels, name, interface)
-        if tuple(eval_images.shape[1:]) != tuple(images.shape[1:]):
-            raise UserError(f"{name}: evaluation images are {list(eval_images.shape[1:])} but the training images "
-                            f"{list(images.shape[1:])}")
-        if args.eval_every is not None and eval_labels is None:
-            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
         evaluation = Evaluation(eval_images, eval_labels, name)
-    steps = len(images) if args.steps is None else args.steps
-    if evaluation is not None:
-        mode = protocol.MODE_TRAIN_EVAL
-        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
-                                          eval_labels=evaluation.labels, eval_every=args.eval_every or 0)
-    else:
-        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
-        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
-    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    bar: ProgressBar | None = None
-    if show:
-        passes = list(protocol.eval_schedule(steps, args.eval_every or 0)) if evaluation is not None else []
-        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
-        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
-    result, _ = run(firmware, request, args.timeout, expected, bar)
-    info = summary(result, target, firmware, labels, have_labels, evaluation)
+    result, info = execute(firmware, target, images, labels, have_labels, entry=entry, steps=args.steps,
+                           evaluation=evaluation, eval_every=args.eval_every, timeout=args.timeout,
+                           progress=args.progress, inputs_name=str(inputs))
     if args.output:
         try:
             save_npz(args.output, result, evaluation)

@@ -78,6 +78,8 @@ class Board:
     """qemu-system-arm's -M/-cpu arguments; empty for real hardware."""
     instructions_per_tick: int | None = None
     """QEMU: guest instructions per tick of the runtime's CMSDK timer under -icount shift=0."""
+    clock_mhz: int = 0
+    """The core clock of the chip the board stands for, for time estimates (1 instruction per cycle)."""
 
     @property
     def emulated(self) -> bool:
@@ -97,23 +99,21 @@ _M33 = ("--target=thumbv8m.main-none-eabihf", "-mcpu=cortex-m33", "-mfpu=fpv5-sp
 BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("qemu", "QEMU mps2-an500: Cortex-M7, sized like the STM32F746 (1 MB Flash, 320 KB SRAM)",
           "the STM32F746", _M7, "QTRAIN_BOARD_MPS2_AN500", "qemu_mps2_an500.ld",
-          0x00000000, 1024 * 1024, 0x20000000, 320 * 1024, 256, ("-M", "mps2-an500", "-cpu", "cortex-m7"), 40),
+          0x00000000, 1024 * 1024, 0x20000000, 320 * 1024, 256, ("-M", "mps2-an500", "-cpu", "cortex-m7"), 40, 216),
     Board("qemu-m4", "QEMU mps2-an386: Cortex-M4F, sized like the nRF52840 (1 MB Flash, 256 KB RAM)",
-          "the nRF52840-sized QEMU M4", _M4, "QTRAIN_BOARD_MPS2_AN386", "qemu_mps2_an386.ld",
+          "qemu-m4 (sized like the nRF52840)", _M4, "QTRAIN_BOARD_MPS2_AN386", "qemu_mps2_an386.ld",
           0x00000000, 1024 * 1024, 0x20000000, 256 * 1024, _budget_kb(256 * 1024),
-          ("-M", "mps2-an386", "-cpu", "cortex-m4"), 40),
-    Board("qemu-m33", "QEMU mps2-an505: Cortex-M33 (DSP, FPv5-SP, Secure state), sized like the nRF5340's "
-                      "application core (1 MB Flash, 512 KB RAM)",
-          "the nRF5340-sized QEMU M33", _M33, "QTRAIN_BOARD_MPS2_AN505", "qemu_mps2_an505.ld",
+          ("-M", "mps2-an386", "-cpu", "cortex-m4"), 40, 64),
+    Board("qemu-m33", "QEMU mps2-an505: Cortex-M33 with DSP, sized like the nRF5340 (1 MB Flash, 512 KB RAM)",
+          "qemu-m33 (sized like the nRF5340)", _M33, "QTRAIN_BOARD_MPS2_AN505", "qemu_mps2_an505.ld",
           0x10000000, 1024 * 1024, 0x38000000, 512 * 1024, _budget_kb(512 * 1024),
-          ("-M", "mps2-an505", "-cpu", "cortex-m33"), 50),
-    Board("stm32f746", "STM32F746: Cortex-M7 at 216 MHz, 1 MB Flash, 320 KB SRAM (runs on the chip)",
+          ("-M", "mps2-an505", "-cpu", "cortex-m33"), 50, 128),
+    Board("stm32f746", "STM32F746: Cortex-M7, 1 MB Flash, 320 KB SRAM (the chip)",
           "the STM32F746", _M7, "QTRAIN_BOARD_STM32F746", "stm32f746.ld",
-          0x08000000, 1024 * 1024, 0x20000000, 320 * 1024, 256),
-    Board("nucleo-f446re", "NUCLEO-F446RE: STM32F446RE, Cortex-M4F at 180 MHz, 512 KB Flash, 128 KB SRAM "
-                           "(runs on the board)",
+          0x08000000, 1024 * 1024, 0x20000000, 320 * 1024, 256, clock_mhz=216),
+    Board("nucleo-f446re", "NUCLEO-F446RE: STM32F446RE, Cortex-M4F, 512 KB Flash, 128 KB SRAM (the board)",
           "the STM32F446RE", _M4, "QTRAIN_BOARD_NUCLEO_F446RE", "nucleo_f446re.ld",
-          0x08000000, 512 * 1024, 0x20000000, 128 * 1024, _budget_kb(128 * 1024)),
+          0x08000000, 512 * 1024, 0x20000000, 128 * 1024, _budget_kb(128 * 1024), clock_mhz=180),
 )}
 TARGETS: tuple[Target, ...] = (*BOARDS, "host")  # type: ignore[assignment]
 HOST_BUDGET_KB = BOARDS["qemu"].budget_kb
