@@ -21,6 +21,8 @@ overflowed by how much.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import shutil
@@ -414,6 +416,58 @@ class BuildResult:
     """Section sizes (target builds only)."""
 
 
+OBJECT_CACHE_ENV = "QTRAIN_OBJECT_CACHE"
+"""Where compiled runtime and kernel objects are kept between builds (default: qtrain-objects-UID in the
+temporary folder); `off` disables the cache."""
+
+
+def object_cache_dir() -> Path | None:
+    setting = os.environ.get(OBJECT_CACHE_ENV)
+    if setting == "off":
+        return None
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(setting) if setting else Path(tempfile.gettempdir()) / f"qtrain-objects-{uid}"
+
+
+@functools.cache
+def _compiler_identity(clang: str) -> bytes:
+    return subprocess.run([clang, "--version"], capture_output=True).stdout + clang.encode()
+
+
+def object_cache_key(clang: str, flags: Sequence[str], source: Path) -> str | None:
+    """The cache key of compiling one of this folder's sources (the runtime, the harness, a kernel): a
+    hash of the compiler, the flags, the source and every header of this folder and the kernels' (all
+    they include besides the system's). None for any other source (a model's C, a test program)."""
+    if source.resolve().parent not in (TARGET_DIR, KERNEL_DIR):
+        return None
+    digest = hashlib.sha256(_compiler_identity(clang))
+    digest.update("\0".join(flags).encode())
+    for path in [source, *sorted(TARGET_DIR.glob("*.h")), *sorted(KERNEL_DIR.glob("*.h"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _compile(clang: str, flags: Sequence[str], key_flags: Sequence[str], source: Path, output: Path) -> None:
+    """clang -c, or a copy of the object an identical earlier compile left in the object cache. The
+    model's include folders are not part of the key: this folder's sources include only this folder's
+    headers (and the system's)."""
+    cache = object_cache_dir()
+    key = object_cache_key(clang, key_flags, source) if cache is not None else None
+    cached = cache / f"{key}.o" if cache is not None and key is not None else None
+    if cached is not None and cached.is_file():
+        shutil.copyfile(cached, output)
+        return
+    _run([clang, *flags, "-c", str(source), "-o", str(output)], f"clang ({source.name})")
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(output, partial)
+            os.replace(partial, cached)  # atomic: a parallel build sees the whole object or none
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
 def _run(command: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(command), capture_output=True, text=True)
     if result.returncode != 0:
@@ -478,7 +532,8 @@ def build_firmware(
     NAME=VALUE. `stack_bytes` sizes the application stack of target builds (default 16 KB, a
     multiple of 8, at least 1 KB). Target builds are linked by ld.lld with the board's linker
     script, writing a map file next to the ELF, and their section sizes are read back into
-    `BuildResult.memory`. Host builds are linked by clang.
+    `BuildResult.memory`. Host builds are linked by clang. The runtime's and the kernels' objects come
+    from the object cache when an identical compile made them before (`object_cache_key`).
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target '{target}' (expected one of {', '.join(TARGETS)})")
@@ -492,13 +547,14 @@ def build_firmware(
     for source in all_sources:
         if not source.is_file():
             raise BuildError(f"no such source file: {source}")
+    key_flags = [*compile_flags(target), *(f"-D{d}" for d in defines), *extra_cflags]
     cflags = [*compile_flags(target), *(f"-I{d}" for d in include_dirs), *(f"-D{d}" for d in defines),
               *extra_cflags]
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qtrain-build-") as tmp:
         objects = [Path(tmp) / f"{i}_{s.stem}.o" for i, s in enumerate(all_sources)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            jobs = [pool.submit(_run, [clang, *cflags, "-c", str(s), "-o", str(o)], f"clang ({s.name})")
+            jobs = [pool.submit(_compile, clang, cflags, key_flags, s, o)
                     for s, o in zip(all_sources, objects, strict=True)]
             for job in jobs:
                 job.result()

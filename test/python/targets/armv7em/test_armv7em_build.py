@@ -199,3 +199,41 @@ def test_compile_error_is_reported_with_the_diagnostic(tmp_path: Path) -> None:
     bad.write_text("int main(void) { return undeclared; }\n")
     with pytest.raises(build.BuildError, match=r"clang \(bad\.c\) failed:\n.*undeclared"):
         build.build_firmware([bad], tmp_path / "bad", "host", harness=False)
+
+
+@needs_arm_link
+def test_the_object_cache_gives_the_same_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build from cached runtime and kernel objects links the same code as one compiled from scratch."""
+    monkeypatch.setenv(build.OBJECT_CACHE_ENV, str(tmp_path / "cache"))
+    sources = [FIRMWARE_SOURCES / "stub_model.c", *build.kernel_sources()]
+    first = build.build_firmware(sources, tmp_path / "a" / "f.elf", "qemu-m33")
+    cached = sorted((tmp_path / "cache").glob("*.o"))
+    assert len(cached) == len(build.kernel_sources()) + len(build.runtime_sources("qemu-m33"))  # not the test's C
+    second = build.build_firmware(sources, tmp_path / "b" / "f.elf", "qemu-m33")
+    monkeypatch.setenv(build.OBJECT_CACHE_ENV, "off")
+    fresh = build.build_firmware(sources, tmp_path / "c" / "f.elf", "qemu-m33")
+    assert sorted((tmp_path / "cache").glob("*.o")) == cached
+    for section in (".text", ".rodata", ".vectors"):
+        texts = {build.elf_section_bytes(r.path, section) for r in (first, second, fresh)}
+        assert len(texts) == 1, section
+
+
+def test_the_object_cache_key_covers_flags_sources_and_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clang = shutil.which("clang") or "clang"
+    kernel = build.kernel_sources()[0]
+    flags = build.compile_flags("qemu")
+    key = build.object_cache_key(clang, flags, kernel)
+    assert key is not None and key == build.object_cache_key(clang, list(flags), kernel)
+    assert build.object_cache_key(clang, [*flags, "-DX=1"], kernel) != key
+    assert build.object_cache_key(clang, build.compile_flags("qemu-m4"), kernel) != key
+    assert build.object_cache_key(clang, flags, FIRMWARE_SOURCES / "stub_model.c") is None  # not ours: not cached
+    # a changed header (in a copy of the folders) changes the key of every source
+    copy = tmp_path / "armv7em"
+    shutil.copytree(build.TARGET_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(build, "TARGET_DIR", copy)
+    monkeypatch.setattr(build, "KERNEL_DIR", copy / "kernels")
+    copied = copy / "kernels" / kernel.name
+    assert build.object_cache_key(clang, flags, copied) == key
+    header = copy / "kernels" / "qtrain_kernels.h"
+    header.write_text(header.read_text() + "\n/* changed */\n")
+    assert build.object_cache_key(clang, flags, copied) != key
