@@ -350,11 +350,13 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
                 print(f"{'step':>6} {'eval accuracy':>14}")
                 for step, accuracy in zip(result.eval_steps, accuracies, strict=True):
                     print(f"{int(step):>6} {100 * accuracy:>13.1f}%")
+    board = f" on {info['target']}" if info.get("sram_limit_bytes") else ""
     if info["stack_bytes"] is not None:
         print(f"SRAM: {info['sram_bytes']} bytes = static {info['static_sram_bytes']} + stack {info['stack_bytes']} "
-              f"(of {info['stack_reserved_bytes']} reserved)")
+              f"(of {info['stack_reserved_bytes']} reserved)"
+              + (f"; the board has {info['sram_limit_bytes']}{board}" if board else ""))
     if info["flash_bytes"] is not None:
-        print(f"Flash: {info['flash_bytes']} bytes")
+        print(f"Flash: {info['flash_bytes']} bytes" + (f" of {info['flash_limit_bytes']}{board}" if board else ""))
 
 
 def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> None:

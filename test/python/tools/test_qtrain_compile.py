@@ -200,6 +200,37 @@ def test_stm32f746_image_links_with_the_real_memory_map(tmp_path: Path):
     assert 0x20000000 <= sections[".qtrain.arena"].address < 0x20000000 + SRAM_BYTES
 
 
+def test_nucleo_f446re_image_links_with_its_memory_map(tmp_path: Path):
+    """The Cortex-M4F board: its own linker script (512 KB Flash at 0x08000000, 128 KB SRAM), its default
+    budget in the plan; qtrain-run refuses it (it runs on the board, not on QEMU)."""
+    from qtrain.targets.armv7em.build import BOARDS, elf_sections, firmware_target, memory_usage
+
+    board = BOARDS["nucleo-f446re"]
+    folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", "nucleo-f446re", str(tmp_path / "build"))
+    elf = folder / "firmware.elf"
+    usage = memory_usage(elf)
+    assert usage.flash_bytes <= board.flash_bytes == 512 * 1024 and usage.sram_bytes <= board.sram_bytes == 128 * 1024
+    sections = {s.name: s for s in elf_sections(elf)}
+    assert sections[".vectors"].address == 0x08000000 and firmware_target(elf) == "nucleo-f446re"
+    arena = sections[".qtrain.arena"]
+    assert 0x20000000 <= arena.address and arena.address + arena.size <= 0x20000000 + board.sram_bytes
+    assert json.loads((folder / "memory.json").read_text())["budget_bytes"] == board.budget_kb * 1024 == 110 * 1024
+    refused = run(*tool("qtrain-run"), elf, "--inputs", inputs(tmp_path, (8, 8, 3), 3))
+    assert refused.returncode == 2 and "runs on the hardware, not on QEMU" in refused.stderr
+
+
+def test_mcunet_49kb_does_not_fit_the_nucleo_budget(tmp_path: Path):
+    """174 KB of static SRAM against the STM32F446RE's 128 KB: refused at compile time by the plan, with
+    the target's default budget (no --sram-kb given), before any C is built."""
+    require_shared_models()
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    result = run(*tool("qtrain-compile"), MODELS / "mcunet-5fps.pkl", "--scheme", scheme, "--target",
+                 "nucleo-f446re", "-o", tmp_path / "build")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "needs 173928 bytes of SRAM, over the budget of 112640" in result.stderr.splitlines()[0]
+    assert not (tmp_path / "build" / "firmware.elf").exists()
+
+
 def test_missing_toolchain_is_a_clear_error(tmp_path: Path):
     env = {k: v for k, v in os.environ.items()}
     python_dir = str(Path(sys.executable).parent)
