@@ -1,12 +1,13 @@
-"""`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7) or the host and collect the results.
+"""`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7, M4F or M33) or the host and collect the results.
 
     qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
                [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
                [--debug]
 
-The firmware is either an ARM ELF built for `--target qemu` (run on `qemu-system-arm -M mps2-an500
--cpu cortex-m7 -icount shift=0` with semihosting) or a host executable built for `--target host` (run
-directly); both speak the request/result protocol of targets/armv7em/harness.c.
+The firmware is either an ARM ELF built for a QEMU target, run with semihosting on the machine it names
+(`--target qemu`: `qemu-system-arm -M mps2-an500 -cpu cortex-m7 -icount shift=0`; `qemu-m4`: `-M
+mps2-an386 -cpu cortex-m4`; `qemu-m33`: `-M mps2-an505 -cpu cortex-m33`), or a host executable built for
+`--target host` (run directly); both speak the request/result protocol of targets/armv7em/harness.c.
 
 Inputs (DESIGN.md conventions): `image` int8 NHWC [N, H, W, C], already quantized with the model's input
 parameters; `label` int [N] (optional for `forward`). Without `--inputs`, `inputs.npz` next to the
@@ -29,7 +30,8 @@ accuracy; with --eval, accuracy before and after), or with `--json` only the JSO
 {"instructions_per_step", "macs_per_step", "stack_bytes", "sram_bytes", "flash_bytes", ...} where
 sram_bytes = the model's static SRAM (qtrain_memory.peak_sram_bytes) + the measured stack high-water mark
 and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data);
-with --eval also "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
+"sram_limit_bytes" and "flash_limit_bytes" are the target board's (null on the host); with --eval also
+"eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
 
 Progress: the firmware prints a line per step / evaluation pass / image while it runs; qtrain-run reads
 them as they come and draws a progress bar (steps, running loss, latest evaluation accuracy, ETA) on
@@ -72,7 +74,7 @@ SAME = "same"
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu) or a host build")
+    parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu, qemu-m4, qemu-m33) or a host build")
     parser.add_argument("--inputs", type=Path, help="npz with `image` (int8 NHWC) and `label` "
                                                     "(default: inputs.npz next to the firmware)")
     parser.add_argument("--eval", metavar="EVAL.npz|same",
@@ -135,7 +137,8 @@ def model_interface(firmware: Path) -> tuple[tuple[int, int, int], int] | None:
 
 
 def check_firmware(firmware: Path) -> str:
-    """'qemu' or 'host'; UserError for anything qtrain-run cannot run."""
+    """The firmware's target: 'host' or a QEMU target (build.QEMU_TARGETS); UserError for anything
+    qtrain-run cannot run."""
     if not firmware.is_file():
         raise UserError(f"no such firmware: {firmware}")
     try:
@@ -144,11 +147,7 @@ def check_firmware(firmware: Path) -> str:
         raise UserError(str(e)) from e
     if machine != build.EM_ARM:
         return "host"
-    vectors = [s for s in build.elf_sections(firmware) if s.name == ".vectors"]
-    if not vectors or vectors[0].address != build.FLASH_ORIGINS["qemu"]:
-        raise UserError(f"{firmware} is not a QEMU mps2-an500 build (link it with --target qemu; STM32F746 builds "
-                        f"run on the chip)")
-    return "qemu"
+    return build.qemu_board(firmware).name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
     counts = [int(c) for c in result.counts]
     train = result.mode != protocol.MODE_INFER
     static_sram = result.memory["peak_sram_bytes"]
-    flash = build.memory_usage(firmware).flash_bytes if target == "qemu" else None
+    usage = build.memory_usage(firmware, target) if target != "host" else None
     out: dict[str, Any] = {
         "target": target,
         "entry": "train_step" if train else "forward",
@@ -281,8 +280,10 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
         "macs_per_step": result.macs_per_train_step if train else result.macs_per_infer,
         "stack_bytes": result.stack_used,
         "sram_bytes": None if result.stack_used is None else static_sram + result.stack_used,
-        "flash_bytes": flash,
+        "flash_bytes": None if usage is None else usage.flash_bytes,
         "static_sram_bytes": static_sram,
+        "sram_limit_bytes": None if usage is None else usage.sram_limit_bytes,
+        "flash_limit_bytes": None if usage is None else usage.flash_limit_bytes,
         "stack_reserved_bytes": result.stack_size,
         "init_instructions": result.init_count if result.counter_kind == "instructions" else None,
         "memory": result.memory,
@@ -349,14 +350,23 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
                 print(f"{'step':>6} {'eval accuracy':>14}")
                 for step, accuracy in zip(result.eval_steps, accuracies, strict=True):
                     print(f"{int(step):>6} {100 * accuracy:>13.1f}%")
+    board = f" on {info['target']}" if info.get("sram_limit_bytes") else ""
     if info["stack_bytes"] is not None:
         print(f"SRAM: {info['sram_bytes']} bytes = static {info['static_sram_bytes']} + stack {info['stack_bytes']} "
-              f"(of {info['stack_reserved_bytes']} reserved)")
+              f"(of {info['stack_reserved_bytes']} reserved)"
+              + (f"; the board has {info['sram_limit_bytes']}{board}" if board else ""))
     if info["flash_bytes"] is not None:
-        print(f"Flash: {info['flash_bytes']} bytes")
+        print(f"Flash: {info['flash_bytes']} bytes" + (f" of {info['flash_limit_bytes']}{board}" if board else ""))
 
 
 def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> None:
+    arrays = result_arrays(result, evaluation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def result_arrays(result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> dict[str, np.ndarray]:
+    """What `-o OUT.npz` holds (module docstring), by key."""
     arrays: dict[str, np.ndarray] = {}
     if result.mode != protocol.MODE_INFER:
         assert result.loss is not None
@@ -381,8 +391,7 @@ def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation 
         accuracies = evaluation.accuracies(result)
         if accuracies is not None and result.eval_every:
             arrays["eval_accuracy_curve"] = np.stack([result.eval_steps.astype(np.float64), accuracies], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return arrays
 
 
 def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
@@ -394,6 +403,45 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
         raise UserError(f"{what}: images are {list(images.shape[1:])} but the model takes int8 NHWC {list(shape)}")
     if labels is not None and (labels.min() < 0 or labels.max() >= classes):
         raise UserError(f"{what}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
+
+
+def execute(firmware: Path, target: str, images: np.ndarray, labels: np.ndarray, have_labels: bool, *, entry: str,
+            steps: int | None, evaluation: Evaluation | None = None, eval_every: int | None = None,
+            timeout: float = DEFAULT_TIMEOUT_S, progress: bool | None = None,
+            inputs_name: str = "the inputs") -> tuple[protocol.HarnessResult, dict[str, Any]]:
+    """Runs `firmware` (of `target`, `check_firmware`'s answer) on the images: S = `steps` training steps
+    (default one per image) with `entry` train_step, each image once with forward; with `evaluation`,
+    the evaluation passes (before, every `eval_every` steps, after). Checks the images against the
+    model's interface first (UserError). `progress`: draw the bar on stderr (None: when it is a terminal).
+    Returns the decoded results and the --json summary. What qtrain-run and `qtrain.Build.run` share."""
+    interface = model_interface(firmware)
+    check_images(images, labels if entry == "train_step" and have_labels else None, inputs_name, interface)
+    if evaluation is not None:
+        name = evaluation.name
+        check_images(evaluation.images, evaluation.labels, name, interface)
+        if tuple(evaluation.images.shape[1:]) != tuple(images.shape[1:]):
+            raise UserError(f"{name}: evaluation images are {list(evaluation.images.shape[1:])} but the training "
+                            f"images {list(images.shape[1:])}")
+        if eval_every is not None and evaluation.labels is None:
+            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
+    steps = len(images) if steps is None else steps
+    if evaluation is not None:
+        mode = protocol.MODE_TRAIN_EVAL
+        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
+                                          eval_labels=evaluation.labels, eval_every=eval_every or 0)
+    else:
+        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
+        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
+    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
+    show = sys.stderr.isatty() if progress is None else progress
+    bar: ProgressBar | None = None
+    if show:
+        passes = list(protocol.eval_schedule(steps, eval_every or 0)) if evaluation is not None else []
+        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
+        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
+    result, _ = run(firmware, request, timeout, expected, bar)
+    info = summary(result, target, firmware, labels, have_labels, evaluation)
+    return result, info
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -417,35 +465,13 @@ def run_main(args: argparse.Namespace) -> int:
     if not inputs.is_file():
         raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
     images, labels, have_labels = load_inputs(inputs, entry)
-    interface = model_interface(firmware)
-    check_images(images, labels if entry == "train_step" and have_labels else None, str(inputs), interface)
     evaluation: Evaluation | None = None
     if args.eval is not None:
         eval_images, eval_labels, name = load_eval(args.eval, inputs)
-        check_images(eval_images, eval_labels, name, interface)
-        if tuple(eval_images.shape[1:]) != tuple(images.shape[1:]):
-            raise UserError(f"{name}: evaluation images are {list(eval_images.shape[1:])} but the training images "
-                            f"{list(images.shape[1:])}")
-        if args.eval_every is not None and eval_labels is None:
-            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
         evaluation = Evaluation(eval_images, eval_labels, name)
-    steps = len(images) if args.steps is None else args.steps
-    if evaluation is not None:
-        mode = protocol.MODE_TRAIN_EVAL
-        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
-                                          eval_labels=evaluation.labels, eval_every=args.eval_every or 0)
-    else:
-        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
-        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
-    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    bar: ProgressBar | None = None
-    if show:
-        passes = list(protocol.eval_schedule(steps, args.eval_every or 0)) if evaluation is not None else []
-        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
-        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
-    result, _ = run(firmware, request, args.timeout, expected, bar)
-    info = summary(result, target, firmware, labels, have_labels, evaluation)
+    result, info = execute(firmware, target, images, labels, have_labels, entry=entry, steps=args.steps,
+                           evaluation=evaluation, eval_every=args.eval_every, timeout=args.timeout,
+                           progress=args.progress, inputs_name=str(inputs))
     if args.output:
         try:
             save_npz(args.output, result, evaluation)

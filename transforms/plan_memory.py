@@ -18,8 +18,11 @@ Results:
   learning-rate schedule's step counter, momentum velocities; `liveness.device_state`), i.e. all the
   static SRAM training keeps, in the firmware's `.qtrain.trainable` section;
 - `memory-report=FILE.json` writes memory.json, which also lists every arena buffer of the largest
-  plan (`buffers`: name, kind, bytes, offset, first and last schedule position), what the tools draw the
-  memory-plan picture from.
+  plan (`buffers`: name, kind, bytes, offset, first and last schedule position, the op that writes it
+  and its layer, whether it is an activation saved for backward), that plan's `schedule` (every op in
+  order with its layer and phase: param / forward / backward / update, and where the backward starts
+  and the peak is) and the `budget_bytes`: what the tools draw the memory-plan picture from (data only;
+  no pass draws).
 
 Kernel scratch sizes and in-place placements come from the target description (`target=armv7em`).
 
@@ -60,8 +63,10 @@ from qtrain.dialects.qtrain.contract import (
     TRAIN_STEP,
     entry_points,
     find_func,
+    param_name,
     param_ops,
 )
+from qtrain.dialects.qtrain.interfaces import ParamRead, ParamUpdate, ParamUpdateOp
 from qtrain.transforms.liveness import (
     Buffer,
     DeviceStateConflict,
@@ -219,6 +224,8 @@ class MemoryReport:
     buffers: list[dict[str, object]]
     state_bytes: int = 0
     state: list[dict[str, object]] | None = None
+    schedule: dict[str, object] | None = None
+    budget_bytes: int | None = None
 
     @property
     def peak_sram_bytes(self) -> int:
@@ -239,6 +246,8 @@ class MemoryReport:
             "trainable": self.trainable,
             "state": self.state or [],
             "buffers": self.buffers,
+            "schedule": self.schedule,
+            "budget_bytes": self.budget_bytes,
         }
 
 
@@ -276,10 +285,70 @@ def buffer_kind(buffer: Buffer) -> str:
     return "activation"
 
 
+def op_layer(op: Operation, depth: int = 4) -> str | None:
+    """The layer an op belongs to, for reports: the parameter it reads or updates without its
+    `.weight` / `.bias` suffix (`conv12`), else that of the op producing its first operand that has
+    one (a `requant_grad` belongs to the conv whose mask it reads)."""
+    if isinstance(op, ParamUpdateOp):
+        return op.updated_param.rsplit(".", 1)[0]
+    for operand in op.operands:
+        name = param_name(operand)
+        if name is not None:
+            return name.rsplit(".", 1)[0]
+    if depth > 0:
+        for operand in op.operands:
+            if isinstance(operand.owner, Operation) and not operand.owner.has_trait(ParamRead):
+                layer = op_layer(operand.owner, depth - 1)
+                if layer is not None:
+                    return layer
+    return None
+
+
+def loss_index(plan: FunctionPlan) -> int | None:
+    """Where the forward pass ends in @train_step: the position of the op computing the returned loss."""
+    if plan.name != TRAIN_STEP or not plan.liveness.ops:
+        return None
+    ret = plan.liveness.ops[-1].parent_block().last_op  # type: ignore[union-attr]
+    if not isinstance(ret, func.ReturnOp) or not ret.operands:
+        return None
+    owner = ret.operands[0].owner
+    return plan.liveness.ops.index(owner) if owner in plan.liveness.ops else None
+
+
+def schedule_report(plan: FunctionPlan) -> dict[str, object]:
+    """The plan's schedule for memory.json: each op's name, layer and phase (param: reads a parameter;
+    forward: up to the loss; backward: after it; update: writes a parameter), the position where the
+    backward pass starts (after the loss; null for @forward) and the peak's position."""
+    end = loss_index(plan)
+    ops = []
+    for i, op in enumerate(plan.liveness.ops):
+        if op.has_trait(ParamRead):
+            phase = "param"
+        elif op.has_trait(ParamUpdate):
+            phase = "update"
+        else:
+            phase = "forward" if end is None or i <= end else "backward"
+        ops.append({"op": op.name, "layer": op_layer(op), "phase": phase})
+    return {"function": plan.name, "ops": ops, "backward_start": None if end is None else end + 1,
+            "peak_index": plan.peak_index}
+
+
 def buffer_list(plan: FunctionPlan) -> list[dict[str, object]]:
-    """The arena buffers of one plan, for memory.json: name, kind, bytes, offset, live range."""
-    return [{"name": b.name, "kind": buffer_kind(b), "bytes": b.size, "offset": b.offset, "start": b.start,
-             "end": b.end} for b in plan.liveness.buffers]
+    """The arena buffers of one plan, for memory.json: name, kind, bytes, offset, live range, the op
+    that writes it (`argument` for an entry argument) and its layer, and whether it is an activation
+    (or the image) that stays alive into the backward pass, i.e. is saved for it."""
+    end = loss_index(plan)
+    out: list[dict[str, object]] = []
+    for b in plan.liveness.buffers:
+        owner = b.values[0].owner
+        kind = buffer_kind(b)
+        out.append({
+            "name": b.name, "kind": kind, "bytes": b.size, "offset": b.offset, "start": b.start, "end": b.end,
+            "op": owner.name if isinstance(owner, Operation) else "argument",
+            "layer": op_layer(owner) if isinstance(owner, Operation) else None,
+            "saved_for_backward": end is not None and kind in ("activation", "input") and b.start <= end < b.end,
+        })
+    return out
 
 
 @dataclass(frozen=True)
@@ -340,6 +409,8 @@ class PlanMemoryPass(ModulePass):
             peak_op=_describe_op(main),
             trainable=trainable_list(op, train),
             buffers=buffer_list(main),
+            schedule=schedule_report(main),
+            budget_bytes=self.sram_kb * 1024,
         )
         op.attributes[MEMORY] = DictionaryAttr({
             "peak_sram_bytes": IntegerAttr(report.peak_sram_bytes, i64),

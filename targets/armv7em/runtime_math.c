@@ -1,10 +1,12 @@
 /*
- * runtime_math.c - expf, logf and cos(pi x) in single precision, without libm.
+ * runtime_math.c - expf, logf and cos(pi x) in single precision, without libm (and, on the targets, the
+ * libm functions clang may call for FPv4-SP: rintf, fminf, fmaxf).
  *
  * The same source builds for the target and the host, so the losses of both builds agree bit for
  * bit (with -ffp-contract=off and round-to-nearest, every operation below is one IEEE-754 single
- * operation on both: SSE on x86-64, FPv5-SP on the Cortex-M7). Only +, -, *, / and integer bit
- * manipulation are used: no double (the M7 here has a single-precision FPU only), no tables.
+ * operation on both: SSE on x86-64, the single-precision FPU of the Cortex-M7, M4F or M33). Only
+ * +, -, *, / and integer bit manipulation are used: no double (the FPUs are single precision), no
+ * tables.
  *
  * Accuracy (test/python/targets/armv7em/firmware/math_accuracy.c against libm in double): over all 2^32
  * inputs, expf is within 0.94 ulp and logf within 0.89 ulp of the exact result, and about 99.6% of
@@ -156,6 +158,9 @@ float qtrain_cospif(float x) {
 /* The C names, for code that calls expf/logf directly (there is no libm on the target). */
 float expf(float x);
 float logf(float x);
+float rintf(float x);
+float fminf(float a, float b);
+float fmaxf(float a, float b);
 
 float expf(float x) {
     return qtrain_expf(x);
@@ -163,5 +168,51 @@ float expf(float x) {
 
 float logf(float x) {
     return qtrain_logf(x);
+}
+
+/* The Cortex-M4's FPv4-SP has no VRINTX, VMINNM or VMAXNM, so clang lowers __builtin_rintf,
+ * __builtin_fminf and __builtin_fmaxf to calls of these (on FPv5 they are single instructions and
+ * --gc-sections drops the functions). Same results as those instructions and as libm on the host. */
+
+/* Round to integral in the current rounding mode (round half to even at reset): below 2^23, adding
+ * and subtracting 2^23 with x's sign rounds away the fraction, and the sign of x is kept so that
+ * rint(-0.25) = -0; from 2^23 up every float is an integer already (NaN and infinities pass). */
+float rintf(float x) {
+    uint32_t bits = float_bits(x);
+    uint32_t magnitude = bits & 0x7FFFFFFFu;
+    if (magnitude >= 0x4B000000u) { /* |x| >= 2^23, infinity or NaN */
+        return x;
+    }
+    float shifter = (bits >> 31) != 0u ? -8388608.0f : 8388608.0f;
+    float r = (x + shifter) - shifter;
+    return bits_float(float_bits(r) | (bits & 0x80000000u));
+}
+
+/* IEEE 754-2008 minNum / maxNum as VMINNM / VMAXNM: a quiet NaN operand gives the other operand,
+ * and -0 is below +0. */
+float fminf(float a, float b) {
+    if (a != a) {
+        return b;
+    }
+    if (b != b) {
+        return a;
+    }
+    if (a == b) { /* equal, or +0 and -0: the one with the sign bit */
+        return (float_bits(a) & 0x80000000u) != 0u ? a : b;
+    }
+    return a < b ? a : b;
+}
+
+float fmaxf(float a, float b) {
+    if (a != a) {
+        return b;
+    }
+    if (b != b) {
+        return a;
+    }
+    if (a == b) {
+        return (float_bits(a) & 0x80000000u) != 0u ? b : a;
+    }
+    return a > b ? a : b;
 }
 #endif
