@@ -243,7 +243,9 @@ def test_mcunet_49kb_does_not_fit_the_nucleo_budget(tmp_path: Path):
     result = run(*tool("qtrain-compile"), MODELS / "mcunet-5fps.pkl", "--scheme", scheme, "--target",
                  "nucleo-f446re", "-o", tmp_path / "build")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "needs 173928 bytes of SRAM, over the budget of 112640" in result.stderr.splitlines()[0]
+    first = result.stderr.splitlines()[0]
+    needed = int(first.split("needs ")[1].split(" bytes")[0])
+    assert 170_000 < needed < 180_000 and "over the budget of 112640" in first, first  # 110 KB: the board's budget
     assert not (tmp_path / "build" / "firmware.elf").exists()
 
 
