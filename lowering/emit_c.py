@@ -106,6 +106,9 @@ class Emitter:
     macs: dict[str, int] = field(default_factory=dict)
     counter: int = 0
     uses_ctx_after_grad: bool = False
+    profile: bool = False
+    """instrumented (`qtrain-compile --profile`): the counter read after each op (lowering/profile.py)"""
+    profile_slot: int = 0
 
     # -- names and values ---------------------------------------------------------------------------------
 
@@ -289,28 +292,39 @@ class Emitter:
         body.append(f"    if (image != {self.ptr(image)}) {{")
         body.append(f"        memmove({self.ptr(image)}, image, {math.prod(image.type.get_shape())});")  # type: ignore
         body.append("    }")
+        if self.profile:
+            body.insert(0, "    qtrain_profile_last = qtrain_counter_read();")
+            self.profile_mark(body)
         for op in function.body.block.ops:
             if isinstance(op, func.ReturnOp):
                 break
             if not isinstance(op, KernelCallOp):
                 raise EmitError(f"the C backend has no lowering for {op.name}")
-            for call in op.kernel_calls():
+            calls = op.kernel_calls()
+            for call in calls:
                 self.emit_call(call, body, entry)
+            if self.profile and calls:
+                self.profile_mark(body)
         return body
 
+    def profile_mark(self, body: list[str]) -> None:
+        """Closes the current profile slot (`profile.profile_slots` lists them in the same order)."""
+        body.append(f"    qtrain_profile_mark({self.profile_slot}u);")
+        self.profile_slot += 1
 
-def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str]:
-    """The model's C source and header."""
+
+def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = False) -> tuple[str, str]:
+    """The model's C source and header. `profile`: instrumented with one counter slot per op (those of
+    `lowering.profile.profile_slots`, in order), for a firmware built with QTRAIN_PROFILE defined."""
     if MEMORY not in module.attributes:
         raise EmitError("the module has no memory plan; run qtrain-plan-memory before -t c")
     forward = find_func(module, FORWARD)
     if forward is None:
         raise EmitError(f"the module has no @{FORWARD}")
     train = find_func(module, TRAIN_STEP)
-    em = Emitter(module)
+    em = Emitter(module, profile=profile)
     em.emit_params()
     infer_body = em.emit_function(forward)
-    train_body = em.emit_function(train) if train is not None else None
 
     # Forward output: int8 [1, K] -> logits.
     ret = forward.body.block.last_op
@@ -321,6 +335,9 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         raise EmitError(f"cannot tell the quantization of @{FORWARD}'s output")
     k = out.type.get_shape()[-1]  # type: ignore[attr-defined]
     infer_body.append(f"    qtrain_dequantize_s8_f32({em.ptr(out)}, {k}, {c_float(out_q.scale)}, {out_q.zp}, logits);")
+    if profile:
+        em.profile_mark(infer_body)
+    train_body = em.emit_function(train) if train is not None else None
 
     memory = {k_: v.value.data for k_, v in module.attributes[MEMORY].data.items() if hasattr(v, "value")}  # type: ignore
     arena = max(f.attributes[ARENA_BYTES].value.data for f in (forward, train) if f is not None)  # type: ignore
@@ -376,6 +393,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
         *em.decls,
         "",
+        *(profile_definitions(em.profile_slot) if profile else []),
         "static _Noreturn void qtrain_fail(int line) {",
         '    qtrain_puts("qtrain: a kernel rejected its arguments (generated code line ");',
         "    qtrain_put_u32((uint32_t)line);",
@@ -444,6 +462,25 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
     ])
     return "\n".join(c_lines), header
+
+
+def profile_definitions(slots: int) -> list[str]:
+    """The counter slots of an instrumented model (qtrain_model_abi.h, "Profile"): each op's count is the
+    counter's advance since the previous slot closed; an entry point opens with one read."""
+    return [
+        "#if !defined(QTRAIN_PROFILE)",
+        "#error \"a model compiled with --profile needs QTRAIN_PROFILE defined (qtrain-compile --profile does)\"",
+        "#endif",
+        f"uint64_t qtrain_profile_counts[{slots}];",
+        f"const uint32_t qtrain_profile_slots = {slots}u;",
+        "static uint64_t qtrain_profile_last;",
+        "static void qtrain_profile_mark(uint32_t slot) {",
+        "    uint64_t now = qtrain_counter_read();",
+        "    qtrain_profile_counts[slot] = now - qtrain_profile_last;",
+        "    qtrain_profile_last = now;",
+        "}",
+        "",
+    ]
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
-                   [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
+                   [--lifetime-plot FILE.png] [--emit-llvm] [--profile] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
 DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target host), and with
---emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). Prints the
-memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
+--emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). With --profile the
+firmware counts every op (one counter read after each op's kernel calls) and DIR/profile.json names the
+slots (op, layer, kind, MACs) for `qtrain-run --profile`; without it the firmware has no instrumentation
+at all. Prints the memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
 a traceback).
 """
 
@@ -88,13 +90,23 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     )
     apply_passes(module, passes)
     (out / "model.mlir").write_text(str(module) + "\n")
-    source, header = emit_model(module)
+    source, header = emit_model(module, profile=args.profile)
     (out / "model.c").write_text(source)
     (out / "model.h").write_text(header)
+    from qtrain.tools.profile_report import PROFILE_JSON
+
+    profile_json = out / PROFILE_JSON  # what each counter slot of a --profile firmware measures
+    if args.profile:
+        from qtrain.lowering.profile import profile_slots
+
+        profile_json.write_text(json.dumps({"slots": [s.to_json() for s in profile_slots(module)]}, indent=1) + "\n")
+    elif profile_json.exists():
+        profile_json.unlink()  # stale: this firmware has no profile
     if args.emit_llvm:
         emit_llvm_ir(out, args.target)
     firmware = out / ("firmware" if args.target == "host" else "firmware.elf")
-    result = build_firmware([out / "model.c", *kernel_sources()], firmware, args.target, include_dirs=[out])
+    result = build_firmware([out / "model.c", *kernel_sources()], firmware, args.target, include_dirs=[out],
+                            defines=["QTRAIN_PROFILE"] if args.profile else ())
     memory = json.loads(Path(report).read_text())
     if args.lifetime_plot:
         from qtrain.tools.charts import write_memory_plan
@@ -140,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-report", type=Path, help="also write memory.json here")
     parser.add_argument("--emit-llvm", action="store_true", help="also write DIR/model.ll (LLVM IR for the target)")
     parser.add_argument("--lifetime-plot", type=Path, help="write a PNG of the arena plan")
+    parser.add_argument("--profile", action="store_true",
+                        help="instrument the firmware: per-op counts for `qtrain-run --profile` (DIR/profile.json)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     args_list = list(sys.argv[1:] if argv is None else argv)
