@@ -18,8 +18,8 @@
  * input pixels again; a band builds its window rows once for NB output rows). The bytes written do
  * not depend on B or NB.
  *
- * DSP path: the pointwise stage is the 1x1 kernel's pixel-pair engine (qtrain_unpack_pair +
- * qtrain_pair_outputs on the block's weight rows); the depthwise stage builds, per channel and band,
+ * DSP path: the pointwise stage is the 1x1 kernel's pixel-quad engine (qtrain_unpack_quad +
+ * qtrain_quad_outputs on the block's weight rows); the depthwise stage builds, per channel and band,
  * the band's padded rows as int16 (x - zmid, padding 0) in the depthwise kernel's column-interleaved
  * layout (2 * KH slots per column; the band's (NB - 1) * sh + KH <= 2 * KH - 1 rows in slots 0, 1, ...)
  * and runs the depthwise kernel's row routine (qtrain_depthwise_output_row) on the window of each
@@ -36,7 +36,7 @@ typedef struct {
     int32_t block;     /* channels per block */
     int32_t band;      /* output rows per band */
     int32_t ring_rows; /* (band - 1) * sh + KH */
-    int32_t unpacked;  /* bytes: one unpacked pixel pair, 4 * C_in */
+    int32_t unpacked;  /* bytes: one unpacked pixel quad, 8 * C_in */
     int32_t pairs;     /* bytes: the block's depthwise weight pairs */
     int32_t window;    /* bytes: one channel's int16 window, 2 * KH slots per column */
     int32_t ring;      /* bytes: ring_rows rows of W x block int8 */
@@ -52,7 +52,7 @@ static scratch_layout_t layout(const qtrain_dims_t *input_dims, const qtrain_con
     l.band = band;
     l.ring_rows = (band - 1) * dw_params->stride_h + kh;
     l.columns = (output_dims->w - 1) * dw_params->stride_w + kw;
-    l.unpacked = 4 * input_dims->c;
+    l.unpacked = 8 * input_dims->c;
     l.pairs = 4 * block * kw * ((kh + 1) / 2);
     l.window = qtrain_align4(4 * kh * l.columns);
     l.ring = qtrain_align4(l.ring_rows * input_dims->w * block);
@@ -122,17 +122,23 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
 }
 
 #if QTRAIN_USE_DSP
-/* Pointwise stage: one intermediate row (W pixels) of the block's `block` channels, pixel pairs at a time
- * (an odd last pixel is paired with itself), into `out` (pixel p at out + p * stride). `segment` holds
+/* Pointwise stage: one intermediate row (W pixels) of the block's `block` channels, four pixels at a time
+ * (a short last quad repeats its last pixel), into `out` (pixel p at out + p * stride). `segment` holds
  * the block's weight rows; bias and multiplier start at the block's first channel. */
 static void pointwise_row(const int8_t *in, int32_t width, int32_t cin, const qtrain_weight_segment_t *segment,
                           const int32_t *bias, const float *multiplier, int32_t block, int32_t stride, int32_t zx,
                           const qtrain_requant_t *q, int8_t *out, int32_t *unpacked) {
-    for (int32_t p = 0; p < width; p += 2) {
-        const int32_t p1 = p + 1 < width ? p + 1 : p;
-        qtrain_unpack_pair(in + p * cin, in + p1 * cin, segment, 1, zx, unpacked);
-        qtrain_pair_outputs(unpacked, segment, 1, 0, block, bias, multiplier, q, out + p * stride, out + p1 * stride,
-                            NULL, 0, 0);
+    static const uint32_t no_mask[4] = {0, 0, 0, 0};
+    for (int32_t p = 0; p < width; p += 4) {
+        const int8_t *rows[4];
+        int8_t *outs[4];
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t pj = p + j < width ? p + j : width - 1;
+            rows[j] = in + pj * cin;
+            outs[j] = out + pj * stride;
+        }
+        qtrain_unpack_quad(rows, segment, 1, zx, unpacked);
+        qtrain_quad_outputs(unpacked, segment, 1, 0, block, bias, multiplier, q, outs, NULL, no_mask);
     }
 }
 

@@ -56,6 +56,9 @@ QTRAIN_INLINE int32_t qtrain_sxtab16_ror8(int32_t a, int32_t x) {
 QTRAIN_INLINE int32_t qtrain_smlabb(int32_t a, int32_t b, int32_t acc) {
     return __smlabb(a, b, acc);
 }
+QTRAIN_INLINE int32_t qtrain_smlatb(int32_t a, int32_t b, int32_t acc) {
+    return __smlatb(a, b, acc);
+}
 #elif QTRAIN_USE_DSP
 /* Any other host: the same instructions in C (bit-exact, 16-bit lanes wrap like the hardware's), so
  * the DSP code paths build and are tested on the host too. */
@@ -88,6 +91,9 @@ QTRAIN_INLINE int32_t qtrain_sxtab16_ror8(int32_t a, int32_t x) {
 }
 QTRAIN_INLINE int32_t qtrain_smlabb(int32_t a, int32_t b, int32_t acc) {
     return (int32_t)((uint32_t)acc + (uint32_t)(qtrain_lo16(a) * qtrain_lo16(b)));
+}
+QTRAIN_INLINE int32_t qtrain_smlatb(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)(qtrain_hi16(a) * qtrain_lo16(b)));
 }
 #endif
 
@@ -504,6 +510,31 @@ QTRAIN_INLINE void qtrain_unpack_pair(const int8_t *row0, const int8_t *row1, co
 void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
                          int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
                          int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0, uint32_t e1);
+
+/* ---- the DSP pixel-quad engine of the 1x1 convolutions ------------------------------------------------
+ *
+ * Four output pixels' inputs are unpacked once as int16 (x - zx): for each 4 elements of a weight
+ * segment, 8 words (pixel 0 lanes (e0, e2), (e1, e3), then pixels 1, 2, 3 the same), matching SXTB16 /
+ * SXTB16 ROR 8 of a 4-weight word; then two words per remaining element (lanes pixels 0, 1 and pixels
+ * 2, 3). Each output channel then costs one weight word, two SXTB16, two LDM and 8 SMLAD per 4
+ * elements on 4 accumulators (the four pixels): 15 instructions per 16 MACs. */
+
+/* Unpack four pixels' input rows (any of them may be the same row) segment by segment. `dst` must be
+ * word aligned: the dot product reads it with LDM. */
+void qtrain_unpack_quad(const int8_t *const rows[4], const qtrain_weight_segment_t *segments, int32_t count,
+                        int32_t zero_point, int32_t *dst);
+
+/* Output channels [o_begin, o_end) of an unpacked pixel quad: out[j] is pixel j's output row, e[j] its
+ * first element index (for the mask, when not NULL). Equal rows (a repeated last pixel) store the same
+ * values again. */
+void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
+                         int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                         int8_t *const out[4], uint8_t *mask, const uint32_t e[4]);
+
+/* Words of an unpacked quad of `channels` elements, whatever the segments: two per element. */
+QTRAIN_INLINE int32_t qtrain_quad_words(int32_t channels) {
+    return 2 * channels;
+}
 
 /* ---- the DSP depthwise row engine (qtrain_depthwise_conv2d_s8.c), shared with the fused kernel -------
  *

@@ -170,7 +170,7 @@ def layout_bytes(data: FusedData, block: int, band: int) -> int:
     columns = (data.y.shape[2] - 1) * sw + kw
     align4 = lambda n: (n + 3) // 4 * 4  # noqa: E731
     ring_rows = (band - 1) * sh + kh
-    return 4 * cin + 4 * block * kw * ((kh + 1) // 2) + align4(4 * kh * columns) + align4(ring_rows * w * block)
+    return 8 * cin + 4 * block * kw * ((kh + 1) // 2) + align4(4 * kh * columns) + align4(ring_rows * w * block)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

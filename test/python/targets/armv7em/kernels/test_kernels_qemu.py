@@ -34,6 +34,11 @@ FORWARD = ["1x1 odd channels and pixels", "1x1 master slice", "1x1 int8 slice in
            "dw 7x7/1 small image", "dw int8 slice", "dw 3x5 asymmetric", "small-k 3x3/2 rgb", "1x1", "generic grouped",
            "generic depthwise multiplier 2", "generic master slice"]
 
+FORWARD_NO_MASK = ["1x1", "1x1 odd channels and pixels", "1x1 relu no bias", "1x1 master slice",
+                   "1x1 stride 2 batch 2", "dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2",
+                   "dw 7x7/1 small image", "small-k 3x3/2 rgb", "small-k 5x5 two channels"]
+"""Inference calls (no mask): the assembly fast paths of the Cortex-M7 build take these."""
+
 
 def _in_place_selection() -> list[InPlaceCase]:
     """A few in-place cases (test_kernels_inplace.py) for the Cortex-M7: the first case of each kind."""
@@ -64,6 +69,12 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
                             mirror_size(data, kernel))
         out.append((f"conv {name}", call, [data.y, np.packbits(data.mask.reshape(-1), bitorder="little")]))
+    for name in FORWARD_NO_MASK:
+        data = make_conv(by_name[name], seed=7)
+        kernel = kernel_of(data.case)
+        call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
+                            mirror_size(data, kernel), mask=False)
+        out.append((f"conv {name} no mask", call, [data.y]))
 
     for i, case in enumerate(_in_place_selection()):
         data = make_conv(case.conv)
