@@ -536,6 +536,61 @@ QTRAIN_INLINE int32_t qtrain_quad_words(int32_t channels) {
     return 2 * channels;
 }
 
+/* ---- the DSP depthwise pair-row engine --------------------------------------------------------------
+ *
+ * A channel's padded input (x - zx, padding 0) lives in pair rows of W_p words: word j of pair row k is
+ * (x_pad[k][j], x_pad[k + 1][j]) in the low / high halfword, so two vertically adjacent taps are one
+ * SMLAD and a window row of pairs is KW consecutive words (one LDM). The weights go in as pair rows too:
+ * wp[i * KW + j] = (w[2i][j], w[2i + 1][j]), 0 for the missing row of an odd KH, whatever the high half
+ * of the last pair row then holds. Output row oy reads pair rows oy * sh + 2i, i < ceil(KH / 2). */
+
+/* The pair rows of one channel's [KH, KW] kernel `w` (ceil(KH / 2) * KW words). */
+void qtrain_dw_weight_pairs(const int8_t *w, int32_t kernel_h, int32_t kernel_w, int32_t *wp);
+
+/* Output rows of one channel: out[(oy * out_w + ox) * channels] = requant(bias + sum over pair rows i and
+ * columns j of SMLAD(rows[i][oy * row_step + ox * sw + j], wp[i * KW + j])), oy < out_rows, ox < out_w; with
+ * a mask, the bits of elements e + (oy * out_w + ox) * channels. rows[i]: pair row i of the window of
+ * output (0, 0) (word aligned); row_step in words. */
+void qtrain_dw_output_rows(const int32_t *const rows[], int32_t kernel_h, int32_t kernel_w, const int32_t *wp,
+                           int32_t out_rows, int32_t row_step, int32_t out_w, int32_t sw, int32_t bias,
+                           float multiplier, const qtrain_requant_t *q, int8_t *out, int32_t channels, uint8_t *mask,
+                           uint32_t e);
+
+/* Padded input row r of channels c0 .. c0 + count - 1 (count <= 4) of batch b into their rings of pair
+ * rows (channel g's ring at rings + g * ring_words; R pair rows of `columns` words, pair row k in slot
+ * k mod R): the low halves of pair row r and the high halves of pair row r - 1, each only when `parity`
+ * is -1 or the pair row's index has that parity (a stride-2 convolution reads one parity only). */
+void qtrain_dw_load_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b, int32_t c0, int32_t count,
+                        int32_t r, int32_t pad_top, int32_t pad_left, int32_t zero_point, int32_t columns, int32_t rows,
+                        int32_t parity, int32_t *rings, int32_t ring_words);
+
+/* ---- the DSP depthwise four-channel engine ----------------------------------------------------------
+ *
+ * Four channels c0 .. c0 + 3 at once: their padded input as pair rows interleaved by channel, word
+ * (j * 4 + g) of pair row k = (x_pad[k][j][c0 + g] - zx, x_pad[k + 1][j][c0 + g] - zx) in the low / high
+ * halfword (0 for padding), and their weights the same way, word ((i * KW + j) * 4 + g) = (w[2i][j],
+ * w[2i + 1][j]) of channel c0 + g (0 for the missing row of an odd KH). One LDM then gives a tap pair of
+ * all four channels and four SMLAD use it; the four outputs of a pixel are adjacent bytes, stored as
+ * one word. */
+
+/* The interleaved weight pair rows of channels c0 .. c0 + 3 (`w[g]` is channel c0 + g's [KH, KW]). */
+void qtrain_dw4_weights(const int8_t *const w[4], int32_t kernel_h, int32_t kernel_w, int32_t *wp);
+
+/* One interleaved pair row (`columns` x 4 words) from padded rows k (`a`) and k + 1 (`b`): a row pointer
+ * points at the pixel of column `first`, channel c0 (NULL: a padding row); pixels step `pixel_stride`
+ * bytes; columns outside [first, last) are padding. */
+void qtrain_dw4_pair_row(const int8_t *a, const int8_t *b, int32_t pixel_stride, int32_t first, int32_t last,
+                         int32_t columns, int32_t zero_point, int32_t *dst);
+
+/* Output rows of channels c0 .. c0 + 3 from interleaved pair rows: pair row i of the window of output
+ * (oy, ox) is at plane + (oy * out_step + i * pair_step) * row_words + ox * sw * 4 words (row_words =
+ * 4 * columns). out points at output (0, 0) of channel c0; outputs step `channels` bytes; with a mask,
+ * the bits of elements e + (oy * out_w + ox) * channels + g. */
+void qtrain_dw4_output_rows(const int32_t *plane, int32_t row_words, int32_t pair_step, int32_t out_step,
+                            int32_t kernel_h, int32_t kernel_w, const int32_t *wp, int32_t out_rows, int32_t out_w,
+                            int32_t sw, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                            int8_t *out, int32_t channels, uint8_t *mask, uint32_t e);
+
 /* ---- the DSP depthwise row engine (qtrain_depthwise_conv2d_s8.c), shared with the fused kernel -------
  *
  * A depthwise window is a ring of int16 (x - zx, padding 0) in column-interleaved layout: column j

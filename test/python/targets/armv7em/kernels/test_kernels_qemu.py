@@ -38,6 +38,9 @@ FORWARD_NO_MASK = ["1x1", "1x1 odd channels and pixels", "1x1 relu no bias", "1x
                    "1x1 stride 2 batch 2", "dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2",
                    "dw 7x7/1 small image", "small-k 3x3/2 rgb", "small-k 5x5 two channels"]
 """Inference calls (no mask): the assembly fast paths of the Cortex-M7 build take these."""
+DEPTHWISE_MORE_SCRATCH = ["dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2", "dw 7x7/1 small image",
+                          "dw master slice", "dw 3x3/2 tf padding", "dw 3x3/1 16 channels",
+                          "dw 5x5/2 16 channels", "dw 7x7/1 8 channels"]
 
 
 def _in_place_selection() -> list[InPlaceCase]:
@@ -75,6 +78,13 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
                             mirror_size(data, kernel), mask=False)
         out.append((f"conv {name} no mask", call, [data.y]))
+    for name in DEPTHWISE_MORE_SCRATCH:  # the four-channel engine: whole padded planes in scratch
+        data = make_conv(by_name[name], seed=9)
+        for mask in (False, True):
+            call = calls.conv2d("depthwise", data.x, data.weight, data.bias, data.multiplier, data.params,
+                                data.output_shape, mirror_size(data, "depthwise") + 65536, mask=mask)
+            expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
+            out.append((f"conv {name} +scratch{' mask' if mask else ''}", call, expected))
 
     for i, case in enumerate(_in_place_selection()):
         data = make_conv(case.conv)
