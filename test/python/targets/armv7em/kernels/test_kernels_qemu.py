@@ -57,7 +57,8 @@ def _in_place_selection() -> list[InPlaceCase]:
     return [next(c for c in IN_PLACE_CASES if kind(c)) for kind in kinds]
 
 
-FUSED = ["3x3/2 mcunet-like", "7x7/2 odd block", "3x5 asymmetric stride 1x2", "3x3/1 batch 2"]
+FUSED = ["3x3/2 mcunet-like", "7x7/2 odd block", "3x5 asymmetric stride 1x2", "3x3/1 batch 2",
+         "5x5/2 relu6-like clamps", "5x5/1 no biases"]
 
 BACKWARD = ["1x1 master slice", "1x1 stride 2 batch 2", "classifier", "dw 3x3/2", "dw 7x7/2", "dw master slice",
             "generic grouped", "generic master slice"]
@@ -100,6 +101,7 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         data = make_fused(by_fused_name[name], seed=5)
         out.append((f"fused {name}", fused_call(data), [data.y]))
         out.append((f"fused {name} +scratch", fused_call(data, scratch=data.scratch + 8192), [data.y]))
+        out.append((f"fused {name} +32K", fused_call(data, scratch=data.scratch + 32768), [data.y]))
 
     rng = np.random.default_rng(21)
     a = rng.integers(-128, 128, 45, dtype=np.int8)
