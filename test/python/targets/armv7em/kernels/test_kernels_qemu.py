@@ -164,6 +164,12 @@ def _backward_cases(library: object) -> list[tuple[str, Call, list[np.ndarray] |
     out.append(("requant grad", calls.requant_grad(g, rng.random(g.shape) < 0.6, rng.uniform(0.1, 1, 7)), None))
     out.append(("bias grad", Call("qtrain_bias_grad_f32", [In(g), I32(15), I32(7), Out((7,), np.dtype(np.float32))],
                                   returns="void"), None))
+    g16 = rng.standard_normal((1, 3, 5, 16)).astype(np.float32)  # channels a multiple of 8: the assembly loops
+    out.append(("requant grad 16", calls.requant_grad(g16, rng.random(g16.shape) < 0.6, rng.uniform(0.1, 1, 16)),
+                None))
+    out.append(("bias grad 16", Call("qtrain_bias_grad_f32", [In(g16), I32(15), I32(16),
+                                                               Out((16,), np.dtype(np.float32))], returns="void"),
+                None))
     logits = (rng.standard_normal(10) * 3).astype(np.float32)
     out.append(("cross entropy", Call("qtrain_cross_entropy_f32", [In(logits), I32(10), I32(4),
                                                                    Out((10,), np.dtype(np.float32))], returns="f32"),
