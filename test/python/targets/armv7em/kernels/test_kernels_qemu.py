@@ -62,6 +62,8 @@ FUSED = ["3x3/2 mcunet-like", "7x7/2 odd block", "3x5 asymmetric stride 1x2", "3
 
 BACKWARD = ["1x1 master slice", "1x1 stride 2 batch 2", "classifier", "dw 3x3/2", "dw 7x7/2", "dw master slice",
             "generic grouped", "generic master slice"]
+BACKWARD_MORE_SCRATCH = ["dw 3x3/1 16 channels", "dw 7x7/2 8 channels", "dw 5x5/1 20 channels"]
+"""Depthwise input gradients with room for eight channels at a time (the assembly loop)."""
 
 
 def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
@@ -131,6 +133,12 @@ def _backward_cases(library: object) -> list[tuple[str, Call, list[np.ndarray] |
     """Backward calls with their outputs from the host build."""
     out: list[tuple[str, Call, list[np.ndarray] | None]] = []
     by_name = {c.name: c for c in GRAD_CASES}
+    for name in BACKWARD_MORE_SCRATCH:
+        case = by_name[name]
+        data = make_grad(case, seed=6)
+        out.append((f"input grad {name} +scratch", calls.conv2d_input_grad(
+            "depthwise", data.grad, data.weight, data.params, case.input_shape,
+            input_grad_scratch(data, "depthwise") + 16384), None))
     for name in BACKWARD:
         case = by_name[name]
         data = make_grad(case, seed=6)
