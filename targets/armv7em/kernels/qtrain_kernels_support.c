@@ -294,124 +294,310 @@ QTRAIN_INLINE void quad_dot(const int32_t *x, const int8_t *w, int32_t len, int3
 
 #if QTRAIN_DSP_ASM
 /* The common case in one assembly loop: one weight segment whose length (= row stride) is a multiple of 4,
- * a bias, no mask. Per output channel: the dot products (15 instructions per 16 MACs), then the four
+ * a bias. Per output channel: the dot products (15 instructions per 16 MACs), then the four
  * requantizations two at a time through the FPU (qtrain_requant's operations: VCVT, VMUL, VMAXNM,
- * VMINNM, VADD of the rounding shifter, then the integer add of bias_bits), stored with post-increment.
- * The values that do not fit in registers live in the job below; the loop keeps them up to date. */
+ * VMINNM, VADD of the rounding shifter, then the integer add of bias_bits, which an even zero point
+ * folds into the shifter: see quad_outputs_asm), stored with post-increment. With a mask (C_out a
+ * multiple of 8, so each pixel's bits of 8 consecutive channels are one byte): each value rounded
+ * first (VRINTX) and compared with its clamp (qtrain_requant_scaled_mask), the four pixels' bits
+ * gathered a byte each in one word (shifted right a bit per channel) and stored every 8 channels.
+ * The job is copied onto the stack; r12 counts the channels. */
 typedef struct {
     int8_t *out[4];       /* 0: each pixel's next output byte */
     const int32_t *x;     /* 16: the unpacked quad */
     const int8_t *w;      /* 20: the next weight row */
     uint32_t groups;      /* 24: len / 4 */
-    uint32_t channels;    /* 28: output channels left */
+    uint32_t channels;    /* 28: output channels */
     const int32_t *bias;  /* 32: the next bias */
     const float *mult;    /* 36: the next multiplier */
     int32_t bias_bits;    /* 40 */
     float lo, hi, shift;  /* 44, 48, 52 */
+    uint8_t *mask[4];     /* 56: each pixel's next mask byte (masked loop) */
+    uint32_t bits;        /* 72: the masked loop's bits gathered so far */
+    uint32_t segments;    /* 76: weight segments (segmented loops) */
+    const uint32_t *seg;  /* 80: the segment being run (segmented loops) */
+    uint32_t seg_left;    /* 84 */
+    /* 88: per segment: the next channel's weight row, its groups (len / 4), its row stride */
+    uint32_t table[3][3];
 } quad_job_t;
 _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 && offsetof(quad_job_t, groups) == 24 &&
                    offsetof(quad_job_t, channels) == 28 && offsetof(quad_job_t, bias) == 32 &&
                    offsetof(quad_job_t, mult) == 36 && offsetof(quad_job_t, bias_bits) == 40 &&
-                   offsetof(quad_job_t, lo) == 44 && offsetof(quad_job_t, shift) == 52,
-               "quad_job_t offsets used by quad_rows_asm");
+                   offsetof(quad_job_t, lo) == 44 && offsetof(quad_job_t, shift) == 52 &&
+                   offsetof(quad_job_t, mask) == 56 && offsetof(quad_job_t, table) == 88 &&
+                   sizeof(quad_job_t) == 124,
+               "quad_job_t offsets used by the quad assembly");
 
+#define QTRAIN_QUAD_HEAD(dot)                                                                                       \
+    "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
+    "sub     sp, #128\n\t"                                                                                        \
+    "mov     r12, sp\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                  \
+    "stm     r12!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                 \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                  \
+    "stm     r12!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                 \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                                             \
+    "stm     r12!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                                            \
+    "vldr    s0, [sp, #44]\n\t"                                                                                   \
+    "vldr    s1, [sp, #48]\n\t"                                                                                   \
+    "vldr    s2, [sp, #52]\n\t"                                                                                   \
+    "ldr     r0, [sp, #20]\n\t"                                                                                   \
+    "ldr     r12, [sp, #28]\n\t"                                                                                  \
+    "2:\n\t"                                                                                                      \
+    "ldr     r2, [sp, #32]\n\t"                                                                                   \
+    "ldr     r3, [r2], #4\n\t"                                                                                    \
+    "str     r2, [sp, #32]\n\t"                                                                                   \
+    "mov     r4, r3\n\t"                                                                                          \
+    "mov     r5, r3\n\t"                                                                                          \
+    "mov     r6, r3\n\t"                                                                                          \
+    "ldr     r1, [sp, #16]\n\t"                                                                                   \
+    dot                                                                                                           \
+    "vmov    s4, s5, r3, r4\n\t"                                                                                  \
+    "vmov    s6, s7, r5, r6\n\t"                                                                                  \
+    "ldr     r2, [sp, #36]\n\t"                                                                                   \
+    "vldmia  r2!, {s3}\n\t"                                                                                       \
+    "str     r2, [sp, #36]\n\t"                                                                                   \
+    "vcvt.f32.s32 s4, s4\n\t"                                                                                     \
+    "vcvt.f32.s32 s5, s5\n\t"                                                                                     \
+    "vcvt.f32.s32 s6, s6\n\t"                                                                                     \
+    "vcvt.f32.s32 s7, s7\n\t"                                                                                     \
+    "vmul.f32 s4, s4, s3\n\t"                                                                                     \
+    "vmul.f32 s5, s5, s3\n\t"                                                                                     \
+    "vmul.f32 s6, s6, s3\n\t"                                                                                     \
+    "vmul.f32 s7, s7, s3\n\t"
+/* the dot products over groups r2 of weight words from r0 (advancing) and the quad from r1 (advancing) */
+#define QTRAIN_QUAD_LOOP(label)                                                                                     \
+    label ":\n\t"                                                                                                 \
+    "ldr     r7, [r0], #4\n\t"                                                                                    \
+    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "sxtb16  lr, r7\n\t"                                                                                          \
+    "sxtb16  r7, r7, ror #8\n\t"                                                                                  \
+    "smlad   r3, r8, lr, r3\n\t"                                                                                  \
+    "smlad   r3, r9, r7, r3\n\t"                                                                                  \
+    "smlad   r4, r10, lr, r4\n\t"                                                                                 \
+    "smlad   r4, r11, r7, r4\n\t"                                                                                 \
+    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, lr, r5\n\t"                                                                                  \
+    "smlad   r5, r9, r7, r5\n\t"                                                                                  \
+    "smlad   r6, r10, lr, r6\n\t"                                                                                 \
+    "smlad   r6, r11, r7, r6\n\t"                                                                                 \
+    "subs    r2, r2, #1\n\t"                                                                                      \
+    "bne     " label "b\n\t"
+/* one segment (its weight rows consecutive: the pointer runs on from row to row) */
+#define QTRAIN_QUAD_DOT                                                                                             \
+    "ldr     r2, [sp, #24]\n\t"                                                                                   \
+    QTRAIN_QUAD_LOOP("1")
+/* up to three segments: each one's row pointer, groups and stride from the table, the pointer then
+ * moved on to its next row (the quad's segments follow each other in r1) */
+#define QTRAIN_QUAD_DOT_SEGMENTS                                                                                    \
+    "add     r7, sp, #88\n\t"                                                                                     \
+    "str     r7, [sp, #80]\n\t"                                                                                   \
+    "ldr     r7, [sp, #76]\n\t"                                                                                   \
+    "str     r7, [sp, #84]\n\t"                                                                                   \
+    "5:\n\t"                                                                                                      \
+    "ldr     r7, [sp, #80]\n\t"                                                                                   \
+    "ldm     r7, {r0, r2, r8}\n\t"                                                                                \
+    "add     r8, r0\n\t"                                                                                          \
+    "str     r8, [r7], #12\n\t"                                                                                   \
+    "str     r7, [sp, #80]\n\t"                                                                                   \
+    QTRAIN_QUAD_LOOP("1")                                                                                         \
+    "ldr     r7, [sp, #84]\n\t"                                                                                   \
+    "subs    r7, r7, #1\n\t"                                                                                      \
+    "str     r7, [sp, #84]\n\t"                                                                                   \
+    "bne     5b\n\t"
+#define QTRAIN_QUAD_CLAMP                                                                                           \
+    "vmaxnm.f32 s4, s4, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s5, s5, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s6, s6, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s7, s7, s0\n\t"                                                                                   \
+    "vminnm.f32 s4, s4, s1\n\t"                                                                                   \
+    "vminnm.f32 s5, s5, s1\n\t"                                                                                   \
+    "vminnm.f32 s6, s6, s1\n\t"                                                                                   \
+    "vminnm.f32 s7, s7, s1\n\t"
+/* one value: rounded, clamped, its bit (in byte `byte` of the gathered word r7) set when unchanged */
+#define QTRAIN_QUAD_MASK_ONE(s, bit)                                                                                \
+    "vrintx.f32 s8, " s "\n\t"                                                                                    \
+    "vmaxnm.f32 " s ", s8, s0\n\t"                                                                                \
+    "vminnm.f32 " s ", " s ", s1\n\t"                                                                             \
+    "vcmp.f32 s8, " s "\n\t"                                                                                      \
+    "vmrs    APSR_nzcv, fpscr\n\t"                                                                                \
+    "it      eq\n\t"                                                                                              \
+    "orreq   r7, r7, #" bit "\n\t"
+#define QTRAIN_QUAD_STORE_TAIL(adds)                                                                                \
+    "vadd.f32 s4, s4, s2\n\t"                                                                                     \
+    "vadd.f32 s5, s5, s2\n\t"                                                                                     \
+    "vadd.f32 s6, s6, s2\n\t"                                                                                     \
+    "vadd.f32 s7, s7, s2\n\t"                                                                                     \
+    "vmov    r3, r4, s4, s5\n\t"                                                                                  \
+    "vmov    r5, r6, s6, s7\n\t"                                                                                  \
+    adds                                                                                                          \
+    "ldm     sp, {r8, r9, r10, r11}\n\t"                                                                          \
+    "strb    r3, [r8], #1\n\t"                                                                                    \
+    "strb    r4, [r9], #1\n\t"                                                                                    \
+    "strb    r5, [r10], #1\n\t"                                                                                   \
+    "strb    r6, [r11], #1\n\t"                                                                                   \
+    "stm     sp, {r8, r9, r10, r11}\n\t"
+#define QTRAIN_QUAD_ADDS                                                                                            \
+    "ldr     r7, [sp, #40]\n\t"                                                                                   \
+    "add     r3, r7\n\t"                                                                                          \
+    "add     r4, r7\n\t"                                                                                          \
+    "add     r5, r7\n\t"                                                                                          \
+    "add     r6, r7\n\t"
+#define QTRAIN_QUAD_END                                                                                             \
+    "subs    r12, r12, #1\n\t"                                                                                    \
+    "bne     2b\n\t"                                                                                              \
+    "add     sp, #128\n\t"                                                                                        \
+    "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+
+/* with the mask (C_out a multiple of 8; the shifter as for an odd zero point, bias_bits added) */
+#define QTRAIN_QUAD_MASKED(dot)                                                                                     \
+    QTRAIN_QUAD_HEAD(dot)                                                                                         \
+    "ldr     r7, [sp, #72]\n\t"                                                                                   \
+    "lsr     r7, r7, #1\n\t"                                                                                      \
+    "bic     r7, r7, #0x80808080\n\t" /* each pixel's byte: the channels so far, one bit lower */                 \
+    QTRAIN_QUAD_MASK_ONE("s4", "0x80")                                                                            \
+    QTRAIN_QUAD_MASK_ONE("s5", "0x8000")                                                                          \
+    QTRAIN_QUAD_MASK_ONE("s6", "0x800000")                                                                        \
+    QTRAIN_QUAD_MASK_ONE("s7", "0x80000000")                                                                      \
+    "str     r7, [sp, #72]\n\t"                                                                                   \
+    QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)                                                                      \
+    "sub     r3, r12, #1\n\t" /* channels left after this one */                                                  \
+    "tst     r3, #7\n\t"      /* a multiple of 8: the eighth channel of a byte is done */                         \
+    "bne     3f\n\t"                                                                                              \
+    "add     r3, sp, #56\n\t"                                                                                     \
+    "ldm     r3, {r4, r5, r6, r7}\n\t"                                                                            \
+    "ldr     r8, [sp, #72]\n\t"                                                                                   \
+    "strb    r8, [r4], #1\n\t"                                                                                    \
+    "lsr     r8, r8, #8\n\t"                                                                                      \
+    "strb    r8, [r5], #1\n\t"                                                                                    \
+    "lsr     r8, r8, #8\n\t"                                                                                      \
+    "strb    r8, [r6], #1\n\t"                                                                                    \
+    "lsr     r8, r8, #8\n\t"                                                                                      \
+    "strb    r8, [r7], #1\n\t"                                                                                    \
+    "stm     r3, {r4, r5, r6, r7}\n\t"                                                                            \
+    "3:\n\t"                                                                                                      \
+    QTRAIN_QUAD_END
+
+/* an odd output zero point: bias_bits added to each value */
 __attribute__((naked, noinline)) static void quad_rows_asm(quad_job_t *job) {
-    __asm__ volatile(
-        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
-        "mov     r12, r0\n\t"
-        "ldr     r0, [r12, #20]\n\t"          /* w */
-        "vldr    s0, [r12, #44]\n\t"          /* lo */
-        "vldr    s1, [r12, #48]\n\t"          /* hi */
-        "vldr    s2, [r12, #52]\n\t"          /* shifter */
-        "2:\n\t"
-        "ldr     r2, [r12, #32]\n\t"
-        "ldr     r3, [r2], #4\n\t"            /* acc = bias[o] */
-        "str     r2, [r12, #32]\n\t"
-        "mov     r4, r3\n\t"
-        "mov     r5, r3\n\t"
-        "mov     r6, r3\n\t"
-        "ldr     r1, [r12, #16]\n\t"          /* x */
-        "ldr     r2, [r12, #24]\n\t"          /* groups */
-        "1:\n\t"
-        "ldr     r7, [r0], #4\n\t"
-        "ldm     r1!, {r8, r9, r10, r11}\n\t"
-        "sxtb16  lr, r7\n\t"
-        "sxtb16  r7, r7, ror #8\n\t"
-        "smlad   r3, r8, lr, r3\n\t"
-        "smlad   r3, r9, r7, r3\n\t"
-        "smlad   r4, r10, lr, r4\n\t"
-        "smlad   r4, r11, r7, r4\n\t"
-        "ldm     r1!, {r8, r9, r10, r11}\n\t"
-        "smlad   r5, r8, lr, r5\n\t"
-        "smlad   r5, r9, r7, r5\n\t"
-        "smlad   r6, r10, lr, r6\n\t"
-        "smlad   r6, r11, r7, r6\n\t"
-        "subs    r2, r2, #1\n\t"
-        "bne     1b\n\t"
-        "vmov    s4, s5, r3, r4\n\t"
-        "vmov    s6, s7, r5, r6\n\t"
-        "ldr     r2, [r12, #36]\n\t"
-        "vldmia  r2!, {s3}\n\t"                 /* m */
-        "str     r2, [r12, #36]\n\t"
-        "vcvt.f32.s32 s4, s4\n\t"
-        "vcvt.f32.s32 s5, s5\n\t"
-        "vcvt.f32.s32 s6, s6\n\t"
-        "vcvt.f32.s32 s7, s7\n\t"
-        "vmul.f32 s4, s4, s3\n\t"
-        "vmul.f32 s5, s5, s3\n\t"
-        "vmul.f32 s6, s6, s3\n\t"
-        "vmul.f32 s7, s7, s3\n\t"
-        "vmaxnm.f32 s4, s4, s0\n\t"
-        "vmaxnm.f32 s5, s5, s0\n\t"
-        "vmaxnm.f32 s6, s6, s0\n\t"
-        "vmaxnm.f32 s7, s7, s0\n\t"
-        "vminnm.f32 s4, s4, s1\n\t"
-        "vminnm.f32 s5, s5, s1\n\t"
-        "vminnm.f32 s6, s6, s1\n\t"
-        "vminnm.f32 s7, s7, s1\n\t"
-        "vadd.f32 s4, s4, s2\n\t"
-        "vadd.f32 s5, s5, s2\n\t"
-        "vadd.f32 s6, s6, s2\n\t"
-        "vadd.f32 s7, s7, s2\n\t"
-        "vmov    r3, r4, s4, s5\n\t"
-        "vmov    r5, r6, s6, s7\n\t"
-        "ldr     r7, [r12, #40]\n\t"          /* bias_bits */
-        "add     r3, r7\n\t"
-        "add     r4, r7\n\t"
-        "add     r5, r7\n\t"
-        "add     r6, r7\n\t"
-        "ldm     r12, {r8, r9, r10, r11}\n\t"
-        "strb    r3, [r8], #1\n\t"
-        "strb    r4, [r9], #1\n\t"
-        "strb    r5, [r10], #1\n\t"
-        "strb    r6, [r11], #1\n\t"
-        "stm     r12, {r8, r9, r10, r11}\n\t"
-        "ldr     r2, [r12, #28]\n\t"
-        "subs    r2, r2, #1\n\t"
-        "str     r2, [r12, #28]\n\t"
-        "bne     2b\n\t"
-        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)
+                         QTRAIN_QUAD_END);
 }
+
+/* an even output zero point, folded into the shifter: the low byte of the sum's bits is the output */
+__attribute__((naked, noinline)) static void quad_rows_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("") QTRAIN_QUAD_END);
+}
+
+__attribute__((naked, noinline)) static void quad_rows_mask_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT));
+}
+
+/* the same three over weight segments (a trained slice) */
+__attribute__((naked, noinline)) static void quad_seg_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_SEGMENTS) QTRAIN_QUAD_CLAMP
+                         QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS) QTRAIN_QUAD_END);
+}
+__attribute__((naked, noinline)) static void quad_seg_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_SEGMENTS) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("")
+                         QTRAIN_QUAD_END);
+}
+__attribute__((naked, noinline)) static void quad_seg_mask_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS));
+}
+
+#undef QTRAIN_QUAD_HEAD
+#undef QTRAIN_QUAD_LOOP
+#undef QTRAIN_QUAD_DOT
+#undef QTRAIN_QUAD_DOT_SEGMENTS
+#undef QTRAIN_QUAD_MASKED
+#undef QTRAIN_QUAD_CLAMP
+#undef QTRAIN_QUAD_MASK_ONE
+#undef QTRAIN_QUAD_STORE_TAIL
+#undef QTRAIN_QUAD_ADDS
+#undef QTRAIN_QUAD_END
 #endif
 
 void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
                          int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
                          int8_t *const out[4], uint8_t *mask, const uint32_t e[4]) {
 #if QTRAIN_DSP_ASM
-    if (count == 1 && mask == NULL && bias != NULL && o_begin < o_end && segments[0].end - segments[0].begin >= 4 &&
-        ((segments[0].end - segments[0].begin) & 3) == 0) {
+    int segments_ok = count >= 1 && count <= 3;
+    for (int32_t i = 0; i < count && segments_ok; i++) {
+        const int32_t n = segments[i].end - segments[i].begin;
+        segments_ok = n >= 4 && (n & 3) == 0;
+    }
+    const int32_t len = segments[0].end - segments[0].begin;
+    if (count > 1 && segments_ok && bias != NULL && o_begin < o_end &&
+        (mask == NULL ||
+         ((o_end - o_begin) % 8 == 0 && o_begin % 8 == 0 && e[0] % 8 == 0 && e[1] % 8 == 0 && e[2] % 8 == 0 &&
+          e[3] % 8 == 0))) {
+        const int even = mask == NULL && (q->zp & 1) == 0;
         quad_job_t job = {{out[0] + o_begin, out[1] + o_begin, out[2] + o_begin, out[3] + o_begin},
                           x,
-                          segments[0].base + o_begin * segments[0].stride,
-                          (uint32_t)(segments[0].end - segments[0].begin) >> 2,
+                          NULL,
+                          0u,
                           (uint32_t)(o_end - o_begin),
                           bias + o_begin,
                           multiplier + o_begin,
                           q->bias_bits,
                           q->lo,
                           q->hi,
-                          QTRAIN_ROUND_SHIFTER};
-        quad_rows_asm(&job);
+                          even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                          {NULL, NULL, NULL, NULL},
+                          0u,
+                          (uint32_t)count,
+                          NULL,
+                          0u,
+                          {{0u, 0u, 0u}, {0u, 0u, 0u}, {0u, 0u, 0u}}};
+        for (int32_t i = 0; i < count; i++) {
+            job.table[i][0] = (uint32_t)(uintptr_t)(segments[i].base + o_begin * segments[i].stride);
+            job.table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
+            job.table[i][2] = (uint32_t)segments[i].stride;
+        }
+        if (mask != NULL) {
+            for (int32_t j = 0; j < 4; j++) {
+                job.mask[j] = mask + ((e[j] + (uint32_t)o_begin) >> 3);
+            }
+            quad_seg_mask_asm(&job);
+        } else if (even) {
+            quad_seg_even_asm(&job);
+        } else {
+            quad_seg_asm(&job);
+        }
+        return;
+    }
+    if (count == 1 && bias != NULL && o_begin < o_end && len >= 4 && (len & 3) == 0 &&
+        (mask == NULL ||
+         ((o_end - o_begin) % 8 == 0 && o_begin % 8 == 0 && e[0] % 8 == 0 && e[1] % 8 == 0 && e[2] % 8 == 0 && e[3] % 8 == 0))) {
+        const int even = mask == NULL && (q->zp & 1) == 0;
+        quad_job_t job = {{out[0] + o_begin, out[1] + o_begin, out[2] + o_begin, out[3] + o_begin},
+                          x,
+                          segments[0].base + o_begin * segments[0].stride,
+                          (uint32_t)len >> 2,
+                          (uint32_t)(o_end - o_begin),
+                          bias + o_begin,
+                          multiplier + o_begin,
+                          q->bias_bits,
+                          q->lo,
+                          q->hi,
+                          even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                          {NULL, NULL, NULL, NULL},
+                          0u,
+                          1u,
+                          NULL,
+                          0u,
+                          {{0u, 0u, 0u}, {0u, 0u, 0u}, {0u, 0u, 0u}}};
+        if (mask != NULL) {
+            for (int32_t j = 0; j < 4; j++) {
+                job.mask[j] = mask + ((e[j] + (uint32_t)o_begin) >> 3);
+            }
+            quad_rows_mask_asm(&job);
+        } else if (even) {
+            quad_rows_even_asm(&job);
+        } else {
+            quad_rows_asm(&job);
+        }
         return;
     }
 #endif
