@@ -11,8 +11,81 @@
  * per eight output channels and each gradient value loaded once per two input channels. Every
  * accumulator starts at +0 and runs the outputs row-major with acc = fmaf(g, x - zx, acc), whatever
  * the block. No scratch: the fused kernel applies each finished block to the parameter and drops it.
+ * On the Cortex-M7 a full block's rectangle is one assembly loop: per output pixel one VLDM of the
+ * eight gradients, the two inputs widened (LDRSB, SUB, VMOV, VCVT) and 16 VFMA.
  */
 #include "qtrain_kernels_support.h"
+
+#if QTRAIN_DSP_ASM
+typedef struct {
+    const float *g;      /* 0: g[first output pixel, o] */
+    const int8_t *x;     /* 4: x[its input pixel, c] */
+    uint32_t rows;       /* 8 */
+    uint32_t cols;       /* 12 */
+    int32_t g_step;      /* 16: bytes between two outputs' gradients (C_out * 4) */
+    int32_t x_step;      /* 20: bytes between their inputs (sw * C_in) */
+    int32_t g_row_skip;  /* 24: from the end of a row of gradients to the next row */
+    int32_t x_row_skip;  /* 28: the same for the inputs */
+    int32_t zero_point;  /* 32 */
+    float *acc;          /* 36: the 16 sums, [j * 2 + i], from +0 */
+} wg_job_t;
+_Static_assert(offsetof(wg_job_t, acc) == 36, "wg_job_t layout used by wg_block_asm");
+
+static const float wg_zeros[16] = {0.0f};
+
+__attribute__((naked, noinline)) static void wg_block_asm(const wg_job_t *job, const float *zeros) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "vpush   {s16-s25}\n\t"
+        "vldmia  r1, {s0-s15}\n\t"
+        "mov     lr, r0\n\t"
+        "ldm     lr, {r0, r1, r3, r11}\n\t"          /* g, x, rows, cols */
+        "ldr     r7, [lr, #16]\n\t"
+        "ldr     r8, [lr, #20]\n\t"
+        "ldr     r9, [lr, #24]\n\t"
+        "ldr     r10, [lr, #28]\n\t"
+        "ldr     r6, [lr, #32]\n\t"
+        "mov     r2, r11\n\t"
+        "1:\n\t"
+        "vldmia  r0, {s16-s23}\n\t"
+        "add     r0, r7\n\t"
+        "ldrsb   r4, [r1]\n\t"
+        "ldrsb   r5, [r1, #1]\n\t"
+        "add     r1, r8\n\t"
+        "sub     r4, r6\n\t"
+        "sub     r5, r6\n\t"
+        "vmov    s24, s25, r4, r5\n\t"
+        "vcvt.f32.s32 s24, s24\n\t"
+        "vcvt.f32.s32 s25, s25\n\t"
+        "vfma.f32 s0, s16, s24\n\t"
+        "vfma.f32 s1, s16, s25\n\t"
+        "vfma.f32 s2, s17, s24\n\t"
+        "vfma.f32 s3, s17, s25\n\t"
+        "vfma.f32 s4, s18, s24\n\t"
+        "vfma.f32 s5, s18, s25\n\t"
+        "vfma.f32 s6, s19, s24\n\t"
+        "vfma.f32 s7, s19, s25\n\t"
+        "vfma.f32 s8, s20, s24\n\t"
+        "vfma.f32 s9, s20, s25\n\t"
+        "vfma.f32 s10, s21, s24\n\t"
+        "vfma.f32 s11, s21, s25\n\t"
+        "vfma.f32 s12, s22, s24\n\t"
+        "vfma.f32 s13, s22, s25\n\t"
+        "vfma.f32 s14, s23, s24\n\t"
+        "vfma.f32 s15, s23, s25\n\t"
+        "subs    r2, r2, #1\n\t"
+        "bne     1b\n\t"
+        "add     r0, r9\n\t"
+        "add     r1, r10\n\t"
+        "mov     r2, r11\n\t"
+        "subs    r3, r3, #1\n\t"
+        "bne     1b\n\t"
+        "ldr     r0, [lr, #36]\n\t"
+        "vstmia  r0, {s0-s15}\n\t"
+        "vpop    {s16-s25}\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
+#endif
 
 #define OB 8 /* output channels per block */
 #define CB 2 /* input channels per block */
@@ -53,6 +126,24 @@ QTRAIN_INLINE void accumulate(const tap_t *t, int32_t o, int32_t xc, const int32
     const int32_t in_h = t->input_dims->h, in_w = t->input_dims->w;
     const int32_t out_h = t->grad_dims->h, out_w = t->grad_dims->w;
     const int32_t sh = t->params->stride_h, sw = t->params->stride_w, zx = t->params->input_zero_point;
+#if QTRAIN_DSP_ASM
+    if (ob == OB && cb == CB && t->grad_dims->n == 1 && t->oy1 > t->oy0 && t->ox1 > t->ox0) {
+        const int32_t cols = t->ox1 - t->ox0;
+        const int32_t iy = t->oy0 * sh + t->kh - t->params->pad_top, ix = t->ox0 * sw + t->kw - t->params->pad_left;
+        const wg_job_t job = {t->grad + (t->oy0 * out_w + t->ox0) * cout + o,
+                              t->input + (iy * in_w + ix) * cin + xc,
+                              (uint32_t)(t->oy1 - t->oy0),
+                              (uint32_t)cols,
+                              4 * cout,
+                              sw * cin,
+                              4 * (out_w - cols) * cout,
+                              (sh * in_w - cols * sw) * cin,
+                              zx,
+                              &acc[0][0]};
+        wg_block_asm(&job, wg_zeros);
+        return;
+    }
+#endif
     for (int32_t j = 0; j < ob; j++) {
         for (int32_t i = 0; i < cb; i++) {
             acc[j][i] = 0.0f;
