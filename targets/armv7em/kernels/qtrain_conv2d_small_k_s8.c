@@ -129,26 +129,42 @@ static void im2col_fast(const int8_t *input, const qtrain_dims_t *input_dims, co
     const int32_t k = kh_count * row_bytes, k4 = (k_pad + 3) & ~3;
     const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
     if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
-        /* the whole window inside the image: KH copies of a contiguous kernel row */
-        int8_t *d = bytes;
+        /* the whole window inside the image: each kernel row widened straight into the int16 taps
+         * (`bytes` seen as int16, natural order), four bytes at a time, then the pairs copied out */
+        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
+        int16_t *t = (int16_t *)(void *)bytes;
         for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
             int32_t i = 0;
+#pragma clang loop unroll(disable)
             for (; i + 4 <= row_bytes; i += 4) {
-                qtrain_write_s32(d + i, qtrain_read_s32(src + i));
+                const int32_t v = qtrain_read_s32(src + i);
+                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
+                qtrain_write_s32(t + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
+                qtrain_write_s32(t + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
             }
+#pragma clang loop unroll(disable)
             for (; i < row_bytes; i++) {
-                d[i] = src[i];
+                t[i] = (int16_t)(src[i] - zx);
             }
-            d += row_bytes;
+            t += row_bytes;
         }
-    } else {
-        for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
-            const int inside = iy0 + kh >= 0 && iy0 + kh < height;
-            for (int32_t kw = 0; kw < kw_count; kw++) {
-                const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
-                for (int32_t ci = 0; ci < cin; ci++) {
-                    bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
-                }
+        if (k < k_pad) {
+            *t = 0; /* the appended zero tap */
+        }
+        const int16_t *taps = (const int16_t *)(const void *)bytes;
+        int32_t *dst = col + px;
+#pragma clang loop unroll(disable)
+        for (int32_t j = 0; j < k_pad; j += 2, dst += 2) {
+            *dst = qtrain_read_s32(taps + j);
+        }
+        return;
+    }
+    for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
+        const int inside = iy0 + kh >= 0 && iy0 + kh < height;
+        for (int32_t kw = 0; kw < kw_count; kw++) {
+            const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
+            for (int32_t ci = 0; ci < cin; ci++) {
+                bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
             }
         }
     }
@@ -166,6 +182,54 @@ static void im2col_fast(const int8_t *input, const qtrain_dims_t *input_dims, co
     }
     if (i < k_pad) { /* two taps left */
         dst[0] = (int32_t)(((uint32_t)(bytes[i] - zx) & 0xFFFFu) | ((uint32_t)(bytes[i + 1] - zx) << 16));
+    }
+}
+#endif
+
+#if QTRAIN_USE_DSP
+/* Output pixel (b, oy, ox)'s K_pad taps as int16 (x - zx, padding and the appended tap 0), in weight order,
+ * into t (room for K_pad rounded up to 4 int16). A window inside the image: each kernel row widened four
+ * bytes at a time (LDR, two SXTAB16, two PKH); otherwise tap by tap. */
+static void pixel_taps(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                       const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int16_t *t) {
+    const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
+    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
+    const int32_t row_bytes = kw_count * cin, line = width * cin;
+    const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
+    const int32_t k = kh_count * row_bytes;
+    if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
+        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
+        const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
+        int16_t *d = t;
+        for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
+            int32_t i = 0;
+#pragma clang loop unroll(disable)
+            for (; i + 4 <= row_bytes; i += 4) {
+                const int32_t v = qtrain_read_s32(src + i);
+                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
+                qtrain_write_s32(d + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
+                qtrain_write_s32(d + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
+            }
+#pragma clang loop unroll(disable)
+            for (; i < row_bytes; i++) {
+                d[i] = (int16_t)(src[i] - zx);
+            }
+        }
+    } else {
+        for (int32_t kh = 0; kh < kh_count; kh++) {
+            const int32_t iy = iy0 + kh;
+            for (int32_t kw = 0; kw < kw_count; kw++) {
+                const int32_t ix = ix0 + kw;
+                const int ok = iy >= 0 && iy < height && ix >= 0 && ix < width;
+                const int8_t *src = input + ((b * height + iy) * width + ix) * cin;
+                for (int32_t ci = 0; ci < cin; ci++) {
+                    t[(kh * kw_count + kw) * cin + ci] = ok ? (int16_t)(src[ci] - zx) : 0;
+                }
+            }
+        }
+    }
+    for (int32_t i = k; i < k_pad; i++) {
+        t[i] = 0; /* the appended zero tap */
     }
 }
 #endif
@@ -429,15 +493,32 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
     }
 
 #if QTRAIN_USE_DSP
-    int8_t bytes[QTRAIN_SMALL_K_MAX_K + 4]; /* one pixel's im2col bytes */
+    int32_t bytes[QTRAIN_SMALL_K_MAX_K / 2 + 2]; /* one pixel's im2col: bytes, or int16 taps */
+    /* with room after the minimum scratch: the pair's taps as int16, then interleaved word by word */
+    const int32_t minimum = qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    int16_t *taps0 = ctx->size - minimum >= 4 * ((k_pad + 3) & ~3) ? (int16_t *)(void *)((uint8_t *)ctx->buf + minimum) : NULL;
+    int16_t *taps1 = taps0 != NULL ? taps0 + ((k_pad + 3) & ~3) : NULL;
 #endif
     for (int32_t p = 0; p < pixels; p += 2) {
         const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
 #if QTRAIN_USE_DSP
+        if (taps0 != NULL) {
+            pixel_taps(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w,
+                       k_pad, taps0);
+            pixel_taps(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
+                       k_pad, taps1);
+            int32_t *c32 = (int32_t *)(void *)col;
+#pragma clang loop unroll(disable)
+            for (int32_t j = 0; j < k_pad; j += 2, c32 += 2) {
+                c32[0] = qtrain_read_s32(taps0 + j);
+                c32[1] = qtrain_read_s32(taps1 + j);
+            }
+        } else {
         im2col_fast(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad,
-                    0, bytes, (int32_t *)(void *)col);
+                    0, (int8_t *)bytes, (int32_t *)(void *)col);
         im2col_fast(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
-                    k_pad, 1, bytes, (int32_t *)(void *)col);
+                    k_pad, 1, (int8_t *)bytes, (int32_t *)(void *)col);
+        }
 #else
         im2col(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad, 0,
                col);
