@@ -205,6 +205,95 @@ __attribute__((naked, noinline)) static void block_s8_asm(const ig_s8_job_t *job
 }
 #endif
 
+#if QTRAIN_DSP_ASM
+/* In place with room for eight transposed gradient rows: 16 accumulators (8 pixels x 2 input channels),
+ * per output channel one VLDM of the 8 pixels' gradients and the two int8 weights widened. */
+typedef struct {
+    const float *gt;    /* 0: the block's gradients, gt[co * 8 + j] */
+    const int8_t *w;    /* 4: weight row 0 at the pair's first input channel */
+    int32_t stride;     /* 8: bytes between weight rows */
+    uint32_t cout;      /* 12 */
+    float *gx[8];       /* 16: the 8 result rows at the pair's first channel */
+} ig82_job_t;
+_Static_assert(offsetof(ig82_job_t, gx) == 16, "ig82_job_t layout used by block82_asm");
+
+__attribute__((naked, noinline)) static void block82_asm(const ig82_job_t *job, const float *zeros) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, lr}\n\t"
+        "vpush   {s16-s25}\n\t"
+        "vldmia  r1, {s0-s15}\n\t"                 /* +0 */
+        "mov     lr, r0\n\t"
+        "ldm     lr, {r0, r1, r2, r3}\n\t"         /* gt, w, stride, cout */
+        "1:\n\t"
+        "vldmia  r0!, {s16-s23}\n\t"
+        "ldrsb   r4, [r1]\n\t"
+        "ldrsb   r5, [r1, #1]\n\t"
+        "add     r1, r2\n\t"
+        "vmov    s24, s25, r4, r5\n\t"
+        "vcvt.f32.s32 s24, s24\n\t"
+        "vcvt.f32.s32 s25, s25\n\t"
+        "vfma.f32 s0, s16, s24\n\t"
+        "vfma.f32 s1, s16, s25\n\t"
+        "vfma.f32 s2, s17, s24\n\t"
+        "vfma.f32 s3, s17, s25\n\t"
+        "vfma.f32 s4, s18, s24\n\t"
+        "vfma.f32 s5, s18, s25\n\t"
+        "vfma.f32 s6, s19, s24\n\t"
+        "vfma.f32 s7, s19, s25\n\t"
+        "vfma.f32 s8, s20, s24\n\t"
+        "vfma.f32 s9, s20, s25\n\t"
+        "vfma.f32 s10, s21, s24\n\t"
+        "vfma.f32 s11, s21, s25\n\t"
+        "vfma.f32 s12, s22, s24\n\t"
+        "vfma.f32 s13, s22, s25\n\t"
+        "vfma.f32 s14, s23, s24\n\t"
+        "vfma.f32 s15, s23, s25\n\t"
+        "subs    r3, r3, #1\n\t"
+        "bne     1b\n\t"
+        "add     lr, lr, #16\n\t"
+        "ldm     lr!, {r0, r1, r2, r3}\n\t"
+        "vstmia  r0, {s0-s1}\n\t"
+        "vstmia  r1, {s2-s3}\n\t"
+        "vstmia  r2, {s4-s5}\n\t"
+        "vstmia  r3, {s6-s7}\n\t"
+        "ldm     lr, {r0, r1, r2, r3}\n\t"
+        "vstmia  r0, {s8-s9}\n\t"
+        "vstmia  r1, {s10-s11}\n\t"
+        "vstmia  r2, {s12-s13}\n\t"
+        "vstmia  r3, {s14-s15}\n\t"
+        "vpop    {s16-s25}\n\t"
+        "pop     {r4, r5, r6, r7, pc}\n\t");
+}
+#endif
+
+/* In place, eight pixels' transposed gradients gt[co * 8 + j]: cb (1 or 2) input channels at column w of a
+ * segment. */
+QTRAIN_INLINE void block82(const float *gt, float *const gx[8], const int8_t *w, int32_t stride, int32_t cout,
+                           const int32_t cb) {
+#if QTRAIN_DSP_ASM
+    if (cb == 2) {
+        const ig82_job_t job = {gt, w, stride, (uint32_t)cout,
+                                {gx[0], gx[1], gx[2], gx[3], gx[4], gx[5], gx[6], gx[7]}};
+        block82_asm(&job, zeros16);
+        return;
+    }
+#endif
+    float acc[8][2] = {{0.0f}};
+#pragma clang loop unroll(disable)
+    for (int32_t co = 0; co < cout; co++, w += stride, gt += 8) {
+        for (int32_t j = 0; j < 8; j++) {
+            for (int32_t i = 0; i < cb; i++) {
+                acc[j][i] = __builtin_fmaf(gt[j], (float)w[i], acc[j][i]);
+            }
+        }
+    }
+    for (int32_t j = 0; j < 8; j++) {
+        for (int32_t i = 0; i < cb; i++) {
+            gx[j][i] = acc[j][i];
+        }
+    }
+}
+
 /* The out-of-place block: four input channels whose fp32 weights are wf[co * 4 + i], for the four pixels
  * of `g` / `gx`. */
 QTRAIN_INLINE void block_f32(const float *const g[4], float *const gx[4], const float *wf, int32_t cout) {
@@ -330,6 +419,40 @@ qtrain_status_t qtrain_conv2d_1x1_input_grad_f32(const qtrain_context_t *ctx, co
                 }
             }
         }
+    }
+    const int32_t slice_bytes = qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    if (rows != NULL && ctx->size - slice_bytes >= 32 * cout) {
+        /* in place with room for eight gradient rows: blocks of eight pixels, their rows copied transposed
+         * before any of their results is written (the argument at the top holds for any block size) */
+        float *const gt = (float *)ctx->buf + slice_bytes / 4;
+        for (int32_t p = 0; p < pixels; p += 8) {
+            float *gx[8];
+            for (int32_t j = 0; j < 8; j++) {
+                const int32_t pj = p + j < pixels ? p + j : pixels - 1;
+                const int32_t x = pj % out_w, rest = pj / out_w, y = rest % out_h, b = rest / out_h;
+                const float *g = grad + pj * cout;
+                for (int32_t co = 0; co < cout; co++) {
+                    gt[co * 8 + j] = g[co];
+                }
+                gx[j] = input_grad +
+                        ((b * input_dims->h + y * params->stride_h) * input_dims->w + x * params->stride_w) * cin;
+            }
+            for (int32_t s = 0; s < count; s++) {
+                const qtrain_weight_segment_t seg = segments[s];
+                int32_t ci = seg.begin;
+                for (; ci + 2 <= seg.end; ci += 2) {
+                    float *const dst[8] = {gx[0] + ci, gx[1] + ci, gx[2] + ci, gx[3] + ci,
+                                           gx[4] + ci, gx[5] + ci, gx[6] + ci, gx[7] + ci};
+                    block82(gt, dst, seg.base + (ci - seg.begin), seg.stride, cout, 2);
+                }
+                for (; ci < seg.end; ci++) {
+                    float *const dst[8] = {gx[0] + ci, gx[1] + ci, gx[2] + ci, gx[3] + ci,
+                                           gx[4] + ci, gx[5] + ci, gx[6] + ci, gx[7] + ci};
+                    block82(gt, dst, seg.base + (ci - seg.begin), seg.stride, cout, 1);
+                }
+            }
+        }
+        return QTRAIN_STATUS_OK;
     }
     for (int32_t p = 0; p < pixels; p += 4) {
         const float *g[4];

@@ -21,6 +21,8 @@ from test_kernels_forward import CONV_CASES, kernel_of, make_conv, mirror_size
 from test_kernels_fused import CASES as FUSED_CASES
 from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
+from test_kernels_inplace_backward import CASES as IN_PLACE_GRAD_CASES
+from test_kernels_inplace_backward import in_place_call as in_place_grad_call
 from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
 
 from qtrain import numerics
@@ -133,6 +135,13 @@ def _backward_cases(library: object) -> list[tuple[str, Call, list[np.ndarray] |
     """Backward calls with their outputs from the host build."""
     out: list[tuple[str, Call, list[np.ndarray] | None]] = []
     by_name = {c.name: c for c in GRAD_CASES}
+    # in place, with room for the eight-row / eight-channel loops: the first case of each kind and placement
+    kinds = {(c.grad.kernel == (1, 1), c.alignment): c for c in reversed(IN_PLACE_GRAD_CASES)}
+    for case in kinds.values():
+        data = make_grad(case.grad, seed=case.seed)
+        kernel = input_grad_kernel(case.grad)
+        call, _ = in_place_grad_call(data, kernel, case.alignment, seed=case.seed, extra=16384)
+        out.append((f"input grad in place ({case.alignment}) {case.grad.name} +scratch", call, None))
     for name in BACKWARD_MORE_SCRATCH:
         case = by_name[name]
         data = make_grad(case, seed=6)
