@@ -9,8 +9,9 @@
  * quad of fewer pixels repeats its last pixel, whose outputs are then stored again.
  * Portable path: one pixel at a time, its input copied into scratch as int32 (x - zx) first.
  *
- * In place. Both paths read the input of output pixels p .. p + 3 only before writing them, and
- * walk the pixels in memory order; the input pixel of output pixel p is input pixel idx(p) >= p
+ * In place. Both paths read the input of output pixels p .. p + 3 (a quad: four pixels of one line,
+ * the whole tensor at stride 1, an output row otherwise; fewer at a line's end) only before writing
+ * them, and walk the pixels in memory order; the input pixel of output pixel p is input pixel idx(p) >= p
  * (idx strictly increasing, = p for stride 1). So the output may lie on the input
  *   head-aligned (output == input) when C_out <= C_in, any stride: output pixels 0..p + 3 end at byte
  *     (p + 4) * C_out <= (p + 4) * C_in <= idx(p + 4) * C_in, the first input byte still to be read;
@@ -75,18 +76,17 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
     }
 
 #if QTRAIN_USE_DSP
-    for (int32_t p = 0; p < pixels; p += 4) {
-        const int8_t *rows[4];
-        int8_t *out[4];
-        uint32_t e[4];
-        for (int32_t j = 0; j < 4; j++) {
-            const int32_t pj = p + j < pixels ? p + j : pixels - 1; /* a short last quad repeats its last pixel */
-            rows[j] = input_row(input, input_dims, params, out_h, out_w, pj);
-            out[j] = output + pj * cout;
-            e[j] = (uint32_t)(pj * cout);
+    if (params->stride_h == 1 && params->stride_w == 1) {
+        /* every pixel in one line (a short last quad repeats its last pixel) */
+        qtrain_quad_line(input, cin, pixels, segments, count, zx, 0, cout, bias, multiplier, &q, output, cout, mask, 0u,
+                         (uint32_t)cout, unpacked);
+    } else {
+        for (int32_t r = 0; r < output_dims->n * out_h; r++) { /* one line per output row */
+            const int32_t p = r * out_w;
+            qtrain_quad_line(input_row(input, input_dims, params, out_h, out_w, p), params->stride_w * cin, out_w,
+                             segments, count, zx, 0, cout, bias, multiplier, &q, output + p * cout, cout, mask,
+                             (uint32_t)(p * cout), (uint32_t)cout, unpacked);
         }
-        qtrain_unpack_quad(rows, segments, count, zx, unpacked);
-        qtrain_quad_outputs(unpacked, segments, count, 0, cout, bias, multiplier, &q, out, mask, e);
     }
 #else
     for (int32_t p = 0; p < pixels; p++) {

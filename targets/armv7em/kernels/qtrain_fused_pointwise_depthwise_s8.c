@@ -153,18 +153,7 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
 static void pointwise_row(const int8_t *in, int32_t width, int32_t cin, const qtrain_weight_segment_t *segment,
                           const int32_t *bias, const float *multiplier, int32_t block, int32_t stride, int32_t zx,
                           const qtrain_requant_t *q, int8_t *out, int32_t *unpacked) {
-    static const uint32_t no_mask[4] = {0, 0, 0, 0};
-    for (int32_t p = 0; p < width; p += 4) {
-        const int8_t *rows[4];
-        int8_t *outs[4];
-        for (int32_t j = 0; j < 4; j++) {
-            const int32_t pj = p + j < width ? p + j : width - 1;
-            rows[j] = in + pj * cin;
-            outs[j] = out + pj * stride;
-        }
-        qtrain_unpack_quad(rows, segment, 1, zx, unpacked);
-        qtrain_quad_outputs(unpacked, segment, 1, 0, block, bias, multiplier, q, outs, NULL, no_mask);
-    }
+    qtrain_quad_line(in, cin, width, segment, 1, zx, 0, block, bias, multiplier, q, out, stride, NULL, 0u, 0u, unpacked);
 }
 
 /* Depthwise stage: the window of channel c for a band whose first padded row is intermediate row r0

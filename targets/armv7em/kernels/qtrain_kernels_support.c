@@ -518,86 +518,107 @@ __attribute__((naked, noinline)) static void quad_seg_mask_asm(quad_job_t *job) 
 #undef QTRAIN_QUAD_END
 #endif
 
-void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
-                         int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
-                         int8_t *const out[4], uint8_t *mask, const uint32_t e[4]) {
 #if QTRAIN_DSP_ASM
+/* The assembly loop a quad takes (0: none, the C below), and its job: everything but the output and
+ * mask pointers is the same for every quad of a call. */
+typedef void (*quad_loop_t)(quad_job_t *);
+
+static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_weight_segment_t *segments,
+                                int32_t count, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                                const float *multiplier, const qtrain_requant_t *q, int masked) {
     int segments_ok = count >= 1 && count <= 3;
     for (int32_t i = 0; i < count && segments_ok; i++) {
         const int32_t n = segments[i].end - segments[i].begin;
         segments_ok = n >= 4 && (n & 3) == 0;
     }
-    const int32_t len = segments[0].end - segments[0].begin;
-    if (count > 1 && segments_ok && bias != NULL && o_begin < o_end &&
-        (mask == NULL ||
-         ((o_end - o_begin) % 8 == 0 && o_begin % 8 == 0 && e[0] % 8 == 0 && e[1] % 8 == 0 && e[2] % 8 == 0 &&
-          e[3] % 8 == 0))) {
-        const int even = mask == NULL && (q->zp & 1) == 0;
-        quad_job_t job = {{out[0] + o_begin, out[1] + o_begin, out[2] + o_begin, out[3] + o_begin},
-                          x,
-                          NULL,
-                          0u,
-                          (uint32_t)(o_end - o_begin),
-                          bias + o_begin,
-                          multiplier + o_begin,
-                          q->bias_bits,
-                          q->lo,
-                          q->hi,
-                          even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
-                          {NULL, NULL, NULL, NULL},
-                          0u,
-                          (uint32_t)count,
-                          NULL,
-                          0u,
-                          {{0u, 0u, 0u}, {0u, 0u, 0u}, {0u, 0u, 0u}}};
-        for (int32_t i = 0; i < count; i++) {
-            job.table[i][0] = (uint32_t)(uintptr_t)(segments[i].base + o_begin * segments[i].stride);
-            job.table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
-            job.table[i][2] = (uint32_t)segments[i].stride;
-        }
-        if (mask != NULL) {
-            for (int32_t j = 0; j < 4; j++) {
-                job.mask[j] = mask + ((e[j] + (uint32_t)o_begin) >> 3);
-            }
-            quad_seg_mask_asm(&job);
-        } else if (even) {
-            quad_seg_even_asm(&job);
-        } else {
-            quad_seg_asm(&job);
-        }
-        return;
+    if (!segments_ok || bias == NULL || o_begin >= o_end ||
+        (masked && ((o_end - o_begin) % 8 != 0 || o_begin % 8 != 0))) {
+        return NULL;
     }
-    if (count == 1 && bias != NULL && o_begin < o_end && len >= 4 && (len & 3) == 0 &&
-        (mask == NULL ||
-         ((o_end - o_begin) % 8 == 0 && o_begin % 8 == 0 && e[0] % 8 == 0 && e[1] % 8 == 0 && e[2] % 8 == 0 && e[3] % 8 == 0))) {
-        const int even = mask == NULL && (q->zp & 1) == 0;
-        quad_job_t job = {{out[0] + o_begin, out[1] + o_begin, out[2] + o_begin, out[3] + o_begin},
-                          x,
-                          segments[0].base + o_begin * segments[0].stride,
-                          (uint32_t)len >> 2,
-                          (uint32_t)(o_end - o_begin),
-                          bias + o_begin,
-                          multiplier + o_begin,
-                          q->bias_bits,
-                          q->lo,
-                          q->hi,
-                          even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
-                          {NULL, NULL, NULL, NULL},
-                          0u,
-                          1u,
-                          NULL,
-                          0u,
-                          {{0u, 0u, 0u}, {0u, 0u, 0u}, {0u, 0u, 0u}}};
-        if (mask != NULL) {
-            for (int32_t j = 0; j < 4; j++) {
-                job.mask[j] = mask + ((e[j] + (uint32_t)o_begin) >> 3);
+    const int even = !masked && (q->zp & 1) == 0;
+    *job = (quad_job_t){{NULL, NULL, NULL, NULL},
+                        x,
+                        segments[0].base + o_begin * segments[0].stride,
+                        (uint32_t)(segments[0].end - segments[0].begin) >> 2,
+                        (uint32_t)(o_end - o_begin),
+                        bias + o_begin,
+                        multiplier + o_begin,
+                        q->bias_bits,
+                        q->lo,
+                        q->hi,
+                        even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                        {NULL, NULL, NULL, NULL},
+                        0u,
+                        (uint32_t)count,
+                        NULL,
+                        0u,
+                        {{0u, 0u, 0u}, {0u, 0u, 0u}, {0u, 0u, 0u}}};
+    for (int32_t i = 0; i < count; i++) {
+        job->table[i][0] = (uint32_t)(uintptr_t)(segments[i].base + o_begin * segments[i].stride);
+        job->table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
+        job->table[i][2] = (uint32_t)segments[i].stride;
+    }
+    if (count > 1) {
+        return masked ? quad_seg_mask_asm : even ? quad_seg_even_asm : quad_seg_asm;
+    }
+    return masked ? quad_rows_mask_asm : even ? quad_rows_even_asm : quad_rows_asm;
+}
+
+/* Run a prepared job on one quad; false when its mask bits are not byte aligned (then the C runs). */
+QTRAIN_INLINE int quad_run(quad_loop_t loop, quad_job_t *job, int8_t *const out[4], int32_t o_begin, uint8_t *mask,
+                           const uint32_t e[4]) {
+    if (mask != NULL) {
+        for (int32_t j = 0; j < 4; j++) {
+            if (((e[j] + (uint32_t)o_begin) & 7u) != 0u) {
+                return 0;
             }
-            quad_rows_mask_asm(&job);
-        } else if (even) {
-            quad_rows_even_asm(&job);
-        } else {
-            quad_rows_asm(&job);
+            job->mask[j] = mask + ((e[j] + (uint32_t)o_begin) >> 3);
         }
+    }
+    for (int32_t j = 0; j < 4; j++) {
+        job->out[j] = out[j] + o_begin;
+    }
+    loop(job);
+    return 1;
+}
+#endif
+
+void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
+                      int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                      const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
+                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked) {
+#if QTRAIN_DSP_ASM
+    quad_job_t job;
+    const quad_loop_t loop = quad_prepare(&job, unpacked, segments, count, o_begin, o_end, bias, multiplier, q,
+                                          mask != NULL);
+#endif
+    for (int32_t p = 0; p < pixels; p += 4) {
+        const int8_t *rows[4];
+        int8_t *outs[4];
+        uint32_t e[4];
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t pj = p + j < pixels ? p + j : pixels - 1; /* a short last quad repeats its last pixel */
+            rows[j] = in + pj * in_step;
+            outs[j] = out + pj * out_step;
+            e[j] = e0 + (uint32_t)pj * e_step;
+        }
+        qtrain_unpack_quad(rows, segments, count, zero_point, unpacked);
+#if QTRAIN_DSP_ASM
+        if (loop != NULL && quad_run(loop, &job, outs, o_begin, mask, e)) {
+            continue;
+        }
+#endif
+        qtrain_quad_outputs(unpacked, segments, count, o_begin, o_end, bias, multiplier, q, outs, mask, e);
+    }
+}
+
+void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
+                         int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                         int8_t *const out[4], uint8_t *mask, const uint32_t e[4]) {
+#if QTRAIN_DSP_ASM
+    quad_job_t job;
+    const quad_loop_t loop = quad_prepare(&job, x, segments, count, o_begin, o_end, bias, multiplier, q, mask != NULL);
+    if (loop != NULL && quad_run(loop, &job, out, o_begin, mask, e)) {
         return;
     }
 #endif

@@ -531,6 +531,14 @@ void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segmen
                          int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
                          int8_t *const out[4], uint8_t *mask, const uint32_t e[4]);
 
+/* A line of pixels four at a time: pixel p's input row at in + p * in_step, its outputs at out + p * out_step
+ * (channels [o_begin, o_end)), its mask elements from e0 + p * e_step; `unpacked` holds one quad
+ * (qtrain_quad_words(C_in) words, word aligned). The assembly loop's job is prepared once per line. */
+void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
+                      int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                      const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
+                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked);
+
 /* Words of an unpacked quad of `channels` elements, whatever the segments: two per element. */
 QTRAIN_INLINE int32_t qtrain_quad_words(int32_t channels) {
     return 2 * channels;
