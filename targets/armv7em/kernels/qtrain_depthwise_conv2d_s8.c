@@ -65,6 +65,84 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
  * parity only and loads only their halves). When the group's whole padded planes fit, all rows are
  * loaded first and each channel's output is one qtrain_dw_output_rows call; otherwise each channel
  * keeps a ring of KH pair rows and each output row is one call, after the rows it needs are loaded. */
+/* Channels [0, C - C mod 4) four at a time over bands of NB output rows, when a group's whole planes do
+ * not fit but a band does: each input row of the group's four channels is copied once into a ring of
+ * (NB - 1) * sh + KH rows (W words: four channels per pixel), before any output row that could overwrite
+ * it (in place: output row oy lies on input row oy); each band's pair rows are built from the ring, then
+ * its output rows are one qtrain_dw4_output_rows call. Returns the channels done (0: nothing fits). */
+static int32_t depthwise_four_bands(const int8_t *input, const qtrain_dims_t *input_dims,
+                                    const qtrain_conv_params_t *params, const qtrain_dims_t *output_dims,
+                                    int32_t kernel_h, int32_t kernel_w, const qtrain_weight_t *weight,
+                                    const int8_t *slice_s8, const int32_t *bias, const float *multiplier,
+                                    const qtrain_requant_t *q, int32_t *buf, int32_t available, int32_t columns,
+                                    int8_t *output, uint8_t *mask) {
+    const int32_t channels = input_dims->c, taps = kernel_h * kernel_w, npairs = (kernel_h + 1) / 2;
+    const int32_t height = input_dims->h, width = input_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, sh = params->stride_h, pt = params->pad_top;
+    const int even = (sh & 1) == 0, row_words = 4 * columns, wp_words = 4 * npairs * kernel_w;
+    int32_t band = 8, ring_rows = 0, stored = 0;
+    for (; band >= 1; band /= 2) {
+        ring_rows = (band - 1) * sh + kernel_h;
+        stored = even ? (band - 1) * sh / 2 + npairs : (band - 1) * sh + 2 * npairs - 1;
+        if (4 * (ring_rows * width + stored * row_words + wp_words) <= available) {
+            break;
+        }
+    }
+    if (band < 1) {
+        return 0;
+    }
+    int32_t *ring = buf, *plane = buf + ring_rows * width, *wp = plane + stored * row_words;
+    const int32_t first = params->pad_left < columns ? params->pad_left : columns;
+    const int32_t last = params->pad_left + width < columns ? params->pad_left + width : columns;
+    const int32_t fours = channels & ~3;
+    for (int32_t c0 = 0; c0 < fours; c0 += 4) {
+        const int8_t *w[4];
+        for (int32_t g = 0; g < 4; g++) {
+            const int32_t c = c0 + g;
+            w[g] = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
+                       ? slice_s8 + (c - weight->slice_start) * taps
+                       : weight->data + c * taps;
+        }
+        qtrain_dw4_weights(w, kernel_h, kernel_w, wp);
+        for (int32_t b = 0; b < output_dims->n; b++) {
+            const int8_t *image = input + b * height * width * channels + c0;
+            int32_t next_row = 0; /* the first image row not in the ring yet */
+            for (int32_t oy0 = 0; oy0 < out_h; oy0 += band) {
+                const int32_t rows_out = out_h - oy0 < band ? out_h - oy0 : band;
+                const int32_t r0 = oy0 * sh - pt, rows = (rows_out - 1) * sh + kernel_h;
+                const int32_t lo = r0 > 0 ? r0 : 0, hi = r0 + rows < height ? r0 + rows : height;
+                if (next_row < lo) {
+                    next_row = lo; /* rows a stride larger than the kernel skips are never needed */
+                }
+                for (; next_row < hi; next_row++) {
+                    const int8_t *src = image + next_row * width * channels;
+                    int32_t *dst = ring + (next_row % ring_rows) * width;
+#pragma clang loop unroll(disable)
+                    for (int32_t x = 0; x < width; x++, src += channels) {
+                        dst[x] = qtrain_read_s32(src);
+                    }
+                }
+                const int32_t s_rows = even ? (rows_out - 1) * sh / 2 + npairs : (rows_out - 1) * sh + 2 * npairs - 1;
+                for (int32_t m = 0; m < s_rows; m++) {
+                    const int32_t ya = oy0 * sh + (even ? 2 * m : m) - pt, yb = ya + 1;
+                    const int8_t *a = ya >= 0 && ya < height
+                                          ? (const int8_t *)(ring + (ya % ring_rows) * width + (first - params->pad_left))
+                                          : NULL;
+                    const int8_t *bb = yb >= 0 && yb < height
+                                           ? (const int8_t *)(ring + (yb % ring_rows) * width + (first - params->pad_left))
+                                           : NULL;
+                    qtrain_dw4_pair_row(a, bb, 4, first, last, columns, params->input_zero_point, plane + m * row_words);
+                }
+                const uint32_t e = (uint32_t)(((b * out_h + oy0) * out_w) * channels + c0);
+                qtrain_dw4_output_rows(plane, row_words, even ? 1 : 2, even ? sh / 2 : sh, kernel_h, kernel_w, wp,
+                                       rows_out, out_w, params->stride_w, bias != NULL ? bias + c0 : NULL,
+                                       multiplier + c0, q, output + e, channels, mask, e);
+            }
+        }
+    }
+    return fours;
+}
+
 /* Channels [0, C - C mod 4) four at a time with the four-channel engine when a group's whole padded
  * planes fit the scratch given (qtrain_kernels_support.h): all of a group's pair rows are built first (a
  * stride-2 convolution stores the even pair rows only), then all its output rows are one call.
@@ -81,8 +159,12 @@ static int32_t depthwise_fours(const int8_t *input, const qtrain_dims_t *input_d
     const int32_t stored = even ? (plane_rows + 1) / 2 : plane_rows, row_words = 4 * columns;
     const int32_t plane_words = stored * row_words, wp_words = 4 * npairs * kernel_w;
     const int32_t fours = channels & ~3;
-    if (fours == 0 || 4 * (plane_words + wp_words) > available) {
+    if (fours == 0) {
         return 0;
+    }
+    if (4 * (plane_words + wp_words) > available) {
+        return depthwise_four_bands(input, input_dims, params, output_dims, kernel_h, kernel_w, weight, slice_s8, bias,
+                                    multiplier, q, buf, available, columns, output, mask);
     }
     int32_t *plane = buf, *wp = buf + plane_words;
     const int32_t pixel_stride = channels, line = input_dims->w * channels;

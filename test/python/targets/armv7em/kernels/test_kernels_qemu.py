@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from armv7em_testing import needs_qemu
 from test_kernels_backward import GRAD_CASES, input_grad_kernel, input_grad_scratch, make_grad, saved_input
-from test_kernels_forward import CONV_CASES, kernel_of, make_conv, mirror_size
+from test_kernels_forward import BAND_CASES, CONV_CASES, kernel_of, make_conv, mirror_size
 from test_kernels_fused import CASES as FUSED_CASES
 from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
@@ -83,6 +83,13 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
                             mirror_size(data, kernel), mask=False)
         out.append((f"conv {name} no mask", call, [data.y]))
+    for case in BAND_CASES:  # the four-channel engine over bands of output rows
+        data = make_conv(case, seed=9)
+        for mask in (False, True):
+            call = calls.conv2d("depthwise", data.x, data.weight, data.bias, data.multiplier, data.params,
+                                data.output_shape, mirror_size(data, "depthwise") + 6000, mask=mask)
+            expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
+            out.append((f"conv {case.name}{' mask' if mask else ''}", call, expected))
     for name in DEPTHWISE_MORE_SCRATCH:  # the four-channel engine: whole padded planes in scratch
         data = make_conv(by_name[name], seed=9)
         for mask in (False, True):
