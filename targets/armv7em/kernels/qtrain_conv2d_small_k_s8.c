@@ -432,6 +432,96 @@ __attribute__((naked, noinline)) static void small_k_rows_asm(const small_k_job_
         "add     sp, #56\n\t"
         "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
 }
+/* the same with an even zero point folded into the rounding shifter (no bias_bits adds) */
+__attribute__((naked, noinline)) static void small_k_rows_even_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldr     r0, [sp, #20]\n\t"
+        "ldrd    r2, r3, [r0], #8\n\t"                  /* acc = bias[o], bias[o + 1] */
+        "str     r0, [sp, #20]\n\t"
+        "mov     r4, r2\n\t"
+        "mov     r5, r3\n\t"
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "ldr     r6, [sp, #24]\n\t"
+        "vldmia  r6!, {s8, s9}\n\t"
+        "str     r6, [sp, #24]\n\t"
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r6, [sp, #16]\n\t"
+        "subs    r6, r6, #1\n\t"
+        "str     r6, [sp, #16]\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
 #endif
 
 static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, int32_t k_pad, int32_t cout,
@@ -443,10 +533,15 @@ static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int
     } else {
 #if QTRAIN_DSP_ASM
         if (bias != NULL && (cout & 1) == 0) {
+            const int even = (q.zp & 1) == 0;
             const small_k_job_t job = {out0, out1, col, w, (uint32_t)cout / 2, bias, multiplier, q.bias_bits, q.lo,
-                                       q.hi, QTRAIN_ROUND_SHIFTER,
+                                       q.hi, even ? QTRAIN_ROUND_SHIFTER + (float)q.zp : QTRAIN_ROUND_SHIFTER,
                                        40u * (uint32_t)(SMALL_K_BLOCKS - k_pad / 4), (uint32_t)(k_pad / 2) & 1u};
-            small_k_rows_asm(&job);
+            if (even) {
+                small_k_rows_even_asm(&job);
+            } else {
+                small_k_rows_asm(&job);
+            }
             return;
         }
 #endif

@@ -450,7 +450,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
 
 /* with the mask (C_out a multiple of 8; the shifter as for an odd zero point, bias_bits added) */
-#define QTRAIN_QUAD_MASKED(dot)                                                                                     \
+#define QTRAIN_QUAD_MASKED(dot, adds)                                                                               \
     QTRAIN_QUAD_HEAD(dot)                                                                                         \
     "ldr     r7, [sp, #72]\n\t"                                                                                   \
     "lsr     r7, r7, #1\n\t"                                                                                      \
@@ -460,7 +460,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     QTRAIN_QUAD_MASK_ONE("s6", "0x800000")                                                                        \
     QTRAIN_QUAD_MASK_ONE("s7", "0x80000000")                                                                      \
     "str     r7, [sp, #72]\n\t"                                                                                   \
-    QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)                                                                      \
+    QTRAIN_QUAD_STORE_TAIL(adds)                                                                                  \
     "sub     r3, r12, #1\n\t" /* channels left after this one */                                                  \
     "tst     r3, #7\n\t"      /* a multiple of 8: the eighth channel of a byte is done */                         \
     "bne     3f\n\t"                                                                                              \
@@ -490,7 +490,10 @@ __attribute__((naked, noinline)) static void quad_rows_even_asm(quad_job_t *job)
 }
 
 __attribute__((naked, noinline)) static void quad_rows_mask_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT));
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT, QTRAIN_QUAD_ADDS));
+}
+__attribute__((naked, noinline)) static void quad_rows_mask_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT, ""));
 }
 
 /* the same three over weight segments (a trained slice) */
@@ -503,7 +506,10 @@ __attribute__((naked, noinline)) static void quad_seg_even_asm(quad_job_t *job) 
                          QTRAIN_QUAD_END);
 }
 __attribute__((naked, noinline)) static void quad_seg_mask_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS));
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS, QTRAIN_QUAD_ADDS));
+}
+__attribute__((naked, noinline)) static void quad_seg_mask_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS, ""));
 }
 
 #undef QTRAIN_QUAD_HEAD
@@ -535,7 +541,7 @@ static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_
         (masked && ((o_end - o_begin) % 8 != 0 || o_begin % 8 != 0))) {
         return NULL;
     }
-    const int even = !masked && (q->zp & 1) == 0;
+    const int even = (q->zp & 1) == 0;
     *job = (quad_job_t){{NULL, NULL, NULL, NULL},
                         x,
                         segments[0].base + o_begin * segments[0].stride,
@@ -559,9 +565,9 @@ static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_
         job->table[i][2] = (uint32_t)segments[i].stride;
     }
     if (count > 1) {
-        return masked ? quad_seg_mask_asm : even ? quad_seg_even_asm : quad_seg_asm;
+        return masked ? (even ? quad_seg_mask_even_asm : quad_seg_mask_asm) : even ? quad_seg_even_asm : quad_seg_asm;
     }
-    return masked ? quad_rows_mask_asm : even ? quad_rows_even_asm : quad_rows_asm;
+    return masked ? (even ? quad_rows_mask_even_asm : quad_rows_mask_asm) : even ? quad_rows_even_asm : quad_rows_asm;
 }
 
 /* Run a prepared job on one quad; false when its mask bits are not byte aligned (then the C runs). */
@@ -1063,7 +1069,7 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
 #define QTRAIN_DW4_ROW3 QTRAIN_DW4_TAP QTRAIN_DW4_TAP QTRAIN_DW4_TAP
 #define QTRAIN_DW4_ROW5 QTRAIN_DW4_ROW3 QTRAIN_DW4_TAP QTRAIN_DW4_TAP
 #define QTRAIN_DW4_ROW7 QTRAIN_DW4_ROW5 QTRAIN_DW4_TAP QTRAIN_DW4_TAP
-#define QTRAIN_DW4_LOOP(window, requant)                                                                            \
+#define QTRAIN_DW4_LOOP(window, requant, zero_points)                                                               \
     "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
     "sub     sp, #64\n\t"                                                                                         \
     "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                                           \
@@ -1093,8 +1099,7 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
     "bfi     r0, r1, #8, #8\n\t"                                                                                  \
     "bfi     r0, r2, #16, #8\n\t"                                                                                 \
     "bfi     r0, r3, #24, #8\n\t"                                                                                 \
-    "ldr     r4, [sp, #20]\n\t"                                                                                   \
-    "uadd8   r0, r0, r4\n\t"                                                                                      \
+    zero_points                                                                                                   \
     "ldr     r4, [sp, #12]\n\t"                                                                                   \
     "str     r0, [r4]\n\t"                                                                                        \
     "ldr     r5, [sp, #16]\n\t"                                                                                   \
@@ -1185,24 +1190,26 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
     QTRAIN_DW4_ROW7 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7               \
         QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7
 
-__attribute__((naked, noinline)) static void dw4_rows3_asm(const dw4_job_t *job) {
-    __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW3, QTRAIN_DW4_REQUANT));
-}
-__attribute__((naked, noinline)) static void dw4_rows5_asm(const dw4_job_t *job) {
-    __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW5, QTRAIN_DW4_REQUANT));
-}
-__attribute__((naked, noinline)) static void dw4_rows7_asm(const dw4_job_t *job) {
-    __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW7, QTRAIN_DW4_REQUANT));
-}
-__attribute__((naked, noinline)) static void dw4_rows3_mask_asm(const dw4_job_t *job) {
-    __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW3, QTRAIN_DW4_REQUANT_MASK));
-}
-__attribute__((naked, noinline)) static void dw4_rows5_mask_asm(const dw4_job_t *job) {
-    __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW5, QTRAIN_DW4_REQUANT_MASK));
-}
-__attribute__((naked, noinline)) static void dw4_rows7_mask_asm(const dw4_job_t *job) {
-    __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW7, QTRAIN_DW4_REQUANT_MASK));
-}
+/* the zero point added to the four packed outputs, or (even) already in the rounding shifter */
+#define QTRAIN_DW4_ZP "ldr     r4, [sp, #20]\n\tuadd8   r0, r0, r4\n\t"
+#define QTRAIN_DW4_VARIANTS(n)                                                                                      \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_asm(const dw4_job_t *job) {                       \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT, QTRAIN_DW4_ZP));                \
+    }                                                                                                             \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_even_asm(const dw4_job_t *job) {                  \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT, ""));                           \
+    }                                                                                                             \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_mask_asm(const dw4_job_t *job) {                  \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT_MASK, QTRAIN_DW4_ZP));           \
+    }                                                                                                             \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_mask_even_asm(const dw4_job_t *job) {             \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT_MASK, ""));                      \
+    }
+QTRAIN_DW4_VARIANTS(3)
+QTRAIN_DW4_VARIANTS(5)
+QTRAIN_DW4_VARIANTS(7)
+#undef QTRAIN_DW4_VARIANTS
+#undef QTRAIN_DW4_ZP
 #undef QTRAIN_DW4_WINDOW3
 #undef QTRAIN_DW4_WINDOW5
 #undef QTRAIN_DW4_WINDOW7
@@ -1230,6 +1237,8 @@ void qtrain_dw4_output_rows(const int32_t *plane, int32_t row_words, int32_t pai
     if ((mask == NULL || (channels & 7) == 0) && kernel_h == kernel_w &&
         (kernel_h == 3 || kernel_h == 5 || kernel_h == 7)) {
         const int32_t row_bytes = 4 * row_words, tap_bytes = 16 * kernel_w;
+        /* an even zero point goes into the rounding shifter (the sums' low bytes are the outputs) */
+        const int even = (q->zp & 1) == 0;
         const dw4_job_t job = {pair_step * row_bytes - tap_bytes,
                                16 * sw - (npairs - 1) * pair_step * row_bytes - tap_bytes,
                                bias,
@@ -1245,25 +1254,16 @@ void qtrain_dw4_output_rows(const int32_t *plane, int32_t row_words, int32_t pai
                                multiplier,
                                q->lo,
                                q->hi,
-                               QTRAIN_ROUND_SHIFTER,
+                               even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
                                mask != NULL ? mask + (e >> 3) : NULL,
                                e & 7u,
                                channels / 8};
-        if (mask != NULL) {
-            if (kernel_h == 3) {
-                dw4_rows3_mask_asm(&job);
-            } else if (kernel_h == 5) {
-                dw4_rows5_mask_asm(&job);
-            } else {
-                dw4_rows7_mask_asm(&job);
-            }
-        } else if (kernel_h == 3) {
-            dw4_rows3_asm(&job);
-        } else if (kernel_h == 5) {
-            dw4_rows5_asm(&job);
-        } else {
-            dw4_rows7_asm(&job);
-        }
+        typedef void (*dw4_loop_t)(const dw4_job_t *);
+        static const dw4_loop_t loops[3][4] = {
+            {dw4_rows3_asm, dw4_rows3_even_asm, dw4_rows3_mask_asm, dw4_rows3_mask_even_asm},
+            {dw4_rows5_asm, dw4_rows5_even_asm, dw4_rows5_mask_asm, dw4_rows5_mask_even_asm},
+            {dw4_rows7_asm, dw4_rows7_even_asm, dw4_rows7_mask_asm, dw4_rows7_mask_even_asm}};
+        loops[kernel_h / 2 - 1][(mask != NULL ? 2 : 0) + even](&job);
         return;
     }
 #endif

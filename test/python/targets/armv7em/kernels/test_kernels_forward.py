@@ -92,6 +92,8 @@ CONV_CASES = [
     ConvCase("generic master slice", (1, 5, 5, 8), 6, (3, 3), padding=(1, 1, 1, 1), slice=(3, 7, "master")),
     ConvCase("generic 1x1 with padding", (1, 4, 4, 8), 4, (1, 1), padding=(1, 1, 1, 1)),
     ConvCase("1x1 even zero point", (1, 3, 7, 32), 24, (1, 1), zx=9, zy=-128, clamp=(-128, 60)),
+    ConvCase("small-k 3x3/2 even zero point", (1, 14, 13, 3), 16, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1),
+             zy=-128, clamp=(-128, 30)),
 ]
 
 

@@ -36,7 +36,7 @@ FORWARD = ["1x1 even zero point", "1x1 odd channels and pixels", "1x1 master sli
            "dw 7x7/1 small image", "dw int8 slice", "dw 3x5 asymmetric", "small-k 3x3/2 rgb", "1x1", "generic grouped",
            "generic depthwise multiplier 2", "generic master slice"]
 
-FORWARD_NO_MASK = ["1x1", "1x1 even zero point", "1x1 odd channels and pixels", "1x1 relu no bias", "1x1 master slice",
+FORWARD_NO_MASK = ["1x1", "1x1 even zero point", "small-k 3x3/2 even zero point", "1x1 odd channels and pixels", "1x1 relu no bias", "1x1 master slice",
                    "1x1 stride 2 batch 2", "dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2",
                    "dw 7x7/1 small image", "small-k 3x3/2 rgb", "small-k 5x5 two channels"]
 """Inference calls (no mask): the assembly fast paths of the Cortex-M7 build take these."""
