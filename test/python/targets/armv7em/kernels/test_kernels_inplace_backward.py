@@ -96,7 +96,8 @@ def in_place_call(data: GradData, kernel: str, alignment: str, *, seed: int = 0,
     initial[grad_offset:grad_offset + grad_bytes(data)] = data.grad.reshape(-1).view(np.uint8)
     buffer = Out((size,), np.dtype(np.uint8), initial)
     call = Call(calls.INPUT_GRAD_FUNCTIONS[kernel], [
-        Scratch(scratch_bytes(data, kernel) + extra), data.params, Dims(data.case.output_shape), At(buffer, grad_offset),
+        Scratch(scratch_bytes(data, kernel) + extra), data.params, Dims(data.case.output_shape),
+        At(buffer, grad_offset),
         Dims(data.effective.shape), data.weight, Dims(data.case.input_shape), At(buffer, out_offset)])
     return call, initial
 

@@ -21,9 +21,9 @@ from test_kernels_forward import BAND_CASES, CONV_CASES, kernel_of, make_conv, m
 from test_kernels_fused import CASES as FUSED_CASES
 from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
+from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
 from test_kernels_inplace_backward import CASES as IN_PLACE_GRAD_CASES
 from test_kernels_inplace_backward import in_place_call as in_place_grad_call
-from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
 
 from qtrain import numerics
 from qtrain.targets.armv7em import build, kernels
@@ -32,11 +32,13 @@ from qtrain.targets.armv7em.kernels.calls import F32, I32, Call, In, Out
 
 pytestmark = needs_qemu
 
-FORWARD = ["1x1 even zero point", "1x1 odd channels and pixels", "1x1 master slice", "1x1 int8 slice in the middle", "dw 3x3/2 odd size",
+FORWARD = ["1x1 even zero point", "1x1 odd channels and pixels", "1x1 master slice", "1x1 int8 slice in the middle",
+           "dw 3x3/2 odd size",
            "dw 7x7/1 small image", "dw int8 slice", "dw 3x5 asymmetric", "small-k 3x3/2 rgb", "1x1", "generic grouped",
            "generic depthwise multiplier 2", "generic master slice"]
 
-FORWARD_NO_MASK = ["1x1", "1x1 even zero point", "small-k 3x3/2 even zero point", "1x1 odd channels and pixels", "1x1 relu no bias", "1x1 master slice",
+FORWARD_NO_MASK = ["1x1", "1x1 even zero point", "small-k 3x3/2 even zero point", "1x1 odd channels and pixels",
+                   "1x1 relu no bias", "1x1 master slice",
                    "1x1 stride 2 batch 2", "dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2",
                    "dw 7x7/1 small image", "small-k 3x3/2 rgb", "small-k 5x5 two channels"]
 """Inference calls (no mask): the assembly fast paths of the Cortex-M7 build take these."""
