@@ -6,7 +6,8 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
   copies (QTRAIN_TRAINABLE: int8 / int32 in place, or fp32 masters of the trained channel slice)
   filled by `qtrain_init()`;
 - one static arena (QTRAIN_ARENA) of the planned size; every tensor is a pointer at its offset;
-- one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context;
+- one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context; an op
+  with a `qtrain.scratch_gap` hands its kernels that free stretch of the arena instead (larger);
 - `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: each op's kernel calls
   (`KernelCallOp.kernel_calls`, targets/armv7em/kernels/qtrain_kernels.h) rendered in order, shapes and
   constants as literals;
@@ -40,6 +41,7 @@ from qtrain.dialects.qtrain.contract import (
     FORWARD,
     MEMORY,
     OFFSETS,
+    SCRATCH_GAP,
     TRAIN_STEP,
     find_func,
     param_name,
@@ -106,6 +108,9 @@ class Emitter:
     macs: dict[str, int] = field(default_factory=dict)
     counter: int = 0
     uses_ctx_after_grad: bool = False
+    uses_ctx: bool = False
+    uses_ctx_gap: bool = False
+    gap: tuple[int, int] | None = None  # the current op's SCRATCH_GAP
     profile: bool = False
     """instrumented (`qtrain-compile --profile`): the counter read after each op (lowering/profile.py)"""
     profile_slot: int = 0
@@ -254,7 +259,14 @@ class Emitter:
         if isinstance(arg, kc.Null):
             return "NULL"
         if isinstance(arg, kc.Scratch):
+            if arg.offset == 0 and self.gap is not None:
+                # a larger arena gap free while this op runs: a faster schedule, the same results
+                self.uses_ctx_gap = True
+                body.append(f"    qtrain_ctx_gap.buf = qtrain_arena + {self.gap[0]};")
+                body.append(f"    qtrain_ctx_gap.size = {self.gap[1]};")
+                return "&qtrain_ctx_gap"
             if arg.offset == 0:
+                self.uses_ctx = True
                 return "&qtrain_ctx"
             # The bytes before `offset` hold a fused gradient waiting for its update.
             self.uses_ctx_after_grad = True
@@ -301,8 +313,11 @@ class Emitter:
             if not isinstance(op, KernelCallOp):
                 raise EmitError(f"the C backend has no lowering for {op.name}")
             calls = op.kernel_calls()
+            gap = op.attributes.get(SCRATCH_GAP)
+            self.gap = tuple(gap.get_values()) if gap is not None else None  # type: ignore[attr-defined]
             for call in calls:
                 self.emit_call(call, body, entry)
+            self.gap = None
             if self.profile and calls:
                 self.profile_mark(body)
         return body
@@ -387,8 +402,12 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
         "",
         f"static uint8_t qtrain_arena[{max(arena, 4)}] QTRAIN_ARENA;",
         f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
-        "static const qtrain_context_t qtrain_ctx = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
+        # (unused when every op with scratch has a larger gap of the arena)
+        "static const qtrain_context_t qtrain_ctx" + ("" if em.uses_ctx or not em.uses_ctx_gap else
+                                                     " __attribute__((unused))")
+        + " = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
         *(["static qtrain_context_t qtrain_ctx_after_grad;"] if em.uses_ctx_after_grad else []),
+        *(["static qtrain_context_t qtrain_ctx_gap;"] if em.uses_ctx_gap else []),
         f"static float qtrain_logits[{k}];",
         "",
         *em.decls,
