@@ -283,6 +283,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     emit_llvm: bool = False,
     memory_report: str | Path | None = None,
     lifetime_plot: str | Path | None = None,
+    profile: bool = False,
 ) -> Build:
     """Compiles a forward-only model into a training firmware for `target` (see qtrain-compile --help).
 
@@ -292,7 +293,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     `sram_kb` defaults to the target's budget (`targets.armv7em.build.BOARDS`; 256 for qemu).
     `output`: the build folder (default: a new temporary folder). Writes model.mlir, model.c, model.h,
     memory.json, memory.html (the plan as a picture and a table), the firmware, and with `emit_llvm`
-    model.ll, with `lifetime_plot` a PNG of the plan. UserError (one line) for bad input, and for a
+    model.ll, with `lifetime_plot` a PNG of the plan; with `profile` the firmware counts every op (one counter
+    slot per op, described by profile.json) for `qtrain-run --profile`. UserError (one line) for bad input, and for a
     firmware that does not fit the board (`FirmwareTooLargeError`); xDSL's PassFailedException for a plan
     over the budget (its message lists what is live at the peak).
     """
@@ -300,6 +302,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func
     from qtrain.lowering.emit_c import emit_model
     from qtrain.tools.memory_plan import write_memory_html, write_memory_plan
+    from qtrain.tools.profile_report import PROFILE_JSON
     from qtrain.transforms.pipeline import apply_passes, training_passes
 
     if target not in boards.TARGETS:
@@ -337,14 +340,21 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     )
     apply_passes(module, passes)
     (out / "model.mlir").write_text(str(module) + "\n")
-    source, header = emit_model(module)
+    source, header = emit_model(module, profile=profile)
     (out / "model.c").write_text(source)
     (out / "model.h").write_text(header)
+    profile_json = out / PROFILE_JSON  # what each counter slot of a profile firmware measures
+    if profile:
+        from qtrain.lowering.profile import profile_slots
+
+        profile_json.write_text(json.dumps({"slots": [s.to_json() for s in profile_slots(module)]}, indent=1) + "\n")
+    elif profile_json.exists():
+        profile_json.unlink()  # stale: this firmware has no profile
     if emit_llvm:
         emit_llvm_ir(out, target)
     firmware = out / ("firmware" if target == "host" else "firmware.elf")
     result = boards.build_firmware([out / "model.c", *boards.kernel_sources()], firmware, target,  # type: ignore[arg-type]
-                                   include_dirs=[out])
+                                   include_dirs=[out], defines=["QTRAIN_PROFILE"] if profile else ())
     memory = json.loads(report.read_text())
     if report != out / "memory.json":
         (out / "memory.json").write_text(json.dumps(memory, indent=2) + "\n")

@@ -6,7 +6,8 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
   copies (QTRAIN_TRAINABLE: int8 / int32 in place, or fp32 masters of the trained channel slice)
   filled by `qtrain_init()`;
 - one static arena (QTRAIN_ARENA) of the planned size; every tensor is a pointer at its offset;
-- one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context;
+- one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context; an op
+  with a `qtrain.scratch_gap` hands its kernels that free stretch of the arena instead (larger);
 - `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: each op's kernel calls
   (`KernelCallOp.kernel_calls`, targets/armv7em/kernels/qtrain_kernels.h) rendered in order, shapes and
   constants as literals;
@@ -44,6 +45,7 @@ from qtrain.dialects.qtrain.contract import (
     FORWARD,
     MEMORY,
     OFFSETS,
+    SCRATCH_GAP,
     TRAIN_STEP,
     find_func,
     param_name,
@@ -115,6 +117,12 @@ class Emitter:
     """training state name -> its C array"""
     scalars: dict[SSAValue, str] = field(default_factory=dict)
     """scalar SSA values computed by a call (`KernelCall.result`) -> their C local"""
+    uses_ctx: bool = False
+    uses_ctx_gap: bool = False
+    gap: tuple[int, int] | None = None  # the current op's SCRATCH_GAP
+    profile: bool = False
+    """instrumented (`qtrain-compile --profile`): the counter read after each op (lowering/profile.py)"""
+    profile_slot: int = 0
 
     # -- names and values ---------------------------------------------------------------------------------
 
@@ -260,7 +268,14 @@ class Emitter:
         if isinstance(arg, kc.Null):
             return "NULL"
         if isinstance(arg, kc.Scratch):
+            if arg.offset == 0 and self.gap is not None:
+                # a larger arena gap free while this op runs: a faster schedule, the same results
+                self.uses_ctx_gap = True
+                body.append(f"    qtrain_ctx_gap.buf = qtrain_arena + {self.gap[0]};")
+                body.append(f"    qtrain_ctx_gap.size = {self.gap[1]};")
+                return "&qtrain_ctx_gap"
             if arg.offset == 0:
+                self.uses_ctx = True
                 return "&qtrain_ctx"
             # The bytes before `offset` hold a fused gradient waiting for its update.
             self.uses_ctx_after_grad = True
@@ -319,25 +334,40 @@ class Emitter:
         body.append(f"    if (image != {self.ptr(image)}) {{")
         body.append(f"        memmove({self.ptr(image)}, image, {math.prod(image.type.get_shape())});")  # type: ignore
         body.append("    }")
+        if self.profile:
+            body.insert(0, "    qtrain_profile_last = qtrain_counter_read();")
+            self.profile_mark(body)
         for op in function.body.block.ops:
             if isinstance(op, func.ReturnOp):
                 break
             if not isinstance(op, KernelCallOp):
                 raise EmitError(f"the C backend has no lowering for {op.name}")
-            for call in op.kernel_calls():
+            calls = op.kernel_calls()
+            gap = op.attributes.get(SCRATCH_GAP)
+            self.gap = tuple(gap.get_values()) if gap is not None else None  # type: ignore[attr-defined]
+            for call in calls:
                 self.emit_call(call, body, entry)
+            self.gap = None
+            if self.profile and calls:
+                self.profile_mark(body)
         return body
 
+    def profile_mark(self, body: list[str]) -> None:
+        """Closes the current profile slot (`profile.profile_slots` lists them in the same order)."""
+        body.append(f"    qtrain_profile_mark({self.profile_slot}u);")
+        self.profile_slot += 1
 
-def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str]:
-    """The model's C source and header."""
+
+def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = False) -> tuple[str, str]:
+    """The model's C source and header. `profile`: instrumented with one counter slot per op (those of
+    `lowering.profile.profile_slots`, in order), for a firmware built with QTRAIN_PROFILE defined."""
     if MEMORY not in module.attributes:
         raise EmitError("the module has no memory plan; run qtrain-plan-memory before -t c")
     forward = find_func(module, FORWARD)
     if forward is None:
         raise EmitError(f"the module has no @{FORWARD}")
     train = find_func(module, TRAIN_STEP)
-    em = Emitter(module)
+    em = Emitter(module, profile=profile)
     em.emit_params()
     states = device_state([f for f in (forward, train) if f is not None])
     for st in states:
@@ -345,7 +375,6 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         ctype = "uint32_t" if st.dtype == "u32" else "float"
         em.decls.append(f"static {ctype} {em.states[st.name]}[{st.count}] QTRAIN_TRAINABLE;")
     infer_body = em.emit_function(forward)
-    train_body = em.emit_function(train) if train is not None else None
 
     # Forward output: int8 [1, K] -> logits.
     ret = forward.body.block.last_op
@@ -356,6 +385,9 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         raise EmitError(f"cannot tell the quantization of @{FORWARD}'s output")
     k = out.type.get_shape()[-1]  # type: ignore[attr-defined]
     infer_body.append(f"    qtrain_dequantize_s8_f32({em.ptr(out)}, {k}, {c_float(out_q.scale)}, {out_q.zp}, logits);")
+    if profile:
+        em.profile_mark(infer_body)
+    train_body = em.emit_function(train) if train is not None else None
 
     memory = {k_: v.value.data for k_, v in module.attributes[MEMORY].data.items() if hasattr(v, "value")}  # type: ignore
     arena = max(f.attributes[ARENA_BYTES].value.data for f in (forward, train) if f is not None)  # type: ignore
@@ -409,12 +441,17 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
         f"static uint8_t qtrain_arena[{max(arena, 4)}] QTRAIN_ARENA;",
         f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
-        "static const qtrain_context_t qtrain_ctx = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
+        # (unused when every op with scratch has a larger gap of the arena)
+        "static const qtrain_context_t qtrain_ctx" + ("" if em.uses_ctx or not em.uses_ctx_gap else
+                                                     " __attribute__((unused))")
+        + " = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
         *(["static qtrain_context_t qtrain_ctx_after_grad;"] if em.uses_ctx_after_grad else []),
+        *(["static qtrain_context_t qtrain_ctx_gap;"] if em.uses_ctx_gap else []),
         f"static float qtrain_logits[{k}];",
         "",
         *em.decls,
         "",
+        *(profile_definitions(em.profile_slot) if profile else []),
         "static _Noreturn void qtrain_fail(int line) {",
         '    qtrain_puts("qtrain: a kernel rejected its arguments (generated code line ");',
         "    qtrain_put_u32((uint32_t)line);",
@@ -489,6 +526,25 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
     ])
     return "\n".join(c_lines), header
+
+
+def profile_definitions(slots: int) -> list[str]:
+    """The counter slots of an instrumented model (qtrain_model_abi.h, "Profile"): each op's count is the
+    counter's advance since the previous slot closed; an entry point opens with one read."""
+    return [
+        "#if !defined(QTRAIN_PROFILE)",
+        "#error \"a model compiled with --profile needs QTRAIN_PROFILE defined (qtrain-compile --profile does)\"",
+        "#endif",
+        f"uint64_t qtrain_profile_counts[{slots}];",
+        f"const uint32_t qtrain_profile_slots = {slots}u;",
+        "static uint64_t qtrain_profile_last;",
+        "static void qtrain_profile_mark(uint32_t slot) {",
+        "    uint64_t now = qtrain_counter_read();",
+        "    qtrain_profile_counts[slot] = now - qtrain_profile_last;",
+        "    qtrain_profile_last = now;",
+        "}",
+        "",
+    ]
 
 
 @dataclass(frozen=True)

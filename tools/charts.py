@@ -235,3 +235,61 @@ def encode_png(img: np.ndarray) -> bytes:
 
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+@dataclass(frozen=True)
+class HBar:
+    """One bar of a horizontal bar chart."""
+
+    label: str
+    value: float
+    colour: tuple[int, int, int]
+
+
+def render_hbar_chart(panels: Sequence[tuple[str, Sequence[HBar]]], value_label: str,
+                      legend: dict[str, tuple[int, int, int]] | None = None, width: int = 1000,
+                      bar_height: int = 9) -> np.ndarray:
+    """Horizontal bars, one panel per (title, bars): the label left of each bar, the value after it; every
+    panel has its own scale (0 to its largest value) with ticks along its bottom."""
+    label_width = 6 * max((len(b.label) for _, bars in panels for b in bars), default=4) + 10
+    left, right, title_h, axis_h = label_width, 90, 22, 26
+    heights = [title_h + bar_height * len(bars) + axis_h for _, bars in panels]
+    legend_h = 18 if legend else 0
+    img = np.full((legend_h + sum(heights) + 6, width, 3), WHITE, dtype=np.uint8)
+    if legend:
+        x = 6
+        for name, colour in legend.items():
+            img[6:12, x:x + 12] = colour
+            x = draw_text(img, x + 16, 5, name) + 14
+    y0 = legend_h
+    for (title, bars), height in zip(panels, heights, strict=True):
+        draw_text(img, 6, y0 + 6, title)
+        top = y0 + title_h
+        hi = max((b.value for b in bars), default=1.0) or 1.0
+        ticks = nice_ticks(0.0, hi)
+        hi = max(hi, ticks[-1])
+
+        def px(v: float) -> int:
+            return int(round(left + v / hi * (width - left - right)))  # noqa: B023
+
+        bottom = top + bar_height * len(bars)
+        for t in ticks:
+            img[top:bottom, px(t)] = GRID
+            draw_text(img, px(t) - 3 * len(fmt(t)), bottom + 5, fmt(t))
+        for i, bar in enumerate(bars):
+            yy = top + i * bar_height
+            draw_text(img, 4, yy + 1, bar.label)
+            x1 = max(px(bar.value), left + 1)
+            img[yy + 1:yy + bar_height - 1, left:x1] = bar.colour
+            draw_text(img, x1 + 4, yy + 1, fmt(bar.value))
+        img[top:bottom, left] = INK
+        img[bottom, left:width - right] = INK
+        draw_text(img, width - right - 6 * len(value_label), bottom + 15, value_label)
+        y0 += height
+    return img
+
+
+def write_hbar_chart(path: str, panels: Sequence[tuple[str, Sequence[HBar]]], value_label: str,
+                     legend: dict[str, tuple[int, int, int]] | None = None) -> None:
+    with open(path, "wb") as f:
+        f.write(encode_png(render_hbar_chart(panels, value_label, legend)))

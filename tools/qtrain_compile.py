@@ -4,14 +4,16 @@
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
                    [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
-                   [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
+                   [--lifetime-plot FILE.png] [--emit-llvm] [--profile] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
 DIR/model.h, DIR/memory.json, DIR/memory.html (the SRAM plan as a picture with a tooltip per buffer,
 and a table of every buffer) and DIR/firmware.elf (or DIR/firmware for --target host), with
 --emit-llvm DIR/model.ll (the model's LLVM IR for the target, from clang on the C) and with
---lifetime-plot FILE.png the same picture as a PNG. Prints the memory figures. The Python API does
-the same: `qtrain.compile(model, scheme=..., target=..., output=DIR)`.
+--lifetime-plot FILE.png the same picture as a PNG. With --profile the firmware counts every op (one
+counter read after each op's kernel calls) and DIR/profile.json names the slots (op, layer, kind, MACs)
+for `qtrain-run --profile`; without it the firmware has no instrumentation at all. Prints the memory
+figures. The Python API does the same: `qtrain.compile(model, scheme=..., target=..., output=DIR)`.
 
 Targets (targets/armv7em/build.py's BOARDS; --sram-kb defaults to the target's budget):
 {targets}
@@ -59,7 +61,7 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         warmup_steps=args.warmup_steps, steps=args.steps, final_lr_ratio=args.final_lr_ratio, momentum=args.momentum,
         qas=not args.no_qas, weight_storage=args.weight_storage, num_classes=args.num_classes,
         calibration=args.calibration, emit_llvm=args.emit_llvm, memory_report=args.memory_report,
-        lifetime_plot=args.lifetime_plot,
+        lifetime_plot=args.lifetime_plot, profile=args.profile,
     ).summary()
 
 
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emit-llvm", action="store_true", help="also write DIR/model.ll (LLVM IR for the target)")
     parser.add_argument("--lifetime-plot", type=Path,
                         help="write a PNG of the SRAM plan (buffers over the schedule, peak, budget)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instrument the firmware: per-op counts for `qtrain-run --profile` (DIR/profile.json)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     args_list = list(sys.argv[1:] if argv is None else argv)

@@ -2,7 +2,7 @@
 
     qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
                [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
-               [--debug]
+               [--profile [--profile-chart PNG]] [--debug]
 
 The firmware is either an ARM ELF built for a QEMU target, run with semihosting on the machine it names
 (`--target qemu`: `qemu-system-arm -M mps2-an500 -cpu cortex-m7 -icount shift=0`; `qemu-m4`: `-M
@@ -33,6 +33,12 @@ and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .q
 "sram_limit_bytes" and "flash_limit_bytes" are the target board's (null on the host); with --eval also
 "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
 
+Profile: `--profile` (a firmware from `qtrain-compile --profile`, with DIR/profile.json) adds the per-op
+counts of the last training step and of one inference (after training, one more run infers the first
+image; with --eval the last evaluation pass is used): op, layer, kind (forward / backward / update),
+MACs, instructions (host: nanoseconds), per MAC and share of the call, as a table, as "profile" in
+--json, and with `--profile-chart PNG` as a horizontal bar chart.
+
 Progress: the firmware prints a line per step / evaluation pass / image while it runs; qtrain-run reads
 them as they come and draws a progress bar (steps, running loss, latest evaluation accuracy, ETA) on
 stderr when stderr is a terminal or `--progress` is given (`--quiet`: never).
@@ -59,6 +65,7 @@ import numpy as np
 
 from qtrain.errors import UserError
 from qtrain.targets.armv7em import build, protocol
+from qtrain.tools import profile_report
 from qtrain.tools.plumbing import ArgumentParser, CheckFailed, ProgressBar, images_and_labels, read_npz, run_tool
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -93,6 +100,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     shown.add_argument("--quiet", dest="progress", action="store_false", help="never draw the progress bar")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:.0f})")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-op counts of one step and one inference (firmware from qtrain-compile --profile)")
+    parser.add_argument("--profile-chart", type=Path, metavar="PNG", help="with --profile: a bar chart of the ops")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return parser.parse_args(argv)
 
@@ -461,6 +471,9 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout:g}")
+    if args.profile_chart is not None and not args.profile:
+        raise UserError("--profile-chart needs --profile")
+    slots = check_profiled(firmware) if args.profile else None
     inputs: Path = args.inputs or firmware.parent / "inputs.npz"
     if not inputs.is_file():
         raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
@@ -477,11 +490,57 @@ def run_main(args: argparse.Namespace) -> int:
             save_npz(args.output, result, evaluation)
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
+    profiles = []
+    if slots is not None:
+        profiles = profile_entries(firmware, result, slots, images, labels, args.timeout)
+        info["profile"] = {p.entry: p.to_json() for p in profiles}
+        if args.profile_chart is not None:
+            profile_report.write_chart(args.profile_chart, profiles)
     if args.json:
         print(json.dumps(info))
     else:
         print_table(result, info, labels, have_labels, evaluation)
+        for p in profiles:
+            profile_report.print_profile(p)
     return 0
+
+
+def check_profiled(firmware: Path) -> list[Any]:
+    """The slots of a profiled firmware (DIR/profile.json); UserError for an uninstrumented one."""
+    raw = build.elf_symbol_bytes(firmware, "qtrain_profile_slots")
+    if raw is None:
+        raise UserError(f"{firmware} has no per-op counters; compile it with `qtrain-compile --profile`")
+    slots = profile_report.load_slots(firmware)
+    if int(np.frombuffer(raw[:4], "<u4")[0]) != len(slots):
+        raise UserError(f"{firmware.parent / profile_report.PROFILE_JSON} describes {len(slots)} slots but the "
+                        f"firmware has {int(np.frombuffer(raw[:4], '<u4')[0])}: recompile")
+    return slots
+
+
+def profile_entries(firmware: Path, result: protocol.HarnessResult, slots: list[Any], images: np.ndarray,
+                    labels: np.ndarray, timeout: float) -> list[profile_report.EntryProfile]:
+    """The profiles of the last training step and of one inference (a second run when training ran
+    without evaluation passes)."""
+    unit = result.counter_kind or "count"
+    if result.profile is None:
+        raise CheckFailed(f"{firmware.name} wrote no profile table")
+    out = []
+    infer = result
+    if result.mode != protocol.MODE_INFER and result.records:
+        out.append(profile_report.entry_profile("train_step", unit, int(result.counts[-1]),
+                                                result.macs_per_train_step, slots, result.profile))
+    if result.mode == protocol.MODE_TRAIN:
+        request = protocol.encode_request(images[:1], labels[:1], protocol.MODE_INFER)
+        infer, _ = run(firmware, request, timeout, "1 image")
+        assert infer.profile is not None
+    if infer.mode == protocol.MODE_TRAIN_EVAL:
+        assert infer.eval_counts is not None and infer.profile is not None
+        total = int(infer.eval_counts[-1, -1])
+    else:
+        total = int(infer.counts[-1])
+    assert infer.profile is not None
+    out.append(profile_report.entry_profile("forward", unit, total, infer.macs_per_infer, slots, infer.profile))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:

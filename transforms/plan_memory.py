@@ -10,6 +10,10 @@ planner, earliest first, largest size x lifetime first); the smallest arena wins
 Results:
 - every op with arena results gets `qtrain.offsets = array<i64: ...>` (one per result, -1 for a
   result without an arena buffer, e.g. a fused gradient or a scalar);
+- every op with kernel scratch gets `qtrain.scratch_gap = array<i64: offset, bytes>` when the largest
+  stretch of the arena that no buffer occupies while it runs is larger than the shared scratch: its
+  kernels may use it instead and pick faster schedules (their results do not depend on the scratch
+  size), at no cost to the peak;
 - every planned function gets `qtrain.arena_bytes` and `qtrain.arg_offsets` (its tensor arguments,
   i.e. the image, live in the arena too);
 - the module gets `qtrain.memory`, a dictionary with `peak_sram_bytes` = arena + trainable copies +
@@ -60,6 +64,7 @@ from qtrain.dialects.qtrain.contract import (
     FORWARD,
     MEMORY,
     OFFSETS,
+    SCRATCH_GAP,
     TRAIN_STEP,
     entry_points,
     find_func,
@@ -199,13 +204,41 @@ def plan_function(
     return FunctionPlan(function.sym_name.data, liveness, arena, peak, where, scratch)
 
 
-def annotate(function: func.FuncOp, plan: FunctionPlan) -> None:
+GAP_ALIGN = 8
+"""Alignment of a scratch gap (the arena's own alignment)."""
+
+
+def scratch_gaps(plan: FunctionPlan, arena_bytes: int, shared_scratch: int, params: dict[str, ParamOp],
+                 target: TargetDescription) -> dict[Operation, tuple[int, int]]:
+    """For each op with kernel scratch: the largest gap of the arena (`arena_bytes`, the largest plan's)
+    that no buffer of `plan` occupies while the op runs, when that gap is larger than the shared scratch.
+    Free for speed: the peak does not change."""
+    out: dict[Operation, tuple[int, int]] = {}
+    for i, op in enumerate(plan.liveness.ops):
+        if target.scratch_bytes(op, params) == 0:
+            continue
+        used = sorted((b.offset, b.offset + aligned(b.size)) for b in plan.liveness.buffers
+                      if b.live_at(i) and b.offset >= 0)
+        best, reach = (0, 0), 0
+        for lo, hi in [*used, (arena_bytes, arena_bytes)]:
+            start = (reach + GAP_ALIGN - 1) // GAP_ALIGN * GAP_ALIGN
+            if lo - start > best[1]:
+                best = (start, lo - start)
+            reach = max(reach, hi)
+        if best[1] > shared_scratch:
+            out[op] = best
+    return out
+
+
+def annotate(function: func.FuncOp, plan: FunctionPlan, gaps: dict[Operation, tuple[int, int]] | None = None) -> None:
     for op in plan.liveness.ops:
         if not op.results:
             continue
         offsets = [plan.liveness.buffer_of[r].offset if r in plan.liveness.buffer_of else -1 for r in op.results]
         if any(o >= 0 for o in offsets):
             op.attributes[OFFSETS] = DenseArrayBase.from_list(i64, offsets)
+    for op, (offset, size) in (gaps or {}).items():
+        op.attributes[SCRATCH_GAP] = DenseArrayBase.from_list(i64, [offset, size])
     args = function.body.block.args
     function.attributes[ARG_OFFSETS] = DenseArrayBase.from_list(
         i64, [plan.liveness.buffer_of[a].offset if a in plan.liveness.buffer_of else -1 for a in args]
@@ -388,8 +421,10 @@ class PlanMemoryPass(ModulePass):
         ]
         plans = [p if i == lead else plan_function(functions[i], params, lead_args, target)
                  for i, p in enumerate(plans)]
+        arena_bytes = max(p.arena_bytes for p in plans)
+        shared_scratch = max(p.scratch_bytes for p in plans)
         for f, plan in zip(functions, plans, strict=True):
-            annotate(f, plan)
+            annotate(f, plan, scratch_gaps(plan, arena_bytes, shared_scratch, params, target))
         main = max(plans, key=lambda p: p.arena_bytes)
         train = find_func(op, TRAIN_STEP)
         constants = sum(target.flash_constant_bytes(o) for f in functions for o in f.walk())

@@ -93,8 +93,10 @@ def _budget_kb(sram_bytes: int) -> int:
 
 
 _M7 = ("--target=thumbv7em-none-eabihf", "-mcpu=cortex-m7", "-mfpu=fpv5-sp-d16")
-# FPv4-SP: no VRINT, VMINNM, VMAXNM; runtime_math.c supplies rintf, fminf, fmaxf for it.
-_M4 = ("--target=thumbv7em-none-eabihf", "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")
+# FPv4-SP: no VRINT, VMINNM, VMAXNM; runtime_math.c supplies rintf, fminf, fmaxf for it. The kernels'
+# inline assembly requantizes with FPv5's VMAXNM / VMINNM, so the M4F takes their C (with the DSP
+# intrinsics) instead: QTRAIN_DSP_ASM=0.
+_M4 = ("--target=thumbv7em-none-eabihf", "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-DQTRAIN_DSP_ASM=0")
 # clang's cortex-m33 has the DSP extension (__ARM_FEATURE_DSP), so the kernels take their SIMD path.
 _M33 = ("--target=thumbv8m.main-none-eabihf", "-mcpu=cortex-m33", "-mfpu=fpv5-sp-d16")
 

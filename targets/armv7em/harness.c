@@ -33,7 +33,8 @@
  *     not measured), stack_size, num_trainable, init_count (u64: lo, hi; the counter over
  *     qtrain_init), macs_per_infer (u64), macs_per_train_step (u64), then qtrain_memory: peak_sram,
  *     arena, trainable, scratch, flash bytes; input_bytes; num_eval M; eval_every K; steps S (as
- *     requested); eval_passes (set at the end); 6 reserved zeros
+ *     requested); eval_passes (set at the end); 4 reserved zeros; features (bit 0: a profile table
+ *     ends the file); profile_slots P (0 without a profile)
  *   records, written as they complete, in the order they run:
  *     infer record (mode 0: one per image; mode 2: M per evaluation pass):
  *       float32 logits[num_classes], int8 output_q[num_classes] zero-padded to 4, uint64 count
@@ -43,6 +44,10 @@
  *   modes 1/2 only, after the records, one entry per trainable tensor (qtrain_model.trainable order):
  *     uint32 name_bytes, name (no NUL) zero-padded to 4, uint32 dtype (qtrain_dtype_t), uint32 rank,
  *     uint32 shape[4] (unused entries 0), uint32 data_bytes, data zero-padded to 4
+ *   a firmware built with QTRAIN_PROFILE (`qtrain-compile --profile`) ends the file with its profile:
+ *     uint64 count[P], slot i the counter over one op of the last qtrain_infer / qtrain_train_step
+ *     call (qtrain_model_abi.h, "Profile"); features bit 0 and P say so. Version 2 readers that
+ *     predate the profile ignore both (the reserved words and the bytes after what they read).
  * stack_used covers the whole run: the stack is painted at reset and measured at the end.
  *
  * Progress: one console line (semihosting console = QEMU's stderr; stderr on the host) per image
@@ -102,7 +107,9 @@ typedef struct {
     uint32_t eval_every;
     uint32_t steps;
     uint32_t eval_passes;
-    uint32_t reserved[6];
+    uint32_t reserved[4];
+    uint32_t features;
+    uint32_t profile_slots;
 } result_header_t;
 _Static_assert(sizeof(result_header_t) == 128, "result header layout");
 
@@ -466,6 +473,11 @@ static int run(const char *request_path, const char *result_path) {
         out.records = in.steps;
     }
     qtrain_file_close(request);
+#if defined(QTRAIN_PROFILE)
+    out.features |= 1u;
+    out.profile_slots = qtrain_profile_slots;
+    write_result(qtrain_profile_counts, 8u * qtrain_profile_slots);
+#endif
 
     out.complete = 1u;
     out.stack_used = qtrain_stack_used();

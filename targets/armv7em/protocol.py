@@ -7,6 +7,8 @@ firmware (benchmarks, tests) can use these directly.
 
 Protocol version 2 added mode 2 (train + evaluate: evaluation passes over a held-out set before,
 during and after training) and the progress lines; version 1 firmwares and requests are refused.
+Within version 2, `features` bit 0 (FEATURE_PROFILE) marks a firmware built with `--profile`: its result
+file ends with the per-op counter table (`HarnessResult.profile`). Readers without it ignore the table.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ MODES = (MODE_INFER, MODE_TRAIN, MODE_TRAIN_EVAL)
 REQUEST_HEADER = struct.Struct("<4s11I")
 RESULT_HEADER = struct.Struct("<4s31I")
 STACK_UNKNOWN = 0xFFFFFFFF
+FEATURE_PROFILE = 1
+"""Result header `features` bit: the file ends with uint64 count[profile_slots] (a profiled firmware)."""
 NO_LABEL = -1
 """The label of an unlabelled evaluation record."""
 
@@ -145,6 +149,9 @@ class HarnessResult:
     """Mode 2: int8 [P, M, classes]."""
     eval_counts: np.ndarray | None = None
     """Mode 2: uint64 [P, M], the counter over each qtrain_infer call of the passes."""
+    profile: np.ndarray | None = None
+    """A profiled firmware: uint64 [slots], slot i the counter over one op of the last qtrain_infer /
+    qtrain_train_step call (lowering/profile.py names the slots); None otherwise."""
 
     @property
     def records(self) -> int:
@@ -168,6 +175,7 @@ def decode_result(data: bytes) -> HarnessResult:
     memory = dict(zip(("peak_sram_bytes", "arena_bytes", "trainable_bytes", "scratch_bytes", "flash_bytes"),
                       rest[6:11], strict=True))
     input_bytes, num_eval, eval_every, steps = rest[11:15]
+    features, profile_slots = rest[20:22]
     result = HarnessResult(
         mode=mode, complete=bool(complete), num_classes=num_classes, counter_kind=COUNTER_KINDS.get(counter_kind),
         counts=np.zeros(0, np.uint64), init_count=init_count,
@@ -175,6 +183,12 @@ def decode_result(data: bytes) -> HarnessResult:
         stack_size=None if stack_size == STACK_UNKNOWN else stack_size, macs_per_infer=macs_per_infer,
         macs_per_train_step=macs_per_train_step, memory=memory, input_bytes=input_bytes, steps=steps,
         num_eval=num_eval, eval_every=eval_every)
+    if complete and features & FEATURE_PROFILE:
+        if len(data) < RESULT_HEADER.size + 8 * profile_slots:
+            raise ProtocolError("the result file ends inside its profile table")
+        result.profile = np.frombuffer(data, "<u8", count=profile_slots,
+                                       offset=len(data) - 8 * profile_slots).astype(np.uint64)
+        data = data[:len(data) - 8 * profile_slots]
     body = memoryview(data)[RESULT_HEADER.size:]
     if mode == MODE_INFER:
         record = infer_record(num_classes)

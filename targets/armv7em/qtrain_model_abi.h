@@ -109,6 +109,15 @@ typedef struct {
     uint32_t bytes;
 } qtrain_state_region_t;
 
+#if defined(QTRAIN_PROFILE)
+/* Profile (a model emitted with `qtrain-compile --profile`, every source built with QTRAIN_PROFILE):
+ * slot i holds the qtrain_counter_read() advance over one op of the latest qtrain_infer /
+ * qtrain_train_step call (lowering/profile.py lists what each slot measures); the harness appends
+ * the table to its result file. Uninstrumented builds neither define nor read these. */
+extern uint64_t qtrain_profile_counts[];
+extern const uint32_t qtrain_profile_slots;
+#endif
+
 void qtrain_init(void);
 void qtrain_infer(const int8_t *image, float *logits);
 float qtrain_train_step(const int8_t *image, int label);

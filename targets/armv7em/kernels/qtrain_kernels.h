@@ -280,10 +280,10 @@ qtrain_conv_kernel_t qtrain_conv2d_wrapper_s8_kernel(const qtrain_conv_params_t 
                                                      const qtrain_dims_t *output_dims);
 
 /* Pointwise: KH = KW = 1, groups = 1, no padding on any side (OH = (H - 1) / sh + 1), any stride.
- * The hot path for C_in > 32: the DSP version runs two output pixels x two output channels per inner
- * loop (8 SMLAD per 4 input channels; the loop is inline assembly on Thumb-2, see
- * qtrain_kernels_support.h). Scratch: 4 * C_in bytes (DSP: two unpacked input rows; portable: one, as
- * int32), plus C_out * k bytes rounded up to 4 when the weight has an fp32 master.
+ * The hot path for C_in > 32: the DSP version runs four output pixels x one output channel per inner
+ * loop (8 SMLAD per 4 input channels; assembly on Thumb-2, see qtrain_kernels_support.h). Scratch:
+ * 8 * C_in bytes (DSP: four unpacked input rows; portable: one, as int32), plus C_out * k bytes rounded
+ * up to 4 when the weight has an fp32 master.
  * In place: head-aligned when C_out <= C_in (any stride), tail-aligned when C_out >= C_in (stride 1). */
 qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                      const qtrain_dims_t *input_dims, const int8_t *input,
@@ -323,8 +323,8 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
  * The intermediate channels go in blocks of B channels and the output rows in bands of NB rows: per block
  * and band, the pointwise rows the band's windows need are computed once into a ring of
  * (NB - 1) * sh + KH rows of W x B int8 in scratch, then the band's depthwise output rows come from the
- * ring (DSP: the 1x1 kernel's pixel-pair engine and the depthwise kernel's row routine).
- * Scratch: at least _get_buffer_size() = 4 * C_in (one unpacked pixel pair) + 4 * B * KW * ceil(KH / 2)
+ * ring (DSP: the 1x1 kernel's pixel-quad engine and the depthwise kernel's row routine).
+ * Scratch: at least _get_buffer_size() = 8 * C_in (one unpacked pixel quad) + 4 * B * KW * ceil(KH / 2)
  * (the block's weight pairs) + 4 * KH * ((OW - 1) * sw + KW) rounded up to 4 (one channel's int16
  * window) + KH * W * B rounded up to 4 (the ring), with B = min(C_mid, QTRAIN_FUSED_CHANNEL_BLOCK) and
  * NB = 1. Given more (ctx->size), the kernel uses it: of the schedules that fit (B = ceil(C_mid / P),

@@ -22,7 +22,7 @@ from qtrain.dialects.qtrain import (
     ReshapeOp,
     SGDUpdateOp,
 )
-from qtrain.dialects.qtrain.contract import ARENA_BYTES, MEMORY, OFFSETS
+from qtrain.dialects.qtrain.contract import ARENA_BYTES, MEMORY, OFFSETS, SCRATCH_GAP
 from qtrain.interpreter import load_module
 from qtrain.targets.armv7em.kernels import in_place_alignment, input_grad_in_place_alignment, small_k_in_place_gap
 from qtrain.transforms.pipeline import apply_passes, training_passes
@@ -121,7 +121,20 @@ def verify_plan(function: func.FuncOp) -> int:
             if s1 <= e2 and s2 <= e1 and o1 < o2 + n2 and o2 < o1 + n1:
                 shared = find(v1) is find(v2)
                 assert shared, f"{_describe(v1)} [{o1}, {o1 + n1}) and {_describe(v2)} [{o2}, {o2 + n2}) overlap"
+    # A scratch gap (kernel scratch in the arena) must not touch any value live while its op runs.
+    for op in ops:
+        if SCRATCH_GAP in op.attributes:
+            lo, size = op.attributes[SCRATCH_GAP].get_values()
+            assert lo % 8 == 0 and size > 0
+            for s, e, o, n, v in intervals:
+                if s <= pos[op] <= e:
+                    assert not (lo < o + n and o < lo + size), f"{op.name}'s scratch gap overlaps {_describe(v)}"
     return max((o + n for _, _, o, n, _ in intervals), default=0)
+
+
+def scratch_gaps(module: ModuleOp) -> list[tuple[int, int]]:
+    return [tuple(op.attributes[SCRATCH_GAP].get_values()) for f in module.ops if isinstance(f, func.FuncOp)
+            for op in f.body.block.ops if SCRATCH_GAP in op.attributes]
 
 
 def _describe(v: SSAValue) -> str:
@@ -169,6 +182,8 @@ def check_module(module: ModuleOp) -> dict[str, int]:
     assert memory["state_bytes"] == state
     assert memory["trainable_bytes"] == trainable + state
     assert memory["peak_sram_bytes"] == memory["arena_bytes"] + trainable + state + memory["scratch_bytes"]
+    for lo, size in scratch_gaps(module):  # inside the arena, and only where it beats the shared scratch
+        assert lo + size <= memory["arena_bytes"] and size > memory["scratch_bytes"]
     return memory
 
 
@@ -186,6 +201,7 @@ def test_reference_models_49kb_plans_verify(model: str, reorder: bool):
     budget = "49kb"
     module = planned(model, f"{MODELS / 'schemes.json'}#{model}/{budget}", reorder)
     check_module(module)
+    assert scratch_gaps(module), "no op got a scratch gap: the kernels run on the shared scratch alone"
 
 
 def test_reorder_applies_updates_early_and_frees_gradients():
