@@ -19,8 +19,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from qtrain.dialects.qtrain.activations import function_f64
+from qtrain.dialects.qtrain.maxpool import maxpool
 from qtrain.frontends.builder import INT32_MAX, INT32_MIN, range_quant
-from qtrain.frontends.onnx.graph import AddLayer, ConvLayer, Edge, Layer, PoolLayer, RequantLayer
+from qtrain.frontends.onnx.graph import (
+    QUANT_PRESERVING,
+    AddLayer,
+    ConcatLayer,
+    ConvLayer,
+    Edge,
+    GatherLayer,
+    Layer,
+    LutLayer,
+    MaxPoolLayer,
+    MulLayer,
+    PoolLayer,
+    RequantLayer,
+)
 from qtrain.frontends.onnx.model import OnnxImportError, OnnxImportWarning
 
 CALIBRATION_FALLBACK_IMAGES = 32
@@ -68,6 +83,17 @@ def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> 
             y = avgpool_nhwc_float(values[id(layer.input)], layer.kernel, layer.strides)
         elif isinstance(layer, RequantLayer):
             y = np.clip(values[id(layer.input)], *layer.act)
+        elif isinstance(layer, LutLayer):
+            y = function_f64(layer.function, values[id(layer.input)], layer.params)
+        elif isinstance(layer, MulLayer):
+            y = values[id(layer.lhs)] * values[id(layer.rhs)]
+        elif isinstance(layer, MaxPoolLayer):
+            h, w, _ = layer.output.shape
+            y = maxpool(values[id(layer.input)], (h, w), layer.kernel, layer.strides, layer.pads[:2])
+        elif isinstance(layer, ConcatLayer):
+            y = np.concatenate([values[id(e)] for e in layer.parts], axis=-1)
+        elif isinstance(layer, GatherLayer):
+            y = values[id(layer.input)][..., list(layer.indices)]
         else:
             raise AssertionError(layer)
         values[id(layer.output)] = y
@@ -80,9 +106,10 @@ def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> 
 def calibrate(layers: list[Layer], input_edge: Edge, input_flat: bool, calibration: np.ndarray | None) -> None:
     """Gives every edge still without a quantization (the graph input and the layers' outputs) the
     range it takes over the calibration images. `input_flat`: the ONNX input is `[N, F]`."""
-    edges = [input_edge, *(layer.output for layer in layers)]
+    edges = [input_edge, *(layer.output for layer in layers if not isinstance(layer, QUANT_PRESERVING))]
     missing = [e for e in edges if e.quant is None]
     if not missing:
+        share_quantization(layers, set())
         return
     images = calibration_images(input_edge, input_flat, calibration, missing)
     lo = {id(e): math.inf for e in missing}
@@ -97,6 +124,25 @@ def calibrate(layers: list[Layer], input_edge: Edge, input_flat: bool, calibrati
         if not (np.isfinite(lo[id(e)]) and np.isfinite(hi[id(e)])):
             raise OnnxImportError(f"calibration produced non-finite values for tensor '{e.name}'")
         e.quant = range_quant(lo[id(e)], hi[id(e)])
+    share_quantization(layers, {id(e) for e in missing})
+
+
+def share_quantization(layers: list[Layer], calibrated: set[int]) -> None:
+    """Quantizations that follow from others: a max pool or channel gather keeps its input's; the inputs
+    of a concat that the calibration quantized and that feed only the concat take the concat's (so no
+    requantization is needed; the concat's range covers theirs)."""
+    uses: dict[int, int] = {}
+    for layer in layers:
+        for e in layer.inputs():
+            uses[id(e)] = uses.get(id(e), 0) + 1
+    for layer in layers:
+        if isinstance(layer, ConcatLayer):
+            for part in layer.parts:
+                if id(part) in calibrated and uses[id(part)] == 1 and not isinstance(part.producer, QUANT_PRESERVING):
+                    part.quant = layer.output.quant
+    for layer in layers:
+        if isinstance(layer, QUANT_PRESERVING) and layer.output.quant is None:
+            layer.output.quant = layer.input.quant
 
 
 def calibration_images(
