@@ -1,11 +1,18 @@
 """`qtrain.mul`: requantizing int8 multiply, same shapes or a per-channel broadcast (squeeze-and-excitation's
 N x H x W x C by N x 1 x 1 x C), and its operand gradient `qtrain.mul_grad`.
 
-Numerics (onnxruntime's QLinearMul, MLAS `MlasQLinearMul`, bit-exact; fp32(e): one IEEE float32 operation):
+Numerics (onnxruntime's QLinearMul as its x86 kernel computes it, MLAS `MlasQLinearMulKernel` for SSE2 /
+AVX: integer product, one float multiply, the zero point added in float before rounding; bit-exact;
+fp32(e): one IEEE float32 operation):
 
-    va = fp32(fp32(a - za) * s_a);  vb = fp32(fp32(b - zb) * s_b)      (b broadcast over H, W when 1 x 1)
-    t = fp32(fp32(va * vb) / s_y)
-    y = clamp(rint(t) + zy, -128, 127)           mask = the clamp left rint(t) + zy unchanged
+    k = fp32(fp32(s_a * s_b) / s_y)                                   (a compile-time constant)
+    p = (a - za) * (b - zb)                                            (exact int32; b broadcast over H, W)
+    t = fp32(fp32(fp32(p) * k) + fp32(zy))
+    y = clamp(rint(t), -128, 127)                mask = the clamp left rint(t) unchanged
+
+(MLAS's portable C path instead computes fp32(fp32(va * vb) / s_y) from the dequantized operands and adds
+zy after rounding; the two differ by one unit on rare ties. The x86 path is the oracle's and the cheaper
+one on the Cortex-M: one integer multiply, one float multiply and one add per element.)
 
 The relaxed op (what training differentiates, float64, no rint, clamp kept) is u = k (a - za)(b - zb) + zy
 with k = fp32(fp32(s_a * s_b) / s_y). Backward: `qtrain.requant_grad` applies the mask and k (g_t =
@@ -40,7 +47,6 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from qtrain import numerics
 from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.attrs import QuantParamsAttr
 from qtrain.dialects.qtrain.interfaces import (
@@ -81,10 +87,10 @@ def mul_multiplier(lhs_q: QuantParamsAttr, rhs_q: QuantParamsAttr, output_q: Qua
 def mul_with_mask(a: np.ndarray, b: np.ndarray, lhs_q: QuantParamsAttr, rhs_q: QuantParamsAttr,
                   output_q: QuantParamsAttr) -> tuple[np.ndarray, np.ndarray]:
     """`qtrain.mul` in int8 (the module docstring's order): (output, mask)."""
-    va = numerics.dequantize(a, scale=lhs_q.scale, zero_point=lhs_q.zp)
-    vb = numerics.dequantize(b, scale=rhs_q.scale, zero_point=rhs_q.zp)
-    t = ((va * vb).astype(np.float32) / np.float32(output_q.scale)).astype(np.float32)
-    r = np.rint(t).astype(np.float64) + output_q.zp
+    k = mul_multiplier(lhs_q, rhs_q, output_q)
+    p = (np.asarray(a).astype(np.int32) - lhs_q.zp) * (np.asarray(b).astype(np.int32) - rhs_q.zp)
+    t = ((p.astype(np.float32) * k).astype(np.float32) + np.float32(output_q.zp)).astype(np.float32)
+    r = np.rint(t).astype(np.float64)
     inside = (r >= INT8_MIN) & (r <= INT8_MAX)
     return np.clip(r, INT8_MIN, INT8_MAX).astype(np.int8), inside
 
@@ -196,9 +202,10 @@ class MulOp(IRDLOperation, QuantizedOp, SaturatingOp, DifferentiableOp, GoldenMo
     def kernel_calls(self) -> Sequence[kc.KernelCall]:
         return (kc.KernelCall(
             "qtrain_mul_s8",
-            (kc.Shape(shape_of(self.lhs)), kc.Tensor(self.lhs), kc.I32(self.lhs_q.zp), kc.F32(self.lhs_q.scale),
-             kc.Tensor(self.rhs), kc.I32(int(self.is_broadcast)), kc.I32(self.rhs_q.zp), kc.F32(self.rhs_q.scale),
-             kc.F32(self.output_q.scale), kc.I32(self.output_q.zp), kc.Tensor(self.output), kc.Tensor(self.mask)),
+            (kc.Shape(shape_of(self.lhs)), kc.Tensor(self.lhs), kc.I32(self.lhs_q.zp), kc.Tensor(self.rhs),
+             kc.I32(int(self.is_broadcast)), kc.I32(self.rhs_q.zp),
+             kc.F32(float(mul_multiplier(self.lhs_q, self.rhs_q, self.output_q))), kc.I32(self.output_q.zp),
+             kc.Tensor(self.output), kc.Tensor(self.mask)),
             macs=math.prod(shape_of(self.output)),
         ),)
 

@@ -110,7 +110,8 @@ def quantize(src: Path, calibration: np.ndarray, fmt: str, out: Path) -> None:
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(pre))
     form = QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator
-    quantize_static(str(pre), str(out), Reader(), quant_format=form, per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(str(pre), str(out), Reader(), quant_format=form, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     pre.unlink()
 
 

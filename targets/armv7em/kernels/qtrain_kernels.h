@@ -627,11 +627,12 @@ void qtrain_lut_grad_f32(const float *grad, const int8_t *input, int32_t count, 
  * ============================================================================================== */
 
 /* int8 NHWC lhs (dims) times rhs, the same shape or (rhs_broadcast = 1) N x 1 x 1 x C:
- *   va = fp32(a - za) * s_a;  vb = fp32(b - zb) * s_b;  y = clamp(rint(fp32(va * vb) / s_y) + zy, -128, 127)
- * Bit-exact with the golden model. `mask` optional. Output may equal lhs (in place). */
-qtrain_status_t qtrain_mul_s8(const qtrain_dims_t *dims, const int8_t *lhs, int32_t lhs_zero_point, float lhs_scale,
-                              const int8_t *rhs, int32_t rhs_broadcast, int32_t rhs_zero_point, float rhs_scale,
-                              float output_scale, int32_t output_zero_point, int8_t *output, uint8_t *mask);
+ *   t = fp32(fp32(fp32((a - za) * (b - zb)) * multiplier) + fp32(zy));  y = clamp(rint(t), -128, 127)
+ * multiplier = fp32(fp32(s_a * s_b) / s_y). Bit-exact with the golden model. `mask` optional. Output may
+ * equal lhs (in place). */
+qtrain_status_t qtrain_mul_s8(const qtrain_dims_t *dims, const int8_t *lhs, int32_t lhs_zero_point, const int8_t *rhs,
+                              int32_t rhs_broadcast, int32_t rhs_zero_point, float multiplier,
+                              int32_t output_zero_point, int8_t *output, uint8_t *mask);
 
 /* qtrain.mul_grad: v = fp32(grad * fp32(other - other_zero_point)) over grad_dims, `other` broadcast from
  * N x 1 x 1 x C when other_broadcast; reduce = 0: result = v (grad_dims); reduce = 1: result [N, C] = the

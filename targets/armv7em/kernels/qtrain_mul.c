@@ -1,18 +1,21 @@
 /*
- * qtrain_mul.c - qtrain.mul (requantizing int8 multiply, onnxruntime's QLinearMul order) and its operand
+ * qtrain_mul.c - qtrain.mul (requantizing int8 multiply, onnxruntime's x86 QLinearMul order) and its operand
  * gradient qtrain.mul_grad, as dialects/qtrain/mul.py states them:
- *   va = fp32(a - za) * s_a;  vb = fp32(b - zb) * s_b;  t = fp32(va * vb) / s_y;  y = clamp(rint(t) + zy)
- * The rhs is either the lhs's shape or N x 1 x 1 x C (broadcast over H and W: squeeze-and-excitation).
+ *   p = (a - za) * (b - zb) (exact);  t = fp32(fp32(p) * k) + fp32(zy);  y = clamp(rint(t), -128, 127)
+ * with k = fp32(fp32(s_a * s_b) / s_y). The rhs is either the lhs's shape or N x 1 x 1 x C (broadcast over
+ * H and W: squeeze-and-excitation).
  */
 #include "qtrain_kernels_support.h"
 
-qtrain_status_t qtrain_mul_s8(const qtrain_dims_t *dims, const int8_t *lhs, int32_t lhs_zero_point, float lhs_scale,
-                              const int8_t *rhs, int32_t rhs_broadcast, int32_t rhs_zero_point, float rhs_scale,
-                              float output_scale, int32_t output_zero_point, int8_t *output, uint8_t *mask) {
+qtrain_status_t qtrain_mul_s8(const qtrain_dims_t *dims, const int8_t *lhs, int32_t lhs_zero_point, const int8_t *rhs,
+                              int32_t rhs_broadcast, int32_t rhs_zero_point, float multiplier,
+                              int32_t output_zero_point, int8_t *output, uint8_t *mask) {
     if (dims->n < 1 || dims->h < 1 || dims->w < 1 || dims->c < 1) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    const qtrain_requant_t q = qtrain_requant_make(output_zero_point, -128, 127);
+    /* zy is added in float before rounding (as onnxruntime does), so the requantization's own zero point is 0. */
+    const qtrain_requant_t q = qtrain_requant_make(0, -128, 127);
+    const float zy = (float)output_zero_point;
     const int32_t pixels = dims->h * dims->w, channels = dims->c;
     if (mask != NULL) {
         qtrain_mask_clear(mask, dims->n * pixels * channels);
@@ -22,9 +25,8 @@ qtrain_status_t qtrain_mul_s8(const qtrain_dims_t *dims, const int8_t *lhs, int3
             const int32_t e0 = (b * pixels + p) * channels;
             const int8_t *r = rhs + (rhs_broadcast ? b * channels : e0);
             for (int32_t c = 0; c < channels; c++) {
-                const float va = (float)((int32_t)lhs[e0 + c] - lhs_zero_point) * lhs_scale;
-                const float vb = (float)((int32_t)r[c] - rhs_zero_point) * rhs_scale;
-                const float t = (va * vb) / output_scale;
+                const int32_t product = ((int32_t)lhs[e0 + c] - lhs_zero_point) * ((int32_t)r[c] - rhs_zero_point);
+                const float t = (float)product * multiplier + zy;
                 if (mask != NULL) {
                     uint32_t inside;
                     output[e0 + c] = (int8_t)qtrain_requant_scaled_mask(t, &q, &inside);
