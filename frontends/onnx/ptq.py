@@ -53,6 +53,16 @@ def conv_nhwc_float(
     o, cg, kh, kw = w_oihw.shape
     pt, pl, pb, pr = pads
     xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    oh, ow = (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1
+    if groups == 1 and kh == kw == 1:  # pointwise: one matrix product
+        return xp[:, : strides[0] * oh : strides[0], : strides[1] * ow : strides[1]] @ w_oihw[:, :, 0, 0].T + b
+    if groups == c == o and cg == 1:  # depthwise: one multiply-add per tap
+        y = np.zeros((n, oh, ow, o))
+        sh, sw = strides
+        for i in range(kh):
+            for j in range(kw):
+                y += xp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] * w_oihw[:, 0, i, j]
+        return y + b
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # N, OH', OW', C, KH, KW
     win = win[:, :: strides[0], :: strides[1]]
     oh, ow = win.shape[1], win.shape[2]

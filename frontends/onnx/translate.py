@@ -436,7 +436,7 @@ class OnnxImporter:
         act = self._float_act(node)
         quant, unsigned = self._act_quant(node, 1, 2, default_unsigned=default_unsigned)
         edge = self._requantized(act, quant, _node_label(node))
-        return [Act(edge, is_int=True, unsigned=unsigned, flat=act.flat)]
+        return [Act(edge, is_int=True, unsigned=unsigned, flat=act.flat, groups=act.groups, transposed=act.transposed)]
 
     def _op_DequantizeLinear(self, node: onnx.NodeProto) -> list[Value]:
         attrs = self._check_q_attrs(node)
@@ -449,7 +449,7 @@ class OnnxImporter:
             raise OnnxImportError(f"{_node_label(node)}: input '{node.input[0]}' is not quantized")
         quant, _ = self._act_quant(node, 1, 2, default_unsigned=act.unsigned)
         self._bind_quant(node, act.edge, quant, f"'{node.input[0]}'")
-        return [Act(act.edge, flat=act.flat)]
+        return [Act(act.edge, flat=act.flat, groups=act.groups, transposed=act.transposed)]
 
     # conv-like ops
     def _conv_geometry(
