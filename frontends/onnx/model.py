@@ -209,6 +209,12 @@ def check_model(model: onnx.ModelProto) -> int:
     if unsupported:
         listed = "; ".join(f"'{op}' x{count} (first: node '{first}')" for op, (count, first) in unsupported.items())
         raise OnnxImportError(f"unsupported ops: {listed}; supported ops: {supported_ops_text()}")
+    stored_elsewhere = external_tensors(model)
+    if stored_elsewhere:
+        raise OnnxImportError(
+            f"initializer '{stored_elsewhere[0].name}' stores its data in another file "
+            f"({len(stored_elsewhere)} tensors do); import the model from its path (the data is read "
+            "relative to the model file) or load it with onnx.load(path) first")
     if len(graph.output) != 1:
         raise OnnxImportError(f"the graph has {len(graph.output)} outputs; qtrain models have one")
     graph_input(graph)  # before the checker, whose messages about inputs are less specific

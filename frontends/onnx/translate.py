@@ -70,7 +70,6 @@ from qtrain.frontends.onnx.model import (
     OnnxImportError,
     OnnxImportWarning,
     check_model,
-    external_tensors,
     first_line,
     graph_input,
     load_calibration,
@@ -167,12 +166,6 @@ class OnnxImporter:
     # -- driver ------------------------------------------------------------------------------------
     def run(self) -> ModuleOp:
         self.validate()
-        stored_elsewhere = external_tensors(self.model)
-        if stored_elsewhere:
-            raise OnnxImportError(
-                f"initializer '{stored_elsewhere[0].name}' stores its data in another file "
-                f"({len(stored_elsewhere)} tensors do); import the model from its path (the data is read "
-                "relative to the model file) or load it with onnx.load(path) first")
         for init in self.graph.initializer:
             try:
                 self.values[init.name] = Const(numpy_helper.to_array(init))
