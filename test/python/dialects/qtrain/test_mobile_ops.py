@@ -57,7 +57,8 @@ def _ort(nodes: list[onnx.NodeProto], inputs: dict[str, np.ndarray], out_shape: 
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, TensorProto.INT8, list(v.shape))
                                            for k, v in inputs.items()],
                               [helper.make_tensor_value_info("y", TensorProto.INT8, out_shape)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, inputs)[0]
 
@@ -66,8 +67,10 @@ def _ort(nodes: list[onnx.NodeProto], inputs: dict[str, np.ndarray], out_shape: 
 
 
 def _float_op_table(op: str, attrs: dict, sx: float, zx: int, sy: float, zy: int) -> np.ndarray:
-    """onnxruntime on every code: DequantizeLinear -> the float op -> QuantizeLinear (a QOperator model's float island)."""
-    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["d"]), helper.make_node(op, ["d"], ["h"], **attrs),
+    """onnxruntime on every code: DequantizeLinear -> the float op -> QuantizeLinear (a QOperator model's float
+    island)."""
+    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["d"]),
+             helper.make_node(op, ["d"], ["h"], **attrs),
              helper.make_node("QuantizeLinear", ["h", "sy", "zy"], ["y"])]
     inits = [_c("sx", sx), _c("zx", zx, np.int8), _c("sy", sy), _c("zy", zy, np.int8)]
     return _ort(nodes, {"x": CODES.reshape(1, 256, 1, 1)}, [1, 256, 1, 1], inits).reshape(-1)
@@ -125,7 +128,8 @@ def test_table_gradient_matches_finite_differences(function: str) -> None:
     real = (x - 4) * float(np.float32(0.06))
     kinks = {"hardswish": [-3.0, 3.0], "hardsigmoid": [-2.5, 2.5]}.get(function, [])
     u, _ = lut_relaxed(x, function, params, inq, outq)
-    keep = np.all([np.abs(real - k) > 0.01 for k in kinks], axis=0) & (np.abs(u + 128) > 0.05) & (np.abs(u - 127) > 0.05)
+    keep = np.all([np.abs(real - k) > 0.01 for k in kinks], axis=0)
+    keep &= (np.abs(u + 128) > 0.05) & (np.abs(u - 127) > 0.05)
     x = x[keep]
     r = rng.normal(size=x.shape)
     grad = lut_grad_relaxed(r, x, function, params, inq, outq)
@@ -159,7 +163,8 @@ def test_mul_is_onnxruntimes_qlinearmul(broadcast: bool, seed: int) -> None:
     (sa, sb, sy), (za, zb, zy) = rng.uniform(0.002, 0.2, 3).astype(np.float32), rng.integers(-60, 60, 3)
     a = rng.integers(-128, 128, (1, 9, 9, 64), dtype=np.int8)
     b = rng.integers(-128, 128, (1, 1, 1, 64) if broadcast else a.shape, dtype=np.int8)
-    inits = [_c("sa", sa), _c("za", za, np.int8), _c("sb", sb), _c("zb", zb, np.int8), _c("sy", sy), _c("zy", zy, np.int8)]
+    inits = [_c("sa", sa), _c("za", za, np.int8), _c("sb", sb), _c("zb", zb, np.int8), _c("sy", sy),
+             _c("zy", zy, np.int8)]
     node = helper.make_node("QLinearMul", ["b", "sb", "zb", "a", "sa", "za", "sy", "zy"], ["y"], domain="com.microsoft")
     ref = _ort([node], {"a": a.transpose(0, 3, 1, 2).copy(), "b": b.transpose(0, 3, 1, 2).copy()}, [1, 64, 9, 9], inits)
     y, _ = mul_with_mask(a, b, q(float(sa), int(za)), q(float(sb), int(zb)), q(float(sy), int(zy)))
@@ -185,8 +190,8 @@ def test_mul_gradients_match_finite_differences(broadcast: bool) -> None:
             down[idx] -= 1e-4
             args_up = (up, b) if name == "a" else (a, up)
             args_down = (down, b) if name == "a" else (a, down)
-            fd = ((r * mul_relaxed(*args_up, qa, qb, qy)[0]).sum() - (r * mul_relaxed(*args_down, qa, qb, qy)[0]).sum()) \
-                / 2e-4
+            up_value = (r * mul_relaxed(*args_up, qa, qb, qy)[0]).sum()
+            fd = (up_value - (r * mul_relaxed(*args_down, qa, qb, qy)[0]).sum()) / 2e-4
             assert abs(fd - grads[name][idx]) <= 1e-6 * (1 + abs(fd)), (name, idx)
 
 

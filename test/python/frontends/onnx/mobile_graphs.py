@@ -102,7 +102,8 @@ class _Graph:
 
 
 def mobile_blocks(opset: int = 17, *, legacy_chunk: bool = False, classes: int = 3) -> onnx.ModelProto:
-    """conv 3->8 + HardSwish (x * HardSigmoid(x) before opset 14); MaxPool 3x3/2 pad 1; SE (mean, 1x1 8->4 + ReLU, 1x1 4->8, HardSigmoid, Mul); split
+    """conv 3->8 + HardSwish (x * HardSigmoid(x) before opset 14); MaxPool 3x3/2 pad 1; SE (mean, 1x1 8->4 +
+    ReLU, 1x1 4->8, HardSigmoid, Mul); split
     4 + 4, 1x1 conv + SiLU on the second half, concat, channel shuffle; 1x1 conv 8->8 + Sigmoid; GlobalAveragePool,
     Flatten, Gemm -> classes."""
     g = _Graph(opset)
