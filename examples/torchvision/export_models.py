@@ -64,12 +64,40 @@ def make_task(size: int) -> dict[str, np.ndarray]:
             "test_label": test_y}
 
 
-def build(name: str, classes: int, calibration: np.ndarray):  # noqa: ANN201 (torch module)
+def pretrain(model, images: np.ndarray, labels: np.ndarray, epochs: int) -> None:  # noqa: ANN001
+    """A few epochs of Adam on the upright digits (the 'pre-trained model as shipped' of the QEMU demo)."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    generator = np.random.default_rng(SEED)
+    model.train()
+    for epoch in range(epochs):
+        order = generator.permutation(len(images))
+        total = 0.0
+        for start in range(0, len(order), 32):
+            batch = order[start:start + 32]
+            x, y = torch.from_numpy(images[batch]), torch.from_numpy(labels[batch])
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(batch)
+        print(f"  pre-training epoch {epoch + 1}: loss {total / len(order):.3f}", flush=True)
+    model.eval()
+
+
+def build(name: str, classes: int, calibration: np.ndarray, width_mult: float = 1.0, pretrain_epochs: int = 0,
+          size: int = 128):  # noqa: ANN201 (torch module)
     import torch
     import torchvision
 
     torch.manual_seed(SEED)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=classes)
+    extra = {"width_mult": width_mult} if width_mult != 1.0 else {}
+    model = getattr(torchvision.models, name)(weights=None, num_classes=classes, **extra)
+    if pretrain_epochs:
+        train_x, train_y, _, _ = digits_split()
+        pretrain(model, resize(train_x, size), train_y, pretrain_epochs)
+        return model.eval()
     # BatchNormalization: cumulative statistics of the task's images instead of random-init (0, 1).
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -123,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--exporters", nargs="+", default=list(EXPORTERS), choices=EXPORTERS)
     parser.add_argument("--no-quantize", action="store_true", help="float models only")
+    parser.add_argument("--width-mult", type=float, default=1.0,
+                        help="width multiplier of mobilenet_v3_small (default 1.0)")
+    parser.add_argument("--pretrain-epochs", type=int, default=0,
+                        help="pre-train on the upright digits (train split) instead of random weights (default 0)")
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     task = make_task(args.size)
@@ -133,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models:
         folder = args.output / name
         folder.mkdir(exist_ok=True)
-        model = build(name, args.classes, calibration)
+        model = build(name, args.classes, calibration, args.width_mult if name.startswith("mobilenet_v3") else 1.0,
+                      args.pretrain_epochs, args.size)
         for exporter in args.exporters:
             start = time.time()
             path = folder / f"{exporter}.onnx"
