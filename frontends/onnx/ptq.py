@@ -116,6 +116,13 @@ def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> 
 def calibrate(layers: list[Layer], input_edge: Edge, input_flat: bool, calibration: np.ndarray | None) -> None:
     """Gives every edge still without a quantization (the graph input and the layers' outputs) the
     range it takes over the calibration images. `input_flat`: the ONNX input is `[N, F]`."""
+    if calibration is None:
+        # A quantized model whose tail onnxruntime's quantizer left in float (the dynamo exporter's final
+        # ReduceMean): a mean of int8 values stays within its input's range, so the input's quantization
+        # represents it to half a step without guessing a range from random images.
+        for layer in layers:
+            if isinstance(layer, PoolLayer) and layer.output.quant is None and layer.input.quant is not None:
+                layer.output.quant = layer.input.quant
     edges = [input_edge, *(layer.output for layer in layers if not isinstance(layer, QUANT_PRESERVING))]
     missing = [e for e in edges if e.quant is None]
     if not missing:

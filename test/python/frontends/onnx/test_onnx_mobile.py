@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,25 @@ def test_a_constant_per_channel_multiply_folds_into_the_conv():
     assert "qtrain.mul" not in [op.name for op in module.walk()]
     ref = run_ort(model, X)
     assert np.abs(ours(module) - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_a_float_mean_after_the_last_quantized_op_keeps_its_input_quantization(tmp_path: Path):
+    """The dynamo exporter's SqueezeNet ends in conv + ReLU, ReduceMean: onnxruntime's QOperator form
+    computes that mean in float on the dequantized codes. The import gives it the conv's quantization (no
+    ranges from random images, no warning); our int8 logits are onnxruntime's float mean rounded to that
+    grid."""
+    g = _Graph(20, seed=2)
+    y = g.node("Relu", [g.conv("x", 3, 6, k=3, stride=2)])[0]
+    y = g.node("Relu", [g.conv(y, 6, 4)])[0]
+    model = g.model("x", g.reduce_mean(y, keepdims=0), 4)
+    path = quantize(tmp_path, model, "qop")
+    assert [n.op_type for n in onnx.load(path).graph.node][-1] == "ReduceMean"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = import_onnx(path)
+    out_q = module.body.block.ops.last.attributes["qtrain.output_q"]  # type: ignore[union-attr]
+    conv_q = [op for op in module.walk() if op.name == "qtrain.conv2d"][-1].output_q
+    assert (out_q.scale, out_q.zp) == (conv_q.scale, conv_q.zp)
+    ref = run_ort(path, X)
+    scale = float(out_q.scale)
+    np.testing.assert_array_equal(ours(module) / scale, np.round(ref / scale))
