@@ -81,7 +81,7 @@ def pretrain(model, images: np.ndarray, labels: np.ndarray, epochs: int) -> None
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         print(f"  pre-training epoch {epoch + 1}: loss {total / len(order):.3f}", flush=True)
     model.eval()
 
