@@ -35,7 +35,7 @@ from xdsl.dialects.builtin import (
     i8,
     i32,
 )
-from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from qtrain.dialects.qtrain import (
     AddOp,
@@ -199,7 +199,11 @@ class ForwardBuilder:
         op = ReshapeOp(x, TensorType(x_type.element_type, list(shape)))
         return self._insert(op.output, op, self.quant[x])
 
-    def _insert(self, result: SSAValue, op: Conv2DOp | AddOp | AvgPoolOp | ReshapeOp, q: QuantParamsAttr) -> SSAValue:
+    def insert(self, op: Operation, q: QuantParamsAttr) -> SSAValue:
+        """Appends any single-result forward op whose int8 result has quantization `q`; returns the result."""
+        return self._insert(op.results[0], op, q)
+
+    def _insert(self, result: SSAValue, op: Operation, q: QuantParamsAttr) -> SSAValue:
         self.builder.insert(op)
         self.quant[result] = q
         return result

@@ -227,6 +227,11 @@ class Emitter:
         )
         return name
 
+    def const_ints(self, arg: kc.Ints) -> str:
+        name = self.fresh(arg.prefix)
+        self.decls.append(f"static const {arg.ctype} {name}[] QTRAIN_WEIGHTS = {c_array(arg.values, per_line=16)};")
+        return name
+
     def conv_params(self, g: kc.ConvGeometry) -> str:
         name = self.fresh("conv_params")
         pt, pl, _, _ = g.padding
@@ -259,6 +264,8 @@ class Emitter:
             return self.bias_ptr(arg.value)
         if isinstance(arg, kc.Floats):
             return self.const_floats(arg.prefix, arg.values)
+        if isinstance(arg, kc.Ints):
+            return self.const_ints(arg)
         if isinstance(arg, kc.F32):
             return c_float(arg.value)
         if isinstance(arg, kc.I32):

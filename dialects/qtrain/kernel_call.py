@@ -83,6 +83,24 @@ class Floats(CallArg):
 
 
 @dataclass(frozen=True)
+class Ints(CallArg):
+    """A `const int8_t` or `const int32_t` array of constants in Flash (a lookup table, channel indices)."""
+
+    prefix: str
+    values: tuple[int, ...]
+    ctype: Literal["int8_t", "int32_t"] = "int8_t"
+
+    def __init__(self, prefix: str, values: Sequence[int], ctype: Literal["int8_t", "int32_t"] = "int8_t"):
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "values", tuple(int(v) for v in values))
+        object.__setattr__(self, "ctype", ctype)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.values) * (1 if self.ctype == "int8_t" else 4)
+
+
+@dataclass(frozen=True)
 class F32(CallArg):
     """A float32 literal."""
 

@@ -30,7 +30,22 @@ Supported models (ai.onnx opsets 10..28, plus com.microsoft version 1 for onnxru
 | QLinearAveragePool, QGemm                          |                                                          |
 | Relu / Clip with no foldable producer              | `qtrain.avgpool` 1x1 (a requantization whose saturation  |
 |                                                    | implements the range)                                    |
+| HardSwish, HardSigmoid, Sigmoid, x * Sigmoid(x),   | `qtrain.lut` (a 256-entry int8 table, SiLU fused in      |
+| com.microsoft QLinearSigmoid                       | float models; bit-exact with onnxruntime's kernels)      |
+| Mul (same shape, or SE's [N, C, 1, 1] factor),     | `qtrain.mul` (onnxruntime's QLinearMul arithmetic); by a |
+| com.microsoft QLinearMul                           | per-channel constant: folded into the producing conv     |
+| ReduceMean over H and W (the dynamo exporter's     | `qtrain.avgpool` (global)                                |
+| global pooling), keepdims 0 or 1                   |                                                          |
+| MaxPool (pads, ceil_mode)                          | `qtrain.maxpool` (keeps its input's quantization)        |
+| Concat (channels), com.microsoft QLinearConcat     | `qtrain.concat` (+ `qtrain.lut` identity requantization) |
+| Split / Slice on channels, channel shuffle         | `qtrain.gather_channels`                                 |
+| (Reshape [N, g, C/g, H, W], Transpose, Reshape)    |                                                          |
+| Shape, Gather, Div, Sub, Cast, Unsqueeze, ... on   | folded at import (the legacy exporter's shape arithmetic)|
+| constants                                          |                                                          |
 | Identity, Dropout, Constant                        | nothing                                                  |
+
+Tensors stored as external data (the dynamo exporter's weights) are read from files next to the model.
+A model with unsupported ops fails with one error listing each of them, its count and its first node.
 
 Layout, the quantization of QOperator / QDQ models and the folding of activations: `translate`. The
 PTQ of float models and its calibration fallback: `ptq`.

@@ -45,9 +45,16 @@ class Act:
     is_int: bool = False
     unsigned: bool = False
     flat: bool = False
+    groups: tuple[int, int] | None = None
+    """The 5-D view `[N, g, C / g, H, W]` of the channels (a channel shuffle's first reshape), or None."""
+    transposed: bool = False
+    """With `groups`: the view is `[N, C / g, g, H, W]` (the shuffle's transpose, not yet materialized)."""
 
     def onnx_shape(self) -> tuple[int, ...]:
         h, w, c = self.edge.shape
+        if self.groups is not None:
+            g, k = self.groups
+            return (1, k, g, h, w) if self.transposed else (1, g, k, h, w)
         return (1, c * h * w) if self.flat else (1, c, h, w)
 
 
@@ -145,6 +152,67 @@ class RequantLayer(Layer):
     def inputs(self) -> list[Edge]:
         return [self.input]
 
+
+@dataclass(eq=False)
+class LutLayer(Layer):
+    """An element-wise function run as an int8 table (`qtrain.lut`; `activations.FUNCTIONS`)."""
+
+    input: Edge
+    function: str
+    params: tuple[float, ...] = ()
+    source: str = ""
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+
+@dataclass(eq=False)
+class MulLayer(Layer):
+    """lhs * rhs, rhs the same shape or 1 x 1 x C (squeeze-and-excitation)."""
+
+    lhs: Edge
+    rhs: Edge
+
+    def inputs(self) -> list[Edge]:
+        return [self.lhs, self.rhs]
+
+
+@dataclass(eq=False)
+class MaxPoolLayer(Layer):
+    """Max pool; keeps its input's quantization. pads: top, left, bottom, right (ceil_mode included)."""
+
+    input: Edge
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+
+@dataclass(eq=False)
+class ConcatLayer(Layer):
+    """Channel concatenation; inputs quantized otherwise than the output are requantized first."""
+
+    parts: list[Edge]
+
+    def inputs(self) -> list[Edge]:
+        return list(self.parts)
+
+
+@dataclass(eq=False)
+class GatherLayer(Layer):
+    """output channel k = input channel indices[k] (a channel slice, split or shuffle); keeps the quantization."""
+
+    input: Edge
+    indices: tuple[int, ...]
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+
+QUANT_PRESERVING = (MaxPoolLayer, GatherLayer)
+"""Layers whose output has its input's quantization unless the model says otherwise."""
 
 Value = Act | Const
 

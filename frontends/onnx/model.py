@@ -38,23 +38,42 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
         "Add",
         "AveragePool",
         "BatchNormalization",
+        "Cast",
         "Clip",
+        "Concat",
         "Constant",
         "Conv",
         "DequantizeLinear",
+        "Div",
         "Dropout",
         "Flatten",
+        "Gather",
         "Gemm",
         "GlobalAveragePool",
+        "HardSigmoid",
+        "HardSwish",
         "Identity",
         "MatMul",
+        "MaxPool",
+        "Mul",
         "QLinearConv",
         "QLinearMatMul",
         "QuantizeLinear",
+        "Range",
+        "ReduceMean",
         "Relu",
         "Reshape",
+        "Shape",
+        "Sigmoid",
+        "Slice",
+        "Split",
+        "Squeeze",
+        "Sub",
+        "Transpose",
+        "Unsqueeze",
     ),
-    MS_DOMAIN: ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool"),
+    MS_DOMAIN: ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearConcat", "QLinearGlobalAveragePool",
+                "QLinearMul", "QLinearSigmoid"),
 }
 
 
@@ -81,7 +100,9 @@ def first_line(message: str) -> str:
 
 
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Reads an ONNX file; OnnxImportError for unreadable, truncated or corrupt files."""
+    """Reads an ONNX file, with the tensors it stores as external data (their `location`s are resolved
+    relative to the model file's folder, as the ONNX spec says, not to the current directory);
+    OnnxImportError for unreadable, truncated or corrupt files and missing or short external data."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -95,7 +116,45 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         ) from e
     if not model.HasField("graph") or not model.opset_import:
         raise OnnxImportError(f"{path}: not an ONNX model (no graph or no opset import; truncated or corrupt file?)")
+    load_external_data(model, path.resolve().parent, str(path))
     return model
+
+
+def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The initializers (and Constant node values) whose data lives in another file."""
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            tensors += [attr.t] if attr.HasField("t") else list(attr.tensors)
+    return [t for t in tensors if t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def load_external_data(model: onnx.ModelProto, base_dir: Path, what: str) -> None:
+    """Reads every external tensor of `model` from `base_dir` / its location, checking the file is there, stays
+    inside `base_dir` and holds the bytes the tensor names."""
+    from onnx.external_data_helper import ExternalDataInfo
+
+    for tensor in external_tensors(model):
+        info = ExternalDataInfo(tensor)
+        location = (base_dir / info.location).resolve()
+        if base_dir.resolve() not in location.parents:
+            raise OnnxImportError(
+                f"{what}: initializer '{tensor.name}' names external data outside the model's folder: {info.location}")
+        try:
+            with location.open("rb") as f:
+                f.seek(int(info.offset or 0))
+                length = int(info.length) if info.length else -1
+                raw = f.read(length)
+        except OSError as e:
+            raise OnnxImportError(
+                f"{what}: cannot read the external data of initializer '{tensor.name}' from {location}: "
+                f"{e.strerror or e}") from e
+        if length >= 0 and len(raw) != length:
+            raise OnnxImportError(f"{what}: {location} holds {len(raw)} of the {length} bytes of initializer "
+                                  f"'{tensor.name}' (truncated file?)")
+        tensor.raw_data = raw
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def load_calibration(path: str | os.PathLike[str]) -> np.ndarray:
@@ -139,12 +198,22 @@ def check_model(model: onnx.ModelProto) -> int:
     if MS_DOMAIN in versions and versions[MS_DOMAIN] != 1:
         raise OnnxImportError(f"unsupported {MS_DOMAIN} opset {versions[MS_DOMAIN]}; supported: 1")
     graph = model.graph
+    unsupported: dict[str, tuple[int, str]] = {}
     for node in graph.node:
         domain = "" if node.domain in ("", "ai.onnx") else node.domain
         if node.op_type not in SUPPORTED_OPS.get(domain, ()):
             op = node.op_type if not domain else f"{domain}.{node.op_type}"
-            where = node.name or node.output[0]
-            raise OnnxImportError(f"unsupported op '{op}' (node '{where}'); supported ops: {supported_ops_text()}")
+            count, first = unsupported.get(op, (0, node.name or (node.output[0] if node.output else "?")))
+            unsupported[op] = (count + 1, first)
+    if unsupported:
+        listed = "; ".join(f"'{op}' x{count} (first: node '{first}')" for op, (count, first) in unsupported.items())
+        raise OnnxImportError(f"unsupported ops: {listed}; supported ops: {supported_ops_text()}")
+    stored_elsewhere = external_tensors(model)
+    if stored_elsewhere:
+        raise OnnxImportError(
+            f"initializer '{stored_elsewhere[0].name}' stores its data in another file "
+            f"({len(stored_elsewhere)} tensors do); import the model from its path (the data is read "
+            "relative to the model file) or load it with onnx.load(path) first")
     if len(graph.output) != 1:
         raise OnnxImportError(f"the graph has {len(graph.output)} outputs; qtrain models have one")
     graph_input(graph)  # before the checker, whose messages about inputs are less specific

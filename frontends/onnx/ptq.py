@@ -19,8 +19,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from qtrain.dialects.qtrain.activations import function_f64
+from qtrain.dialects.qtrain.maxpool import maxpool
 from qtrain.frontends.builder import INT32_MAX, INT32_MIN, range_quant
-from qtrain.frontends.onnx.graph import AddLayer, ConvLayer, Edge, Layer, PoolLayer, RequantLayer
+from qtrain.frontends.onnx.graph import (
+    QUANT_PRESERVING,
+    AddLayer,
+    ConcatLayer,
+    ConvLayer,
+    Edge,
+    GatherLayer,
+    Layer,
+    LutLayer,
+    MaxPoolLayer,
+    MulLayer,
+    PoolLayer,
+    RequantLayer,
+)
 from qtrain.frontends.onnx.model import OnnxImportError, OnnxImportWarning
 
 CALIBRATION_FALLBACK_IMAGES = 32
@@ -38,6 +53,16 @@ def conv_nhwc_float(
     o, cg, kh, kw = w_oihw.shape
     pt, pl, pb, pr = pads
     xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    oh, ow = (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1
+    if groups == 1 and kh == kw == 1:  # pointwise: one matrix product
+        return xp[:, : strides[0] * oh : strides[0], : strides[1] * ow : strides[1]] @ w_oihw[:, :, 0, 0].T + b
+    if groups == c == o and cg == 1:  # depthwise: one multiply-add per tap
+        y = np.zeros((n, oh, ow, o))
+        sh, sw = strides
+        for i in range(kh):
+            for j in range(kw):
+                y += xp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] * w_oihw[:, 0, i, j]
+        return y + b
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # N, OH', OW', C, KH, KW
     win = win[:, :: strides[0], :: strides[1]]
     oh, ow = win.shape[1], win.shape[2]
@@ -68,6 +93,17 @@ def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> 
             y = avgpool_nhwc_float(values[id(layer.input)], layer.kernel, layer.strides)
         elif isinstance(layer, RequantLayer):
             y = np.clip(values[id(layer.input)], *layer.act)
+        elif isinstance(layer, LutLayer):
+            y = function_f64(layer.function, values[id(layer.input)], layer.params)
+        elif isinstance(layer, MulLayer):
+            y = values[id(layer.lhs)] * values[id(layer.rhs)]
+        elif isinstance(layer, MaxPoolLayer):
+            h, w, _ = layer.output.shape
+            y = maxpool(values[id(layer.input)], (h, w), layer.kernel, layer.strides, layer.pads[:2])
+        elif isinstance(layer, ConcatLayer):
+            y = np.concatenate([values[id(e)] for e in layer.parts], axis=-1)
+        elif isinstance(layer, GatherLayer):
+            y = values[id(layer.input)][..., list(layer.indices)]
         else:
             raise AssertionError(layer)
         values[id(layer.output)] = y
@@ -80,9 +116,17 @@ def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> 
 def calibrate(layers: list[Layer], input_edge: Edge, input_flat: bool, calibration: np.ndarray | None) -> None:
     """Gives every edge still without a quantization (the graph input and the layers' outputs) the
     range it takes over the calibration images. `input_flat`: the ONNX input is `[N, F]`."""
-    edges = [input_edge, *(layer.output for layer in layers)]
+    if calibration is None:
+        # A quantized model whose tail onnxruntime's quantizer left in float (the dynamo exporter's final
+        # ReduceMean): a mean of int8 values stays within its input's range, so the input's quantization
+        # represents it to half a step without guessing a range from random images.
+        for layer in layers:
+            if isinstance(layer, PoolLayer) and layer.output.quant is None and layer.input.quant is not None:
+                layer.output.quant = layer.input.quant
+    edges = [input_edge, *(layer.output for layer in layers if not isinstance(layer, QUANT_PRESERVING))]
     missing = [e for e in edges if e.quant is None]
     if not missing:
+        share_quantization(layers, set())
         return
     images = calibration_images(input_edge, input_flat, calibration, missing)
     lo = {id(e): math.inf for e in missing}
@@ -97,6 +141,25 @@ def calibrate(layers: list[Layer], input_edge: Edge, input_flat: bool, calibrati
         if not (np.isfinite(lo[id(e)]) and np.isfinite(hi[id(e)])):
             raise OnnxImportError(f"calibration produced non-finite values for tensor '{e.name}'")
         e.quant = range_quant(lo[id(e)], hi[id(e)])
+    share_quantization(layers, {id(e) for e in missing})
+
+
+def share_quantization(layers: list[Layer], calibrated: set[int]) -> None:
+    """Quantizations that follow from others: a max pool or channel gather keeps its input's; the inputs
+    of a concat that the calibration quantized and that feed only the concat take the concat's (so no
+    requantization is needed; the concat's range covers theirs)."""
+    uses: dict[int, int] = {}
+    for layer in layers:
+        for e in layer.inputs():
+            uses[id(e)] = uses.get(id(e), 0) + 1
+    for layer in layers:
+        if isinstance(layer, ConcatLayer):
+            for part in layer.parts:
+                if id(part) in calibrated and uses[id(part)] == 1 and not isinstance(part.producer, QUANT_PRESERVING):
+                    part.quant = layer.output.quant
+    for layer in layers:
+        if isinstance(layer, QUANT_PRESERVING) and layer.output.quant is None:
+            layer.output.quant = layer.input.quant
 
 
 def calibration_images(

@@ -39,18 +39,27 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, TensorType, i8
 from xdsl.ir import SSAValue
 
 from qtrain.dialects.qtrain import QuantParamsAttr
+from qtrain.dialects.qtrain.activations import LutOp
+from qtrain.dialects.qtrain.channels import ConcatOp, GatherChannelsOp
+from qtrain.dialects.qtrain.maxpool import MaxPoolOp, maxpool_output_size
+from qtrain.dialects.qtrain.mul import MulOp
 from qtrain.frontends.builder import ForwardBuilder, clamp_for_range, quant_params
 from qtrain.frontends.onnx.graph import (
     Act,
     AddLayer,
+    ConcatLayer,
     Const,
     ConvLayer,
     Edge,
+    GatherLayer,
     Layer,
+    LutLayer,
+    MaxPoolLayer,
+    MulLayer,
     PoolLayer,
     QuantizedConst,
     RequantLayer,
@@ -124,6 +133,11 @@ def _common_divisor_rescale(centered: np.ndarray, scale: np.ndarray) -> tuple[np
 
 
 
+CONSTANT_FOLDED = frozenset({"Add", "Cast", "Concat", "Div", "Gather", "Mul", "Range", "Reshape", "Slice", "Squeeze",
+                             "Sub", "Unsqueeze"})
+"""Ops evaluated at import when every input is a constant (the shape arithmetic exporters write)."""
+
+
 # -- the importer ------------------------------------------------------------------------------------
 
 
@@ -168,6 +182,8 @@ class OnnxImporter:
         self._read_input()
         for node in self.graph.node:
             handler: Callable[[onnx.NodeProto], list[Value]] = getattr(self, f"_op_{node.op_type}")
+            if node.op_type in CONSTANT_FOLDED and self._all_constant(node):
+                handler = self._fold_constants
             try:
                 results = handler(node)
             except (ValueError, KeyError, IndexError) as e:  # numpy's and onnx's complaints about this node
@@ -413,7 +429,7 @@ class OnnxImporter:
         act = self._float_act(node)
         quant, unsigned = self._act_quant(node, 1, 2, default_unsigned=default_unsigned)
         edge = self._requantized(act, quant, _node_label(node))
-        return [Act(edge, is_int=True, unsigned=unsigned, flat=act.flat)]
+        return [Act(edge, is_int=True, unsigned=unsigned, flat=act.flat, groups=act.groups, transposed=act.transposed)]
 
     def _op_DequantizeLinear(self, node: onnx.NodeProto) -> list[Value]:
         attrs = self._check_q_attrs(node)
@@ -426,7 +442,7 @@ class OnnxImporter:
             raise OnnxImportError(f"{_node_label(node)}: input '{node.input[0]}' is not quantized")
         quant, _ = self._act_quant(node, 1, 2, default_unsigned=act.unsigned)
         self._bind_quant(node, act.edge, quant, f"'{node.input[0]}'")
-        return [Act(act.edge, flat=act.flat)]
+        return [Act(act.edge, flat=act.flat, groups=act.groups, transposed=act.transposed)]
 
     # conv-like ops
     def _conv_geometry(
@@ -908,6 +924,290 @@ class OnnxImporter:
     def _op_QLinearAveragePool(self, node: onnx.NodeProto) -> list[Value]:
         return self._quantized_pool(node, None)
 
+    # shape arithmetic (what exporters write around a chunk or a view): folded at import
+    def _all_constant(self, node: onnx.NodeProto) -> bool:
+        return all(isinstance(self._value(node, i), Const) for i, name in enumerate(node.input) if name)
+
+    def _fold_constants(self, node: onnx.NodeProto) -> list[Value]:
+        """A node of constants, evaluated by onnx's reference implementation at the model's opset."""
+        from onnx.reference import ReferenceEvaluator
+
+        names = [name for name in node.input if name]
+        feeds = {name: self.values[name].value for name in names}  # type: ignore[union-attr]
+        graph = helper.make_graph(
+            [node], "fold", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(feeds[n].dtype), None)
+                             for n in names],
+            [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in node.output if o])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        try:
+            results = ReferenceEvaluator(model).run(None, feeds)
+        except Exception as e:  # the reference implementation's complaints about this node
+            raise OnnxImportError(f"{_node_label(node)}: cannot fold constants: {first_line(str(e))}") from e
+        return [Const(np.asarray(r)) for r in results]
+
+    def _op_Shape(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        attrs = _attrs(node)
+        shape = np.array(act.onnx_shape(), dtype=np.int64)
+        shape[0] = self.model_batch or 1
+        return [Const(shape[int(attrs.get("start", 0)):attrs.get("end", None)])]
+
+    def _constant_only(self, node: onnx.NodeProto) -> list[Value]:
+        raise OnnxImportError(f"{_node_label(node)}: supported on constants only (shape arithmetic), but an input is "
+                              "computed from the graph input")
+
+    _op_Gather = _op_Div = _op_Sub = _op_Cast = _op_Unsqueeze = _op_Squeeze = _op_Range = _constant_only
+
+    # table activations (qtrain.lut)
+    def _table_activation(self, node: onnx.NodeProto, function: str, params: tuple[float, ...] = ()) -> list[Value]:
+        act = self._float_act(node)
+        if act.groups is not None:
+            raise OnnxImportError(f"{_node_label(node)}: input is a 5-D channel view")
+        out = self._edge(node.output[0], act.edge.shape)
+        edge = self._add_layer(LutLayer(out, act.edge, function, params, source=_node_label(node)))
+        return [Act(edge, flat=act.flat)]
+
+    def _op_HardSwish(self, node: onnx.NodeProto) -> list[Value]:
+        return self._table_activation(node, "hardswish")
+
+    def _op_HardSigmoid(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        return self._table_activation(node, "hardsigmoid",
+                                      (float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))))
+
+    def _op_Sigmoid(self, node: onnx.NodeProto) -> list[Value]:
+        return self._table_activation(node, "sigmoid")
+
+    def _op_QLinearSigmoid(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        x_quant, _ = self._act_quant(node, 1, 2, default_unsigned=act.unsigned)
+        self._bind_quant(node, act.edge, x_quant, f"'{node.input[0]}'")
+        y_quant, unsigned = self._act_quant(node, 3, 4)
+        out = self._edge(node.output[0], act.edge.shape, y_quant)
+        edge = self._add_layer(LutLayer(out, act.edge, "sigmoid", source=_node_label(node)))
+        return [Act(edge, is_int=True, unsigned=unsigned, flat=act.flat)]
+
+    # multiply
+    SELF_GATED = {"sigmoid": "silu"}
+    """x * f(x) with the table of f fused into one table (float models only: a quantized model keeps both)."""
+
+    def _fused_gate(self, node: onnx.NodeProto, x: Act, gate: Act, gate_name: str) -> Edge | None:
+        layer = gate.edge.producer
+        if not (isinstance(layer, LutLayer) and layer.input is x.edge and gate.edge.quant is None
+                and x.flat == gate.flat and self._exclusive(gate_name, layer)):
+            return None
+        if layer.function in self.SELF_GATED:
+            layer.function = self.SELF_GATED[layer.function]
+        elif layer.function == "hardsigmoid" and np.allclose(layer.params, (1.0 / 6.0, 0.5), rtol=1e-6):
+            layer.function, layer.params = "hardswish", ()  # x * HardSigmoid(x, 1/6, 1/2): opsets before 14
+        else:
+            return None
+        layer.source = f"{layer.source} * {_node_label(node)}"
+        return layer.output
+
+    def _op_Mul(self, node: onnx.NodeProto) -> list[Value]:
+        a, b = self._value(node, 0), self._value(node, 1)
+        for act_index, act, cst in ((0, a, b), (1, b, a)):
+            if isinstance(act, Act) and isinstance(cst, Const):
+                self._float_act(node, act_index)
+                return self._fold_constant_mul(node, node.input[act_index], act, cst.value.astype(np.float64))
+        lhs, rhs = self._float_act(node, 0), self._float_act(node, 1)
+        for x, gate, name in ((lhs, rhs, node.input[1]), (rhs, lhs, node.input[0])):
+            fused = self._fused_gate(node, x, gate, name)
+            if fused is not None:
+                return [Act(fused, flat=x.flat)]
+        return [Act(self._mul(node, lhs, rhs, None), flat=lhs.flat and rhs.flat)]
+
+    def _fold_constant_mul(self, node: onnx.NodeProto, name: str, act: Act, real: np.ndarray) -> list[Value]:
+        """`act` times a per-channel (or scalar) constant, folded into the producing conv's output channels."""
+        conv = self._foldable(name, act, (ConvLayer,))
+        o = act.edge.shape[2]
+        if not isinstance(conv, ConvLayer) or real.size not in (1, o) or (
+                real.size == o and real.shape not in ((o,), (1, o), (o, 1, 1), (1, o, 1, 1))):
+            raise OnnxImportError(
+                f"{_node_label(node)}: multiplying by a constant is only supported right after a Conv/Gemm/MatMul "
+                f"whose output it alone uses, with one value per channel; got shape {list(real.shape)}")
+        conv.scale_channels(np.broadcast_to(real.reshape(-1), (o,)))
+        return [Act(act.edge, flat=act.flat)]
+
+    def _mul(self, node: onnx.NodeProto, lhs: Act, rhs: Act, quant: QuantParamsAttr | None) -> Edge:
+        (ha, wa, ca), (hb, wb, cb) = lhs.edge.shape, rhs.edge.shape
+        if (hb, wb) != (1, 1) and (ha, wa) == (1, 1):
+            lhs, rhs = rhs, lhs
+            (ha, wa, ca), (hb, wb, cb) = (hb, wb, cb), (ha, wa, ca)
+        if ca != cb or (hb, wb) not in ((ha, wa), (1, 1)) or lhs.groups is not None or rhs.groups is not None:
+            raise OnnxImportError(
+                f"{_node_label(node)}: operands of shapes {list(lhs.onnx_shape())} and {list(rhs.onnx_shape())}; "
+                "only same-shape products and a per-channel [N, C, 1, 1] factor are supported")
+        out = self._edge(node.output[0], lhs.edge.shape, quant)
+        return self._add_layer(MulLayer(out, lhs.edge, rhs.edge))
+
+    def _op_QLinearMul(self, node: onnx.NodeProto) -> list[Value]:
+        lhs, rhs = self._act(node, 0), self._act(node, 3)
+        for act, index in ((lhs, 0), (rhs, 3)):
+            quant, _ = self._act_quant(node, index + 1, index + 2, default_unsigned=act.unsigned)
+            self._bind_quant(node, act.edge, quant, f"'{node.input[index]}'")
+        y_quant, unsigned = self._act_quant(node, 6, 7)
+        return [Act(self._mul(node, lhs, rhs, y_quant), is_int=True, unsigned=unsigned, flat=lhs.flat and rhs.flat)]
+
+    # reductions and max pooling
+    def _op_ReduceMean(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        act = self._float_act(node)
+        self._image_act(node, act)
+        if self.opset >= 18:
+            axes_const = self._const(node, 1, "axes", optional=True)
+            axes = [] if axes_const is None else [int(a) for a in axes_const.value.reshape(-1)]
+        else:
+            axes = [int(a) for a in attrs.get("axes", [])]
+        if sorted(a % 4 for a in axes) != [2, 3] or attrs.get("noop_with_empty_axes", 0):
+            raise OnnxImportError(f"{_node_label(node)}: only a mean over H and W (axes [2, 3], a global average "
+                                  f"pool) is supported, got axes {axes}")
+        h, w, _ = act.edge.shape
+        edge = self._pool(node, act, (h, w), (1, 1), None)
+        return [Act(edge, flat=not attrs.get("keepdims", 1))]
+
+    def _op_MaxPool(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        act = self._act(node, 0)
+        self._image_act(node, act)
+        if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
+            raise OnnxImportError(f"{_node_label(node)}: the Indices output is not supported")
+        if attrs.get("storage_order", 0) or tuple(attrs.get("dilations", [1, 1])) != (1, 1):
+            raise OnnxImportError(f"{_node_label(node)}: dilations and storage_order are not supported")
+        kernel = tuple(int(k) for k in attrs.get("kernel_shape", []))
+        strides = tuple(int(s) for s in attrs.get("strides", [1, 1]))
+        if len(kernel) != 2 or len(strides) != 2:
+            raise OnnxImportError(f"{_node_label(node)}: only 2-D pooling is supported")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        h, w, c = act.edge.shape
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            (pt, pb), (pl, pr) = _same_pads(h, kernel[0], strides[0], auto_pad), _same_pads(w, kernel[1], strides[1],
+                                                                                           auto_pad)
+        elif auto_pad in ("NOTSET", "VALID"):
+            pt, pl, pb, pr = (int(p) for p in attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else (0,) * 4
+        else:
+            raise OnnxImportError(f"{_node_label(node)}: auto_pad {auto_pad} is not supported")
+        ceil = bool(attrs.get("ceil_mode", 0))
+        oh = maxpool_output_size(h, kernel[0], strides[0], pt, pb, ceil)
+        ow = maxpool_output_size(w, kernel[1], strides[1], pl, pr, ceil)
+        # ceil_mode: the extra windows read fewer taps; as extra bottom / right padding (never read)
+        pb = max(pb, (oh - 1) * strides[0] + kernel[0] - h - pt)
+        pr = max(pr, (ow - 1) * strides[1] + kernel[1] - w - pl)
+        if min(pt, pl, pb, pr) < 0 or max(pt, pb) >= kernel[0] or max(pl, pr) >= kernel[1] or min(oh, ow) < 1:
+            raise OnnxImportError(f"{_node_label(node)}: pads {[pt, pl, pb, pr]} must be in [0, kernel) "
+                                  f"for kernel {list(kernel)}")
+        quant = act.edge.quant if act.is_int else None
+        out = self._edge(node.output[0], (oh, ow, c), quant)
+        edge = self._add_layer(MaxPoolLayer(out, act.edge, (kernel[0], kernel[1]), (strides[0], strides[1]),
+                                            (pt, pl, pb, pr)))
+        return [Act(edge, is_int=act.is_int, unsigned=act.unsigned)]
+
+    # channel moves
+    def _channel_axis(self, node: onnx.NodeProto, act: Act, axis: int) -> None:
+        rank = len(act.onnx_shape())
+        if act.groups is not None or axis % rank != 1:
+            raise OnnxImportError(f"{_node_label(node)}: only the channel axis (1) of an [N, C, H, W] or [N, F] "
+                                  f"tensor is supported, got axis {axis} of a rank-{rank} tensor")
+
+    def _gather(self, node: onnx.NodeProto, index: int, act: Act, indices: list[int]) -> Act:
+        h, w, c = act.edge.shape
+        if indices == list(range(c)):
+            return act
+        quant = act.edge.quant if act.is_int else None
+        out = self._edge(node.output[index], (h, w, len(indices)), quant)
+        edge = self._add_layer(GatherLayer(out, act.edge, tuple(indices)))
+        return Act(edge, is_int=act.is_int, unsigned=act.unsigned, flat=act.flat)
+
+    def _concat(self, node: onnx.NodeProto, parts: list[Act], quant: QuantParamsAttr | None) -> Edge:
+        h, w, _ = parts[0].edge.shape
+        flat = parts[0].flat
+        for part in parts:
+            if part.edge.shape[:2] != (h, w) or part.groups is not None or (part.flat != flat and (h, w) != (1, 1)):
+                raise OnnxImportError(f"{_node_label(node)}: inputs differ in height or width "
+                                      f"({[list(p.onnx_shape()) for p in parts]})")
+        out = self._edge(node.output[0], (h, w, sum(p.edge.shape[2] for p in parts)), quant)
+        return self._add_layer(ConcatLayer(out, [p.edge for p in parts]))
+
+    def _op_Concat(self, node: onnx.NodeProto) -> list[Value]:
+        parts = [self._float_act(node, i) for i in range(len(node.input))]
+        self._channel_axis(node, parts[0], int(_attrs(node).get("axis", 1)))
+        return [Act(self._concat(node, parts, None), flat=parts[0].flat)]
+
+    def _op_QLinearConcat(self, node: onnx.NodeProto) -> list[Value]:
+        y_quant, unsigned = self._act_quant(node, 0, 1)
+        parts = []
+        for i in range(2, len(node.input), 3):
+            act = self._act(node, i)
+            quant, _ = self._act_quant(node, i + 1, i + 2, default_unsigned=act.unsigned)
+            self._bind_quant(node, act.edge, quant, f"'{node.input[i]}'")
+            parts.append(act)
+        self._channel_axis(node, parts[0], int(_attrs(node).get("axis", 1)))
+        return [Act(self._concat(node, parts, y_quant), is_int=True, unsigned=unsigned, flat=parts[0].flat)]
+
+    def _op_Split(self, node: onnx.NodeProto) -> list[Value]:
+        attrs = _attrs(node)
+        act = self._act(node, 0)
+        self._channel_axis(node, act, int(attrs.get("axis", 0)))
+        c = act.edge.shape[2]
+        sizes_const = self._const(node, 1, "split", optional=True) if self.opset >= 13 else None
+        if sizes_const is not None:
+            sizes = [int(v) for v in sizes_const.value.reshape(-1)]
+        elif "split" in attrs:
+            sizes = [int(v) for v in attrs["split"]]
+        else:
+            n = int(attrs.get("num_outputs", len(node.output)))
+            step = -(-c // n)
+            sizes = [min(step, c - k * step) for k in range(n)]
+        if sum(sizes) != c or len(sizes) != len(node.output) or min(sizes) < 1:
+            raise OnnxImportError(f"{_node_label(node)}: split sizes {sizes} do not divide {c} channels into "
+                                  f"{len(node.output)} outputs")
+        starts = np.cumsum([0, *sizes[:-1]])
+        return [self._gather(node, k, act, list(range(int(start), int(start) + size)))
+                for k, (start, size) in enumerate(zip(starts, sizes, strict=True))]
+
+    def _op_Slice(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        shape = act.onnx_shape()
+        if act.groups is not None:
+            raise OnnxImportError(f"{_node_label(node)}: input is a 5-D channel view")
+        starts_c, ends_c = self._const(node, 1, "starts"), self._const(node, 2, "ends")
+        axes_c = self._const(node, 3, "axes", optional=True)
+        steps_c = self._const(node, 4, "steps", optional=True)
+        assert starts_c is not None and ends_c is not None
+        starts = [int(v) for v in starts_c.value.reshape(-1)]
+        ends = [int(v) for v in ends_c.value.reshape(-1)]
+        axes = list(range(len(starts))) if axes_c is None else [int(v) % len(shape) for v in axes_c.value.reshape(-1)]
+        steps = [1] * len(starts) if steps_c is None else [int(v) for v in steps_c.value.reshape(-1)]
+        indices = list(range(act.edge.shape[2]))
+        for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+            picked = list(range(shape[axis]))[slice(start, end, step)]
+            if axis == 1 and picked:
+                indices = picked
+            elif picked != list(range(shape[axis])):
+                raise OnnxImportError(f"{_node_label(node)}: only slicing the channel axis is supported "
+                                      f"(axis {axis} of {list(shape)} from {start} to {end} by {step})")
+        return [self._gather(node, 0, act, indices)]
+
+    def _op_Transpose(self, node: onnx.NodeProto) -> list[Value]:
+        act = self._act(node, 0)
+        perm = tuple(int(p) for p in _attrs(node).get("perm", []))
+        if act.groups is not None and perm == (0, 2, 1, 3, 4):
+            return [Act(act.edge, act.is_int, act.unsigned, groups=act.groups, transposed=not act.transposed)]
+        if perm == tuple(range(len(act.onnx_shape()))):
+            return [act]
+        raise OnnxImportError(f"{_node_label(node)}: only the channel shuffle's transpose (perm [0, 2, 1, 3, 4] of "
+                              f"a [N, g, C/g, H, W] view) is supported, got perm {list(perm)} of "
+                              f"{list(act.onnx_shape())}")
+
+    def _channel_shuffle(self, node: onnx.NodeProto, act: Act) -> Act:
+        """The [N, C/g, g, H, W] view read back as [N, C, H, W]: channel j * g + i = input channel i * (C/g) + j."""
+        assert act.groups is not None
+        g, k = act.groups
+        indices = [i * k + j for j in range(k) for i in range(g)]
+        return self._gather(node, 0, Act(act.edge, act.is_int, act.unsigned), indices)
+
     # views
     def _op_Flatten(self, node: onnx.NodeProto) -> list[Value]:
         act = self._act(node, 0)
@@ -933,6 +1233,12 @@ class OnnxImporter:
             known = int(np.prod([d for d in dims if d != -1]))
             dims[dims.index(-1)] = total // known if known else 0
         h, w, c = act.edge.shape
+        if act.groups is not None:  # the end of a channel shuffle (or its first reshape undone)
+            if tuple(dims[1:]) == (c, h, w):
+                return [self._channel_shuffle(node, act) if act.transposed else Act(act.edge, act.is_int, act.unsigned)]
+            raise OnnxImportError(f"{_node_label(node)}: reshape of the channel view {list(current)} to {target}")
+        if len(dims) == 5 and not act.flat and tuple(dims[3:]) == (h, w) and dims[1] * dims[2] == c and dims[1] > 0:
+            return [Act(act.edge, act.is_int, act.unsigned, groups=(dims[1], dims[2]))]
         if len(dims) == 2 and dims[1] == c * h * w:
             return [Act(act.edge, act.is_int, act.unsigned, flat=True)]
         if len(dims) == 4 and tuple(dims[1:]) == (c, h, w) and (not act.flat or (h, w) == (1, 1)):
@@ -967,10 +1273,37 @@ class OnnxImporter:
                         "standalone clamp op (only conv2d/add carry one)"
                     )
                 result = b.avgpool(ssa[id(layer.input)], kernel=(1, 1), strides=(1, 1), output_q=out_q)
+            elif isinstance(layer, LutLayer):
+                x = ssa[id(layer.input)]
+                result = b.insert(LutOp(x, layer.function, input_q=b.quant[x], output_q=out_q, params=layer.params),
+                                  out_q)
+            elif isinstance(layer, MulLayer):
+                x, y = ssa[id(layer.lhs)], ssa[id(layer.rhs)]
+                result = b.insert(MulOp(x, y, lhs_q=b.quant[x], rhs_q=b.quant[y], output_q=out_q), out_q)
+            elif isinstance(layer, MaxPoolLayer):
+                x = ssa[id(layer.input)]
+                h, w, c = layer.output.shape
+                op = MaxPoolOp(x, TensorType(i8, [1, h, w, c]), kernel=layer.kernel, strides=layer.strides,
+                               padding=layer.pads, q=b.quant[x])
+                result = self._requant(b, b.insert(op, b.quant[x]), out_q)
+            elif isinstance(layer, ConcatLayer):
+                parts = [self._requant(b, ssa[id(e)], out_q) for e in layer.parts]
+                result = b.insert(ConcatOp(parts, out_q), out_q)
+            elif isinstance(layer, GatherLayer):
+                x = ssa[id(layer.input)]
+                result = self._requant(b, b.insert(GatherChannelsOp(x, layer.indices, b.quant[x]), b.quant[x]), out_q)
             else:
                 raise AssertionError(layer)
             ssa[id(layer.output)] = result
         return b.finish(ssa[id(output)])
+
+    @staticmethod
+    def _requant(b: ForwardBuilder, x: SSAValue, quant: QuantParamsAttr) -> SSAValue:
+        """`x` expressed with `quant`: itself, or through an identity table (onnxruntime's requantization of a
+        QLinearConcat input: dequantize, quantize)."""
+        if b.quant[x] == quant:
+            return x
+        return b.insert(LutOp(x, "identity", input_q=b.quant[x], output_q=quant), quant)
 
     def _emit_conv(self, b: ForwardBuilder, layer: ConvLayer, x: SSAValue) -> SSAValue:
         out_q = layer.output.quant

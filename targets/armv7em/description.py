@@ -82,7 +82,8 @@ class ArmV7EM(TargetDescription):
         return True
 
     def flash_constant_bytes(self, op: Operation) -> int:
-        return sum(4 * len(a.values) for call in _calls(op) for a in call.args if isinstance(a, kc.Floats))
+        return sum(4 * len(a.values) if isinstance(a, kc.Floats) else a.nbytes
+                   for call in _calls(op) for a in call.args if isinstance(a, kc.Floats | kc.Ints))
 
 
 ARMV7EM = ArmV7EM()

@@ -621,6 +621,70 @@ qtrain_status_t qtrain_upsample_bilinear_grad_f32(const qtrain_dims_t *grad_dims
                                                   const qtrain_dims_t *input_dims, float *input_grad);
 
 /* ================================================================================================
+ * Table activations (qtrain.lut: HardSwish, HardSigmoid, Sigmoid, SiLU, requantization;
+ * dialects/qtrain/activations.py computes the tables at compile time and states the numerics)
+ * ============================================================================================== */
+
+/* output[i] = table[input[i] + 128] (table: 256 int8 entries). In place allowed (output == input). */
+void qtrain_lut_s8(const int8_t *input, int32_t count, const int8_t *table, int8_t *output);
+
+/* qtrain.lut_grad: input_grad[i] = fp32(grad[i] * slope[input[i] + 128]) (slope: 256 floats, 0 where the
+ * forward table was clamped). In place allowed (input_grad == grad). */
+void qtrain_lut_grad_f32(const float *grad, const int8_t *input, int32_t count, const float *slope,
+                         float *input_grad);
+
+/* ================================================================================================
+ * Multiply (qtrain.mul, onnxruntime's QLinearMul; dialects/qtrain/mul.py)
+ * ============================================================================================== */
+
+/* int8 NHWC lhs (dims) times rhs, the same shape or (rhs_broadcast = 1) N x 1 x 1 x C:
+ *   t = fp32(fp32(fp32((a - za) * (b - zb)) * multiplier) + fp32(zy));  y = clamp(rint(t), -128, 127)
+ * multiplier = fp32(fp32(s_a * s_b) / s_y). Bit-exact with the golden model. `mask` optional. Output may
+ * equal lhs (in place). */
+qtrain_status_t qtrain_mul_s8(const qtrain_dims_t *dims, const int8_t *lhs, int32_t lhs_zero_point, const int8_t *rhs,
+                              int32_t rhs_broadcast, int32_t rhs_zero_point, float multiplier,
+                              int32_t output_zero_point, int8_t *output, uint8_t *mask);
+
+/* qtrain.mul_grad: v = fp32(grad * fp32(other - other_zero_point)) over grad_dims, `other` broadcast from
+ * N x 1 x 1 x C when other_broadcast; reduce = 0: result = v (grad_dims); reduce = 1: result [N, C] = the
+ * sum of v over H, W (fp32 adds from +0, pixels in raster order). */
+void qtrain_mul_grad_f32(const qtrain_dims_t *grad_dims, const float *grad, const int8_t *other,
+                         int32_t other_broadcast, int32_t other_zero_point, int32_t reduce, float *result);
+
+/* ================================================================================================
+ * Max pooling (qtrain.maxpool; dialects/qtrain/maxpool.py)
+ * ============================================================================================== */
+
+/* y = the max of the window taps inside the input (padded taps, top/left given, are never read); the
+ * output keeps the input's quantization. Every window must hold an input pixel (else ARG_ERROR). */
+qtrain_status_t qtrain_maxpool_s8(const qtrain_dims_t *input_dims, const int8_t *input, int32_t kernel_h,
+                                  int32_t kernel_w, int32_t stride_h, int32_t stride_w, int32_t pad_top,
+                                  int32_t pad_left, const qtrain_dims_t *output_dims, int8_t *output);
+
+/* qtrain.maxpool_grad: input_grad = +0, then each window's grad added (fp32, windows in raster order) to
+ * its first maximal tap in row-major window order, recomputed from the saved int8 input. */
+qtrain_status_t qtrain_maxpool_grad_f32(const qtrain_dims_t *input_dims, const int8_t *input,
+                                        const qtrain_dims_t *grad_dims, const float *grad, int32_t kernel_h,
+                                        int32_t kernel_w, int32_t stride_h, int32_t stride_w, int32_t pad_top,
+                                        int32_t pad_left, float *input_grad);
+
+/* ================================================================================================
+ * Channel moves (qtrain.concat, qtrain.gather_channels, qtrain.scatter_channels; dialects/qtrain/channels.py)
+ * ============================================================================================== */
+
+/* output[p, offset + c] = input[p, c] for `pixels` rows of `channels` (output rows: output_channels). */
+void qtrain_copy_channels_s8(const int8_t *input, int32_t pixels, int32_t channels, int8_t *output,
+                             int32_t output_channels, int32_t offset);
+
+/* output[p, k] = input[p, indices[k]], k < output_channels (distinct indices < channels). */
+void qtrain_gather_channels_s8(const int8_t *input, int32_t pixels, int32_t channels, const int32_t *indices,
+                               int32_t output_channels, int8_t *output);
+
+/* input_grad[p, indices[k]] = grad[p, k]; the other channels +0 (the gradient of the gather). */
+void qtrain_scatter_channels_f32(const float *grad, int32_t pixels, int32_t grad_channels, const int32_t *indices,
+                                 int32_t channels, float *input_grad);
+
+/* ================================================================================================
  * Update (numerics.sgd_update), in place on a trainable tensor's SRAM copy of `channels` x
  * `channel_size` elements (channels = axis 0, the output channel):
  *   step[c] = fp32(lr * grad_scale[c])     (grad_scale[0] for every c when num_grad_scales = 1)

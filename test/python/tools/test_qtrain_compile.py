@@ -149,6 +149,30 @@ def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
     check_agreement(folder, firmware, (2, 3, 2), 3, tmp_path)
 
 
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_mobile_ops_model_agrees_with_interpreter(target: str, tmp_path: Path):
+    """A float ONNX model with every mobile-CNN op family (HardSwish / Sigmoid / SiLU tables, max pool, the SE
+    multiply, split, concat, channel shuffle), imported with our PTQ, every tensor trainable: its firmware
+    agrees with the interpreter (forward bit for bit, 3 training steps within the DESIGN.md allowance)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontends" / "onnx"))
+    try:
+        from mobile_graphs import images, mobile_blocks
+    finally:
+        sys.path.pop(0)
+    from qtrain.frontends.onnx import import_onnx
+
+    model = tmp_path / "mobile_blocks.mlir"
+    model.write_text(str(import_onnx(mobile_blocks(), images(32, seed=7))) + "\n")
+    folder = build(str(model), "full", target, str(tmp_path / "build"))
+    source = (folder / "model.c").read_text()
+    for kernel in ("qtrain_lut_s8", "qtrain_lut_grad_f32", "qtrain_mul_s8", "qtrain_mul_grad_f32", "qtrain_maxpool_s8",
+                   "qtrain_maxpool_grad_f32", "qtrain_gather_channels_s8", "qtrain_scatter_channels_f32",
+                   "qtrain_copy_channels_s8"):
+        assert f"{kernel}(" in source, kernel
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    check_agreement(folder, firmware, (12, 12, 3), 3, tmp_path)
+
+
 @pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_fused_pointwise_depthwise_agrees_with_interpreter(target: str, tmp_path: Path):
     """An inverted-residual block whose expansion trains nothing: qtrain-fuse-streaming streams it (one
