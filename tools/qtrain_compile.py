@@ -2,7 +2,7 @@
 
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
-                   [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
+                   [--num-classes 10] [--calibration DATA.npz] [--data TASK.npz] [--memory-report FILE.json]
                    [--lifetime-plot FILE.png] [--emit-llvm] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
@@ -10,6 +10,10 @@ DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target 
 --emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). Prints the
 memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
 a traceback).
+
+Schemes that train TinyTL lite residual modules (`tinytl-l`, `tinytl-l+b`, a schemes.json entry with
+`lite_residual_blocks`) insert them first; their int8 scales are calibrated on --data's training images
+(key `image`, int8 NHWC), without which a warning says they come from a noise stand-in.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
     if any(getattr(o, "sym_name", None) is not None and o.sym_name.data == "train_step" for o in module.ops):
         raise UserError(f"{args.model}: already has @train_step; give the forward-only model")
     report = args.memory_report or out / "memory.json"
+    calibration = None
+    if args.data is not None:
+        from qtrain.tools.plumbing import images_and_labels, read_npz
+
+        calibration, _ = images_and_labels(read_npz(args.data, "task"), args.data, need_labels=False)
     passes = training_passes(
         args.scheme,
         reorder=not args.no_reorder,
@@ -85,6 +94,7 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         qas=not args.no_qas,
         weight_storage=args.weight_storage,
         memory_report=str(report),
+        calibration=calibration,
     )
     apply_passes(module, passes)
     (out / "model.mlir").write_text(str(module) + "\n")
@@ -123,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--scheme", default="full",
-                        help="full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (default: full)")
+                        help="full | bias-only | last-k=K | tinytl-b | tinytl-l | tinytl-l+b | FILE.json#MODEL/BUDGET "
+                             "(default: full)")
     parser.add_argument("--sram-kb", type=int, default=256, help="SRAM budget for the static plan (default 256)")
     parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu)")
     parser.add_argument("--no-reorder", action="store_true", help="keep the naive schedule (updates at the end)")
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="SRAM copy of trainable weights: fp32 master (default) or int8 in place")
     parser.add_argument("--num-classes", type=int, default=10, help="classifier rows of a .pkl model (default 10)")
     parser.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
+    parser.add_argument("--data", type=Path, metavar="TASK.npz",
+                        help="training images (int8 NHWC, key image) the lite residual modules calibrate on")
     parser.add_argument("--memory-report", type=Path, help="also write memory.json here")
     parser.add_argument("--emit-llvm", action="store_true", help="also write DIR/model.ll (LLVM IR for the target)")
     parser.add_argument("--lifetime-plot", type=Path, help="write a PNG of the arena plan")
