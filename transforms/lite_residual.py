@@ -313,11 +313,15 @@ def range_quant(lo: float, hi: float) -> QuantParamsAttr:
 
 @dataclass(frozen=True)
 class BranchScales:
-    """The calibrated int8 quantization of a module's two conv outputs and of its first GroupNorm's output."""
+    """The calibrated int8 quantization (scale, zero point) of a module's two conv outputs and of its first
+    GroupNorm's output (plain numbers: a calibration travels to worker processes)."""
 
-    conv1: QuantParamsAttr
-    norm1: QuantParamsAttr
-    conv2: QuantParamsAttr
+    conv1: tuple[float, int]
+    norm1: tuple[float, int]
+    conv2: tuple[float, int]
+
+    def quants(self) -> tuple[QuantParamsAttr, QuantParamsAttr, QuantParamsAttr]:
+        return tuple(QuantParamsAttr.get(s, z) for s, z in (self.conv1, self.norm1, self.conv2))  # type: ignore
 
 
 @dataclass(frozen=True)
@@ -421,7 +425,8 @@ def branch_scales(x: np.ndarray, x_q: QuantParamsAttr, g: BranchGeometry, weight
     a1 = _real_conv(real, weights.conv1, g.stride, g.padding, g.conv_groups)
     r1 = np.maximum(_group_norm_real(a1, g.mid // largest_divisor(g.mid, CHANNELS_PER_GROUP)), 0.0)
     a2 = _real_conv(r1, weights.conv2, (1, 1), (0, 0, 0, 0), 1)
-    return BranchScales(range_quant(a1.min(), a1.max()), range_quant(0.0, r1.max()), range_quant(a2.min(), a2.max()))
+    scales = (range_quant(a1.min(), a1.max()), range_quant(0.0, r1.max()), range_quant(a2.min(), a2.max()))
+    return BranchScales(*((float(q.scale), q.zp) for q in scales))
 
 
 def calibrate(module: ModuleOp, images: np.ndarray, blocks: Sequence[int] | None = None,
@@ -534,7 +539,8 @@ class _Inserter:
         return self.emit(op, name).results[0]
 
     def build(self) -> None:
-        g, block, s = self.g, self.block, self.scales
+        g, block = self.g, self.block
+        conv1_q, norm1_q, conv2_q = self.scales.quants()
         x_q = _input_quant(block)
         p_q = block.projection.output_q
         branch_q = QuantParamsAttr.get(p_q.scale, 0)
@@ -545,11 +551,11 @@ class _Inserter:
                          input_q=x_q, output_q=x_q)
         pooled = self.emit(pool, "pool").results[0]
         a1 = self.conv(pooled, x_q, self.weights.conv1, "conv1", strides=g.stride, padding=g.padding,
-                       groups=g.conv_groups, output_q=s.conv1)
-        r1 = self.norm(a1, s.conv1, "gn1", gamma=1.0, output_q=s.norm1, relu=True)
-        a2 = self.conv(r1, s.norm1, self.weights.conv2, "conv2", strides=(1, 1), padding=(0, 0, 0, 0), groups=1,
-                       output_q=s.conv2)
-        r2 = self.norm(a2, s.conv2, "gn2", gamma=0.0, output_q=branch_q, relu=False)
+                       groups=g.conv_groups, output_q=conv1_q)
+        r1 = self.norm(a1, conv1_q, "gn1", gamma=1.0, output_q=norm1_q, relu=True)
+        a2 = self.conv(r1, norm1_q, self.weights.conv2, "conv2", strides=(1, 1), padding=(0, 0, 0, 0), groups=1,
+                       output_q=conv2_q)
+        r2 = self.norm(a2, conv2_q, "gn2", gamma=0.0, output_q=branch_q, relu=False)
         r2.owner.attributes[LITE_RESIDUAL_FINAL] = UnitAttr()  # type: ignore[union-attr]
         head, self.ops = self.ops, []
         if g.branch_hw != g.output_hw:
