@@ -10,9 +10,10 @@ Rows: TinyTL-B (`tinytl-b`), TinyTL-L (`tinytl-l`), TinyTL-L+B (`tinytl-l+b`), t
 `qtrain-search-scheme` (e.g. `--lite-residual` under a 256 KB budget). Each is compiled by `qtrain-compile`
 (the modules calibrated on the task's training images) and:
 
-- memory: the planned peak SRAM (memory.json); when it fits the emulated board (320 KB), the firmware runs
-  3 steps on QEMU (Cortex-M7, mps2-an500) for the measured SRAM (static + painted stack), Flash and
-  instructions per step; a plan above the board is reported as planned only;
+- memory: the planned peak SRAM (memory.json), and the firmware running 3 steps on QEMU (Cortex-M7,
+  mps2-an500) for the measured SRAM (static + painted stack), Flash and instructions per step. A plan
+  above the STM32F746's 320 KB does not link for the board; it is measured on a QEMU build whose SRAM
+  region is the emulated AN500's full 4 MB instead (marked "lifted": it would not fit the chip);
 - accuracy: the host build of the same C (bit-exact with QEMU on the forward pass, DESIGN.md) trains
   `--steps` steps of batch 1 on the training split in a seeded random order (epochs of permutations),
   then classifies the held-out `test_image`s; mean +- s.d. over `--seeds` sample orders (seeds 1000+i).
@@ -41,6 +42,15 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO.parent / "shared" / "models" / "tiny-training"
 BOARD_SRAM = 320 * 1024
 """The emulated board's SRAM (the QEMU linker script's region); plans above it are not linked for QEMU."""
+LIFTED_LINKER_SCRIPT = """/* bench_tinytl: QEMU mps2-an500 with its full 4 MB memories (measurement only) */
+MEMORY
+{
+    FLASH (rx)  : ORIGIN = 0x00000000, LENGTH = 4096K
+    SRAM  (rwx) : ORIGIN = 0x20000000, LENGTH = 4096K
+}
+
+INCLUDE sections.ld
+"""
 
 
 def tool(name: str) -> list[str]:
@@ -133,18 +143,27 @@ def measure(args: argparse.Namespace, row: Row, task: dict[str, np.ndarray]) -> 
     row.planned = compile_scheme(args, row, "host", work / "host")
     for key in ("buffers",):
         row.planned.pop(key, None)
-    if row.planned["peak_sram_bytes"] <= BOARD_SRAM:
-        compile_scheme(args, row, "qemu", work / "qemu")
-        probe = work / "probe.npz"
-        np.savez(probe, image=task["image"][:3], label=task["label"][:3])
-        report = json.loads(run([*tool("qtrain_run"), work / "qemu" / "firmware.elf", "--inputs", probe,
-                                 "--steps", "3", "--json", "--quiet"], f"qtrain-run {row.spec} (QEMU)"))
-        instructions = report["instructions_per_step"]
-        row.device = {"sram_bytes": report["sram_bytes"], "stack_bytes": report["stack_bytes"],
-                      "flash_bytes": report["flash_bytes"], "instructions_per_step": float(np.mean(instructions)),
-                      "macs_per_step": report["macs_per_step"]}
+    lifted = row.planned["peak_sram_bytes"] > BOARD_SRAM
+    if lifted:
+        from qtrain.targets.armv7em.build import build_firmware
+        from qtrain.targets.armv7em.kernels import sources
+
+        (work / "qemu").mkdir(exist_ok=True)
+        script = work / "qemu" / "lifted.ld"
+        script.write_text(LIFTED_LINKER_SCRIPT)
+        build_firmware([work / "host" / "model.c", *sources()], work / "qemu" / "firmware.elf", "qemu",
+                       include_dirs=[work / "host"], linker_script=script)
+        row.note = f"plan above the board's {BOARD_SRAM // 1024} KB: measured on QEMU with the SRAM limit lifted"
     else:
-        row.note = f"plan above the board's {BOARD_SRAM // 1024} KB: not run on QEMU"
+        compile_scheme(args, row, "qemu", work / "qemu")
+    probe = work / "probe.npz"
+    np.savez(probe, image=task["image"][:3], label=task["label"][:3])
+    report = json.loads(run([*tool("qtrain_run"), work / "qemu" / "firmware.elf", "--inputs", probe, "--steps", "3",
+                             "--json", "--quiet", "--timeout", "7200"], f"qtrain-run {row.spec} (QEMU)"))
+    row.device = {"sram_bytes": report["sram_bytes"], "stack_bytes": report["stack_bytes"],
+                  "flash_bytes": report["flash_bytes"],
+                  "instructions_per_step": float(np.mean(report["instructions_per_step"])),
+                  "macs_per_step": report["macs_per_step"], "lifted": lifted}
     for s in range(args.seeds):
         data = work / f"seed{s}.npz"
         seed_task(task, args.steps, 1000 + s, data)
@@ -166,16 +185,16 @@ def table(rows: list[Row], args: argparse.Namespace, n_train: int, n_test: int) 
         f"batch 1 (lr {args.lr:g}, bias lr {args.bias_lr:g}), test accuracy mean +- s.d. over {args.seeds} "
         "sample orders (host build of the firmware's C)",
         f"{'scheme':<24} {'planned KB':>10} {'QEMU SRAM KB':>12} {'Flash KB':>9} {'M instr/step':>12} "
-        f"{'trainable KB':>12} {'test acc %':>10} {'s.d.':>5}",
+        f"{'trainable KB':>12} {'test acc %':>10} {'s.d.':>5}   (*: above the STM32F746, QEMU limit lifted)",
     ]
     for r in sorted(rows, key=lambda r: r.planned.get("peak_sram_bytes", 0)):
         d = r.device or {}
         lines.append(
             f"{r.label:<24} {kb(r.planned['peak_sram_bytes']):>10} "
-            f"{kb(d['sram_bytes']) if d else '-':>12} {kb(d['flash_bytes']) if d else '-':>9} "
+            f"{(kb(d['sram_bytes']) + ('*' if d.get('lifted') else '')) if d else '-':>12} "
+            f"{kb(d['flash_bytes']) if d else '-':>9} "
             f"{d['instructions_per_step'] / 1e6 if d else float('nan'):>12.2f} {kb(r.planned['trainable_bytes']):>12} "
-            f"{100 * np.mean(r.accuracies):>10.1f} {100 * np.std(r.accuracies):>5.1f}" + (f"  ({r.note})" if r.note
-                                                                                           else ""))
+            f"{100 * np.mean(r.accuracies):>10.1f} {100 * np.std(r.accuracies):>5.1f}")
     before = next((r.before for r in rows if r.before is not None), None)
     if before is not None:
         lines.append(f"(before fine-tuning: {100 * before:.1f}% test accuracy)")
