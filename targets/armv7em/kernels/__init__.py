@@ -69,7 +69,8 @@ def read_header_constants(names: Iterable[str], header: Path = HEADER) -> dict[s
 
 HEADER_CONSTANTS = read_header_constants((
     "QTRAIN_MAX_DEPTHWISE_KERNEL", "QTRAIN_SMALL_K_MAX_K", "QTRAIN_SMALL_K_MAX_CHANNELS",
-    "QTRAIN_SMALL_K_MAX_SCRATCH", "QTRAIN_FUSED_CHANNEL_BLOCK", "QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS"))
+    "QTRAIN_SMALL_K_MAX_SCRATCH", "QTRAIN_FUSED_CHANNEL_BLOCK", "QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS",
+    "QTRAIN_GROUP_NORM_MAX_CHANNELS"))
 """Every constant this module takes from qtrain_kernels.h, by its C name (the module-level names below)."""
 
 MAX_DEPTHWISE_KERNEL = HEADER_CONSTANTS["QTRAIN_MAX_DEPTHWISE_KERNEL"]
@@ -92,8 +93,8 @@ FUSED_CHANNEL_BLOCK = HEADER_CONSTANTS["QTRAIN_FUSED_CHANNEL_BLOCK"]
 GROUP_NORM_MAX_GROUP_ELEMENTS = HEADER_CONSTANTS["QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS"]
 """The most elements one group of the group-norm kernels may hold."""
 
-GROUP_NORM_MAX_CHANNELS_PER_GROUP = 65536
-"""The most channels per group of the group-norm kernels (their 32-bit partial sums flush every 2^16 values)."""
+GROUP_NORM_MAX_CHANNELS_PER_GROUP = HEADER_CONSTANTS["QTRAIN_GROUP_NORM_MAX_CHANNELS"]
+"""The most channels per group of the group-norm kernels."""
 
 
 def group_norm_fits(shape: Shape, groups: int) -> bool:

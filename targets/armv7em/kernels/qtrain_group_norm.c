@@ -19,6 +19,7 @@ typedef struct {
 
 /* Largest number of int8 values accumulated in 32 bits before a flush: 2^16 * 128^2 = 2^30. */
 #define GN_FLUSH_ELEMENTS 65536
+_Static_assert(QTRAIN_GROUP_NORM_MAX_CHANNELS <= GN_FLUSH_ELEMENTS, "one pixel's channels must fit one flush");
 
 static int gn_args_ok(const qtrain_dims_t *dims, int32_t groups, float epsilon) {
     if (dims == NULL || dims->n < 1 || dims->h < 1 || dims->w < 1 || dims->c < 1 || groups < 1 ||
@@ -26,7 +27,7 @@ static int gn_args_ok(const qtrain_dims_t *dims, int32_t groups, float epsilon) 
         return 0;
     }
     const int64_t group_elements = (int64_t)dims->h * dims->w * (dims->c / groups);
-    return group_elements <= QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS && dims->c / groups <= GN_FLUSH_ELEMENTS;
+    return group_elements <= QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS && dims->c / groups <= QTRAIN_GROUP_NORM_MAX_CHANNELS;
 }
 
 /* fp32(v) for 0 <= v < 2^63, rounded to nearest even like C's conversion, without the runtime's

@@ -160,9 +160,12 @@ extern "C" {
 #define QTRAIN_FUSED_CHANNEL_BLOCK 8
 
 /* The most elements (H * W * C / groups) one group of the group-norm kernels may hold: their exact
- * 64-bit statistics (n * sum d^2 - (sum d)^2) stay clear of overflow far beyond it. They also take at
- * most 65536 channels per group. */
+ * 64-bit statistics (n * sum d^2 - (sum d)^2) stay clear of overflow far beyond it. */
 #define QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS 1048576
+
+/* The most channels per group of the group-norm kernels (their 32-bit partial sums of squares take at
+ * least one pixel's channels at a time and must stay below 2^31). */
+#define QTRAIN_GROUP_NORM_MAX_CHANNELS 65536
 
 /* ================================================================================================
  * Common types
