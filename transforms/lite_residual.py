@@ -353,7 +353,11 @@ class _ForwardRun:
     def sram_copy(self, name: str) -> np.ndarray:
         raise AssertionError("a forward evaluation updates no parameter")
 
-    write_sram_copy = record_gradient = sram_copy  # type: ignore[assignment]
+    def write_sram_copy(self, name: str, copy: np.ndarray) -> None:
+        raise AssertionError("a forward evaluation updates no parameter")
+
+    def record_gradient(self, name: str, grad: np.ndarray) -> None:
+        raise AssertionError("a forward evaluation updates no parameter")
 
 
 def dense_values(attr: DenseIntOrFPElementsAttr) -> np.ndarray:
