@@ -3,7 +3,6 @@
     python -m qtrain.tools.bench_tinytl --data TASK.npz [--model MODEL] [--searched FILE.json#MODEL/BUDGET]
                                         [--steps 1000] [--seeds 3] [--lr 0.01] [--bias-lr 0.001] [--jobs 2]
                                         [--work DIR] [--json OUT.json]
-    python -m qtrain.tools.bench_tinytl --provisional-task TASK.npz [--model MODEL]   (writes a stand-in task)
 
 Rows: TinyTL-B (`tinytl-b`), TinyTL-L (`tinytl-l`), TinyTL-L+B (`tinytl-l+b`), the MCUNetV3 reference's
 49 KB scheme (`schemes.json#MODEL/49kb`, for the reference models) and, with `--searched`, a scheme from
@@ -19,9 +18,7 @@ Rows: TinyTL-B (`tinytl-b`), TinyTL-L (`tinytl-l`), TinyTL-L+B (`tinytl-l+b`), t
   then classifies the held-out `test_image`s; mean +- s.d. over `--seeds` sample orders (seeds 1000+i).
 
 TASK.npz: `image`, `label`, `test_image`, `test_label`; images int8 NHWC quantized with the model's input
-quantization (`qtrain.input_q`), e.g. the project's 128x128 transfer task. `--provisional-task` writes a
-stand-in: scikit-learn's digits drawn at 128x128 in colour on smooth random backgrounds (10 classes, 400
-training / 200 test images) -- a provisional task for when the real one is not at hand, not a benchmark.
+quantization (`qtrain.input_q`), e.g. the project's 128x128 transfer task (examples/transfer/make_task.py).
 """
 
 from __future__ import annotations
@@ -62,44 +59,6 @@ def run(cmd: list[object], what: str) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{result.stderr.strip()[-2000:]}")
     return result.stdout
-
-
-# -- the provisional task ----------------------------------------------------------------------------------
-
-
-def provisional_task(path: Path, model: Path, *, n_train: int = 400, n_test: int = 200, size: int = 128,
-                     seed: int = 0) -> None:
-    """Writes the stand-in task (module docstring): digits at `size` x `size` in RGB, int8 with the model's
-    input quantization."""
-    from sklearn.datasets import load_digits
-
-    from qtrain.dialects.qtrain.contract import FORWARD, INPUT_Q, find_func
-    from qtrain.tools.qtrain_compile import load_any
-
-    module = load_any(model, 10, None)
-    forward = find_func(module, FORWARD)
-    assert forward is not None
-    q = forward.attributes[INPUT_Q]
-    digits = load_digits()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(digits.images))[: n_train + n_test]
-    images = np.empty((len(order), size, size, 3), dtype=np.float64)
-    coords = np.linspace(0, 1, size)
-    for i, k in enumerate(order):
-        glyph = np.kron(digits.images[k] / 16.0, np.ones((size // 10, size // 10)))  # 8x8 -> 96x96 at size 128
-        canvas = np.zeros((size, size))
-        top, left = rng.integers(0, size - glyph.shape[0] + 1, 2)
-        canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
-        background = (rng.uniform(-0.8, 0.2, 3)[None, None, :]
-                      + rng.uniform(-0.4, 0.4, 3)[None, None, :] * coords[:, None, None]
-                      + rng.uniform(-0.4, 0.4, 3)[None, None, :] * coords[None, :, None])
-        colour = rng.uniform(0.2, 1.0, 3)
-        image = background * (1 - canvas[..., None]) + colour[None, None, :] * canvas[..., None]
-        images[i] = np.clip(image + rng.normal(0, 0.05, image.shape), -1, 1)
-    codes = np.clip(np.rint(images / float(np.float32(q.scale))) + q.zp, -128, 127).astype(np.int8)
-    labels = digits.target[order].astype(np.int64)
-    np.savez(path, image=codes[:n_train], label=labels[:n_train], test_image=codes[n_train:],
-             test_label=labels[n_train:], input_q=np.array([q.scale, q.zp], dtype=np.float64))
 
 
 # -- one scheme ----------------------------------------------------------------------------------------------
@@ -205,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=MODELS / "mcunet-5fps.pkl", help="(mcunet-5fps.pkl)")
     parser.add_argument("--data", type=Path, help="the task npz (module docstring)")
-    parser.add_argument("--provisional-task", type=Path, metavar="OUT.npz", help="write the stand-in task and exit")
     parser.add_argument("--searched", action="append", default=[], metavar="FILE.json#MODEL/BUDGET",
                         help="a searched scheme to compare (repeatable)")
     parser.add_argument("--steps", type=int, default=1000, help="training steps per run (1000)")
@@ -216,12 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("bench_tinytl"), help="build folder (bench_tinytl/)")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
     args = parser.parse_args(argv)
-    if args.provisional_task is not None:
-        provisional_task(args.provisional_task, args.model)
-        print(f"wrote the provisional task {args.provisional_task}")
-        return 0
     if args.data is None:
-        parser.error("--data TASK.npz is needed (or --provisional-task OUT.npz to write a stand-in)")
+        parser.error("--data TASK.npz is needed")
     with np.load(args.data) as npz:
         task = {k: npz[k] for k in ("image", "label", "test_image", "test_label")}
     rows = [Row("TinyTL-B", "tinytl-b"), Row("TinyTL-L", "tinytl-l"), Row("TinyTL-L+B", "tinytl-l+b")]
