@@ -88,6 +88,12 @@ def compile_scheme(args: argparse.Namespace, row: Row, target: str, folder: Path
     return json.loads((folder / "memory.json").read_text())
 
 
+def progress(line: str) -> None:
+    """One line per finished measurement on stderr: a long run shows where it is, and what it measured
+    so far survives an interruption."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def seed_task(task: dict[str, np.ndarray], steps: int, seed: int, path: Path) -> None:
     n = len(task["label"])
     rng = np.random.default_rng(seed)
@@ -123,12 +129,15 @@ def measure(args: argparse.Namespace, row: Row, task: dict[str, np.ndarray]) -> 
                   "flash_bytes": report["flash_bytes"],
                   "instructions_per_step": float(np.mean(report["instructions_per_step"])),
                   "macs_per_step": report["macs_per_step"], "lifted": lifted}
+    progress(f"{row.label}: planned {row.planned['peak_sram_bytes']} B, QEMU {row.device}")
     for s in range(args.seeds):
         data = work / f"seed{s}.npz"
         seed_task(task, args.steps, 1000 + s, data)
         report = json.loads(run([*tool("qtrain_run"), work / "host" / "firmware", "--inputs", data, "--eval", "same",
                                  "--steps", str(args.steps), "--json", "--quiet"], f"training {row.spec} seed {s}"))
         row.accuracies.append(float(report["eval_accuracy_after"]))
+        progress(f"{row.label} seed {s}: test accuracy {report['eval_accuracy_after']:.4f} "
+                 f"(before {report['eval_accuracy_before']:.4f})")
         row.before = float(report["eval_accuracy_before"])
         ns = report.get("host_ns_per_step")
         if ns is not None:
