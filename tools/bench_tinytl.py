@@ -2,7 +2,7 @@
 
     python -m qtrain.tools.bench_tinytl --data TASK.npz [--model MODEL] [--searched FILE.json#MODEL/BUDGET]
                                         [--steps 1000] [--seeds 3] [--lr 0.01] [--bias-lr 0.001] [--jobs 2]
-                                        [--work DIR] [--json OUT.json]
+                                        [--work DIR] [--json OUT.json] [--only LABEL,...]
 
 Rows: TinyTL-B (`tinytl-b`), TinyTL-L (`tinytl-l`), TinyTL-L+B (`tinytl-l+b`), the MCUNetV3 reference's
 49 KB scheme (`schemes.json#MODEL/49kb`, for the reference models) and, with `--searched`, a scheme from
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="schemes measured in parallel (2)")
     parser.add_argument("--work", type=Path, default=Path("bench_tinytl"), help="build folder (bench_tinytl/)")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
+    parser.add_argument("--only", metavar="LABEL,...",
+                        help="measure only these rows (labels as in the table, e.g. 'TinyTL-L+B,MCUNetV3 49kb')")
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("--data TASK.npz is needed")
@@ -193,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     if schemes.is_file() and stem in json.loads(schemes.read_text()):
         rows.append(Row("MCUNetV3 49kb", f"{schemes}#{stem}/49kb"))
     rows += [Row(f"searched {spec.rsplit('/', 1)[-1]}", spec) for spec in args.searched]
+    if args.only is not None:
+        wanted = {label.strip() for label in args.only.split(",")}
+        unknown = wanted - {r.label for r in rows}
+        if unknown:
+            parser.error(f"--only: no row {sorted(unknown)} (rows: {', '.join(r.label for r in rows)})")
+        rows = [r for r in rows if r.label in wanted]
     args.work.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         rows = list(pool.map(lambda r: measure(args, r, task), rows))
