@@ -284,6 +284,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     memory_report: str | Path | None = None,
     lifetime_plot: str | Path | None = None,
     profile: bool = False,
+    data: str | Path | np.ndarray | None = None,
 ) -> Build:
     """Compiles a forward-only model into a training firmware for `target` (see qtrain-compile --help).
 
@@ -294,7 +295,9 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     `output`: the build folder (default: a new temporary folder). Writes model.mlir, model.c, model.h,
     memory.json, memory.html (the plan as a picture and a table), the firmware, and with `emit_llvm`
     model.ll, with `lifetime_plot` a PNG of the plan; with `profile` the firmware counts every op (one counter
-    slot per op, described by profile.json) for `qtrain-run --profile`. UserError (one line) for bad input, and for a
+    slot per op, described by profile.json) for `qtrain-run --profile`. `data`: the task (an npz path, or
+    int8 NHWC images) whose training images calibrate TinyTL lite residual modules when the scheme inserts
+    them (without it a warning says a noise stand-in is used). UserError (one line) for bad input, and for a
     firmware that does not fit the board (`FirmwareTooLargeError`); xDSL's PassFailedException for a plan
     over the budget (its message lists what is live at the peak).
     """
@@ -323,6 +326,13 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
         raise UserError(f"{model if not isinstance(model, ModuleOp) else 'the module'}: already has @train_step; "
                         f"give the forward-only model")
     report = Path(memory_report) if memory_report else out / "memory.json"
+    lite_images = None
+    if isinstance(data, np.ndarray):
+        lite_images = data
+    elif data is not None:
+        from qtrain.tools.plumbing import images_and_labels, read_npz
+
+        lite_images, _ = images_and_labels(read_npz(Path(data), "task"), Path(data), need_labels=False)
     passes = training_passes(
         scheme,
         reorder=reorder,
@@ -337,6 +347,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
         qas=qas,
         weight_storage=weight_storage,
         memory_report=str(report),
+        calibration=lite_images,
     )
     apply_passes(module, passes)
     (out / "model.mlir").write_text(str(module) + "\n")

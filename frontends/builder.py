@@ -28,10 +28,12 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     BytesAttr,
     DenseIntOrFPElementsAttr,
+    Float32Type,
     FunctionType,
     IntegerType,
     ModuleOp,
     TensorType,
+    f32,
     i8,
     i32,
 )
@@ -47,6 +49,7 @@ from qtrain.dialects.qtrain import (
     ReshapeOp,
 )
 from qtrain.dialects.qtrain.contract import INPUT_Q, OUTPUT_Q
+from qtrain.dialects.qtrain.group_norm import GroupNormOp
 from qtrain.dialects.qtrain.ops import INT8_MAX, INT8_MIN, conv_output_size
 
 INPUT_Q_ATTR = INPUT_Q
@@ -54,8 +57,11 @@ OUTPUT_Q_ATTR = OUTPUT_Q
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
-def dense_attr(array: np.ndarray, element_type: IntegerType) -> DenseIntOrFPElementsAttr:
-    """A dense elements attribute holding `array` (int8 or int32), stored as raw little-endian bytes."""
+def dense_attr(array: np.ndarray, element_type: IntegerType | Float32Type) -> DenseIntOrFPElementsAttr:
+    """A dense elements attribute holding `array` (int8, int32 or float32), stored as raw little-endian bytes."""
+    if isinstance(element_type, Float32Type):
+        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        return DenseIntOrFPElementsAttr(TensorType(element_type, list(array.shape)), BytesAttr(data))
     dtype = {8: "<i1", 32: "<i4"}[element_type.width.data]
     info = np.iinfo(dtype)
     if array.size and (array.min() < info.min or array.max() > info.max):
@@ -119,10 +125,11 @@ class ForwardBuilder:
         self.builder = Builder(InsertPoint.at_end(self.block))
         self.params: list[ParamOp] = []
         self.num_convs = 0
+        self.num_group_norms = 0
         self.quant: dict[SSAValue, QuantParamsAttr] = {self.image: input_q}
 
     # -- parameters ------------------------------------------------------------------------------
-    def param(self, name: str, array: np.ndarray, element_type: IntegerType) -> SSAValue:
+    def param(self, name: str, array: np.ndarray, element_type: IntegerType | Float32Type) -> SSAValue:
         """Declares `qtrain.param @name` and reads it in the function body."""
         value = dense_attr(array, element_type)
         self.params.append(ParamOp(name, value))
@@ -189,6 +196,21 @@ class ForwardBuilder:
         op = AvgPoolOp(
             x, TensorType(i8, out_shape), kernel=kernel, strides=strides, input_q=self.quant[x], output_q=output_q
         )
+        return self._insert(op.output, op, output_q)
+
+    def group_norm(
+        self, x: SSAValue, gamma: np.ndarray, beta: np.ndarray, *, groups: int, epsilon: float,
+        output_q: QuantParamsAttr, clamp: Sequence[int] | None = None,
+    ) -> SSAValue:
+        """A `qtrain.group_norm` with real per-channel `gamma` / `beta`, stored as fp32 params `gn{G}.gamma` /
+        `gn{G}.beta` in the output's integer domain (divided by s_y), G counting group norms from 0."""
+        index = self.num_group_norms
+        self.num_group_norms += 1
+        sy = float(np.float32(output_q.scale))
+        gamma_value = self.param(f"gn{index}.gamma", (np.asarray(gamma, np.float64) / sy).astype(np.float32), f32)
+        beta_value = self.param(f"gn{index}.beta", (np.asarray(beta, np.float64) / sy).astype(np.float32), f32)
+        op = GroupNormOp(x, gamma_value, beta_value, groups=groups, epsilon=epsilon, input_q=self.quant[x],
+                         output_q=output_q, clamp=clamp)
         return self._insert(op.output, op, output_q)
 
     def reshape(self, x: SSAValue, shape: Sequence[int]) -> SSAValue:

@@ -260,7 +260,7 @@ class Emitter:
             return self.weight_struct(arg.value)
         if isinstance(arg, kc.FrozenWeight):
             return self.frozen_weight(arg.value)
-        if isinstance(arg, kc.Bias):
+        if isinstance(arg, kc.Bias | kc.ParamData):
             return self.bias_ptr(arg.value)
         if isinstance(arg, kc.Floats):
             return self.const_floats(arg.prefix, arg.values)

@@ -3,8 +3,9 @@
 Not a pass: a driver of the training pipeline (`qtrain.transforms`), used by `qtrain-search-scheme`,
 `qtrain-demo` (through that tool) and the benchmarks. By job:
 
-- `candidates`: the search space, per-layer schemes (`Candidate`) over the backbone convs, each a typed
-  `UpdateScheme` for the pipeline (`Candidate.scheme()`); no schemes.json file is written to try one;
+- `candidates`: the search space, per-layer schemes (`Candidate`) over the backbone convs (and, when
+  asked, TinyTL lite residual modules), each a typed `UpdateScheme` for the pipeline
+  (`Candidate.scheme()`); no schemes.json file is written to try one;
 - `fine_tune`: fine-tuning runs of the int8 training graph in the golden model, data splits, a runner
   (process pool);
 - `analysis`: contribution analysis, the accuracy gain of each bias depth and weight slice, measured
@@ -38,6 +39,7 @@ from qtrain.search.candidates import (
     format_kb,
     forward_function,
     last_k,
+    module_blocks,
 )
 from qtrain.search.evolution import EvolutionSettings, SearchResult, evolutionary_search
 from qtrain.search.fine_tune import FineTuneRecipe, FineTuneRunner, fine_tune_accuracy, sample_order, split_validation
@@ -73,6 +75,7 @@ __all__ = [
     "format_kb",
     "forward_function",
     "last_k",
+    "module_blocks",
     "planned_peak_sram",
     "sample_order",
     "split_validation",

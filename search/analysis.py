@@ -6,7 +6,9 @@ validation split carved from it (`split_validation`; the task's test split is ne
   k = 0..n; `bias_gain(k)` is its difference to k = 0 (classifier only);
 - weights: for every backbone conv i and ratio r in `RATIOS`, the accuracy of bias-only (every bias +
   the classifier) plus the weight of conv i on its first ceil(r * C_in) input channels;
-  `weight_gain(i, r)` is its difference to bias-only.
+  `weight_gain(i, r)` is its difference to bias-only;
+- lite residual modules (when asked, `modules`): for every block b, the accuracy of bias-only plus
+  TinyTL's module of block b; `module_gain(b)` is its difference to bias-only.
 Every accuracy is the mean over `repeats` runs that differ only in the order the samples are drawn.
 The runs are independent: they run in a process pool, and their results are cached (in memory, and
 in a JSON file if asked) by the trainable set they resolve to, so ratios that give the same channel
@@ -20,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,12 @@ from qtrain.search.candidates import (
     backbone_convs,
     bias_only,
     canonical,
+    with_module,
     with_weight,
 )
 from qtrain.search.fine_tune import FineTuneRecipe, FineTuneRunner, Split
 from qtrain.search.progress import ProgressCallback
+from qtrain.transforms.lite_residual import Calibration
 
 
 class AnalysisCache:
@@ -106,6 +110,8 @@ class ContributionAnalysis:
     cached_runs: int = 0
     """runs taken from the cache file instead"""
     seconds: float = 0.0
+    module_accuracy: dict[int, float] = field(default_factory=dict)
+    """block -> accuracy of bias-only + that block's lite residual module"""
 
     @property
     def classifier_only(self) -> float:
@@ -124,11 +130,15 @@ class ContributionAnalysis:
         ratio = self.convs[layer].canonical_ratio(ratio)
         return self.weight_accuracy[layer][ratio] - self.bias_only
 
+    def module_gain(self, block: int) -> float:
+        return self.module_accuracy[block] - self.bias_only
+
     def gain(self, candidate: Candidate) -> float:
-        """The search objective: bias gain of k plus the chosen weight gains (paper, Eq. 2)."""
+        """The search objective: bias gain of k plus the chosen weight gains (paper, Eq. 2), plus the chosen
+        lite residual modules' gains."""
         return self.bias_gain(candidate.n_bias_update) + sum(
             self.weight_gain(i, r) for i, r in enumerate(candidate.weight_ratios)
-        )
+        ) + sum(self.module_gain(b) for b in candidate.lite_residual)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +149,8 @@ class ContributionAnalysis:
             "weight_gain": {
                 str(i): {f"{r:g}": self.weight_gain(i, r) for r in RATIOS} for i in self.weight_accuracy
             },
+            **({"module_gain": {str(b): self.module_gain(b) for b in self.module_accuracy}}
+               if self.module_accuracy else {}),
             "repeats": self.repeats,
             "recipe": self.recipe.fingerprint(),
             "fit_samples": self.n_fit,
@@ -158,12 +170,15 @@ def contribution_analysis(
     jobs: int = 1,
     cache_path: str | os.PathLike[str] | None = None,
     on_progress: ProgressCallback | None = None,
+    modules: Sequence[int] = (),
+    calibration: Calibration | None = None,
 ) -> ContributionAnalysis:
     """Measures bias and weight contributions (see the module docstring).
 
     `fit`/`validation`: (int8 NHWC images, labels) of the training split's two parts. `layers` restricts
     the weight analysis to some backbone convs (the others get no weight gain entry and may not be
-    searched); default: all. Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
+    searched); default: all. `modules`: blocks whose lite residual module is measured too (`calibration`:
+    their scales, computed once). Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
     per fine-tuning run, stage "contribution analysis") goes to `on_progress`.
     """
     if repeats < 1:
@@ -178,10 +193,12 @@ def contribution_analysis(
     weight_candidates = {
         (i, r): canonical(with_weight(bias_only(n), i, r), convs) for i in chosen_layers for r in RATIOS
     }
-    distinct = list(dict.fromkeys([*bias_candidates, *weight_candidates.values()]))
+    module_candidates = {b: with_module(bias_only(n), b) for b in modules}
+    distinct = list(dict.fromkeys([*bias_candidates, *weight_candidates.values(), *module_candidates.values()]))
     start = time.perf_counter()
     todo = [(c, r) for c in distinct for r in range(repeats) if cache.get(c, r) is None]
-    runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress)
+    runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress,
+                            calibration=calibration)
     results = runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis")
     for (c, r), acc in zip(todo, results, strict=True):
         cache.put(c, r, acc)
@@ -201,4 +218,5 @@ def contribution_analysis(
         runs=len(todo),
         cached_runs=len(distinct) * repeats - len(todo),
         seconds=time.perf_counter() - start,
+        module_accuracy={b: accuracy(c) for b, c in module_candidates.items()},
     )

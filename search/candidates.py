@@ -2,8 +2,9 @@
 
 Layers are numbered as in schemes.json (`qtrain.transforms.schemes`): backbone convs 0..n-1 in forward
 order, the classifier (always trained, weight and bias) is conv n and not part of a candidate. A
-candidate becomes a typed `UpdateScheme` (`Candidate.scheme`) for the training pipeline; no file is
-involved.
+candidate may also train TinyTL lite residual modules (`lite_residual`: block indexes of
+`qtrain.transforms.lite_residual.find_blocks`; the pipeline inserts exactly those). A candidate becomes a
+typed `UpdateScheme` (`Candidate.scheme`) for the training pipeline; no file is involved.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.dialects.qtrain.contract import FORWARD
 from qtrain.errors import UserError
+from qtrain.transforms.lite_residual import find_blocks
 from qtrain.transforms.schemes import UpdateScheme, network_layers
 
 RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
@@ -117,34 +119,42 @@ class Candidate:
 
     n_bias_update: int
     weight_ratios: tuple[float, ...]
+    lite_residual: tuple[int, ...] = ()
+    """blocks whose TinyTL lite residual module trains (sorted)"""
 
     def entry(self) -> dict[str, Any]:
         """The schemes.json entry (layers with a frozen weight are left out of `manual_weight_idx`)."""
         idx = [i for i, r in enumerate(self.weight_ratios) if r > 0]
-        return {
+        entry: dict[str, Any] = {
             "n_bias_update": self.n_bias_update,
             "manual_weight_idx": idx,
             "weight_update_ratio": [self.weight_ratios[i] for i in idx],
         }
+        if self.lite_residual:
+            entry["lite_residual_blocks"] = list(self.lite_residual)
+        return entry
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any], n_backbone: int) -> Candidate:
         ratios = [0.0] * n_backbone
         for i, r in zip(entry["manual_weight_idx"], entry["weight_update_ratio"], strict=True):
             ratios[int(i)] = float(r)
-        return cls(int(entry["n_bias_update"]), tuple(ratios))
+        blocks = tuple(sorted(int(b) for b in entry.get("lite_residual_blocks", [])))
+        return cls(int(entry["n_bias_update"]), tuple(ratios), blocks)
 
     def scheme(self) -> UpdateScheme:
         """The typed scheme the training pipeline takes (`training_passes(scheme=...)`): the same per-layer
         scheme its schemes.json `entry` would load as, named by `key` in messages."""
         return UpdateScheme.per_layer(
-            self.n_bias_update, {i: r for i, r in enumerate(self.weight_ratios) if r > 0}, f"candidate {self.key()}"
+            self.n_bias_update, {i: r for i, r in enumerate(self.weight_ratios) if r > 0}, f"candidate {self.key()}",
+            lite_residual=self.lite_residual,
         )
 
     def key(self) -> str:
         """A short stable text key (cache files, logs)."""
         weights = ",".join(f"{i}:{r:g}" for i, r in enumerate(self.weight_ratios) if r > 0)
-        return f"bias{self.n_bias_update}|w{weights}"
+        modules = f"|lr{','.join(map(str, self.lite_residual))}" if self.lite_residual else ""
+        return f"bias{self.n_bias_update}|w{weights}{modules}"
 
 
 def canonical(candidate: Candidate, convs: Sequence[ConvInfo]) -> Candidate:
@@ -152,7 +162,17 @@ def canonical(candidate: Candidate, convs: Sequence[ConvInfo]) -> Candidate:
     return Candidate(
         candidate.n_bias_update,
         tuple(c.canonical_ratio(r) for c, r in zip(convs, candidate.weight_ratios, strict=True)),
+        tuple(sorted(set(candidate.lite_residual))),
     )
+
+
+def module_blocks(module: ModuleOp) -> list[int]:
+    """The blocks a lite residual module may be added to (TinyTL's: every block but the first)."""
+    return [b.index for b in find_blocks(forward_function(module))][1:]
+
+
+def with_module(base: Candidate, block: int) -> Candidate:
+    return Candidate(base.n_bias_update, base.weight_ratios, tuple(sorted({*base.lite_residual, block})))
 
 
 def classifier_only(n_backbone: int) -> Candidate:
@@ -174,11 +194,11 @@ def last_k(k: int, n_backbone: int) -> Candidate:
 def with_weight(base: Candidate, layer: int, ratio: float) -> Candidate:
     ratios = list(base.weight_ratios)
     ratios[layer] = ratio
-    return Candidate(base.n_bias_update, tuple(ratios))
+    return Candidate(base.n_bias_update, tuple(ratios), base.lite_residual)
 
 
 def trains_superset(a: Candidate, b: Candidate) -> bool:
     """Whether `a` trains everything `b` trains (more biases, and at least `b`'s slice of every weight)."""
-    return a.n_bias_update >= b.n_bias_update and all(
+    return a.n_bias_update >= b.n_bias_update and set(a.lite_residual) >= set(b.lite_residual) and all(
         x >= y for x, y in zip(a.weight_ratios, b.weight_ratios, strict=True)
     )

@@ -66,13 +66,15 @@ def evolutionary_search(
     settings: EvolutionSettings = EvolutionSettings(),  # noqa: B008 (frozen)
     *,
     searchable: Sequence[int] | None = None,
+    modules: Sequence[int] = (),
     on_progress: ProgressCallback | None = None,
 ) -> SearchResult:
     """Maximises `gain` over candidates with `memory(c) <= budget_bytes`.
 
-    Genes: n_bias_update (0..n) and one ratio per searchable backbone conv (`ConvInfo.ratio_options`;
-    the others stay frozen). The initial population holds the hand-designed schemes that fit (classifier
-    only, bias-only, last-k for every k) and random feasible candidates; each generation keeps the best
+    Genes: n_bias_update (0..n), one ratio per searchable backbone conv (`ConvInfo.ratio_options`;
+    the others stay frozen) and one on/off per lite residual module block in `modules`. The initial
+    population holds the hand-designed schemes that fit (classifier only, bias-only, last-k for every k)
+    and random feasible candidates; each generation keeps the best
     `parent_fraction` (by gain, then lower memory) and adds children by mutation and crossover, each
     child feasible, not yet in the population and at least as good as the worst parent (a worse one
     could never be selected, so it is not planned). Deterministic for `settings.seed`.
@@ -112,29 +114,40 @@ def evolutionary_search(
     if minimum > budget_bytes:
         raise InfeasibleBudgetError(budget_bytes, minimum)
 
+    blocks = sorted(set(modules))
+
     def random_candidate() -> Candidate:
         ratios = [0.0] * n
         for i in genes:
             if rng.random() >= settings.frozen_prob:
                 ratios[i] = rng.choice(options[i][1:])
-        return Candidate(rng.randint(0, n), tuple(ratios))
+        if not blocks:  # (the same random draws as before modules existed)
+            return Candidate(rng.randint(0, n), tuple(ratios))
+        chosen = tuple(b for b in blocks if rng.random() >= settings.frozen_prob)
+        return Candidate(rng.randint(0, n), tuple(ratios), chosen)
 
     def mutate(parent: Candidate) -> Candidate:
         k = parent.n_bias_update
         ratios = list(parent.weight_ratios)
-        slots = [-1, *genes]  # -1: the bias gene
+        on = set(parent.lite_residual)
+        slots = [-1, *genes, *(n + b for b in blocks)]  # -1: the bias gene; n + b: block b's module
         changed = [s for s in slots if rng.random() < settings.mutate_prob] or [rng.choice(slots)]
         for s in changed:
             if s < 0:
                 k = rng.choice([v for v in range(n + 1) if v != k] or [k])
+            elif s >= n:
+                on ^= {s - n}
             else:
                 ratios[s] = rng.choice([r for r in options[s] if r != ratios[s]] or [ratios[s]])
-        return Candidate(k, tuple(ratios))
+        return Candidate(k, tuple(ratios), tuple(sorted(on)))
 
     def crossover(a: Candidate, b: Candidate) -> Candidate:
         k = rng.choice((a.n_bias_update, b.n_bias_update))
         ratios = [rng.choice((x, y)) for x, y in zip(a.weight_ratios, b.weight_ratios, strict=True)]
-        return Candidate(k, tuple(ratios))
+        if not blocks:
+            return Candidate(k, tuple(ratios))
+        chosen = tuple(m for m in blocks if rng.choice((m in a.lite_residual, m in b.lite_residual)))
+        return Candidate(k, tuple(ratios), chosen)
 
     anchors = [minimal, bias_only(n), *(last_k(k, n) for k in range(2, n + 2))]
     anchors = [norm(c) for c in anchors if all(r == 0 or i in options for i, r in enumerate(c.weight_ratios))]

@@ -14,6 +14,7 @@ from xdsl.dialects.builtin import ModuleOp
 from qtrain.dialects.qtrain.contract import TRAIN_STEP
 from qtrain.search.candidates import SearchError
 from qtrain.search.progress import ProgressCallback, report
+from qtrain.transforms.lite_residual import Calibration
 from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import UpdateScheme
@@ -82,11 +83,13 @@ def fine_tune_accuracy(
     train: Split,
     evaluate: Split,
     seed: Sequence[int] | int,
+    calibration: Calibration | None = None,
 ) -> float:
     """Accuracy on `evaluate` after fine-tuning a clone of forward-only `module` with `scheme`.
 
     The graph is the one `qtrain-compile` would build (autodiff with QAS, sparse update, dead-gradient
-    elimination, reorder), run by the int8 golden model.
+    elimination, reorder), run by the int8 golden model. `calibration`: the scales of the lite residual
+    modules a scheme inserts (`qtrain.transforms.lite_residual.calibrate` on the fine-tuning images).
     """
     from qtrain.interpreter import ModelInterpreter, run_forward, run_train_steps
 
@@ -94,7 +97,7 @@ def fine_tune_accuracy(
         module.clone(),
         training_passes(scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=recipe.warmup_steps,
                         steps=recipe.horizon, final_lr_ratio=recipe.final_lr_ratio, momentum=recipe.momentum,
-                        weight_storage=recipe.weight_storage, plan=False),
+                        weight_storage=recipe.weight_storage, plan=False, calibration=calibration),
     )
     runner = ModelInterpreter(trained)
     images, labels = train
@@ -109,15 +112,17 @@ def fine_tune_accuracy(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(module_text: str, recipe: FineTuneRecipe, train: Split, evaluate: Split) -> None:
+def _worker_init(module_text: str, recipe: FineTuneRecipe, train: Split, evaluate: Split,
+                 calibration: Calibration | None = None) -> None:
     from qtrain.interpreter import load_module
 
-    _WORKER.update(module=load_module(module_text), recipe=recipe, train=train, evaluate=evaluate)
+    _WORKER.update(module=load_module(module_text), recipe=recipe, train=train, evaluate=evaluate,
+                   calibration=calibration)
 
 
 def _worker_run(scheme: str | UpdateScheme, seed: tuple[int, ...]) -> float:
     return fine_tune_accuracy(_WORKER["module"], scheme, _WORKER["recipe"], _WORKER["train"], _WORKER["evaluate"],
-                              seed)
+                              seed, _WORKER["calibration"])
 
 
 class FineTuneRunner:
@@ -125,8 +130,9 @@ class FineTuneRunner:
     to `on_progress` (`qtrain.search.progress`)."""
 
     def __init__(self, module: ModuleOp, recipe: FineTuneRecipe, train: Split, evaluate: Split, *, jobs: int = 1,
-                 on_progress: ProgressCallback | None = None):
+                 on_progress: ProgressCallback | None = None, calibration: Calibration | None = None):
         self.module = module
+        self.calibration = calibration
         self.recipe = recipe
         self.train = train
         self.evaluate = evaluate
@@ -139,14 +145,15 @@ class FineTuneRunner:
         if self.jobs == 1 or len(jobs) <= 1:
             results = []
             for scheme, seed in jobs:
-                results.append(fine_tune_accuracy(self.module, scheme, self.recipe, self.train, self.evaluate, seed))
+                results.append(fine_tune_accuracy(self.module, scheme, self.recipe, self.train, self.evaluate, seed,
+                                                  self.calibration))
                 report(self.on_progress, len(results), total, label)
             return results
         out: list[float] = [0.0] * len(jobs)
         with ProcessPoolExecutor(
             max_workers=min(self.jobs, len(jobs)),
             initializer=_worker_init,
-            initargs=(str(self.module), self.recipe, self.train, self.evaluate),
+            initargs=(str(self.module), self.recipe, self.train, self.evaluate, self.calibration),
         ) as pool:
             futures = {pool.submit(_worker_run, scheme, seed): i for i, (scheme, seed) in enumerate(jobs)}
             for done, future in enumerate(as_completed(futures), start=1):

@@ -8,16 +8,19 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.dialects.qtrain.contract import MEMORY
 from qtrain.search.candidates import Candidate, backbone_convs, canonical
+from qtrain.transforms.lite_residual import Calibration
 from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.schemes import UpdateScheme
 
 
 def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: bool = True,
-                      weight_storage: str = "f32") -> int:
-    """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`."""
+                      weight_storage: str = "f32", calibration: Calibration | None = None) -> int:
+    """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`
+    (`calibration`: the scales of the lite residual modules it inserts, if any)."""
     planned = apply_passes(
         module.clone(),
-        training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage),
+        training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage,
+                        calibration=calibration),
     )
     memory = planned.attributes[MEMORY]
     return int(memory.data["peak_sram_bytes"].value.data)  # type: ignore[attr-defined]
@@ -26,8 +29,10 @@ def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: 
 class MemoryPlanner:
     """Planned peak SRAM of candidates (the real pipeline, see `planned_peak_sram`), cached by candidate."""
 
-    def __init__(self, module: ModuleOp, *, reorder: bool = True, weight_storage: str = "f32"):
+    def __init__(self, module: ModuleOp, *, reorder: bool = True, weight_storage: str = "f32",
+                 calibration: Calibration | None = None):
         self.module = module
+        self.calibration = calibration
         self.convs = backbone_convs(module)
         self.reorder = reorder
         self.weight_storage = weight_storage
@@ -40,7 +45,7 @@ class MemoryPlanner:
         if value is None:
             start = time.perf_counter()
             value = planned_peak_sram(self.module, candidate.scheme(), reorder=self.reorder,
-                                      weight_storage=self.weight_storage)
+                                      weight_storage=self.weight_storage, calibration=self.calibration)
             self.seconds += time.perf_counter() - start
             self.cache[candidate] = value
         return value

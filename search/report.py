@@ -38,6 +38,10 @@ def format_analysis(analysis: ContributionAnalysis) -> str:
             cells.append(f"{cell:>7}" if c.canonical_ratio(q) == q else f"{'=':>7}")
         lines.append(f"    {i:>5}  {c.name:<20} {c.kind:<7} {c.in_channels:>5}  " + " ".join(cells))
     lines.append("    ('=': same channel count as the next ratio to the right)")
+    if analysis.module_accuracy:
+        lines.append("  lite residual module of one block (+ all biases), gain over bias-only [points]:")
+        lines.append("    block  " + " ".join(f"{b:>6d}" for b in analysis.module_accuracy))
+        lines.append("    gain   " + " ".join(f"{_pts(analysis.module_gain(b)):>6}" for b in analysis.module_accuracy))
     return "\n".join(lines)
 
 
@@ -62,6 +66,9 @@ def format_choice(result: SearchResult, analysis: ContributionAnalysis | None, c
                          f"{conv.channels(ratio)} of {conv.in_channels} input channels{contribution}")
     if not any(r > 0 for r in c.weight_ratios):
         lines.append("  no backbone weight")
+    for b in c.lite_residual:
+        contribution = f", gain {_pts(analysis.module_gain(b))}" if analysis is not None else ""
+        lines.append(f"  lite residual module of block {b}{contribution}")
     lines.append(f"  searched: {len(result.best_per_generation)} generations, {result.planned} candidates planned, "
                  f"{result.seconds:.1f} s")
     return "\n".join(lines)

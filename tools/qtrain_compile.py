@@ -3,7 +3,7 @@
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb KB] [--target qemu|qemu-m4|qemu-m33|...]
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
                    [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i8]
-                   [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
+                   [--num-classes 10] [--calibration DATA.npz] [--data TASK.npz] [--memory-report FILE.json]
                    [--lifetime-plot FILE.png] [--emit-llvm] [--profile] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
@@ -27,6 +27,10 @@ the base rate, then that rate held, so training can go on past the horizon); --l
 the base rates, which follow the same schedule; --momentum > 0 adds SGD momentum (an fp32 velocity
 per trainable tensor, counted in the memory plan). --warmup-steps 0 --steps 0 trains at a constant
 rate. Defaults: qtrain.transforms.recipe.COMPILE_RECIPE (the schedule's are provisional).
+
+Schemes that train TinyTL lite residual modules (`tinytl-l`, `tinytl-l+b`, a schemes.json entry with
+`lite_residual_blocks`) insert them first; their int8 scales are calibrated on --data's training images
+(key `image`, int8 NHWC), without which a warning says they come from a noise stand-in.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         warmup_steps=args.warmup_steps, steps=args.steps, final_lr_ratio=args.final_lr_ratio, momentum=args.momentum,
         qas=not args.no_qas, weight_storage=args.weight_storage, num_classes=args.num_classes,
         calibration=args.calibration, emit_llvm=args.emit_llvm, memory_report=args.memory_report,
-        lifetime_plot=args.lifetime_plot, profile=args.profile,
+        lifetime_plot=args.lifetime_plot, profile=args.profile, data=args.data,
     ).summary()
 
 
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--scheme", default="full",
-                        help="full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (default: full)")
+                        help="full | bias-only | last-k=K | tinytl-b | tinytl-l | tinytl-l+b | FILE.json#MODEL/BUDGET "
+                             "(default: full)")
     parser.add_argument("--sram-kb", type=int, default=None,
                         help="SRAM budget for the static plan (default: the target's, e.g. 256 for qemu)")
     parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu; see above)")
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="SRAM copy of trainable weights: fp32 master (default) or int8 in place")
     parser.add_argument("--num-classes", type=int, default=10, help="classifier rows of a .pkl model (default 10)")
     parser.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
+    parser.add_argument("--data", type=Path, metavar="TASK.npz",
+                        help="training images (int8 NHWC, key image) the lite residual modules calibrate on")
     parser.add_argument("--memory-report", type=Path, help="also write memory.json here")
     parser.add_argument("--emit-llvm", action="store_true", help="also write DIR/model.ll (LLVM IR for the target)")
     parser.add_argument("--lifetime-plot", type=Path,

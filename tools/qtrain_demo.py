@@ -2,6 +2,7 @@
 
     qtrain-demo [-o demo/] [--budget-kb 24] [--steps 2000] [--eval-every 250] [--target qemu|qemu-m4|qemu-m33]
                 [--model MODEL.onnx|.pkl|.mlir --data TASK.npz [--calibration CAL.npz]] [--fresh-analysis]
+                [--scheme SCHEME | --lite-residual]
 
 1. the task: by default the project's downstream task (examples/digits/make_task.py): a float CNN
    pre-trained on scikit-learn's digits, imported and quantized by our PTQ, now seeing digits through a
@@ -9,9 +10,12 @@
    `label`, `test_image`, `test_label`, images int8 NHWC quantized with the model's input parameters);
 2. qtrain-search-scheme: contribution analysis + evolutionary search for a sparse-update scheme under
    --budget-kb (for the digits task the fine-tuning runs of the analysis are read from the cache
-   examples/digits/contributions.json, made by the same command; --fresh-analysis redoes them);
+   examples/digits/contributions.json, made by the same command; --fresh-analysis redoes them;
+   --lite-residual makes TinyTL's lite residual modules candidates too); or, with --scheme, no search:
+   that scheme (e.g. tinytl-b, tinytl-l, tinytl-l+b, bias-only, FILE.json#MODEL/BUDGET);
 3. qtrain-compile for the emulated device (--target: qemu, the Cortex-M7 on qemu-system-arm -M mps2-an500;
-   qemu-m4, the Cortex-M4F on mps2-an386; qemu-m33, the Cortex-M33 on mps2-an505);
+   qemu-m4, the Cortex-M4F on mps2-an386; qemu-m33, the Cortex-M33 on mps2-an505), planned within
+   --budget-kb (a given --scheme: within the target's budget);
 4. qtrain-run: accuracy on the held-out split before, during and after on-device fine-tuning, with a
    progress bar;
 5. qtrain-export: the fine-tuned network out of the device as QOperator ONNX (finetuned.onnx), checked
@@ -145,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--analysis-steps", type=int, default=None,
                         help="steps per fine-tuning run of the contribution analysis (default: the search's 2000)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel fine-tuning runs in the analysis (2)")
+    parser.add_argument("--scheme", default=None,
+                        help="train this scheme instead of searching one (full, bias-only, last-k=K, tinytl-b, "
+                             "tinytl-l, tinytl-l+b, FILE.json#MODEL/BUDGET)")
+    parser.add_argument("--lite-residual", action="store_true",
+                        help="the search may choose TinyTL lite residual modules too")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     args_list = list(sys.argv[1:] if argv is None else argv)
     run_tool("qtrain-demo", lambda: print(demo(parser.parse_args(args_list))), args_list)
@@ -159,6 +168,8 @@ def demo(args: argparse.Namespace) -> str:
         raise UserError(f"cannot create {out}: {e.strerror or e}") from e
     if (args.model is None) != (args.data is None):
         raise UsageError("--model and --data go together (your model and its task); give both or neither")
+    if args.scheme is not None and args.lite_residual:
+        raise UsageError("--lite-residual is for the search; with --scheme there is no search")
 
     # 1. task and model
     if args.model is None:
@@ -183,6 +194,29 @@ def demo(args: argparse.Namespace) -> str:
     print(f"  {n_train} training images (fine-tuning data), {n_test} held-out test images")
 
     # 2. scheme search
+    if args.scheme is not None:
+        step(2, f"the scheme: {args.scheme} (given with --scheme: no search)")
+        scheme = args.scheme
+    else:
+        scheme = search_scheme(args, out, model, data, name)
+
+    # 3. compile
+    step(3, "qtrain-compile: autodiff, sparse update, dead-gradient elimination, reorder, memory plan, C, firmware")
+    compile_cmd = [*tool("qtrain_compile"), model, "--scheme", scheme, "--lr", str(LR), "--bias-lr", str(BIAS_LR),
+                   "--warmup-steps", str(FINE_TUNE_RECIPE.warmup_steps), "--steps", str(FINE_TUNE_RECIPE.steps),
+                   "--final-lr-ratio", str(FINE_TUNE_RECIPE.final_lr_ratio),
+                   "--momentum", str(FINE_TUNE_RECIPE.momentum), "--target", args.target, "--data", data,
+                   "--lifetime-plot", out / "memory_plan.png", "-o", out / "build", "--json"]
+    if args.scheme is None:  # the searched scheme's budget; a given scheme gets the target's
+        compile_cmd += ["--sram-kb", f"{max(1, int(np.ceil(args.budget_kb)))}"]
+    if args.calibration:
+        compile_cmd += ["--calibration", args.calibration]
+    built = json.loads(run(compile_cmd, "compiling", capture=True))
+    return finish(args, out, data, scheme, built, started)
+
+
+def search_scheme(args: argparse.Namespace, out: Path, model: Path, data: Path, name: str) -> str:
+    """Step 2: qtrain-search-scheme under the budget; returns the found scheme's spec."""
     step(2, f"qtrain-search-scheme: the sparse update that helps most within {args.budget_kb:g} KB of SRAM")
     cache = out / "contributions.json"
     if args.model is None and not args.fresh_analysis and (DIGITS / "contributions.json").is_file():
@@ -196,22 +230,15 @@ def demo(args: argparse.Namespace) -> str:
         search += ["--calibration", args.calibration]
     if args.analysis_steps:
         search += ["--steps", str(args.analysis_steps)]
+    if args.lite_residual:
+        search += ["--lite-residual"]
     run(search, "the scheme search")
     key = f"{args.budget_kb:g}kb"
-    scheme = f"{out / 'scheme.json'}#{name}/{key}"
+    return f"{out / 'scheme.json'}#{name}/{key}"
 
-    # 3. compile
-    step(3, "qtrain-compile: autodiff, sparse update, dead-gradient elimination, reorder, memory plan, C, firmware")
-    compile_cmd = [*tool("qtrain_compile"), model, "--scheme", scheme, "--lr", str(LR), "--bias-lr", str(BIAS_LR),
-                   "--warmup-steps", str(FINE_TUNE_RECIPE.warmup_steps), "--steps", str(FINE_TUNE_RECIPE.steps),
-                   "--final-lr-ratio", str(FINE_TUNE_RECIPE.final_lr_ratio),
-                   "--momentum", str(FINE_TUNE_RECIPE.momentum),
-                   "--sram-kb", f"{max(1, int(np.ceil(args.budget_kb)))}", "--target", args.target,
-                   "--lifetime-plot", out / "memory_plan.png", "-o", out / "build", "--json"]
-    if args.calibration:
-        compile_cmd += ["--calibration", args.calibration]
-    built = json.loads(run(compile_cmd, "compiling", capture=True))
 
+def finish(args: argparse.Namespace, out: Path, data: Path, scheme: str, built: dict, started: float) -> str:
+    """Steps 4 and 5: the run on the emulated device and the report."""
     # 4. run on the emulated device
     core = BOARDS[args.target].summary.split(":")[1].split(",")[0].strip()
     step(4, f"qtrain-run: fine-tune on the emulated {core} for {args.steps} steps, evaluating the held-out split")

@@ -4,15 +4,20 @@
                          [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--repeats 3]
                          [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
                          [--layers I,J,...] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
-                         [--num-classes 10] [--weight-storage f32|i8] [--no-reorder] [--quiet] [--debug]
+                         [--num-classes 10] [--weight-storage f32|i8] [--no-reorder] [--lite-residual]
+                         [--quiet] [--debug]
 
 1. Contribution analysis: short fine-tuning runs of the int8 training graph in the interpreter on the
    task's training split (`image`, `label`), scored on a validation split carved from it (`--val-fraction`,
    seeded; `test_image`/`test_label` are never read): the gain of the biases of the last k layers over
    the classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
    bias-only. `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
+   With `--lite-residual`, TinyTL's lite residual modules are candidates too: the gain over bias-only of
+   the module of each block but the first (inserted by `qtrain-lite-residual`, calibrated once on the
+   fine-tuning images).
 2. Evolutionary search: the scheme with the largest summed gain whose planned peak SRAM (the real
-   pipeline: autodiff, sparse-update, dead-gradient-elim, reorder, plan-memory) fits `--budget-kb`.
+   pipeline: autodiff, sparse-update, dead-gradient-elim, reorder, plan-memory) fits `--budget-kb`; a
+   chosen module is listed as `lite_residual_blocks` in the scheme's entry.
 3. Writes (or adds to) scheme.json in the schemes.json format, `{MODEL: {"<B>kb": {...}}}`, so
    `scheme.json#MODEL/<B>kb` works as `--scheme` on every command line; prints the analysis and the choice.
 
@@ -35,6 +40,9 @@ import numpy as np
 
 from qtrain.errors import UserError
 from qtrain.tools.plumbing import ArgumentParser, UsageError, read_npz, run_tool
+
+CALIBRATION_IMAGES = 16
+"""Fine-tuning images the lite residual modules' scales are calibrated on (--lite-residual)."""
 
 
 class TaskError(UserError):
@@ -140,19 +148,30 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         raise InfeasibleBudgetError(budget_bytes, minimum)
     images, labels = load_task(args.data, module)
     fit_idx, val_idx = split_validation(len(images), args.val_fraction, args.seed)
+    modules: list[int] = []
+    calibration = None
+    if args.lite_residual:
+        from qtrain.search import module_blocks
+        from qtrain.transforms.lite_residual import calibrate
+
+        modules = module_blocks(module)
+        if not modules:
+            raise SearchError("--lite-residual: the model has no block a lite residual module can be added to")
+        calibration = calibrate(module, images[fit_idx][:CALIBRATION_IMAGES], modules)
+        planner.calibration = calibration
     recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr, weight_storage=args.weight_storage)
     on_progress = stage_bars("qtrain-search-scheme", not args.quiet)
     analysis = contribution_analysis(
         module, (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx]), recipe=recipe,
         repeats=args.repeats, seed=args.seed, layers=layers, jobs=args.jobs, cache_path=args.cache,
-        on_progress=on_progress,
+        on_progress=on_progress, modules=modules, calibration=calibration,
     )
     print(format_analysis(analysis))
     print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.1f} s, {analysis.cached_runs} from the cache)")
     settings = EvolutionSettings(population=args.population, generations=args.generations, seed=args.seed)
     result = evolutionary_search(
         planner.convs, analysis.gain, planner.peak_sram_bytes, budget_bytes, settings,
-        searchable=list(analysis.weight_accuracy), on_progress=on_progress,
+        searchable=list(analysis.weight_accuracy), modules=modules, on_progress=on_progress,
     )
     print(format_choice(result, analysis, planner.convs))
     model_name = args.model_name or args.model.stem
@@ -198,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10, help="classifier rows of a .pkl model (10)")
     p.add_argument("--weight-storage", choices=["f32", "i8"], default="f32", help="SRAM copy of trained weights")
     p.add_argument("--no-reorder", action="store_true", help="plan memory for the naive schedule")
+    p.add_argument("--lite-residual", action="store_true",
+                   help="TinyTL lite residual modules (every block but the first) are candidates too")
     p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")

@@ -11,6 +11,11 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return VerifyQuantChainPass
 
+    def lite_residual() -> type[ModulePass]:
+        from qtrain.transforms.lite_residual import LiteResidualPass
+
+        return LiteResidualPass
+
     def autodiff() -> type[ModulePass]:
         from qtrain.transforms.autodiff import AutodiffPass
 
@@ -43,6 +48,7 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
     return {
         "qtrain-verify-quant-chain": verify_quant_chain,
+        "qtrain-lite-residual": lite_residual,
         "qtrain-autodiff": autodiff,
         "qtrain-sparse-update": sparse_update,
         "qtrain-dead-gradient-elim": dead_gradient_elim,

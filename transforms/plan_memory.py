@@ -71,7 +71,7 @@ from qtrain.dialects.qtrain.contract import (
     param_name,
     param_ops,
 )
-from qtrain.dialects.qtrain.interfaces import ParamRead, ParamUpdate, ParamUpdateOp
+from qtrain.dialects.qtrain.interfaces import ParamConsumerOp, ParamRead, ParamUpdate, ParamUpdateOp
 from qtrain.transforms.liveness import (
     Buffer,
     DeviceStateConflict,
@@ -83,7 +83,7 @@ from qtrain.transforms.liveness import (
     flash_param_bytes,
     trainable_bytes,
 )
-from qtrain.transforms.schemes import layer_numbers
+from qtrain.transforms.schemes import layer_numbers, lite_residual_modules
 from qtrain.transforms.target import DEFAULT_TARGET, TargetDescription, get_target
 
 PACK_ORDERS: dict[str, object] = {
@@ -284,22 +284,44 @@ class MemoryReport:
         }
 
 
+def param_kinds(function: func.FuncOp) -> dict[str, str]:
+    """Parameter name -> "weight" | "bias", as the ops reading it say (`ParamConsumerOp.trained_param_role`;
+    a GroupNorm's gamma is a 1-D "weight")."""
+    kinds: dict[str, str] = {}
+    for op in function.walk():
+        if isinstance(op, ParamConsumerOp):
+            for operand in op.operands:
+                name = param_name(operand)
+                role = op.trained_param_role(operand, qas=False) if name is not None else None
+                if name is not None and role is not None:
+                    kinds.setdefault(name, role.kind)
+    return kinds
+
+
 def trainable_list(module: ModuleOp, train: func.FuncOp | None) -> list[dict[str, object]]:
+    """memory.json's `trainable`: per trainable tensor its schemes.json `layer`, kind, trained shape and slice,
+    storage and bytes; a lite residual module's tensor has layer None and its block as `lite_residual`."""
     params = [p for p in module.ops if isinstance(p, ParamOp) and p.is_trainable]
     layer_of = layer_numbers(train) if train is not None else {}
+    kinds = param_kinds(train) if train is not None else {}
+    module_of = {name: m.block for m in (lite_residual_modules(train) if train is not None else [])
+                 for name, _ in m.params}
     out: list[dict[str, object]] = []
     for p in params:
         name = p.sym_name.data
         sl = p.trainable_slice()
-        out.append({
+        entry: dict[str, object] = {
             "name": name,
             "layer": layer_of.get(name),
-            "kind": "bias" if p.tensor_type.get_num_dims() == 1 else "weight",
+            "kind": kinds.get(name, "bias" if p.tensor_type.get_num_dims() == 1 else "weight"),
             "shape": list(p.trainable_shape()),
             "channels": list(sl) if sl is not None else None,
             "storage": str(p.storage_type),
             "bytes": trainable_bytes([p]),
-        })
+        }
+        if name in module_of:
+            entry["lite_residual"] = module_of[name]
+        out.append(entry)
     return out
 
 

@@ -24,7 +24,14 @@ from xdsl.utils.exceptions import PassFailedException
 from qtrain.dialects.qtrain import ChannelSliceOp, Conv2DWeightGradOp, ParamOp, SGDUpdateOp
 from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func, param_ops
 from qtrain.dialects.qtrain.ops import i64_array
-from qtrain.transforms.schemes import SchemeError, TrainableTensor, UpdateScheme, network_layers, parse_scheme
+from qtrain.transforms.schemes import (
+    SchemeError,
+    TrainableTensor,
+    UpdateScheme,
+    lite_residual_modules,
+    network_layers,
+    parse_scheme,
+)
 
 
 def freeze(param: ParamOp) -> None:
@@ -37,12 +44,14 @@ def freeze(param: ParamOp) -> None:
 
 @dataclass(frozen=True)
 class SparseUpdatePass(ModulePass):
-    """Keeps the updates of a sparse-update scheme (full, bias-only, last-k=K, FILE.json#MODEL/BUDGET)."""
+    """Keeps the updates of a sparse-update scheme (full, bias-only, last-k=K, tinytl-b, tinytl-l, tinytl-l+b,
+    FILE.json#MODEL/BUDGET)."""
 
     name = "qtrain-sparse-update"
 
     scheme: str = "full"
-    """full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (quote values containing '.')"""
+    """full | bias-only | last-k=K | tinytl-b | tinytl-l | tinytl-l+b | FILE.json#MODEL/BUDGET (quote values
+    containing '.')"""
     k: int | None = None
     """layer count for scheme=last-k"""
     update_scheme: UpdateScheme | None = field(default=None, init=False, repr=False)
@@ -63,7 +72,7 @@ class SparseUpdatePass(ModulePass):
             raise PassFailedException(f"{self.name}: no func.func @{TRAIN_STEP}; run qtrain-autodiff first")
         try:
             scheme = self.update_scheme if self.update_scheme is not None else parse_scheme(self.scheme, self.k)
-            chosen = scheme.resolve(network_layers(train))
+            chosen = scheme.resolve(network_layers(train), lite_residual_modules(train))
         except SchemeError as e:
             raise PassFailedException(f"{self.name}: {e}") from None
         params = param_ops(op)

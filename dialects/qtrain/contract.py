@@ -16,7 +16,12 @@ Discardable attributes the passes attach (dialect-prefixed, as MLIR does):
 - `qtrain.offsets` (i64 array, on an op): arena offset of each result, -1 for a result without one;
 - `qtrain.arg_offsets` (i64 array, on an entry point): arena offsets of its arguments (the image);
 - `qtrain.arena_bytes` (i64, on an entry point): its arena size;
-- `qtrain.memory` (dictionary, on the module): the planner's figures (DESIGN.md "Memory accounting").
+- `qtrain.memory` (dictionary, on the module): the planner's figures (DESIGN.md "Memory accounting");
+- `qtrain.lite_residual` (i64, on every op of a TinyTL lite residual module `qtrain-lite-residual`
+  inserted): the index of the block the module belongs to. Schemes leave these ops out of the layer
+  numbering of schemes.json and train them as a module (`tinytl-l`, `tinytl-l+b`);
+- `qtrain.lite_residual_final` (unit, on a module's last `qtrain.group_norm`): its beta duplicates the
+  main branch's bias, so `tinytl-l+b` keeps it frozen.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ SCRATCH_GAP = "qtrain.scratch_gap"
 when it is larger than the shared scratch area: their kernels may use it instead (a kernel's results do
 not depend on how much scratch beyond its minimum it is given; more lets it take a faster schedule)."""
 MEMORY = "qtrain.memory"
+LITE_RESIDUAL = "qtrain.lite_residual"
+LITE_RESIDUAL_FINAL = "qtrain.lite_residual_final"
 
 
 def find_func(module: ModuleOp, name: str) -> func.FuncOp | None:
@@ -87,3 +94,11 @@ def dequantize_of(value: SSAValue) -> DequantizeOp | None:
     while isinstance(owner, Operation) and owner.has_trait(ViewOfOperand):
         owner = owner.operands[0].owner
     return owner if isinstance(owner, DequantizeOp) else None
+
+
+def lite_residual_block(op: Operation) -> int | None:
+    """The block index of the lite residual module `op` belongs to (`qtrain.lite_residual`), or None."""
+    from xdsl.dialects.builtin import IntegerAttr
+
+    attr = op.attributes.get(LITE_RESIDUAL)
+    return attr.value.data if isinstance(attr, IntegerAttr) else None

@@ -339,9 +339,10 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCall
         x, g, dw = shape_of(self.input), shape_of(self.grad), shape_of(self.result)
         geometry = self.kernel_geometry(self.input_q.zp)
         macs = math.prod(g) * math.prod(dw[1:])
-        depthwise = self.groups.value.data > 1  # type: ignore[attr-defined]
+        groups = self.groups.value.data  # type: ignore[attr-defined]
+        depthwise = groups > 1 and dw[3] == 1 and groups == g[3]
         update = fused_update_of(self)
-        if update is not None and not depthwise:
+        if update is not None and groups == 1:
             scales = update.grad_scale.get_values()
             momentum = update.momentum_args()
             return (kc.KernelCall(
@@ -397,7 +398,12 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCall
                     f"tensor<{c_saved}x{kh}x{kw}x1xf32> within {cout} channels, got {dw}"
                 )
         elif groups != 1:
-            raise VerifyException(f"{self.name}: only groups = 1 or depthwise (groups = C) are supported, got {groups}")
+            # A grouped conv (e.g. a lite residual module's groups = 2) trains all of its input channels.
+            if self.channels is not None or c_saved % groups or cout % groups or o != cout or i != c_saved // groups:
+                raise VerifyException(
+                    f"{self.name}: a grouped (groups = {groups}) weight gradient covers every input channel: "
+                    f"result tensor<{cout}x{kh}x{kw}x{c_saved // groups}xf32> without a channel slice, got {dw}"
+                )
         elif o != cout or i != c_saved:
             raise VerifyException(
                 f"{self.name}: result must be tensor<{cout}x{kh}x{kw}x{c_saved}xf32> "

@@ -70,6 +70,14 @@ class Bias(CallArg):
     value: SSAValue | None
 
 
+@dataclass(frozen=True, eq=False)
+class ParamData(CallArg):
+    """A parameter operand's current values (e.g. GroupNorm's fp32 gamma / beta): its SRAM copy when it
+    trains, else its Flash array."""
+
+    value: SSAValue
+
+
 @dataclass(frozen=True)
 class Floats(CallArg):
     """A `const float` array of per-channel constants (multipliers, QAS factors) in Flash."""

@@ -28,6 +28,11 @@ Supported models (ai.onnx opsets 10..28, plus com.microsoft version 1 for onnxru
 | QLinearConv, QLinearMatMul                         | `qtrain.conv2d` (bit-exact integer weights and bias)     |
 | com.microsoft QLinearAdd, QLinearGlobalAveragePool,| `qtrain.add`, `qtrain.avgpool`, `qtrain.conv2d`          |
 | QLinearAveragePool, QGemm                          |                                                          |
+| GroupNormalization (opset 18: per-group scale/bias;| `qtrain.group_norm` (gamma/beta fp32 params `gn{G}.*`;  |
+| 21: per channel), InstanceNormalization, PyTorch's | a following Mul / Add of a per-channel constant folds    |
+| GroupNorm export: Reshape [N, G, -1] ->            | into gamma and beta, a Relu / Clip into its clamp)       |
+| InstanceNormalization -> Reshape back (a constant  |                                                          |
+| or Shape) -> Mul -> Add                            |                                                          |
 | Relu / Clip with no foldable producer              | `qtrain.avgpool` 1x1 (a requantization whose saturation  |
 |                                                    | implements the range)                                    |
 | HardSwish, HardSigmoid, Sigmoid, x * Sigmoid(x),   | `qtrain.lut` (a 256-entry int8 table, SiLU fused in      |

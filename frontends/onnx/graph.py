@@ -167,6 +167,23 @@ class LutLayer(Layer):
 
 
 @dataclass(eq=False)
+class GroupNormLayer(Layer):
+    """GroupNorm of `input` in `groups` groups of consecutive channels, real per-channel gamma / beta (affine
+    ops after it folded in); `act` a following ReLU/Clip."""
+
+    input: Edge
+    groups: int
+    epsilon: float
+    gamma: np.ndarray  # float64 [C]
+    beta: np.ndarray  # float64 [C]
+    act: tuple[float, float] = (-math.inf, math.inf)
+    source: str = ""
+
+    def inputs(self) -> list[Edge]:
+        return [self.input]
+
+
+@dataclass(eq=False)
 class MulLayer(Layer):
     """lhs * rhs, rhs the same shape or 1 x 1 x C (squeeze-and-excitation)."""
 
@@ -214,7 +231,17 @@ class GatherLayer(Layer):
 QUANT_PRESERVING = (MaxPoolLayer, GatherLayer)
 """Layers whose output has its input's quantization unless the model says otherwise."""
 
-Value = Act | Const
+
+@dataclass(eq=False)
+class GroupedView:
+    """An activation seen as `[N, G, C / G * H * W]` through a Reshape: how PyTorch's exporter writes GroupNorm
+    (Reshape -> InstanceNormalization -> Reshape back). Only InstanceNormalization and the Reshape back take it."""
+
+    act: Act
+    groups: int
+
+
+Value = Act | Const | GroupedView
 
 
 def reachable(layers: list[Layer], output: Edge) -> list[Layer]:

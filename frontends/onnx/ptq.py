@@ -29,6 +29,7 @@ from qtrain.frontends.onnx.graph import (
     ConvLayer,
     Edge,
     GatherLayer,
+    GroupNormLayer,
     Layer,
     LutLayer,
     MaxPoolLayer,
@@ -78,6 +79,15 @@ def avgpool_nhwc_float(x: np.ndarray, kernel: Sequence[int], strides: Sequence[i
 
 
 
+def group_norm_nhwc_float(x: np.ndarray, groups: int, epsilon: float) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) per sample and group of consecutive channels (biased variance), NHWC."""
+    n, h, w, c = x.shape
+    g = x.reshape(n, h * w, groups, c // groups)
+    mean = g.mean(axis=(1, 3), keepdims=True)
+    var = ((g - mean) ** 2).mean(axis=(1, 3), keepdims=True)
+    return ((g - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
+
+
 def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> dict[int, np.ndarray]:
     """Float (unquantized) values of every edge for float NHWC images, keyed by id(edge)."""
     values: dict[int, np.ndarray] = {id(input_edge): images_nhwc}
@@ -104,6 +114,9 @@ def evaluate(layers: list[Layer], input_edge: Edge, images_nhwc: np.ndarray) -> 
             y = np.concatenate([values[id(e)] for e in layer.parts], axis=-1)
         elif isinstance(layer, GatherLayer):
             y = values[id(layer.input)][..., list(layer.indices)]
+        elif isinstance(layer, GroupNormLayer):
+            y = np.clip(group_norm_nhwc_float(values[id(layer.input)], layer.groups, layer.epsilon) * layer.gamma
+                        + layer.beta, *layer.act)
         else:
             raise AssertionError(layer)
         values[id(layer.output)] = y

@@ -56,6 +56,8 @@ from qtrain.frontends.onnx.graph import (
     ConvLayer,
     Edge,
     GatherLayer,
+    GroupedView,
+    GroupNormLayer,
     Layer,
     LutLayer,
     MaxPoolLayer,
@@ -250,6 +252,11 @@ class OnnxImporter:
 
     def _act(self, node: onnx.NodeProto, index: int, what: str = "input") -> Act:
         value = self._value(node, index)
+        if isinstance(value, GroupedView):
+            raise OnnxImportError(
+                f"{_node_label(node)}: {what} '{node.input[index]}' is a [N, groups, -1] view of an activation; "
+                "only InstanceNormalization (PyTorch's GroupNorm export) and the Reshape back take one"
+            )
         if not isinstance(value, Act):
             raise OnnxImportError(
                 f"{_node_label(node)}: {what} '{node.input[index] if index < len(node.input) else ''}' must be "
@@ -366,6 +373,8 @@ class OnnxImporter:
                 return False
             if node.op_type not in self.ALIAS_OPS:
                 value = self.values.get(name)
+                if isinstance(value, GroupedView):  # PyTorch's GroupNorm: InstanceNormalization, Reshape back
+                    value = value.act
                 return isinstance(value, Act) and value.edge.producer is producer
             name = node.input[0]
 
@@ -763,8 +772,8 @@ class OnnxImporter:
 
     def _activation(self, node: onnx.NodeProto, lo: float, hi: float) -> list[Value]:
         act = self._float_act(node)
-        producer = self._foldable(node.input[0], act, (ConvLayer, AddLayer, RequantLayer))
-        if isinstance(producer, ConvLayer | AddLayer | RequantLayer):
+        producer = self._foldable(node.input[0], act, (ConvLayer, AddLayer, RequantLayer, GroupNormLayer))
+        if isinstance(producer, ConvLayer | AddLayer | RequantLayer | GroupNormLayer):
             producer.act = (max(producer.act[0], lo), min(producer.act[1], hi))
             return [Act(act.edge, flat=act.flat)]
         out = self._edge(node.output[0], act.edge.shape)
@@ -788,20 +797,88 @@ class OnnxImporter:
         return self._activation(node, lo, hi)
 
     # add
-    def _fold_constant_add(self, node: onnx.NodeProto, name: str, act: Act, real: np.ndarray) -> list[Value]:
-        """`act` (ONNX tensor `name`) + a per-channel constant, folded into the producing conv's bias."""
-        conv = self._foldable(name, act, (ConvLayer,))
+    def _per_channel_const(self, node: onnx.NodeProto, act: Act, real: np.ndarray, what: str) -> np.ndarray:
+        """A constant operand of an element-wise op on `act` as one value per channel ([C] real)."""
         o = act.edge.shape[2]
-        shapes = {(o,), (1, o), (o, 1, 1), (1, o, 1, 1), (), (1,)}
-        if not isinstance(conv, ConvLayer) or real.shape not in shapes:
-            raise OnnxImportError(
-                f"{_node_label(node)}: adding a constant is only supported right after a Conv/Gemm/MatMul whose "
-                f"output it alone uses, with one value per channel (folded into the bias); got shape {list(real.shape)}"
-            )
+        if real.shape not in {(o,), (1, o), (o, 1, 1), (1, o, 1, 1), (), (1,)}:
+            raise OnnxImportError(f"{_node_label(node)}: {what} must hold one value per channel, got shape "
+                                  f"{list(real.shape)}")
         if not act.flat and real.shape in ((o,), (1, o)) and act.edge.shape[:2] != (1, 1):
             raise OnnxImportError(f"{_node_label(node)}: constant {list(real.shape)} broadcasts along W, not channels")
-        conv.shift_bias(np.broadcast_to(real.reshape(-1), (o,)))
+        return np.broadcast_to(real.reshape(-1), (o,)).astype(np.float64)
+
+    def _fold_constant_add(self, node: onnx.NodeProto, name: str, act: Act, real: np.ndarray) -> list[Value]:
+        """`act` (ONNX tensor `name`) + a per-channel constant, folded into the producing conv's bias (or a
+        GroupNorm's beta)."""
+        producer = self._foldable(name, act, (ConvLayer, GroupNormLayer))
+        if not isinstance(producer, ConvLayer | GroupNormLayer):
+            raise OnnxImportError(
+                f"{_node_label(node)}: adding a constant is only supported right after a Conv/Gemm/MatMul (or a "
+                "normalization) whose output it alone uses, with one value per channel (folded into the bias); got "
+                f"shape {list(real.shape)}"
+            )
+        delta = self._per_channel_const(node, act, real, "the constant")
+        if isinstance(producer, GroupNormLayer):
+            producer.beta = producer.beta + delta
+        else:
+            producer.shift_bias(delta)
         return [Act(act.edge, flat=act.flat)]
+
+    def _fold_norm_mul(self, node: onnx.NodeProto, norm: GroupNormLayer, act: Act, real: np.ndarray) -> list[Value]:
+        """act x a per-channel constant, folded into the GroupNorm producing `act` (its gamma and beta): the affine
+        part of PyTorch's GroupNorm export."""
+        factor = self._per_channel_const(node, act, real, "the constant")
+        norm.gamma, norm.beta = norm.gamma * factor, norm.beta * factor
+        return [Act(act.edge, flat=act.flat)]
+
+    # normalization
+    def _group_norm(self, node: onnx.NodeProto, act: Act, groups: int, gamma: np.ndarray, beta: np.ndarray,
+                    epsilon: float) -> Act:
+        self._image_act(node, act)
+        c = act.edge.shape[2]
+        if groups < 1 or c % groups:
+            raise OnnxImportError(f"{_node_label(node)}: {groups} groups do not divide {c} channels")
+        out = self._edge(node.output[0], act.edge.shape)
+        layer = GroupNormLayer(out, act.edge, groups, epsilon, gamma, beta, source=_node_label(node))
+        return Act(self._add_layer(layer))
+
+    def _norm_params(self, node: onnx.NodeProto, sizes: tuple[int, ...], repeat: int) -> tuple[np.ndarray, np.ndarray]:
+        """The scale and bias inputs (1 and 2), `sizes` values each, repeated `repeat` times (per channel)."""
+        params = []
+        for index, what in ((1, "scale"), (2, "bias")):
+            cst = self._const(node, index, what)
+            assert cst is not None
+            value = np.asarray(cst.value, np.float64).reshape(-1)
+            if value.size not in sizes:
+                raise OnnxImportError(f"{_node_label(node)}: {what} has {value.size} values, expected {sizes[0]}")
+            params.append(np.repeat(value, repeat) if value.size == sizes[0] and repeat > 1 else value)
+        return params[0], params[1]
+
+    def _op_GroupNormalization(self, node: onnx.NodeProto) -> list[Value]:
+        """Opset 18-20: scale and bias per group; opset 21: per channel."""
+        act = self._float_act(node)
+        attrs = _attrs(node)
+        groups = int(attrs["num_groups"])
+        c = act.edge.shape[2]
+        if groups < 1 or c % groups:
+            raise OnnxImportError(f"{_node_label(node)}: num_groups = {groups} does not divide {c} channels")
+        per_group = self.opset < 21
+        gamma, beta = self._norm_params(node, (groups,) if per_group else (c,), c // groups if per_group else 1)
+        return [self._group_norm(node, act, groups, gamma, beta, float(attrs.get("epsilon", 1e-5)))]
+
+    def _op_InstanceNormalization(self, node: onnx.NodeProto) -> list[Value]:
+        """Per channel (a GroupNorm of C groups), or per group of a `[N, G, -1]` view (PyTorch's GroupNorm)."""
+        value = self._value(node, 0)
+        eps = float(_attrs(node).get("epsilon", 1e-5))
+        if isinstance(value, GroupedView):
+            act, groups = value.act, value.groups
+            c = act.edge.shape[2]
+            gamma, beta = self._norm_params(node, (groups,), c // groups)
+            return [GroupedView(self._group_norm(node, act, groups, gamma, beta, eps), groups)]
+        act = self._float_act(node)
+        c = act.edge.shape[2]
+        gamma, beta = self._norm_params(node, (c,), 1)
+        return [self._group_norm(node, act, c, gamma, beta, eps)]
 
     def _op_Add(self, node: onnx.NodeProto) -> list[Value]:
         a, b = self._value(node, 0), self._value(node, 1)
@@ -1010,6 +1087,9 @@ class OnnxImporter:
         for act_index, act, cst in ((0, a, b), (1, b, a)):
             if isinstance(act, Act) and isinstance(cst, Const):
                 self._float_act(node, act_index)
+                norm = self._foldable(node.input[act_index], act, (GroupNormLayer,))
+                if isinstance(norm, GroupNormLayer):
+                    return self._fold_norm_mul(node, norm, act, cst.value.astype(np.float64))
                 return self._fold_constant_mul(node, node.input[act_index], act, cst.value.astype(np.float64))
         lhs, rhs = self._float_act(node, 0), self._float_act(node, 1)
         for x, gate, name in ((lhs, rhs, node.input[1]), (rhs, lhs, node.input[0])):
@@ -1218,10 +1298,18 @@ class OnnxImporter:
         return [Act(act.edge, act.is_int, act.unsigned, flat=True)]
 
     def _op_Reshape(self, node: onnx.NodeProto) -> list[Value]:
-        act = self._act(node, 0)
         shape_const = self._const(node, 1, "shape")
         assert shape_const is not None
         target = [int(d) for d in shape_const.value.reshape(-1)]
+        view = self._value(node, 0)
+        if isinstance(view, GroupedView):  # PyTorch's GroupNorm: back from [N, G, -1] to the activation's shape
+            expected = list(view.act.onnx_shape())
+            if len(target) != len(expected) or any(d not in (e, 0, -1) for d, e in zip(target[1:], expected[1:],
+                                                                                      strict=True)):
+                raise OnnxImportError(f"{_node_label(node)}: a [N, groups, -1] view may only be reshaped back to "
+                                      f"{expected}, got {target}")
+            return [view.act]
+        act = self._act(node, 0)
         allow_zero = _attrs(node).get("allowzero", 0)
         current = act.onnx_shape()
         if not target or target[0] not in (1, -1, 0, self.model_batch or 1):
@@ -1243,6 +1331,9 @@ class OnnxImporter:
             return [Act(act.edge, act.is_int, act.unsigned, flat=True)]
         if len(dims) == 4 and tuple(dims[1:]) == (c, h, w) and (not act.flat or (h, w) == (1, 1)):
             return [Act(act.edge, act.is_int, act.unsigned, flat=False)]
+        if len(dims) == 3 and not act.flat and not act.is_int and 1 <= dims[1] and c % dims[1] == 0 \
+                and dims[2] == c // dims[1] * h * w:
+            return [GroupedView(act, dims[1])]  # PyTorch's GroupNorm export, undone by the InstanceNormalization
         raise OnnxImportError(
             f"{_node_label(node)}: reshape of {list(current)} to {target} changes the layout; only flattening "
             "[N, C, H, W] to [N, C*H*W] (and back) is supported"
@@ -1264,6 +1355,9 @@ class OnnxImporter:
                 )
             elif isinstance(layer, PoolLayer):
                 result = b.avgpool(ssa[id(layer.input)], kernel=layer.kernel, strides=layer.strides, output_q=out_q)
+            elif isinstance(layer, GroupNormLayer):
+                result = b.group_norm(ssa[id(layer.input)], layer.gamma, layer.beta, groups=layer.groups,
+                                      epsilon=layer.epsilon, output_q=out_q, clamp=clamp_for_range(out_q, *layer.act))
             elif isinstance(layer, RequantLayer):
                 if clamp_for_range(out_q, *layer.act) is not None:
                     raise OnnxImportError(

@@ -527,6 +527,7 @@ def build_firmware(
     defines: Sequence[str] = (),
     extra_cflags: Sequence[str] = (),
     stack_bytes: int | None = None,
+    linker_script: Path | str | None = None,
 ) -> BuildResult:
     """Compile `sources` (the model's C, or a test program) with this folder's runtime and link.
 
@@ -536,6 +537,8 @@ def build_firmware(
     script, writing a map file next to the ELF, and their section sizes are read back into
     `BuildResult.memory`. Host builds are linked by clang. The runtime's and the kernels' objects come
     from the object cache when an identical compile made them before (`object_cache_key`).
+    `linker_script` replaces the board's (it may INCLUDE sections.ld): e.g. a measurement build for QEMU
+    whose regions are the emulated board's full memories rather than the STM32F746's.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target '{target}' (expected one of {', '.join(TARGETS)})")
@@ -563,7 +566,8 @@ def build_firmware(
         if target == "host":
             _run([clang, *(str(o) for o in objects), "-lm", "-o", str(output)], f"linking {output.name}")
             return BuildResult(output, target, None)
-        command = _link_command(lld, LINKER_SCRIPTS[target], objects, output, stack, output.with_suffix(".map"))
+        script = str(linker_script) if linker_script is not None else LINKER_SCRIPTS[target]
+        command = _link_command(lld, script, objects, output, stack, output.with_suffix(".map"))
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             if _OVERFLOW.search(result.stderr):

@@ -69,7 +69,8 @@ def read_header_constants(names: Iterable[str], header: Path = HEADER) -> dict[s
 
 HEADER_CONSTANTS = read_header_constants((
     "QTRAIN_MAX_DEPTHWISE_KERNEL", "QTRAIN_SMALL_K_MAX_K", "QTRAIN_SMALL_K_MAX_CHANNELS",
-    "QTRAIN_SMALL_K_MAX_SCRATCH", "QTRAIN_FUSED_CHANNEL_BLOCK"))
+    "QTRAIN_SMALL_K_MAX_SCRATCH", "QTRAIN_FUSED_CHANNEL_BLOCK", "QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS",
+    "QTRAIN_GROUP_NORM_MAX_CHANNELS"))
 """Every constant this module takes from qtrain_kernels.h, by its C name (the module-level names below)."""
 
 MAX_DEPTHWISE_KERNEL = HEADER_CONSTANTS["QTRAIN_MAX_DEPTHWISE_KERNEL"]
@@ -87,6 +88,19 @@ SMALL_K_MAX_SCRATCH = HEADER_CONSTANTS["QTRAIN_SMALL_K_MAX_SCRATCH"]
 
 FUSED_CHANNEL_BLOCK = HEADER_CONSTANTS["QTRAIN_FUSED_CHANNEL_BLOCK"]
 """Intermediate channels per block of the fused pointwise-depthwise kernel at its smallest scratch."""
+
+
+GROUP_NORM_MAX_GROUP_ELEMENTS = HEADER_CONSTANTS["QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS"]
+"""The most elements one group of the group-norm kernels may hold."""
+
+GROUP_NORM_MAX_CHANNELS_PER_GROUP = HEADER_CONSTANTS["QTRAIN_GROUP_NORM_MAX_CHANNELS"]
+"""The most channels per group of the group-norm kernels."""
+
+
+def group_norm_fits(shape: Shape, groups: int) -> bool:
+    """Whether the group-norm kernels take an NHWC tensor of this shape in `groups` groups."""
+    _, h, w, c = shape
+    return h * w * (c // groups) <= GROUP_NORM_MAX_GROUP_ELEMENTS and c // groups <= GROUP_NORM_MAX_CHANNELS_PER_GROUP
 
 
 def depthwise_kernel_fits(filter_shape: Shape) -> bool:

@@ -71,7 +71,7 @@ qtrain_status_t qtrain_conv2d_input_grad_f32(const qtrain_context_t *ctx, const 
                                              const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
                                              const qtrain_dims_t *input_dims, float *input_grad) {
     if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) ||
-        !qtrain_weight_valid(weight, filter_dims->c) || (qtrain_weight_has_slice(weight) && params->groups != 1)) {
+        !qtrain_weight_valid(weight, filter_dims->c) || !qtrain_weight_fits_groups(weight, params->groups, filter_dims->c)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_conv2d_input_grad_f32_get_buffer_size(params, grad_dims, filter_dims, input_dims, weight);

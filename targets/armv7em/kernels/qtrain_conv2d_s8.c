@@ -129,7 +129,7 @@ qtrain_status_t qtrain_conv2d_s8(const qtrain_context_t *ctx, const qtrain_conv_
                                  int8_t *output, uint8_t *mask) {
     if (!qtrain_conv_args_valid(params, input_dims, filter_dims, output_dims) ||
         !qtrain_weight_valid(weight, filter_dims->c) ||
-        (qtrain_weight_has_slice(weight) && params->groups != 1)) {
+        !qtrain_weight_fits_groups(weight, params->groups, filter_dims->c)) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
     int32_t scratch = qtrain_conv2d_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);

@@ -159,6 +159,14 @@ extern "C" {
  * (B = min(C_mid, QTRAIN_FUSED_CHANNEL_BLOCK) in its _get_buffer_size()). */
 #define QTRAIN_FUSED_CHANNEL_BLOCK 8
 
+/* The most elements (H * W * C / groups) one group of the group-norm kernels may hold: their exact
+ * 64-bit statistics (n * sum d^2 - (sum d)^2) stay clear of overflow far beyond it. */
+#define QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS 1048576
+
+/* The most channels per group of the group-norm kernels (their 32-bit partial sums of squares take at
+ * least one pixel's channels at a time and must stay below 2^31). */
+#define QTRAIN_GROUP_NORM_MAX_CHANNELS 65536
+
 /* ================================================================================================
  * Common types
  * ============================================================================================== */
@@ -203,7 +211,8 @@ typedef struct {
 /* The int8 weight a convolution reads (see "Partially trained weights" above).
  * data:         full OHWI weight, [C_out, KH, KW, C_in / groups]; read outside the slice only.
  * master:       NULL, or the fp32 master of the slice: OHWI [C_out, KH, KW, k] (groups = 1) or
- *               [k, KH, KW, 1] (depthwise), k = slice_stop - slice_start.
+ *               [k, KH, KW, 1] (depthwise), k = slice_stop - slice_start; other groups: the whole weight
+ *               (slice 0 .. C_in / groups), read by the generic kernels.
  * slice:        NULL, or the int8 SRAM copy of the slice, same shape as `master`.
  *               At most one of master / slice; with neither, slice_start/slice_stop are ignored.
  * slice_start, slice_stop: the trained channels, 0 <= start < stop <= C_in (depthwise: C). */
@@ -683,6 +692,36 @@ void qtrain_gather_channels_s8(const int8_t *input, int32_t pixels, int32_t chan
 /* input_grad[p, indices[k]] = grad[p, k]; the other channels +0 (the gradient of the gather). */
 void qtrain_scatter_channels_f32(const float *grad, int32_t pixels, int32_t grad_channels, const int32_t *indices,
                                  int32_t channels, float *input_grad);
+
+/* ================================================================================================
+ * GroupNorm (qtrain.group_norm, int8 in, fp32 statistics, int8 out; dialects/qtrain/group_norm.py states
+ * the numerics and the three kernels follow it operation for operation). dims [N, H, W, C], C divisible
+ * by `groups`; `epsilon` is eps_q (eps in the input's integer domain, > 0); gamma and beta are the fp32
+ * per-channel parameters in the output's integer domain. Per sample and group: exact integer sums of
+ * d = x - zx and d^2, mean = S1 / n, var = (n S2 - S1^2) / n / n, inv_std = 1 / sqrt(var + eps_q).
+ * No scratch. Limits: QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS.
+ * ============================================================================================== */
+
+/* y = clamp(rint(fp32(fp32(d * a[c]) + b[c])) + zy, clamp_min, clamp_max) with a[c] = fp32(inv_std *
+ * gamma[c]), b[c] = fp32(beta[c] - fp32(mean * a[c])). `mask` optional. In place: output may be input. */
+qtrain_status_t qtrain_group_norm_s8(const qtrain_dims_t *dims, const int8_t *input, int32_t input_zero_point,
+                                     int32_t groups, float epsilon, const float *gamma, const float *beta,
+                                     int32_t output_zero_point, int32_t clamp_min, int32_t clamp_max, int8_t *output,
+                                     uint8_t *mask);
+
+/* qtrain.group_norm_input_grad: from dL/dy `grad` (mask applied) and the saved int8 `input`,
+ * xhat = fp32(fp32(d - mean) * inv_std), dxhat = fp32(grad * gamma[c]), A = sum dxhat, B = sum fp32(dxhat *
+ * xhat) (fp32 from +0, the group's elements in memory order), input_grad = fp32(inv_std * fp32(fp32(dxhat -
+ * fp32(A / n)) - fp32(xhat * fp32(B / n)))). In place: input_grad may be grad. */
+qtrain_status_t qtrain_group_norm_input_grad_f32(const qtrain_dims_t *dims, const int8_t *input,
+                                                 int32_t input_zero_point, int32_t groups, float epsilon,
+                                                 const float *gamma, const float *grad, float *input_grad);
+
+/* qtrain.group_norm_gamma_grad: gamma_grad[c] = sum over pixels (row-major, samples in order) of
+ * fp32(grad * xhat), one fp32 accumulator per channel from +0. */
+qtrain_status_t qtrain_group_norm_gamma_grad_f32(const qtrain_dims_t *dims, const int8_t *input,
+                                                 int32_t input_zero_point, int32_t groups, float epsilon,
+                                                 const float *grad, float *gamma_grad);
 
 /* ================================================================================================
  * Update (numerics.sgd_update), in place on a trainable tensor's SRAM copy of `channels` x

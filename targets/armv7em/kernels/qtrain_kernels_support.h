@@ -203,6 +203,13 @@ QTRAIN_INLINE int qtrain_weight_has_slice(const qtrain_weight_t *weight) {
     return weight->master != NULL || weight->slice != NULL;
 }
 
+/* Whether a grouped convolution (groups > 1) can read this weight: a trained slice must then cover all
+ * `channels` (= C_in / groups) input channels of the filter (a fully trained grouped weight's master). */
+QTRAIN_INLINE int qtrain_weight_fits_groups(const qtrain_weight_t *weight, int32_t groups, int32_t channels) {
+    return groups == 1 || !qtrain_weight_has_slice(weight) ||
+           (weight->slice_start == 0 && weight->slice_stop == channels);
+}
+
 /* A groups = 1 weight seen as `rows` rows of `row_len` int8 values per input channel segment:
  * input channels [begin, end) of row r are base[r * stride + (c - begin)]. One segment without a
  * slice, up to three with one (before, inside, after). For the 1x1 kernels (row = C_in). */

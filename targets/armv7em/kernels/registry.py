@@ -115,10 +115,20 @@ def _depthwise_weight_grad_limits(call: kc.KernelCall) -> bool:
     return k.depthwise_kernel_fits(_shape(call, 7))
 
 
+# -- qtrain_group_norm_s8 / _input_grad_f32 / _gamma_grad_f32(dims, input, input_zero_point, groups, ...)
+
+def _group_norm_limits(call: kc.KernelCall) -> bool:
+    groups = call.args[3]
+    assert isinstance(groups, kc.I32), f"{call.function}: argument 3 is not the group count"
+    return k.group_norm_fits(_shape(call, 0), groups.value)
+
+
 KERNELS: dict[str, KernelEntry] = {
     "qtrain_conv2d_wrapper_s8": KernelEntry(scratch=_conv_scratch, in_place=_conv_in_place, gap=_conv_gap),
     "qtrain_conv2d_input_grad_wrapper_f32": KernelEntry(scratch=_input_grad_scratch, in_place=_input_grad_in_place),
     "qtrain_fused_pointwise_depthwise_s8": KernelEntry(scratch=_fused_scratch, limits=_fused_limits),
     "qtrain_depthwise_conv2d_weight_grad_f32": KernelEntry(scratch=_depthwise_weight_grad_scratch,
                                                            limits=_depthwise_weight_grad_limits),
+    **{f"qtrain_group_norm{kind}": KernelEntry(limits=_group_norm_limits)
+       for kind in ("_s8", "_input_grad_f32", "_gamma_grad_f32")},
 }

@@ -92,3 +92,14 @@ def test_demo_takes_your_float_model_and_float_task(tmp_path: Path):
         np.testing.assert_array_equal(task["image"], reference["image"])  # the same quantization as the example's
     report = json.loads((out / "result.json").read_text())
     assert len(report["instructions_per_step"]) == 60
+
+
+def test_demo_scheme_and_a_search_option_exclude_each_other(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "qtrain.tools.qtrain_demo", "-o", str(tmp_path), "--scheme", "tinytl-l+b",
+         "--lite-residual"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("qtrain-demo: error: --lite-residual is for the search; with --scheme there "
+                                     "is no search")

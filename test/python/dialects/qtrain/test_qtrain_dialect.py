@@ -145,3 +145,22 @@ def test_get_param_type_mismatch_is_reported():
     func.body.block.insert_op_before(bad, func.body.block.first_op)
     with pytest.raises(VerifyException, match="@conv0.bias has type tensor<4xi32>, but the result is tensor<5xi32>"):
         module.verify()
+
+
+@pytest.mark.parametrize("result_shape, ok", [((6, 3, 3, 4), True), ((6, 3, 3, 8), False), ((6, 3, 3, 2), False)])
+def test_grouped_weight_gradient_covers_the_whole_weight(result_shape: tuple[int, ...], ok: bool):
+    """groups = 2 (a lite residual module's conv): the weight gradient is [C_out, KH, KW, C_in / groups]."""
+    from xdsl.dialects.builtin import f32
+    from xdsl.ir import Block
+
+    from qtrain.dialects.qtrain import Conv2DWeightGradOp
+
+    block = Block(arg_types=[TensorType(i8, [1, 6, 6, 8]), TensorType(f32, [1, 6, 6, 6])])
+    op = Conv2DWeightGradOp(block.args[0], block.args[1], TensorType(f32, list(result_shape)), strides=(1, 1),
+                            padding=(1, 1, 1, 1), groups=2, input_q=QuantParamsAttr.get(0.1, 0))
+    block.add_op(op)
+    if ok:
+        op.verify()
+    else:
+        with pytest.raises(VerifyException, match="grouped .groups = 2. weight gradient covers every input channel"):
+            op.verify()

@@ -78,6 +78,9 @@ GRAD_CASES = [
     GradCase("generic grouped", (1, 5, 5, 6), 9, (3, 3), padding=(1, 0, 1, 2), groups=3),
     GradCase("generic master slice", (1, 5, 5, 8), 5, (3, 3), padding=(1, 1, 1, 1), slice=(2, 6, "master")),
     GradCase("generic 1x1 padded", (1, 3, 3, 4), 5, (1, 1), padding=(1, 1, 1, 1)),
+    # a lite residual module's trained grouped conv: its whole weight as an fp32 master
+    GradCase("generic grouped whole master", (1, 6, 6, 8), 8, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1), groups=2,
+             slice=(0, 4, "master")),
 ]
 
 
@@ -205,7 +208,8 @@ def test_depthwise_input_grad_with_more_scratch_gives_the_same_bits(lib: ctypes.
 
 
 def saved_input(data: GradData) -> tuple[np.ndarray, tuple[int, int] | None]:
-    if data.case.slice is None:
+    case = data.case
+    if case.slice is None or (case.groups > 1 and not case.depthwise):  # a grouped weight trains whole
         return data.x, None
     start, stop, _ = data.case.slice
     return np.ascontiguousarray(data.x[..., start:stop]), (start, stop)

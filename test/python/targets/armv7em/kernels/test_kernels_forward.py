@@ -90,6 +90,9 @@ CONV_CASES = [
     ConvCase("generic depthwise multiplier 2", (1, 6, 6, 4), 8, (3, 3), padding=(1, 1, 1, 1), groups=4),
     ConvCase("generic 1x3", (2, 4, 7, 6), 4, (1, 3), padding=(0, 1, 0, 1)),
     ConvCase("generic master slice", (1, 5, 5, 8), 6, (3, 3), padding=(1, 1, 1, 1), slice=(3, 7, "master")),
+    # a lite residual module's trained grouped conv: groups 2, its whole weight as an fp32 master
+    ConvCase("generic grouped whole master", (1, 6, 5, 8), 6, (5, 5), strides=(2, 2), padding=(2, 2, 2, 2), groups=2,
+             bias=False, slice=(0, 4, "master")),
     ConvCase("generic 1x1 with padding", (1, 4, 4, 8), 4, (1, 1), padding=(1, 1, 1, 1)),
     ConvCase("1x1 even zero point", (1, 3, 7, 32), 24, (1, 1), zx=9, zy=-128, clamp=(-128, 60)),
     ConvCase("small-k 3x3/2 even zero point", (1, 14, 13, 3), 16, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1),

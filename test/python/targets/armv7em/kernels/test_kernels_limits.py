@@ -40,6 +40,8 @@ MIRROR = {
     "SMALL_K_MAX_CHANNELS": "QTRAIN_SMALL_K_MAX_CHANNELS",
     "SMALL_K_MAX_SCRATCH": "QTRAIN_SMALL_K_MAX_SCRATCH",
     "FUSED_CHANNEL_BLOCK": "QTRAIN_FUSED_CHANNEL_BLOCK",
+    "GROUP_NORM_MAX_GROUP_ELEMENTS": "QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS",
+    "GROUP_NORM_MAX_CHANNELS_PER_GROUP": "QTRAIN_GROUP_NORM_MAX_CHANNELS",
 }
 """Each constant of the Python mirror and the define it comes from."""
 
@@ -109,9 +111,11 @@ def _mirror_with_header(tmp_path: Path, changes: dict[str, str]) -> ModuleType:
 def test_a_new_value_in_the_header_changes_the_mirror(tmp_path: Path) -> None:
     changed = {"QTRAIN_MAX_DEPTHWISE_KERNEL": D + 2, "QTRAIN_SMALL_K_MAX_K": K + 50,
                "QTRAIN_SMALL_K_MAX_CHANNELS": CH + 1, "QTRAIN_SMALL_K_MAX_SCRATCH": 2 * kernels.SMALL_K_MAX_SCRATCH,
-               "QTRAIN_FUSED_CHANNEL_BLOCK": B // 2}
+               "QTRAIN_FUSED_CHANNEL_BLOCK": B // 2, "QTRAIN_GROUP_NORM_MAX_GROUP_ELEMENTS": 4096,
+               "QTRAIN_GROUP_NORM_MAX_CHANNELS": 16}
     mirror = _mirror_with_header(tmp_path, {name: f"#define {name} {value}" for name, value in changed.items()})
     assert mirror.HEADER_CONSTANTS == changed
+    assert kernels.group_norm_fits((1, 16, 16, 32), 1) and not mirror.group_norm_fits((1, 16, 16, 32), 1)
     for conv, _ in FORWARD:  # every shape past a forward limit is now within it
         assert mirror.conv2d_kernel(*conv.choice_args) == ("depthwise" if conv.groups > 1 else "small_k"), conv.name
     grad = depthwise_conv(D + 1, D + 1)
