@@ -10,7 +10,9 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
 - `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: each op's kernel calls
   (`KernelCallOp.kernel_calls`, targets/armv7em/kernels/qtrain_kernels.h) rendered in order, shapes and
   constants as literals;
-- `qtrain_memory` (the planner's figures) and `qtrain_model` (shapes, I/O, trainable tensor table).
+- `qtrain_memory` (the planner's figures) and `qtrain_model` (shapes, I/O, trainable tensor table);
+- checkpoints (`lowering/checkpoint_c.py`): the step counter, the state table `qtrain_state` and
+  `qtrain_checkpoint_save/restore`; `qtrain_init` ends by restoring the newest valid checkpoint.
 
 The ops compute their own constants (requantization multipliers, add constants, QAS steps) with
 `qtrain.numerics`, the same functions the interpreter uses, so both backends read identical bits; this
@@ -20,6 +22,7 @@ module only renders what the calls name.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
@@ -47,6 +50,7 @@ from qtrain.dialects.qtrain.contract import (
 )
 from qtrain.dialects.qtrain.interfaces import KernelCallOp, produced_quant
 from qtrain.interpreter import dense_to_numpy
+from qtrain.lowering.checkpoint_c import STEP_COUNTER, StateBuffer, checkpoint_c, layout_fingerprint, step_counter
 
 
 class EmitError(DiagnosticException):
@@ -106,6 +110,11 @@ class Emitter:
     macs: dict[str, int] = field(default_factory=dict)
     counter: int = 0
     uses_ctx_after_grad: bool = False
+    params_crc: int = 0
+    """zlib.crc32 over every parameter's initial bytes (the checkpoint fingerprint's first part)."""
+    state_buffers: list[StateBuffer] = field(default_factory=lambda: [step_counter()])
+    """What a checkpoint saves: the step counter, then each trainable tensor's SRAM copy (emit_params);
+    device state added later (the recipe's) joins by appending here."""
 
     # -- names and values ---------------------------------------------------------------------------------
 
@@ -148,6 +157,7 @@ class Emitter:
             ctype = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.float32): "float"}[
                 value.dtype
             ]
+            self.params_crc = zlib.crc32(p.sym_name.data.encode() + value.tobytes(), self.params_crc)
             self.decls.append(
                 f"static const {ctype} {name}[{value.size}] QTRAIN_WEIGHTS = {c_array(value.ravel().tolist())};"
             )
@@ -158,6 +168,8 @@ class Emitter:
                 info.sram_ctype = "float" if storage == f32 else ctype
                 info.sram = f"{name}_sram"
                 self.decls.append(f"static {info.sram_ctype} {info.sram}[{n}] QTRAIN_TRAINABLE;")
+                element_bytes = 1 if info.sram_ctype == "int8_t" else 4
+                self.state_buffers.append(StateBuffer(p.sym_name.data, info.sram, n * element_bytes))
             self.params[p.sym_name.data] = info
 
     def weight_struct(self, value: SSAValue) -> str:
@@ -361,6 +373,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "#include <stddef.h>",
         "#include <stdint.h>",
         "void *memmove(void *dst, const void *src, size_t n); /* libc on the host, runtime_string.c on targets */",
+        '#include "qtrain_checkpoint.h"',
         '#include "qtrain_kernels.h"',
         '#include "qtrain_runtime.h"',
         f'#include "{header_name}"',
@@ -373,6 +386,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "static const qtrain_context_t qtrain_ctx = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
         *(["static qtrain_context_t qtrain_ctx_after_grad;"] if em.uses_ctx_after_grad else []),
         f"static float qtrain_logits[{k}];",
+        f"static uint32_t {STEP_COUNTER}; /* training steps done (device state: checkpointed) */",
         "",
         *em.decls,
         "",
@@ -385,6 +399,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
         "void qtrain_init(void) {",
         *init,
+        "    (void)qtrain_checkpoint_restore();",
         "}",
         "",
         "void qtrain_infer(const int8_t *image, float *logits) {",
@@ -397,6 +412,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
             "float qtrain_train_step(const int8_t *image, int label) {",
             "    float loss = 0.0f;",
             *train_body,
+            f"    {STEP_COUNTER}++;",
             "    return loss;",
             "}",
             "",
@@ -430,6 +446,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         f"    {len(table)}u, qtrain_trainable,",
         "};",
         "",
+        *checkpoint_c(em.state_buffers, layout_fingerprint(em.params_crc, em.state_buffers)),
     ]
     guard = c_ident(header_name).upper()
     header = "\n".join([

@@ -2,7 +2,7 @@
 
     qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
                [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
-               [--debug]
+               [--flash-image FILE [--checkpoint-every K]] [--power-cut-at-instruction N] [--debug]
 
 The firmware is either an ARM ELF built for `--target qemu` (run on `qemu-system-arm -M mps2-an500
 -cpu cortex-m7 -icount shift=0` with semihosting) or a host executable built for `--target host` (run
@@ -24,12 +24,26 @@ Outputs: `-o OUT.npz` holds the interpreter's keys (`logits` and `output_q`, or 
 `--eval` it adds `eval_logits_before`, `eval_output_q_before`, `eval_logits_after`, `eval_output_q_after`
 ([M, classes], the forward pass over the evaluation images before the first and after the last step),
 `eval_instructions` ([passes, M]) and, with `--eval-every` and labels, `eval_accuracy_curve` (float64
-[passes, 2]: step, accuracy; from step 0 to S). stdout gets a table of loss / instructions per step (or
+[passes, 2]: step, accuracy; from step 0 to S). Every OUT.npz has `step` (int64): the device's step
+counter at the end. stdout gets a table of loss / instructions per step (or
 accuracy; with --eval, accuracy before and after), or with `--json` only the JSON object
 {"instructions_per_step", "macs_per_step", "stack_bytes", "sram_bytes", "flash_bytes", ...} where
 sram_bytes = the model's static SRAM (qtrain_memory.peak_sram_bytes) + the measured stack high-water mark
 and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data);
-with --eval also "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
+with --eval also "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve";
+always "step", "restored_step" and "checkpoints" (written in this run).
+
+Checkpoints: `--flash-image FILE` gives the device a Flash that persists in FILE (the whole 1 MB
+Flash; made from the firmware when missing, and otherwise the firmware is written into it as flashing
+would, keeping the checkpoint sectors). At start the device restores its newest valid checkpoint from
+it: the trained tensors and its step counter, which also picks the next training sample (step t trains
+on sample t mod N), so `--steps S` trains S more steps continuing the data order. `--checkpoint-every
+K` saves a checkpoint after every step that leaves the step counter a multiple of K.
+`--power-cut-at-instruction N` (QEMU) stops the emulator right before guest instruction N + 1, as
+pulling the plug would (a QEMU TCG plugin, power_cut.py): exit status 0, a one-line note on stderr (and
+with --json {"power_cut": true, "instructions": N, "steps_done": ...}), no -o; the next run with the
+same --flash-image resumes from the newest checkpoint that was complete. `--steps 0 -o OUT.npz` only
+restores and writes the parameters and `step` (no --inputs needed).
 
 Progress: the firmware prints a line per step / evaluation pass / image while it runs; qtrain-run reads
 them as they come and draws a progress bar (steps, running loss, latest evaluation accuracy, ETA) on
@@ -56,7 +70,7 @@ from typing import IO, Any
 import numpy as np
 
 from qtrain.errors import UserError
-from qtrain.targets.armv7em import build, protocol
+from qtrain.targets.armv7em import build, flash_image, power_cut, protocol
 from qtrain.tools.plumbing import ArgumentParser, CheckFailed, ProgressBar, images_and_labels, read_npz, run_tool
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -89,6 +103,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     shown.add_argument("--progress", action="store_true", default=None,
                        help="draw the progress bar on stderr even when it is not a terminal")
     shown.add_argument("--quiet", dest="progress", action="store_false", help="never draw the progress bar")
+    parser.add_argument("--flash-image", type=Path, metavar="FILE",
+                        help="persist the device's Flash (its checkpoints) in FILE; made when missing")
+    parser.add_argument("--checkpoint-every", type=int, metavar="K",
+                        help="save a checkpoint to Flash after every K-th step (needs --flash-image)")
+    parser.add_argument("--power-cut-at-instruction", type=int, metavar="N",
+                        help="stop the emulator after N guest instructions, as a power cut would (QEMU)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:.0f})")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -163,16 +183,33 @@ class Console:
     messages: list[str]
 
 
-def firmware_command(firmware: Path, args: Sequence[str]) -> list[str]:
+class PowerCut(Exception):  # noqa: N818 - an outcome the user asked for, not an error
+    """The run ended at --power-cut-at-instruction: `instructions` executed, `steps_done` steps reported."""
+
+    def __init__(self, instructions: int, steps_done: int):
+        super().__init__(f"power cut after {instructions} instructions")
+        self.instructions = instructions
+        self.steps_done = steps_done
+
+
+FLASH_LINK = "flash.bin"
+"""The name the firmware opens the --flash-image file by (a link in its working directory: semihosting
+arguments cannot hold spaces or commas)."""
+
+
+def firmware_command(firmware: Path, args: Sequence[str], qemu_args: Sequence[str] = ()) -> list[str]:
     if build.elf_machine(firmware) == build.EM_ARM:
-        return build.qemu_command(firmware.resolve(), args)
+        return [*build.qemu_command(firmware.resolve(), args), *qemu_args]
     return [str(firmware.resolve()), *args]
 
 
 def run(firmware: Path, request: bytes, timeout: float, expected: str,
-        progress: ProgressBar | None = None) -> tuple[protocol.HarnessResult, Console]:
+        progress: ProgressBar | None = None, *, flash: Path | None = None,
+        qemu_args: Sequence[str] = ()) -> tuple[protocol.HarnessResult, Console]:
     """Run `firmware` on `request`, reading its console while it runs (progress lines go to
-    `progress`); `expected` ("3 steps", "10 images") is only for messages."""
+    `progress`); `expected` ("3 steps", "10 images") is only for messages. `flash`: the Flash image
+    file (flash_image.prepare made it); `qemu_args`: more QEMU options, e.g. power_cut.plugin_args (a
+    power cut raises PowerCut)."""
     console = Console([], [])
 
     def read(stream: IO[str]) -> None:
@@ -192,7 +229,9 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
     with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
         (Path(tmp) / "in.bin").write_bytes(request)
         result_path = Path(tmp) / "out.bin"
-        command = firmware_command(firmware, ["in.bin", "out.bin"])
+        if flash is not None:
+            (Path(tmp) / FLASH_LINK).symlink_to(flash.resolve())
+        command = firmware_command(firmware, ["in.bin", "out.bin", *([FLASH_LINK] if flash else [])], qemu_args)
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, errors="replace", cwd=tmp)
         assert process.stderr is not None
@@ -229,6 +268,9 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
         process.stderr.close()
         if progress is not None:
             progress.close()
+        cut = next((m for line in console.messages if (m := power_cut.CUT_LINE.fullmatch(line))), None)
+        if returncode == power_cut.POWER_CUT_STATUS and cut is not None:
+            raise PowerCut(int(cut[1]), sum(1 for p in console.progress if p.kind == "step"))
         if returncode != 0:
             why = console.messages[-1] if console.messages else "no message"
             if returncode == 2 and why == OLD_HARNESS_MESSAGE and not console.progress:
@@ -286,6 +328,9 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
         "stack_reserved_bytes": result.stack_size,
         "init_instructions": result.init_count if result.counter_kind == "instructions" else None,
         "memory": result.memory,
+        "step": result.step,
+        "restored_step": result.restored_step,
+        "checkpoints": result.checkpoints,
     }
     if result.counter_kind == "host_ns":
         out["host_ns_per_step"] = counts
@@ -349,6 +394,9 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
                 print(f"{'step':>6} {'eval accuracy':>14}")
                 for step, accuracy in zip(result.eval_steps, accuracies, strict=True):
                     print(f"{int(step):>6} {100 * accuracy:>13.1f}%")
+    if info["restored_step"] or info["checkpoints"]:
+        print(f"device step counter: {info['step']} (restored at {info['restored_step']}; "
+              f"{info['checkpoints']} checkpoints written)")
     if info["stack_bytes"] is not None:
         print(f"SRAM: {info['sram_bytes']} bytes = static {info['static_sram_bytes']} + stack {info['stack_bytes']} "
               f"(of {info['stack_reserved_bytes']} reserved)")
@@ -366,6 +414,7 @@ def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation 
         assert result.logits is not None and result.output_q is not None
         arrays["logits"] = result.logits
         arrays["output_q"] = result.output_q
+    arrays["step"] = np.array(result.step, np.int64)
     key = {"instructions": "instructions", "host_ns": "host_ns", "cycles": "cycles"}.get(result.counter_kind or "")
     if key:
         arrays[key] = result.counts
@@ -396,6 +445,23 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
         raise UserError(f"{what}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
 
 
+def check_checkpoint_options(args: argparse.Namespace, target: str, entry: str) -> None:
+    if args.checkpoint_every is not None:
+        if args.flash_image is None:
+            raise UserError("--checkpoint-every needs --flash-image FILE (where the checkpoints persist)")
+        if entry != "train_step":
+            raise UserError("--checkpoint-every applies to training (--entry train_step)")
+        if not 1 <= args.checkpoint_every < 2**32:
+            raise UserError(f"--checkpoint-every must be a number of steps >= 1, got {args.checkpoint_every}")
+    if args.power_cut_at_instruction is not None:
+        if target != "qemu":
+            raise UserError("--power-cut-at-instruction needs a QEMU firmware (--target qemu): it stops the emulator")
+        if args.power_cut_at_instruction < 0:
+            raise UserError(f"--power-cut-at-instruction must be >= 0, got {args.power_cut_at_instruction}")
+    if args.steps is not None and args.steps >= 2**32:
+        raise UserError(f"--steps must be below 2^32, got {args.steps}")
+
+
 def run_main(args: argparse.Namespace) -> int:
     firmware: Path = args.firmware
     target = check_firmware(firmware)
@@ -411,13 +477,18 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError(f"--eval-every must be >= 1, got {args.eval_every}")
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
-    if args.timeout <= 0:
+    if not args.timeout > 0:
         raise UserError(f"--timeout must be positive, got {args.timeout:g}")
-    inputs: Path = args.inputs or firmware.parent / "inputs.npz"
-    if not inputs.is_file():
-        raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
-    images, labels, have_labels = load_inputs(inputs, entry)
+    check_checkpoint_options(args, target, entry)
     interface = model_interface(firmware)
+    inputs: Path = args.inputs or firmware.parent / "inputs.npz"
+    if not inputs.is_file() and args.inputs is None and args.steps == 0 and args.eval is None and interface:
+        # --steps 0: only restore and report; one blank image satisfies the request format.
+        images, labels, have_labels = np.zeros((1, *interface[0]), np.int8), np.zeros(1, np.int32), True
+    else:
+        if not inputs.is_file():
+            raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
+        images, labels, have_labels = load_inputs(inputs, entry)
     check_images(images, labels if entry == "train_step" and have_labels else None, str(inputs), interface)
     evaluation: Evaluation | None = None
     if args.eval is not None:
@@ -433,10 +504,12 @@ def run_main(args: argparse.Namespace) -> int:
     if evaluation is not None:
         mode = protocol.MODE_TRAIN_EVAL
         request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
-                                          eval_labels=evaluation.labels, eval_every=args.eval_every or 0)
+                                          eval_labels=evaluation.labels, eval_every=args.eval_every or 0,
+                                          checkpoint_every=args.checkpoint_every or 0)
     else:
         mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
-        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
+        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0,
+                                          checkpoint_every=args.checkpoint_every or 0)
     expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
     show = sys.stderr.isatty() if args.progress is None else args.progress
     bar: ProgressBar | None = None
@@ -444,7 +517,19 @@ def run_main(args: argparse.Namespace) -> int:
         passes = list(protocol.eval_schedule(steps, args.eval_every or 0)) if evaluation is not None else []
         total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
         bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
-    result, _ = run(firmware, request, args.timeout, expected, bar)
+    if args.flash_image is not None:
+        flash_image.prepare(args.flash_image, firmware)
+    try:
+        cut_at = args.power_cut_at_instruction
+        result, _ = run(firmware, request, args.timeout, expected, bar, flash=args.flash_image,
+                        qemu_args=power_cut.plugin_args(cut_at) if cut_at is not None else ())
+    except PowerCut as cut:
+        done = f"{cut.steps_done} of {steps} steps done" if mode != protocol.MODE_INFER else "inference"
+        print(f"qtrain-run: power cut after {cut.instructions} instructions ({done}); no results"
+              f"{' (' + str(args.output) + ' not written)' if args.output else ''}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"power_cut": True, "instructions": cut.instructions, "steps_done": cut.steps_done}))
+        return 0
     info = summary(result, target, firmware, labels, have_labels, evaluation)
     if args.output:
         try:

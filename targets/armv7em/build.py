@@ -37,6 +37,9 @@ KERNEL_DIR = TARGET_DIR / "kernels"
 """The kernel library (qtrain_kernels.h and one .c per kernel; also an include directory)."""
 
 FLASH_BYTES = 1024 * 1024
+FLASH_RESERVED_BYTES = 256 * 1024
+"""Flash sectors 0-4 (sections.ld): the vector table's sector and the checkpoint slots; everything
+else the firmware puts in Flash lies above them."""
 SRAM_BYTES = 320 * 1024
 DEFAULT_STACK_BYTES = 16 * 1024
 """Application stack reserved by sections.ld unless `stack_bytes` says otherwise."""
@@ -79,6 +82,8 @@ RUNTIME_SOURCES: dict[Target, tuple[str, ...]] = {
     "host": ("runtime_host.c", "runtime_math.c"),
 }
 HARNESS_SOURCE = "harness.c"
+CHECKPOINT_SOURCES = ("checkpoint.c", "flash_sim.c", "flash_stm32f746.c")
+"""Checkpoints and the Flash driver (each driver compiles to nothing on the boards it is not for)."""
 
 # Tool name -> Debian package that installs it.
 TOOL_PACKAGES = {"clang": "clang", "ld.lld": "lld", "qemu-system-arm": "qemu-system-arm"}
@@ -125,7 +130,7 @@ def compile_flags(target: Target) -> list[str]:
 
 def runtime_sources(target: Target, harness: bool = True) -> list[Path]:
     """This folder's C files a firmware for `target` links: startup and runtime, and the harness."""
-    names = [*RUNTIME_SOURCES[target], *([HARNESS_SOURCE] if harness else [])]
+    names = [*RUNTIME_SOURCES[target], *CHECKPOINT_SOURCES, *([HARNESS_SOURCE] if harness else [])]
     return [TARGET_DIR / name for name in names]
 
 
@@ -323,12 +328,16 @@ def _too_large(lld: str, target: Target, objects: Sequence[Path], output: Path,
                        check=True)
         usage = memory_usage(probe)
     parts = []
-    for region, capacity, names, used in (("Flash", FLASH_BYTES, FLASH_SECTIONS, usage.flash_bytes),
+    flash_used = usage.flash_bytes - usage.sections[".vectors"] + FLASH_RESERVED_BYTES
+    for region, capacity, names, used in (("Flash", FLASH_BYTES, FLASH_SECTIONS, flash_used),
                                           ("SRAM", SRAM_BYTES, SRAM_SECTIONS, usage.sram_bytes)):
         if used > capacity:
             largest = sorted(((usage.sections[n], n) for n in names if usage.sections[n]), reverse=True)[:3]
             detail = ", ".join(f"{name} {size}" for size, name in largest)
-            parts.append(f"{region} needs {used} bytes of {capacity} ({used - capacity} too many; largest: {detail})")
+            reserved = f", {FLASH_RESERVED_BYTES // 1024} KB of it for the vector table and the checkpoint slots" \
+                if region == "Flash" else ""
+            parts.append(f"{region} needs {used} bytes of {capacity} ({used - capacity} too many{reserved}; "
+                         f"largest: {detail})")
     if not parts:
         parts.append("the sections do not fit with their alignment padding")
     return FirmwareTooLargeError(f"{output.name} does not fit the STM32F746: " + "; ".join(parts))

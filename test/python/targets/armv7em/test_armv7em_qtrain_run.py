@@ -229,7 +229,7 @@ def test_firmware_failures_exit_1(inputs: Path, tmp_path: Path, capsys: pytest.C
 
 def test_protocol_round_trip_of_a_truncated_result() -> None:
     """decode_result keeps the whole records of a result the firmware never finished."""
-    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, 2, 0, protocol.MODE_TRAIN, 0, 5, 1,
+    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, protocol.VERSION, 0, protocol.MODE_TRAIN, 0, 5, 1,
                                          protocol.STACK_UNKNOWN, 1024, 0, *([0] * 14), 3, *([0] * 7))
     record = np.array([(1.5, 2, 400)], protocol.TRAIN_RECORD).tobytes()
     result = protocol.decode_result(header + record + record[:7])
@@ -237,7 +237,7 @@ def test_protocol_round_trip_of_a_truncated_result() -> None:
     assert result.loss.tolist() == [1.5] and result.counts.tolist() == [400] and result.stack_used is None
     with pytest.raises(protocol.ProtocolError, match="not a qtrain result file"):
         protocol.decode_result(b"QTRX" + header[4:])
-    with pytest.raises(protocol.ProtocolError, match="result file version 1, expected 2"):
+    with pytest.raises(protocol.ProtocolError, match="result file version 1, expected 3"):
         protocol.decode_result(header[:4] + (1).to_bytes(4, "little") + header[8:])
     request = protocol.encode_request(np.ones((2, 3, 3, 1), np.int8), np.array([4, 7]), protocol.MODE_INFER)
     assert len(request) == 48 + 2 * (4 + 12)
@@ -266,14 +266,18 @@ def test_harness_rejects_bad_requests(stub_qemu: build.BuildResult, tmp_path: Pa
                                  eval_labels=np.array([5])),
          "qtrain-harness: an evaluation label is outside the model's classes (or -1)\n"),
         (b"QTRX" + bytes(44), "qtrain-harness: not a qtrain request file: in.bin\n"),
-        (v1, "qtrain-harness: the request is protocol version 1 but this harness speaks version 2\n"),
-        (v1[:20], "qtrain-harness: the request is protocol version 1 but this harness speaks version 2\n"),
+        (v1, "qtrain-harness: the request is protocol version 1 but this harness speaks version 3\n"),
+        (v1[:20], "qtrain-harness: the request is protocol version 1 but this harness speaks version 3\n"),
+        (patched(train_eval, 1, 2), "qtrain-harness: the request is protocol version 2 but this harness speaks "
+                                    "version 3\n"),
         (train_eval[:30], "qtrain-harness: the request file ends early\n"),
         (patched(train_eval, 7, 0), inconsistent),  # mode 2 without evaluation records
         (patched(train_eval, 2, 3), inconsistent),  # unknown mode
         (patched(patched(patched(train_eval, 2, protocol.MODE_TRAIN), 7, 0), 8, 3), inconsistent),  # K in mode 1
         (patched(train_eval, 2, protocol.MODE_INFER), inconsistent),  # mode 0 with evaluation records
         (patched(train_eval, 11, 1), inconsistent),  # reserved word
+        (patched(protocol.encode_request(images, np.array([1, 2]), protocol.MODE_INFER), 9, 2),
+         inconsistent),  # checkpoints while inferring
         (patched(train_eval, 7, 0x7FFFFFFF), inconsistent),  # more records than 32-bit offsets reach
         (protocol.encode_request(images, np.array([1, 2]), protocol.MODE_TRAIN, 3)[:-40],
          "qtrain-harness: the request file ends early\n"),
@@ -564,7 +568,7 @@ def test_protocol_train_eval_round_trip_of_a_truncated_result() -> None:
     """A mode-2 result cut anywhere decodes to the steps and the whole evaluation passes before the cut."""
     classes, m, steps, every = 3, 2, 5, 2
     eval_record = protocol.infer_record(classes)
-    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, 2, 1, protocol.MODE_TRAIN_EVAL, steps, classes, 1,
+    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, 3, 1, protocol.MODE_TRAIN_EVAL, steps, classes, 1,
                                          600, 1024, 0, *([0] * 11), 4, m, every, steps, 4, *([0] * 6))
     body, order = b"", []
     for kind, count, step in protocol._train_eval_segments(steps, every):
