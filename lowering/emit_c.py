@@ -35,12 +35,13 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 from xdsl.utils.target import Target
 
-from qtrain.dialects.qtrain import ParamOp
+from qtrain.dialects.qtrain import ParamOp, QuantParamsAttr
 from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.contract import (
     ARENA_BYTES,
     ARG_OFFSETS,
     FORWARD,
+    INPUT_Q,
     MEMORY,
     OFFSETS,
     TRAIN_STEP,
@@ -51,6 +52,7 @@ from qtrain.dialects.qtrain.contract import (
 from qtrain.dialects.qtrain.interfaces import KernelCallOp, produced_quant
 from qtrain.interpreter import dense_to_numpy
 from qtrain.lowering.checkpoint_c import STEP_COUNTER, StateBuffer, checkpoint_c, layout_fingerprint, step_counter
+from qtrain.transforms.liveness import tensor_bytes
 
 
 class EmitError(DiagnosticException):
@@ -133,7 +135,23 @@ class Emitter:
             off = function.attributes[ARG_OFFSETS].get_values()[value.index]  # type: ignore[union-attr]
         if off < 0:
             raise EmitError(f"a value of {getattr(owner, 'name', 'an argument')} has no arena offset")
+        self.check_in_arena(value, off)
         return off
+
+    def check_in_arena(self, value: SSAValue, offset: int) -> None:
+        """A planned buffer lies inside its function's arena (the C would otherwise write past it)."""
+        owner = value.owner
+        function = owner.parent_op()
+        while function is not None and not isinstance(function, func.FuncOp):
+            function = function.parent_op()
+        arena = function.attributes.get(ARENA_BYTES) if function is not None else None
+        if function is None or arena is None:
+            raise EmitError("a function has no qtrain.arena_bytes; run qtrain-plan-memory before -t c")
+        size, end = tensor_bytes(value.type), arena.value.data  # type: ignore[attr-defined]
+        if offset + size > end:
+            what = getattr(owner, "name", "an argument")
+            raise EmitError(f"a buffer of {what} at arena offset {offset} ({size} bytes) ends past the "
+                            f"{end}-byte arena of @{function.sym_name.data}")  # type: ignore[union-attr]
 
     def ptr(self, value: SSAValue | None) -> str:
         if value is None:
@@ -311,6 +329,57 @@ class Emitter:
         return body
 
 
+GUARD_BYTES = 64
+
+
+def buffer_declarations(arena: int, scratch: int) -> list[str]:
+    """The arena and the scratch buffer; with -DQTRAIN_BOUNDS_CHECK (qtrain-compile --bounds-check) each
+    sits between two guard bands that every entry point checks on its way out."""
+    guarded = "struct {{ uint8_t before[QTRAIN_GUARD_BYTES]; uint8_t {0}[{1}]; uint8_t after[QTRAIN_GUARD_BYTES]; }}"
+    return [
+        "#if defined(QTRAIN_BOUNDS_CHECK)",
+        "/* Debug build: guard bands around the arena and the scratch buffer (QTRAIN_GUARDS_CHECK). */",
+        f"#define QTRAIN_GUARD_BYTES {GUARD_BYTES}",
+        f"static {guarded.format('arena', arena)} qtrain_arena_guarded QTRAIN_ARENA;",
+        f"static {guarded.format('scratch', scratch)} qtrain_scratch_guarded QTRAIN_SCRATCH;",
+        "#define qtrain_arena (qtrain_arena_guarded.arena)",
+        "#define qtrain_scratch (qtrain_scratch_guarded.scratch)",
+        "#define QTRAIN_GUARDS_SET() qtrain_guards(0, __LINE__)",
+        "#define QTRAIN_GUARDS_CHECK() qtrain_guards(1, __LINE__)",
+        "#else",
+        f"static uint8_t qtrain_arena[{arena}] QTRAIN_ARENA;",
+        f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
+        "#define QTRAIN_GUARDS_SET() ((void)0)",
+        "#define QTRAIN_GUARDS_CHECK() ((void)0)",
+        "#endif",
+    ]
+
+
+GUARD_FUNCTION = [
+    "#if defined(QTRAIN_BOUNDS_CHECK)",
+    "/* Paints (check = 0) or checks (check = 1) the four guard bands; a broken one stops the program. */",
+    "static void qtrain_guards(int check, int line) {",
+    "    uint8_t *bands[4] = {qtrain_arena_guarded.before, qtrain_arena_guarded.after,",
+    "                         qtrain_scratch_guarded.before, qtrain_scratch_guarded.after};",
+    "    for (int b = 0; b < 4; ++b) {",
+    "        for (int i = 0; i < QTRAIN_GUARD_BYTES; ++i) {",
+    "            if (!check) {",
+    "                bands[b][i] = 0xA5u;",
+    "            } else if (bands[b][i] != 0xA5u) {",
+    '                qtrain_puts("qtrain: a kernel wrote outside the arena or the scratch buffer (checked at '
+    'generated code line ");',
+    "                qtrain_put_u32((uint32_t)line);",
+    '                qtrain_puts(")\\n");',
+    "                qtrain_exit(QTRAIN_EXIT_FAILURE);",
+    "            }",
+    "        }",
+    "    }",
+    "}",
+    "#endif",
+    "",
+]
+
+
 def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str]:
     """The model's C source and header."""
     if MEMORY not in module.attributes:
@@ -381,8 +450,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "/* A kernel given arguments the op verifiers allow never fails; if one does, stop loudly. */",
         "#define QTRAIN_CHECK(call) do { if ((call) != QTRAIN_STATUS_OK) { qtrain_fail(__LINE__); } } while (0)",
         "",
-        f"static uint8_t qtrain_arena[{max(arena, 4)}] QTRAIN_ARENA;",
-        f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
+        *buffer_declarations(max(arena, 4), scratch),
         "static const qtrain_context_t qtrain_ctx = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
         *(["static qtrain_context_t qtrain_ctx_after_grad;"] if em.uses_ctx_after_grad else []),
         f"static float qtrain_logits[{k}];",
@@ -397,13 +465,16 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "    qtrain_exit(QTRAIN_EXIT_FAILURE);",
         "}",
         "",
+        *GUARD_FUNCTION,
         "void qtrain_init(void) {",
         *init,
         "    (void)qtrain_checkpoint_restore();",
+        "    QTRAIN_GUARDS_SET();",
         "}",
         "",
         "void qtrain_infer(const int8_t *image, float *logits) {",
         *infer_body,
+        "    QTRAIN_GUARDS_CHECK();",
         "}",
         "",
     ]
@@ -412,6 +483,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
             "float qtrain_train_step(const int8_t *image, int label) {",
             "    float loss = 0.0f;",
             *train_body,
+            "    QTRAIN_GUARDS_CHECK();",
             f"    {STEP_COUNTER}++;",
             "    return loss;",
             "}",
@@ -448,6 +520,12 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
         *checkpoint_c(em.state_buffers, layout_fingerprint(em.params_crc, em.state_buffers)),
     ]
+    input_q = forward.attributes.get(INPUT_Q)
+    if isinstance(input_q, QuantParamsAttr):
+        # Read from the ELF by qtrain-run, to check an input file's `input_q` against the model's.
+        c_lines += ["/* How real images are quantized into the int8 input: scale, zero point. */",
+                    f"__attribute__((used, retain)) const float qtrain_input_quant[2] = "
+                    f"{{{c_float(input_q.scale)}, {float(input_q.zp):.1f}f}};", ""]
     guard = c_ident(header_name).upper()
     header = "\n".join([
         "/* Generated by qtrain. The model's entry points are those of qtrain_model_abi.h. */",

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,20 @@ import numpy as np
 
 from qtrain.errors import UserError
 from qtrain.targets.armv7em import build, flash_image, power_cut, protocol
-from qtrain.tools.plumbing import ArgumentParser, CheckFailed, ProgressBar, images_and_labels, read_npz, run_tool
+from qtrain.tools.plumbing import (
+    ArgumentParser,
+    CheckFailed,
+    ProgressBar,
+    check_input_q,
+    check_labels,
+    check_output,
+    images_and_labels,
+    number,
+    read_npz,
+    run_tool,
+    same_file,
+    write_npz,
+)
 
 DEFAULT_TIMEOUT_S = 1800.0
 PRINT_ROWS = 20
@@ -94,9 +108,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "file's test_image / test_label)")
     parser.add_argument("--entry", choices=("forward", "train_step"),
                         help="what to run (default: train_step with --steps or --eval, else forward)")
-    parser.add_argument("--steps", type=int, help="training steps (default: one per image)")
-    parser.add_argument("--eval-every", type=int, metavar="K",
-                        help="also evaluate after every K-th step (for a learning curve; needs --eval)")
+    parser.add_argument("--steps", type=number(int, low=0, high=2**32 - 1, what="a number of steps"),
+                        help="training steps (default: one per image)")
+    parser.add_argument("--eval-every", type=number(int, low=1, high=2**32 - 1, what="a number of steps"),
+                        metavar="K", help="also evaluate after every K-th step (for a learning curve; needs --eval)")
     parser.add_argument("-o", "--output", type=Path, help="write the results to this npz")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     shown = parser.add_mutually_exclusive_group()
@@ -105,11 +120,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     shown.add_argument("--quiet", dest="progress", action="store_false", help="never draw the progress bar")
     parser.add_argument("--flash-image", type=Path, metavar="FILE",
                         help="persist the device's Flash (its checkpoints) in FILE; made when missing")
-    parser.add_argument("--checkpoint-every", type=int, metavar="K",
-                        help="save a checkpoint to Flash after every K-th step (needs --flash-image)")
-    parser.add_argument("--power-cut-at-instruction", type=int, metavar="N",
-                        help="stop the emulator after N guest instructions, as a power cut would (QEMU)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+    parser.add_argument("--checkpoint-every", type=number(int, low=1, high=2**32 - 1, what="a number of steps"),
+                        metavar="K", help="save a checkpoint to Flash after every K-th step (needs --flash-image)")
+    parser.add_argument("--power-cut-at-instruction", type=number(int, low=0, high=2**64 - 1,
+                                                                  what="an instruction count"),
+                        metavar="N", help="stop the emulator after N guest instructions, as a power cut would (QEMU)")
+    parser.add_argument("--timeout", type=number(float, low=0, low_open=True, high=math.inf, what="a time in seconds"),
+                        default=DEFAULT_TIMEOUT_S,
                         help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:.0f})")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return parser.parse_args(argv)
@@ -152,6 +169,15 @@ def model_interface(firmware: Path) -> tuple[tuple[int, int, int], int] | None:
         return None
     _abi, h, w, c, _input_bytes, classes = np.frombuffer(raw[:24], "<u4")
     return (int(h), int(w), int(c)), int(classes)
+
+
+def model_input_quant(firmware: Path) -> tuple[float, int] | None:
+    """(scale, zero point) the model's input is quantized with, from the firmware's `qtrain_input_quant`."""
+    raw = build.elf_symbol_bytes(firmware, "qtrain_input_quant")
+    if raw is None or len(raw) != 8:
+        return None
+    scale, zero_point = np.frombuffer(raw, "<f4")
+    return float(scale), int(zero_point)
 
 
 def check_firmware(firmware: Path) -> str:
@@ -404,7 +430,8 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
         print(f"Flash: {info['flash_bytes']} bytes")
 
 
-def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> None:
+def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None,
+             inputs: Sequence[Path | None] = ()) -> None:
     arrays: dict[str, np.ndarray] = {}
     if result.mode != protocol.MODE_INFER:
         assert result.loss is not None
@@ -430,8 +457,11 @@ def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation 
         accuracies = evaluation.accuracies(result)
         if accuracies is not None and result.eval_every:
             arrays["eval_accuracy_curve"] = np.stack([result.eval_steps.astype(np.float64), accuracies], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+    write_npz(path, arrays, inputs)
 
 
 def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
@@ -441,8 +471,8 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
     shape, classes = interface
     if tuple(images.shape[1:]) != shape:
         raise UserError(f"{what}: images are {list(images.shape[1:])} but the model takes int8 NHWC {list(shape)}")
-    if labels is not None and (labels.min() < 0 or labels.max() >= classes):
-        raise UserError(f"{what}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
+    if labels is not None:
+        check_labels(labels, classes, what)
 
 
 def check_checkpoint_options(args: argparse.Namespace, target: str, entry: str) -> None:
@@ -458,8 +488,10 @@ def check_checkpoint_options(args: argparse.Namespace, target: str, entry: str) 
             raise UserError("--power-cut-at-instruction needs a QEMU firmware (--target qemu): it stops the emulator")
         if args.power_cut_at_instruction < 0:
             raise UserError(f"--power-cut-at-instruction must be >= 0, got {args.power_cut_at_instruction}")
-    if args.steps is not None and args.steps >= 2**32:
-        raise UserError(f"--steps must be below 2^32, got {args.steps}")
+    if args.flash_image is not None:
+        for other in (args.firmware, args.inputs, args.output):
+            if other is not None and same_file(args.flash_image, other):
+                raise UserError(f"--flash-image {args.flash_image} is also {other}; give the Flash image its own file")
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -477,8 +509,6 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError(f"--eval-every must be >= 1, got {args.eval_every}")
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be positive, got {args.timeout:g}")
     check_checkpoint_options(args, target, entry)
     interface = model_interface(firmware)
     inputs: Path = args.inputs or firmware.parent / "inputs.npz"
@@ -489,6 +519,13 @@ def run_main(args: argparse.Namespace) -> int:
         if not inputs.is_file():
             raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
         images, labels, have_labels = load_inputs(inputs, entry)
+        if (quant := model_input_quant(firmware)) is not None:
+            for checked in (inputs, Path(args.eval) if args.eval not in (None, SAME) else None):
+                if checked is not None and checked.is_file():
+                    check_input_q(read_npz(checked), checked, *quant)
+    sources = [firmware, inputs, Path(args.eval) if args.eval not in (None, SAME) else None, args.flash_image]
+    if args.output is not None:
+        check_output(args.output, sources)  # before the run, not after it
     check_images(images, labels if entry == "train_step" and have_labels else None, str(inputs), interface)
     evaluation: Evaluation | None = None
     if args.eval is not None:
@@ -532,10 +569,7 @@ def run_main(args: argparse.Namespace) -> int:
         return 0
     info = summary(result, target, firmware, labels, have_labels, evaluation)
     if args.output:
-        try:
-            save_npz(args.output, result, evaluation)
-        except OSError as e:
-            raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
+        save_npz(args.output, result, evaluation, sources)
     if args.json:
         print(json.dumps(info))
     else:

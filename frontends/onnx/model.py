@@ -15,6 +15,7 @@ and exits with status 2.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,10 @@ import onnx
 from onnx import TensorProto
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.dialects import MAX_TENSOR_BYTES
 from qtrain.dialects.qtrain import QuantParamsAttr
 from qtrain.errors import UserError
+from qtrain.files import NpzError, read_npz
 from qtrain.frontends.builder import INPUT_Q_ATTR, quantize_real
 
 SUPPORTED_OPSETS = range(10, 29)
@@ -101,14 +104,12 @@ def load_calibration(path: str | os.PathLike[str]) -> np.ndarray:
     """The `image` array of a calibration `.npz` (float NCHW)."""
     path = Path(path)
     try:
-        with np.load(path) as data:
-            if "image" not in data:
-                raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(data.files) or 'none'})")
-            return np.asarray(data["image"])
-    except OnnxImportError:
-        raise
-    except Exception as e:  # OSError, BadZipFile, ValueError, pickle refusals
-        raise OnnxImportError(f"cannot read calibration data {path}: {first_line(str(e)) or type(e).__name__}") from e
+        data = read_npz(path, "calibration")
+    except NpzError as e:
+        raise OnnxImportError(str(e)) from None
+    if "image" not in data:
+        raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(data) or 'none'})")
+    return np.asarray(data["image"])
 
 
 # -- the model -------------------------------------------------------------------------------------------------
@@ -150,8 +151,10 @@ def check_model(model: onnx.ModelProto) -> int:
         raise OnnxImportError(f"the graph has {len(graph.output)} outputs; qtrain models have one")
     graph_input(graph)  # before the checker, whose messages about inputs are less specific
     try:
-        onnx.checker.check_model(model)
-    except Exception as e:  # checker raises ValidationError and assorted C++ errors
+        # full_check adds strict type and shape inference: a weight of the wrong dtype, a declared shape
+        # that contradicts the graph.
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # checker raises ValidationError, InferenceError and assorted C++ errors
         raise OnnxImportError(f"invalid ONNX model: {first_line(str(e))}") from e
     return version
 
@@ -191,6 +194,9 @@ def graph_input(graph: onnx.GraphProto) -> GraphInput:
                 f"input '{info.name}' has a dynamic dimension ({what}) at index {i}; qtrain needs static "
                 "C, H, W (only the batch dimension may be symbolic)"
             )
+    if math.prod(sizes[1:]) * 4 > MAX_TENSOR_BYTES:
+        raise OnnxImportError(f"input '{info.name}' of shape {sizes} is too large: one image must stay under "
+                              f"{MAX_TENSOR_BYTES >> 20} MB")
     dim0 = dims[0]
     batch = dim0.dim_value if dim0.HasField("dim_value") and dim0.dim_value > 0 else None
     return GraphInput(info.name, tuple(sizes), batch, ttype.elem_type)
