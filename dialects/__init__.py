@@ -58,7 +58,7 @@ def load_module(path_or_text: str | os.PathLike[str]) -> ModuleOp:
         except UnicodeDecodeError as e:
             raise ModelLoadError(f"{path} is not a text (.mlir) file: {e.reason} at byte {e.start}") from e
         name = str(path)
-    check_declared_sizes(text, name)
+    check_text(text, name)
     try:
         module = Parser(make_context(), text, name).parse_module()
     except ParseError as e:
@@ -104,6 +104,37 @@ def check_declared_sizes(text: str, name: str) -> None:
             line = text.count("\n", 0, match.start()) + 1
             raise ModelLoadError(f"{name}:{line}: a type of shape {'x'.join(map(str, dims))} has more elements than "
                                  f"the {MAX_TENSOR_BYTES >> 20} MB a qtrain tensor may have")
+
+
+def check_string_literals(text: str, name: str) -> None:
+    """Refuses a string literal that does not end on its line. xDSL 0.74 lexes strings with a regex that
+    backtracks exponentially when the closing quote is missing (a 40-character hex literal cut short
+    takes hours); this linear scan finds the same error first. Comments (`//` to the end of the line)
+    are skipped."""
+    line, i, n = 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "/" and text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] in "\n\v\f":
+                    raise ModelLoadError(f"{name}:{line}: a string literal does not end on its line")
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                raise ModelLoadError(f"{name}:{line}: a string literal does not end before the end of the file")
+        i += 1
+
+
+def check_text(text: str, name: str) -> None:
+    """What must hold of IR text before xDSL parses it (check_declared_sizes, check_string_literals)."""
+    check_string_literals(text, name)
+    check_declared_sizes(text, name)
 
 
 def verify_sizes(op: Operation) -> None:

@@ -17,7 +17,7 @@ from typing import IO
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from qtrain.dialects import check_declared_sizes, get_all_dialects, verify_dominance, verify_sizes
+from qtrain.dialects import check_text, get_all_dialects, verify_dominance, verify_sizes
 from qtrain.errors import UserError
 from qtrain.tools.plumbing import UsageError, check_output, describe_error, run_tool, write_text
 from qtrain.transforms import get_all_passes
@@ -58,7 +58,7 @@ class QtrainOptMain(xDSLOptMain):
     def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
         text = chunk.read()
         name = self.args.input_file or "<stdin>"
-        check_declared_sizes(text.decode("utf-8", "replace") if isinstance(text, bytes) else text, name)
+        check_text(text.decode("utf-8", "replace") if isinstance(text, bytes) else text, name)
         chunk = (io.BytesIO if isinstance(text, bytes) else io.StringIO)(text)  # type: ignore[assignment]
         try:
             module = super().parse_chunk(chunk, file_extension, start_offset)

@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import tempfile
@@ -294,6 +295,8 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
         process.stderr.close()
         if progress is not None:
             progress.close()
+        if returncode in (-signal.SIGINT, -signal.SIGTERM):
+            raise KeyboardInterrupt  # Ctrl-C reached the firmware's process group first
         cut = next((m for line in console.messages if (m := power_cut.CUT_LINE.fullmatch(line))), None)
         if returncode == power_cut.POWER_CUT_STATUS and cut is not None:
             raise PowerCut(int(cut[1]), sum(1 for p in console.progress if p.kind == "step"))
