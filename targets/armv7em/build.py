@@ -353,14 +353,17 @@ def build_firmware(
     defines: Sequence[str] = (),
     extra_cflags: Sequence[str] = (),
     stack_bytes: int | None = None,
+    sanitize: str | None = None,
 ) -> BuildResult:
     """Compile `sources` (the model's C, or a test program) with this folder's runtime and link.
 
     `harness=False` leaves out harness.c (the sources then provide `main`). `defines` are NAME or
     NAME=VALUE. `stack_bytes` sizes the application stack of target builds (default 16 KB, a
-    multiple of 8, at least 1 KB). Target builds are linked by ld.lld with the board's linker
-    script, writing a map file next to the ELF, and their section sizes are read back into
-    `BuildResult.memory`. Host builds are linked by clang.
+    multiple of 8, at least 1 KB). `sanitize` (host only), e.g. "address,undefined": compiled and
+    linked with those clang sanitizers, every finding fatal (a nonzero exit, the report on stderr).
+    Target builds are linked by ld.lld with the board's linker script, writing a map file next to
+    the ELF, and their section sizes are read back into `BuildResult.memory`. Host builds are
+    linked by clang.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target '{target}' (expected one of {', '.join(TARGETS)})")
@@ -374,8 +377,12 @@ def build_firmware(
     for source in all_sources:
         if not source.is_file():
             raise BuildError(f"no such source file: {source}")
+    if sanitize is not None and target != "host":
+        raise ValueError("sanitizers need the host target")
+    sanitizers = [] if sanitize is None else [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all",
+                                              "-fno-omit-frame-pointer"]
     cflags = [*compile_flags(target), *(f"-I{d}" for d in include_dirs), *(f"-D{d}" for d in defines),
-              *extra_cflags]
+              *extra_cflags, *sanitizers]
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qtrain-build-") as tmp:
         objects = [Path(tmp) / f"{i}_{s.stem}.o" for i, s in enumerate(all_sources)]
@@ -385,7 +392,7 @@ def build_firmware(
             for job in jobs:
                 job.result()
         if target == "host":
-            _run([clang, *(str(o) for o in objects), "-lm", "-o", str(output)], f"linking {output.name}")
+            _run([clang, *sanitizers, *(str(o) for o in objects), "-lm", "-o", str(output)], f"linking {output.name}")
             return BuildResult(output, target, None)
         command = _link_command(lld, LINKER_SCRIPTS[target], objects, output, stack, output.with_suffix(".map"))
         result = subprocess.run(command, capture_output=True, text=True)

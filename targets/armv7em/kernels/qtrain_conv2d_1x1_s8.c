@@ -29,7 +29,8 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
     (void)params;
     (void)output_dims;
     /* One word per input channel: two unpacked input rows (DSP, see qtrain_unpack_pair) or one (portable). */
-    return 4 * input_dims->c + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    return qtrain_size_saturate(4 * (int64_t)input_dims->c +
+                                qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)));
 }
 
 /* The input row of output pixel p (batch, row, column in the output). */
