@@ -15,9 +15,9 @@ restores the newest valid checkpoint) and is checked:
   steps behind the steps the device had completed when the power went.
 
 Cuts come in chains of `--chain`: the device resumes training (the remaining steps) from what it
-restored, and the next cut hits that run, until the training is done or the chain has its cuts; then
-a new chain starts from an empty Flash. Chains are independent (seeded per chain) and run `--jobs` at a
-time.
+restored, and the next cut, uniform over a whole training's instructions, hits that run or lands past
+its end (the training completes and starts over from an empty Flash), until the chain has its cuts.
+Chains are independent (seeded per chain) and run `--jobs` at a time.
 
 A save takes a few percent of the instructions, so few random cuts land in one. `--in-save N` more
 cuts aim inside the first checkpoint's save: its end E is found by bisection (the first cut at which
@@ -146,7 +146,10 @@ def chain(setup: Setup, index: int, cuts: int, seed: int) -> tuple[list[Cut], in
     step = 0
     while len(found) < cuts:
         remaining = setup.steps - step
-        estimate = setup.init_instructions + remaining * setup.step_instructions
+        # Uniform over a whole training's length, not the remaining run's: a cut past the end of the run
+        # lets it complete (a new chain starts), so the cuts spread over every step of the training
+        # instead of piling up in the last interval once a chain has reached it.
+        estimate = setup.init_instructions + setup.steps * setup.step_instructions
         at = int(rng.integers(0, max(1, int(estimate))))
         try:
             result, _ = train(setup, remaining, image, setup.every, power_cut.plugin_args(at))
