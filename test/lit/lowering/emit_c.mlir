@@ -88,6 +88,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT:      for (int32_t k = 0; k < 6; ++k) { conv2_weight_sram[k] = (float)conv2_weight[k]; }
 // CHECK-NEXT:      for (int32_t k = 0; k < 3; ++k) { conv2_bias_sram[k] = conv2_bias[k]; }
 // CHECK-NEXT:      (void)qtrain_checkpoint_restore();
+// CHECK-NEXT:      QTRAIN_GUARDS_SET();
 // CHECK-NEXT:  }
 
 // Inference reads the trained copies (conv1's master slice through its weight struct, conv2's bias
@@ -97,6 +98,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_wrapper_s8(&qtrain_ctx, {{.*}}, ((int8_t *)(qtrain_arena + 0)), {{.*}}, &conv1_weight_w, conv1_bias, {{.*}}, ((int8_t *)(qtrain_arena + 8)), NULL));
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_wrapper_s8(&qtrain_ctx, {{.*}}, ((int8_t *)(qtrain_arena + 8)), {{.*}}, &conv2_weight_w, conv2_bias_sram, {{.*}}, ((int8_t *)(qtrain_arena + 8)), NULL));
 // CHECK-NEXT:      qtrain_dequantize_s8_f32(((int8_t *)(qtrain_arena + 8)), 3, 0x1.0000000000000p-2f, 0, logits);
+// CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
 // CHECK-NEXT:  }
 
 // The training step, one call per op in the planned order, at the planned offsets.
@@ -125,6 +127,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_sgd_update({{.*}}, ((int8_t *)(qtrain_arena + 24)), {{.*}}, ((float *)(qtrain_arena + 12)), {{.*}}, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3, QTRAIN_STORAGE_F32, conv2_weight_sram));
 // CHECK-NEXT:      qtrain_requant_grad_f32(((float *)(qtrain_arena + 0)), ((uint8_t *)(qtrain_arena + 28)), 2, 2, {{grad_multiplier[0-9]+}}, 2, ((float *)(qtrain_arena + 0)));
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_sgd_update({{.*}}, ((int8_t *)(qtrain_arena + 32)), {{.*}}, ((float *)(qtrain_arena + 0)), {{.*}}, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 2, QTRAIN_STORAGE_F32, conv1_weight_sram));
+// CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
 // CHECK-NEXT:      qtrain_step++;
 // CHECK-NEXT:      return loss;
 // CHECK-NEXT:  }
@@ -191,6 +194,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 96 : i64, arena_by
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_f32({{.*}}, ((int8_t *)(qtrain_arena + 48)), {{.*}}, ((float *)(qtrain_arena + 24)), {{.*}}, ((float *)(qtrain_arena + 0))));
 // CHECK-NEXT:      qtrain_sgd_update_s8(fc_weight_sram, ((float *)(qtrain_arena + 0)), 3, 2, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3);
 // CHECK-NEXT:      qtrain_sgd_update_s32(fc_bias_sram, ((float *)(qtrain_arena + 36)), 3, 1, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3);
+// CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
 // CHECK-NEXT:      qtrain_step++;
 // CHECK-NEXT:      return loss;
 // The int8 weight copy is 6 bytes (the checkpoint pads it to 8).

@@ -34,6 +34,7 @@
 // C:       qtrain_bias_grad_f32({{.*}}, ((float *)qtrain_scratch));
 // C-NEXT:  qtrain_sgd_update_s32(conv0_bias_sram, ((float *)qtrain_scratch),
 // C:       qtrain_conv2d_weight_grad_sgd_update({{.*}}, QTRAIN_STORAGE_F32, conv0_weight_sram));
+// C-NEXT:  QTRAIN_GUARDS_CHECK();
 // C-NEXT:  qtrain_step++;
 // C-NEXT:  return loss;
 
