@@ -14,6 +14,10 @@ part and `get_param` reads saturate(rint(master)). A parameter with `channels = 
 frozen part (the Flash value) and only the slice is trained. `sram_copy(interpreter, name)` returns the
 SRAM copy in its storage dtype (for a sliced weight just the slice).
 
+Device state, as on the device: an op that keeps training state between steps (`DeviceStateOp`: the
+learning-rate schedule's step counter, momentum velocities) gets its buffers from `device_states`, zeros
+at first (as qtrain_init leaves them), and updates them in place; they persist across calls.
+
 Two numerics modes (`QtrainFunctions(relaxed=...)`, `ModelInterpreter(module, relaxed=...)`):
   - int8 (default): the contract, bit-exact forward, float32 gradients.
   - relaxed: every op without its rint, in float64 (`numerics.*_relaxed`): activations stay real-valued,
@@ -28,7 +32,8 @@ Public API used by tools and tests:
     `.entry(name)`, `.sram_copy(name)`, `.gradients` (the gradient each `sgd_update` received in the
     latest call, by parameter name: what tests compare to finite differences; `apply_updates=False`
     records them without changing any parameter), `.saturation_masks` (every requantizing op's latest
-    mask, whether or not the op returns it)
+    mask, whether or not the op returns it), `.device_state` (training state by name: `step`,
+    `velocity/<param>`)
   - `run_forward(module, images)` -> `(output_q int8 [N, K], logits float32 [N, K])` (relaxed mode:
     `output_q` holds the unrounded float64 codes)
   - `run_train_steps(module, images, labels, steps)` -> `(loss float32 [steps], {trainable name: SRAM copy})`
@@ -52,7 +57,7 @@ from qtrain.dialects import ModelLoadError, load_module, make_context
 from qtrain.dialects.qtrain import QTRAIN_OPS, DequantizeOp, ParamOp, QuantParamsAttr
 from qtrain.dialects.qtrain.contract import dequantize_of, trainable_params
 from qtrain.dialects.qtrain.contract import param_ops as contract_param_ops
-from qtrain.dialects.qtrain.interfaces import GoldenModelOp, produced_quant
+from qtrain.dialects.qtrain.interfaces import DeviceState, GoldenModelOp, produced_quant
 from qtrain.errors import UserError
 
 __all__ = ["ModelLoadError", "load_module", "make_context"]
@@ -132,6 +137,11 @@ def saturation_masks(interpreter: Interpreter) -> dict[Operation, np.ndarray]:
 def dequantized_inputs(interpreter: Interpreter) -> dict[DequantizeOp, np.ndarray]:
     """The int8 input each `qtrain.dequantize` saw in its latest execution (the raw model output)."""
     return interpreter.get_data(QtrainFunctions, "dequantized_inputs", dict)
+
+
+def device_states(interpreter: Interpreter) -> dict[str, np.ndarray]:
+    """The training state ops keep between steps (`DeviceStateOp`), by state name, flat arrays."""
+    return interpreter.get_data(QtrainFunctions, "device_state", dict)
 
 
 def _param_op(interpreter: Interpreter, name: str) -> ParamOp:
@@ -221,6 +231,13 @@ class _Run:
     def record_gradient(self, name: str, grad: np.ndarray) -> None:
         recorded_gradients(self.interpreter)[name] = grad
 
+    def device_state(self, state: DeviceState) -> np.ndarray:
+        states = device_states(self.interpreter)
+        if state.name not in states:
+            dtype = np.float64 if self.relaxed and state.dtype == "f32" else state.numpy_dtype
+            states[state.name] = np.zeros(state.count, dtype=dtype)
+        return states[state.name]
+
 
 def _run_golden(functions: QtrainFunctions, interpreter: Interpreter, op: Operation,
                 args: tuple[Any, ...]) -> OpImplResult:
@@ -283,6 +300,12 @@ class ModelInterpreter:
     def saturation_masks(self) -> dict[Operation, np.ndarray]:
         """The latest saturation mask of every executed conv2d / add / avgpool."""
         return saturation_masks(self.interpreter)
+
+    @property
+    def device_state(self) -> dict[str, np.ndarray]:
+        """Training state kept between steps, by name (`step`: the step counter, `velocity/<param>`: a
+        momentum velocity), as flat arrays; absent until the op keeping it first ran."""
+        return device_states(self.interpreter)
 
     def sram_copy(self, name: str) -> np.ndarray:
         """Trainable parameter @name's SRAM copy (storage dtype; float64 in relaxed mode; a slice's part only)."""

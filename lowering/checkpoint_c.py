@@ -1,9 +1,10 @@
 """The generated C of checkpoints: the device state table and `qtrain_checkpoint_save/restore`.
 
 A checkpoint (targets/armv7em/qtrain_checkpoint.h) saves a list of state buffers byte for byte: the
-step counter `qtrain_step` first (a uint32 that `qtrain_train_step` increments), then the SRAM copy of
-every trainable tensor, then whatever state the training recipe keeps on the device. Anything the
-C backend adds to `Emitter.state_buffers` joins the checkpoint; nothing else has to change.
+step counter first (a uint32: the learning-rate schedule's "step" state, which `qtrain.lr_schedule`
+advances once per training step), then every region of `qtrain_training_state` besides it: the SRAM copy
+of every trainable tensor, then the rest of the training state (momentum velocities). Anything the C
+backend adds to `Emitter.state_buffers` joins the checkpoint; nothing else has to change.
 
 The fingerprint names the compiled model: a CRC32 of every parameter's initial value and of the state
 layout (names and sizes), so a checkpoint is restored only into the firmware of the same model and
@@ -15,9 +16,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-STEP_COUNTER = "qtrain_step"
-"""The C name of the device's step counter."""
-
 
 @dataclass(frozen=True)
 class StateBuffer:
@@ -28,18 +26,15 @@ class StateBuffer:
     bytes: int
 
 
-def step_counter() -> StateBuffer:
-    return StateBuffer("step", f"&{STEP_COUNTER}", 4)
-
-
 def layout_fingerprint(params_crc: int, buffers: list[StateBuffer]) -> int:
     """`params_crc` (a running zlib.crc32 over the parameters' bytes) continued over the state layout."""
     layout = ";".join(f"{b.name}:{b.bytes}" for b in buffers).encode()
     return zlib.crc32(layout, params_crc)
 
 
-def checkpoint_c(buffers: list[StateBuffer], fingerprint: int) -> list[str]:
-    """The C lines defining the state table, `qtrain_state` and the two checkpoint entry points."""
+def checkpoint_c(buffers: list[StateBuffer], step: str, fingerprint: int) -> list[str]:
+    """The C lines defining the state table, `qtrain_state` and the two checkpoint entry points; `step`
+    (a `uint32_t *` C expression) is the step counter, also `buffers[0]`."""
     rows = [f"    {{{b.pointer}, {b.bytes}u}}, /* {b.name} */" for b in buffers]
     return [
         "/* The device state a checkpoint saves: the step counter, the trainable tensors, recipe state. */",
@@ -48,7 +43,7 @@ def checkpoint_c(buffers: list[StateBuffer], fingerprint: int) -> list[str]:
         "};",
         "",
         "const qtrain_state_desc_t qtrain_state = {",
-        f"    0x{fingerprint:08x}u, &{STEP_COUNTER}, {len(buffers)}u, qtrain_state_buffers,",
+        f"    0x{fingerprint:08x}u, {step}, {len(buffers)}u, qtrain_state_buffers,",
         "};",
         "",
         "int qtrain_checkpoint_save(void) {",

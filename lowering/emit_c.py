@@ -6,13 +6,20 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
   copies (QTRAIN_TRAINABLE: int8 / int32 in place, or fp32 masters of the trained channel slice)
   filled by `qtrain_init()`;
 - one static arena (QTRAIN_ARENA) of the planned size; every tensor is a pointer at its offset;
-- one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context;
+- one scratch buffer (QTRAIN_SCRATCH) of the planned size, handed to kernels through a context; an op
+  with a `qtrain.scratch_gap` hands its kernels that free stretch of the arena instead (larger);
 - `qtrain_infer` from @forward and `qtrain_train_step` from @train_step: each op's kernel calls
   (`KernelCallOp.kernel_calls`, targets/armv7em/kernels/qtrain_kernels.h) rendered in order, shapes and
   constants as literals;
 - `qtrain_memory` (the planner's figures) and `qtrain_model` (shapes, I/O, trainable tensor table);
-- checkpoints (`lowering/checkpoint_c.py`): the step counter, the state table `qtrain_state` and
-  `qtrain_checkpoint_save/restore`; `qtrain_init` ends by restoring the newest valid checkpoint.
+- training state (`DeviceStateOp`: the schedule's step counter, momentum velocities) as zero-initialised
+  SRAM arrays next to the trainable copies, reset by `qtrain_init()`, and `qtrain_training_state`: a
+  table of (name, pointer, bytes) of everything training changes and keeps between steps (the trainable
+  copies and that state), what a checkpoint saves and restores;
+- checkpoints (`lowering/checkpoint_c.py`): the state table `qtrain_state` (the step counter, then the
+  regions of `qtrain_training_state`) and `qtrain_checkpoint_save/restore`; `qtrain_init` ends by
+  restoring the newest valid checkpoint. The step counter is the schedule's "step" state (a module
+  without a `qtrain.lr_schedule` gets a plain counter that `qtrain_train_step` advances).
 
 The ops compute their own constants (requantization multipliers, add constants, QAS steps) with
 `qtrain.numerics`, the same functions the interpreter uses, so both backends read identical bits; this
@@ -44,15 +51,17 @@ from qtrain.dialects.qtrain.contract import (
     INPUT_Q,
     MEMORY,
     OFFSETS,
+    SCRATCH_GAP,
     TRAIN_STEP,
     find_func,
     param_name,
     param_ops,
 )
 from qtrain.dialects.qtrain.interfaces import KernelCallOp, produced_quant
+from qtrain.dialects.qtrain.schedule import COUNTER_MAX, STEP_COUNTER
 from qtrain.interpreter import dense_to_numpy
-from qtrain.lowering.checkpoint_c import STEP_COUNTER, StateBuffer, checkpoint_c, layout_fingerprint, step_counter
-from qtrain.transforms.liveness import tensor_bytes
+from qtrain.lowering.checkpoint_c import StateBuffer, checkpoint_c, layout_fingerprint
+from qtrain.transforms.liveness import device_state, tensor_bytes
 
 
 class EmitError(DiagnosticException):
@@ -114,9 +123,19 @@ class Emitter:
     uses_ctx_after_grad: bool = False
     params_crc: int = 0
     """zlib.crc32 over every parameter's initial bytes (the checkpoint fingerprint's first part)."""
-    state_buffers: list[StateBuffer] = field(default_factory=lambda: [step_counter()])
-    """What a checkpoint saves: the step counter, then each trainable tensor's SRAM copy (emit_params);
-    device state added later (the recipe's) joins by appending here."""
+    state_buffers: list[StateBuffer] = field(default_factory=list)
+    """What a checkpoint saves besides the step counter: each trainable tensor's SRAM copy (emit_params),
+    then the training state of `device_state` other than the counter (emit_model)."""
+    states: dict[str, str] = field(default_factory=dict)
+    """training state name -> its C array"""
+    scalars: dict[SSAValue, str] = field(default_factory=dict)
+    """scalar SSA values computed by a call (`KernelCall.result`) -> their C local"""
+    uses_ctx: bool = False
+    uses_ctx_gap: bool = False
+    gap: tuple[int, int] | None = None  # the current op's SCRATCH_GAP
+    profile: bool = False
+    """instrumented (`qtrain-compile --profile`): the counter read after each op (lowering/profile.py)"""
+    profile_slot: int = 0
 
     # -- names and values ---------------------------------------------------------------------------------
 
@@ -281,7 +300,14 @@ class Emitter:
         if isinstance(arg, kc.Null):
             return "NULL"
         if isinstance(arg, kc.Scratch):
+            if arg.offset == 0 and self.gap is not None:
+                # a larger arena gap free while this op runs: a faster schedule, the same results
+                self.uses_ctx_gap = True
+                body.append(f"    qtrain_ctx_gap.buf = qtrain_arena + {self.gap[0]};")
+                body.append(f"    qtrain_ctx_gap.size = {self.gap[1]};")
+                return "&qtrain_ctx_gap"
             if arg.offset == 0:
+                self.uses_ctx = True
                 return "&qtrain_ctx"
             # The bytes before `offset` hold a fused gradient waiting for its update.
             self.uses_ctx_after_grad = True
@@ -291,6 +317,16 @@ class Emitter:
         if isinstance(arg, kc.FusedGradient):
             self.scratch_bytes = max(self.scratch_bytes, 4 * arg.floats)
             return "((float *)qtrain_scratch)"
+        if isinstance(arg, kc.Scalar):
+            return self.scalar(arg.value)
+        if isinstance(arg, kc.ScaledF32):
+            if arg.scalar is None:
+                return c_float(arg.constant)
+            return f"({c_float(arg.constant)} * {self.scalar(arg.scalar)})"  # one fp32 multiply (FLT_EVAL_METHOD 0)
+        if isinstance(arg, kc.State):
+            if arg.name not in self.states:
+                raise EmitError(f"no op of the module declares the training state '{arg.name}'")
+            return self.states[arg.name]
         if isinstance(arg, kc.ParamCopy):
             return self.trainable_copy(arg.name).sram  # type: ignore[return-value]
         if isinstance(arg, kc.ParamStorage):
@@ -298,10 +334,21 @@ class Emitter:
             return "QTRAIN_STORAGE_F32" if info.sram_ctype == "float" else "QTRAIN_STORAGE_S8"
         raise EmitError(f"the C backend cannot render argument {arg!r}")
 
+    def scalar(self, value: SSAValue) -> str:
+        if value not in self.scalars:
+            raise EmitError("a scalar operand is not computed by an earlier kernel call of its function")
+        return self.scalars[value]
+
     def emit_call(self, call: kc.KernelCall, body: list[str], entry: str) -> None:
         arguments = ", ".join(self.argument(a, body) for a in call.args)
         invocation = f"{call.function}({arguments})"
-        if call.returns == "status":
+        if call.returns == "value":
+            if call.result is None:
+                raise EmitError(f"{call.function} returns a value but names no result for it")
+            name = self.fresh(c_ident(call.result.name_hint or "value") + "_")
+            self.scalars[call.result] = name
+            body.append(f"    const float {name} = {invocation};")
+        elif call.returns == "status":
             body.append(f"    QTRAIN_CHECK({invocation});")
         elif call.returns == "loss":
             body.append(f"    loss = {invocation};")
@@ -319,14 +366,28 @@ class Emitter:
         body.append(f"    if (image != {self.ptr(image)}) {{")
         body.append(f"        memmove({self.ptr(image)}, image, {math.prod(image.type.get_shape())});")  # type: ignore
         body.append("    }")
+        if self.profile:
+            body.insert(0, "    qtrain_profile_last = qtrain_counter_read();")
+            self.profile_mark(body)
         for op in function.body.block.ops:
             if isinstance(op, func.ReturnOp):
                 break
             if not isinstance(op, KernelCallOp):
                 raise EmitError(f"the C backend has no lowering for {op.name}")
-            for call in op.kernel_calls():
+            calls = op.kernel_calls()
+            gap = op.attributes.get(SCRATCH_GAP)
+            self.gap = tuple(gap.get_values()) if gap is not None else None  # type: ignore[attr-defined]
+            for call in calls:
                 self.emit_call(call, body, entry)
+            self.gap = None
+            if self.profile and calls:
+                self.profile_mark(body)
         return body
+
+    def profile_mark(self, body: list[str]) -> None:
+        """Closes the current profile slot (`profile.profile_slots` lists them in the same order)."""
+        body.append(f"    qtrain_profile_mark({self.profile_slot}u);")
+        self.profile_slot += 1
 
 
 GUARD_BYTES = 64
@@ -380,18 +441,37 @@ GUARD_FUNCTION = [
 ]
 
 
-def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str]:
-    """The model's C source and header."""
+def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = False) -> tuple[str, str]:
+    """The model's C source and header. `profile`: instrumented with one counter slot per op (those of
+    `lowering.profile.profile_slots`, in order), for a firmware built with QTRAIN_PROFILE defined."""
     if MEMORY not in module.attributes:
         raise EmitError("the module has no memory plan; run qtrain-plan-memory before -t c")
     forward = find_func(module, FORWARD)
     if forward is None:
         raise EmitError(f"the module has no @{FORWARD}")
     train = find_func(module, TRAIN_STEP)
-    em = Emitter(module)
+    em = Emitter(module, profile=profile)
     em.emit_params()
+    states = device_state([f for f in (forward, train) if f is not None])
+    for st in states:
+        em.states[st.name] = f"qtrain_state_{c_ident(st.name)}"
+        ctype = "uint32_t" if st.dtype == "u32" else "float"
+        em.decls.append(f"static {ctype} {em.states[st.name]}[{st.count}] QTRAIN_TRAINABLE;")
+        if st.name != STEP_COUNTER.name:
+            em.state_buffers.append(StateBuffer(st.name, em.states[st.name], st.bytes))
+    # The checkpoint's step counter: the schedule's, or (no schedule advances one) a counter of our own.
+    own_counter = STEP_COUNTER.name not in em.states
+    if own_counter:
+        if any(st.name == STEP_COUNTER.name for st in states):
+            raise EmitError(f"training state '{STEP_COUNTER.name}' must be {STEP_COUNTER}")
+        step = "qtrain_step_counter"
+        em.decls.append(f"static uint32_t {step}[1]; /* training steps done (checkpointed) */")
+    else:
+        step = em.states[STEP_COUNTER.name]
+        if next(st for st in states if st.name == STEP_COUNTER.name) != STEP_COUNTER:
+            raise EmitError(f"training state '{STEP_COUNTER.name}' must be {STEP_COUNTER}")
+    checkpointed = [StateBuffer(STEP_COUNTER.name, step, STEP_COUNTER.bytes), *em.state_buffers]
     infer_body = em.emit_function(forward)
-    train_body = em.emit_function(train) if train is not None else None
 
     # Forward output: int8 [1, K] -> logits.
     ret = forward.body.block.last_op
@@ -402,6 +482,9 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         raise EmitError(f"cannot tell the quantization of @{FORWARD}'s output")
     k = out.type.get_shape()[-1]  # type: ignore[attr-defined]
     infer_body.append(f"    qtrain_dequantize_s8_f32({em.ptr(out)}, {k}, {c_float(out_q.scale)}, {out_q.zp}, logits);")
+    if profile:
+        em.profile_mark(infer_body)
+    train_body = em.emit_function(train) if train is not None else None
 
     memory = {k_: v.value.data for k_, v in module.attributes[MEMORY].data.items() if hasattr(v, "value")}  # type: ignore
     arena = max(f.attributes[ARENA_BYTES].value.data for f in (forward, train) if f is not None)  # type: ignore
@@ -436,6 +519,10 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
             src_index = f"{sl[0] * math.prod(shape[1:])} + k"
         conv = f"(float){i.flash}[{src_index}]" if i.sram_ctype == "float" else f"{i.flash}[{src_index}]"
         init.append(f"    for (int32_t k = 0; k < {n}; ++k) {{ {i.sram}[k] = {conv}; }}")
+    for st in states:
+        init.append(f"    for (int32_t k = 0; k < {st.count}; ++k) {{ {em.states[st.name]}[k] = 0; }}")
+    regions = [f'    {{"{i.name}", {i.sram}, (uint32_t)sizeof {i.sram}}},' for i in trainable]
+    regions += [f'    {{"{st.name}", {em.states[st.name]}, (uint32_t)sizeof {em.states[st.name]}}},' for st in states]
 
     c_lines = [
         "/* Generated by qtrain (lowering/emit_c.py) from planned qtrain IR. Do not edit. */",
@@ -451,13 +538,17 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "#define QTRAIN_CHECK(call) do { if ((call) != QTRAIN_STATUS_OK) { qtrain_fail(__LINE__); } } while (0)",
         "",
         *buffer_declarations(max(arena, 4), scratch),
-        "static const qtrain_context_t qtrain_ctx = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
+        # (unused when every op with scratch has a larger gap of the arena)
+        "static const qtrain_context_t qtrain_ctx" + ("" if em.uses_ctx or not em.uses_ctx_gap else
+                                                     " __attribute__((unused))")
+        + " = {qtrain_scratch, (int32_t)sizeof qtrain_scratch};",
         *(["static qtrain_context_t qtrain_ctx_after_grad;"] if em.uses_ctx_after_grad else []),
+        *(["static qtrain_context_t qtrain_ctx_gap;"] if em.uses_ctx_gap else []),
         f"static float qtrain_logits[{k}];",
-        f"static uint32_t {STEP_COUNTER}; /* training steps done (device state: checkpointed) */",
         "",
         *em.decls,
         "",
+        *(profile_definitions(em.profile_slot) if profile else []),
         "static _Noreturn void qtrain_fail(int line) {",
         '    qtrain_puts("qtrain: a kernel rejected its arguments (generated code line ");',
         "    qtrain_put_u32((uint32_t)line);",
@@ -484,7 +575,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
             "    float loss = 0.0f;",
             *train_body,
             "    QTRAIN_GUARDS_CHECK();",
-            f"    {STEP_COUNTER}++;",
+            *([f"    if ({step}[0] < {COUNTER_MAX}u) {{ {step}[0]++; }}"] if own_counter else []),
             "    return loss;",
             "}",
             "",
@@ -508,6 +599,12 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         *(table or ['    {"", NULL, 0, 0, {0, 0, 0, 0}},']),
         "};",
         "",
+        "/* Everything training changes and keeps between steps: the trainable copies, then the training state. */",
+        f"const qtrain_state_region_t qtrain_training_state[{max(1, len(regions))}] = {{",
+        *(regions or ['    {"", NULL, 0u},']),
+        "};",
+        f"const uint32_t qtrain_training_state_count = {len(regions)}u;",
+        "",
         "const qtrain_model_desc_t qtrain_model = {",
         "    QTRAIN_ABI_VERSION,",
         f"    {{{h}, {w}, {c}}}, {h * w * c}u, {k}u,",
@@ -518,7 +615,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         f"    {len(table)}u, qtrain_trainable,",
         "};",
         "",
-        *checkpoint_c(em.state_buffers, layout_fingerprint(em.params_crc, em.state_buffers)),
+        *checkpoint_c(checkpointed, step, layout_fingerprint(em.params_crc, checkpointed)),
     ]
     input_q = forward.attributes.get(INPUT_Q)
     if isinstance(input_q, QuantParamsAttr):
@@ -539,6 +636,25 @@ def emit_model(module: ModuleOp, header_name: str = "model.h") -> tuple[str, str
         "",
     ])
     return "\n".join(c_lines), header
+
+
+def profile_definitions(slots: int) -> list[str]:
+    """The counter slots of an instrumented model (qtrain_model_abi.h, "Profile"): each op's count is the
+    counter's advance since the previous slot closed; an entry point opens with one read."""
+    return [
+        "#if !defined(QTRAIN_PROFILE)",
+        "#error \"a model compiled with --profile needs QTRAIN_PROFILE defined (qtrain-compile --profile does)\"",
+        "#endif",
+        f"uint64_t qtrain_profile_counts[{slots}];",
+        f"const uint32_t qtrain_profile_slots = {slots}u;",
+        "static uint64_t qtrain_profile_last;",
+        "static void qtrain_profile_mark(uint32_t slot) {",
+        "    uint64_t now = qtrain_counter_read();",
+        "    qtrain_profile_counts[slot] = now - qtrain_profile_last;",
+        "    qtrain_profile_last = now;",
+        "}",
+        "",
+    ]
 
 
 @dataclass(frozen=True)

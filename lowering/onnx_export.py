@@ -6,6 +6,8 @@
 
 - `qtrain.conv2d` -> QLinearConv (int8 activations, per-channel int8 weights, int32 bias, pads =
   padding, group = groups); a `clamp` narrower than int8 becomes an int8 Clip.
+- `qtrain.fused_pointwise_depthwise` (from `qtrain-fuse-streaming`, in a planned model) -> the two
+  QLinearConv it stands for, through its intermediate tensor at `mid_q`.
 - `qtrain.add` -> com.microsoft QLinearAdd (A = lhs, B = rhs); its x86 kernel is the contract of
   `qtrain.numerics.add`.
 - global `qtrain.avgpool` -> com.microsoft QLinearGlobalAveragePool (the sum of `x - zx` times
@@ -16,28 +18,32 @@
 
 The quantization of every operand and result comes from the op's `QuantizedOp` interface, in the order
 ONNX's QLinear* ops take them; which ONNX node an op becomes is a table by op class, as an exporter to a
-foreign format is. Used by `qtrain-import-tiny-training --export-onnx` and by the tests that take
-onnxruntime as the oracle of the interpreter.
+foreign format is. Used by `qtrain-import-tiny-training --export-onnx`, by the tests that take
+onnxruntime as the oracle of the interpreter, and by `qtrain-export`, which first writes the parameters
+a device learned into the IR (`install_params`: the fine-tuned network).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType, f32, i8, i32
+from xdsl.dialects.builtin import BytesAttr, DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i32
 from xdsl.ir import Attribute, Operation, SSAValue
 
+from qtrain import numerics
 from qtrain.dialects.qtrain import (
     AddOp,
     AvgPoolOp,
     Conv2DOp,
     DequantizeOp,
+    FusedPointwiseDepthwiseOp,
+    ParamOp,
     QuantizeOp,
     QuantParamsAttr,
     ReshapeOp,
@@ -59,6 +65,52 @@ def export_onnx(module: ModuleOp, path: str | os.PathLike[str] | None = None) ->
     if path is not None:
         onnx.save(model, os.fspath(path))
     return model
+
+
+_NUMPY_OF = {i8: np.dtype("int8"), i32: np.dtype("<i4"), f32: np.dtype("<f4")}
+
+
+def install_params(module: ModuleOp, params: Mapping[str, np.ndarray]) -> list[str]:
+    """Writes the parameters a device learned into `module`'s `qtrain.param` values, in place, and
+    returns the names written (in module order).
+
+    `params[name]` is trainable parameter @name's SRAM copy as the device keeps it: `qtrain-run -o`'s
+    `param/<name>` (the interpreter's `sram_copy`), i.e. the trained part only (a weight's `channels`
+    slice) in its storage type: int8 / int32 values, or an fp32 master whose parameter is the int8 value
+    the forward pass reads from it, saturate(rint(master)) (`numerics.master_to_param`). The parameter's
+    frozen part keeps its value. ValueError (one line) when a trainable parameter is missing, a name is
+    not a trainable parameter of the module, or a shape or dtype differs from the SRAM copy's.
+    """
+    trainable = {name: p for name, p in param_ops(module).items() if p.is_trainable}
+    unknown = sorted(set(params) - set(trainable))
+    if unknown:
+        raise ValueError(f"not a trainable parameter of the model: {', '.join(unknown)}")
+    missing = [name for name in trainable if name not in params]
+    if missing:
+        raise ValueError(f"no learned value for the trainable parameter(s) {', '.join(missing)}")
+    for name, p in trainable.items():
+        p.value = _trained_value(p, np.asarray(params[name]))
+    return list(trainable)
+
+
+def _trained_value(p: ParamOp, copy: np.ndarray) -> DenseIntOrFPElementsAttr:
+    t = p.tensor_type
+    element = _NUMPY_OF[t.element_type]
+    storage = _NUMPY_OF[p.storage_type]
+    name = p.sym_name.data
+    if copy.shape != p.trainable_shape() or copy.dtype != storage:
+        raise ValueError(f"{name}: the learned value is {copy.dtype}{list(copy.shape)}, but its SRAM copy is "
+                         f"{storage}{list(p.trainable_shape())}")
+    value = np.frombuffer(p.value.data.data, dtype=element).reshape(t.get_shape()).copy()
+    trained = numerics.master_to_param(copy, element) if storage != element else copy
+    sl = p.trainable_slice()
+    if sl is None:
+        value[...] = trained
+    else:
+        index = [slice(None)] * value.ndim
+        index[p.channel_axis] = slice(*sl)
+        value[tuple(index)] = trained
+    return DenseIntOrFPElementsAttr(t, BytesAttr(value.astype(element.newbyteorder("<")).tobytes()))
 
 
 class _OnnxExporter:
@@ -171,22 +223,33 @@ class _OnnxExporter:
 
     # -- one translation per op class ----------------------------------------------------------------------
     def conv(self, op: Conv2DOp) -> str:
-        wname, w = self.param_array(op.weight)
+        return self.qlinear_conv(self.names[op.input], op.input_q, op.weight, op.bias, op.weight_q, op.output_q,
+                                 op.strides, op.padding, op.groups.value.data, op.clamp)
+
+    def fused_pointwise_depthwise(self, op: FusedPointwiseDepthwiseOp) -> str:
+        mid = self.qlinear_conv(self.names[op.input], op.input_q, op.pw_weight, op.pw_bias, op.pw_weight_q,
+                                op.mid_q, op.pw_strides, op.pw_padding, op.pw_groups.value.data, op.pw_clamp)
+        return self.qlinear_conv(mid, op.mid_q, op.dw_weight, op.dw_bias, op.dw_weight_q, op.output_q,
+                                 op.dw_strides, op.dw_padding, op.dw_groups.value.data, op.dw_clamp)
+
+    def qlinear_conv(self, x: str, x_q: QuantParamsAttr, weight: SSAValue, bias: SSAValue | None,
+                     weight_q: QuantParamsAttr, y_q: QuantParamsAttr, strides: Any, padding: Any, groups: int,
+                     clamp: Any) -> str:
+        """One QLinearConv (+ Clip for a clamp narrower than int8) of `x` at `x_q` into `y_q`."""
+        wname, w = self.param_array(weight)
         hint = wname.removesuffix(".weight")
         w_init = self.const(wname, np.ascontiguousarray(w.transpose(0, 3, 1, 2)))  # OHWI -> OIHW
-        x = self.quantized_operands(op, (f"{hint}_x",))
-        ws, wz = self.quant(op.weight_q, f"{hint}.weight")
-        ins = [*x, w_init, ws, wz, *self.result_quant(op, f"{hint}_y")]
-        if op.bias is not None:
-            bname, b = self.param_array(op.bias)
+        ws, wz = self.quant(weight_q, f"{hint}.weight")
+        ins = [x, *self.quant(x_q, f"{hint}_x"), w_init, ws, wz, *self.quant(y_q, f"{hint}_y")]
+        if bias is not None:
+            bname, b = self.param_array(bias)
             ins.append(self.const(bname, b.astype(np.int32)))
-        pads = list(op.padding.get_values())  # [top, left, bottom, right] = ONNX [h_begin, w_begin, h_end, w_end]
+        pads = list(padding.get_values())  # [top, left, bottom, right] = ONNX [h_begin, w_begin, h_end, w_end]
         out = self.node(
             "QLinearConv", ins, hint,
-            kernel_shape=list(w.shape[1:3]), strides=list(op.strides.get_values()), pads=pads,
-            group=op.groups.value.data,
+            kernel_shape=list(w.shape[1:3]), strides=list(strides.get_values()), pads=pads, group=groups,
         )
-        return self.clip(out, op.clamp, hint)
+        return self.clip(out, clamp, hint)
 
     def add(self, op: AddOp) -> str:
         ins = [*self.quantized_operands(op, ("add_a", "add_b")), *self.result_quant(op, "add_y")]
@@ -221,6 +284,7 @@ class _OnnxExporter:
 
 _TRANSLATIONS: dict[type[Operation], Callable[[_OnnxExporter, Any], str]] = {
     Conv2DOp: _OnnxExporter.conv,
+    FusedPointwiseDepthwiseOp: _OnnxExporter.fused_pointwise_depthwise,
     AddOp: _OnnxExporter.add,
     AvgPoolOp: _OnnxExporter.avgpool,
     ReshapeOp: _OnnxExporter.reshape,

@@ -21,7 +21,8 @@ which is both bit-exact with the oracle and cheaper on the M7 than dequantize-ad
 
 Training has two more families, further down:
 - backward kernels (`cross_entropy_grad`, `requant_grad`, `conv2d_input_grad`, `conv2d_weight_grad`,
-  `bias_grad`, `avgpool_grad`, `grad_accumulate`, `channel_slice`) and the update (`sgd_update`).
+  `bias_grad`, `avgpool_grad`, `grad_accumulate`, `channel_slice`) and the update (`sgd_update`, with
+  the learning-rate schedule `lr_schedule_factor` / `scheduled_lr` and `momentum_velocity`).
   Gradients are float32 (the contract) in the integer domain of the tensor they belong to. Element-wise
   steps are exact float32 operations in the documented order. Sums (convolution gradients, bias and
   pooling gradients) are *reference sums*: the exact sum of the float32 products, accumulated here in
@@ -632,6 +633,42 @@ def log_f32(x: np.ndarray | FloatLike) -> FloatArray:
         return y.astype(np.float32)
 
 
+# cos(pi x) = sum_k C_k (x^2)^k and sin(pi u) = u sum_k S_k (u^2)^k, C_k = (-1)^k pi^2k / (2k)!,
+# S_k = (-1)^k pi^(2k+1) / (2k+1)!, rounded to float32 (pinned by their bits, as runtime_math.c's hex floats).
+COSPI_TAYLOR = tuple(f32_from_bits(b) for b in (0xBCD368F9, 0x3E70FA83, 0xBFAAE9E4, 0x4081E0F8, 0xC09DE9E6))
+SINPI_TAYLOR = tuple(f32_from_bits(b) for b in (0xBBF183A8, 0x3DA83C1A, 0xBF196966, 0x402335E3, 0xC0A55DE7,
+                                                 0x40490FDB))
+
+
+def cospi_f32(x: np.ndarray | FloatLike) -> FloatArray:
+    """`qtrain_cospif` (runtime_math.c), bit for bit: cos(pi * x) for x in [0, 1] (the cosine decay of the
+    learning-rate schedule; outside [0, 1] the result is unspecified). Every step is one float32 operation:
+
+        neg = x > 0.5;  if neg: x = 1 - x                      (exact: Sterbenz)     now x in [0, 0.5]
+        x <= 0.25:  z = x * x;  q = C5;  q = c + z * q  for c = C4 .. C1;  y = 1 + z * q
+        x >  0.25:  u = 0.5 - x (exact);  z = u * u;  q = S5;  q = c + z * q  for c = S4 .. S0;  y = u * q
+        neg: y = -y
+    with C_k = (-1)^k pi^2k / (2k)! and S_k = (-1)^k pi^(2k+1) / (2k+1)! in float32 (Taylor; truncation
+    below 2e-9). Within 2e-7 of cos(pi x) (tested); cospi_f32(0) = 1 and cospi_f32(1) = -1 exactly.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    neg = x > f32(0.5)
+    x = np.where(neg, f32(1.0) - x, x).astype(np.float32)
+    z = (x * x).astype(np.float32)
+    q = np.full_like(z, COSPI_TAYLOR[0])
+    for c in COSPI_TAYLOR[1:]:
+        q = (c + z * q).astype(np.float32)
+    near = (f32(1.0) + z * q).astype(np.float32)
+    u = (f32(0.5) - x).astype(np.float32)
+    z = (u * u).astype(np.float32)
+    q = np.full_like(z, SINPI_TAYLOR[0])
+    for c in SINPI_TAYLOR[1:]:
+        q = (c + z * q).astype(np.float32)
+    far = (u * q).astype(np.float32)
+    y = np.where(x <= f32(0.25), near, far).astype(np.float32)
+    return np.where(neg, -y, y).astype(np.float32)
+
+
 # -- loss ----------------------------------------------------------------------------------------------
 
 
@@ -1096,7 +1133,7 @@ def sgd_update(
 ) -> np.ndarray:
     """`qtrain.sgd_update` on one SRAM copy: the new value, same dtype and shape (c = index along axis 0).
 
-        step[c] = fp32(lr * grad_scale[c])                           `sgd_steps`, compile-time constants
+        step[c] = fp32(lr * grad_scale[c])                           `sgd_steps`, per update
         delta   = fp32(step[c] * g)                                  one float32 multiply
         float32 storage (fp32 master copy):  p = fp32(p - delta)
         int8 / int32 storage (in place):     p = saturate(p - rint(delta))
@@ -1106,6 +1143,10 @@ def sgd_update(
     24-bit mantissa. (C: `r = rintf(delta)` clamped to +-2**32, then a 64-bit subtraction and a
     saturating narrow.) A float64 value is the relaxed mode's parameter: p - step[c] * g in float64,
     same float32 step constants, no rounding, no saturation. NaN gradients are outside the contract.
+
+    A scheduled update (`qtrain.sgd_update ... factor %f`) passes `lr = scheduled_lr(lr, factor)`, so
+    step[c] = fp32(fp32(lr * factor) * grad_scale[c]); a factor of 1 gives today's steps bit for bit. With
+    momentum, g is the velocity `momentum_velocity(v, g, momentum)` instead of the gradient.
     """
     p = np.asarray(value)
     g = np.asarray(grad)
@@ -1125,6 +1166,50 @@ def sgd_update(
     info = np.iinfo(p.dtype)
     r = np.clip(np.rint(delta).astype(np.float64), -(2.0**32), 2.0**32).astype(np.int64)
     return np.clip(p.astype(np.int64) - r, info.min, info.max).astype(p.dtype)
+
+
+def scheduled_lr(lr: FloatLike, factor: FloatLike) -> np.float32:
+    """The learning rate of one scheduled step: fp32(lr * factor), factor from `lr_schedule_factor`."""
+    return np.float32(f32(lr) * f32(factor))
+
+
+def momentum_velocity(velocity: np.ndarray, grad: np.ndarray, momentum: FloatLike) -> np.ndarray:
+    """SGD momentum's new velocity (PyTorch's `v = momentum * v + g`, dampening 0, not Nesterov), which the
+    update then applies instead of the gradient: v = fp32(fp32(momentum * v) + g). The QAS factors and the
+    learning rate scale the velocity in the update (`sgd_update`), so this is PyTorch's SGD with momentum
+    on the QAS-scaled gradient, up to rounding. A float64 velocity (relaxed mode) is updated in float64."""
+    v = np.asarray(velocity)
+    g = np.asarray(grad)
+    if v.shape != g.shape:
+        raise ValueError(f"momentum_velocity: gradient shape {g.shape} differs from the velocity's {v.shape}")
+    if v.dtype == np.float64:
+        return float(f32(momentum)) * v + g.astype(np.float64)
+    return (f32(momentum) * v.astype(np.float32) + g.astype(np.float32)).astype(np.float32)
+
+
+def lr_schedule_factor(step: int | np.ndarray, *, warmup_steps: int, steps: int, final_ratio: FloatLike
+                       ) -> FloatArray:
+    """`qtrain.lr_schedule`: the learning-rate factor of training step `step` (0 for the first step after
+    qtrain_init), as `qtrain_lr_schedule_f32` computes it (W = warmup_steps, T = steps, the horizon; r =
+    final_ratio; each line one float32 operation at a time):
+
+        t < W:               f = fp32(t + 1) / fp32(W)                           linear warm-up to 1
+        W <= t < T:          p = fp32(t - W) / fp32(T - W);  c = cospi_f32(p)    cosine decay from 1 to r
+                             d = 0.5 - 0.5 * c;  f = 1 - fp32(1 - r) * d
+        t >= T (T > 0):      f = r                                                held after the horizon
+        t >= W (T = 0):      f = 1                                                no decay
+    The warm-up reaches exactly 1 at t = W - 1 and the decay starts at exactly 1 (cospi_f32(0) = 1).
+    Integers convert exactly (the op's verifier keeps W and T at most 2**24). Vectorised over `step`.
+    """
+    t = np.asarray(step, dtype=np.int64)
+    w, horizon, r = int(warmup_steps), int(steps), f32(final_ratio)
+    warm = (t + 1).astype(np.float32) / np.float32(max(w, 1))
+    p = (t - w).astype(np.float32) / np.float32(max(horizon - w, 1))
+    d = (f32(0.5) - f32(0.5) * cospi_f32(np.clip(p, 0, 1).astype(np.float32))).astype(np.float32)
+    decay = (f32(1.0) - (f32(1.0) - r) * d).astype(np.float32)
+    held = r if horizon > 0 else f32(1.0)
+    out = np.where(t < w, warm, np.where((horizon > 0) & (t < horizon), decay, held))
+    return out.astype(np.float32)
 
 
 def master_to_param(master: np.ndarray, dtype: np.dtype | type[np.generic]) -> np.ndarray:

@@ -34,15 +34,28 @@ class FineTuneRecipe:
     simulation (relaxed interpreter) collapses the same way, so this is optimisation, not int8
     numerics. lr 0.01 with bias lr 0.001 was the most stable setting in which the classifier still
     learns (lr 0.003: classifier only stays at 25%). Train a found scheme with the same rates.
+
+    The learning-rate schedule and momentum (`qtrain.transforms.recipe.Recipe`'s fields; `horizon` is its
+    `steps`, the decay horizon) default to FINE_TUNE_RECIPE's: a constant rate, as the sweep measured.
     """
 
     steps: int = FINE_TUNE_STEPS
     lr: float = FINE_TUNE_RECIPE.lr
     bias_lr: float | None = FINE_TUNE_RECIPE.bias_lr
     weight_storage: str = "f32"
+    warmup_steps: int = FINE_TUNE_RECIPE.warmup_steps
+    horizon: int = FINE_TUNE_RECIPE.steps
+    final_lr_ratio: float = FINE_TUNE_RECIPE.final_lr_ratio
+    momentum: float = FINE_TUNE_RECIPE.momentum
 
     def fingerprint(self) -> dict[str, Any]:
-        return asdict(self)
+        fields = asdict(self)
+        if self.warmup_steps == 0 and self.horizon == 0 and self.momentum == 0:
+            # A constant rate without momentum trains bit for bit as before the schedule existed: the
+            # fingerprint stays what it was, so contribution caches written then remain valid.
+            for name in ("warmup_steps", "horizon", "final_lr_ratio", "momentum"):
+                del fields[name]
+        return fields
 
 
 def sample_order(n: int, steps: int, seed: Sequence[int] | int) -> np.ndarray:
@@ -80,8 +93,9 @@ def fine_tune_accuracy(
 
     trained = apply_passes(
         module.clone(),
-        training_passes(scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, weight_storage=recipe.weight_storage,
-                        plan=False),
+        training_passes(scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=recipe.warmup_steps,
+                        steps=recipe.horizon, final_lr_ratio=recipe.final_lr_ratio, momentum=recipe.momentum,
+                        weight_storage=recipe.weight_storage, plan=False),
     )
     runner = ModelInterpreter(trained)
     images, labels = train

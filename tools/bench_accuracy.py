@@ -55,9 +55,10 @@ from typing import IO, Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.errors import UserError
 from qtrain.search import FineTuneRecipe
 from qtrain.tools.bench_schemes import DIGITS, load_make_task
-from qtrain.tools.plumbing import ArgumentParser, run_tool
+from qtrain.tools.plumbing import ArgumentParser, UsageError, run_tool
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import Layer
 
@@ -126,7 +127,9 @@ def training_graph(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe) -> M
     from qtrain.transforms.pipeline import apply_passes, training_passes
 
     return apply_passes(module.clone(), training_passes(
-        scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, qas=arm.qas, weight_storage=arm.weight_storage, plan=False))
+        scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=FINE_TUNE_RECIPE.warmup_steps,
+        steps=FINE_TUNE_RECIPE.steps, final_lr_ratio=FINE_TUNE_RECIPE.final_lr_ratio,
+        momentum=FINE_TUNE_RECIPE.momentum, qas=arm.qas, weight_storage=arm.weight_storage, plan=False))
 
 
 def grad_scales(graph: ModuleOp) -> np.ndarray:
@@ -146,7 +149,7 @@ def fine_tune(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe, train: Sp
     from qtrain.search import sample_order
 
     if recipe.steps < 1:
-        raise ValueError(f"steps must be at least 1, got {recipe.steps}")
+        raise UsageError(f"steps must be at least 1, got {recipe.steps}")
     graph = training_graph(module, scheme, arm, recipe)
     runner = ModelInterpreter(graph, relaxed=arm.relaxed)
     trained = {op.sym_name.data: trainable_index(op) for op in graph.ops if isinstance(op, ParamOp) and op.is_trainable}
@@ -329,10 +332,10 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
     out = stream or sys.stdout
     started = time.monotonic()
     if config.seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+        raise UsageError(f"seeds must be at least 1, got {config.seeds}")
     for key in config.arms:
         if key not in ARMS:
-            raise ValueError(f"unknown arm '{key}' (arms: {', '.join(ARMS)})")
+            raise UsageError(f"unknown arm '{key}' (arms: {', '.join(ARMS)})")
     make_task = load_make_task()
     module = make_task.import_model()
     task = make_task.build_task(module)
@@ -589,8 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         doc = run_bench(config)
-    except ValueError as e:
-        print(f"bench_accuracy: error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print()
     print(format_tables(doc))

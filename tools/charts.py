@@ -1,11 +1,8 @@
-"""Small PNG charts (numpy + zlib only): the demo's loss / accuracy curves and the memory plan.
+"""Small PNG charts (numpy + zlib only): the demo's loss / accuracy curves, and the pixel font and PNG
+encoder the memory-plan picture (`memory_plan.py`) draws with.
 
 A chart is a stack of panels; each panel draws one or more series as lines against a shared x axis,
-with tick labels in a built-in 5x7 pixel font (digits, lower-case letters and a few signs).
-
-The memory-plan picture draws memory.json's `buffers` (written by `qtrain-plan-memory`): each arena
-buffer is a box, x = schedule position, y = arena offset. Colour says what a buffer holds: int8
-activations (blue), fp32 gradients (orange), 1-bit masks (green), the model input (grey).
+with tick labels in a built-in 5x7 pixel font (digits, letters and a few signs), at any integer scale.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -38,6 +34,18 @@ _GLYPHS: dict[str, tuple[str, ...]] = {
     '(': ('  #  ', ' #   ', '#    ', '#    ', '#    ', ' #   ', '  #  '),
     ')': ('  #  ', '   # ', '    #', '    #', '    #', '   # ', '  #  '),
     '+': ('     ', '  #  ', '  #  ', '#####', '  #  ', '  #  ', '     '),
+    '=': ('     ', '     ', '#####', '     ', '#####', '     ', '     '),
+    '#': (' # # ', ' # # ', '#####', ' # # ', '#####', ' # # ', ' # # '),
+    '_': ('     ', '     ', '     ', '     ', '     ', '     ', '#####'),
+    ',': ('     ', '     ', '     ', '     ', ' ##  ', '  #  ', ' #   '),
+    '|': ('  #  ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  '),
+    '@': (' ### ', '#   #', '# ###', '# # #', '# ###', '#    ', ' ### '),
+    '[': (' ### ', ' #   ', ' #   ', ' #   ', ' #   ', ' #   ', ' ### '),
+    ']': (' ### ', '   # ', '   # ', '   # ', '   # ', '   # ', ' ### '),
+    '<': ('   # ', '  #  ', ' #   ', '#    ', ' #   ', '  #  ', '   # '),
+    '>': (' #   ', '  #  ', '   # ', '    #', '   # ', '  #  ', ' #   '),
+    '*': ('     ', '# # #', ' ### ', '#####', ' ### ', '# # #', '     '),
+    "'": ('  #  ', '  #  ', ' #   ', '     ', '     ', '     ', '     '),
     'a': ('     ', '     ', ' ### ', '    #', ' ####', '#   #', ' ####'),
     'b': ('#    ', '#    ', '# ## ', '##  #', '#   #', '#   #', '#### '),
     'c': ('     ', '     ', ' ### ', '#    ', '#    ', '#   #', ' ### '),
@@ -64,6 +72,33 @@ _GLYPHS: dict[str, tuple[str, ...]] = {
     'x': ('     ', '     ', '#   #', ' # # ', '  #  ', ' # # ', '#   #'),
     'y': ('     ', '     ', '#   #', '#   #', ' ####', '    #', ' ### '),
     'z': ('     ', '     ', '#####', '   # ', '  #  ', ' #   ', '#####'),
+    'A': (' ### ', '#   #', '#   #', '#####', '#   #', '#   #', '#   #'),
+    'B': ('#### ', '#   #', '#   #', '#### ', '#   #', '#   #', '#### '),
+    'C': (' ### ', '#   #', '#    ', '#    ', '#    ', '#   #', ' ### '),
+    'D': ('#### ', '#   #', '#   #', '#   #', '#   #', '#   #', '#### '),
+    'E': ('#####', '#    ', '#    ', '#### ', '#    ', '#    ', '#####'),
+    'F': ('#####', '#    ', '#    ', '#### ', '#    ', '#    ', '#    '),
+    'G': (' ### ', '#   #', '#    ', '# ###', '#   #', '#   #', ' ####'),
+    'H': ('#   #', '#   #', '#   #', '#####', '#   #', '#   #', '#   #'),
+    'I': (' ### ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  ', ' ### '),
+    'J': ('  ###', '   # ', '   # ', '   # ', '   # ', '#  # ', ' ##  '),
+    'K': ('#   #', '#  # ', '# #  ', '##   ', '# #  ', '#  # ', '#   #'),
+    'L': ('#    ', '#    ', '#    ', '#    ', '#    ', '#    ', '#####'),
+    'M': ('#   #', '## ##', '# # #', '# # #', '#   #', '#   #', '#   #'),
+    'N': ('#   #', '#   #', '##  #', '# # #', '#  ##', '#   #', '#   #'),
+    'O': (' ### ', '#   #', '#   #', '#   #', '#   #', '#   #', ' ### '),
+    'P': ('#### ', '#   #', '#   #', '#### ', '#    ', '#    ', '#    '),
+    'Q': (' ### ', '#   #', '#   #', '#   #', '# # #', '#  # ', ' ## #'),
+    'R': ('#### ', '#   #', '#   #', '#### ', '# #  ', '#  # ', '#   #'),
+    'S': (' ####', '#    ', '#    ', ' ### ', '    #', '    #', '#### '),
+    'T': ('#####', '  #  ', '  #  ', '  #  ', '  #  ', '  #  ', '  #  '),
+    'U': ('#   #', '#   #', '#   #', '#   #', '#   #', '#   #', ' ### '),
+    'V': ('#   #', '#   #', '#   #', '#   #', '#   #', ' # # ', '  #  '),
+    'W': ('#   #', '#   #', '#   #', '# # #', '# # #', '# # #', ' # # '),
+    'X': ('#   #', '#   #', ' # # ', '  #  ', ' # # ', '#   #', '#   #'),
+    'Y': ('#   #', '#   #', ' # # ', '  #  ', '  #  ', '  #  ', '  #  '),
+    'Z': ('#####', '    #', '   # ', '  #  ', ' #   ', '#    ', '#####'),
+    ';': ('     ', ' ##  ', ' ##  ', '     ', ' ##  ', '  #  ', ' #   '),
     ' ': ('     ', '     ', '     ', '     ', '     ', '     ', '     '),
 }
 
@@ -73,18 +108,26 @@ GRID = (225, 225, 225)
 PALETTE = [(66, 133, 244), (219, 68, 55), (15, 157, 88), (244, 160, 0), (171, 71, 188)]
 
 
-def draw_text(img: np.ndarray, x: int, y: int, text: str, colour: tuple[int, int, int] = INK) -> int:
-    """Draws `text` with its top-left at (x, y); returns the x after it."""
-    for ch in text.lower():
-        glyph = _GLYPHS.get(ch, _GLYPHS[" "])
+def draw_text(img: np.ndarray, x: int, y: int, text: str, colour: tuple[int, int, int] = INK,
+              scale: int = 1) -> int:
+    """Draws `text` with its top-left at (x, y), each font pixel `scale` x `scale` image pixels; returns
+    the x after it (6 * scale per character)."""
+    for ch in text:
+        glyph = _GLYPHS.get(ch) or _GLYPHS.get(ch.lower(), _GLYPHS[" "])
         for row in range(7):
             for col in range(5):
                 if glyph[row][col] == "#":
-                    yy, xx = y + row, x + col
-                    if 0 <= yy < img.shape[0] and 0 <= xx < img.shape[1]:
-                        img[yy, xx] = colour
-        x += 6
+                    y0, x0 = y + row * scale, x + col * scale
+                    y1, x1 = min(y0 + scale, img.shape[0]), min(x0 + scale, img.shape[1])
+                    if y1 > max(y0, 0) and x1 > max(x0, 0):
+                        img[max(y0, 0):y1, max(x0, 0):x1] = colour
+        x += 6 * scale
     return x
+
+
+def text_width(text: str, scale: int = 1) -> int:
+    """The width `draw_text` gives `text` (without the last character's gap)."""
+    return max(0, 6 * scale * len(text) - scale)
 
 
 def draw_line(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour: tuple[int, int, int]) -> None:
@@ -194,35 +237,59 @@ def encode_png(img: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
+@dataclass(frozen=True)
+class HBar:
+    """One bar of a horizontal bar chart."""
 
-BUFFER_COLOURS = {
-    "activation": (66, 133, 244),
-    "gradient": (244, 160, 36),
-    "mask": (52, 168, 83),
-    "input": (150, 150, 150),
-}
+    label: str
+    value: float
+    colour: tuple[int, int, int]
 
 
-def render_memory_plan(report: dict[str, Any], width: int = 1000, height: int = 500) -> np.ndarray:
-    """The arena plan of a memory.json report as an RGB image."""
-    buffers = report.get("buffers", [])
-    img = np.full((height, width, 3), 255, dtype=np.uint8)
-    n = max(1, max((int(b["end"]) for b in buffers), default=0) + 1)
-    scale_y = (height - 1) / max(1, int(report["arena_bytes"]))
-    for b in buffers:
-        offset, size = int(b["offset"]), (int(b["bytes"]) + 3) // 4 * 4
-        if offset < 0:
-            continue
-        x0 = int(int(b["start"]) / n * (width - 1))
-        x1 = max(x0 + 1, int((int(b["end"]) + 1) / n * (width - 1)))
-        y1 = height - 1 - int(offset * scale_y)
-        y0 = max(0, height - 1 - int((offset + size) * scale_y))
-        img[y0:y1 + 1, x0:x1] = BUFFER_COLOURS.get(str(b["kind"]), INK)
-        img[y0:y1 + 1, [x0, x1 - 1]] = (0, 0, 0)
-        img[[y0, y1], x0:x1] = (0, 0, 0)
+def render_hbar_chart(panels: Sequence[tuple[str, Sequence[HBar]]], value_label: str,
+                      legend: dict[str, tuple[int, int, int]] | None = None, width: int = 1000,
+                      bar_height: int = 9) -> np.ndarray:
+    """Horizontal bars, one panel per (title, bars): the label left of each bar, the value after it; every
+    panel has its own scale (0 to its largest value) with ticks along its bottom."""
+    label_width = 6 * max((len(b.label) for _, bars in panels for b in bars), default=4) + 10
+    left, right, title_h, axis_h = label_width, 90, 22, 26
+    heights = [title_h + bar_height * len(bars) + axis_h for _, bars in panels]
+    legend_h = 18 if legend else 0
+    img = np.full((legend_h + sum(heights) + 6, width, 3), WHITE, dtype=np.uint8)
+    if legend:
+        x = 6
+        for name, colour in legend.items():
+            img[6:12, x:x + 12] = colour
+            x = draw_text(img, x + 16, 5, name) + 14
+    y0 = legend_h
+    for (title, bars), height in zip(panels, heights, strict=True):
+        draw_text(img, 6, y0 + 6, title)
+        top = y0 + title_h
+        hi = max((b.value for b in bars), default=1.0) or 1.0
+        ticks = nice_ticks(0.0, hi)
+        hi = max(hi, ticks[-1])
+
+        def px(v: float) -> int:
+            return int(round(left + v / hi * (width - left - right)))  # noqa: B023
+
+        bottom = top + bar_height * len(bars)
+        for t in ticks:
+            img[top:bottom, px(t)] = GRID
+            draw_text(img, px(t) - 3 * len(fmt(t)), bottom + 5, fmt(t))
+        for i, bar in enumerate(bars):
+            yy = top + i * bar_height
+            draw_text(img, 4, yy + 1, bar.label)
+            x1 = max(px(bar.value), left + 1)
+            img[yy + 1:yy + bar_height - 1, left:x1] = bar.colour
+            draw_text(img, x1 + 4, yy + 1, fmt(bar.value))
+        img[top:bottom, left] = INK
+        img[bottom, left:width - right] = INK
+        draw_text(img, width - right - 6 * len(value_label), bottom + 15, value_label)
+        y0 += height
     return img
 
 
-def write_memory_plan(report: dict[str, Any], path: str) -> None:
+def write_hbar_chart(path: str, panels: Sequence[tuple[str, Sequence[HBar]]], value_label: str,
+                     legend: dict[str, tuple[int, int, int]] | None = None) -> None:
     with open(path, "wb") as f:
-        f.write(encode_png(render_memory_plan(report)))
+        f.write(encode_png(render_hbar_chart(panels, value_label, legend)))

@@ -8,7 +8,8 @@ error is a bug in qtrain and keeps its traceback.
 
 Inputs are `.npz` files (DESIGN.md): `read_npz` reads one (one error type, `NpzError`, naming the path;
 `qtrain.files` checks every member before loading it), `images_and_labels` checks the `image` /
-`label` conventions, `check_input_q` an `input_q` against the model's.
+`label` conventions (both from `qtrain.npz`, re-exported here), `check_input_q` an `input_q` against the
+model's.
 
 Outputs (`qtrain.files`, re-exported here): `check_output` refuses to write over an input; `write_npz`,
 `write_text` and `write_bytes` write exactly the path given (np.savez would append `.npz`) through a
@@ -37,19 +38,18 @@ from xdsl.utils.exceptions import DiagnosticException, ParseError
 
 from qtrain.errors import UserError
 from qtrain.files import (
-    NpzError,
     OutputError,
     atomic_file,
     check_output,
-    read_npz,
     same_file,
     write_bytes,
     write_npz,
     write_text,
 )
+from qtrain.npz import NpzError, images_and_labels, labels_int32, read_npz
 
-__all__ = ["NpzError", "OutputError", "atomic_file", "check_output", "read_npz", "same_file", "write_bytes",
-           "write_npz", "write_text"]
+__all__ = ["NpzError", "OutputError", "atomic_file", "check_output", "images_and_labels", "labels_int32", "read_npz",
+           "same_file", "write_bytes", "write_npz", "write_text"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -129,39 +129,6 @@ def run_tool(prog: str, body: Callable[[], int | None], argv: Sequence[str],
 
 
 # -- npz inputs --------------------------------------------------------------------------------------------
-
-
-def images_and_labels(arrays: dict[str, np.ndarray], path: Path, image_key: str = "image", label_key: str = "label",
-                      *, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images int8 [N, H, W, C], labels int32 [N] or None) from `arrays[image_key]` / `[label_key]`."""
-    if image_key not in arrays:
-        raise NpzError(f"{path} has no '{image_key}' array (keys: {', '.join(sorted(arrays)) or 'none'})")
-    images = arrays[image_key]
-    if images.dtype != np.int8 or images.ndim != 4 or len(images) == 0:
-        raise NpzError(f"{path}: '{image_key}' must be int8 NHWC [N, H, W, C] (already quantized with the model's "
-                       f"input parameters), got {images.dtype} {list(images.shape)}")
-    if label_key not in arrays:
-        if need_labels:
-            raise NpzError(f"{path} has no '{label_key}' array, which training needs")
-        return images, None
-    labels = arrays[label_key]
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise NpzError(f"{path}: '{label_key}' must be integers of shape [{len(images)}], got {labels.dtype} "
-                       f"{list(labels.shape)}")
-    return images, labels_int32(labels, path, label_key)
-
-
-INT32 = np.iinfo(np.int32)
-
-
-def labels_int32(labels: np.ndarray, path: Path | str, key: str = "label") -> np.ndarray:
-    """Integer labels as int32, refusing any value int32 cannot hold (narrowing would wrap it into a
-    valid class: 2^32 + 1 would become 1)."""
-    labels = np.asarray(labels)
-    if labels.size and (int(labels.min()) < INT32.min or int(labels.max()) > INT32.max):
-        bad = int(labels.max()) if int(labels.max()) > INT32.max else int(labels.min())
-        raise NpzError(f"{path}: '{key}' holds {bad}, which is not a class index (labels are int32)")
-    return labels.astype(np.int32)
 
 
 def check_labels(labels: np.ndarray, classes: int, path: Path | str, key: str = "label",

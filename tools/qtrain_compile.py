@@ -1,15 +1,32 @@
 """`qtrain-compile`: a model in, a training firmware out.
 
-    qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb 256] [--target qemu|stm32f746|host]
-                   [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--no-qas] [--weight-storage f32|i8]
+    qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb KB] [--target qemu|qemu-m4|qemu-m33|...]
+                   [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
+                   [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i8]
                    [--num-classes 10] [--calibration DATA.npz] [--memory-report FILE.json]
-                   [--lifetime-plot FILE.png] [--emit-llvm] [--bounds-check] [--force] -o DIR
+                   [--lifetime-plot FILE.png] [--emit-llvm] [--profile] [--bounds-check] [--force] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
-DIR/model.h, DIR/memory.json and DIR/firmware.elf (or DIR/firmware for --target host), and with
---emit-llvm DIR/model.ll (the model's LLVM IR for thumbv7em, from clang on the C). Prints the
-memory figures. Exit codes: 0 ok, 2 bad input or a plan over budget (one line on stderr; --debug for
-a traceback).
+DIR/model.h, DIR/memory.json, DIR/memory.html (the SRAM plan as a picture with a tooltip per buffer,
+and a table of every buffer) and DIR/firmware.elf (or DIR/firmware for --target host), with
+--emit-llvm DIR/model.ll (the model's LLVM IR for the target, from clang on the C) and with
+--lifetime-plot FILE.png the same picture as a PNG. With --profile the firmware counts every op (one
+counter read after each op's kernel calls) and DIR/profile.json names the slots (op, layer, kind, MACs)
+for `qtrain-run --profile`; without it the firmware has no instrumentation at all. Prints the memory
+figures. The Python API does the same: `qtrain.compile(model, scheme=..., target=..., output=DIR)`.
+
+Targets (targets/armv7em/build.py's BOARDS; --sram-kb defaults to the target's budget):
+{targets}
+
+Exit codes: 0 ok, 2 bad input, a plan over budget or a firmware too large for the board (one line on
+stderr; --debug for a traceback).
+
+The training recipe is compiled into the firmware: the device computes each step's learning rate
+(linear warm-up over --warmup-steps, cosine decay over the horizon --steps down to --final-lr-ratio x
+the base rate, then that rate held, so training can go on past the horizon); --lr and --bias-lr are
+the base rates, which follow the same schedule; --momentum > 0 adds SGD momentum (an fp32 velocity
+per trainable tensor, counted in the memory plan). --warmup-steps 0 --steps 0 trains at a constant
+rate. Defaults: qtrain.transforms.recipe.COMPILE_RECIPE (the schedule's are provisional).
 
 --bounds-check builds a debug firmware whose arena and scratch buffer sit between guard bands that are
 checked whenever qtrain_infer or qtrain_train_step returns: a kernel that wrote outside them stops the
@@ -33,58 +50,28 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from qtrain.api import load_model as load_any  # noqa: F401 (the name other tools import from here)
 from qtrain.errors import UserError
-from qtrain.files import usual_permissions
+from qtrain.targets.armv7em import build
 from qtrain.tools.plumbing import (
     LEARNING_RATE,
     ArgumentParser,
     OutputError,
-    UsageError,
-    check_output,
     number,
     run_tool,
     same_file,
-    write_bytes,
-    write_text,
 )
 from qtrain.transforms.recipe import COMPILE_RECIPE
 
-TARGETS = ("qemu", "stm32f746", "host")
+TARGETS = build.TARGETS
 MANIFEST = ".qtrain-compile"
 """In an output folder: the names of the files qtrain-compile wrote there, one a line."""
 
 
-def load_any(path: Path, num_classes: int, calibration: Path | None):  # noqa: ANN201
-    """Forward-only qtrain IR from an ONNX model, a reference .pkl model, or an .mlir file."""
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from qtrain.frontends.onnx import import_onnx
-
-        return import_onnx(path, calibration=str(calibration) if calibration else None, classifier=True)
-    if suffix == ".pkl":
-        from qtrain.frontends.tiny_training import import_tiny_training
-
-        return import_tiny_training(path, num_classes=num_classes)
-    if suffix == ".mlir":
-        from qtrain.interpreter import load_module
-
-        return load_module(path)
-    raise UsageError(f"{path}: unknown model format '{suffix}' (expected .onnx, .pkl or .mlir)")
-
-
-def emit_llvm_ir(out: Path, target: str, final: Path) -> Path:
-    """DIR/model.ll: the model's LLVM IR for the target (clang -S -emit-llvm with the firmware's flags)."""
-    import subprocess
-
-    from qtrain.targets.armv7em.build import BuildError, compile_flags, find_tool
-
-    ll = out / "model.ll"
-    command = [find_tool("clang"), *compile_flags(target), f"-I{out}", "-S", "-emit-llvm",  # type: ignore[arg-type]
-               f"-ffile-prefix-map={out.resolve()}={final.resolve()}", str(out / "model.c"), "-o", str(ll)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BuildError(f"clang -emit-llvm failed:\n{result.stderr.strip()}")
-    return ll
+def _targets_help() -> str:
+    lines = [f"  {name:<14}{b.summary}; budget {b.budget_kb} KB" for name, b in build.BOARDS.items()]
+    lines.append(f"  {'host':<14}a native executable from the same C; budget {build.HOST_BUDGET_KB} KB")
+    return "\n".join(lines)
 
 
 def inputs_of(args: argparse.Namespace) -> list[Path]:
@@ -150,100 +137,47 @@ def install(build: Path, out: Path) -> None:
 
 
 def compile_model(args: argparse.Namespace) -> dict[str, object]:
-    inputs = inputs_of(args)
-    out: Path = args.output
-    check_output_dir(out, args.force, inputs)
-    for extra, what in ((args.memory_report, "memory report"), (args.lifetime_plot, "lifetime plot")):
-        if extra is not None:
-            check_output(extra, inputs, what)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        build = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        usual_permissions(build)
-    except OSError as e:
-        raise OutputError(f"cannot create {out}: {e.strerror or e}") from e
-    try:
-        summary = compile_into(args, build, out)
-        install(build, out)
-    finally:
-        if build.exists():
-            shutil.rmtree(build, ignore_errors=True)
-    return summary
+    """qtrain.compile with the command line's options; the summary --json prints."""
+    from qtrain.api import compile as compile_build
 
-
-def compile_into(args: argparse.Namespace, out: Path, final: Path) -> dict[str, object]:
-    """The compile, writing every file into `out` (a temporary folder that becomes `final`)."""
-    from qtrain.dialects.qtrain import ParamOp
-    from qtrain.dialects.qtrain.contract import MEMORY
-    from qtrain.lowering.emit_c import emit_model
-    from qtrain.targets.armv7em.build import build_firmware, kernel_sources
-    from qtrain.transforms.pipeline import apply_passes, training_passes
-
-    module = load_any(args.model, args.num_classes, args.calibration)
-    if any(getattr(o, "sym_name", None) is not None and o.sym_name.data == "train_step" for o in module.ops):
-        raise UserError(f"{args.model}: already has @train_step; give the forward-only model")
-    report = out / "memory.json"
-    passes = training_passes(
-        args.scheme,
-        reorder=not args.no_reorder,
-        fuse_streaming=not args.no_fuse,
-        sram_kb=args.sram_kb,
-        lr=args.lr,
-        bias_lr=args.bias_lr,
-        qas=not args.no_qas,
-        weight_storage=args.weight_storage,
-        memory_report=str(report),
-    )
-    apply_passes(module, passes)
-    (out / "model.mlir").write_text(str(module) + "\n")
-    source, header = emit_model(module)
-    (out / "model.c").write_text(source)
-    (out / "model.h").write_text(header)
-    if args.emit_llvm:
-        emit_llvm_ir(out, args.target, final)
-    firmware = out / ("firmware" if args.target == "host" else "firmware.elf")
-    # Debug info names the final folder, not the temporary one.
-    result = build_firmware([out / "model.c", *kernel_sources()], firmware, args.target, include_dirs=[out],
-                            defines=["QTRAIN_BOUNDS_CHECK"] if args.bounds_check else [],
-                            extra_cflags=[f"-ffile-prefix-map={out.resolve()}={final.resolve()}"])
-    memory = json.loads(Path(report).read_text())
-    if args.memory_report:
-        write_text(args.memory_report, json.dumps(memory, indent=2) + "\n", inputs_of(args), "memory report")
-    if args.lifetime_plot:
-        from qtrain.tools.charts import encode_png, render_memory_plan
-
-        write_bytes(args.lifetime_plot, encode_png(render_memory_plan(memory)), inputs_of(args), "lifetime plot")
-    summary: dict[str, object] = {
-        "firmware": str(final / firmware.name),
-        "peak_sram_bytes": memory["peak_sram_bytes"],
-        "arena_bytes": memory["arena_bytes"],
-        "trainable_bytes": memory["trainable_bytes"],
-        "scratch_bytes": memory["scratch_bytes"],
-        "trainable_tensors": sum(1 for o in module.ops if isinstance(o, ParamOp) and o.is_trainable),
-        "peak_op": module.attributes[MEMORY].data["peak_op"].data,  # type: ignore[attr-defined]
-    }
-    if result.memory is not None:
-        summary["flash_bytes"] = result.memory.flash_bytes
-        summary["static_sram_bytes_in_elf"] = result.memory.sram_bytes
-    return summary
+    return compile_build(
+        args.model, scheme=args.scheme, target=args.target, output=args.output, sram_kb=args.sram_kb,
+        reorder=not args.no_reorder, fuse=not args.no_fuse, lr=args.lr, bias_lr=args.bias_lr,
+        warmup_steps=args.warmup_steps, steps=args.steps, final_lr_ratio=args.final_lr_ratio, momentum=args.momentum,
+        qas=not args.no_qas, weight_storage=args.weight_storage, num_classes=args.num_classes,
+        calibration=args.calibration, emit_llvm=args.emit_llvm, memory_report=args.memory_report,
+        lifetime_plot=args.lifetime_plot, profile=args.profile,
+        bounds_check=args.bounds_check, force=args.force,
+    ).summary()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="qtrain-compile", description=__doc__,
+    parser = ArgumentParser(prog="qtrain-compile", description=__doc__.format(targets=_targets_help()),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--scheme", default="full",
                         help="full | bias-only | last-k=K | FILE.json#MODEL/BUDGET (default: full)")
-    parser.add_argument("--sram-kb", type=number(int, low=1, high=2**21, what="an SRAM budget in KB"), default=256,
-                        help="SRAM budget for the static plan (default 256)")
-    parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu)")
+    parser.add_argument("--sram-kb", type=number(int, low=1, high=2**21, what="an SRAM budget in KB"), default=None,
+                        help="SRAM budget for the static plan (default: the target's, e.g. 256 for qemu)")
+    parser.add_argument("--target", choices=TARGETS, default="qemu", help="firmware target (default qemu; see above)")
     parser.add_argument("--no-reorder", action="store_true", help="keep the naive schedule (updates at the end)")
     parser.add_argument("--no-fuse", action="store_true",
                         help="keep frozen 1x1 + depthwise pairs separate (no qtrain-fuse-streaming)")
     parser.add_argument("--lr", type=LEARNING_RATE, default=COMPILE_RECIPE.lr,
                         help=f"learning rate (default {COMPILE_RECIPE.lr:g})")
-    parser.add_argument("--bias-lr", type=LEARNING_RATE, default=None, help="bias learning rate (default: --lr)")
+    parser.add_argument("--bias-lr", type=LEARNING_RATE, default=COMPILE_RECIPE.bias_lr,
+                        help="bias learning rate (default: --lr)")
+    parser.add_argument("--warmup-steps", type=int, default=COMPILE_RECIPE.warmup_steps,
+                        help=f"linear learning-rate warm-up, in steps (default {COMPILE_RECIPE.warmup_steps}; 0: none)")
+    parser.add_argument("--steps", type=int, default=COMPILE_RECIPE.steps,
+                        help=f"horizon of the cosine learning-rate decay, in steps; the final rate is held after it "
+                             f"(default {COMPILE_RECIPE.steps}; 0: no decay)")
+    parser.add_argument("--final-lr-ratio", type=float, default=COMPILE_RECIPE.final_lr_ratio,
+                        help=f"learning rate at and after the horizon, as a fraction of --lr / --bias-lr "
+                             f"(default {COMPILE_RECIPE.final_lr_ratio:g})")
+    parser.add_argument("--momentum", type=float, default=COMPILE_RECIPE.momentum,
+                        help=f"SGD momentum in [0, 1) (default {COMPILE_RECIPE.momentum:g}: none)")
     parser.add_argument("--no-qas", action="store_true", help="plain SGD without quantization-aware scaling")
     parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32",
                         help="SRAM copy of trainable weights: fp32 master (default) or int8 in place")
@@ -252,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
     parser.add_argument("--memory-report", type=Path, help="also write memory.json here")
     parser.add_argument("--emit-llvm", action="store_true", help="also write DIR/model.ll (LLVM IR for the target)")
-    parser.add_argument("--lifetime-plot", type=Path, help="write a PNG of the arena plan")
+    parser.add_argument("--lifetime-plot", type=Path,
+                        help="write a PNG of the SRAM plan (buffers over the schedule, peak, budget)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instrument the firmware: per-op counts for `qtrain-run --profile` (DIR/profile.json)")
     parser.add_argument("--bounds-check", action="store_true",
                         help="debug build: guard bands around the arena and scratch, checked after every call of "
                              "qtrain_infer / qtrain_train_step")
@@ -272,9 +209,10 @@ def compile_and_report(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
     else:
         kb = lambda n: f"{int(n) / 1024:.1f} KB"  # noqa: E731
-        print(f"qtrain-compile: {summary['firmware']}")
+        print(f"qtrain-compile: {summary['firmware']} ({summary['target']})")
         print(f"  peak SRAM {kb(summary['peak_sram_bytes'])} = arena {kb(summary['arena_bytes'])} + trainable "
-              f"{kb(summary['trainable_bytes'])} + scratch {kb(summary['scratch_bytes'])}")
+              f"{kb(summary['trainable_bytes'])} (training state {summary['state_bytes']} B of it) + scratch "
+              f"{kb(summary['scratch_bytes'])}, of a {kb(summary['budget_bytes'])} budget")
         print(f"  peak at {summary['peak_op']}")
         if "flash_bytes" in summary:
             print(f"  Flash {kb(summary['flash_bytes'])} (code + weights), "

@@ -1,6 +1,6 @@
 """`qtrain-demo`: the main job, end to end, with the tools a user would run.
 
-    qtrain-demo [-o demo/] [--budget-kb 24] [--steps 2000] [--eval-every 250]
+    qtrain-demo [-o demo/] [--budget-kb 24] [--steps 2000] [--eval-every 250] [--target qemu|qemu-m4|qemu-m33]
                 [--model MODEL.onnx|.pkl|.mlir --data TASK.npz [--calibration CAL.npz]] [--fresh-analysis]
 
 1. the task: by default the project's downstream task (examples/digits/make_task.py): a float CNN
@@ -10,11 +10,16 @@
 2. qtrain-search-scheme: contribution analysis + evolutionary search for a sparse-update scheme under
    --budget-kb (for the digits task the fine-tuning runs of the analysis are read from the cache
    examples/digits/contributions.json, made by the same command; --fresh-analysis redoes them);
-3. qtrain-compile for the emulated Cortex-M7 (qemu-system-arm -M mps2-an500);
+3. qtrain-compile for the emulated device (--target: qemu, the Cortex-M7 on qemu-system-arm -M mps2-an500;
+   qemu-m4, the Cortex-M4F on mps2-an386; qemu-m33, the Cortex-M33 on mps2-an505);
 4. qtrain-run: accuracy on the held-out split before, during and after on-device fine-tuning, with a
    progress bar;
-5. a summary (accuracy before/after, loss curve, peak SRAM, Flash, instructions per step) and two PNGs:
-   training.png (loss and held-out accuracy) and memory_plan.png (the arena over the schedule).
+5. qtrain-export: the fine-tuned network out of the device as QOperator ONNX (finetuned.onnx), checked
+   against the device: onnxruntime's output_q on the held-out split equals the device's, image by image,
+   and so does the accuracy (needs onnxruntime; skipped with a note without it);
+6. a summary (accuracy before/after, loss curve, peak SRAM, Flash, instructions per step) and two PNGs:
+   training.png (loss and held-out accuracy) and memory_plan.png (the SRAM plan over the training step;
+   build/memory.html has it with a tooltip per buffer and a table).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from qtrain.errors import UserError
+from qtrain.targets.armv7em.build import BOARDS, QEMU_TARGETS
 from qtrain.tools.plumbing import (
     ArgumentParser,
     CheckFailed,
@@ -45,7 +51,8 @@ from qtrain.transforms.recipe import FINE_TUNE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "examples" / "digits"
-LR, BIAS_LR = FINE_TUNE_RECIPE.lr, FINE_TUNE_RECIPE.bias_lr  # what the contribution analysis measured with
+# what the contribution analysis measured with (lr, bias lr and schedule: FINE_TUNE_RECIPE's constant rate)
+LR, BIAS_LR = FINE_TUNE_RECIPE.lr, FINE_TUNE_RECIPE.bias_lr
 
 
 class DemoError(CheckFailed):
@@ -53,7 +60,7 @@ class DemoError(CheckFailed):
 
 
 def step(n: int, text: str) -> None:
-    print(f"\n[{n}/5] {text}", flush=True)
+    print(f"\n[{n}/6] {text}", flush=True)
 
 
 def run(cmd: list[str], what: str, capture: bool = False) -> str:
@@ -104,6 +111,33 @@ def quantize_task(model: Path, arrays: dict[str, np.ndarray], calibration: Path 
     return out
 
 
+def export_and_check(out: Path, data: Path) -> str:
+    """qtrain-export --verify, then the held-out accuracy of the exported model under onnxruntime; the
+    summary line (also written to export.json)."""
+    model = out / "finetuned.onnx"
+    run([*tool("qtrain_export"), out / "build", "--params", out / "result.npz", "-o", model], "exporting")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return f"exported {model} (onnxruntime is not installed: not checked against the device)"
+    from qtrain.tools.qtrain_export import onnx_output_q
+
+    with np.load(data) as task, np.load(out / "result.npz") as result:
+        images, labels, device = task["test_image"], task["test_label"], result["eval_output_q_after"]
+    onnx = onnx_output_q(model, images)
+    same = int(np.sum(np.all(onnx == device, axis=1)))
+    onnx_accuracy = float(np.mean(np.argmax(onnx, axis=1) == labels))
+    device_accuracy = float(np.mean(np.argmax(device, axis=1) == labels))
+    (out / "export.json").write_text(json.dumps({
+        "onnx": str(model), "images": len(images), "output_q_identical": same,
+        "onnx_accuracy": onnx_accuracy, "device_accuracy": device_accuracy}, indent=2) + "\n")
+    print(f"  onnxruntime on {model.name}: output_q equal to the device's on {same} of {len(images)} held-out images")
+    if same != len(images):
+        raise DemoError(f"the exported model differs from the device on {len(images) - same} images")
+    return (f"exported {model}: onnxruntime gives the device's output_q on all {len(images)} held-out images, "
+            f"accuracy {100 * onnx_accuracy:.1f}% (device {100 * device_accuracy:.1f}%)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="qtrain-demo", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="on-device training steps (2000)")
     parser.add_argument("--eval-every", type=number(int, low=1, high=2**32 - 1, what="a number of steps"),
                         default=250, help="held-out evaluation every K steps (250)")
+    parser.add_argument("--target", choices=QEMU_TARGETS, default="qemu",
+                        help="the emulated device: qemu (Cortex-M7, default), qemu-m4 (Cortex-M4F), qemu-m33")
     parser.add_argument("--model", type=Path, help="your model (.onnx, .pkl or forward-only .mlir)")
     parser.add_argument("--data", type=Path, help="your task npz: image, label, test_image, test_label")
     parser.add_argument("--calibration", type=Path, help="float NCHW images (npz `image`) for an ONNX float model")
@@ -165,8 +201,8 @@ def demo(args: argparse.Namespace) -> str:
         if arrays["image"].dtype != np.int8 or arrays["test_image"].dtype != np.int8:
             data = quantize_task(model, arrays, args.calibration, out / "task.npz")
         name = args.model_name or model.stem
-    with np.load(data) as task:
-        n_train, n_test = len(task["label"]), len(task["test_label"])
+    task = read_npz(data, "task")
+    n_train, n_test = len(task["label"]), len(task["test_label"])
     print(f"  {n_train} training images (fine-tuning data), {n_test} held-out test images")
 
     # 2. scheme search
@@ -190,21 +226,29 @@ def demo(args: argparse.Namespace) -> str:
     # 3. compile
     step(3, "qtrain-compile: autodiff, sparse update, dead-gradient elimination, reorder, memory plan, C, firmware")
     compile_cmd = [*tool("qtrain_compile"), model, "--scheme", scheme, "--lr", str(LR), "--bias-lr", str(BIAS_LR),
-                   "--sram-kb", f"{max(1, int(np.ceil(args.budget_kb)))}", "--target", "qemu",
+                   "--warmup-steps", str(FINE_TUNE_RECIPE.warmup_steps), "--steps", str(FINE_TUNE_RECIPE.steps),
+                   "--final-lr-ratio", str(FINE_TUNE_RECIPE.final_lr_ratio),
+                   "--momentum", str(FINE_TUNE_RECIPE.momentum),
+                   "--sram-kb", f"{max(1, int(np.ceil(args.budget_kb)))}", "--target", args.target,
                    "--lifetime-plot", out / "memory_plan.png", "-o", out / "build", "--json"]
     if args.calibration:
         compile_cmd += ["--calibration", args.calibration]
     built = json.loads(run(compile_cmd, "compiling", capture=True))
 
     # 4. run on the emulated device
-    step(4, f"qtrain-run: fine-tune on the emulated Cortex-M7 for {args.steps} steps, evaluating the held-out split")
+    core = BOARDS[args.target].summary.split(":")[1].split(",")[0].strip()
+    step(4, f"qtrain-run: fine-tune on the emulated {core} for {args.steps} steps, evaluating the held-out split")
     report = json.loads(run([*tool("qtrain_run"), out / "build" / "firmware.elf", "--inputs", data, "--eval", "same",
                              "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--progress",
                              "-o", out / "result.npz", "--json"], "running on QEMU", capture=True))
     (out / "result.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    # 5. report
-    step(5, "results")
+    # 5. the fine-tuned model out of the device
+    step(5, "qtrain-export: the fine-tuned network as ONNX, checked against the device with onnxruntime")
+    exported = export_and_check(out, data)
+
+    # 6. report
+    step(6, "results")
     with np.load(out / "result.npz") as result:
         loss = result["loss"].astype(np.float64)
         curve = result["eval_accuracy_curve"] if "eval_accuracy_curve" in result else np.zeros((0, 2))
@@ -220,6 +264,7 @@ def demo(args: argparse.Namespace) -> str:
     instr = np.asarray(report["instructions_per_step"], dtype=np.float64)
     macs = report["macs_per_step"]
     before, after = report["eval_accuracy_before"], report["eval_accuracy_after"]
+    mhz = BOARDS[args.target].clock_mhz
     kb = lambda n: f"{n / 1024:.1f} KB"  # noqa: E731
     lines = [
         "",
@@ -232,9 +277,12 @@ def demo(args: argparse.Namespace) -> str:
         f"{kb(built['arena_bytes'])} + trainable {kb(built['trainable_bytes'])} + scratch "
         f"{kb(built['scratch_bytes'])}) + stack {report['stack_bytes']} B",
         f"  Flash: {kb(report['flash_bytes'])}",
+        f"  {exported}",
         f"  per training step: {instr.mean() / 1e6:.2f} M instructions for {macs / 1e6:.2f} M MACs "
-        f"({instr.mean() / macs:.2f} instructions/MAC; {instr.mean() / 216e6 * 1e3:.1f} ms at 216 MHz if 1 IPC)",
-        f"  wrote {out / 'training.png'}, {out / 'memory_plan.png'}, {out / 'result.npz'}, {out / 'build'}/",
+        f"({instr.mean() / macs:.2f} instructions/MAC; {instr.mean() / (mhz * 1e6) * 1e3:.1f} ms at {mhz} MHz "
+        f"if 1 IPC)",
+        f"  wrote {out / 'training.png'}, {out / 'memory_plan.png'}, {out / 'finetuned.onnx'}, "
+        f"{out / 'result.npz'}, {out / 'build'}/ (memory.html: the SRAM plan)",
         f"  total time {time.monotonic() - started:.0f} s",
     ]
     return "\n".join(lines)

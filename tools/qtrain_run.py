@@ -1,12 +1,14 @@
-"""`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7) or the host and collect the results.
+"""`qtrain-run`: run a compiled model's firmware on QEMU (Cortex-M7, M4F or M33) or the host and collect the results.
 
     qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
                [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
-               [--flash-image FILE [--checkpoint-every K]] [--power-cut-at-instruction N] [--debug]
+               [--flash-image FILE [--checkpoint-every K]] [--power-cut-at-instruction N]
+               [--profile [--profile-chart PNG]] [--debug]
 
-The firmware is either an ARM ELF built for `--target qemu` (run on `qemu-system-arm -M mps2-an500
--cpu cortex-m7 -icount shift=0` with semihosting) or a host executable built for `--target host` (run
-directly); both speak the request/result protocol of targets/armv7em/harness.c.
+The firmware is either an ARM ELF built for a QEMU target, run with semihosting on the machine it names
+(`--target qemu`: `qemu-system-arm -M mps2-an500 -cpu cortex-m7 -icount shift=0`; `qemu-m4`: `-M
+mps2-an386 -cpu cortex-m4`; `qemu-m33`: `-M mps2-an505 -cpu cortex-m33`), or a host executable built for
+`--target host` (run directly); both speak the request/result protocol of targets/armv7em/harness.c.
 
 Inputs (DESIGN.md conventions): `image` int8 NHWC [N, H, W, C], already quantized with the model's input
 parameters; `label` int [N] (optional for `forward`). Without `--inputs`, `inputs.npz` next to the
@@ -30,20 +32,29 @@ accuracy; with --eval, accuracy before and after), or with `--json` only the JSO
 {"instructions_per_step", "macs_per_step", "stack_bytes", "sram_bytes", "flash_bytes", ...} where
 sram_bytes = the model's static SRAM (qtrain_memory.peak_sram_bytes) + the measured stack high-water mark
 and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data);
-with --eval also "eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve";
-always "step", "restored_step" and "checkpoints" (written in this run).
+"sram_limit_bytes" and "flash_limit_bytes" are the target board's (null on the host); with --eval also
+"eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve"; always "step",
+"restored_step" and "checkpoints" (written in this run).
 
 Checkpoints: `--flash-image FILE` gives the device a Flash that persists in FILE (the whole 1 MB
 Flash; made from the firmware when missing, and otherwise the firmware is written into it as flashing
 would, keeping the checkpoint sectors). At start the device restores its newest valid checkpoint from
-it: the trained tensors and its step counter, which also picks the next training sample (step t trains
-on sample t mod N), so `--steps S` trains S more steps continuing the data order. `--checkpoint-every
-K` saves a checkpoint after every step that leaves the step counter a multiple of K.
+it: all its training state (the trained tensors, the step counter, momentum velocities), and the step
+counter also picks the next training sample (step t trains on sample t mod N) and the learning rate of
+the schedule, so `--steps S` trains S more steps continuing the data order. `--checkpoint-every K`
+saves a checkpoint after every step that leaves the step counter a multiple of K.
 `--power-cut-at-instruction N` (QEMU) stops the emulator right before guest instruction N + 1, as
 pulling the plug would (a QEMU TCG plugin, power_cut.py): exit status 0, a one-line note on stderr (and
 with --json {"power_cut": true, "instructions": N, "steps_done": ...}), no -o; the next run with the
 same --flash-image resumes from the newest checkpoint that was complete. `--steps 0 -o OUT.npz` only
-restores and writes the parameters and `step` (no --inputs needed).
+restores and writes the parameters and `step` (no --inputs needed). `execute` takes the same three
+options, so `qtrain.Build.run` has them too.
+
+Profile: `--profile` (a firmware from `qtrain-compile --profile`, with DIR/profile.json) adds the per-op
+counts of the last training step and of one inference (after training, one more run infers the first
+image; with --eval the last evaluation pass is used): op, layer, kind (forward / backward / update),
+MACs, instructions (host: nanoseconds), per MAC and share of the call, as a table, as "profile" in
+--json, and with `--profile-chart PNG` as a horizontal bar chart.
 
 Progress: the firmware prints a line per step / evaluation pass / image while it runs; qtrain-run reads
 them as they come and draws a progress bar (steps, running loss, latest evaluation accuracy, ETA) on
@@ -72,7 +83,9 @@ from typing import IO, Any
 import numpy as np
 
 from qtrain.errors import UserError
-from qtrain.targets.armv7em import build, flash_image, power_cut, protocol
+from qtrain.targets.armv7em import build, power_cut, protocol
+from qtrain.targets.armv7em import flash_image as flash_image_file
+from qtrain.tools import profile_report
 from qtrain.tools.plumbing import (
     ArgumentParser,
     CheckFailed,
@@ -101,7 +114,7 @@ SAME = "same"
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="qtrain-run", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu) or a host build")
+    parser.add_argument("firmware", type=Path, help="firmware.elf (--target qemu, qemu-m4, qemu-m33) or a host build")
     parser.add_argument("--inputs", type=Path, help="npz with `image` (int8 NHWC) and `label` "
                                                     "(default: inputs.npz next to the firmware)")
     parser.add_argument("--eval", metavar="EVAL.npz|same",
@@ -129,6 +142,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=number(float, low=0, low_open=True, high=math.inf, what="a time in seconds"),
                         default=DEFAULT_TIMEOUT_S,
                         help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:.0f})")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-op counts of one step and one inference (firmware from qtrain-compile --profile)")
+    parser.add_argument("--profile-chart", type=Path, metavar="PNG", help="with --profile: a bar chart of the ops")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return parser.parse_args(argv)
 
@@ -182,7 +198,8 @@ def model_input_quant(firmware: Path) -> tuple[float, int] | None:
 
 
 def check_firmware(firmware: Path) -> str:
-    """'qemu' or 'host'; UserError for anything qtrain-run cannot run."""
+    """The firmware's target: 'host' or a QEMU target (build.QEMU_TARGETS); UserError for anything
+    qtrain-run cannot run."""
     if not firmware.is_file():
         raise UserError(f"no such firmware: {firmware}")
     try:
@@ -191,11 +208,7 @@ def check_firmware(firmware: Path) -> str:
         raise UserError(str(e)) from e
     if machine != build.EM_ARM:
         return "host"
-    vectors = [s for s in build.elf_sections(firmware) if s.name == ".vectors"]
-    if not vectors or vectors[0].address != build.FLASH_ORIGINS["qemu"]:
-        raise UserError(f"{firmware} is not a QEMU mps2-an500 build (link it with --target qemu; STM32F746 builds "
-                        f"run on the chip)")
-    return "qemu"
+    return build.qemu_board(firmware).name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +356,7 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
     counts = [int(c) for c in result.counts]
     train = result.mode != protocol.MODE_INFER
     static_sram = result.memory["peak_sram_bytes"]
-    flash = build.memory_usage(firmware).flash_bytes if target == "qemu" else None
+    usage = build.memory_usage(firmware, target) if target != "host" else None
     out: dict[str, Any] = {
         "target": target,
         "entry": "train_step" if train else "forward",
@@ -352,8 +365,10 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
         "macs_per_step": result.macs_per_train_step if train else result.macs_per_infer,
         "stack_bytes": result.stack_used,
         "sram_bytes": None if result.stack_used is None else static_sram + result.stack_used,
-        "flash_bytes": flash,
+        "flash_bytes": None if usage is None else usage.flash_bytes,
         "static_sram_bytes": static_sram,
+        "sram_limit_bytes": None if usage is None else usage.sram_limit_bytes,
+        "flash_limit_bytes": None if usage is None else usage.flash_limit_bytes,
         "stack_reserved_bytes": result.stack_size,
         "init_instructions": result.init_count if result.counter_kind == "instructions" else None,
         "memory": result.memory,
@@ -426,15 +441,28 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
     if info["restored_step"] or info["checkpoints"]:
         print(f"device step counter: {info['step']} (restored at {info['restored_step']}; "
               f"{info['checkpoints']} checkpoints written)")
+    board = f" on {info['target']}" if info.get("sram_limit_bytes") else ""
     if info["stack_bytes"] is not None:
         print(f"SRAM: {info['sram_bytes']} bytes = static {info['static_sram_bytes']} + stack {info['stack_bytes']} "
-              f"(of {info['stack_reserved_bytes']} reserved)")
+              f"(of {info['stack_reserved_bytes']} reserved)"
+              + (f"; the board has {info['sram_limit_bytes']}{board}" if board else ""))
     if info["flash_bytes"] is not None:
-        print(f"Flash: {info['flash_bytes']} bytes")
+        print(f"Flash: {info['flash_bytes']} bytes" + (f" of {info['flash_limit_bytes']}{board}" if board else ""))
 
 
 def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None,
              inputs: Sequence[Path | None] = ()) -> None:
+    """`-o OUT.npz`: `result_arrays`, written through a temporary file, never over one of `inputs`."""
+    arrays = result_arrays(result, evaluation)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+    write_npz(path, arrays, inputs)
+
+
+def result_arrays(result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> dict[str, np.ndarray]:
+    """What `-o OUT.npz` holds (module docstring), by key."""
     arrays: dict[str, np.ndarray] = {}
     if result.mode != protocol.MODE_INFER:
         assert result.loss is not None
@@ -460,11 +488,7 @@ def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation 
         accuracies = evaluation.accuracies(result)
         if accuracies is not None and result.eval_every:
             arrays["eval_accuracy_curve"] = np.stack([result.eval_steps.astype(np.float64), accuracies], axis=1)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
-    write_npz(path, arrays, inputs)
+    return arrays
 
 
 def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
@@ -478,23 +502,79 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
         check_labels(labels, classes, what)
 
 
-def check_checkpoint_options(args: argparse.Namespace, target: str, entry: str) -> None:
-    if args.checkpoint_every is not None:
-        if args.flash_image is None:
+def check_checkpoint_options(target: str, entry: str, flash_image: Path | None, checkpoint_every: int | None,
+                             power_cut_at_instruction: int | None, others: Sequence[Path | None] = ()) -> None:
+    """The checkpoint options against the firmware's target, the entry and the other files (`others`:
+    the Flash image must not be one of them)."""
+    if checkpoint_every is not None:
+        if flash_image is None:
             raise UserError("--checkpoint-every needs --flash-image FILE (where the checkpoints persist)")
         if entry != "train_step":
             raise UserError("--checkpoint-every applies to training (--entry train_step)")
-        if not 1 <= args.checkpoint_every < 2**32:
-            raise UserError(f"--checkpoint-every must be a number of steps >= 1, got {args.checkpoint_every}")
-    if args.power_cut_at_instruction is not None:
+        if not 1 <= checkpoint_every < 2**32:
+            raise UserError(f"--checkpoint-every must be a number of steps >= 1, got {checkpoint_every}")
+    if power_cut_at_instruction is not None:
         if target != "qemu":
             raise UserError("--power-cut-at-instruction needs a QEMU firmware (--target qemu): it stops the emulator")
-        if args.power_cut_at_instruction < 0:
-            raise UserError(f"--power-cut-at-instruction must be >= 0, got {args.power_cut_at_instruction}")
-    if args.flash_image is not None:
-        for other in (args.firmware, args.inputs, args.output):
-            if other is not None and same_file(args.flash_image, other):
-                raise UserError(f"--flash-image {args.flash_image} is also {other}; give the Flash image its own file")
+        if power_cut_at_instruction < 0:
+            raise UserError(f"--power-cut-at-instruction must be >= 0, got {power_cut_at_instruction}")
+    if flash_image is not None:
+        if target not in ("qemu", "host"):
+            raise UserError(f"--flash-image needs a --target qemu or host firmware, not {target} (the Flash image "
+                            f"file is laid out like the STM32F746's Flash)")
+        for other in others:
+            if other is not None and same_file(flash_image, other):
+                raise UserError(f"--flash-image {flash_image} is also {other}; give the Flash image its own file")
+
+
+def execute(firmware: Path, target: str, images: np.ndarray, labels: np.ndarray, have_labels: bool, *, entry: str,
+            steps: int | None, evaluation: Evaluation | None = None, eval_every: int | None = None,
+            timeout: float = DEFAULT_TIMEOUT_S, progress: bool | None = None,
+            inputs_name: str = "the inputs", flash_image: Path | None = None, checkpoint_every: int | None = None,
+            power_cut_at_instruction: int | None = None) -> tuple[protocol.HarnessResult, dict[str, Any]]:
+    """Runs `firmware` (of `target`, `check_firmware`'s answer) on the images: S = `steps` training steps
+    (default one per image) with `entry` train_step, each image once with forward; with `evaluation`,
+    the evaluation passes (before, every `eval_every` steps, after). Checks the images against the
+    model's interface first (UserError). `progress`: draw the bar on stderr (None: when it is a terminal).
+    Checkpoints (module docstring): `flash_image` persists the device's Flash (made from the firmware
+    when missing), `checkpoint_every` K saves one every K steps, `power_cut_at_instruction` N stops QEMU
+    there and raises `PowerCut`. Returns the decoded results and the --json summary. What qtrain-run and
+    `qtrain.Build.run` share."""
+    check_checkpoint_options(target, entry, flash_image, checkpoint_every, power_cut_at_instruction, (firmware,))
+    interface = model_interface(firmware)
+    check_images(images, labels if entry == "train_step" and have_labels else None, inputs_name, interface)
+    if evaluation is not None:
+        name = evaluation.name
+        check_images(evaluation.images, evaluation.labels, name, interface)
+        if tuple(evaluation.images.shape[1:]) != tuple(images.shape[1:]):
+            raise UserError(f"{name}: evaluation images are {list(evaluation.images.shape[1:])} but the training "
+                            f"images {list(images.shape[1:])}")
+        if eval_every is not None and evaluation.labels is None:
+            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
+    steps = len(images) if steps is None else steps
+    if evaluation is not None:
+        mode = protocol.MODE_TRAIN_EVAL
+        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
+                                          eval_labels=evaluation.labels, eval_every=eval_every or 0,
+                                          checkpoint_every=checkpoint_every or 0)
+    else:
+        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
+        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0,
+                                          checkpoint_every=checkpoint_every or 0)
+    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
+    show = sys.stderr.isatty() if progress is None else progress
+    bar: ProgressBar | None = None
+    if show:
+        passes = list(protocol.eval_schedule(steps, eval_every or 0)) if evaluation is not None else []
+        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
+        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
+    if flash_image is not None:
+        flash_image_file.prepare(flash_image, firmware)
+    cut_at = power_cut_at_instruction
+    result, _ = run(firmware, request, timeout, expected, bar, flash=flash_image,
+                    qemu_args=power_cut.plugin_args(cut_at) if cut_at is not None else ())
+    info = summary(result, target, firmware, labels, have_labels, evaluation)
+    return result, info
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -512,7 +592,13 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError(f"--eval-every must be >= 1, got {args.eval_every}")
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
-    check_checkpoint_options(args, target, entry)
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {args.timeout:g}")
+    if args.profile_chart is not None and not args.profile:
+        raise UserError("--profile-chart needs --profile")
+    check_checkpoint_options(target, entry, args.flash_image, args.checkpoint_every, args.power_cut_at_instruction,
+                             (args.firmware, args.inputs, args.output))
+    slots = check_profiled(firmware) if args.profile else None
     interface = model_interface(firmware)
     inputs: Path = args.inputs or firmware.parent / "inputs.npz"
     if not inputs.is_file() and args.inputs is None and args.steps == 0 and args.eval is None and interface:
@@ -529,55 +615,77 @@ def run_main(args: argparse.Namespace) -> int:
     sources = [firmware, inputs, Path(args.eval) if args.eval not in (None, SAME) else None, args.flash_image]
     if args.output is not None:
         check_output(args.output, sources)  # before the run, not after it
-    check_images(images, labels if entry == "train_step" and have_labels else None, str(inputs), interface)
     evaluation: Evaluation | None = None
     if args.eval is not None:
         eval_images, eval_labels, name = load_eval(args.eval, inputs)
-        check_images(eval_images, eval_labels, name, interface)
-        if tuple(eval_images.shape[1:]) != tuple(images.shape[1:]):
-            raise UserError(f"{name}: evaluation images are {list(eval_images.shape[1:])} but the training images "
-                            f"{list(images.shape[1:])}")
-        if args.eval_every is not None and eval_labels is None:
-            raise UserError(f"{name} has no labels, which the --eval-every accuracy curve needs")
         evaluation = Evaluation(eval_images, eval_labels, name)
-    steps = len(images) if args.steps is None else args.steps
-    if evaluation is not None:
-        mode = protocol.MODE_TRAIN_EVAL
-        request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
-                                          eval_labels=evaluation.labels, eval_every=args.eval_every or 0,
-                                          checkpoint_every=args.checkpoint_every or 0)
-    else:
-        mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
-        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0,
-                                          checkpoint_every=args.checkpoint_every or 0)
-    expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    bar: ProgressBar | None = None
-    if show:
-        passes = list(protocol.eval_schedule(steps, args.eval_every or 0)) if evaluation is not None else []
-        total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
-        bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
-    if args.flash_image is not None:
-        flash_image.prepare(args.flash_image, firmware)
     try:
-        cut_at = args.power_cut_at_instruction
-        result, _ = run(firmware, request, args.timeout, expected, bar, flash=args.flash_image,
-                        qemu_args=power_cut.plugin_args(cut_at) if cut_at is not None else ())
+        result, info = execute(firmware, target, images, labels, have_labels, entry=entry, steps=args.steps,
+                               evaluation=evaluation, eval_every=args.eval_every, timeout=args.timeout,
+                               progress=args.progress, inputs_name=str(inputs), flash_image=args.flash_image,
+                               checkpoint_every=args.checkpoint_every,
+                               power_cut_at_instruction=args.power_cut_at_instruction)
     except PowerCut as cut:
-        done = f"{cut.steps_done} of {steps} steps done" if mode != protocol.MODE_INFER else "inference"
+        steps = len(images) if args.steps is None else args.steps
+        done = f"{cut.steps_done} of {steps} steps done" if entry == "train_step" else "inference"
         print(f"qtrain-run: power cut after {cut.instructions} instructions ({done}); no results"
               f"{' (' + str(args.output) + ' not written)' if args.output else ''}", file=sys.stderr)
         if args.json:
             print(json.dumps({"power_cut": True, "instructions": cut.instructions, "steps_done": cut.steps_done}))
         return 0
-    info = summary(result, target, firmware, labels, have_labels, evaluation)
     if args.output:
         save_npz(args.output, result, evaluation, sources)
+    profiles = []
+    if slots is not None:
+        profiles = profile_entries(firmware, result, slots, images, labels, args.timeout)
+        info["profile"] = {p.entry: p.to_json() for p in profiles}
+        if args.profile_chart is not None:
+            profile_report.write_chart(args.profile_chart, profiles)
     if args.json:
         print(json.dumps(info))
     else:
         print_table(result, info, labels, have_labels, evaluation)
+        for p in profiles:
+            profile_report.print_profile(p)
     return 0
+
+
+def check_profiled(firmware: Path) -> list[Any]:
+    """The slots of a profiled firmware (DIR/profile.json); UserError for an uninstrumented one."""
+    raw = build.elf_symbol_bytes(firmware, "qtrain_profile_slots")
+    if raw is None:
+        raise UserError(f"{firmware} has no per-op counters; compile it with `qtrain-compile --profile`")
+    slots = profile_report.load_slots(firmware)
+    if int(np.frombuffer(raw[:4], "<u4")[0]) != len(slots):
+        raise UserError(f"{firmware.parent / profile_report.PROFILE_JSON} describes {len(slots)} slots but the "
+                        f"firmware has {int(np.frombuffer(raw[:4], '<u4')[0])}: recompile")
+    return slots
+
+
+def profile_entries(firmware: Path, result: protocol.HarnessResult, slots: list[Any], images: np.ndarray,
+                    labels: np.ndarray, timeout: float) -> list[profile_report.EntryProfile]:
+    """The profiles of the last training step and of one inference (a second run when training ran
+    without evaluation passes)."""
+    unit = result.counter_kind or "count"
+    if result.profile is None:
+        raise CheckFailed(f"{firmware.name} wrote no profile table")
+    out = []
+    infer = result
+    if result.mode != protocol.MODE_INFER and result.records:
+        out.append(profile_report.entry_profile("train_step", unit, int(result.counts[-1]),
+                                                result.macs_per_train_step, slots, result.profile))
+    if result.mode == protocol.MODE_TRAIN:
+        request = protocol.encode_request(images[:1], labels[:1], protocol.MODE_INFER)
+        infer, _ = run(firmware, request, timeout, "1 image")
+        assert infer.profile is not None
+    if infer.mode == protocol.MODE_TRAIN_EVAL:
+        assert infer.eval_counts is not None and infer.profile is not None
+        total = int(infer.eval_counts[-1, -1])
+    else:
+        total = int(infer.counts[-1])
+    assert infer.profile is not None
+    out.append(profile_report.entry_profile("forward", unit, total, infer.macs_per_infer, slots, infer.profile))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,8 +3,17 @@
 train_step = forward (each requantizing op also saves its 1-bit clamp mask when the clamp can bite)
            + dequantize + cross-entropy loss
            + backward in reverse op order (fp32 gradients in each tensor's integer domain)
-           + one `qtrain.sgd_update` per trainable parameter, all at the end (the naive schedule;
-             `qtrain-reorder` moves each one up to where its gradient exists).
+           + the learning-rate schedule of this step (`qtrain.lr_schedule`: reads and advances the
+             device's step counter) and one `qtrain.sgd_update` per trainable parameter taking its
+             factor, all at the end (the naive schedule; `qtrain-reorder` moves each update up to where
+             its gradient exists).
+
+The recipe (`qtrain.transforms.recipe`; its defaults are the options' defaults): `lr` and `bias-lr`, the
+base learning rates; `warmup-steps`, linear warm-up; `steps`, the horizon of the cosine decay (0: none);
+`final-lr-ratio`, the fraction of the base rates reached at the horizon and held after it (the device
+keeps learning); `momentum`, SGD momentum (0, the default: plain SGD; otherwise every update keeps an
+fp32 velocity buffer of its parameter's trainable shape as device state, which the planner counts).
+Weight and bias rates follow the same schedule.
 
 Every parameter becomes trainable (the sparse-update pass narrows this). QAS (`qas=true`) sets each
 update's grad_scale to s_w[c]^-2 for weights and (s_x * s_w[c])^-2 for biases, per output channel,
@@ -48,6 +57,7 @@ from qtrain.dialects.qtrain.interfaces import (
     TrainedParamRole,
     produced_quant,
 )
+from qtrain.dialects.qtrain.schedule import MAX_SCHEDULE_STEPS, LRScheduleOp
 from qtrain.transforms.recipe import COMPILE_RECIPE
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -87,8 +97,16 @@ class AutodiffPass(ModulePass):
 
     lr: float = COMPILE_RECIPE.lr
     """learning rate of weight updates"""
-    bias_lr: float | None = None
+    bias_lr: float | None = COMPILE_RECIPE.bias_lr
     """learning rate of bias updates (default: lr)"""
+    warmup_steps: int = COMPILE_RECIPE.warmup_steps
+    """steps of linear learning-rate warm-up (0: none)"""
+    steps: int = COMPILE_RECIPE.steps
+    """horizon of the cosine decay, in steps (0: no decay)"""
+    final_lr_ratio: float = COMPILE_RECIPE.final_lr_ratio
+    """learning rate at and after the horizon, as a fraction of lr / bias-lr"""
+    momentum: float = COMPILE_RECIPE.momentum
+    """SGD momentum in [0, 1) (0: none; otherwise an fp32 velocity per trainable tensor)"""
     qas: bool = True
     """quantization-aware scaling of the gradients"""
     loss: Literal["cross-entropy"] = "cross-entropy"
@@ -106,8 +124,22 @@ class AutodiffPass(ModulePass):
             if value is not None and not (0 < value <= FLOAT32_MAX and float(np.float32(value)) > 0):
                 raise PassFailedException(f"{self.name}: {option} = {value:g} is not a usable learning rate (a "
                                           f"positive float32: between 1.4e-45 and 3.4e38)")
+        self._check_schedule()
         train = self._build_train_step(forward, param_ops(op))
         op.body.block.add_op(train)
+
+    def _check_schedule(self) -> None:
+        if not 0 <= self.warmup_steps <= MAX_SCHEDULE_STEPS:
+            raise PassFailedException(f"{self.name}: warmup-steps must be within [0, {MAX_SCHEDULE_STEPS}], "
+                                      f"got {self.warmup_steps}")
+        if self.steps != 0 and not self.warmup_steps < self.steps <= MAX_SCHEDULE_STEPS:
+            raise PassFailedException(f"{self.name}: steps (the decay horizon) must be 0 (no decay) or more than "
+                                      f"warmup-steps ({self.warmup_steps}) and at most {MAX_SCHEDULE_STEPS}, "
+                                      f"got {self.steps}")
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise PassFailedException(f"{self.name}: final-lr-ratio must be within [0, 1], got {self.final_lr_ratio}")
+        if not 0 <= self.momentum < 1:
+            raise PassFailedException(f"{self.name}: momentum must be within [0, 1), got {self.momentum}")
 
     # -- construction ----------------------------------------------------------------------------------
 
@@ -167,7 +199,9 @@ class AutodiffPass(ModulePass):
                 raise PassFailedException(f"{self.name}: no gradient for {fop.name}")
             fop.build_backward(bw)
 
-        # 4. updates, all after the backward (naive schedule)
+        # 4. this step's learning-rate factor, then the updates, all after the backward (naive schedule)
+        schedule = bw.emit(LRScheduleOp(warmup_steps=self.warmup_steps, steps=self.steps,
+                                        final_ratio=self.final_lr_ratio))
         param_grads: dict[str, tuple[SSAValue, list[TrainedParamRole]]] = {}
         for value, name in reads.items():
             if value not in bw.grads:
@@ -191,7 +225,8 @@ class AutodiffPass(ModulePass):
             if not is_bias and self.weight_storage == "f32":
                 param.storage = f32
             grad.name_hint = f"g_{name.replace('.', '_')}"
-            block.add_op(SGDUpdateOp(name, grad, lr=lr, grad_scale=role.grad_scale))
+            block.add_op(SGDUpdateOp(name, grad, lr=lr, grad_scale=role.grad_scale, lr_factor=schedule.results[0],
+                                     momentum=self.momentum))
 
         block.add_op(func.ReturnOp(loss.loss))
         return func.FuncOp(TRAIN_STEP, FunctionType.from_lists([image_type, i32], [f32]), Region(block))

@@ -19,6 +19,11 @@ This is the one place that defines memory accounting (DESIGN.md "Memory accounti
   included: the entry points may overwrite the model's input buffer): the planner may then place the
   two overlapping at exactly that offset (`Buffer.partner`), so the pair costs max(in, out) (the
   stem: G + in).
+
+Training state (ops with `DeviceStateOp`: the learning-rate schedule's step counter, momentum
+velocities) persists between calls, so it is not an arena buffer: like the SRAM copies of trainable
+tensors it is static SRAM for the whole run, counted by `device_state_bytes` and reported by the
+planner inside `trainable_bytes` (memory.json lists it under `state`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,13 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from qtrain.dialects.qtrain import ParamOp
 from qtrain.dialects.qtrain.contract import FUSED_UPDATE
-from qtrain.dialects.qtrain.interfaces import ElementwiseInPlace, ParamRead, ViewOfOperand
+from qtrain.dialects.qtrain.interfaces import (
+    DeviceState,
+    DeviceStateOp,
+    ElementwiseInPlace,
+    ParamRead,
+    ViewOfOperand,
+)
 from qtrain.transforms.target import TargetDescription, get_target
 
 ALIGN = 4
@@ -187,3 +198,26 @@ def trainable_bytes(params: list[ParamOp]) -> int:
 def flash_param_bytes(params: list[ParamOp]) -> int:
     """Parameter initial values in Flash (trainable ones are copied from there at qtrain_init)."""
     return sum(aligned(tensor_bytes(p.tensor_type)) for p in params)
+
+
+class DeviceStateConflict(ValueError):
+    """Two ops declare training state of the same name with different shapes."""
+
+
+def device_state(functions: list[Operation]) -> list[DeviceState]:
+    """The training state the ops of `functions` keep (`DeviceStateOp`), in op order, once per name."""
+    found: dict[str, DeviceState] = {}
+    for function in functions:
+        for op in function.walk():
+            if not isinstance(op, DeviceStateOp):
+                continue
+            for state in op.device_state():
+                known = found.setdefault(state.name, state)
+                if known != state:
+                    raise DeviceStateConflict(f"training state '{state.name}' is declared as {known} and as {state}")
+    return list(found.values())
+
+
+def device_state_bytes(states: list[DeviceState]) -> int:
+    """SRAM of the training state buffers (each 4-byte aligned)."""
+    return sum(aligned(s.bytes) for s in states)

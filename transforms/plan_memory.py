@@ -10,13 +10,23 @@ planner, earliest first, largest size x lifetime first); the smallest arena wins
 Results:
 - every op with arena results gets `qtrain.offsets = array<i64: ...>` (one per result, -1 for a
   result without an arena buffer, e.g. a fused gradient or a scalar);
+- every op with kernel scratch gets `qtrain.scratch_gap = array<i64: offset, bytes>` when the largest
+  stretch of the arena that no buffer occupies while it runs is larger than the shared scratch: its
+  kernels may use it instead and pick faster schedules (their results do not depend on the scratch
+  size), at no cost to the peak;
 - every planned function gets `qtrain.arena_bytes` and `qtrain.arg_offsets` (its tensor arguments,
   i.e. the image, live in the arena too);
 - the module gets `qtrain.memory`, a dictionary with `peak_sram_bytes` = arena + trainable copies +
-  kernel scratch, and its parts (see DESIGN.md "Memory accounting");
+  kernel scratch, and its parts (see DESIGN.md "Memory accounting"); `trainable_bytes` holds the SRAM
+  copies of the trainable tensors *and* the training state kept between steps (`state_bytes` of it: the
+  learning-rate schedule's step counter, momentum velocities; `liveness.device_state`), i.e. all the
+  static SRAM training keeps, in the firmware's `.qtrain.trainable` section;
 - `memory-report=FILE.json` writes memory.json, which also lists every arena buffer of the largest
-  plan (`buffers`: name, kind, bytes, offset, first and last schedule position), what the tools draw the
-  memory-plan picture from.
+  plan (`buffers`: name, kind, bytes, offset, first and last schedule position, the op that writes it
+  and its layer, whether it is an activation saved for backward), that plan's `schedule` (every op in
+  order with its layer and phase: param / forward / backward / update, and where the backward starts
+  and the peak is) and the `budget_bytes`: what the tools draw the memory-plan picture from (data only;
+  no pass draws).
 
 Kernel scratch sizes and in-place placements come from the target description (`target=armv7em`).
 
@@ -54,16 +64,22 @@ from qtrain.dialects.qtrain.contract import (
     FORWARD,
     MEMORY,
     OFFSETS,
+    SCRATCH_GAP,
     TRAIN_STEP,
     entry_points,
     find_func,
+    param_name,
     param_ops,
 )
+from qtrain.dialects.qtrain.interfaces import ParamRead, ParamUpdate, ParamUpdateOp
 from qtrain.transforms.liveness import (
     Buffer,
+    DeviceStateConflict,
     Liveness,
     aligned,
     analyze,
+    device_state,
+    device_state_bytes,
     flash_param_bytes,
     trainable_bytes,
 )
@@ -188,13 +204,41 @@ def plan_function(
     return FunctionPlan(function.sym_name.data, liveness, arena, peak, where, scratch)
 
 
-def annotate(function: func.FuncOp, plan: FunctionPlan) -> None:
+GAP_ALIGN = 8
+"""Alignment of a scratch gap (the arena's own alignment)."""
+
+
+def scratch_gaps(plan: FunctionPlan, arena_bytes: int, shared_scratch: int, params: dict[str, ParamOp],
+                 target: TargetDescription) -> dict[Operation, tuple[int, int]]:
+    """For each op with kernel scratch: the largest gap of the arena (`arena_bytes`, the largest plan's)
+    that no buffer of `plan` occupies while the op runs, when that gap is larger than the shared scratch.
+    Free for speed: the peak does not change."""
+    out: dict[Operation, tuple[int, int]] = {}
+    for i, op in enumerate(plan.liveness.ops):
+        if target.scratch_bytes(op, params) == 0:
+            continue
+        used = sorted((b.offset, b.offset + aligned(b.size)) for b in plan.liveness.buffers
+                      if b.live_at(i) and b.offset >= 0)
+        best, reach = (0, 0), 0
+        for lo, hi in [*used, (arena_bytes, arena_bytes)]:
+            start = (reach + GAP_ALIGN - 1) // GAP_ALIGN * GAP_ALIGN
+            if lo - start > best[1]:
+                best = (start, lo - start)
+            reach = max(reach, hi)
+        if best[1] > shared_scratch:
+            out[op] = best
+    return out
+
+
+def annotate(function: func.FuncOp, plan: FunctionPlan, gaps: dict[Operation, tuple[int, int]] | None = None) -> None:
     for op in plan.liveness.ops:
         if not op.results:
             continue
         offsets = [plan.liveness.buffer_of[r].offset if r in plan.liveness.buffer_of else -1 for r in op.results]
         if any(o >= 0 for o in offsets):
             op.attributes[OFFSETS] = DenseArrayBase.from_list(i64, offsets)
+    for op, (offset, size) in (gaps or {}).items():
+        op.attributes[SCRATCH_GAP] = DenseArrayBase.from_list(i64, [offset, size])
     args = function.body.block.args
     function.attributes[ARG_OFFSETS] = DenseArrayBase.from_list(
         i64, [plan.liveness.buffer_of[a].offset if a in plan.liveness.buffer_of else -1 for a in args]
@@ -211,6 +255,10 @@ class MemoryReport:
     peak_op: str
     trainable: list[dict[str, object]]
     buffers: list[dict[str, object]]
+    state_bytes: int = 0
+    state: list[dict[str, object]] | None = None
+    schedule: dict[str, object] | None = None
+    budget_bytes: int | None = None
 
     @property
     def peak_sram_bytes(self) -> int:
@@ -221,12 +269,18 @@ class MemoryReport:
             "peak_sram_bytes": self.peak_sram_bytes,
             "arena_bytes": self.arena_bytes,
             "trainable_bytes": self.trainable_bytes,
+            "state_bytes": self.state_bytes,
+            "trainable_note": "SRAM copies of the trainable tensors plus the training state kept between steps "
+                              "(state_bytes of it, listed in `state`: step counter, momentum velocities)",
             "scratch_bytes": self.scratch_bytes,
             "flash_bytes": self.flash_bytes,
             "flash_note": "parameters and per-channel constants only; the firmware adds code",
             "peak_op": self.peak_op,
             "trainable": self.trainable,
+            "state": self.state or [],
             "buffers": self.buffers,
+            "schedule": self.schedule,
+            "budget_bytes": self.budget_bytes,
         }
 
 
@@ -264,10 +318,70 @@ def buffer_kind(buffer: Buffer) -> str:
     return "activation"
 
 
+def op_layer(op: Operation, depth: int = 4) -> str | None:
+    """The layer an op belongs to, for reports: the parameter it reads or updates without its
+    `.weight` / `.bias` suffix (`conv12`), else that of the op producing its first operand that has
+    one (a `requant_grad` belongs to the conv whose mask it reads)."""
+    if isinstance(op, ParamUpdateOp):
+        return op.updated_param.rsplit(".", 1)[0]
+    for operand in op.operands:
+        name = param_name(operand)
+        if name is not None:
+            return name.rsplit(".", 1)[0]
+    if depth > 0:
+        for operand in op.operands:
+            if isinstance(operand.owner, Operation) and not operand.owner.has_trait(ParamRead):
+                layer = op_layer(operand.owner, depth - 1)
+                if layer is not None:
+                    return layer
+    return None
+
+
+def loss_index(plan: FunctionPlan) -> int | None:
+    """Where the forward pass ends in @train_step: the position of the op computing the returned loss."""
+    if plan.name != TRAIN_STEP or not plan.liveness.ops:
+        return None
+    ret = plan.liveness.ops[-1].parent_block().last_op  # type: ignore[union-attr]
+    if not isinstance(ret, func.ReturnOp) or not ret.operands:
+        return None
+    owner = ret.operands[0].owner
+    return plan.liveness.ops.index(owner) if owner in plan.liveness.ops else None
+
+
+def schedule_report(plan: FunctionPlan) -> dict[str, object]:
+    """The plan's schedule for memory.json: each op's name, layer and phase (param: reads a parameter;
+    forward: up to the loss; backward: after it; update: writes a parameter), the position where the
+    backward pass starts (after the loss; null for @forward) and the peak's position."""
+    end = loss_index(plan)
+    ops = []
+    for i, op in enumerate(plan.liveness.ops):
+        if op.has_trait(ParamRead):
+            phase = "param"
+        elif op.has_trait(ParamUpdate):
+            phase = "update"
+        else:
+            phase = "forward" if end is None or i <= end else "backward"
+        ops.append({"op": op.name, "layer": op_layer(op), "phase": phase})
+    return {"function": plan.name, "ops": ops, "backward_start": None if end is None else end + 1,
+            "peak_index": plan.peak_index}
+
+
 def buffer_list(plan: FunctionPlan) -> list[dict[str, object]]:
-    """The arena buffers of one plan, for memory.json: name, kind, bytes, offset, live range."""
-    return [{"name": b.name, "kind": buffer_kind(b), "bytes": b.size, "offset": b.offset, "start": b.start,
-             "end": b.end} for b in plan.liveness.buffers]
+    """The arena buffers of one plan, for memory.json: name, kind, bytes, offset, live range, the op
+    that writes it (`argument` for an entry argument) and its layer, and whether it is an activation
+    (or the image) that stays alive into the backward pass, i.e. is saved for it."""
+    end = loss_index(plan)
+    out: list[dict[str, object]] = []
+    for b in plan.liveness.buffers:
+        owner = b.values[0].owner
+        kind = buffer_kind(b)
+        out.append({
+            "name": b.name, "kind": kind, "bytes": b.size, "offset": b.offset, "start": b.start, "end": b.end,
+            "op": owner.name if isinstance(owner, Operation) else "argument",
+            "layer": op_layer(owner) if isinstance(owner, Operation) else None,
+            "saved_for_backward": end is not None and kind in ("activation", "input") and b.start <= end < b.end,
+        })
+    return out
 
 
 @dataclass(frozen=True)
@@ -307,24 +421,37 @@ class PlanMemoryPass(ModulePass):
         ]
         plans = [p if i == lead else plan_function(functions[i], params, lead_args, target)
                  for i, p in enumerate(plans)]
+        arena_bytes = max(p.arena_bytes for p in plans)
+        shared_scratch = max(p.scratch_bytes for p in plans)
         for f, plan in zip(functions, plans, strict=True):
-            annotate(f, plan)
+            annotate(f, plan, scratch_gaps(plan, arena_bytes, shared_scratch, params, target))
         main = max(plans, key=lambda p: p.arena_bytes)
         train = find_func(op, TRAIN_STEP)
         constants = sum(target.flash_constant_bytes(o) for f in functions for o in f.walk())
+        try:
+            states = device_state(list(functions))
+        except DeviceStateConflict as e:
+            raise PassFailedException(f"{self.name}: {e}") from None
+        state_bytes = device_state_bytes(states)
         report = MemoryReport(
             arena_bytes=main.arena_bytes,
-            trainable_bytes=trainable_bytes(list(params.values())),
+            trainable_bytes=trainable_bytes(list(params.values())) + state_bytes,
+            state_bytes=state_bytes,
+            state=[{"name": st.name, "dtype": st.dtype, "count": st.count, "bytes": aligned(st.bytes)}
+                   for st in states],
             scratch_bytes=max(p.scratch_bytes for p in plans),
             flash_bytes=flash_param_bytes(list(params.values())) + constants,
             peak_op=_describe_op(main),
             trainable=trainable_list(op, train),
             buffers=buffer_list(main),
+            schedule=schedule_report(main),
+            budget_bytes=self.sram_kb * 1024,
         )
         op.attributes[MEMORY] = DictionaryAttr({
             "peak_sram_bytes": IntegerAttr(report.peak_sram_bytes, i64),
             "arena_bytes": IntegerAttr(report.arena_bytes, i64),
             "trainable_bytes": IntegerAttr(report.trainable_bytes, i64),
+            "state_bytes": IntegerAttr(report.state_bytes, i64),
             "scratch_bytes": IntegerAttr(report.scratch_bytes, i64),
             "flash_bytes": IntegerAttr(report.flash_bytes, i64),
             "peak_op": StringAttr(report.peak_op),
@@ -349,7 +476,8 @@ def over_budget_message(report: MemoryReport, plan: FunctionPlan, budget: int) -
         f"qtrain-plan-memory: needs {report.peak_sram_bytes} bytes of SRAM, over the budget of {budget} "
         f"({report.peak_sram_bytes - budget} too many)",
         f"  arena {report.arena_bytes} + trainable copies {report.trainable_bytes} + kernel scratch "
-        f"{report.scratch_bytes}",
+        f"{report.scratch_bytes}" + (f" (training state {report.state_bytes} of the trainable)"
+                                     if report.state_bytes else ""),
         f"  live at the peak ({report.peak_op}):",
     ]
     for b in plan.liveness.live_at(plan.peak_index)[:12]:

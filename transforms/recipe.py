@@ -1,12 +1,21 @@
-"""The training recipe's defaults: the one place qtrain sets learning rates, so that qtrain-autodiff,
-qtrain-compile, the scheme search, the demo and the benchmarks cannot drift apart.
+"""The training recipe's defaults: the one place qtrain sets learning rates, the learning-rate schedule and
+momentum, so that qtrain-autodiff, qtrain-compile, the scheme search, the demo and the benchmarks cannot
+drift apart.
+
+A recipe is compiled into the firmware (`qtrain-autodiff` builds it into @train_step): the device
+computes each step's learning rate itself (`qtrain.lr_schedule`: linear warm-up over `warmup_steps`,
+cosine decay over the horizon `steps` down to `final_lr_ratio` times the base rate, then that rate
+held, so the device keeps learning after the horizon), and the weight and bias rates follow the same
+schedule. SGD momentum is off by default, as the MCUNetV3 paper trains at batch 1 without it.
 
 Two recipes exist today (the learning issue replaces them with one default chosen by a sweep):
 
-- `COMPILE_RECIPE`: what `qtrain-autodiff` / `qtrain-compile` use without flags (lr 0.05, bias lr = lr);
+- `COMPILE_RECIPE`: what `qtrain-autodiff` / `qtrain-compile` use without flags: lr 0.05, bias lr = lr,
+  and a *provisional* schedule (50 warm-up steps, cosine over a 1000-step horizon to 0.1 x lr): set
+  before any sweep, to be replaced by the documented defaults sweep;
 - `FINE_TUNE_RECIPE`: what the scheme search measures contributions with and the demo and benchmarks
   train with (lr 0.01, bias lr 0.001: the most stable setting of the digits sweep documented at
-  `qtrain.search.FineTuneRecipe`).
+  `qtrain.search.FineTuneRecipe`), with a constant learning rate, as that sweep measured it.
 """
 
 from __future__ import annotations
@@ -16,12 +25,27 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Recipe:
-    """Learning rates of weight and bias updates (`bias_lr` None: the weight rate)."""
+    """How @train_step learns.
+
+    `lr` / `bias_lr`: base learning rates of weight and bias updates (`bias_lr` None: the weight rate);
+    `warmup_steps`: linear warm-up length (0: none); `steps`: the horizon of the cosine decay (0: no
+    decay, the rate stays at lr after the warm-up); `final_lr_ratio`: the rate at and after the horizon,
+    as a fraction of lr; `momentum`: SGD momentum (0: plain SGD, no velocity buffers).
+    """
 
     lr: float
     bias_lr: float | None = None
+    warmup_steps: int = 0
+    steps: int = 0
+    final_lr_ratio: float = 1.0
+    momentum: float = 0.0
 
 
-COMPILE_RECIPE = Recipe(lr=0.05)
+PROVISIONAL_WARMUP_STEPS = 50
+PROVISIONAL_HORIZON_STEPS = 1000
+PROVISIONAL_FINAL_LR_RATIO = 0.1
+
+COMPILE_RECIPE = Recipe(lr=0.05, warmup_steps=PROVISIONAL_WARMUP_STEPS, steps=PROVISIONAL_HORIZON_STEPS,
+                        final_lr_ratio=PROVISIONAL_FINAL_LR_RATIO)
 FINE_TUNE_RECIPE = Recipe(lr=0.01, bias_lr=0.001)
 FINE_TUNE_STEPS = 2000

@@ -123,9 +123,7 @@ class SparseUpdatePass(ModulePass):
         scales = update.grad_scale.get_values()
         if param.channel_axis == 0 and len(scales) > 1:
             scales = scales[start:stop]
-        new_update = SGDUpdateOp(
-            tensor.name, new_grad.result, lr=update.lr.value.data, grad_scale=scales
-        )
+        new_update = update.with_gradient(new_grad.result, scales)
         Rewriter.replace_op(grad_op, new_grad, [new_grad.result])
         Rewriter.replace_op(update, new_update, [])
         # The whole-tensor gradient's SSA value is gone; a stale type on a remaining user would be a bug.

@@ -40,6 +40,10 @@ FUSED_UPDATE = "qtrain.fused_update"
 OFFSETS = "qtrain.offsets"
 ARG_OFFSETS = "qtrain.arg_offsets"
 ARENA_BYTES = "qtrain.arena_bytes"
+SCRATCH_GAP = "qtrain.scratch_gap"
+"""[offset, bytes] of the largest arena gap no buffer uses while the op runs, on ops with kernel scratch
+when it is larger than the shared scratch area: their kernels may use it instead (a kernel's results do
+not depend on how much scratch beyond its minimum it is given; more lets it take a faster schedule)."""
 MEMORY = "qtrain.memory"
 
 

@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     Float32Type,
@@ -54,6 +55,8 @@ from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.attrs import F32ArrayAttr, QuantParamsAttr
 from qtrain.dialects.qtrain.contract import FUSED_UPDATE
 from qtrain.dialects.qtrain.interfaces import (
+    DeviceState,
+    DeviceStateOp,
     ElementwiseInPlace,
     GoldenModelOp,
     GoldenRun,
@@ -340,11 +343,12 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCall
         update = fused_update_of(self)
         if update is not None and not depthwise:
             scales = update.grad_scale.get_values()
+            momentum = update.momentum_args()
             return (kc.KernelCall(
-                "qtrain_conv2d_weight_grad_sgd_update",
+                "qtrain_conv2d_weight_grad_sgd_momentum_update" if momentum else "qtrain_conv2d_weight_grad_sgd_update",
                 (geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(dw),
-                 kc.F32(update.lr.value.data), kc.Floats("grad_scale", scales), kc.I32(len(scales)),
-                 kc.ParamStorage(update.updated_param), kc.ParamCopy(update.updated_param)),
+                 update.lr_arg(), kc.Floats("grad_scale", scales), kc.I32(len(scales)),
+                 kc.ParamStorage(update.updated_param), kc.ParamCopy(update.updated_param), *momentum),
                 macs=macs,
             ),)
         out: kc.CallArg = kc.Tensor(self.result) if update is None else kc.FusedGradient(math.prod(dw))
@@ -578,35 +582,70 @@ class ChannelSliceOp(IRDLOperation, GoldenModelOp, KernelCallOp):
 
 
 @irdl_op_definition
-class SGDUpdateOp(IRDLOperation, ParamUpdateOp, GoldenModelOp, KernelCallOp):
+class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, KernelCallOp):
     """In place: p[c, ...] -= lr * grad_scale[c] * g[c, ...] on @p's SRAM copy (c = output channel).
 
     grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
     i8 / i32 storage is rounded half to even and saturated; f32 storage (a master copy) is not.
+    `factor %f` (optional, a `qtrain.lr_schedule` result): this step's learning rate is fp32(lr * f).
+    `momentum` (optional, in (0, 1)): SGD momentum, v = momentum * v + g applied instead of g, with the
+    velocity v as device state (`velocity/<param>`, fp32, the trainable shape). `numerics.sgd_update`,
+    `scheduled_lr` and `momentum_velocity` state the float32 operations.
     """
 
     name = "qtrain.sgd_update"
     param = prop_def(SymbolRefAttr)
     grad = operand_def(TensorType)
+    lr_factor = opt_operand_def(f32)
     lr = prop_def(FloatAttr[Float32Type])
     grad_scale = prop_def(F32ArrayAttr)
+    momentum = opt_prop_def(FloatAttr[Float32Type])
     traits = traits_def(MemoryWriteEffect(), ParamUpdate())
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = "$param `,` $grad attr-dict `:` type($grad)"
+    assembly_format = "$param `,` $grad (`factor` $lr_factor^)? attr-dict `:` type($grad)"
 
-    def __init__(self, param: str, grad: SSAValue | Operation, *, lr: float, grad_scale: Sequence[float]):
-        super().__init__(
-            operands=[grad],
-            properties={
-                "param": SymbolRefAttr(param),
-                "lr": FloatAttr(float(lr), f32),
-                "grad_scale": f32_array(grad_scale),
-            },
-        )
+    def __init__(self, param: str, grad: SSAValue | Operation, *, lr: float, grad_scale: Sequence[float],
+                 lr_factor: SSAValue | Operation | None = None, momentum: float = 0.0):
+        properties: dict[str, Attribute] = {
+            "param": SymbolRefAttr(param),
+            "lr": FloatAttr(float(lr), f32),
+            "grad_scale": f32_array(grad_scale),
+        }
+        if momentum:
+            properties["momentum"] = FloatAttr(float(momentum), f32)
+        super().__init__(operands=[grad, [] if lr_factor is None else [lr_factor]], properties=properties)
+
+    def with_gradient(self, grad: SSAValue | Operation, grad_scale: Sequence[float]) -> SGDUpdateOp:
+        """A detached copy updating the same parameter from another gradient (same lr, factor, momentum)."""
+        return SGDUpdateOp(self.updated_param, grad, lr=self.lr.value.data, grad_scale=grad_scale,
+                           lr_factor=self.lr_factor, momentum=self.momentum_value)
 
     @property
     def updated_param(self) -> str:
         return self.param.root_reference.data
+
+    @property
+    def momentum_value(self) -> float:
+        return self.momentum.value.data if self.momentum is not None else 0.0
+
+    def velocity(self) -> DeviceState | None:
+        """The momentum velocity this update keeps (None without momentum)."""
+        if self.momentum is None:
+            return None
+        return DeviceState(f"velocity/{self.updated_param}", "f32", math.prod(shape_of(self.grad)))
+
+    def device_state(self) -> Sequence[DeviceState]:
+        velocity = self.velocity()
+        return () if velocity is None else (velocity,)
+
+    def lr_arg(self) -> kc.CallArg:
+        """The kernels' `lr` argument: the literal, times this step's factor when the update is scheduled."""
+        return kc.ScaledF32(self.lr.value.data, self.lr_factor)
+
+    def momentum_args(self) -> tuple[kc.CallArg, ...]:
+        """The momentum kernels' extra arguments (velocity, momentum); none without momentum."""
+        velocity = self.velocity()
+        return () if velocity is None else (kc.State(velocity.name), kc.F32(self.momentum_value))
 
     def target(self) -> ParamOp:
         target = SymbolTable.lookup_symbol(self, self.param)
@@ -614,12 +653,17 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, GoldenModelOp, KernelCallOp):
         return target
 
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        (grad,) = args
+        grad, *factor = args
         name = self.updated_param
         run.record_gradient(name, grad)
         if run.apply_updates:
-            new = numerics.sgd_update(run.sram_copy(name), grad, lr=self.lr.value.data,
-                                      grad_scale=self.grad_scale.as_array())
+            lr = numerics.scheduled_lr(self.lr.value.data, factor[0]) if factor else self.lr.value.data
+            velocity = self.velocity()
+            if velocity is not None:
+                v = run.device_state(velocity).reshape(np.shape(grad))
+                v[...] = numerics.momentum_velocity(v, grad, self.momentum_value)
+                grad = v.copy()
+            new = numerics.sgd_update(run.sram_copy(name), grad, lr=lr, grad_scale=self.grad_scale.as_array())
             run.write_sram_copy(name, new)
         return ()
 
@@ -629,10 +673,11 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, GoldenModelOp, KernelCallOp):
         shape = param.trainable_shape()
         kind = {f32: "f32", i8: "s8", i32: "s32"}[param.storage_type]
         scales = self.grad_scale.get_values()
+        momentum = self.momentum_args()
         return kc.KernelCall(
-            f"qtrain_sgd_update_{kind}",
-            (kc.ParamCopy(self.updated_param), grad, kc.I32(shape[0]), kc.I32(math.prod(shape[1:])),
-             kc.F32(self.lr.value.data), kc.Floats("grad_scale", scales), kc.I32(len(scales))),
+            f"qtrain_sgd_momentum_update_{kind}" if momentum else f"qtrain_sgd_update_{kind}",
+            (kc.ParamCopy(self.updated_param), grad, *momentum, kc.I32(shape[0]), kc.I32(math.prod(shape[1:])),
+             self.lr_arg(), kc.Floats("grad_scale", scales), kc.I32(len(scales))),
             returns="void",
         )
 
@@ -645,6 +690,9 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, GoldenModelOp, KernelCallOp):
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         expect_element(g, f32, "grad", self)
+        mu = self.momentum_value
+        if self.momentum is not None and not (math.isfinite(mu) and 0.0 < mu < 1.0):
+            raise VerifyException(f"{self.name}: momentum must be within (0, 1) (omit it for plain SGD), got {mu}")
         if self.get_toplevel_object() is self:
             return
         target = SymbolTable.lookup_symbol(self, self.param)

@@ -10,6 +10,8 @@ A pass, the golden model or a lowering never asks "is this a conv2d?"; it asks t
 - `ParamConsumerOp` (`qtrain-autodiff`): the role (weight / bias) and QAS factors of a parameter it reads;
 - `LayerOp` (sparse-update schemes, memory reports): the learnable layers it holds (schemes.json numbering);
 - `GoldenModelOp` (the interpreter, `qtrain.interpreter`): runs itself on numpy arrays (`qtrain.numerics`);
+- `DeviceStateOp` (the memory planner, the lowering, the golden model): the SRAM state the op keeps
+  between training steps (the learning-rate schedule's step counter, momentum velocities);
 - `KernelCallOp` (the C lowering, the target description): the kernel calls it lowers to (`kernel_call.py`).
 
 Traits (xDSL `OpTrait`s, for the memory planner and the scheduler): `ParamRead` (its result is a
@@ -223,6 +225,10 @@ class GoldenRun(Protocol):
     def record_gradient(self, name: str, grad: np.ndarray) -> None:
         """Keeps the gradient an update received in the latest call."""
 
+    def device_state(self, state: DeviceState) -> np.ndarray:
+        """The interpreter's copy of one `DeviceState` buffer: zeros at first (as qtrain_init leaves it), then
+        whatever the op last wrote; the op updates the returned array in place. float64 in relaxed mode."""
+
 
 class GoldenModelOp(ABC):
     """An op the numpy golden model runs (`qtrain.numerics` spells out each op's exact operations)."""
@@ -230,6 +236,38 @@ class GoldenModelOp(ABC):
     @abstractmethod
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """The op's results for operand values `args` (numpy arrays / Python scalars)."""
+
+
+# -- device state ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """One buffer of training state an op keeps in SRAM between steps: `count` elements of `dtype`, named
+    `name` (unique in the module: the C array, the golden model's copy and the memory report use it).
+    The device zeroes it in qtrain_init; a checkpoint saves it with the trainable tensors."""
+
+    name: str
+    dtype: Literal["u32", "f32"]
+    count: int
+
+    @property
+    def bytes(self) -> int:
+        return 4 * self.count
+
+    @property
+    def numpy_dtype(self) -> type[np.generic]:
+        return np.uint32 if self.dtype == "u32" else np.float32
+
+
+class DeviceStateOp(ABC):
+    """An op that keeps training state in SRAM between calls of @train_step (not in the arena, which
+    every call reuses): the planner counts it, the lowering allocates and zeroes it, the golden model
+    keeps a copy in the interpreter's state (`GoldenRun.device_state`)."""
+
+    @abstractmethod
+    def device_state(self) -> Sequence[DeviceState]:
+        """The state buffers the op reads and writes (empty when it keeps none)."""
 
 
 # -- lowering --------------------------------------------------------------------------------------------------

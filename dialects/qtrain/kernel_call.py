@@ -96,6 +96,29 @@ class I32(CallArg):
     value: int
 
 
+@dataclass(frozen=True, eq=False)
+class Scalar(CallArg):
+    """A float32 scalar SSA value computed by an earlier call of the same function (`KernelCall.result`)."""
+
+    value: SSAValue
+
+
+@dataclass(frozen=True, eq=False)
+class ScaledF32(CallArg):
+    """fp32(constant * scalar): one float32 multiply of a literal by a scalar SSA value (a scheduled
+    learning rate); just the literal when `scalar` is None."""
+
+    constant: float
+    scalar: SSAValue | None
+
+
+@dataclass(frozen=True)
+class State(CallArg):
+    """The SRAM buffer of device state `name` (a `DeviceState` an op of the module declares)."""
+
+    name: str
+
+
 @dataclass(frozen=True)
 class Label(CallArg):
     """The training step's label argument."""
@@ -136,15 +159,17 @@ class ParamStorage(CallArg):
     name: str
 
 
-Returns = Literal["status", "void", "loss"]
+Returns = Literal["status", "void", "loss", "value"]
 
 
 @dataclass(frozen=True, eq=False)
 class KernelCall:
     """One call of kernel `function`. `returns`: a status the caller checks (the generated code stops
-    loudly on a failure), nothing, or the training loss. `macs`: multiply-accumulates it performs."""
+    loudly on a failure), nothing, the training loss, or a float32 `value` that becomes the scalar SSA
+    value `result` (later calls read it as a `Scalar`). `macs`: multiply-accumulates it performs."""
 
     function: str
     args: tuple[CallArg, ...]
     returns: Returns = "status"
     macs: int = 0
+    result: SSAValue | None = None

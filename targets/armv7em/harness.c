@@ -41,7 +41,8 @@
  *     arena, trainable, scratch, flash bytes; input_bytes; num_eval M; eval_every K; steps S (as
  *     requested); eval_passes (set at the end); restored_step (the step counter after qtrain_init);
  *     step (the step counter at the end, set at the end); checkpoints (saved in this run; set at the
- *     end); 3 reserved zeros
+ *     end); 1 reserved zero; features (bit 0: a profile table ends the file); profile_slots P (0
+ *     without a profile)
  *   records, written as they complete, in the order they run:
  *     infer record (mode 0: one per image; mode 2: M per evaluation pass):
  *       float32 logits[num_classes], int8 output_q[num_classes] zero-padded to 4, uint64 count
@@ -51,6 +52,10 @@
  *   modes 1/2 only, after the records, one entry per trainable tensor (qtrain_model.trainable order):
  *     uint32 name_bytes, name (no NUL) zero-padded to 4, uint32 dtype (qtrain_dtype_t), uint32 rank,
  *     uint32 shape[4] (unused entries 0), uint32 data_bytes, data zero-padded to 4
+ *   a firmware built with QTRAIN_PROFILE (`qtrain-compile --profile`) ends the file with its profile:
+ *     uint64 count[P], slot i the counter over one op of the last qtrain_infer / qtrain_train_step
+ *     call (qtrain_model_abi.h, "Profile"); features bit 0 and P say so. Readers that predate
+ *     the profile ignore both (the reserved words and the bytes after what they read).
  * stack_used covers the whole run: the stack is painted at reset and measured at the end.
  *
  * Progress: one console line (semihosting console = QEMU's stderr; stderr on the host) per image
@@ -116,7 +121,9 @@ typedef struct {
     uint32_t restored_step;
     uint32_t step;
     uint32_t checkpoints;
-    uint32_t reserved[3];
+    uint32_t reserved[1];
+    uint32_t features;
+    uint32_t profile_slots;
 } result_header_t;
 _Static_assert(sizeof(result_header_t) == 128, "result header layout");
 
@@ -508,6 +515,11 @@ static int run(const char *request_path, const char *result_path, const char *fl
         out.records = in.steps;
     }
     qtrain_file_close(request);
+#if defined(QTRAIN_PROFILE)
+    out.features |= 1u;
+    out.profile_slots = qtrain_profile_slots;
+    write_result(qtrain_profile_counts, 8u * qtrain_profile_slots);
+#endif
 
     out.complete = 1u;
     out.step = *qtrain_state.step;

@@ -8,7 +8,8 @@ firmware (benchmarks, tests) can use these directly.
 Protocol version 2 added mode 2 (train + evaluate: evaluation passes over a held-out set before,
 during and after training) and the progress lines; version 3 checkpoints (a checkpoint every C steps,
 the device's step counter before and after the run). Firmwares and requests of other versions are
-refused.
+refused. `features` bit 0 (FEATURE_PROFILE) marks a firmware built with `--profile`: its result file
+ends with the per-op counter table (`HarnessResult.profile`). Readers without it ignore the table.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ MODES = (MODE_INFER, MODE_TRAIN, MODE_TRAIN_EVAL)
 REQUEST_HEADER = struct.Struct("<4s11I")
 RESULT_HEADER = struct.Struct("<4s31I")
 STACK_UNKNOWN = 0xFFFFFFFF
+FEATURE_PROFILE = 1
+"""Result header `features` bit: the file ends with uint64 count[profile_slots] (a profiled firmware)."""
 NO_LABEL = -1
 """The label of an unlabelled evaluation record."""
 
@@ -158,6 +161,9 @@ class HarnessResult:
     """The device's step counter at the end (complete results only)."""
     checkpoints: int = 0
     """Checkpoints written in the run (complete results only)."""
+    profile: np.ndarray | None = None
+    """A profiled firmware: uint64 [slots], slot i the counter over one op of the last qtrain_infer /
+    qtrain_train_step call (lowering/profile.py names the slots); None otherwise."""
 
     @property
     def records(self) -> int:
@@ -182,6 +188,7 @@ def decode_result(data: bytes) -> HarnessResult:
                       rest[6:11], strict=True))
     input_bytes, num_eval, eval_every, steps = rest[11:15]
     restored_step, final_step, checkpoints = rest[16:19]
+    features, profile_slots = rest[20:22]
     result = HarnessResult(
         mode=mode, complete=bool(complete), num_classes=num_classes, counter_kind=COUNTER_KINDS.get(counter_kind),
         counts=np.zeros(0, np.uint64), init_count=init_count,
@@ -190,6 +197,12 @@ def decode_result(data: bytes) -> HarnessResult:
         macs_per_train_step=macs_per_train_step, memory=memory, input_bytes=input_bytes, steps=steps,
         num_eval=num_eval, eval_every=eval_every, restored_step=restored_step, step=final_step,
         checkpoints=checkpoints)
+    if complete and features & FEATURE_PROFILE:
+        if len(data) < RESULT_HEADER.size + 8 * profile_slots:
+            raise ProtocolError("the result file ends inside its profile table")
+        result.profile = np.frombuffer(data, "<u8", count=profile_slots,
+                                       offset=len(data) - 8 * profile_slots).astype(np.uint64)
+        data = data[:len(data) - 8 * profile_slots]
     body = memoryview(data)[RESULT_HEADER.size:]
     if mode == MODE_INFER:
         record = infer_record(num_classes)

@@ -15,8 +15,9 @@
  *   extern const qtrain_state_desc_t    qtrain_state;         what a checkpoint holds
  *
  * Checkpoints (qtrain_checkpoint.h, on the Flash driver of qtrain_flash.h): the device state is a
- * list of buffers, `qtrain_state.buffers`: the step counter (a uint32 qtrain_train_step increments)
- * first, then every trainable tensor's SRAM copy, then any state of the training recipe. The model's
+ * list of buffers, `qtrain_state.buffers`: the step counter (a uint32 advanced once per training step:
+ * the learning-rate schedule's "step" region) first, then every other region of
+ * `qtrain_training_state` (each trainable tensor's SRAM copy, momentum velocities). The model's
  * qtrain_checkpoint_save/restore pass that list to qtrain_checkpoint_write/read; qtrain_init calls
  * qtrain_checkpoint_restore after copying the Flash originals, so a device resumes where its newest
  * valid checkpoint left it (or from the originals when there is none).
@@ -53,7 +54,8 @@ extern "C" {
 #define QTRAIN_WEIGHTS QTRAIN_SECTION(".qtrain.weights") __attribute__((aligned(4)))
 /* The one static arena the planner lays out (`static uint8_t qtrain_arena[N] QTRAIN_ARENA;`). */
 #define QTRAIN_ARENA QTRAIN_SECTION(".qtrain.arena") __attribute__((aligned(8)))
-/* SRAM copies (or fp32 masters) of the tensors that learn; filled by qtrain_init(). */
+/* SRAM copies (or fp32 masters) of the tensors that learn, and the training state kept between steps
+ * (step counter, momentum velocities); filled / zeroed by qtrain_init(). */
 #define QTRAIN_TRAINABLE QTRAIN_SECTION(".qtrain.trainable") __attribute__((aligned(8)))
 /* Kernel scratch buffers (im2col columns, per-channel accumulators, ...). */
 #define QTRAIN_SCRATCH QTRAIN_SECTION(".qtrain.scratch") __attribute__((aligned(8)))
@@ -62,7 +64,7 @@ extern "C" {
 typedef struct {
     uint32_t peak_sram_bytes; /* static SRAM = arena_bytes + trainable_bytes + scratch_bytes */
     uint32_t arena_bytes;     /* arena high-water mark: saved activations, masks, gradients in flight */
-    uint32_t trainable_bytes; /* SRAM copies of trainable tensors */
+    uint32_t trainable_bytes; /* SRAM copies of trainable tensors + training state (step, momentum) */
     uint32_t scratch_bytes;   /* kernel scratch buffers */
     uint32_t flash_bytes;     /* const weights (code is measured from the ELF by build.py) */
 } qtrain_memory_report_t;
@@ -109,6 +111,25 @@ typedef struct {
     const qtrain_tensor_desc_t *trainable;
 } qtrain_model_desc_t;
 
+/* One SRAM region of training state: a trainable tensor's SRAM copy, the learning-rate schedule's step
+ * counter ("step", a uint32: training steps since qtrain_init), or a momentum velocity
+ * ("velocity/<param>", fp32). qtrain_init resets them (copies from Flash, zeros); training changes them;
+ * saving and restoring every region's bytes saves and restores the training. */
+typedef struct {
+    const char *name;
+    void *data;
+    uint32_t bytes;
+} qtrain_state_region_t;
+
+#if defined(QTRAIN_PROFILE)
+/* Profile (a model emitted with `qtrain-compile --profile`, every source built with QTRAIN_PROFILE):
+ * slot i holds the qtrain_counter_read() advance over one op of the latest qtrain_infer /
+ * qtrain_train_step call (lowering/profile.py lists what each slot measures); the harness appends
+ * the table to its result file. Uninstrumented builds neither define nor read these. */
+extern uint64_t qtrain_profile_counts[];
+extern const uint32_t qtrain_profile_slots;
+#endif
+
 /* One buffer of device state that a checkpoint saves and restores, byte for byte. */
 typedef struct {
     void *data;
@@ -134,6 +155,9 @@ extern const qtrain_model_desc_t qtrain_model;
 int qtrain_checkpoint_save(void);
 int qtrain_checkpoint_restore(void);
 extern const qtrain_state_desc_t qtrain_state;
+/* The training state regions (qtrain_training_state_count entries; generated models only). */
+extern const qtrain_state_region_t qtrain_training_state[];
+extern const uint32_t qtrain_training_state_count;
 
 #ifdef __cplusplus
 }

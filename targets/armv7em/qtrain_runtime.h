@@ -5,7 +5,7 @@
  *   runtime_target.c  thumbv7em: ARM semihosting (BKPT 0xAB) for console and files, the CMSDK APB
  *                     timer (mps2-an500) or DWT cycle counter (STM32F746) for counting, stack painting.
  *   runtime_host.c    the host build: stdio for console and files, CLOCK_MONOTONIC for counting.
- * runtime_math.c (expf/logf) is shared verbatim so host and target compute bit-identical losses, and
+ * runtime_math.c (expf/logf/cospif) is shared verbatim so host and target compute bit-identical losses, and
  * runtime_string.c provides memcpy/memset/memmove on the target (the host uses its libc).
  */
 #ifndef QTRAIN_RUNTIME_H
@@ -95,6 +95,9 @@ uint32_t qtrain_stack_used(void);
  * Annex F (NaN, +-inf, +-0, x < 0 for logf). Bit-identical on the host and the target. */
 float qtrain_expf(float x);
 float qtrain_logf(float x);
+/* cos(pi * x) for x in [0, 1] (the learning-rate schedule's cosine decay), within 2e-7 of the exact
+ * value; numerics.cospi_f32 is the same operations in numpy. Outside [0, 1] the result is unspecified. */
+float qtrain_cospif(float x);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,17 @@ extern uint32_t __qtrain_stack_top[];   /* initial PSP */
 extern uint32_t __qtrain_handler_stack_limit[]; /* the exception handlers' stack (MSP) */
 extern uint32_t __qtrain_handler_stack_top[];   /* initial MSP (vector table entry 0) */
 
+/* The counter of the QEMU boards: CMSDK APB timer 0, its base address and clock. */
+#if defined(QTRAIN_BOARD_MPS2_AN500) || defined(QTRAIN_BOARD_MPS2_AN386)
+#define QTRAIN_CMSDK_TIMER0_BASE 0x40000000u /* hw/arm/mps2.c */
+#define QTRAIN_CMSDK_TIMER_HZ 25000000u      /* SYSCLK */
+#elif defined(QTRAIN_BOARD_MPS2_AN505)
+#define QTRAIN_CMSDK_TIMER0_BASE 0x50000000u /* hw/arm/armsse.c: the Secure alias of 0x40000000 */
+#define QTRAIN_CMSDK_TIMER_HZ 20000000u      /* hw/arm/mps2-tz.c: the AN505's 20 MHz MAINCLK */
+#elif !defined(QTRAIN_BOARD_STM32F746) && !defined(QTRAIN_BOARD_NUCLEO_F446RE)
+#error "define one QTRAIN_BOARD_* (build.py does)"
+#endif
+
 /* MPU regions must be a power of two >= 32 bytes and aligned to their size. */
 #define QTRAIN_STACK_GUARD_BYTES 32u
 /* The word the free stack is filled with; any other value means "was used". */

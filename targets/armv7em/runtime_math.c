@@ -1,10 +1,12 @@
 /*
- * runtime_math.c - expf and logf in single precision, without libm.
+ * runtime_math.c - expf, logf and cos(pi x) in single precision, without libm (and, on the targets, the
+ * libm functions clang may call for FPv4-SP: rintf, fminf, fmaxf).
  *
  * The same source builds for the target and the host, so the losses of both builds agree bit for
  * bit (with -ffp-contract=off and round-to-nearest, every operation below is one IEEE-754 single
- * operation on both: SSE on x86-64, FPv5-SP on the Cortex-M7). Only +, -, *, / and integer bit
- * manipulation are used: no double (the M7 here has a single-precision FPU only), no tables.
+ * operation on both: SSE on x86-64, the single-precision FPU of the Cortex-M7, M4F or M33). Only
+ * +, -, *, / and integer bit manipulation are used: no double (the FPUs are single precision), no
+ * tables.
  *
  * Accuracy (test/python/targets/armv7em/firmware/math_accuracy.c against libm in double): over all 2^32
  * inputs, expf is within 0.94 ulp and logf within 0.89 ulp of the exact result, and about 99.6% of
@@ -119,10 +121,46 @@ float qtrain_logf(float x) {
     return kf * LN2_HI + (f - ((half_f2 - s * (half_f2 + R)) - kf * LN2_LO));
 }
 
+/* cos(pi x) for x in [0, 1]: fold to [0, 1/2] with cos(pi x) = -cos(pi (1 - x)), then the Taylor series
+ * of cos(pi x) on [0, 1/4] and of sin(pi u), u = 1/2 - x, on (1/4, 1/2] (degree 10 and 11: truncation
+ * below 2e-9). 1 - x and 1/2 - x are exact (Sterbenz), so the only roundings are the polynomial's. The
+ * coefficients C_k = (-1)^k pi^2k / (2k)! and S_k = (-1)^k pi^(2k+1) / (2k+1)! are float32 hex literals,
+ * the bits numerics.COSPI_TAYLOR / SINPI_TAYLOR pin. */
+float qtrain_cospif(float x) {
+    const int neg = x > 0.5f;
+    if (neg) {
+        x = 1.0f - x;
+    }
+    float y;
+    if (x <= 0.25f) {
+        const float z = x * x;
+        float q = -0x1.a6d1f2p-6f; /* C5 */
+        q = 0x1.e1f506p-3f + z * q;
+        q = -0x1.55d3c8p+0f + z * q;
+        q = 0x1.03c1f0p+2f + z * q;
+        q = -0x1.3bd3ccp+2f + z * q; /* C1 */
+        y = 1.0f + z * q;
+    } else {
+        const float u = 0.5f - x;
+        const float z = u * u;
+        float q = -0x1.e30750p-8f; /* S5 */
+        q = 0x1.507834p-4f + z * q;
+        q = -0x1.32d2ccp-1f + z * q;
+        q = 0x1.466bc6p+1f + z * q;
+        q = -0x1.4abbcep+2f + z * q;
+        q = 0x1.921fb6p+1f + z * q; /* S0 = pi */
+        y = u * q;
+    }
+    return neg ? -y : y;
+}
+
 #if !defined(QTRAIN_HOST)
 /* The C names, for code that calls expf/logf directly (there is no libm on the target). */
 float expf(float x);
 float logf(float x);
+float rintf(float x);
+float fminf(float a, float b);
+float fmaxf(float a, float b);
 
 float expf(float x) {
     return qtrain_expf(x);
@@ -130,5 +168,51 @@ float expf(float x) {
 
 float logf(float x) {
     return qtrain_logf(x);
+}
+
+/* The Cortex-M4's FPv4-SP has no VRINTX, VMINNM or VMAXNM, so clang lowers __builtin_rintf,
+ * __builtin_fminf and __builtin_fmaxf to calls of these (on FPv5 they are single instructions and
+ * --gc-sections drops the functions). Same results as those instructions and as libm on the host. */
+
+/* Round to integral in the current rounding mode (round half to even at reset): below 2^23, adding
+ * and subtracting 2^23 with x's sign rounds away the fraction, and the sign of x is kept so that
+ * rint(-0.25) = -0; from 2^23 up every float is an integer already (NaN and infinities pass). */
+float rintf(float x) {
+    uint32_t bits = float_bits(x);
+    uint32_t magnitude = bits & 0x7FFFFFFFu;
+    if (magnitude >= 0x4B000000u) { /* |x| >= 2^23, infinity or NaN */
+        return x;
+    }
+    float shifter = (bits >> 31) != 0u ? -8388608.0f : 8388608.0f;
+    float r = (x + shifter) - shifter;
+    return bits_float(float_bits(r) | (bits & 0x80000000u));
+}
+
+/* IEEE 754-2008 minNum / maxNum as VMINNM / VMAXNM: a quiet NaN operand gives the other operand,
+ * and -0 is below +0. */
+float fminf(float a, float b) {
+    if (a != a) {
+        return b;
+    }
+    if (b != b) {
+        return a;
+    }
+    if (a == b) { /* equal, or +0 and -0: the one with the sign bit */
+        return (float_bits(a) & 0x80000000u) != 0u ? a : b;
+    }
+    return a < b ? a : b;
+}
+
+float fmaxf(float a, float b) {
+    if (a != a) {
+        return b;
+    }
+    if (b != b) {
+        return a;
+    }
+    if (a == b) {
+        return (float_bits(a) & 0x80000000u) != 0u ? b : a;
+    }
+    return a > b ? a : b;
 }
 #endif

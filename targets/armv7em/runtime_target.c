@@ -1,5 +1,6 @@
 /*
- * runtime_target.c - qtrain_runtime.h on thumbv7em: ARM semihosting, counters, stack measurement.
+ * runtime_target.c - qtrain_runtime.h on the Arm targets (thumbv7em, thumbv8m.main): ARM semihosting,
+ * counters, stack measurement.
  *
  * Semihosting (ARM "Semihosting for AArch32 and AArch64", v2): on M-profile a call is `BKPT 0xAB`
  * with the operation in r0 and a pointer to its argument block in r1; the result comes back in r0.
@@ -7,17 +8,16 @@
  * to QEMU's working directory). On a real STM32F746 the calls need a debug probe that serves them;
  * without one BKPT escalates to HardFault.
  *
- * Board selection (build.py passes one): QTRAIN_BOARD_MPS2_AN500 (QEMU; counts instructions with
- * the CMSDK APB timer) or QTRAIN_BOARD_STM32F746 (counts core cycles with DWT CYCCNT).
+ * Board selection (build.py passes one): the QEMU boards QTRAIN_BOARD_MPS2_AN500 (Cortex-M7),
+ * QTRAIN_BOARD_MPS2_AN386 (Cortex-M4F) and QTRAIN_BOARD_MPS2_AN505 (Cortex-M33) count instructions
+ * with a CMSDK APB timer (qtrain_target.h has its address and clock); the chips
+ * QTRAIN_BOARD_STM32F746 and QTRAIN_BOARD_NUCLEO_F446RE count core cycles with DWT CYCCNT.
  */
 #include <stdint.h>
 
 #include "qtrain_runtime.h"
 #include "qtrain_target.h"
 
-#if !defined(QTRAIN_BOARD_MPS2_AN500) && !defined(QTRAIN_BOARD_STM32F746)
-#error "define QTRAIN_BOARD_MPS2_AN500 or QTRAIN_BOARD_STM32F746"
-#endif
 
 /* ---- semihosting ---- */
 enum {
@@ -134,15 +134,16 @@ int qtrain_command_line(char *buffer, uint32_t capacity) {
 static uint32_t counter_last;  /* raw hardware value at the previous read */
 static uint64_t counter_ticks; /* hardware ticks since qtrain_counter_start() */
 
-#if defined(QTRAIN_BOARD_MPS2_AN500)
-/* CMSDK APB timer 0 (hw/arm/mps2.c: 0x40000000, clocked by the 25 MHz SYSCLK): a 32-bit down
- * counter that reloads from RELOAD when it reaches zero. */
-#define CMSDK_TIMER0_CTRL MMIO32(0x40000000u)
-#define CMSDK_TIMER0_VALUE MMIO32(0x40000004u)
-#define CMSDK_TIMER0_RELOAD MMIO32(0x40000008u)
+#if defined(QTRAIN_CMSDK_TIMER0_BASE)
+/* CMSDK APB timer 0 (qtrain_target.h: its address and clock): a 32-bit down counter that reloads
+ * from RELOAD when it reaches zero. */
+#define CMSDK_TIMER0_CTRL MMIO32(QTRAIN_CMSDK_TIMER0_BASE)
+#define CMSDK_TIMER0_VALUE MMIO32(QTRAIN_CMSDK_TIMER0_BASE + 4u)
+#define CMSDK_TIMER0_RELOAD MMIO32(QTRAIN_CMSDK_TIMER0_BASE + 8u)
 #define CMSDK_TIMER_CTRL_ENABLE 1u
-/* -icount shift=0: 1 ns of virtual time per instruction; 25 MHz: 40 ns per tick. */
-#define INSTRUCTIONS_PER_TICK 40u
+/* -icount shift=0: 1 ns of virtual time per instruction, so one tick of an F Hz clock is 10^9 / F
+ * instructions (25 MHz: 40; 20 MHz: 50). */
+#define INSTRUCTIONS_PER_TICK (1000000000u / QTRAIN_CMSDK_TIMER_HZ)
 
 qtrain_counter_kind_t qtrain_counter_kind(void) {
     return QTRAIN_COUNTER_INSTRUCTIONS;
@@ -164,8 +165,8 @@ uint64_t qtrain_counter_read(void) {
     return counter_ticks * INSTRUCTIONS_PER_TICK;
 }
 #else
-/* Cortex-M7 DWT cycle counter (ARMv7-M ARM C1.8): enable trace (DEMCR.TRCENA), unlock the DWT
- * (the M7 has a lock access register), then count. */
+/* DWT cycle counter (ARMv7-M ARM C1.8): enable trace (DEMCR.TRCENA), unlock the DWT (the M7 has a
+ * lock access register; the M4 has none), then count. */
 #define DEMCR MMIO32(0xE000EDFCu)
 #define DWT_CTRL MMIO32(0xE0001000u)
 #define DWT_CYCCNT MMIO32(0xE0001004u)
@@ -177,7 +178,9 @@ qtrain_counter_kind_t qtrain_counter_kind(void) {
 
 void qtrain_counter_start(void) {
     DEMCR |= 1u << 24;
+#if defined(QTRAIN_BOARD_STM32F746)
     DWT_LAR = 0xC5ACCE55u;
+#endif
     DWT_CYCCNT = 0u;
     DWT_CTRL |= 1u;
     counter_last = DWT_CYCCNT;

@@ -1,12 +1,15 @@
 /*
- * startup_armv7em.c - vector table, reset and fault handlers for the Cortex-M7 targets
- * (QEMU mps2-an500 and STM32F746), written in C with a few lines of inline assembly.
+ * startup_armv7em.c - vector table, reset and fault handlers for every Arm target (Cortex-M7: QEMU
+ * mps2-an500, STM32F746; Cortex-M4F: QEMU mps2-an386, NUCLEO-F446RE; Cortex-M33: QEMU mps2-an505),
+ * written in C with a few lines of inline assembly.
  *
  * Reset: switch thread mode to PSP on the application stack (handlers keep MSP, the small handler
  * stack), enable the FPU (the code is built for -mfloat-abi=hard, so nothing may touch an FP register
- * before this), copy .data from Flash, zero .bss and the .qtrain.* SRAM sections, arm the MPU
- * stack guard, enable the configurable faults, paint the stack, run main() and exit with its status
- * through semihosting.
+ * before this), copy .data from Flash, zero .bss and the .qtrain.* SRAM sections, arm the stack
+ * guard (ARMv7-M: an MPU no-access region over the stack's lowest 32 bytes; ARMv8-M: the PSPLIM and
+ * MSPLIM stack limit registers, as PMSAv8 has no no-access permission), enable the configurable
+ * faults, paint the stack, run main() and exit with its status through semihosting. The Cortex-M33
+ * runs in Secure state throughout (the reset state; with the SAU off all memory is Secure).
  *
  * Faults: every fault and unexpected exception prints one line through semihosting, e.g.
  *   qtrain: HardFault at pc=0x00000a1c lr=0x000009f3 cfsr=0x00008200 hfsr=0x40000000 addr=0x3ffffffc
@@ -20,8 +23,28 @@
 
 #if defined(QTRAIN_BOARD_STM32F746)
 #define QTRAIN_NUM_IRQ 98 /* RM0385 table 46: IRQ 0..97 */
+#elif defined(QTRAIN_BOARD_NUCLEO_F446RE)
+#define QTRAIN_NUM_IRQ 97 /* RM0390 table 38: IRQ 0..96 */
+#elif defined(QTRAIN_BOARD_MPS2_AN505)
+#define QTRAIN_NUM_IRQ 124 /* hw/arm/mps2-tz.c: 92 expansion IRQs + the SSE-200's 32 */
+#elif defined(QTRAIN_BOARD_MPS2_AN500) || defined(QTRAIN_BOARD_MPS2_AN386)
+#define QTRAIN_NUM_IRQ 32 /* hw/arm/mps2.c: num-irq 32 */
 #else
-#define QTRAIN_NUM_IRQ 32 /* hw/arm/mps2.c: num-irq 32 for the AN500 */
+#error "define one QTRAIN_BOARD_* (build.py does)"
+#endif
+
+#if defined(__ARM_ARCH_8M_MAIN__)
+#define QTRAIN_ARMV8M 1 /* stack limit registers instead of an MPU guard; SecureFault */
+#else
+#define QTRAIN_ARMV8M 0
+#endif
+
+/* The target's name, in a section that takes no memory on the device and that --gc-sections keeps
+ * (it is not allocated): qtrain-run reads it to choose the QEMU machine (build.TARGET_SECTION). */
+#ifdef QTRAIN_TARGET_NAME
+__asm__(".pushsection .qtrain.target, \"\", %progbits\n"
+        ".asciz \"" QTRAIN_TARGET_NAME "\"\n"
+        ".popsection\n");
 #endif
 
 int main(void);
@@ -40,8 +63,10 @@ typedef struct {
 
 #define F qtrain_fault_entry
 #define F4 F, F, F, F
-#define F16 F4, F4, F4, F4
+#define F8 F4, F4
+#define F16 F8, F8
 #define F32 F16, F16
+#define F64 F32, F32
 
 /* Placed first in Flash by the linker scripts: the initial MSP, then the exception vectors. All of
  * them but reset end in the fault reporter: the firmware enables no interrupts, so any exception is
@@ -52,12 +77,18 @@ __attribute__((section(".vectors"), used)) static const qtrain_vector_table_t qt
         {
             Reset_Handler,
             F, F, F, F, F, /* NMI, HardFault, MemManage, BusFault, UsageFault */
-            0, 0, 0, 0,    /* reserved */
+            F, 0, 0, 0,    /* SecureFault on ARMv8-M (reserved on ARMv7-M), reserved */
             F, F, 0, F, F, /* SVCall, DebugMonitor, reserved, PendSV, SysTick */
 #if QTRAIN_NUM_IRQ == 32
             F32,
+#elif QTRAIN_NUM_IRQ == 97
+            F64, F32, F,
+#elif QTRAIN_NUM_IRQ == 98
+            F64, F32, F, F,
+#elif QTRAIN_NUM_IRQ == 124
+            F64, F32, F16, F8, F4,
 #else
-            F32, F32, F32, F, F,
+#error "no vector table for this QTRAIN_NUM_IRQ"
 #endif
         },
 };
@@ -80,6 +111,7 @@ _Static_assert(sizeof(qtrain_vector_table) == 4 * (16 + QTRAIN_NUM_IRQ), "vector
 #define CFSR_MSTKERR (1u << 4)
 #define CFSR_MMARVALID (1u << 7)
 #define CFSR_BFARVALID (1u << 15)
+#define CFSR_STKOF (1u << 20) /* ARMv8-M: a stack limit violation */
 
 /* ---- reset ---- */
 /* Naked: no prologue may use the stack before PSP is set. CONTROL.SPSEL = 1 makes thread mode use
@@ -94,6 +126,19 @@ __attribute__((naked, noreturn)) void Reset_Handler(void) {
                      "b qtrain_reset\n");
 }
 
+#if QTRAIN_ARMV8M
+/* ARMv8-M: a push or SP change below PSPLIM faults (UsageFault STKOF) without writing below it; the
+ * limit sits at the guard's top, so the guard bytes are never written, as with the MPU guard. */
+static void enable_stack_guard(void) {
+    uintptr_t psp_limit = qtrain_stack_paint_start();
+    uintptr_t msp_limit = (uintptr_t)__qtrain_handler_stack_limit;
+    __asm__ volatile("msr psplim, %0\n"
+                     "msr msplim, %1\n"
+                     "isb" ::"r"(psp_limit),
+                     "r"(msp_limit)
+                     : "memory");
+}
+#else
 static void enable_stack_guard(void) {
     MPU_RNR = 0u;
     MPU_RBAR = (uint32_t)(uintptr_t)__qtrain_stack_limit;
@@ -102,6 +147,7 @@ static void enable_stack_guard(void) {
     MPU_CTRL = (1u << 2) | 1u; /* PRIVDEFENA: the default map everywhere else; ENABLE */
     __asm__ volatile("dsb\n isb" ::: "memory");
 }
+#endif
 
 __attribute__((noreturn, used)) void qtrain_reset(void) {
     SCB_CPACR |= 0xFu << 20; /* CP10 and CP11: full access to the FPU */
@@ -117,6 +163,9 @@ __attribute__((noreturn, used)) void qtrain_reset(void) {
 
     enable_stack_guard();
     SCB_SHCSR |= (1u << 16) | (1u << 17) | (1u << 18); /* MemManage, BusFault, UsageFault */
+#if QTRAIN_ARMV8M
+    SCB_SHCSR |= 1u << 19; /* SecureFault */
+#endif
     SCB_CCR |= 1u << 4;                               /* DIV_0_TRP: integer division by zero faults */
     __asm__ volatile("dsb\n isb" ::: "memory");
 
@@ -148,6 +197,8 @@ static const char *exception_name(uint32_t number) {
         return "BusFault";
     case 6:
         return "UsageFault";
+    case 7:
+        return "SecureFault";
     case 11:
         return "SVCall";
     case 12:
@@ -182,7 +233,8 @@ __attribute__((noreturn, used)) void qtrain_fault_report(const uint32_t *frame, 
     uintptr_t guard_end = qtrain_stack_paint_start();
     int on_psp = (exc_return & 4u) != 0u;
     int overflow = (on_psp && (uintptr_t)frame < guard_end) || (cfsr & CFSR_MSTKERR) != 0u ||
-                   ((cfsr & CFSR_MMARVALID) != 0u && in_range(SCB_MMFAR, guard_start, guard_end));
+                   ((cfsr & CFSR_MMARVALID) != 0u && in_range(SCB_MMFAR, guard_start, guard_end)) ||
+                   (QTRAIN_ARMV8M && on_psp && (cfsr & CFSR_STKOF) != 0u);
     if (overflow) {
         qtrain_puts("qtrain: stack overflow: the application stack (");
         qtrain_put_u32(qtrain_stack_size());

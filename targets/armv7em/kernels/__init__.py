@@ -192,7 +192,7 @@ def buffer_size_conv2d(kernel: str, input_shape: Shape, filter_shape: Shape, out
     """Scratch bytes of forward convolution `kernel` ("small_k", "1x1", "depthwise" or "generic")."""
     cout, kh, kw, cin_g = filter_shape
     if kernel == "1x1":
-        return 4 * input_shape[3] + _slice_bytes(master, cout * (slice_channels or 0))
+        return 8 * input_shape[3] + _slice_bytes(master, cout * (slice_channels or 0))
     if kernel == "depthwise":
         columns = (output_shape[2] - 1) * strides[1] + kw
         return _align4(4 * kh * columns) + _slice_bytes(master, (slice_channels or 0) * kh * kw)
@@ -316,7 +316,7 @@ def buffer_size_fused_pointwise_depthwise(input_shape: Shape, pw_filter_shape: S
     """Scratch bytes of `qtrain_fused_pointwise_depthwise_s8` (a 1x1 conv streamed into a depthwise conv),
     with B = min(C_mid, FUSED_CHANNEL_BLOCK) intermediate channels per block:
 
-    - one pixel pair of the pointwise input unpacked (4 * C_in bytes, as the 1x1 kernel);
+    - one pixel quad of the pointwise input unpacked (8 * C_in bytes, as the 1x1 kernel);
     - the depthwise weight pairs of the block (B * KW * ceil(KH / 2) words);
     - one channel's window of KH padded intermediate rows as int16, in the depthwise kernel's layout
       (2 * KH slots per column, (OW - 1) * sw + KW columns), rounded up to 4;
@@ -327,4 +327,4 @@ def buffer_size_fused_pointwise_depthwise(input_shape: Shape, pw_filter_shape: S
     block = min(pw_filter_shape[0], FUSED_CHANNEL_BLOCK)
     _, kh, kw, _ = dw_filter_shape
     columns = (output_shape[2] - 1) * dw_strides[1] + kw
-    return 4 * cin + 4 * block * kw * ((kh + 1) // 2) + _align4(4 * kh * columns) + _align4(kh * w * block)
+    return 8 * cin + 4 * block * kw * ((kh + 1) // 2) + _align4(4 * kh * columns) + _align4(kh * w * block)

@@ -3,19 +3,20 @@
  * y[p, o] = requant(bias[o] + sum_c (x[p, c] - zx) * w[o, c]). The hot kernel of an inverted-residual
  * network.
  *
- * DSP path: two output pixels at a time are unpacked once into int16 (x - zx, one SXTAB16 per two
- * channels, reordered so that SXTB16 of a weight word lines up with them), then every pair of output
- * channels runs 8 SMLAD per 4 input channels on 4 accumulators (two pixels x two channels). An odd
- * last pixel or channel is computed as a duplicate pair and only stored once.
+ * DSP path: four output pixels at a time are unpacked once into int16 (x - zx, one SXTAB16 per two
+ * channels, reordered so that SXTB16 of a weight word lines up with them), then every output channel
+ * runs 8 SMLAD per 4 input channels on 4 accumulators (the four pixels; qtrain_quad_outputs). A last
+ * quad of fewer pixels repeats its last pixel, whose outputs are then stored again.
  * Portable path: one pixel at a time, its input copied into scratch as int32 (x - zx) first.
  *
- * In place. Both paths read the input of output pixels p (and p + 1) only before writing them, and
- * walk the pixels in memory order; the input pixel of output pixel p is input pixel idx(p) >= p
+ * In place. Both paths read the input of output pixels p .. p + 3 (a quad: four pixels of one line,
+ * the whole tensor at stride 1, an output row otherwise; fewer at a line's end) only before writing
+ * them, and walk the pixels in memory order; the input pixel of output pixel p is input pixel idx(p) >= p
  * (idx strictly increasing, = p for stride 1). So the output may lie on the input
- *   head-aligned (output == input) when C_out <= C_in, any stride: output pixels 0..p + 1 end at byte
- *     (p + 2) * C_out <= (p + 2) * C_in <= idx(p + 2) * C_in, the first input byte still to be read;
+ *   head-aligned (output == input) when C_out <= C_in, any stride: output pixels 0..p + 3 end at byte
+ *     (p + 4) * C_out <= (p + 4) * C_in <= idx(p + 4) * C_in, the first input byte still to be read;
  *   tail-aligned (output + P * C_out == input + P * C_in, P pixels) when C_out >= C_in, stride 1:
- *     input pixel p + 2 starts at P * (C_out - C_in) + (p + 2) * C_in >= (p + 2) * C_out.
+ *     input pixel p + 4 starts at P * (C_out - C_in) + (p + 4) * C_in >= (p + 4) * C_out.
  */
 #include "qtrain_kernels_support.h"
 
@@ -28,8 +29,9 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
                                              const qtrain_weight_t *weight) {
     (void)params;
     (void)output_dims;
-    /* One word per input channel: two unpacked input rows (DSP, see qtrain_unpack_pair) or one (portable). */
-    return qtrain_size_saturate(4 * (int64_t)input_dims->c +
+    /* Two words per input channel: four unpacked input rows (DSP, see qtrain_unpack_quad); the portable
+     * path uses the first half (one row as int32). */
+    return qtrain_size_saturate(8 * (int64_t)input_dims->c +
                                 qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)));
 }
 
@@ -65,7 +67,7 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
     uint8_t *buf = ctx != NULL ? (uint8_t *)ctx->buf : NULL;
     int32_t *unpacked = (int32_t *)(void *)buf;
     const int8_t *slice_s8 =
-        qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf + 4 * cin);
+        qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf + 8 * cin);
     qtrain_weight_segment_t segments[3];
     const int32_t count = qtrain_weight_segments(weight, slice_s8, cin, segments);
     const qtrain_requant_t q = qtrain_requant_make(params->output_zero_point, params->clamp_min, params->clamp_max);
@@ -75,12 +77,17 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
     }
 
 #if QTRAIN_USE_DSP
-    for (int32_t p = 0; p < pixels; p += 2) {
-        const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
-        qtrain_unpack_pair(input_row(input, input_dims, params, out_h, out_w, p),
-                           input_row(input, input_dims, params, out_h, out_w, p1), segments, count, zx, unpacked);
-        qtrain_pair_outputs(unpacked, segments, count, 0, cout, bias, multiplier, &q, output + p * cout,
-                            output + p1 * cout, mask, (uint32_t)(p * cout), (uint32_t)(p1 * cout));
+    if (params->stride_h == 1 && params->stride_w == 1) {
+        /* every pixel in one line (a short last quad repeats its last pixel) */
+        qtrain_quad_line(input, cin, pixels, segments, count, zx, 0, cout, bias, multiplier, &q, output, cout, mask, 0u,
+                         (uint32_t)cout, unpacked);
+    } else {
+        for (int32_t r = 0; r < output_dims->n * out_h; r++) { /* one line per output row */
+            const int32_t p = r * out_w;
+            qtrain_quad_line(input_row(input, input_dims, params, out_h, out_w, p), params->stride_w * cin, out_w,
+                             segments, count, zx, 0, cout, bias, multiplier, &q, output + p * cout, cout, mask,
+                             (uint32_t)(p * cout), (uint32_t)cout, unpacked);
+        }
     }
 #else
     for (int32_t p = 0; p < pixels; p++) {

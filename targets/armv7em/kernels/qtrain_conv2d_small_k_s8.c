@@ -74,6 +74,7 @@ static int32_t weight_element(const qtrain_weight_t *weight, const qtrain_dims_t
     return weight->data[(o * taps + t) * cin + ci];
 }
 
+#if !QTRAIN_USE_DSP
 /* One output pixel's inputs (x - zx, padding 0), in weight order (kh, kw, ci), zero padded to K_pad,
  * into lane `px` of the interleaved pixel-pair layout: tap i at int16 index (i / 2) * 4 + px * 2 + i % 2. */
 static void im2col(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
@@ -109,6 +110,129 @@ static void im2col(const int8_t *input, const qtrain_dims_t *input_dims, const q
     }
     (void)k_pad;
 }
+#endif
+
+#if QTRAIN_USE_DSP
+/* The DSP path's im2col: output pixel (b, oy, ox)'s K inputs as raw bytes in weight order (kh, kw, ci),
+ * a padding tap (and the appended taps up to K_pad rounded up to 4) holding zx, so that subtracting zx
+ * gives 0; each kernel row inside the image is one copy of KW * C_in contiguous bytes. Then the bytes
+ * become int16 (x - zx) pairs in lane `px` of the interleaved layout, four bytes at a time (LDR, two
+ * SXTAB16, two PKH). `bytes` has room for K_pad rounded up to 4. */
+static void im2col_fast(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                        const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int32_t px,
+                        int8_t *bytes, int32_t *col) {
+    const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
+    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
+    const int32_t row_bytes = kw_count * cin, line = width * cin;
+    const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
+    const int8_t fill = (int8_t)zx;
+    const int32_t k = kh_count * row_bytes, k4 = (k_pad + 3) & ~3;
+    const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
+    if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
+        /* the whole window inside the image: each kernel row widened straight into the int16 taps
+         * (`bytes` seen as int16, natural order), four bytes at a time, then the pairs copied out */
+        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
+        int16_t *t = (int16_t *)(void *)bytes;
+        for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
+            int32_t i = 0;
+#pragma clang loop unroll(disable)
+            for (; i + 4 <= row_bytes; i += 4) {
+                const int32_t v = qtrain_read_s32(src + i);
+                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
+                qtrain_write_s32(t + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
+                qtrain_write_s32(t + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
+            }
+#pragma clang loop unroll(disable)
+            for (; i < row_bytes; i++) {
+                t[i] = (int16_t)(src[i] - zx);
+            }
+            t += row_bytes;
+        }
+        if (k < k_pad) {
+            *t = 0; /* the appended zero tap */
+        }
+        const int16_t *taps = (const int16_t *)(const void *)bytes;
+        int32_t *dst = col + px;
+#pragma clang loop unroll(disable)
+        for (int32_t j = 0; j < k_pad; j += 2, dst += 2) {
+            *dst = qtrain_read_s32(taps + j);
+        }
+        return;
+    }
+    for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
+        const int inside = iy0 + kh >= 0 && iy0 + kh < height;
+        for (int32_t kw = 0; kw < kw_count; kw++) {
+            const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
+            for (int32_t ci = 0; ci < cin; ci++) {
+                bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
+            }
+        }
+    }
+    for (int32_t i = k; i < k4; i++) {
+        bytes[i] = fill;
+    }
+    const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
+    int32_t *dst = col + px;
+    int32_t i = 0;
+    for (; i + 4 <= k_pad; i += 4, dst += 4) {
+        const int32_t v = qtrain_read_s32(bytes + i);
+        const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
+        dst[0] = (int32_t)((even & 0xFFFFu) | (odd << 16));     /* taps (i, i + 1) */
+        dst[2] = (int32_t)((odd & 0xFFFF0000u) | (even >> 16)); /* taps (i + 2, i + 3) */
+    }
+    if (i < k_pad) { /* two taps left */
+        dst[0] = (int32_t)(((uint32_t)(bytes[i] - zx) & 0xFFFFu) | ((uint32_t)(bytes[i + 1] - zx) << 16));
+    }
+}
+#endif
+
+#if QTRAIN_USE_DSP
+/* Output pixel (b, oy, ox)'s K_pad taps as int16 (x - zx, padding and the appended tap 0), in weight order,
+ * into t (room for K_pad rounded up to 4 int16). A window inside the image: each kernel row widened four
+ * bytes at a time (LDR, two SXTAB16, two PKH); otherwise tap by tap. */
+static void pixel_taps(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                       const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int16_t *t) {
+    const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
+    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
+    const int32_t row_bytes = kw_count * cin, line = width * cin;
+    const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
+    const int32_t k = kh_count * row_bytes;
+    if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
+        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
+        const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
+        int16_t *d = t;
+        for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
+            int32_t i = 0;
+#pragma clang loop unroll(disable)
+            for (; i + 4 <= row_bytes; i += 4) {
+                const int32_t v = qtrain_read_s32(src + i);
+                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
+                qtrain_write_s32(d + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
+                qtrain_write_s32(d + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
+            }
+#pragma clang loop unroll(disable)
+            for (; i < row_bytes; i++) {
+                d[i] = (int16_t)(src[i] - zx);
+            }
+        }
+    } else {
+        for (int32_t kh = 0; kh < kh_count; kh++) {
+            const int32_t iy = iy0 + kh;
+            for (int32_t kw = 0; kw < kw_count; kw++) {
+                const int32_t ix = ix0 + kw;
+                const int ok = iy >= 0 && iy < height && ix >= 0 && ix < width;
+                const int8_t *src = input + ((b * height + iy) * width + ix) * cin;
+                for (int32_t ci = 0; ci < cin; ci++) {
+                    t[(kh * kw_count + kw) * cin + ci] = ok ? (int16_t)(src[ci] - zx) : 0;
+                }
+            }
+        }
+    }
+    for (int32_t i = k; i < k_pad; i++) {
+        t[i] = 0; /* the appended zero tap */
+    }
+}
+#endif
 
 /* Requantize and store one output and, with a mask, its bit. */
 QTRAIN_INLINE void put(int32_t acc, float m, const qtrain_requant_t *q, int8_t *out, uint8_t *mask, uint32_t e,
@@ -190,6 +314,216 @@ QTRAIN_INLINE void pair_outputs_impl(const int32_t *restrict col, const int32_t 
     }
 }
 
+#if QTRAIN_DSP_ASM
+/* All output channels of one pixel pair in one assembly loop (no mask, a bias, an even C_out): per
+ * channel pair, the taps four at a time (two LDM + 8 SMLAD: 10 instructions per 16 MACs, unrolled, entered
+ * at the block that leaves K_pad / 4 blocks), a last two taps when K_pad / 2 is odd, then the four
+ * requantizations through the FPU (qtrain_requant's operations) and four post-increment stores. The job
+ * is copied onto the stack: every register is taken by the dot products. */
+typedef struct {
+    int8_t *out0;          /* 0: pixel 0's next output byte */
+    int8_t *out1;          /* 4 */
+    const int32_t *col;    /* 8: the interleaved pixel pair */
+    const int32_t *w;      /* 12: the interleaved channel pairs */
+    uint32_t pairs;        /* 16: channel pairs left */
+    const int32_t *bias;   /* 20 */
+    const float *mult;     /* 24 */
+    int32_t bias_bits;     /* 28 */
+    float lo, hi, shift;   /* 32, 36, 40 */
+    uint32_t skip_bytes;   /* 44: 40 * (QTRAIN_SMALL_K_MAX_K / 4 - K_pad / 4): unrolled blocks not run */
+    uint32_t half;         /* 48: K_pad / 2 odd */
+} small_k_job_t;
+_Static_assert(sizeof(small_k_job_t) == 52 && offsetof(small_k_job_t, skip_bytes) == 44,
+               "small_k_job_t layout used by small_k_rows_asm");
+#define SMALL_K_BLOCKS 64 /* QTRAIN_SMALL_K_MAX_K / 4 */
+_Static_assert(SMALL_K_BLOCKS * 4 == QTRAIN_SMALL_K_MAX_K, "the unrolled chain covers every K");
+
+__attribute__((naked, noinline)) static void small_k_rows_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldr     r0, [sp, #20]\n\t"
+        "ldrd    r2, r3, [r0], #8\n\t"                  /* acc = bias[o], bias[o + 1] */
+        "str     r0, [sp, #20]\n\t"
+        "mov     r4, r2\n\t"
+        "mov     r5, r3\n\t"
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "ldr     r6, [sp, #24]\n\t"
+        "vldmia  r6!, {s8, s9}\n\t"
+        "str     r6, [sp, #24]\n\t"
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldr     r6, [sp, #28]\n\t"                     /* bias_bits */
+        "add     r2, r6\n\t"
+        "add     r3, r6\n\t"
+        "add     r4, r6\n\t"
+        "add     r5, r6\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r6, [sp, #16]\n\t"
+        "subs    r6, r6, #1\n\t"
+        "str     r6, [sp, #16]\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
+/* the same with an even zero point folded into the rounding shifter (no bias_bits adds) */
+__attribute__((naked, noinline)) static void small_k_rows_even_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldr     r0, [sp, #20]\n\t"
+        "ldrd    r2, r3, [r0], #8\n\t"                  /* acc = bias[o], bias[o + 1] */
+        "str     r0, [sp, #20]\n\t"
+        "mov     r4, r2\n\t"
+        "mov     r5, r3\n\t"
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "ldr     r6, [sp, #24]\n\t"
+        "vldmia  r6!, {s8, s9}\n\t"
+        "str     r6, [sp, #24]\n\t"
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r6, [sp, #16]\n\t"
+        "subs    r6, r6, #1\n\t"
+        "str     r6, [sp, #16]\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
+#endif
+
 static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, int32_t k_pad, int32_t cout,
                                                    const int32_t *bias, const float *multiplier, qtrain_requant_t q,
                                                    int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0,
@@ -197,6 +531,20 @@ static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int
     if (mask != NULL) {
         pair_outputs_impl(col, w, k_pad, cout, bias, multiplier, &q, out0, out1, mask, e0, e1, 1);
     } else {
+#if QTRAIN_DSP_ASM
+        if (bias != NULL && (cout & 1) == 0) {
+            const int even = (q.zp & 1) == 0;
+            const small_k_job_t job = {out0, out1, col, w, (uint32_t)cout / 2, bias, multiplier, q.bias_bits, q.lo,
+                                       q.hi, even ? QTRAIN_ROUND_SHIFTER + (float)q.zp : QTRAIN_ROUND_SHIFTER,
+                                       40u * (uint32_t)(SMALL_K_BLOCKS - k_pad / 4), (uint32_t)(k_pad / 2) & 1u};
+            if (even) {
+                small_k_rows_even_asm(&job);
+            } else {
+                small_k_rows_asm(&job);
+            }
+            return;
+        }
+#endif
         pair_outputs_impl(col, w, k_pad, cout, bias, multiplier, &q, out0, out1, mask, e0, e1, 0);
     }
 }
@@ -239,12 +587,39 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
         qtrain_mask_clear(mask, pixels * cout);
     }
 
+#if QTRAIN_USE_DSP
+    int32_t bytes[QTRAIN_SMALL_K_MAX_K / 2 + 2]; /* one pixel's im2col: bytes, or int16 taps */
+    /* with room after the minimum scratch: the pair's taps as int16, then interleaved word by word */
+    const int32_t minimum = qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
+    int16_t *taps0 = ctx->size - minimum >= 4 * ((k_pad + 3) & ~3) ? (int16_t *)(void *)((uint8_t *)ctx->buf + minimum) : NULL;
+    int16_t *taps1 = taps0 != NULL ? taps0 + ((k_pad + 3) & ~3) : NULL;
+#endif
     for (int32_t p = 0; p < pixels; p += 2) {
         const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
+#if QTRAIN_USE_DSP
+        if (taps0 != NULL) {
+            pixel_taps(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w,
+                       k_pad, taps0);
+            pixel_taps(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
+                       k_pad, taps1);
+            int32_t *c32 = (int32_t *)(void *)col;
+#pragma clang loop unroll(disable)
+            for (int32_t j = 0; j < k_pad; j += 2, c32 += 2) {
+                c32[0] = qtrain_read_s32(taps0 + j);
+                c32[1] = qtrain_read_s32(taps1 + j);
+            }
+        } else {
+        im2col_fast(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad,
+                    0, (int8_t *)bytes, (int32_t *)(void *)col);
+        im2col_fast(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
+                    k_pad, 1, (int8_t *)bytes, (int32_t *)(void *)col);
+        }
+#else
         im2col(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad, 0,
                col);
         im2col(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w, k_pad, 1,
                col);
+#endif
         pair_outputs((const int32_t *)(const void *)col, (const int32_t *)(const void *)w16, k_pad, cout, bias,
                      multiplier, q, output + p * cout, output + p1 * cout, mask, (uint32_t)(p * cout),
                      (uint32_t)(p1 * cout));

@@ -65,33 +65,219 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
 }
 
 #if QTRAIN_USE_DSP
-/* Padded row r (r = iy + pt) of channel c of batch b, as int16 x - zx, into ring slots `slot` and
- * `slot + kernel_h` of every column. */
-static __attribute__((noinline)) void build_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b,
-                                                int32_t c, int32_t r, int32_t pad_top, int32_t pad_left,
-                                                int32_t zero_point, int32_t columns, int32_t kernel_h, int16_t *ring,
-                                                int32_t slot) {
-    const int32_t iy = r - pad_top, slots = column_slots(kernel_h);
-    int16_t *dst = ring + slot;
-    int32_t j = 0;
-    if (iy >= 0 && iy < input_dims->h) {
-        const int32_t channels = input_dims->c;
-        const int32_t first = pad_left < columns ? pad_left : columns;
-        for (; j < first; j++, dst += slots) {
-            dst[0] = 0;
-            dst[kernel_h] = 0;
-        }
-        const int32_t last = pad_left + input_dims->w < columns ? pad_left + input_dims->w : columns;
-        const int8_t *src = input + ((b * input_dims->h + iy) * input_dims->w + (j - pad_left)) * channels + c;
-        for (; j < last; j++, dst += slots, src += channels) {
-            const int16_t v = (int16_t)(*src - zero_point);
-            dst[0] = v;
-            dst[kernel_h] = v;
+/* The DSP path: channels in groups of four (one when that does not fit the scratch given), each
+ * channel's padded rows as pair rows (qtrain_kernels_support.h, "pair-row engine"), every padded row
+ * loaded once, for the four channels of a group with one word read per pixel, into the low halves of
+ * its pair row and the high halves of the one before (a stride-2 convolution reads pair rows of one
+ * parity only and loads only their halves). When the group's whole padded planes fit, all rows are
+ * loaded first and each channel's output is one qtrain_dw_output_rows call; otherwise each channel
+ * keeps a ring of KH pair rows and each output row is one call, after the rows it needs are loaded. */
+/* Channels [0, C - C mod 4) four at a time over bands of NB output rows, when a group's whole planes do
+ * not fit but a band does: each input row of the group's four channels is copied once into a ring of
+ * (NB - 1) * sh + KH rows (W words: four channels per pixel), before any output row that could overwrite
+ * it (in place: output row oy lies on input row oy); each band's pair rows are built from the ring, then
+ * its output rows are one qtrain_dw4_output_rows call. Returns the channels done (0: nothing fits). */
+static int32_t depthwise_four_bands(const int8_t *input, const qtrain_dims_t *input_dims,
+                                    const qtrain_conv_params_t *params, const qtrain_dims_t *output_dims,
+                                    int32_t kernel_h, int32_t kernel_w, const qtrain_weight_t *weight,
+                                    const int8_t *slice_s8, const int32_t *bias, const float *multiplier,
+                                    const qtrain_requant_t *q, int32_t *buf, int32_t available, int32_t columns,
+                                    int8_t *output, uint8_t *mask) {
+    const int32_t channels = input_dims->c, taps = kernel_h * kernel_w, npairs = (kernel_h + 1) / 2;
+    const int32_t height = input_dims->h, width = input_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, sh = params->stride_h, pt = params->pad_top;
+    const int even = (sh & 1) == 0, row_words = 4 * columns, wp_words = 4 * npairs * kernel_w;
+    int32_t band = 8, ring_rows = 0, stored = 0;
+    for (; band >= 1; band /= 2) {
+        ring_rows = (band - 1) * sh + kernel_h;
+        stored = even ? (band - 1) * sh / 2 + npairs : (band - 1) * sh + 2 * npairs - 1;
+        if (4 * (ring_rows * width + stored * row_words + wp_words) <= available) {
+            break;
         }
     }
-    for (; j < columns; j++, dst += slots) {
-        dst[0] = 0;
-        dst[kernel_h] = 0;
+    if (band < 1) {
+        return 0;
+    }
+    int32_t *ring = buf, *plane = buf + ring_rows * width, *wp = plane + stored * row_words;
+    const int32_t first = params->pad_left < columns ? params->pad_left : columns;
+    const int32_t last = params->pad_left + width < columns ? params->pad_left + width : columns;
+    const int32_t fours = channels & ~3;
+    for (int32_t c0 = 0; c0 < fours; c0 += 4) {
+        const int8_t *w[4];
+        for (int32_t g = 0; g < 4; g++) {
+            const int32_t c = c0 + g;
+            w[g] = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
+                       ? slice_s8 + (c - weight->slice_start) * taps
+                       : weight->data + c * taps;
+        }
+        qtrain_dw4_weights(w, kernel_h, kernel_w, wp);
+        for (int32_t b = 0; b < output_dims->n; b++) {
+            const int8_t *image = input + b * height * width * channels + c0;
+            int32_t next_row = 0; /* the first image row not in the ring yet */
+            for (int32_t oy0 = 0; oy0 < out_h; oy0 += band) {
+                const int32_t rows_out = out_h - oy0 < band ? out_h - oy0 : band;
+                const int32_t r0 = oy0 * sh - pt, rows = (rows_out - 1) * sh + kernel_h;
+                const int32_t lo = r0 > 0 ? r0 : 0, hi = r0 + rows < height ? r0 + rows : height;
+                if (next_row < lo) {
+                    next_row = lo; /* rows a stride larger than the kernel skips are never needed */
+                }
+                for (; next_row < hi; next_row++) {
+                    const int8_t *src = image + next_row * width * channels;
+                    int32_t *dst = ring + (next_row % ring_rows) * width;
+#pragma clang loop unroll(disable)
+                    for (int32_t x = 0; x < width; x++, src += channels) {
+                        dst[x] = qtrain_read_s32(src);
+                    }
+                }
+                const int32_t s_rows = even ? (rows_out - 1) * sh / 2 + npairs : (rows_out - 1) * sh + 2 * npairs - 1;
+                for (int32_t m = 0; m < s_rows; m++) {
+                    const int32_t ya = oy0 * sh + (even ? 2 * m : m) - pt, yb = ya + 1;
+                    const int8_t *a = ya >= 0 && ya < height
+                                          ? (const int8_t *)(ring + (ya % ring_rows) * width + (first - params->pad_left))
+                                          : NULL;
+                    const int8_t *bb = yb >= 0 && yb < height
+                                           ? (const int8_t *)(ring + (yb % ring_rows) * width + (first - params->pad_left))
+                                           : NULL;
+                    qtrain_dw4_pair_row(a, bb, 4, first, last, columns, params->input_zero_point, plane + m * row_words);
+                }
+                const uint32_t e = (uint32_t)(((b * out_h + oy0) * out_w) * channels + c0);
+                qtrain_dw4_output_rows(plane, row_words, even ? 1 : 2, even ? sh / 2 : sh, kernel_h, kernel_w, wp,
+                                       rows_out, out_w, params->stride_w, bias != NULL ? bias + c0 : NULL,
+                                       multiplier + c0, q, output + e, channels, mask, e);
+            }
+        }
+    }
+    return fours;
+}
+
+/* Channels [0, C - C mod 4) four at a time with the four-channel engine when a group's whole padded
+ * planes fit the scratch given (qtrain_kernels_support.h): all of a group's pair rows are built first (a
+ * stride-2 convolution stores the even pair rows only), then all its output rows are one call.
+ * Returns the channels done (0 when the planes do not fit). */
+static int32_t depthwise_fours(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                               const qtrain_dims_t *output_dims, int32_t kernel_h, int32_t kernel_w,
+                               const qtrain_weight_t *weight, const int8_t *slice_s8, const int32_t *bias,
+                               const float *multiplier, const qtrain_requant_t *q, int32_t *buf, int32_t available,
+                               int32_t columns, int8_t *output, uint8_t *mask) {
+    const int32_t channels = input_dims->c, taps = kernel_h * kernel_w, npairs = (kernel_h + 1) / 2;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, sh = params->stride_h;
+    const int32_t plane_rows = (out_h - 1) * sh + kernel_h; /* padded rows the output reads */
+    const int even = (sh & 1) == 0;                         /* then only even pair rows are read */
+    const int32_t stored = even ? (plane_rows + 1) / 2 : plane_rows, row_words = 4 * columns;
+    const int32_t plane_words = stored * row_words, wp_words = 4 * npairs * kernel_w;
+    const int32_t fours = channels & ~3;
+    if (fours == 0) {
+        return 0;
+    }
+    if (4 * (plane_words + wp_words) > available) {
+        return depthwise_four_bands(input, input_dims, params, output_dims, kernel_h, kernel_w, weight, slice_s8, bias,
+                                    multiplier, q, buf, available, columns, output, mask);
+    }
+    int32_t *plane = buf, *wp = buf + plane_words;
+    const int32_t pixel_stride = channels, line = input_dims->w * channels;
+    const int32_t first = params->pad_left < columns ? params->pad_left : columns;
+    const int32_t last = params->pad_left + input_dims->w < columns ? params->pad_left + input_dims->w : columns;
+    for (int32_t c0 = 0; c0 < fours; c0 += 4) {
+        const int8_t *w[4];
+        for (int32_t g = 0; g < 4; g++) {
+            const int32_t c = c0 + g;
+            w[g] = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
+                       ? slice_s8 + (c - weight->slice_start) * taps
+                       : weight->data + c * taps;
+        }
+        qtrain_dw4_weights(w, kernel_h, kernel_w, wp);
+        for (int32_t b = 0; b < output_dims->n; b++) {
+            const int8_t *image = input + b * input_dims->h * line + (first - params->pad_left) * channels + c0;
+            for (int32_t m = 0; m < stored; m++) {
+                const int32_t k = even ? 2 * m : m; /* pair row: padded rows k, k + 1 */
+                const int32_t ia = k - params->pad_top, ib = ia + 1;
+                qtrain_dw4_pair_row(ia >= 0 && ia < input_dims->h ? image + ia * line : NULL,
+                                    ib >= 0 && ib < input_dims->h ? image + ib * line : NULL, pixel_stride, first,
+                                    last, columns, params->input_zero_point, plane + m * row_words);
+            }
+            const uint32_t e = (uint32_t)(b * out_h * out_w * channels + c0);
+            qtrain_dw4_output_rows(plane, row_words, even ? 1 : 2, even ? sh / 2 : sh, kernel_h, kernel_w, wp, out_h,
+                                   out_w, params->stride_w, bias != NULL ? bias + c0 : NULL, multiplier + c0, q,
+                                   output + e, channels, mask, e);
+        }
+    }
+    return fours;
+}
+
+static void depthwise_groups(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                             const qtrain_dims_t *output_dims, int32_t kernel_h, int32_t kernel_w,
+                             const qtrain_weight_t *weight, const int8_t *slice_s8, const int32_t *bias,
+                             const float *multiplier, const qtrain_requant_t *q, int32_t *rings, int32_t available,
+                             int32_t columns, int8_t *output, uint8_t *mask, int32_t c_begin) {
+    const int32_t channels = input_dims->c, taps = kernel_h * kernel_w, npairs = (kernel_h + 1) / 2;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, sh = params->stride_h;
+    const int32_t plane_rows = (out_h - 1) * sh + kernel_h; /* padded rows the output reads */
+    const int32_t wp_words = npairs * kernel_w;
+    /* the schedule: whole planes (4 channels, else 1), else rings of KH pair rows (4 channels, else 1) */
+    int32_t rows = plane_rows, group = 4, whole = 1;
+    if (4 * group * (rows * columns + wp_words) > available) {
+        group = 1;
+    }
+    if (4 * group * (rows * columns + wp_words) > available) {
+        rows = kernel_h;
+        whole = 0;
+        group = 4 * 4 * (rows * columns + wp_words) <= available ? 4 : 1;
+    }
+    const int32_t ring_words = rows * columns;
+    const int32_t parity = (sh & 1) == 0 ? 0 : -1; /* an even stride reads even pair rows only */
+    int32_t local_wp[QTRAIN_MAX_DEPTHWISE_KERNEL * MAX_PAIRS];
+    int32_t *wp = group == 4 || whole ? rings + group * ring_words : local_wp; /* they fit there */
+    for (int32_t c0 = c_begin; c0 < channels; c0 += group) {
+        const int32_t count = channels - c0 < group ? channels - c0 : group;
+        for (int32_t g = 0; g < count; g++) {
+            const int32_t c = c0 + g;
+            const int8_t *w = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
+                                  ? slice_s8 + (c - weight->slice_start) * taps
+                                  : weight->data + c * taps;
+            qtrain_dw_weight_pairs(w, kernel_h, kernel_w, wp + g * wp_words);
+        }
+        for (int32_t b = 0; b < output_dims->n; b++) {
+            const uint32_t e0 = (uint32_t)(b * out_h * out_w * channels);
+            if (whole) {
+                for (int32_t r = 0; r < plane_rows; r++) {
+                    qtrain_dw_load_row(input, input_dims, b, c0, count, r, params->pad_top, params->pad_left,
+                                       params->input_zero_point, columns, rows, parity, rings, ring_words);
+                }
+                for (int32_t g = 0; g < count; g++) {
+                    const int32_t *pair_rows[MAX_PAIRS];
+                    for (int32_t i = 0; i < npairs; i++) {
+                        pair_rows[i] = rings + g * ring_words + 2 * i * columns;
+                    }
+                    const int32_t c = c0 + g;
+                    qtrain_dw_output_rows(pair_rows, kernel_h, kernel_w, wp + g * wp_words, out_h, sh * columns,
+                                          out_w, params->stride_w, bias != NULL ? bias[c] : 0, multiplier[c], q,
+                                          output + e0 + c, channels, mask, e0 + (uint32_t)c);
+                }
+                continue;
+            }
+            int32_t next_row = 0; /* the first padded row not loaded yet */
+            for (int32_t oy = 0; oy < out_h; oy++) {
+                const int32_t r0 = oy * sh;
+                if (next_row < r0) {
+                    next_row = r0; /* rows a stride larger than the kernel skips are never needed */
+                }
+                for (; next_row < r0 + kernel_h; next_row++) {
+                    qtrain_dw_load_row(input, input_dims, b, c0, count, next_row, params->pad_top, params->pad_left,
+                                       params->input_zero_point, columns, rows, parity, rings, ring_words);
+                }
+                for (int32_t g = 0; g < count; g++) {
+                    const int32_t *pair_rows[MAX_PAIRS];
+                    for (int32_t i = 0; i < npairs; i++) {
+                        pair_rows[i] = rings + g * ring_words + ((r0 + 2 * i) % rows) * columns;
+                    }
+                    const int32_t c = c0 + g;
+                    const uint32_t e = e0 + (uint32_t)((oy * out_w) * channels + c);
+                    qtrain_dw_output_rows(pair_rows, kernel_h, kernel_w, wp + g * wp_words, 1, 0, out_w,
+                                          params->stride_w, bias != NULL ? bias[c] : 0, multiplier[c], q, output + e,
+                                          channels, mask, e);
+                }
+            }
+        }
     }
 }
 
@@ -155,32 +341,6 @@ __attribute__((noinline)) void qtrain_depthwise_output_row(const int16_t *window
 }
 #undef ROW_VARIANTS
 
-/* One channel: build its padded rows once each into the ring, compute every output row. */
-static void depthwise_channel(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
-                              const qtrain_dims_t *output_dims, int32_t kernel_h, int32_t kernel_w, const int8_t *w,
-                              int32_t c, int32_t bias, float multiplier, const qtrain_requant_t *q, int16_t *ring,
-                              int32_t columns, int8_t *output, uint8_t *mask) {
-    const int32_t out_h = output_dims->h, out_w = output_dims->w, channels = output_dims->c;
-    const int32_t sh = params->stride_h;
-    int32_t pairs[QTRAIN_MAX_DEPTHWISE_KERNEL * MAX_PAIRS];
-    qtrain_depthwise_pairs(w, kernel_h, kernel_w, pairs);
-    for (int32_t b = 0; b < output_dims->n; b++) {
-        int32_t next_row = 0; /* the first padded row not built yet */
-        for (int32_t oy = 0; oy < out_h; oy++) {
-            const int32_t r0 = oy * sh;
-            if (next_row < r0) {
-                next_row = r0; /* rows a stride larger than the kernel skips are never needed */
-            }
-            for (; next_row < r0 + kernel_h; next_row++) {
-                build_row(input, input_dims, b, c, next_row, params->pad_top, params->pad_left,
-                          params->input_zero_point, columns, kernel_h, ring, next_row % kernel_h);
-            }
-            const uint32_t e = (uint32_t)(((b * out_h + oy) * out_w) * channels + c);
-            qtrain_depthwise_output_row(ring + r0 % kernel_h, kernel_h, kernel_w, pairs, out_w, params->stride_w, bias,
-                                        multiplier, q, output + e, channels, mask, e);
-        }
-    }
-}
 #else
 /* Padded row r (r = iy + pt) of channel c of batch b, as int32 x - zx (padding 0), into `row`. */
 static void load_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b, int32_t c, int32_t r,
@@ -275,24 +435,35 @@ qtrain_status_t qtrain_depthwise_conv2d_s8(const qtrain_context_t *ctx, const qt
     const int32_t columns = ring_columns(params, filter_dims, output_dims);
     const int32_t ring_bytes = qtrain_align4(2 * column_slots(kernel_h) * columns);
     uint8_t *buf = ctx != NULL ? (uint8_t *)ctx->buf : NULL;
+#if QTRAIN_USE_DSP
+    /* the master slice's int8 values first, the rings after them (as many as fit: see depthwise_groups) */
+    const int32_t slice_bytes = qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    const int8_t *slice_s8 = qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf);
+    (void)ring_bytes;
+#else
     const int8_t *slice_s8 = qtrain_weight_slice_s8(weight, slice_elements(filter_dims, weight), buf + ring_bytes);
+#endif
     const qtrain_requant_t q = qtrain_requant_make(params->output_zero_point, params->clamp_min, params->clamp_max);
     if (mask != NULL) {
         qtrain_mask_clear(mask, output_dims->n * output_dims->h * output_dims->w * channels);
     }
 
+#if QTRAIN_USE_DSP
+    int32_t *rings = (int32_t *)(void *)(buf + slice_bytes);
+    const int32_t done = depthwise_fours(input, input_dims, params, output_dims, kernel_h, kernel_w, weight, slice_s8,
+                                         bias, multiplier, &q, rings, ctx->size - slice_bytes, columns, output, mask);
+    depthwise_groups(input, input_dims, params, output_dims, kernel_h, kernel_w, weight, slice_s8, bias, multiplier, &q,
+                     rings, ctx->size - slice_bytes, columns, output, mask, done);
+    (void)taps;
+#else
     for (int32_t c = 0; c < channels; c++) {
         const int8_t *w = slice_s8 != NULL && c >= weight->slice_start && c < weight->slice_stop
                               ? slice_s8 + (c - weight->slice_start) * taps
                               : weight->data + c * taps;
         const int32_t b = bias != NULL ? bias[c] : 0;
-#if QTRAIN_USE_DSP
-        depthwise_channel(input, input_dims, params, output_dims, kernel_h, kernel_w, w, c, b, multiplier[c], &q,
-                          (int16_t *)(void *)buf, columns, output, mask);
-#else
         depthwise_channel(input, input_dims, params, output_dims, kernel_h, kernel_w, w, c, b, multiplier[c], &q,
                           (int32_t *)(void *)buf, columns, output, mask);
-#endif
     }
+#endif
     return QTRAIN_STATUS_OK;
 }

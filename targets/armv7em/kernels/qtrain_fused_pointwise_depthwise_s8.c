@@ -18,8 +18,8 @@
  * input pixels again; a band builds its window rows once for NB output rows). The bytes written do
  * not depend on B or NB.
  *
- * DSP path: the pointwise stage is the 1x1 kernel's pixel-pair engine (qtrain_unpack_pair +
- * qtrain_pair_outputs on the block's weight rows); the depthwise stage builds, per channel and band,
+ * DSP path: the pointwise stage is the 1x1 kernel's pixel-quad engine (qtrain_unpack_quad +
+ * qtrain_quad_outputs on the block's weight rows); the depthwise stage builds, per channel and band,
  * the band's padded rows as int16 (x - zmid, padding 0) in the depthwise kernel's column-interleaved
  * layout (2 * KH slots per column; the band's (NB - 1) * sh + KH <= 2 * KH - 1 rows in slots 0, 1, ...)
  * and runs the depthwise kernel's row routine (qtrain_depthwise_output_row) on the window of each
@@ -36,26 +36,36 @@ typedef struct {
     int32_t block;     /* channels per block */
     int32_t band;      /* output rows per band */
     int32_t ring_rows; /* (band - 1) * sh + KH */
-    int32_t unpacked;  /* bytes: one unpacked pixel pair, 4 * C_in */
+    int32_t unpacked;  /* bytes: one unpacked pixel quad, 8 * C_in */
     int32_t pairs;     /* bytes: the block's depthwise weight pairs */
     int32_t window;    /* bytes: one channel's int16 window, 2 * KH slots per column */
     int32_t ring;      /* bytes: ring_rows rows of W x block int8 */
     int32_t columns;   /* window columns: (OW - 1) * sw + KW */
+    int32_t four;      /* DSP: the depthwise stage runs four channels at a time (qtrain_dw4_output_rows) */
+    int32_t stored;    /* four: pair rows per band (only those of one parity for an even stride) */
 } scratch_layout_t;
 
+/* four: the window holds a group of four channels' interleaved pair rows for a band (word (j * 4 + g) of
+ * each; with an even stride the pair rows of one parity only), instead of one channel's int16 window. */
 static scratch_layout_t layout(const qtrain_dims_t *input_dims, const qtrain_conv_params_t *dw_params,
                                const qtrain_dims_t *dw_filter_dims, const qtrain_dims_t *output_dims, int32_t block,
-                               int32_t band) {
+                               int32_t band, int32_t four) {
     scratch_layout_t l;
-    const int32_t kh = dw_filter_dims->h, kw = dw_filter_dims->w;
+    const int32_t kh = dw_filter_dims->h, kw = dw_filter_dims->w, sh = dw_params->stride_h;
+    const int32_t npairs = (kh + 1) / 2;
     l.block = block;
     l.band = band;
     l.ring_rows = (band - 1) * dw_params->stride_h + kh;
     l.columns = (output_dims->w - 1) * dw_params->stride_w + kw;
-    l.unpacked = 4 * input_dims->c;
+    l.unpacked = 8 * input_dims->c;
     l.pairs = 4 * block * kw * ((kh + 1) / 2);
     l.window = qtrain_align4(4 * kh * l.columns);
     l.ring = qtrain_align4(l.ring_rows * input_dims->w * block);
+    l.four = four;
+    l.stored = (sh & 1) == 0 ? (band - 1) * sh / 2 + npairs : (band - 1) * sh + 2 * npairs - 1;
+    if (four) {
+        l.window = 16 * l.stored * l.columns;
+    }
     return l;
 }
 
@@ -68,16 +78,22 @@ static int32_t min_block(int32_t c_mid) {
 }
 
 /* Instructions a schedule adds on the Cortex-M7, roughly (measured with tools/bench_kernels.py): each
- * channel block unpacks every input pixel pair again (about 100 + 4 * C_in per pair, calls included),
- * and each output row of each channel builds ((NB - 1) * sh + KH) / NB window rows (about 4 instructions
- * per element). Only used to choose between schedules that fit. */
+ * channel block unpacks every input pixel quad again (about 50 + 2 * C_in per pixel), each band builds
+ * its window rows (one channel's: about 4 instructions per element; four channels': about 3.5 per pair
+ * word), and each output costs about 2 * ceil(KH / 2) * KW + 15 one channel at a time, 1.5 *
+ * ceil(KH / 2) * KW + 11 four at a time. Only used to choose between schedules that fit. */
 static float schedule_cost(const scratch_layout_t *l, const qtrain_dims_t *input_dims, int32_t c_mid,
-                           const qtrain_dims_t *output_dims) {
+                           const qtrain_dims_t *dw_filter_dims, const qtrain_dims_t *output_dims) {
     const int32_t blocks = (c_mid + l->block - 1) / l->block;
-    const float unpack = (float)blocks * (float)(input_dims->h * input_dims->w / 2) * (float)(100 + 4 * input_dims->c);
-    const float build = 4.0f * (float)output_dims->h * (float)c_mid * (float)l->columns * (float)l->ring_rows /
-                        (float)l->band;
-    return unpack + build;
+    const int32_t bands = (output_dims->h + l->band - 1) / l->band, taps = (dw_filter_dims->h + 1) / 2 * dw_filter_dims->w;
+    const float unpack = (float)blocks * (float)(input_dims->h * input_dims->w) * (float)(50 + 2 * input_dims->c);
+    const float outputs = (float)(output_dims->h * output_dims->w * c_mid);
+    if (l->four) {
+        return unpack + 3.5f * (float)bands * (float)c_mid * (float)(l->stored * l->columns) +
+               outputs * (1.5f * (float)taps + 11.0f);
+    }
+    return unpack + 4.0f * (float)bands * (float)c_mid * (float)l->columns * (float)l->ring_rows +
+           outputs * (2.0f * (float)taps + 15.0f);
 }
 
 /* The schedule for `available` bytes of scratch (>= the minimum): of the block sizes ceil(C_mid / P) (made
@@ -88,7 +104,7 @@ static scratch_layout_t choose_layout(const qtrain_dims_t *input_dims, int32_t c
                                       const qtrain_dims_t *output_dims, int32_t available) {
     const int32_t max_band = (dw_filter_dims->h - 1) / dw_params->stride_h + 1;
     /* the last candidate (block <= QTRAIN_FUSED_CHANNEL_BLOCK, band 1) always fits in the minimum */
-    scratch_layout_t best = layout(input_dims, dw_params, dw_filter_dims, output_dims, min_block(c_mid), 1);
+    scratch_layout_t best = layout(input_dims, dw_params, dw_filter_dims, output_dims, min_block(c_mid), 1, 0);
     float best_cost = __builtin_inff();
     const int32_t most = (c_mid + QTRAIN_FUSED_CHANNEL_BLOCK - 1) / QTRAIN_FUSED_CHANNEL_BLOCK;
     for (int32_t blocks = 1; blocks <= most; blocks++) {
@@ -96,13 +112,22 @@ static scratch_layout_t choose_layout(const qtrain_dims_t *input_dims, int32_t c
         if (block < c_mid) {
             block += block & 1; /* even, so no block ends with a half-used channel pair */
         }
-        const int32_t bands[2] = {1, max_band};
-        for (int32_t i = 0; i < 2; i++) {
-            const scratch_layout_t l = layout(input_dims, dw_params, dw_filter_dims, output_dims, block, bands[i]);
-            const float cost = schedule_cost(&l, input_dims, c_mid, output_dims);
-            if (layout_bytes(&l) <= available && cost < best_cost) {
-                best = l;
-                best_cost = cost;
+        const int32_t bands[4] = {1, max_band, 2 * max_band, 4 * max_band};
+        for (int32_t four = 0; four <= QTRAIN_USE_DSP; four++) {
+            const int32_t b4 = four && block < c_mid ? (block + 3) & ~3 : block; /* whole groups of four */
+            if (four && b4 % 4 != 0) {
+                continue;
+            }
+            /* bands beyond max_band only when every block is whole groups of four: a last block of
+             * another size runs one channel at a time, whose window holds at most 2 * KH - 1 rows */
+            for (int32_t i = 0; i < (four && c_mid % 4 == 0 ? 4 : 2); i++) {
+                const scratch_layout_t l =
+                    layout(input_dims, dw_params, dw_filter_dims, output_dims, b4, bands[i], four);
+                const float cost = schedule_cost(&l, input_dims, c_mid, dw_filter_dims, output_dims);
+                if (layout_bytes(&l) <= available && cost < best_cost) {
+                    best = l;
+                    best_cost = cost;
+                }
             }
         }
     }
@@ -117,23 +142,18 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
                                                             const qtrain_dims_t *output_dims) {
     (void)pw_params;
     const scratch_layout_t l =
-        layout(input_dims, dw_params, dw_filter_dims, output_dims, min_block(pw_filter_dims->n), 1);
+        layout(input_dims, dw_params, dw_filter_dims, output_dims, min_block(pw_filter_dims->n), 1, 0);
     return layout_bytes(&l);
 }
 
 #if QTRAIN_USE_DSP
-/* Pointwise stage: one intermediate row (W pixels) of the block's `block` channels, pixel pairs at a time
- * (an odd last pixel is paired with itself), into `out` (pixel p at out + p * stride). `segment` holds
+/* Pointwise stage: one intermediate row (W pixels) of the block's `block` channels, four pixels at a time
+ * (a short last quad repeats its last pixel), into `out` (pixel p at out + p * stride). `segment` holds
  * the block's weight rows; bias and multiplier start at the block's first channel. */
 static void pointwise_row(const int8_t *in, int32_t width, int32_t cin, const qtrain_weight_segment_t *segment,
                           const int32_t *bias, const float *multiplier, int32_t block, int32_t stride, int32_t zx,
                           const qtrain_requant_t *q, int8_t *out, int32_t *unpacked) {
-    for (int32_t p = 0; p < width; p += 2) {
-        const int32_t p1 = p + 1 < width ? p + 1 : p;
-        qtrain_unpack_pair(in + p * cin, in + p1 * cin, segment, 1, zx, unpacked);
-        qtrain_pair_outputs(unpacked, segment, 1, 0, block, bias, multiplier, q, out + p * stride, out + p1 * stride,
-                            NULL, 0, 0);
-    }
+    qtrain_quad_line(in, cin, width, segment, 1, zx, 0, block, bias, multiplier, q, out, stride, NULL, 0u, 0u, unpacked);
 }
 
 /* Depthwise stage: the window of channel c for a band whose first padded row is intermediate row r0
@@ -269,8 +289,18 @@ qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
             const int32_t *bias = pw_bias != NULL ? pw_bias + ob : NULL;
 #if QTRAIN_USE_DSP
             const qtrain_weight_segment_t segment = {0, cin, pw_weight + ob * cin, cin};
-            for (int32_t c = 0; c < block; c++) {
-                qtrain_depthwise_pairs(dw_weight + (ob + c) * taps, kernel_h, kernel_w, pairs + c * kernel_w * npairs);
+            const int four = l.four && block % 4 == 0;
+            if (four) {
+                for (int32_t c = 0; c < block; c += 4) {
+                    const int8_t *w[4] = {dw_weight + (ob + c) * taps, dw_weight + (ob + c + 1) * taps,
+                                          dw_weight + (ob + c + 2) * taps, dw_weight + (ob + c + 3) * taps};
+                    qtrain_dw4_weights(w, kernel_h, kernel_w, pairs + c * kernel_w * npairs);
+                }
+            } else {
+                for (int32_t c = 0; c < block; c++) {
+                    qtrain_depthwise_pairs(dw_weight + (ob + c) * taps, kernel_h, kernel_w,
+                                           pairs + c * kernel_w * npairs);
+                }
             }
 #endif
             int32_t next_row = 0; /* the first intermediate row not computed yet */
@@ -293,6 +323,33 @@ qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
 #endif
                 }
                 int8_t *out = output + ((b * out_h + oy0) * out_w) * c_mid + ob;
+#if QTRAIN_USE_DSP
+                if (four) {
+                    /* four channels at a time: the band's pair rows from the ring, then its output rows */
+                    const int even = (sh & 1) == 0;
+                    const int32_t stored = even ? (band - 1) * sh / 2 + npairs : (band - 1) * sh + 2 * npairs - 1;
+                    const int32_t first = pad_left < l.columns ? pad_left : l.columns;
+                    const int32_t last = pad_left + width < l.columns ? pad_left + width : l.columns;
+                    int32_t *plane = (int32_t *)(void *)window;
+                    for (int32_t c = 0; c < block; c += 4) {
+                        for (int32_t m = 0; m < stored; m++) {
+                            const int32_t ya = oy0 * sh + (even ? 2 * m : m) - pad_top, yb = ya + 1;
+                            const int8_t *a = ya >= 0 && ya < height
+                                                  ? ring + (ya % l.ring_rows) * ring_row + (first - pad_left) * l.block + c
+                                                  : NULL;
+                            const int8_t *bb = yb >= 0 && yb < height
+                                                   ? ring + (yb % l.ring_rows) * ring_row + (first - pad_left) * l.block + c
+                                                   : NULL;
+                            qtrain_dw4_pair_row(a, bb, l.block, first, last, l.columns, zmid, plane + m * 4 * l.columns);
+                        }
+                        qtrain_dw4_output_rows(plane, 4 * l.columns, even ? 1 : 2, even ? sh / 2 : sh, kernel_h,
+                                               kernel_w, pairs + c * kernel_w * npairs, band, out_w, sw,
+                                               dw_bias != NULL ? dw_bias + ob + c : NULL, dw_multiplier + ob + c, &dq,
+                                               out + c, c_mid, NULL, 0);
+                    }
+                    continue;
+                }
+#endif
                 for (int32_t c = 0; c < block; c++) {
                     const int32_t bias_c = dw_bias != NULL ? dw_bias[ob + c] : 0;
 #if QTRAIN_USE_DSP

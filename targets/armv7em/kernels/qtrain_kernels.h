@@ -3,15 +3,15 @@
  * int8, backward fp32, SGD+QAS update), in the style of CMSIS-NN.
  *
  * Numerics. Every kernel computes exactly what its op's docstring in dialects/qtrain/ops.py and
- * grad_ops.py says, in the operation order spelled out by lowering/numerics.py (the numpy golden
+ * grad_ops.py says, in the operation order spelled out by qtrain.numerics (numerics/) (the numpy golden
  * model):
  *   - int8 forward kernels (convolutions, add, avgpool, quantize, dequantize, requantize) are bit-exact
- *     with numerics.py, whichever path (portable or DSP) is compiled;
- *   - element-wise fp32 kernels (requant_grad, grad_accumulate, sgd_update, channel_slice, the
- *     softmax gradient's division) are bit-exact too;
+ *     with qtrain.numerics, whichever path (portable or DSP) is compiled;
+ *   - element-wise fp32 kernels (requant_grad, grad_accumulate, sgd_update with or without momentum,
+ *     channel_slice, the softmax gradient's division) and the learning-rate schedule are bit-exact too;
  *   - sums (convolution gradients, bias and pooling gradients) accumulate in fp32 in the order each
  *     function documents, with fused multiply-adds (`fmaf`, one VFMA.F32 on the Cortex-M7) where it
- *     says so; numerics.py takes these as float64 "reference sums", so the two agree to within the
+ *     says so; qtrain.numerics takes these as float64 "reference sums", so the two agree to within the
  *     fp32 summation bound (n + 1) * 2^-24 * sum of |terms|; the host and the Cortex-M7 builds of
  *     the same kernel agree bit for bit;
  *   - the loss uses the runtime's qtrain_expf / qtrain_logf (runtime_math.c), which are not the
@@ -223,11 +223,11 @@ typedef enum {
 } qtrain_storage_t;
 
 /* ================================================================================================
- * Forward, int8 (bit-exact with lowering/numerics.py)
+ * Forward, int8 (bit-exact with qtrain.numerics (numerics/))
  *
  * Convolution (numerics.conv2d_with_mask), per output element (n, oh, ow, co):
  *   acc = bias[co] + sum_{kh, kw, ci} (x_pad[n, oh*sh + kh - pt, ow*sw + kw - pl, ci] - zx) * w[co, kh, kw, ci]
- *         (exact int32; the caller guarantees it fits, as numerics.py checks)
+ *         (exact int32; the caller guarantees it fits, as qtrain.numerics checks)
  *   y   = clamp(rint(fp32(acc) * multiplier[co]) + zy, clamp_min, clamp_max)
  * with multiplier[co] = fp32(fp32(s_x * s_w[co]) / s_y) precomputed by the generator
  * (numerics.conv2d_multiplier; one value per output channel, repeat it for a per-tensor weight scale).
@@ -280,10 +280,10 @@ qtrain_conv_kernel_t qtrain_conv2d_wrapper_s8_kernel(const qtrain_conv_params_t 
                                                      const qtrain_dims_t *output_dims);
 
 /* Pointwise: KH = KW = 1, groups = 1, no padding on any side (OH = (H - 1) / sh + 1), any stride.
- * The hot path for C_in > 32: the DSP version runs two output pixels x two output channels per inner
- * loop (8 SMLAD per 4 input channels; the loop is inline assembly on Thumb-2, see
- * qtrain_kernels_support.h). Scratch: 4 * C_in bytes (DSP: two unpacked input rows; portable: one, as
- * int32), plus C_out * k bytes rounded up to 4 when the weight has an fp32 master.
+ * The hot path for C_in > 32: the DSP version runs four output pixels x one output channel per inner
+ * loop (8 SMLAD per 4 input channels; assembly on Thumb-2, see qtrain_kernels_support.h). Scratch:
+ * 8 * C_in bytes (DSP: four unpacked input rows; portable: one, as int32), plus C_out * k bytes rounded
+ * up to 4 when the weight has an fp32 master.
  * In place: head-aligned when C_out <= C_in (any stride), tail-aligned when C_out >= C_in (stride 1). */
 qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                      const qtrain_dims_t *input_dims, const int8_t *input,
@@ -323,8 +323,8 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
  * The intermediate channels go in blocks of B channels and the output rows in bands of NB rows: per block
  * and band, the pointwise rows the band's windows need are computed once into a ring of
  * (NB - 1) * sh + KH rows of W x B int8 in scratch, then the band's depthwise output rows come from the
- * ring (DSP: the 1x1 kernel's pixel-pair engine and the depthwise kernel's row routine).
- * Scratch: at least _get_buffer_size() = 4 * C_in (one unpacked pixel pair) + 4 * B * KW * ceil(KH / 2)
+ * ring (DSP: the 1x1 kernel's pixel-quad engine and the depthwise kernel's row routine).
+ * Scratch: at least _get_buffer_size() = 8 * C_in (one unpacked pixel quad) + 4 * B * KW * ceil(KH / 2)
  * (the block's weight pairs) + 4 * KH * ((OW - 1) * sw + KW) rounded up to 4 (one channel's int16
  * window) + KH * W * B rounded up to 4 (the ring), with B = min(C_mid, QTRAIN_FUSED_CHANNEL_BLOCK) and
  * NB = 1. Given more (ctx->size), the kernel uses it: of the schedules that fit (B = ceil(C_mid / P),
@@ -542,6 +542,17 @@ qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t 
                                                      const float *grad_scale, int32_t num_grad_scales,
                                                      qtrain_storage_t storage, void *param);
 
+/* The same with SGD momentum (qtrain_sgd_momentum_update_* below): each finished block of dw first
+ * updates its velocity, v = fp32(fp32(momentum * v) + dw), then v is applied as dw is above.
+ *   velocity     fp32, filter_dims elements (the update's state), must not overlap anything else */
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_momentum_update(const qtrain_conv_params_t *params,
+                                                              const qtrain_dims_t *input_dims, const int8_t *input,
+                                                              const qtrain_dims_t *grad_dims, const float *grad,
+                                                              const qtrain_dims_t *filter_dims, float lr,
+                                                              const float *grad_scale, int32_t num_grad_scales,
+                                                              qtrain_storage_t storage, void *param, float *velocity,
+                                                              float momentum);
+
 /* Depthwise weight gradient (groups = C_out, filter [C_out, KH, KW, 1]) of the channel slice
  * [slice_start, slice_start + k):
  *   input_dims   [N, H, W, k]: the saved input channels [slice_start, slice_start + k)
@@ -617,6 +628,8 @@ qtrain_status_t qtrain_upsample_bilinear_grad_f32(const qtrain_dims_t *grad_dims
  *   s8 / s32:  p = saturate(p - rint(delta))   (rint half to even, exact integer subtraction)
  *   f32:       p = fp32(p - delta)
  * grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
+ * With a learning-rate schedule the caller passes lr = fp32(base lr * factor) (numerics.scheduled_lr),
+ * the factor from qtrain_lr_schedule_f32, so step[c] = fp32(fp32(base lr * factor) * grad_scale[c]).
  * ============================================================================================== */
 void qtrain_sgd_update_s8(int8_t *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
                           const float *grad_scale, int32_t num_grad_scales);
@@ -624,6 +637,32 @@ void qtrain_sgd_update_s32(int32_t *param, const float *grad, int32_t channels, 
                            const float *grad_scale, int32_t num_grad_scales);
 void qtrain_sgd_update_f32(float *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
                            const float *grad_scale, int32_t num_grad_scales);
+
+/* SGD with momentum (numerics.momentum_velocity, then the update above with g := v):
+ *   v = fp32(fp32(momentum * v) + g)   in place on `velocity` (channels x channel_size fp32, the update's
+ *                                      state, zeroed by qtrain_init; must not overlap param or grad)
+ *   then step[c], delta = fp32(step[c] * v) and p as above. */
+void qtrain_sgd_momentum_update_s8(int8_t *param, const float *grad, float *velocity, float momentum,
+                                   int32_t channels, int32_t channel_size, float lr, const float *grad_scale,
+                                   int32_t num_grad_scales);
+void qtrain_sgd_momentum_update_s32(int32_t *param, const float *grad, float *velocity, float momentum,
+                                    int32_t channels, int32_t channel_size, float lr, const float *grad_scale,
+                                    int32_t num_grad_scales);
+void qtrain_sgd_momentum_update_f32(float *param, const float *grad, float *velocity, float momentum,
+                                    int32_t channels, int32_t channel_size, float lr, const float *grad_scale,
+                                    int32_t num_grad_scales);
+
+/* ================================================================================================
+ * Learning-rate schedule (qtrain.lr_schedule, numerics.lr_schedule_factor)
+ * ============================================================================================== */
+
+/* The factor of training step t = *step (0 after qtrain_init), then *step = t + 1 (saturating at
+ * UINT32_MAX). W = warmup_steps, T = steps (the horizon; 0: no decay), r = final_ratio; float32:
+ *   t < W:        fp32(t + 1) / fp32(W)
+ *   W <= t < T:   p = fp32(t - W) / fp32(T - W);  d = 0.5 - 0.5 * qtrain_cospif(p);  1 - fp32(1 - r) * d
+ *   otherwise:    r when T > 0, else 1
+ * 0 <= W <= 2^24, T = 0 or W < T <= 2^24, 0 <= r <= 1 (the op verifier's limits). */
+float qtrain_lr_schedule_f32(uint32_t *step, int32_t warmup_steps, int32_t steps, float final_ratio);
 
 #ifdef __cplusplus
 }

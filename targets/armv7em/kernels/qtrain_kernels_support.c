@@ -203,3 +203,1102 @@ void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segmen
     }
 }
 #endif
+
+#if QTRAIN_USE_DSP
+void qtrain_unpack_quad(const int8_t *const rows[4], const qtrain_weight_segment_t *segments, int32_t count,
+                        int32_t zero_point, int32_t *dst) {
+    const int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+    for (int32_t s = 0; s < count; s++) {
+        const int32_t begin = segments[s].begin, len = segments[s].end - begin;
+        const int8_t *r0 = rows[0] + begin, *r1 = rows[1] + begin, *r2 = rows[2] + begin, *r3 = rows[3] + begin;
+        for (int32_t i = len >> 2; i > 0; i--) {
+            const int32_t v0 = qtrain_read_s32(r0), v1 = qtrain_read_s32(r1);
+            const int32_t v2 = qtrain_read_s32(r2), v3 = qtrain_read_s32(r3);
+            dst[0] = qtrain_sxtab16(offset, v0);
+            dst[1] = qtrain_sxtab16_ror8(offset, v0);
+            dst[2] = qtrain_sxtab16(offset, v1);
+            dst[3] = qtrain_sxtab16_ror8(offset, v1);
+            dst[4] = qtrain_sxtab16(offset, v2);
+            dst[5] = qtrain_sxtab16_ror8(offset, v2);
+            dst[6] = qtrain_sxtab16(offset, v3);
+            dst[7] = qtrain_sxtab16_ror8(offset, v3);
+            r0 += 4;
+            r1 += 4;
+            r2 += 4;
+            r3 += 4;
+            dst += 8;
+        }
+        for (int32_t i = len & 3; i > 0; i--) {
+            dst[0] = (int32_t)(((uint32_t)(*r0++ - zero_point) & 0xFFFFu) | ((uint32_t)(*r1++ - zero_point) << 16));
+            dst[1] = (int32_t)(((uint32_t)(*r2++ - zero_point) & 0xFFFFu) | ((uint32_t)(*r3++ - zero_point) << 16));
+            dst += 2;
+        }
+    }
+}
+
+/* The four pixels' dot products of the unpacked quad `x` (len elements) with weight row w, added to a. */
+QTRAIN_INLINE void quad_dot(const int32_t *x, const int8_t *w, int32_t len, int32_t a[4]) {
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    uint32_t n = (uint32_t)len >> 2;
+#if QTRAIN_DSP_ASM
+    /* 15 instructions per 16 MACs. LDM loads the four words of two pixels into r8-r11 (a register list is
+     * in ascending order, so the four are bound to fixed registers); x is word aligned (scratch). */
+    if (n != 0u) {
+        register int32_t x0 __asm__("r8");
+        register int32_t x1 __asm__("r9");
+        register int32_t x2 __asm__("r10");
+        register int32_t x3 __asm__("r11");
+        int32_t v, wa;
+        __asm__("1:\n\t"
+                "ldr     %[v], [%[w]], #4\n\t"
+                "ldm     %[x]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
+                "sxtb16  %[wa], %[v]\n\t"
+                "sxtb16  %[v], %[v], ror #8\n\t"
+                "smlad   %[a0], %[x0], %[wa], %[a0]\n\t"
+                "smlad   %[a0], %[x1], %[v], %[a0]\n\t"
+                "smlad   %[a1], %[x2], %[wa], %[a1]\n\t"
+                "smlad   %[a1], %[x3], %[v], %[a1]\n\t"
+                "ldm     %[x]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
+                "smlad   %[a2], %[x0], %[wa], %[a2]\n\t"
+                "smlad   %[a2], %[x1], %[v], %[a2]\n\t"
+                "smlad   %[a3], %[x2], %[wa], %[a3]\n\t"
+                "smlad   %[a3], %[x3], %[v], %[a3]\n\t"
+                "subs    %[n], %[n], #1\n\t"
+                "bne     1b"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
+                  [n] "+r"(n), [v] "=&r"(v), [wa] "=&r"(wa), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+                  [x3] "=&r"(x3)
+                :
+                : "cc", "memory");
+    }
+#else
+#pragma clang loop unroll(disable)
+    for (; n != 0u; n--) {
+        const int32_t v = qtrain_read_s32(w);
+        w += 4;
+        const int32_t wa = qtrain_sxtb16(v), wb = qtrain_sxtb16_ror8(v);
+        a0 = qtrain_smlad(x[0], wa, a0);
+        a0 = qtrain_smlad(x[1], wb, a0);
+        a1 = qtrain_smlad(x[2], wa, a1);
+        a1 = qtrain_smlad(x[3], wb, a1);
+        a2 = qtrain_smlad(x[4], wa, a2);
+        a2 = qtrain_smlad(x[5], wb, a2);
+        a3 = qtrain_smlad(x[6], wa, a3);
+        a3 = qtrain_smlad(x[7], wb, a3);
+        x += 8;
+    }
+#endif
+    for (int32_t i = len & 3; i > 0; i--) {
+        const int32_t wv = *w++;
+        a0 = qtrain_smlabb(x[0], wv, a0);
+        a1 = qtrain_smlatb(x[0], wv, a1);
+        a2 = qtrain_smlabb(x[1], wv, a2);
+        a3 = qtrain_smlatb(x[1], wv, a3);
+        x += 2;
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+#if QTRAIN_DSP_ASM
+/* The common case in one assembly loop: one weight segment whose length (= row stride) is a multiple of 4,
+ * a bias. Per output channel: the dot products (15 instructions per 16 MACs), then the four
+ * requantizations two at a time through the FPU (qtrain_requant's operations: VCVT, VMUL, VMAXNM,
+ * VMINNM, VADD of the rounding shifter, then the integer add of bias_bits, which an even zero point
+ * folds into the shifter: see quad_outputs_asm), stored with post-increment. With a mask (C_out a
+ * multiple of 8, so each pixel's bits of 8 consecutive channels are one byte): each value rounded
+ * first (VRINTX) and compared with its clamp (qtrain_requant_scaled_mask), the four pixels' bits
+ * gathered a byte each in one word (shifted right a bit per channel) and stored every 8 channels.
+ * The job is copied onto the stack; r12 counts the channels. */
+typedef struct {
+    int8_t *out[4];       /* 0: each pixel's next output byte */
+    const int32_t *x;     /* 16: the unpacked quad */
+    const int8_t *w;      /* 20: the next weight row */
+    uint32_t groups;      /* 24: len / 4 */
+    uint32_t channels;    /* 28: output channels */
+    const int32_t *bias;  /* 32: the next bias */
+    const float *mult;    /* 36: the next multiplier */
+    int32_t bias_bits;    /* 40 */
+    float lo, hi, shift;  /* 44, 48, 52 */
+    uint8_t *mask[4];     /* 56: each pixel's next mask byte (masked loop) */
+    uint32_t bits;        /* 72: the masked loop's bits gathered so far */
+    uint32_t segments;    /* 76: weight segments (segmented loops) */
+    const uint32_t *seg;  /* 80: the segment being run (segmented loops) */
+    uint32_t seg_left;    /* 84 */
+    /* 88: per segment: the next channel's weight row, its groups (len / 4), its row stride */
+    uint32_t table[3][3];
+} quad_job_t;
+_Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 && offsetof(quad_job_t, groups) == 24 &&
+                   offsetof(quad_job_t, channels) == 28 && offsetof(quad_job_t, bias) == 32 &&
+                   offsetof(quad_job_t, mult) == 36 && offsetof(quad_job_t, bias_bits) == 40 &&
+                   offsetof(quad_job_t, lo) == 44 && offsetof(quad_job_t, shift) == 52 &&
+                   offsetof(quad_job_t, mask) == 56 && offsetof(quad_job_t, table) == 88 &&
+                   sizeof(quad_job_t) == 124,
+               "quad_job_t offsets used by the quad assembly");
+
+#define QTRAIN_QUAD_HEAD(dot)                                                                                       \
+    "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
+    "sub     sp, #128\n\t"                                                                                        \
+    "mov     r12, sp\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                  \
+    "stm     r12!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                 \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                  \
+    "stm     r12!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"                                                 \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                                             \
+    "stm     r12!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                                            \
+    "vldr    s0, [sp, #44]\n\t"                                                                                   \
+    "vldr    s1, [sp, #48]\n\t"                                                                                   \
+    "vldr    s2, [sp, #52]\n\t"                                                                                   \
+    "ldr     r0, [sp, #20]\n\t"                                                                                   \
+    "ldr     r12, [sp, #28]\n\t"                                                                                  \
+    "2:\n\t"                                                                                                      \
+    "ldr     r2, [sp, #32]\n\t"                                                                                   \
+    "ldr     r3, [r2], #4\n\t"                                                                                    \
+    "str     r2, [sp, #32]\n\t"                                                                                   \
+    "mov     r4, r3\n\t"                                                                                          \
+    "mov     r5, r3\n\t"                                                                                          \
+    "mov     r6, r3\n\t"                                                                                          \
+    "ldr     r1, [sp, #16]\n\t"                                                                                   \
+    dot                                                                                                           \
+    "vmov    s4, s5, r3, r4\n\t"                                                                                  \
+    "vmov    s6, s7, r5, r6\n\t"                                                                                  \
+    "ldr     r2, [sp, #36]\n\t"                                                                                   \
+    "vldmia  r2!, {s3}\n\t"                                                                                       \
+    "str     r2, [sp, #36]\n\t"                                                                                   \
+    "vcvt.f32.s32 s4, s4\n\t"                                                                                     \
+    "vcvt.f32.s32 s5, s5\n\t"                                                                                     \
+    "vcvt.f32.s32 s6, s6\n\t"                                                                                     \
+    "vcvt.f32.s32 s7, s7\n\t"                                                                                     \
+    "vmul.f32 s4, s4, s3\n\t"                                                                                     \
+    "vmul.f32 s5, s5, s3\n\t"                                                                                     \
+    "vmul.f32 s6, s6, s3\n\t"                                                                                     \
+    "vmul.f32 s7, s7, s3\n\t"
+/* the dot products over groups r2 of weight words from r0 (advancing) and the quad from r1 (advancing) */
+#define QTRAIN_QUAD_LOOP(label)                                                                                     \
+    label ":\n\t"                                                                                                 \
+    "ldr     r7, [r0], #4\n\t"                                                                                    \
+    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "sxtb16  lr, r7\n\t"                                                                                          \
+    "sxtb16  r7, r7, ror #8\n\t"                                                                                  \
+    "smlad   r3, r8, lr, r3\n\t"                                                                                  \
+    "smlad   r3, r9, r7, r3\n\t"                                                                                  \
+    "smlad   r4, r10, lr, r4\n\t"                                                                                 \
+    "smlad   r4, r11, r7, r4\n\t"                                                                                 \
+    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, lr, r5\n\t"                                                                                  \
+    "smlad   r5, r9, r7, r5\n\t"                                                                                  \
+    "smlad   r6, r10, lr, r6\n\t"                                                                                 \
+    "smlad   r6, r11, r7, r6\n\t"                                                                                 \
+    "subs    r2, r2, #1\n\t"                                                                                      \
+    "bne     " label "b\n\t"
+/* one segment (its weight rows consecutive: the pointer runs on from row to row) */
+#define QTRAIN_QUAD_DOT                                                                                             \
+    "ldr     r2, [sp, #24]\n\t"                                                                                   \
+    QTRAIN_QUAD_LOOP("1")
+/* up to three segments: each one's row pointer, groups and stride from the table, the pointer then
+ * moved on to its next row (the quad's segments follow each other in r1) */
+#define QTRAIN_QUAD_DOT_SEGMENTS                                                                                    \
+    "add     r7, sp, #88\n\t"                                                                                     \
+    "str     r7, [sp, #80]\n\t"                                                                                   \
+    "ldr     r7, [sp, #76]\n\t"                                                                                   \
+    "str     r7, [sp, #84]\n\t"                                                                                   \
+    "5:\n\t"                                                                                                      \
+    "ldr     r7, [sp, #80]\n\t"                                                                                   \
+    "ldm     r7, {r0, r2, r8}\n\t"                                                                                \
+    "add     r8, r0\n\t"                                                                                          \
+    "str     r8, [r7], #12\n\t"                                                                                   \
+    "str     r7, [sp, #80]\n\t"                                                                                   \
+    QTRAIN_QUAD_LOOP("1")                                                                                         \
+    "ldr     r7, [sp, #84]\n\t"                                                                                   \
+    "subs    r7, r7, #1\n\t"                                                                                      \
+    "str     r7, [sp, #84]\n\t"                                                                                   \
+    "bne     5b\n\t"
+#define QTRAIN_QUAD_CLAMP                                                                                           \
+    "vmaxnm.f32 s4, s4, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s5, s5, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s6, s6, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s7, s7, s0\n\t"                                                                                   \
+    "vminnm.f32 s4, s4, s1\n\t"                                                                                   \
+    "vminnm.f32 s5, s5, s1\n\t"                                                                                   \
+    "vminnm.f32 s6, s6, s1\n\t"                                                                                   \
+    "vminnm.f32 s7, s7, s1\n\t"
+/* one value: rounded, clamped, its bit (in byte `byte` of the gathered word r7) set when unchanged */
+#define QTRAIN_QUAD_MASK_ONE(s, bit)                                                                                \
+    "vrintx.f32 s8, " s "\n\t"                                                                                    \
+    "vmaxnm.f32 " s ", s8, s0\n\t"                                                                                \
+    "vminnm.f32 " s ", " s ", s1\n\t"                                                                             \
+    "vcmp.f32 s8, " s "\n\t"                                                                                      \
+    "vmrs    APSR_nzcv, fpscr\n\t"                                                                                \
+    "it      eq\n\t"                                                                                              \
+    "orreq   r7, r7, #" bit "\n\t"
+#define QTRAIN_QUAD_STORE_TAIL(adds)                                                                                \
+    "vadd.f32 s4, s4, s2\n\t"                                                                                     \
+    "vadd.f32 s5, s5, s2\n\t"                                                                                     \
+    "vadd.f32 s6, s6, s2\n\t"                                                                                     \
+    "vadd.f32 s7, s7, s2\n\t"                                                                                     \
+    "vmov    r3, r4, s4, s5\n\t"                                                                                  \
+    "vmov    r5, r6, s6, s7\n\t"                                                                                  \
+    adds                                                                                                          \
+    "ldm     sp, {r8, r9, r10, r11}\n\t"                                                                          \
+    "strb    r3, [r8], #1\n\t"                                                                                    \
+    "strb    r4, [r9], #1\n\t"                                                                                    \
+    "strb    r5, [r10], #1\n\t"                                                                                   \
+    "strb    r6, [r11], #1\n\t"                                                                                   \
+    "stm     sp, {r8, r9, r10, r11}\n\t"
+#define QTRAIN_QUAD_ADDS                                                                                            \
+    "ldr     r7, [sp, #40]\n\t"                                                                                   \
+    "add     r3, r7\n\t"                                                                                          \
+    "add     r4, r7\n\t"                                                                                          \
+    "add     r5, r7\n\t"                                                                                          \
+    "add     r6, r7\n\t"
+#define QTRAIN_QUAD_END                                                                                             \
+    "subs    r12, r12, #1\n\t"                                                                                    \
+    "bne     2b\n\t"                                                                                              \
+    "add     sp, #128\n\t"                                                                                        \
+    "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+
+/* with the mask (C_out a multiple of 8; the shifter as for an odd zero point, bias_bits added) */
+#define QTRAIN_QUAD_MASKED(dot, adds)                                                                               \
+    QTRAIN_QUAD_HEAD(dot)                                                                                         \
+    "ldr     r7, [sp, #72]\n\t"                                                                                   \
+    "lsr     r7, r7, #1\n\t"                                                                                      \
+    "bic     r7, r7, #0x80808080\n\t" /* each pixel's byte: the channels so far, one bit lower */                 \
+    QTRAIN_QUAD_MASK_ONE("s4", "0x80")                                                                            \
+    QTRAIN_QUAD_MASK_ONE("s5", "0x8000")                                                                          \
+    QTRAIN_QUAD_MASK_ONE("s6", "0x800000")                                                                        \
+    QTRAIN_QUAD_MASK_ONE("s7", "0x80000000")                                                                      \
+    "str     r7, [sp, #72]\n\t"                                                                                   \
+    QTRAIN_QUAD_STORE_TAIL(adds)                                                                                  \
+    "sub     r3, r12, #1\n\t" /* channels left after this one */                                                  \
+    "tst     r3, #7\n\t"      /* a multiple of 8: the eighth channel of a byte is done */                         \
+    "bne     3f\n\t"                                                                                              \
+    "add     r3, sp, #56\n\t"                                                                                     \
+    "ldm     r3, {r4, r5, r6, r7}\n\t"                                                                            \
+    "ldr     r8, [sp, #72]\n\t"                                                                                   \
+    "strb    r8, [r4], #1\n\t"                                                                                    \
+    "lsr     r8, r8, #8\n\t"                                                                                      \
+    "strb    r8, [r5], #1\n\t"                                                                                    \
+    "lsr     r8, r8, #8\n\t"                                                                                      \
+    "strb    r8, [r6], #1\n\t"                                                                                    \
+    "lsr     r8, r8, #8\n\t"                                                                                      \
+    "strb    r8, [r7], #1\n\t"                                                                                    \
+    "stm     r3, {r4, r5, r6, r7}\n\t"                                                                            \
+    "3:\n\t"                                                                                                      \
+    QTRAIN_QUAD_END
+
+/* an odd output zero point: bias_bits added to each value */
+__attribute__((naked, noinline)) static void quad_rows_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)
+                         QTRAIN_QUAD_END);
+}
+
+/* an even output zero point, folded into the shifter: the low byte of the sum's bits is the output */
+__attribute__((naked, noinline)) static void quad_rows_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("") QTRAIN_QUAD_END);
+}
+
+__attribute__((naked, noinline)) static void quad_rows_mask_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT, QTRAIN_QUAD_ADDS));
+}
+__attribute__((naked, noinline)) static void quad_rows_mask_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT, ""));
+}
+
+/* the same three over weight segments (a trained slice) */
+__attribute__((naked, noinline)) static void quad_seg_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_SEGMENTS) QTRAIN_QUAD_CLAMP
+                         QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS) QTRAIN_QUAD_END);
+}
+__attribute__((naked, noinline)) static void quad_seg_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_SEGMENTS) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("")
+                         QTRAIN_QUAD_END);
+}
+__attribute__((naked, noinline)) static void quad_seg_mask_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS, QTRAIN_QUAD_ADDS));
+}
+__attribute__((naked, noinline)) static void quad_seg_mask_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS, ""));
+}
+
+#undef QTRAIN_QUAD_HEAD
+#undef QTRAIN_QUAD_LOOP
+#undef QTRAIN_QUAD_DOT
+#undef QTRAIN_QUAD_DOT_SEGMENTS
+#undef QTRAIN_QUAD_MASKED
+#undef QTRAIN_QUAD_CLAMP
+#undef QTRAIN_QUAD_MASK_ONE
+#undef QTRAIN_QUAD_STORE_TAIL
+#undef QTRAIN_QUAD_ADDS
+#undef QTRAIN_QUAD_END
+#endif
+
+#if QTRAIN_DSP_ASM
+/* The assembly loop a quad takes (0: none, the C below), and its job: everything but the output and
+ * mask pointers is the same for every quad of a call. */
+typedef void (*quad_loop_t)(quad_job_t *);
+
+static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_weight_segment_t *segments,
+                                int32_t count, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                                const float *multiplier, const qtrain_requant_t *q, int masked) {
+    int segments_ok = count >= 1 && count <= 3;
+    for (int32_t i = 0; i < count && segments_ok; i++) {
+        const int32_t n = segments[i].end - segments[i].begin;
+        segments_ok = n >= 4 && (n & 3) == 0;
+    }
+    if (!segments_ok || bias == NULL || o_begin >= o_end ||
+        (masked && ((o_end - o_begin) % 8 != 0 || o_begin % 8 != 0))) {
+        return NULL;
+    }
+    const int even = (q->zp & 1) == 0;
+    *job = (quad_job_t){{NULL, NULL, NULL, NULL},
+                        x,
+                        segments[0].base + o_begin * segments[0].stride,
+                        (uint32_t)(segments[0].end - segments[0].begin) >> 2,
+                        (uint32_t)(o_end - o_begin),
+                        bias + o_begin,
+                        multiplier + o_begin,
+                        q->bias_bits,
+                        q->lo,
+                        q->hi,
+                        even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                        {NULL, NULL, NULL, NULL},
+                        0u,
+                        (uint32_t)count,
+                        NULL,
+                        0u,
+                        {{0u, 0u, 0u}, {0u, 0u, 0u}, {0u, 0u, 0u}}};
+    for (int32_t i = 0; i < count; i++) {
+        job->table[i][0] = (uint32_t)(uintptr_t)(segments[i].base + o_begin * segments[i].stride);
+        job->table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
+        job->table[i][2] = (uint32_t)segments[i].stride;
+    }
+    if (count > 1) {
+        return masked ? (even ? quad_seg_mask_even_asm : quad_seg_mask_asm) : even ? quad_seg_even_asm : quad_seg_asm;
+    }
+    return masked ? (even ? quad_rows_mask_even_asm : quad_rows_mask_asm) : even ? quad_rows_even_asm : quad_rows_asm;
+}
+
+/* Run a prepared job on one quad; false when its mask bits are not byte aligned (then the C runs). */
+QTRAIN_INLINE int quad_run(quad_loop_t loop, quad_job_t *job, int8_t *const out[4], int32_t o_begin, uint8_t *mask,
+                           const uint32_t e[4]) {
+    if (mask != NULL) {
+        for (int32_t j = 0; j < 4; j++) {
+            if (((e[j] + (uint32_t)o_begin) & 7u) != 0u) {
+                return 0;
+            }
+            job->mask[j] = mask + ((e[j] + (uint32_t)o_begin) >> 3);
+        }
+    }
+    for (int32_t j = 0; j < 4; j++) {
+        job->out[j] = out[j] + o_begin;
+    }
+    loop(job);
+    return 1;
+}
+#endif
+
+void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
+                      int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                      const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
+                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked) {
+#if QTRAIN_DSP_ASM
+    quad_job_t job;
+    const quad_loop_t loop = quad_prepare(&job, unpacked, segments, count, o_begin, o_end, bias, multiplier, q,
+                                          mask != NULL);
+#endif
+    for (int32_t p = 0; p < pixels; p += 4) {
+        const int8_t *rows[4];
+        int8_t *outs[4];
+        uint32_t e[4];
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t pj = p + j < pixels ? p + j : pixels - 1; /* a short last quad repeats its last pixel */
+            rows[j] = in + pj * in_step;
+            outs[j] = out + pj * out_step;
+            e[j] = e0 + (uint32_t)pj * e_step;
+        }
+        qtrain_unpack_quad(rows, segments, count, zero_point, unpacked);
+#if QTRAIN_DSP_ASM
+        if (loop != NULL && quad_run(loop, &job, outs, o_begin, mask, e)) {
+            continue;
+        }
+#endif
+        qtrain_quad_outputs(unpacked, segments, count, o_begin, o_end, bias, multiplier, q, outs, mask, e);
+    }
+}
+
+void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
+                         int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                         int8_t *const out[4], uint8_t *mask, const uint32_t e[4]) {
+#if QTRAIN_DSP_ASM
+    quad_job_t job;
+    const quad_loop_t loop = quad_prepare(&job, x, segments, count, o_begin, o_end, bias, multiplier, q, mask != NULL);
+    if (loop != NULL && quad_run(loop, &job, out, o_begin, mask, e)) {
+        return;
+    }
+#endif
+    /* Local copies: the int8 stores may alias anything read through a pointer. */
+    const qtrain_requant_t rq = *q;
+    int8_t *const out0 = out[0], *const out1 = out[1], *const out2 = out[2], *const out3 = out[3];
+    for (int32_t o = o_begin; o < o_end; o++) {
+        const int32_t b = bias != NULL ? bias[o] : 0;
+        int32_t acc[4] = {b, b, b, b};
+        const int32_t *xs = x;
+        for (int32_t s = 0; s < count; s++) {
+            const int32_t len = segments[s].end - segments[s].begin;
+            quad_dot(xs, segments[s].base + o * segments[s].stride, len, acc);
+            xs += 2 * len;
+        }
+        const float m = multiplier[o];
+        if (mask == NULL) {
+            out0[o] = (int8_t)qtrain_requant(acc[0], m, &rq);
+            out1[o] = (int8_t)qtrain_requant(acc[1], m, &rq);
+            out2[o] = (int8_t)qtrain_requant(acc[2], m, &rq);
+            out3[o] = (int8_t)qtrain_requant(acc[3], m, &rq);
+        } else {
+            int8_t *const rows[4] = {out0, out1, out2, out3};
+            for (int32_t j = 0; j < 4; j++) {
+                uint32_t inside;
+                rows[j][o] = (int8_t)qtrain_requant_mask(acc[j], m, &rq, &inside);
+                qtrain_mask_put(mask, e[j] + (uint32_t)o, inside);
+            }
+        }
+    }
+}
+#endif
+
+#if QTRAIN_USE_DSP
+/* ---- the depthwise pair-row engine (qtrain_kernels_support.h) ---- */
+
+void qtrain_dw_weight_pairs(const int8_t *w, int32_t kernel_h, int32_t kernel_w, int32_t *wp) {
+    const int32_t npairs = (kernel_h + 1) / 2;
+    #pragma clang loop unroll(disable) vectorize(disable)
+    for (int32_t i = 0; i < npairs; i++) {
+        #pragma clang loop unroll(disable) vectorize(disable)
+        for (int32_t j = 0; j < kernel_w; j++) {
+            const int32_t lo = w[(2 * i) * kernel_w + j];
+            const int32_t hi = 2 * i + 1 < kernel_h ? w[(2 * i + 1) * kernel_w + j] : 0;
+            wp[i * kernel_w + j] = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+        }
+    }
+}
+
+/* Columns [first, last) of padded row r hold image pixels (the others are padding); `src` points at
+ * column `first`'s pixel, channel c0. Each channel's value goes to the halfword at dst[g * half + 2 * j]
+ * for the destinations given (the low halves of one pair row, the high halves of another). */
+QTRAIN_INLINE void dw_store4(const int8_t *src, int32_t channels, int32_t first, int32_t last, int32_t offset,
+                             int16_t *a, int16_t *b, int32_t half) {
+    int16_t *a1 = a + half, *a2 = a + 2 * half, *a3 = a + 3 * half;
+    int16_t *b1 = b + half, *b2 = b + 2 * half, *b3 = b + 3 * half;
+    #pragma clang loop unroll(disable) vectorize(disable)
+    for (int32_t j = first; j < last; j++, src += channels) {
+        const int32_t v = qtrain_read_s32(src);
+        const int32_t even = qtrain_sxtab16(offset, v), odd = qtrain_sxtab16_ror8(offset, v);
+        const int16_t v0 = (int16_t)even, v1 = (int16_t)odd;
+        const int16_t v2 = (int16_t)((uint32_t)even >> 16), v3 = (int16_t)((uint32_t)odd >> 16);
+        a[2 * j] = v0;
+        a1[2 * j] = v1;
+        a2[2 * j] = v2;
+        a3[2 * j] = v3;
+        b[2 * j] = v0;
+        b1[2 * j] = v1;
+        b2[2 * j] = v2;
+        b3[2 * j] = v3;
+    }
+}
+
+QTRAIN_INLINE void dw_store1(const int8_t *src, int32_t channels, int32_t first, int32_t last, int32_t zero_point,
+                             int16_t *a, int16_t *b) {
+    #pragma clang loop unroll(disable) vectorize(disable)
+    for (int32_t j = first; j < last; j++, src += channels) {
+        const int16_t v = (int16_t)(*src - zero_point);
+        a[2 * j] = v;
+        b[2 * j] = v;
+    }
+}
+
+/* Zero halfwords [2 * first, 2 * last) step 2 of `count` channels' rows. */
+QTRAIN_INLINE void dw_zero(int16_t *a, int32_t count, int32_t half, int32_t first, int32_t last) {
+    #pragma clang loop unroll(disable) vectorize(disable)
+    for (int32_t g = 0; g < count; g++, a += half) {
+        #pragma clang loop unroll(disable) vectorize(disable)
+        for (int32_t j = first; j < last; j++) {
+            a[2 * j] = 0;
+        }
+    }
+}
+
+void qtrain_dw_load_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b, int32_t c0, int32_t count,
+                        int32_t r, int32_t pad_top, int32_t pad_left, int32_t zero_point, int32_t columns, int32_t rows,
+                        int32_t parity, int32_t *rings, int32_t ring_words) {
+    const int with_lo = parity < 0 || (r & 1) == parity;
+    const int with_hi = r >= 1 && (parity < 0 || ((r - 1) & 1) == parity);
+    if (!with_lo && !with_hi) {
+        return;
+    }
+    int16_t *lo = (int16_t *)(void *)(rings + (r % rows) * columns);
+    int16_t *hi = (int16_t *)(void *)(rings + ((r + rows - 1) % rows) * columns) + 1;
+    /* one destination only: write it twice (the stores are the same) */
+    int16_t *a = with_lo ? lo : hi, *bdst = with_hi ? hi : lo;
+    const int32_t iy = r - pad_top, half = 2 * ring_words;
+    if (iy < 0 || iy >= input_dims->h) {
+        dw_zero(a, count, half, 0, columns);
+        dw_zero(bdst, count, half, 0, columns);
+        return;
+    }
+    const int32_t first = pad_left < columns ? pad_left : columns;
+    const int32_t last = pad_left + input_dims->w < columns ? pad_left + input_dims->w : columns;
+    dw_zero(a, count, half, 0, first);
+    dw_zero(bdst, count, half, 0, first);
+    if (first < last) {
+        const int32_t channels = input_dims->c;
+        const int8_t *src = input + ((b * input_dims->h + iy) * input_dims->w + (first - pad_left)) * channels + c0;
+        if (count == 4) {
+            dw_store4(src, channels, first, last, (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u), a, bdst,
+                      half);
+        } else {
+            #pragma clang loop unroll(disable) vectorize(disable)
+            for (int32_t g = 0; g < count; g++) {
+                dw_store1(src + g, channels, first, last, zero_point, a + g * half, bdst + g * half);
+            }
+        }
+    }
+    dw_zero(a, count, half, last, columns);
+    dw_zero(bdst, count, half, last, columns);
+}
+
+#if QTRAIN_DSP_ASM
+/* The output loops of the common kernels, no mask: `rows` output rows of `count` outputs each (window
+ * base advancing `step` bytes per output and `row_step` per row; the outputs of consecutive rows are
+ * consecutive, `out_step` bytes apart). Per output: the bias, the window's pair rows (LDM) against the
+ * weight pair rows, qtrain_requant's operations through the FPU, one store. */
+typedef struct {
+    const int32_t *base;   /* 0: pair row 0 of the window of output (0, 0) */
+    const int32_t *wp;     /* 4: weight pair rows */
+    int8_t *out;           /* 8 */
+    uint32_t count;        /* 12: outputs per row */
+    int32_t out_step;      /* 16: bytes between outputs (the channel count) */
+    int32_t step;          /* 20: bytes between windows (4 * sw) */
+    int32_t bias_bits;     /* 24 */
+    int32_t bias;          /* 28 */
+    float multiplier, lo, hi, shift; /* 32, 36, 40, 44 */
+    int32_t row_offset[4]; /* 48: bytes from pair row 0 to pair row i */
+    uint32_t rows;         /* 64 */
+    int32_t row_step;      /* 68: bytes between the windows of output (r, 0) and (r + 1, 0) */
+} dw_job_t;
+_Static_assert(offsetof(dw_job_t, bias) == 28 && offsetof(dw_job_t, shift) == 44 &&
+                   offsetof(dw_job_t, row_offset) == 48 && offsetof(dw_job_t, row_step) == 68,
+               "dw_job_t layout used by the dw_rows assembly");
+
+/* The stack frame of the loops: [sp] out_step, step, bias_bits, bias, row_offset[4] (16..28), base of
+ * the current row (32), rows left (36), count (40), row_step (44). */
+#define QTRAIN_DW_PROLOGUE                                                                                          \
+    "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
+    "sub     sp, #48\n\t"                                                                                         \
+    "mov     lr, r0\n\t"                                                                                          \
+    "add     r0, lr, #16\n\t"                                                                                     \
+    "ldm     r0, {r1, r2, r3, r4}\n\t"                                                                            \
+    "stm     sp, {r1, r2, r3, r4}\n\t"                                                                            \
+    "add     r0, lr, #48\n\t"                                                                                     \
+    "ldm     r0, {r1, r2, r3, r4}\n\t"                                                                            \
+    "add     r0, sp, #16\n\t"                                                                                     \
+    "stm     r0, {r1, r2, r3, r4}\n\t"                                                                            \
+    "ldr     r1, [lr, #0]\n\t"                                                                                    \
+    "ldr     r2, [lr, #64]\n\t"                                                                                   \
+    "ldr     r3, [lr, #12]\n\t"                                                                                   \
+    "ldr     r4, [lr, #68]\n\t"                                                                                   \
+    "add     r0, sp, #32\n\t"                                                                                     \
+    "stm     r0, {r1, r2, r3, r4}\n\t"                                                                            \
+    "vldr    s3, [lr, #32]\n\t"                                                                                   \
+    "vldr    s0, [lr, #36]\n\t"                                                                                   \
+    "vldr    s1, [lr, #40]\n\t"                                                                                   \
+    "vldr    s2, [lr, #44]\n\t"
+#define QTRAIN_DW_REQUANT(acc)                                                                                      \
+    "vmov    s4, " acc "\n\t"                                                                                     \
+    "vcvt.f32.s32 s4, s4\n\t"                                                                                     \
+    "vmul.f32 s4, s4, s3\n\t"                                                                                     \
+    "vmaxnm.f32 s4, s4, s0\n\t"                                                                                   \
+    "vminnm.f32 s4, s4, s1\n\t"                                                                                   \
+    "vadd.f32 s4, s4, s2\n\t"                                                                                     \
+    "vmov    " acc ", s4\n\t"
+#define QTRAIN_DW_NEXT_ROW                                                                                          \
+    "ldr     r0, [sp, #32]\n\t"                                                                                   \
+    "ldr     r1, [sp, #44]\n\t"                                                                                   \
+    "add     r0, r1\n\t"                                                                                          \
+    "str     r0, [sp, #32]\n\t"                                                                                   \
+    "ldr     r0, [sp, #36]\n\t"                                                                                   \
+    "subs    r0, r0, #1\n\t"                                                                                      \
+    "str     r0, [sp, #36]\n\t"                                                                                   \
+    "bne     2b\n\t"                                                                                              \
+    "add     sp, #48\n\t"                                                                                         \
+    "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+
+/* 3x3: the six weight words in r3-r8, window pair rows r9 / r10, out r11, count r12, acc lr. */
+__attribute__((naked, noinline)) static void dw_rows3_asm(const dw_job_t *job) {
+    __asm__ volatile(
+        QTRAIN_DW_PROLOGUE
+        "ldr     r11, [lr, #8]\n\t"                  /* out */
+        "ldr     r0, [lr, #4]\n\t"
+        "ldm     r0, {r3, r4, r5, r6, r7, r8}\n\t"   /* weights */
+        "2:\n\t"
+        "ldr     r9, [sp, #32]\n\t"                  /* pair row 0 */
+        "ldr     r10, [sp, #20]\n\t"
+        "add     r10, r9\n\t"                        /* pair row 1 */
+        "ldr     r12, [sp, #40]\n\t"                 /* count */
+        "1:\n\t"
+        "ldr     lr, [sp, #12]\n\t"                  /* acc = bias */
+        "ldm     r9, {r0, r1, r2}\n\t"
+        "smlad   lr, r0, r3, lr\n\t"
+        "smlad   lr, r1, r4, lr\n\t"
+        "smlad   lr, r2, r5, lr\n\t"
+        "ldm     r10, {r0, r1, r2}\n\t"
+        "smlad   lr, r0, r6, lr\n\t"
+        "smlad   lr, r1, r7, lr\n\t"
+        "smlad   lr, r2, r8, lr\n\t"
+        QTRAIN_DW_REQUANT("lr")
+        "ldm     sp, {r0, r1, r2}\n\t"               /* out_step, step, bias_bits */
+        "add     lr, r2\n\t"
+        "strb    lr, [r11]\n\t"
+        "add     r11, r0\n\t"
+        "add     r9, r1\n\t"
+        "add     r10, r1\n\t"
+        "subs    r12, r12, #1\n\t"
+        "bne     1b\n\t"
+        QTRAIN_DW_NEXT_ROW);
+}
+
+/* 5x5 (3 pair rows) and 7x7 (4): per pair row, its offset from the stack, the window's words in two
+ * LDMs (the pointer advancing), the weights by LDM with writeback. Registers: r0 pair-row pointer,
+ * r1-r4 window words, r5-r8 weights, r9 acc, r10 window base, r11 weight pointer, r12 out, lr count. */
+#define QTRAIN_DW_PAIR_ROW5(offset)                                                                                 \
+    "ldr     r0, [sp, #" offset "]\n\t"                                                                           \
+    "add     r0, r10\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3}\n\t"                                                                               \
+    "ldm     r11!, {r5, r6, r7}\n\t"                                                                              \
+    "smlad   r9, r1, r5, r9\n\t"                                                                                  \
+    "smlad   r9, r2, r6, r9\n\t"                                                                                  \
+    "smlad   r9, r3, r7, r9\n\t"                                                                                  \
+    "ldm     r0, {r1, r2}\n\t"                                                                                    \
+    "ldm     r11!, {r5, r6}\n\t"                                                                                  \
+    "smlad   r9, r1, r5, r9\n\t"                                                                                  \
+    "smlad   r9, r2, r6, r9\n\t"
+#define QTRAIN_DW_PAIR_ROW7(offset)                                                                                 \
+    "ldr     r0, [sp, #" offset "]\n\t"                                                                           \
+    "add     r0, r10\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3, r4}\n\t"                                                                           \
+    "ldm     r11!, {r5, r6, r7, r8}\n\t"                                                                          \
+    "smlad   r9, r1, r5, r9\n\t"                                                                                  \
+    "smlad   r9, r2, r6, r9\n\t"                                                                                  \
+    "smlad   r9, r3, r7, r9\n\t"                                                                                  \
+    "smlad   r9, r4, r8, r9\n\t"                                                                                  \
+    "ldm     r0, {r1, r2, r3}\n\t"                                                                                \
+    "ldm     r11!, {r5, r6, r7}\n\t"                                                                              \
+    "smlad   r9, r1, r5, r9\n\t"                                                                                  \
+    "smlad   r9, r2, r6, r9\n\t"                                                                                  \
+    "smlad   r9, r3, r7, r9\n\t"
+#define QTRAIN_DW_ROWS_BIG(pair_rows, weight_bytes)                                                                 \
+    QTRAIN_DW_PROLOGUE                                                                                            \
+    "ldr     r12, [lr, #8]\n\t"                                                                                   \
+    "ldr     r11, [lr, #4]\n\t"                                                                                   \
+    "2:\n\t"                                                                                                      \
+    "ldr     r10, [sp, #32]\n\t"                                                                                  \
+    "ldr     lr, [sp, #40]\n\t"                                                                                   \
+    "1:\n\t"                                                                                                      \
+    "ldr     r9, [sp, #12]\n\t"                                                                                   \
+    pair_rows                                                                                                     \
+    "sub     r11, r11, #" weight_bytes "\n\t"                                                                     \
+    QTRAIN_DW_REQUANT("r9")                                                                                       \
+    "ldm     sp, {r0, r1, r2}\n\t"                                                                                \
+    "add     r9, r2\n\t"                                                                                          \
+    "strb    r9, [r12]\n\t"                                                                                       \
+    "add     r12, r0\n\t"                                                                                         \
+    "add     r10, r1\n\t"                                                                                         \
+    "subs    lr, lr, #1\n\t"                                                                                      \
+    "bne     1b\n\t"                                                                                              \
+    QTRAIN_DW_NEXT_ROW
+
+__attribute__((naked, noinline)) static void dw_rows5_asm(const dw_job_t *job) {
+    __asm__ volatile(QTRAIN_DW_ROWS_BIG(QTRAIN_DW_PAIR_ROW5("16") QTRAIN_DW_PAIR_ROW5("20") QTRAIN_DW_PAIR_ROW5("24"),
+                                        "60"));
+}
+
+__attribute__((naked, noinline)) static void dw_rows7_asm(const dw_job_t *job) {
+    __asm__ volatile(QTRAIN_DW_ROWS_BIG(QTRAIN_DW_PAIR_ROW7("16") QTRAIN_DW_PAIR_ROW7("20") QTRAIN_DW_PAIR_ROW7("24")
+                                            QTRAIN_DW_PAIR_ROW7("28"),
+                                        "112"));
+}
+#undef QTRAIN_DW_PAIR_ROW5
+#undef QTRAIN_DW_PAIR_ROW7
+#undef QTRAIN_DW_ROWS_BIG
+#undef QTRAIN_DW_PROLOGUE
+#undef QTRAIN_DW_REQUANT
+#undef QTRAIN_DW_NEXT_ROW
+#endif
+
+void qtrain_dw_output_rows(const int32_t *const rows[], int32_t kernel_h, int32_t kernel_w, const int32_t *wp,
+                           int32_t out_rows, int32_t row_step, int32_t out_w, int32_t sw, int32_t bias,
+                           float multiplier, const qtrain_requant_t *q, int8_t *out, int32_t channels, uint8_t *mask,
+                           uint32_t e) {
+    const int32_t npairs = (kernel_h + 1) / 2;
+#if QTRAIN_DSP_ASM
+    if (mask == NULL && kernel_h == kernel_w && (kernel_h == 3 || kernel_h == 5 || kernel_h == 7)) {
+        dw_job_t job = {rows[0], wp, out, (uint32_t)out_w, channels, 4 * sw, q->bias_bits, bias, multiplier, q->lo,
+                        q->hi, QTRAIN_ROUND_SHIFTER, {0, 0, 0, 0}, (uint32_t)out_rows, 4 * row_step};
+        for (int32_t i = 0; i < npairs; i++) {
+            job.row_offset[i] = 4 * (int32_t)(rows[i] - rows[0]);
+        }
+        if (kernel_h == 3) {
+            dw_rows3_asm(&job);
+        } else if (kernel_h == 5) {
+            dw_rows5_asm(&job);
+        } else {
+            dw_rows7_asm(&job);
+        }
+        return;
+    }
+#endif
+    const qtrain_requant_t rq = *q;
+    for (int32_t oy = 0; oy < out_rows; oy++) {
+        for (int32_t ox = 0; ox < out_w; ox++) {
+            int32_t acc = bias;
+            for (int32_t i = 0; i < npairs; i++) {
+                const int32_t *d = rows[i] + oy * row_step + ox * sw, *w = wp + i * kernel_w;
+                for (int32_t j = 0; j < kernel_w; j++) {
+                    acc = qtrain_smlad(d[j], w[j], acc);
+                }
+            }
+            const int32_t o = (oy * out_w + ox) * channels;
+            if (mask == NULL) {
+                out[o] = (int8_t)qtrain_requant(acc, multiplier, &rq);
+            } else {
+                uint32_t inside;
+                out[o] = (int8_t)qtrain_requant_mask(acc, multiplier, &rq, &inside);
+                qtrain_mask_put(mask, e + (uint32_t)o, inside);
+            }
+        }
+    }
+}
+#endif
+
+#if QTRAIN_USE_DSP
+/* ---- the depthwise four-channel engine (qtrain_kernels_support.h) ---- */
+
+void qtrain_dw4_weights(const int8_t *const w[4], int32_t kernel_h, int32_t kernel_w, int32_t *wp) {
+    const int32_t npairs = (kernel_h + 1) / 2;
+    for (int32_t i = 0; i < npairs; i++) {
+        for (int32_t j = 0; j < kernel_w; j++) {
+            for (int32_t g = 0; g < 4; g++) {
+                const int32_t lo = w[g][(2 * i) * kernel_w + j];
+                const int32_t hi = 2 * i + 1 < kernel_h ? w[g][(2 * i + 1) * kernel_w + j] : 0;
+                *wp++ = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+            }
+        }
+    }
+}
+
+void qtrain_dw4_pair_row(const int8_t *a, const int8_t *b, int32_t pixel_stride, int32_t first, int32_t last,
+                         int32_t columns, int32_t zero_point, int32_t *dst) {
+    const int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+    int32_t j = 0;
+#pragma clang loop unroll(disable) vectorize(disable)
+    for (; j < first; j++, dst += 4) {
+        dst[0] = dst[1] = dst[2] = dst[3] = 0;
+    }
+    if (a != NULL && b != NULL) {
+#pragma clang loop unroll(disable) vectorize(disable)
+        for (; j < last; j++, dst += 4, a += pixel_stride, b += pixel_stride) {
+            const uint32_t va = (uint32_t)qtrain_read_s32(a), vb = (uint32_t)qtrain_read_s32(b);
+            const uint32_t ea = (uint32_t)qtrain_sxtab16(offset, (int32_t)va);
+            const uint32_t oa = (uint32_t)qtrain_sxtab16_ror8(offset, (int32_t)va);
+            const uint32_t eb = (uint32_t)qtrain_sxtab16(offset, (int32_t)vb);
+            const uint32_t ob = (uint32_t)qtrain_sxtab16_ror8(offset, (int32_t)vb);
+            dst[0] = (int32_t)((ea & 0xFFFFu) | (eb << 16));
+            dst[1] = (int32_t)((oa & 0xFFFFu) | (ob << 16));
+            dst[2] = (int32_t)((eb & 0xFFFF0000u) | (ea >> 16));
+            dst[3] = (int32_t)((ob & 0xFFFF0000u) | (oa >> 16));
+        }
+    } else if (a != NULL || b != NULL) {
+        /* one row inside the image: its values in the low (a) or high (b) halves */
+        const int shift = a != NULL ? 0 : 16;
+        const int8_t *src = a != NULL ? a : b;
+#pragma clang loop unroll(disable) vectorize(disable)
+        for (; j < last; j++, dst += 4, src += pixel_stride) {
+            const uint32_t v = (uint32_t)qtrain_read_s32(src);
+            const uint32_t e = (uint32_t)qtrain_sxtab16(offset, (int32_t)v);
+            const uint32_t o = (uint32_t)qtrain_sxtab16_ror8(offset, (int32_t)v);
+            dst[0] = (int32_t)((e & 0xFFFFu) << shift);
+            dst[1] = (int32_t)((o & 0xFFFFu) << shift);
+            dst[2] = (int32_t)((e >> 16) << shift);
+            dst[3] = (int32_t)((o >> 16) << shift);
+        }
+    }
+#pragma clang loop unroll(disable) vectorize(disable)
+    for (; j < columns; j++, dst += 4) {
+        dst[0] = dst[1] = dst[2] = dst[3] = 0;
+    }
+}
+
+#if QTRAIN_DSP_ASM
+/* The output loops of the common square kernels, no mask. The job's first twelve words are the loop's
+ * stack frame. Registers: r0-r3 the four accumulators, r4-r7 a tap pair of the four channels (LDM),
+ * r8-r11 their weights (LDM), r12 the window pointer, lr the weight pointer. */
+typedef struct {
+    int32_t row_skip;       /* 0: bytes from the end of a window's pair row to the next pair row */
+    int32_t back;           /* 4: bytes from the end of a window to the next window */
+    const int32_t *bias;    /* 8: the four biases */
+    int8_t *out;            /* 12: the next output pixel, channel c0 */
+    int32_t channels;       /* 16: bytes between output pixels */
+    uint32_t zero_points;   /* 20: the output zero point in each byte */
+    uint32_t count;         /* 24: outputs left in the row (starts at out_w) */
+    uint32_t out_w;         /* 28 */
+    uint32_t rows;          /* 32: output rows left */
+    const int32_t *row;     /* 36: the window of the row's first output */
+    int32_t row_step;       /* 40: bytes between the windows of two rows' first outputs */
+    const int32_t *wp;      /* 44 */
+    const float *multiplier; /* 48: the four multipliers */
+    float lo, hi, shift;    /* 52, 56, 60 */
+    uint8_t *mask;          /* 64: the mask byte of the next pixel's four bits (masked loop) */
+    uint32_t mask_shift;    /* 68: their position in the byte, 0 or 4 */
+    int32_t mask_step;      /* 72: bytes between two pixels' mask bytes, channels / 8 */
+} dw4_job_t;
+_Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60 &&
+                   offsetof(dw4_job_t, mask_step) == 72,
+               "dw4_job_t layout");
+
+#define QTRAIN_DW4_TAP                                                                                              \
+    "ldm     r12!, {r4, r5, r6, r7}\n\t"                                                                          \
+    "ldm     lr!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r0, r4, r8, r0\n\t"                                                                                  \
+    "smlad   r1, r5, r9, r1\n\t"                                                                                  \
+    "smlad   r2, r6, r10, r2\n\t"                                                                                 \
+    "smlad   r3, r7, r11, r3\n\t"
+#define QTRAIN_DW4_NEXT_PAIR_ROW                                                                                    \
+    "ldr     r4, [sp, #0]\n\t"                                                                                    \
+    "add     r12, r4\n\t"
+#define QTRAIN_DW4_ROW3 QTRAIN_DW4_TAP QTRAIN_DW4_TAP QTRAIN_DW4_TAP
+#define QTRAIN_DW4_ROW5 QTRAIN_DW4_ROW3 QTRAIN_DW4_TAP QTRAIN_DW4_TAP
+#define QTRAIN_DW4_ROW7 QTRAIN_DW4_ROW5 QTRAIN_DW4_TAP QTRAIN_DW4_TAP
+#define QTRAIN_DW4_LOOP(window, requant, zero_points)                                                               \
+    "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
+    "sub     sp, #64\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                                           \
+    "stm     sp, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                                            \
+    "ldm     r0!, {r1, r2, r3, r4}\n\t"                                                                           \
+    "add     r5, sp, #32\n\t"                                                                                     \
+    "stm     r5, {r1, r2, r3, r4}\n\t"                                                                            \
+    "ldr     r1, [r0]\n\t"                                                                                        \
+    "vldmia  r1, {s4-s7}\n\t"                                                                                     \
+    "vldr    s0, [r0, #4]\n\t"                                                                                    \
+    "vldr    s1, [r0, #8]\n\t"                                                                                    \
+    "vldr    s2, [r0, #12]\n\t"                                                                                   \
+    "add     r0, r0, #16\n\t"                                                                                     \
+    "ldm     r0, {r1, r2, r3}\n\t"                                                                                \
+    "add     r4, sp, #48\n\t"                                                                                     \
+    "stm     r4, {r1, r2, r3}\n\t"                                                                                \
+    "ldr     r12, [sp, #36]\n\t"                                                                                  \
+    "ldr     lr, [sp, #44]\n\t"                                                                                   \
+    "2:\n\t"                                                                                                      \
+    "ldr     r4, [sp, #8]\n\t"                                                                                    \
+    "ldm     r4, {r0, r1, r2, r3}\n\t"                                                                            \
+    window                                                                                                        \
+    "ldr     r4, [sp, #4]\n\t"                                                                                    \
+    "add     r12, r4\n\t"                                                                                         \
+    "ldr     lr, [sp, #44]\n\t"                                                                                   \
+    requant                                                                                                       \
+    "bfi     r0, r1, #8, #8\n\t"                                                                                  \
+    "bfi     r0, r2, #16, #8\n\t"                                                                                 \
+    "bfi     r0, r3, #24, #8\n\t"                                                                                 \
+    zero_points                                                                                                   \
+    "ldr     r4, [sp, #12]\n\t"                                                                                   \
+    "str     r0, [r4]\n\t"                                                                                        \
+    "ldr     r5, [sp, #16]\n\t"                                                                                   \
+    "add     r4, r5\n\t"                                                                                          \
+    "str     r4, [sp, #12]\n\t"                                                                                   \
+    "ldr     r4, [sp, #24]\n\t"                                                                                   \
+    "subs    r4, r4, #1\n\t"                                                                                      \
+    "str     r4, [sp, #24]\n\t"                                                                                   \
+    "bne     2b\n\t"                                                                                              \
+    "ldr     r4, [sp, #36]\n\t"                                                                                   \
+    "ldr     r5, [sp, #40]\n\t"                                                                                   \
+    "add     r4, r5\n\t"                                                                                          \
+    "str     r4, [sp, #36]\n\t"                                                                                   \
+    "mov     r12, r4\n\t"                                                                                         \
+    "ldr     r4, [sp, #28]\n\t"                                                                                   \
+    "str     r4, [sp, #24]\n\t"                                                                                   \
+    "ldr     r4, [sp, #32]\n\t"                                                                                   \
+    "subs    r4, r4, #1\n\t"                                                                                      \
+    "str     r4, [sp, #32]\n\t"                                                                                   \
+    "bne     2b\n\t"                                                                                              \
+    "add     sp, #64\n\t"                                                                                         \
+    "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+
+/* qtrain_requant's operations on the four accumulators, two at a time through the core-FPU moves. */
+#define QTRAIN_DW4_REQUANT                                                                                          \
+    "vmov    s8, s9, r0, r1\n\t"                                                                                  \
+    "vmov    s10, s11, r2, r3\n\t"                                                                                \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                     \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                     \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                   \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                   \
+    "vmul.f32 s8, s8, s4\n\t"                                                                                     \
+    "vmul.f32 s9, s9, s5\n\t"                                                                                     \
+    "vmul.f32 s10, s10, s6\n\t"                                                                                   \
+    "vmul.f32 s11, s11, s7\n\t"                                                                                   \
+    "vmaxnm.f32 s8, s8, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s9, s9, s0\n\t"                                                                                   \
+    "vmaxnm.f32 s10, s10, s0\n\t"                                                                                 \
+    "vmaxnm.f32 s11, s11, s0\n\t"                                                                                 \
+    "vminnm.f32 s8, s8, s1\n\t"                                                                                   \
+    "vminnm.f32 s9, s9, s1\n\t"                                                                                   \
+    "vminnm.f32 s10, s10, s1\n\t"                                                                                 \
+    "vminnm.f32 s11, s11, s1\n\t"                                                                                 \
+    "vadd.f32 s8, s8, s2\n\t"                                                                                     \
+    "vadd.f32 s9, s9, s2\n\t"                                                                                     \
+    "vadd.f32 s10, s10, s2\n\t"                                                                                   \
+    "vadd.f32 s11, s11, s2\n\t"                                                                                   \
+    "vmov    r0, r1, s8, s9\n\t"                                                                                  \
+    "vmov    r2, r3, s10, s11\n\t"
+
+/* The same with the masks: each value rounded (VRINTX) before the clamp, its bit set when the clamp
+ * changed nothing (qtrain_requant_scaled_mask), the four bits ORed into the pixel's mask byte. */
+#define QTRAIN_DW4_REQUANT_MASK                                                                                     \
+    "vmov    s8, s9, r0, r1\n\t"                                                                                  \
+    "vmov    s10, s11, r2, r3\n\t"                                                                                \
+    "movs    r5, #0\n\t"                                                                                          \
+    QTRAIN_DW4_MASK_STEP("s8", "s4", "1")                                                                         \
+    QTRAIN_DW4_MASK_STEP("s9", "s5", "2")                                                                         \
+    QTRAIN_DW4_MASK_STEP("s10", "s6", "4")                                                                        \
+    QTRAIN_DW4_MASK_STEP("s11", "s7", "8")                                                                        \
+    "ldr     r4, [sp, #52]\n\t"                                                                                   \
+    "lsl     r5, r4\n\t"                                                                                          \
+    "ldr     r4, [sp, #48]\n\t"                                                                                   \
+    "ldrb    r6, [r4]\n\t"                                                                                        \
+    "orr     r6, r5\n\t"                                                                                          \
+    "strb    r6, [r4]\n\t"                                                                                        \
+    "ldr     r6, [sp, #56]\n\t"                                                                                   \
+    "add     r4, r6\n\t"                                                                                          \
+    "str     r4, [sp, #48]\n\t"                                                                                   \
+    "vmov    r0, r1, s8, s9\n\t"                                                                                  \
+    "vmov    r2, r3, s10, s11\n\t"
+#define QTRAIN_DW4_MASK_STEP(s, m, bit)                                                                             \
+    "vcvt.f32.s32 " s ", " s "\n\t"                                                                               \
+    "vmul.f32 " s ", " s ", " m "\n\t"                                                                            \
+    "vrintx.f32 s12, " s "\n\t"                                                                                   \
+    "vmaxnm.f32 " s ", s12, s0\n\t"                                                                               \
+    "vminnm.f32 " s ", " s ", s1\n\t"                                                                             \
+    "vcmp.f32 s12, " s "\n\t"                                                                                     \
+    "vmrs    APSR_nzcv, fpscr\n\t"                                                                                \
+    "it      eq\n\t"                                                                                              \
+    "orreq   r5, r5, #" bit "\n\t"                                                                                \
+    "vadd.f32 " s ", " s ", s2\n\t"
+
+#define QTRAIN_DW4_WINDOW3 QTRAIN_DW4_ROW3 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW3
+#define QTRAIN_DW4_WINDOW5                                                                                          \
+    QTRAIN_DW4_ROW5 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW5 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW5
+#define QTRAIN_DW4_WINDOW7                                                                                          \
+    QTRAIN_DW4_ROW7 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7 QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7               \
+        QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7
+
+/* the zero point added to the four packed outputs, or (even) already in the rounding shifter */
+#define QTRAIN_DW4_ZP "ldr     r4, [sp, #20]\n\tuadd8   r0, r0, r4\n\t"
+#define QTRAIN_DW4_VARIANTS(n)                                                                                      \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_asm(const dw4_job_t *job) {                       \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT, QTRAIN_DW4_ZP));                \
+    }                                                                                                             \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_even_asm(const dw4_job_t *job) {                  \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT, ""));                           \
+    }                                                                                                             \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_mask_asm(const dw4_job_t *job) {                  \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT_MASK, QTRAIN_DW4_ZP));           \
+    }                                                                                                             \
+    __attribute__((naked, noinline)) static void dw4_rows##n##_mask_even_asm(const dw4_job_t *job) {             \
+        __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT_MASK, ""));                      \
+    }
+QTRAIN_DW4_VARIANTS(3)
+QTRAIN_DW4_VARIANTS(5)
+QTRAIN_DW4_VARIANTS(7)
+#undef QTRAIN_DW4_VARIANTS
+#undef QTRAIN_DW4_ZP
+#undef QTRAIN_DW4_WINDOW3
+#undef QTRAIN_DW4_WINDOW5
+#undef QTRAIN_DW4_WINDOW7
+#undef QTRAIN_DW4_REQUANT
+#undef QTRAIN_DW4_REQUANT_MASK
+#undef QTRAIN_DW4_MASK_STEP
+#undef QTRAIN_DW4_TAP
+#undef QTRAIN_DW4_NEXT_PAIR_ROW
+#undef QTRAIN_DW4_ROW3
+#undef QTRAIN_DW4_ROW5
+#undef QTRAIN_DW4_ROW7
+#undef QTRAIN_DW4_LOOP
+#endif
+
+void qtrain_dw4_output_rows(const int32_t *plane, int32_t row_words, int32_t pair_step, int32_t out_step,
+                            int32_t kernel_h, int32_t kernel_w, const int32_t *wp, int32_t out_rows, int32_t out_w,
+                            int32_t sw, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                            int8_t *out, int32_t channels, uint8_t *mask, uint32_t e) {
+    static const int32_t no_bias[4] = {0, 0, 0, 0};
+    const int32_t npairs = (kernel_h + 1) / 2;
+    if (bias == NULL) {
+        bias = no_bias;
+    }
+#if QTRAIN_DSP_ASM
+    if ((mask == NULL || (channels & 7) == 0) && kernel_h == kernel_w &&
+        (kernel_h == 3 || kernel_h == 5 || kernel_h == 7)) {
+        const int32_t row_bytes = 4 * row_words, tap_bytes = 16 * kernel_w;
+        /* an even zero point goes into the rounding shifter (the sums' low bytes are the outputs) */
+        const int even = (q->zp & 1) == 0;
+        const dw4_job_t job = {pair_step * row_bytes - tap_bytes,
+                               16 * sw - (npairs - 1) * pair_step * row_bytes - tap_bytes,
+                               bias,
+                               out,
+                               channels,
+                               ((uint32_t)q->zp & 0xFFu) * 0x01010101u,
+                               (uint32_t)out_w,
+                               (uint32_t)out_w,
+                               (uint32_t)out_rows,
+                               plane,
+                               out_step * row_bytes,
+                               wp,
+                               multiplier,
+                               q->lo,
+                               q->hi,
+                               even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                               mask != NULL ? mask + (e >> 3) : NULL,
+                               e & 7u,
+                               channels / 8};
+        typedef void (*dw4_loop_t)(const dw4_job_t *);
+        static const dw4_loop_t loops[3][4] = {
+            {dw4_rows3_asm, dw4_rows3_even_asm, dw4_rows3_mask_asm, dw4_rows3_mask_even_asm},
+            {dw4_rows5_asm, dw4_rows5_even_asm, dw4_rows5_mask_asm, dw4_rows5_mask_even_asm},
+            {dw4_rows7_asm, dw4_rows7_even_asm, dw4_rows7_mask_asm, dw4_rows7_mask_even_asm}};
+        loops[kernel_h / 2 - 1][(mask != NULL ? 2 : 0) + even](&job);
+        return;
+    }
+#endif
+    const qtrain_requant_t rq = *q;
+    for (int32_t oy = 0; oy < out_rows; oy++) {
+        for (int32_t ox = 0; ox < out_w; ox++) {
+            const int32_t o = (oy * out_w + ox) * channels;
+            for (int32_t g = 0; g < 4; g++) {
+                int32_t acc = bias[g];
+                for (int32_t i = 0; i < npairs; i++) {
+                    const int32_t *d = plane + (oy * out_step + i * pair_step) * row_words + ox * sw * 4 + g;
+                    const int32_t *w = wp + i * kernel_w * 4 + g;
+                    for (int32_t j = 0; j < kernel_w; j++) {
+                        acc = qtrain_smlad(d[4 * j], w[4 * j], acc);
+                    }
+                }
+                if (mask == NULL) {
+                    out[o + g] = (int8_t)qtrain_requant(acc, multiplier[g], &rq);
+                } else {
+                    uint32_t inside;
+                    out[o + g] = (int8_t)qtrain_requant_mask(acc, multiplier[g], &rq, &inside);
+                    qtrain_mask_put(mask, e + (uint32_t)(o + g), inside);
+                }
+            }
+        }
+    }
+}
+#endif

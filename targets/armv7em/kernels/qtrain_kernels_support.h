@@ -56,6 +56,9 @@ QTRAIN_INLINE int32_t qtrain_sxtab16_ror8(int32_t a, int32_t x) {
 QTRAIN_INLINE int32_t qtrain_smlabb(int32_t a, int32_t b, int32_t acc) {
     return __smlabb(a, b, acc);
 }
+QTRAIN_INLINE int32_t qtrain_smlatb(int32_t a, int32_t b, int32_t acc) {
+    return __smlatb(a, b, acc);
+}
 #elif QTRAIN_USE_DSP
 /* Any other host: the same instructions in C (bit-exact, 16-bit lanes wrap like the hardware's), so
  * the DSP code paths build and are tested on the host too. */
@@ -88,6 +91,9 @@ QTRAIN_INLINE int32_t qtrain_sxtab16_ror8(int32_t a, int32_t x) {
 }
 QTRAIN_INLINE int32_t qtrain_smlabb(int32_t a, int32_t b, int32_t acc) {
     return (int32_t)((uint32_t)acc + (uint32_t)(qtrain_lo16(a) * qtrain_lo16(b)));
+}
+QTRAIN_INLINE int32_t qtrain_smlatb(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)(qtrain_hi16(a) * qtrain_lo16(b)));
 }
 #endif
 
@@ -534,6 +540,94 @@ QTRAIN_INLINE void qtrain_unpack_pair(const int8_t *row0, const int8_t *row1, co
 void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
                          int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
                          int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0, uint32_t e1);
+
+/* ---- the DSP pixel-quad engine of the 1x1 convolutions ------------------------------------------------
+ *
+ * Four output pixels' inputs are unpacked once as int16 (x - zx): for each 4 elements of a weight
+ * segment, 8 words (pixel 0 lanes (e0, e2), (e1, e3), then pixels 1, 2, 3 the same), matching SXTB16 /
+ * SXTB16 ROR 8 of a 4-weight word; then two words per remaining element (lanes pixels 0, 1 and pixels
+ * 2, 3). Each output channel then costs one weight word, two SXTB16, two LDM and 8 SMLAD per 4
+ * elements on 4 accumulators (the four pixels): 15 instructions per 16 MACs. */
+
+/* Unpack four pixels' input rows (any of them may be the same row) segment by segment. `dst` must be
+ * word aligned: the dot product reads it with LDM. */
+void qtrain_unpack_quad(const int8_t *const rows[4], const qtrain_weight_segment_t *segments, int32_t count,
+                        int32_t zero_point, int32_t *dst);
+
+/* Output channels [o_begin, o_end) of an unpacked pixel quad: out[j] is pixel j's output row, e[j] its
+ * first element index (for the mask, when not NULL). Equal rows (a repeated last pixel) store the same
+ * values again. */
+void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin,
+                         int32_t o_end, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                         int8_t *const out[4], uint8_t *mask, const uint32_t e[4]);
+
+/* A line of pixels four at a time: pixel p's input row at in + p * in_step, its outputs at out + p * out_step
+ * (channels [o_begin, o_end)), its mask elements from e0 + p * e_step; `unpacked` holds one quad
+ * (qtrain_quad_words(C_in) words, word aligned). The assembly loop's job is prepared once per line. */
+void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
+                      int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                      const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
+                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked);
+
+/* Words of an unpacked quad of `channels` elements, whatever the segments: two per element. */
+QTRAIN_INLINE int32_t qtrain_quad_words(int32_t channels) {
+    return 2 * channels;
+}
+
+/* ---- the DSP depthwise pair-row engine --------------------------------------------------------------
+ *
+ * A channel's padded input (x - zx, padding 0) lives in pair rows of W_p words: word j of pair row k is
+ * (x_pad[k][j], x_pad[k + 1][j]) in the low / high halfword, so two vertically adjacent taps are one
+ * SMLAD and a window row of pairs is KW consecutive words (one LDM). The weights go in as pair rows too:
+ * wp[i * KW + j] = (w[2i][j], w[2i + 1][j]), 0 for the missing row of an odd KH, whatever the high half
+ * of the last pair row then holds. Output row oy reads pair rows oy * sh + 2i, i < ceil(KH / 2). */
+
+/* The pair rows of one channel's [KH, KW] kernel `w` (ceil(KH / 2) * KW words). */
+void qtrain_dw_weight_pairs(const int8_t *w, int32_t kernel_h, int32_t kernel_w, int32_t *wp);
+
+/* Output rows of one channel: out[(oy * out_w + ox) * channels] = requant(bias + sum over pair rows i and
+ * columns j of SMLAD(rows[i][oy * row_step + ox * sw + j], wp[i * KW + j])), oy < out_rows, ox < out_w; with
+ * a mask, the bits of elements e + (oy * out_w + ox) * channels. rows[i]: pair row i of the window of
+ * output (0, 0) (word aligned); row_step in words. */
+void qtrain_dw_output_rows(const int32_t *const rows[], int32_t kernel_h, int32_t kernel_w, const int32_t *wp,
+                           int32_t out_rows, int32_t row_step, int32_t out_w, int32_t sw, int32_t bias,
+                           float multiplier, const qtrain_requant_t *q, int8_t *out, int32_t channels, uint8_t *mask,
+                           uint32_t e);
+
+/* Padded input row r of channels c0 .. c0 + count - 1 (count <= 4) of batch b into their rings of pair
+ * rows (channel g's ring at rings + g * ring_words; R pair rows of `columns` words, pair row k in slot
+ * k mod R): the low halves of pair row r and the high halves of pair row r - 1, each only when `parity`
+ * is -1 or the pair row's index has that parity (a stride-2 convolution reads one parity only). */
+void qtrain_dw_load_row(const int8_t *input, const qtrain_dims_t *input_dims, int32_t b, int32_t c0, int32_t count,
+                        int32_t r, int32_t pad_top, int32_t pad_left, int32_t zero_point, int32_t columns, int32_t rows,
+                        int32_t parity, int32_t *rings, int32_t ring_words);
+
+/* ---- the DSP depthwise four-channel engine ----------------------------------------------------------
+ *
+ * Four channels c0 .. c0 + 3 at once: their padded input as pair rows interleaved by channel, word
+ * (j * 4 + g) of pair row k = (x_pad[k][j][c0 + g] - zx, x_pad[k + 1][j][c0 + g] - zx) in the low / high
+ * halfword (0 for padding), and their weights the same way, word ((i * KW + j) * 4 + g) = (w[2i][j],
+ * w[2i + 1][j]) of channel c0 + g (0 for the missing row of an odd KH). One LDM then gives a tap pair of
+ * all four channels and four SMLAD use it; the four outputs of a pixel are adjacent bytes, stored as
+ * one word. */
+
+/* The interleaved weight pair rows of channels c0 .. c0 + 3 (`w[g]` is channel c0 + g's [KH, KW]). */
+void qtrain_dw4_weights(const int8_t *const w[4], int32_t kernel_h, int32_t kernel_w, int32_t *wp);
+
+/* One interleaved pair row (`columns` x 4 words) from padded rows k (`a`) and k + 1 (`b`): a row pointer
+ * points at the pixel of column `first`, channel c0 (NULL: a padding row); pixels step `pixel_stride`
+ * bytes; columns outside [first, last) are padding. */
+void qtrain_dw4_pair_row(const int8_t *a, const int8_t *b, int32_t pixel_stride, int32_t first, int32_t last,
+                         int32_t columns, int32_t zero_point, int32_t *dst);
+
+/* Output rows of channels c0 .. c0 + 3 from interleaved pair rows: pair row i of the window of output
+ * (oy, ox) is at plane + (oy * out_step + i * pair_step) * row_words + ox * sw * 4 words (row_words =
+ * 4 * columns). out points at output (0, 0) of channel c0; outputs step `channels` bytes; with a mask,
+ * the bits of elements e + (oy * out_w + ox) * channels + g. */
+void qtrain_dw4_output_rows(const int32_t *plane, int32_t row_words, int32_t pair_step, int32_t out_step,
+                            int32_t kernel_h, int32_t kernel_w, const int32_t *wp, int32_t out_rows, int32_t out_w,
+                            int32_t sw, const int32_t *bias, const float *multiplier, const qtrain_requant_t *q,
+                            int8_t *out, int32_t channels, uint8_t *mask, uint32_t e);
 
 /* ---- the DSP depthwise row engine (qtrain_depthwise_conv2d_s8.c), shared with the fused kernel -------
  *

@@ -1,6 +1,8 @@
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p qtrain-autodiff | filecheck %s
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{qas=false lr=0.1 bias-lr=0.01 weight-storage=i8}' | filecheck %s --check-prefix=PLAIN
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p qtrain-autodiff --print-op-generic | qtrain-opt | filecheck %s
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{lr=0.02 bias-lr=0.002 warmup-steps=10 steps=500 final-lr-ratio=0.25 momentum=0.9}' | filecheck %s --check-prefix=RECIPE
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{warmup-steps=0 steps=0}' | filecheck %s --check-prefix=CONST
 
 // Every parameter becomes trainable; weights get an fp32 master copy by default.
 // CHECK:      qtrain.param @conv0.weight trainable storage(f32) = dense<
@@ -28,14 +30,29 @@
 // CHECK-NEXT:   %g_acc_1 = qtrain.requant_grad %[[GH]] mask %[[M0]] {multiplier = #qtrain.f32<[0.25, 0.125]>}
 // CHECK-NEXT:   %g_conv0_bias = qtrain.bias_grad %g_acc_1
 // CHECK-NEXT:   %g_conv0_weight = qtrain.conv2d_weight_grad %image, %g_acc_1
-// Updates at the end (naive schedule), with QAS factors s_w^-2 and (s_x * s_w)^-2.
-// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>} : tensor<2x2x1x2xf32>
-// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>} : tensor<2xf32>
-// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[4.0, 16.0, 64.0]>}
-// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0, 256.0]>}
+// This step's learning-rate factor (the default recipe's provisional schedule: 50 warm-up steps, cosine
+// over 1000 to 0.1), then the updates at the end (naive schedule), each scaled by the factor, with QAS
+// factors s_w^-2 and (s_x * s_w)^-2; no momentum by default.
+// CHECK-NEXT:   %lr_factor = qtrain.lr_schedule {warmup_steps = 50 : i64, steps = 1000 : i64, final_ratio = 1.000000e-01 : f32} : f32
+// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>} : tensor<2x2x1x2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>} : tensor<2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[4.0, 16.0, 64.0]>}
+// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0, 256.0]>}
 // CHECK-NEXT:   func.return %loss : f32
 
 // Without QAS: grad_scale 1; separate bias learning rate; int8 weights updated in place.
 // PLAIN:      qtrain.param @conv0.weight trainable = dense<
-// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight {lr = 1.000000e-01 : f32, grad_scale = #qtrain.f32<[1.0]>}
-// PLAIN-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[1.0]>}
+// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 1.000000e-01 : f32, grad_scale = #qtrain.f32<[1.0]>}
+// PLAIN-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[1.0]>}
+
+// The recipe's options: base rates, warm-up, horizon and final ratio on the schedule, which weights and
+// biases share; momentum on every update (each keeps a velocity).
+// RECIPE:      %lr_factor = qtrain.lr_schedule {warmup_steps = 10 : i64, steps = 500 : i64, final_ratio = 2.500000e-01 : f32} : f32
+// RECIPE-NEXT: qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 2.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>, momentum = 9.000000e-01 : f32}
+// RECIPE-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 2.000000e-03 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>, momentum = 9.000000e-01 : f32}
+// RECIPE-NEXT: qtrain.sgd_update @conv1.weight, %g_conv1_weight factor %lr_factor {lr = 2.000000e-02 : f32, {{.*}}, momentum = 9.000000e-01 : f32}
+// RECIPE-NEXT: qtrain.sgd_update @conv1.bias, %g_conv1_bias factor %lr_factor {lr = 2.000000e-03 : f32, {{.*}}, momentum = 9.000000e-01 : f32}
+
+// A constant rate is a schedule without warm-up or decay (the step counter still counts).
+// CONST:      %lr_factor = qtrain.lr_schedule {warmup_steps = 0 : i64, steps = 0 : i64, final_ratio = 1.000000e-01 : f32} : f32
+// CONST-NOT:  momentum

@@ -47,8 +47,9 @@
 // FLOWS:       qtrain.requant_grad %{{.*}} mask %[[M1]]
 
 // Planned: the fused op gets one arena offset (its output; the 4 KB intermediate has none) and the
-// reorder pass schedules it like any forward op.
-// PLAN: %x2 = qtrain.fused_pointwise_depthwise %x0, pw(%w1, %b1), dw(%w2, %b2) {qtrain.offsets = array<i64: {{[0-9]+}}>, pw_strides
+// reorder pass schedules it like any forward op. The arena bytes free while it runs (more than the
+// shared scratch) are its scratch gap.
+// PLAN: %x2 = qtrain.fused_pointwise_depthwise %x0, pw(%w1, %b1), dw(%w2, %b2) {qtrain.offsets = array<i64: {{[0-9]+}}>, qtrain.scratch_gap = array<i64: {{[0-9]+}}, {{[0-9]+}}>, pw_strides
 
 // On a forward-only module (no parameter trains yet) the pass fuses @forward.
 // FORWARD: %x2 = qtrain.fused_pointwise_depthwise %x0, pw(%w1, %b1), dw(%w2, %b2)

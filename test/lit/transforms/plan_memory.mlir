@@ -25,7 +25,7 @@ builtin.module {
     func.return %logits : tensor<1x4xi8>
   }
 }
-// CHECK-LABEL: builtin.module attributes {qtrain.memory = {peak_sram_bytes = 68 : i64, arena_bytes = 20 : i64, trainable_bytes = 0 : i64, scratch_bytes = 48 : i64, flash_bytes = 68 : i64, peak_op = "@forward #3 qtrain.avgpool -> %x2"}}
+// CHECK-LABEL: builtin.module attributes {qtrain.memory = {peak_sram_bytes = 68 : i64, arena_bytes = 20 : i64, trainable_bytes = 0 : i64, state_bytes = 0 : i64, scratch_bytes = 48 : i64, flash_bytes = 68 : i64, peak_op = "@forward #3 qtrain.avgpool -> %x2"}}
 // CHECK:       func.func @forward(%image: tensor<1x2x2x4xi8>) -> tensor<1x4xi8> attributes {qtrain.arg_offsets = array<i64: 0>, qtrain.arena_bytes = 20 : i64}
 // CHECK:       %x1 = qtrain.conv2d %image, %w, %b {qtrain.offsets = array<i64: 0>,
 // CHECK-NEXT:  %x2 = qtrain.avgpool %x1 {qtrain.offsets = array<i64: 16>,
@@ -93,7 +93,7 @@ builtin.module {
 // %mask2 (2, 1, 4 and 1 B, 4 each once aligned): 12 + 12 + 16 = 40, and the arena reaches exactly that.
 // Scratch: conv2's input gradient converts its fp32 master to int8 (6 B, 8 aligned) next to 16 * C_out
 // = 48 B of gradient rows: 56.
-// CHECK-LABEL: builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_bytes = 40 : i64, trainable_bytes = 52 : i64, scratch_bytes = 56 : i64, flash_bytes = 160 : i64, peak_op = "@train_step #13 qtrain.cross_entropy_grad"}}
+// CHECK-LABEL: builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_bytes = 40 : i64, trainable_bytes = 52 : i64, state_bytes = 0 : i64, scratch_bytes = 56 : i64, flash_bytes = 160 : i64, peak_op = "@train_step #13 qtrain.cross_entropy_grad"}}
 // CHECK:       func.func @forward(%image: tensor<1x2x2x2xi8>) -> tensor<1x3xi8> attributes {qtrain.arg_offsets = array<i64: [[IMG:[0-9]+]]>, qtrain.arena_bytes = {{[0-9]+}} : i64}
 // CHECK:       func.func @train_step(%image: tensor<1x2x2x2xi8>, %label: i32) -> f32 attributes {qtrain.arg_offsets = array<i64: [[IMG]], -1>, qtrain.arena_bytes = 40 : i64}
 // A gradient computed straight into its update (qtrain.fused_update) has no arena buffer: no offsets.
@@ -126,3 +126,21 @@ builtin.module {
 builtin.module {
 }
 // CHECK: qtrain-plan-memory: no @forward or @train_step to plan
+
+// -----
+
+// Training state is static SRAM counted with the trainable copies: the bias copy (12 B), the schedule's
+// step counter (4 B) and the momentum velocity of the bias (3 fp32, 12 B): trainable_bytes 28, of which
+// state_bytes 16. Neither the scalar factor nor the state gets an arena offset; the gradient does (12 B).
+builtin.module {
+  qtrain.param @b trainable = dense<[1, 2, 3]> : tensor<3xi32>
+  func.func @train_step(%g: tensor<3xf32>) {
+    %f = qtrain.lr_schedule {warmup_steps = 0 : i64, steps = 0 : i64, final_ratio = 1.0 : f32} : f32
+    qtrain.sgd_update @b, %g factor %f {lr = 0.5 : f32, grad_scale = #qtrain.f32<[1.0]>, momentum = 0.9 : f32} : tensor<3xf32>
+    func.return
+  }
+}
+// CHECK-LABEL: builtin.module attributes {qtrain.memory = {peak_sram_bytes = 40 : i64, arena_bytes = 12 : i64, trainable_bytes = 28 : i64, state_bytes = 16 : i64, scratch_bytes = 0 : i64,
+// CHECK:       func.func @train_step(%g: tensor<3xf32>) attributes {qtrain.arg_offsets = array<i64: 0>, qtrain.arena_bytes = 12 : i64}
+// CHECK-NEXT:    %f = qtrain.lr_schedule {warmup_steps = 0 : i64, steps = 0 : i64, final_ratio = 1.000000e+00 : f32} : f32
+// CHECK-NEXT:    qtrain.sgd_update @b, %g factor %f {lr = 5.000000e-01 : f32, grad_scale = #qtrain.f32<[1.0]>, momentum = 9.000000e-01 : f32} : tensor<3xf32>

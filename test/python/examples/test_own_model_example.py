@@ -40,8 +40,9 @@ def test_readme_names_the_commands_this_test_runs() -> None:
                     "qtrain-demo --model my_example/my.onnx --data my_example/my_task.npz --calibration "
                     "my_example/cal.npz", "qtrain-import-onnx my.onnx --calibration cal.npz -o my.mlir",
                     "qtrain-search-scheme my.mlir --data my_task.npz --budget-kb 24 -o scheme.json --model-name my",
-                    "qtrain-compile my.mlir --scheme scheme.json#my/24kb --lr 0.01 --bias-lr 0.001 --sram-kb 24 -o "
-                    "build", "qtrain-run build/firmware.elf --inputs my_task.npz --eval same --steps 2000"):
+                    "qtrain-compile my.mlir --scheme scheme.json#my/24kb --lr 0.01 --bias-lr 0.001 --warmup-steps 0 "
+                    "--steps 0 --sram-kb 24 -o build",
+                    "qtrain-run build/firmware.elf --inputs my_task.npz --eval same --steps 2000"):
         assert command in " ".join(text.replace("\\\n", " ").split()), command
 
 
@@ -84,7 +85,7 @@ def test_own_model_example_runs_through_the_tools(tmp_path: Path) -> None:
         pytest.skip("4.3/4.4 need clang, ld.lld and qemu-system-arm")
     # 4.3 compile
     out = tool("qtrain_compile", "my.mlir", "--scheme", "scheme.json#my/24kb", "--lr", "0.01", "--bias-lr", "0.001",
-               "--sram-kb", "24", "-o", "build", "--json", cwd=work)
+               "--warmup-steps", "0", "--steps", "0", "--sram-kb", "24", "-o", "build", "--json", cwd=work)
     built = json.loads(out)
     for name in ("model.mlir", "model.c", "model.h", "memory.json", "firmware.elf"):
         assert (work / "build" / name).is_file(), name

@@ -98,18 +98,23 @@ def device(firmware: Path, npz: Path, out: Path, entry: str, steps: int | None =
     return dict(np.load(out))
 
 
-def check_agreement(folder: Path, firmware: Path, shape: tuple[int, ...], classes: int, tmp: Path) -> None:
+def check_agreement(folder: Path, firmware: Path, shape: tuple[int, ...], classes: int, tmp: Path,
+                    steps: int = STEPS) -> None:
     npz = inputs(tmp, shape, classes)
     ref_fwd = interpret(folder / "model.mlir", npz, tmp / "ref_fwd.npz", "forward")
     dev_fwd = device(firmware, npz, tmp / "dev_fwd.npz", "forward")
     np.testing.assert_array_equal(dev_fwd["output_q"], ref_fwd["output_q"])
     np.testing.assert_array_equal(dev_fwd["logits"], ref_fwd["logits"])
-    ref = interpret(folder / "model.mlir", npz, tmp / "ref_train.npz", "train_step", STEPS)
-    dev = device(firmware, npz, tmp / "dev_train.npz", "train_step", STEPS)
+    ref = interpret(folder / "model.mlir", npz, tmp / "ref_train.npz", "train_step", steps)
+    dev = device(firmware, npz, tmp / "dev_train.npz", "train_step", steps)
     assert compare_training(ref, dev) == []
 
 
-@pytest.mark.parametrize("target", ["host", "qemu"])
+EMULATED = ["qemu", "qemu-m4", "qemu-m33"]
+"""Every QEMU target: the Cortex-M7, M4F and M33 builds of the same C."""
+
+
+@pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
     folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", target, str(tmp_path / "build"))
     firmware = folder / ("firmware" if target == "host" else "firmware.elf")
@@ -119,6 +124,21 @@ def test_small_model_every_tensor_trainable(target: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("target", ["host", "qemu"])
+def test_schedule_and_momentum_agree_with_interpreter(target: str, tmp_path: Path):
+    """The recipe compiled into the firmware: warm-up over 2 steps, cosine to 0.2 x lr over a 6-step
+    horizon, then held, with SGD momentum. 9 steps run past the horizon on the device (its step counter
+    and velocities in SRAM) and in the golden model (its counter and velocities in the interpreter state)."""
+    folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", target, str(tmp_path / "build"),
+                   "--warmup-steps", "2", "--steps", "6", "--final-lr-ratio", "0.2", "--momentum", "0.9")
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    memory = json.loads((folder / "memory.json").read_text())
+    velocities = {f"velocity/{t['name']}": 4 * int(np.prod(t["shape"])) for t in memory["trainable"]}
+    assert {s["name"]: s["bytes"] for s in memory["state"]} == {"step": 4, **velocities}
+    assert "qtrain.lr_schedule {warmup_steps = 2 : i64, steps = 6 : i64" in (folder / "model.mlir").read_text()
+    check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path, steps=9)
+
+
+@pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
     """A model holding qtrain.upsample, every tensor trainable (the gradient flows back through
     qtrain.upsample_grad): its firmware agrees with the interpreter."""
@@ -129,7 +149,7 @@ def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
     check_agreement(folder, firmware, (2, 3, 2), 3, tmp_path)
 
 
-@pytest.mark.parametrize("target", ["host", "qemu"])
+@pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_fused_pointwise_depthwise_agrees_with_interpreter(target: str, tmp_path: Path):
     """An inverted-residual block whose expansion trains nothing: qtrain-fuse-streaming streams it (one
     fused kernel call per entry point) and the firmware agrees with the interpreter; --no-fuse keeps the
@@ -194,6 +214,39 @@ def test_stm32f746_image_links_with_the_real_memory_map(tmp_path: Path):
     sections = {s.name: s for s in elf_sections(elf)}
     assert sections[".vectors"].address == 0x08000000  # boots from the STM32F746's Flash
     assert 0x20000000 <= sections[".qtrain.arena"].address < 0x20000000 + SRAM_BYTES
+
+
+def test_nucleo_f446re_image_links_with_its_memory_map(tmp_path: Path):
+    """The Cortex-M4F board: its own linker script (512 KB Flash at 0x08000000, 128 KB SRAM), its default
+    budget in the plan; qtrain-run refuses it (it runs on the board, not on QEMU)."""
+    from qtrain.targets.armv7em.build import BOARDS, elf_sections, firmware_target, memory_usage
+
+    board = BOARDS["nucleo-f446re"]
+    folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", "nucleo-f446re", str(tmp_path / "build"))
+    elf = folder / "firmware.elf"
+    usage = memory_usage(elf)
+    assert usage.flash_bytes <= board.flash_bytes == 512 * 1024 and usage.sram_bytes <= board.sram_bytes == 128 * 1024
+    sections = {s.name: s for s in elf_sections(elf)}
+    assert sections[".vectors"].address == 0x08000000 and firmware_target(elf) == "nucleo-f446re"
+    arena = sections[".qtrain.arena"]
+    assert 0x20000000 <= arena.address and arena.address + arena.size <= 0x20000000 + board.sram_bytes
+    assert json.loads((folder / "memory.json").read_text())["budget_bytes"] == board.budget_kb * 1024 == 110 * 1024
+    refused = run(*tool("qtrain-run"), elf, "--inputs", inputs(tmp_path, (8, 8, 3), 3))
+    assert refused.returncode == 2 and "runs on the hardware, not on QEMU" in refused.stderr
+
+
+def test_mcunet_49kb_does_not_fit_the_nucleo_budget(tmp_path: Path):
+    """174 KB of static SRAM against the STM32F446RE's 128 KB: refused at compile time by the plan, with
+    the target's default budget (no --sram-kb given), before any C is built."""
+    require_shared_models()
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    result = run(*tool("qtrain-compile"), MODELS / "mcunet-5fps.pkl", "--scheme", scheme, "--target",
+                 "nucleo-f446re", "-o", tmp_path / "build")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    needed = int(first.split("needs ")[1].split(" bytes")[0])
+    assert 170_000 < needed < 180_000 and "over the budget of 112640" in first, first  # 110 KB: the board's budget
+    assert not (tmp_path / "build" / "firmware.elf").exists()
 
 
 def test_missing_toolchain_is_a_clear_error(tmp_path: Path):

@@ -29,6 +29,19 @@ def test_demo_fine_tunes_on_the_emulated_device(tmp_path: Path):
     assert report["sram_bytes"] <= 24 * 1024 + report["stack_bytes"]
     for png in ("training.png", "memory_plan.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "build" / "memory.html").is_file()
+    # the round trip: the fine-tuned network out of the device, run by onnxruntime, gives the device's
+    # output_q on every held-out image and so its accuracy (export.json; checked again here from the files)
+    exported = json.loads((out / "export.json").read_text())
+    assert exported["output_q_identical"] == exported["images"] == 500
+    assert exported["onnx_accuracy"] == exported["device_accuracy"] == pytest.approx(after)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(out / "finetuned.onnx"), providers=["CPUExecutionProvider"])
+    with np.load(out / "task.npz") as task, np.load(out / "result.npz") as device:
+        some = task["test_image"][:40]
+        onnx = np.concatenate([session.run(None, {"image": np.ascontiguousarray(i[None].transpose(0, 3, 1, 2))})[0]
+                               for i in some])
+        np.testing.assert_array_equal(onnx, device["eval_output_q_after"][:40])
     with np.load(out / "result.npz") as r:
         assert r["loss"].shape == (600,)
 

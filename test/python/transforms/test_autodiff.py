@@ -357,14 +357,18 @@ def test_updates_follow_sgd_update_semantics_and_persist() -> None:
     runner = ModelInterpreter(module)
     flash = {k: v.copy() for k, v in runner.params.items()}
     runner.call("train_step", image, 2)
+    assert runner.device_state["step"].tolist() == [1]  # the device's step counter
     updates = {u.param.root_reference.data: u for u in find_func(module, "train_step").walk()
                if isinstance(u, SGDUpdateOp)}
+    # The first step of the default recipe's linear warm-up: factor 1 / warmup_steps.
+    factor = np.float32(1) / np.float32(AutodiffPass().warmup_steps)
     changed = 0
     for name, update in updates.items():
         g = runner.gradients[name]
         assert g.dtype == np.float32
         scale = np.asarray(update.grad_scale.get_values(), np.float32).reshape(-1, *([1] * (g.ndim - 1)))
-        delta = (np.float32(np.float32(update.lr.value.data) * scale) * g).astype(np.float32)
+        lr = np.float32(np.float32(update.lr.value.data) * factor)
+        delta = (np.float32(lr * scale) * g).astype(np.float32)
         sram = runner.sram_copy(name)
         if name.endswith(".weight"):
             expected = (flash[name].astype(np.float32) - delta).astype(np.float32)
@@ -380,6 +384,7 @@ def test_updates_follow_sgd_update_semantics_and_persist() -> None:
     before = {k: v.copy() for k, v in runner.params.items()}
     runner.call("train_step", image, 2)
     assert any(not np.array_equal(runner.params[k], before[k]) for k in before)
+    assert runner.device_state["step"].tolist() == [2]
 
 
 def test_sliced_weight_trains_only_its_slice() -> None:

@@ -22,7 +22,7 @@ from qtrain.dialects.qtrain import (
     ReshapeOp,
     SGDUpdateOp,
 )
-from qtrain.dialects.qtrain.contract import ARENA_BYTES, MEMORY, OFFSETS
+from qtrain.dialects.qtrain.contract import ARENA_BYTES, MEMORY, OFFSETS, SCRATCH_GAP
 from qtrain.interpreter import load_module
 from qtrain.targets.armv7em.kernels import in_place_alignment, input_grad_in_place_alignment, small_k_in_place_gap
 from qtrain.transforms.pipeline import apply_passes, training_passes
@@ -121,7 +121,20 @@ def verify_plan(function: func.FuncOp) -> int:
             if s1 <= e2 and s2 <= e1 and o1 < o2 + n2 and o2 < o1 + n1:
                 shared = find(v1) is find(v2)
                 assert shared, f"{_describe(v1)} [{o1}, {o1 + n1}) and {_describe(v2)} [{o2}, {o2 + n2}) overlap"
+    # A scratch gap (kernel scratch in the arena) must not touch any value live while its op runs.
+    for op in ops:
+        if SCRATCH_GAP in op.attributes:
+            lo, size = op.attributes[SCRATCH_GAP].get_values()
+            assert lo % 8 == 0 and size > 0
+            for s, e, o, n, v in intervals:
+                if s <= pos[op] <= e:
+                    assert not (lo < o + n and o < lo + size), f"{op.name}'s scratch gap overlaps {_describe(v)}"
     return max((o + n for _, _, o, n, _ in intervals), default=0)
+
+
+def scratch_gaps(module: ModuleOp) -> list[tuple[int, int]]:
+    return [tuple(op.attributes[SCRATCH_GAP].get_values()) for f in module.ops if isinstance(f, func.FuncOp)
+            for op in f.body.block.ops if SCRATCH_GAP in op.attributes]
 
 
 def _describe(v: SSAValue) -> str:
@@ -162,8 +175,15 @@ def check_module(module: ModuleOp) -> dict[str, int]:
                      if isinstance(f, func.FuncOp) and ARENA_BYTES in f.attributes}
     assert len(image_offsets) == 1, "the image must sit at one offset for every entry point"
     trainable = sum(storage_bytes(p) for p in module.ops if isinstance(p, ParamOp) and p.trainable is not None)
-    assert memory["trainable_bytes"] == trainable
-    assert memory["peak_sram_bytes"] == memory["arena_bytes"] + trainable + memory["scratch_bytes"]
+    # Training state: one uint32 step counter per schedule, one fp32 velocity per update with momentum.
+    state = sum(4 if op.name == "qtrain.lr_schedule" else
+                4 * math.prod(op.operands[0].type.get_shape()) if op.name == "qtrain.sgd_update"
+                and "momentum" in op.properties else 0 for f in module.ops for op in f.walk())
+    assert memory["state_bytes"] == state
+    assert memory["trainable_bytes"] == trainable + state
+    assert memory["peak_sram_bytes"] == memory["arena_bytes"] + trainable + state + memory["scratch_bytes"]
+    for lo, size in scratch_gaps(module):  # inside the arena, and only where it beats the shared scratch
+        assert lo + size <= memory["arena_bytes"] and size > memory["scratch_bytes"]
     return memory
 
 
@@ -181,6 +201,7 @@ def test_reference_models_49kb_plans_verify(model: str, reorder: bool):
     budget = "49kb"
     module = planned(model, f"{MODELS / 'schemes.json'}#{model}/{budget}", reorder)
     check_module(module)
+    assert scratch_gaps(module), "no op got a scratch gap: the kernels run on the shared scratch alone"
 
 
 def test_reorder_applies_updates_early_and_frees_gradients():
@@ -237,6 +258,10 @@ def test_memory_report_json(tmp_path):
     apply_passes(module, training_passes("bias-only", memory_report=str(report)))
     data = json.loads(report.read_text())
     assert data["peak_sram_bytes"] == data["arena_bytes"] + data["trainable_bytes"] + data["scratch_bytes"]
+    # The default recipe keeps one step counter and no momentum velocity.
+    assert data["state"] == [{"name": "step", "dtype": "u32", "count": 1, "bytes": 4}]
+    assert data["state_bytes"] == 4
+    assert data["trainable_bytes"] == sum(t["bytes"] for t in data["trainable"]) + 4
     names = {t["name"]: t for t in data["trainable"]}
     assert set(names) == {"conv0.bias", "conv1.bias", "conv2.bias", "conv3.bias", "conv3.weight"}
     assert names["conv3.weight"] == {"name": "conv3.weight", "layer": 3, "kind": "weight", "shape": [3, 1, 1, 4],
@@ -281,3 +306,20 @@ def test_an_op_the_kernels_cannot_run_fails_the_plan():
     module = b.build([b.add(reshape_op(x, (1, 3)))])
     with pytest.raises(PassFailedException, match="kernels cannot run qtrain.conv2d_weight_grad"):
         apply_passes(module, training_passes("full"))
+
+
+def test_momentum_velocities_are_planned_and_counted(tmp_path):
+    """With momentum every update keeps an fp32 velocity of its trainable shape: memory.json lists each as
+    training state and counts it in trainable_bytes and the peak; the arena does not change."""
+    module = load_module(LIT_INPUTS / "tiny_model.mlir")
+    plain, with_momentum = tmp_path / "plain.json", tmp_path / "momentum.json"
+    apply_passes(module.clone(), training_passes("bias-only", memory_report=str(plain)))
+    apply_passes(module, training_passes("bias-only", momentum=0.9, memory_report=str(with_momentum)))
+    before, after = json.loads(plain.read_text()), json.loads(with_momentum.read_text())
+    velocity = {s["name"]: s["bytes"] for s in after["state"] if s["name"] != "step"}
+    assert velocity == {f"velocity/{t['name']}": 4 * math.prod(t["shape"]) for t in after["trainable"]}
+    assert after["state_bytes"] == 4 + sum(velocity.values())
+    assert after["trainable_bytes"] == before["trainable_bytes"] + sum(velocity.values())
+    assert after["peak_sram_bytes"] == before["peak_sram_bytes"] + sum(velocity.values())
+    assert after["arena_bytes"] == before["arena_bytes"]
+    check_module(module)

@@ -1,4 +1,4 @@
-"""Fixtures for the Cortex-M7 target tests: skip markers and firmwares built once per session.
+"""Fixtures for the Arm target tests: skip markers and firmwares built once per session.
 
 Also puts this folder on sys.path, so the tests here and in kernels/ can `from armv7em_testing import ...`.
 """
@@ -6,6 +6,7 @@ Also puts this folder on sys.path, so the tests here and in kernels/ can `from a
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,25 @@ def firmware_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stub_qemu(firmware_dir: Path) -> build.BuildResult:
-    """The stub model with the harness, for QEMU."""
-    if not build.have_tools("clang", "ld.lld"):
-        pytest.skip("clang or ld.lld is not installed (Debian packages 'clang', 'lld')")
-    return build.build_firmware([STUB_MODEL], firmware_dir / "stub" / "firmware.elf", "qemu")
+def stub_qemu(stub_on: Callable[[str], build.BuildResult]) -> build.BuildResult:
+    """The stub model with the harness, for QEMU (the Cortex-M7)."""
+    return stub_on("qemu")
+
+
+@pytest.fixture(scope="session")
+def stub_on(firmware_dir: Path) -> Callable[[str], build.BuildResult]:
+    """The stub model with the harness for a given target, built on first use."""
+    built: dict[str, build.BuildResult] = {}
+
+    def get(target: str) -> build.BuildResult:
+        if not build.have_tools("clang", "ld.lld"):
+            pytest.skip("clang or ld.lld is not installed (Debian packages 'clang', 'lld')")
+        if target not in built:
+            built[target] = build.build_firmware([STUB_MODEL], firmware_dir / f"stub-{target}" / "firmware.elf",
+                                                 target)  # type: ignore[arg-type]
+        return built[target]
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +53,10 @@ def stub_host(firmware_dir: Path) -> build.BuildResult:
     return build.build_firmware([STUB_MODEL], firmware_dir / "stub-host" / "firmware", "host")
 
 
-@pytest.fixture(scope="session")
-def stack_probe(firmware_dir: Path) -> build.BuildResult:
-    """stack_probe.c (no harness) for QEMU, with an 8 KB application stack."""
+@pytest.fixture(scope="session", params=build.QEMU_TARGETS)
+def stack_probe(firmware_dir: Path, request: pytest.FixtureRequest) -> build.BuildResult:
+    """stack_probe.c (no harness) for each QEMU target, with an 8 KB application stack."""
     if not build.have_tools("clang", "ld.lld"):
         pytest.skip("clang or ld.lld is not installed (Debian packages 'clang', 'lld')")
-    return build.build_firmware([FIRMWARE_SOURCES / "stack_probe.c"], firmware_dir / "stack_probe.elf", "qemu",
-                                harness=False, stack_bytes=8192)
+    return build.build_firmware([FIRMWARE_SOURCES / "stack_probe.c"], firmware_dir / f"stack_probe-{request.param}.elf",
+                                request.param, harness=False, stack_bytes=8192)

@@ -102,11 +102,13 @@ def test_forward_matches_the_numpy_stub(where: str, stub_qemu: build.BuildResult
 
 
 @needs_qemu
-def test_train_on_qemu_and_host_agree_bit_for_bit(stub_qemu: build.BuildResult, stub_host: build.BuildResult,
+@pytest.mark.parametrize("target", build.QEMU_TARGETS)
+def test_train_on_qemu_and_host_agree_bit_for_bit(target: str, stub_on, stub_host: build.BuildResult,  # noqa: ANN001
                                                   inputs: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Every QEMU core (Cortex-M7, M4F, M33) runs the stub bit for bit like the host build."""
     outputs = {}
-    for where, firmware in (("qemu", stub_qemu), ("host", stub_host)):
+    for where, firmware in (("qemu", stub_on(target)), ("host", stub_host)):
         out_npz = tmp_path / f"{where}.npz"
         code, out, err = run_cli([str(firmware.path), "--inputs", str(inputs), "--steps", "9", "-o", str(out_npz)],
                                  capsys)
@@ -135,11 +137,15 @@ def test_train_on_qemu_and_host_agree_bit_for_bit(stub_qemu: build.BuildResult, 
 
 
 @needs_qemu
-def test_json_report(stub_qemu: build.BuildResult, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("target", build.QEMU_TARGETS)
+def test_json_report(target: str, stub_on, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    stub_qemu = stub_on(target)
     code, out, err = run_cli([str(stub_qemu.path), "--inputs", str(inputs), "--steps", "4", "--json"], capsys)
     assert code == 0, err
     info = json.loads(out)
-    assert info["target"] == "qemu" and info["entry"] == "train_step" and info["steps"] == 4
+    assert info["target"] == target and info["entry"] == "train_step" and info["steps"] == 4
+    board = build.BOARDS[target]
+    assert info["sram_limit_bytes"] == board.sram_bytes and info["flash_limit_bytes"] == board.flash_bytes
     assert len(info["instructions_per_step"]) == 4 and all(c > 0 for c in info["instructions_per_step"])
     assert info["macs_per_step"] == 2 * CLASSES * IN_BYTES
     memory = stub_qemu.memory
@@ -197,11 +203,12 @@ def test_bad_inputs_exit_2_with_one_line(stub_qemu: build.BuildResult, inputs: P
 
 
 @needs_qemu
-def test_stm32_builds_are_refused(stub_qemu: build.BuildResult, inputs: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
-    stm32 = build.build_firmware([STUB_MODEL], tmp_path / "stm32.elf", "stm32f746")
-    code, _, err = run_cli([str(stm32.path), "--inputs", str(inputs)], capsys)
-    assert code == 2 and "is not a QEMU mps2-an500 build" in err
+@pytest.mark.parametrize("board", ["stm32f746", "nucleo-f446re"])
+def test_hardware_builds_are_refused(board: str, stub_on, inputs: Path,  # noqa: ANN001
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([str(stub_on(board).path), "--inputs", str(inputs)], capsys)
+    assert code == 2 and f"is a {board} build, which runs on the hardware, not on QEMU" in err
+    assert "--target qemu or qemu-m4 or qemu-m33" in err and err.count("\n") == 1
 
 
 @needs_qemu

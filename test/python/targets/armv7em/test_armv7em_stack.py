@@ -1,4 +1,5 @@
-"""Stack painting, the MPU stack guard and the fault handlers (stack_probe.c on QEMU)."""
+"""Stack painting, the stack guard (MPU on ARMv7-M, PSPLIM on ARMv8-M) and the fault handlers (stack_probe.c
+on every QEMU target: the `stack_probe` fixture is parametrized over them)."""
 
 from __future__ import annotations
 

@@ -2,16 +2,17 @@
  * calibrate.c - checks that the CMSDK APB timer counts instructions under `-icount shift=0`.
  *
  * Each measurement is one asm block: load the timer, run a loop of exactly 2 * n instructions
- * (subs + bne per iteration), load the timer again. The timer counts down at 25 MHz and QEMU's
- * virtual clock advances 1 ns per instruction, so (t0 - t1) * 40 should be 2 * n, give or take one
- * 40-instruction tick. Prints one line "n=N ticks=T" per loop length, and "api n=N count=C" for the
+ * (subs + bne per iteration), load the timer again. The timer counts down at F Hz (qtrain_target.h:
+ * 25 MHz on the AN500 and AN386, 20 MHz on the AN505) and QEMU's virtual clock advances 1 ns per
+ * instruction, so (t0 - t1) * 10^9 / F should be 2 * n, give or take one tick. Prints one line "n=N ticks=T" per loop length, and "api n=N count=C" for the
  * same loop measured through qtrain_counter_read() (what the harness uses).
  */
 #include <stdint.h>
 
 #include "qtrain_runtime.h"
+#include "qtrain_target.h"
 
-#define CMSDK_TIMER0_VALUE_ADDRESS 0x40000004u
+#define CMSDK_TIMER0_VALUE_ADDRESS (QTRAIN_CMSDK_TIMER0_BASE + 4u)
 
 static uint32_t measure_ticks(uint32_t n) {
     uint32_t t0, t1;

@@ -70,6 +70,9 @@ GRAD_CASES = [
     GradCase("dw 3x5 mixed strides", (1, 7, 9, 3), 3, (3, 5), strides=(2, 1), padding=(1, 2, 0, 2), groups=3),
     GradCase("dw master slice", (1, 5, 5, 9), 9, (3, 3), padding=(1, 1, 1, 1), groups=9, slice=(3, 8, "master")),
     GradCase("dw int8 slice 7x7", (1, 6, 6, 6), 6, (7, 7), padding=(3, 3, 3, 3), groups=6, slice=(0, 4, "int8")),
+    GradCase("dw 3x3/1 16 channels", (1, 5, 6, 16), 16, (3, 3), padding=(1, 1, 1, 1), groups=16),
+    GradCase("dw 7x7/2 8 channels", (2, 8, 7, 8), 8, (7, 7), strides=(2, 2), padding=(3, 3, 3, 3), groups=8),
+    GradCase("dw 5x5/1 20 channels", (1, 4, 4, 20), 20, (5, 5), padding=(2, 2, 2, 2), groups=20),
     GradCase("generic 3x3", (1, 5, 6, 6), 8, (3, 3), padding=(1, 1, 1, 1)),
     GradCase("generic 3x3/2 stem", (1, 9, 9, 3), 8, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1)),
     GradCase("generic grouped", (1, 5, 5, 6), 9, (3, 3), padding=(1, 0, 1, 2), groups=3),
@@ -183,6 +186,22 @@ def test_input_grad_kernels_match_each_other_bit_for_bit(lib: ctypes.CDLL) -> No
             results.append(gx)
         for other in results[1:]:
             np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32), err_msg=case.name)
+
+
+@pytest.mark.parametrize("case", [c for c in GRAD_CASES if c.depthwise], ids=lambda c: c.name)
+def test_depthwise_input_grad_with_more_scratch_gives_the_same_bits(lib: ctypes.CDLL, case: GradCase) -> None:
+    """With room for eight channels' planes (a channel count that is a multiple of 8, or its first
+    multiple of 8 channels) the kernel takes eight channels at a time: the same bits as one at a time."""
+    data = make_grad(case, seed=4)
+    results = []
+    for extra in (0, 8192, 65536):
+        status, (gx,) = calls.run_host(lib, calls.conv2d_input_grad(
+            "depthwise", data.grad, data.weight, data.params, case.input_shape,
+            input_grad_scratch(data, "depthwise") + extra))
+        assert status == 0
+        results.append(gx)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
 
 
 def saved_input(data: GradData) -> tuple[np.ndarray, tuple[int, int] | None]:

@@ -67,6 +67,11 @@ CONV_CASES = [
     ConvCase("dw 7x7/2", (1, 11, 10, 6), 6, (7, 7), strides=(2, 2), padding=(3, 3, 3, 3), groups=6),
     ConvCase("dw 7x7/1 small image", (2, 4, 4, 4), 4, (7, 7), padding=(3, 3, 3, 3), groups=4),
     ConvCase("dw 3x5 asymmetric", (1, 6, 9, 7), 7, (3, 5), strides=(1, 2), padding=(0, 2, 2, 1), groups=7),
+    ConvCase("dw 3x3/1 16 channels", (1, 6, 7, 16), 16, (3, 3), padding=(1, 1, 1, 1), groups=16, zx=7, zy=-9),
+    ConvCase("dw 5x5/2 16 channels", (1, 9, 8, 16), 16, (5, 5), strides=(2, 2), padding=(2, 2, 2, 2), groups=16,
+             clamp=(-100, 90)),
+    ConvCase("dw 7x7/1 8 channels", (2, 8, 8, 8), 8, (7, 7), padding=(3, 3, 3, 3), groups=8, zy=-128,
+             clamp=(-128, 40)),
     ConvCase("dw master slice", (1, 6, 6, 12), 12, (3, 3), padding=(1, 1, 1, 1), groups=12,
              slice=(2, 7, "master")),
     ConvCase("dw int8 slice", (1, 5, 5, 9), 9, (5, 5), strides=(2, 2), padding=(2, 2, 2, 2), groups=9,
@@ -86,6 +91,9 @@ CONV_CASES = [
     ConvCase("generic 1x3", (2, 4, 7, 6), 4, (1, 3), padding=(0, 1, 0, 1)),
     ConvCase("generic master slice", (1, 5, 5, 8), 6, (3, 3), padding=(1, 1, 1, 1), slice=(3, 7, "master")),
     ConvCase("generic 1x1 with padding", (1, 4, 4, 8), 4, (1, 1), padding=(1, 1, 1, 1)),
+    ConvCase("1x1 even zero point", (1, 3, 7, 32), 24, (1, 1), zx=9, zy=-128, clamp=(-128, 60)),
+    ConvCase("small-k 3x3/2 even zero point", (1, 14, 13, 3), 16, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1),
+             zy=-128, clamp=(-128, 30)),
 ]
 
 
@@ -195,6 +203,46 @@ def test_conv_kernels_are_bit_exact(lib: ctypes.CDLL, case: ConvCase) -> None:
         assert status == 0, kernel
         np.testing.assert_array_equal(y, data.y, err_msg=kernel)
         np.testing.assert_array_equal(mask, data.mask, err_msg=kernel)
+
+
+DEPTHWISE_CASES = [c for c in CONV_CASES if c.groups > 1 and c.groups == c.input_shape[3] == c.cout]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("extra", [0, 256, 4096, 65536])
+def test_depthwise_with_more_scratch_is_bit_exact(lib: ctypes.CDLL, case: ConvCase, extra: int) -> None:
+    """Given more scratch the depthwise kernel takes other schedules (four channels at a time, whole padded
+    planes): the same bytes, with and without the mask."""
+    data = make_conv(case, seed=3)
+    scratch = mirror_size(data, "depthwise") + extra
+    for mask in (True, False):
+        status, y, got_mask = run_conv(lib, data, "depthwise", scratch=scratch, mask=mask)
+        assert status == 0
+        np.testing.assert_array_equal(y, data.y)
+        if mask:
+            np.testing.assert_array_equal(got_mask, data.mask)
+
+
+BAND_CASES = [
+    ConvCase("dw 3x3/1 bands", (1, 30, 28, 8), 8, (3, 3), padding=(1, 1, 1, 1), groups=8, zy=-128),
+    ConvCase("dw 3x3/2 bands", (1, 31, 30, 12), 12, (3, 3), strides=(2, 2), padding=(1, 1, 1, 1), groups=12),
+    ConvCase("dw 7x7/2 bands", (2, 29, 26, 8), 8, (7, 7), strides=(2, 2), padding=(3, 3, 3, 3), groups=8),
+]
+
+
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("extra", [3000, 6000, 12000])
+def test_depthwise_bands_are_bit_exact(lib: ctypes.CDLL, case: ConvCase, extra: int) -> None:
+    """Planes too big for the scratch but bands of output rows that fit: four channels at a time through a
+    ring of input rows (the same bytes and masks)."""
+    data = make_conv(case, seed=4)
+    for mask in (True, False):
+        status, y, got_mask = run_conv(lib, data, "depthwise", scratch=mirror_size(data, "depthwise") + extra,
+                                       mask=mask)
+        assert status == 0
+        np.testing.assert_array_equal(y, data.y)
+        if mask:
+            np.testing.assert_array_equal(got_mask, data.mask)
 
 
 def test_wrapper_picks_the_specialised_kernels() -> None:

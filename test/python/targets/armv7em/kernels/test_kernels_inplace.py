@@ -3,7 +3,7 @@
 For each case the kernel runs once with disjoint buffers and once in place: one buffer holding the
 input at the aligned position (head: output == input; tail: both end at the same byte), with guard
 bytes on either side. The in-place buffer must then be the initial buffer with exactly the output
-region replaced by the out-of-place output (which itself equals numerics.py), and the masks must be
+region replaced by the out-of-place output (which itself equals qtrain.numerics), and the masks must be
 equal. Every case runs through the chosen kernel and the wrapper, in the portable and the DSP host
 builds. `kernels.in_place_alignment` (the planner's view) must agree with what the C accepts: the
 placements it names are accepted and correct, the others (and every overlap for the small-K and
@@ -58,7 +58,7 @@ def placement(data: ConvData, alignment: str, gap: int = 0) -> tuple[int, int, i
 
 
 def in_place_call(data: ConvData, kernel: str, alignment: str, *, mask: bool = True,
-                  seed: int = 0, gap: int = 0) -> tuple[Call, np.ndarray]:
+                  seed: int = 0, gap: int = 0, extra: int = 0) -> tuple[Call, np.ndarray]:
     """The call of `kernel` ("wrapper", "1x1", ...) with its input and output in one buffer placed as
     `alignment`, and that buffer's initial contents (input at its offset, random bytes elsewhere)."""
     size, in_offset, out_offset = placement(data, alignment, gap)
@@ -67,7 +67,7 @@ def in_place_call(data: ConvData, kernel: str, alignment: str, *, mask: bool = T
     buffer = Out((size,), np.dtype(np.uint8), initial)
     scratch = mirror_size(data, kernels.conv2d_kernel(data.x.shape, data.effective.shape, data.output_shape,
                                                       data.case.strides, data.case.padding, data.case.groups)
-                          if kernel == "wrapper" else kernel)
+                          if kernel == "wrapper" else kernel) + extra
     count = int(np.prod(data.output_shape))
     call = Call(calls.CONV2D_FUNCTIONS[kernel], [
         Scratch(scratch), data.params, Dims(data.x.shape), At(buffer, in_offset), Dims(data.effective.shape),
@@ -197,6 +197,25 @@ def test_in_place_equals_out_of_place(lib: ctypes.CDLL, case: InPlaceCase) -> No
                                           err_msg=f"{name} {alignment}")
             if case.mask:
                 np.testing.assert_array_equal(outputs[1], packed_mask(data), err_msg=f"{name} {alignment}")
+
+
+@pytest.mark.parametrize("extra", [3000, 12000, 65536])
+def test_depthwise_in_place_with_more_scratch(lib: ctypes.CDLL, extra: int) -> None:
+    """With more scratch the depthwise kernel takes four channels at a time, over whole planes or over bands of
+    output rows through a ring of input rows; in place (output row oy over input row oy), the same bytes."""
+    from test_kernels_forward import BAND_CASES
+
+    for conv in [*BAND_CASES, *(c.conv for c in CASES if c.conv.kernel != (1, 1))][:12]:
+        data = make_conv(conv, seed=2)
+        if mirror(conv, data) != "head":
+            continue
+        for mask in (True, False):
+            call, initial = in_place_call(data, "depthwise", "head", mask=mask, seed=3, extra=extra)
+            status, outputs = calls.run_host(lib, call)
+            assert status == 0, conv.name
+            np.testing.assert_array_equal(outputs[0], expected_buffer(data, "head", initial), err_msg=conv.name)
+            if mask:
+                np.testing.assert_array_equal(outputs[1], packed_mask(data), err_msg=conv.name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.conv.name)

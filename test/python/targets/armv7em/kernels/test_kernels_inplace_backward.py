@@ -86,15 +86,18 @@ def out_of_place_call(data: GradData, kernel: str) -> Call:
                                    scratch_bytes(data, kernel))
 
 
-def in_place_call(data: GradData, kernel: str, alignment: str, *, seed: int = 0) -> tuple[Call, np.ndarray]:
+def in_place_call(data: GradData, kernel: str, alignment: str, *, seed: int = 0,
+                  extra: int = 0) -> tuple[Call, np.ndarray]:
     """The call of `kernel` ("wrapper", "1x1", ...) with grad and input_grad in one buffer placed as
-    `alignment`, and that buffer's initial contents (grad at its offset, random bytes elsewhere)."""
+    `alignment`, and that buffer's initial contents (grad at its offset, random bytes elsewhere); `extra`
+    bytes of scratch beyond the mirror's size."""
     size, grad_offset, out_offset = placement(data, alignment)
     initial = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8)
     initial[grad_offset:grad_offset + grad_bytes(data)] = data.grad.reshape(-1).view(np.uint8)
     buffer = Out((size,), np.dtype(np.uint8), initial)
     call = Call(calls.INPUT_GRAD_FUNCTIONS[kernel], [
-        Scratch(scratch_bytes(data, kernel)), data.params, Dims(data.case.output_shape), At(buffer, grad_offset),
+        Scratch(scratch_bytes(data, kernel) + extra), data.params, Dims(data.case.output_shape),
+        At(buffer, grad_offset),
         Dims(data.effective.shape), data.weight, Dims(data.case.input_shape), At(buffer, out_offset)])
     return call, initial
 
@@ -205,6 +208,21 @@ def test_in_place_equals_out_of_place(lib: ctypes.CDLL, case: InPlaceCase) -> No
             assert status == 0, (name, alignment)
             np.testing.assert_array_equal(buffer, expected_buffer(data, alignment, initial, reference),
                                           err_msg=f"{name} {alignment}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.grad.name)
+def test_in_place_with_more_scratch(lib: ctypes.CDLL, case: InPlaceCase) -> None:
+    """More scratch than the minimum picks other schedules (eight gradient rows or eight channels at a time):
+    in place, the same bytes."""
+    data = make_grad(case.grad, seed=case.seed)
+    kernel = input_grad_kernel(case.grad)
+    reference = golden(lib, data, kernel)
+    for extra in (256, 4096, 65536):
+        call, initial = in_place_call(data, kernel, case.alignment, seed=case.seed, extra=extra)
+        status, (buffer,) = calls.run_host(lib, call)
+        assert status == 0
+        np.testing.assert_array_equal(buffer, expected_buffer(data, case.alignment, initial, reference),
+                                      err_msg=f"+{extra}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.grad.name)

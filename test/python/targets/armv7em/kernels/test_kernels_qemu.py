@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from armv7em_testing import needs_qemu
 from test_kernels_backward import GRAD_CASES, input_grad_kernel, input_grad_scratch, make_grad, saved_input
-from test_kernels_forward import CONV_CASES, kernel_of, make_conv, mirror_size
+from test_kernels_forward import BAND_CASES, CONV_CASES, kernel_of, make_conv, mirror_size
 from test_kernels_fused import CASES as FUSED_CASES
 from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
 from test_kernels_inplace import InPlaceCase, expected_buffer, in_place_call, packed_mask
+from test_kernels_inplace_backward import CASES as IN_PLACE_GRAD_CASES
+from test_kernels_inplace_backward import in_place_call as in_place_grad_call
 
 from qtrain import numerics
 from qtrain.targets.armv7em import build, kernels
@@ -30,9 +32,19 @@ from qtrain.targets.armv7em.kernels.calls import F32, I32, Call, In, Out
 
 pytestmark = needs_qemu
 
-FORWARD = ["1x1 odd channels and pixels", "1x1 master slice", "1x1 int8 slice in the middle", "dw 3x3/2 odd size",
+FORWARD = ["1x1 even zero point", "1x1 odd channels and pixels", "1x1 master slice", "1x1 int8 slice in the middle",
+           "dw 3x3/2 odd size",
            "dw 7x7/1 small image", "dw int8 slice", "dw 3x5 asymmetric", "small-k 3x3/2 rgb", "1x1", "generic grouped",
            "generic depthwise multiplier 2", "generic master slice"]
+
+FORWARD_NO_MASK = ["1x1", "1x1 even zero point", "small-k 3x3/2 even zero point", "1x1 odd channels and pixels",
+                   "1x1 relu no bias", "1x1 master slice",
+                   "1x1 stride 2 batch 2", "dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2",
+                   "dw 7x7/1 small image", "small-k 3x3/2 rgb", "small-k 5x5 two channels"]
+"""Inference calls (no mask): the assembly fast paths of the Cortex-M7 build take these."""
+DEPTHWISE_MORE_SCRATCH = ["dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2", "dw 7x7/1 small image",
+                          "dw master slice", "dw 3x3/2 tf padding", "dw 3x3/1 16 channels",
+                          "dw 5x5/2 16 channels", "dw 7x7/1 8 channels"]
 
 
 def _in_place_selection() -> list[InPlaceCase]:
@@ -49,10 +61,13 @@ def _in_place_selection() -> list[InPlaceCase]:
     return [next(c for c in IN_PLACE_CASES if kind(c)) for kind in kinds]
 
 
-FUSED = ["3x3/2 mcunet-like", "7x7/2 odd block", "3x5 asymmetric stride 1x2", "3x3/1 batch 2"]
+FUSED = ["3x3/2 mcunet-like", "7x7/2 odd block", "3x5 asymmetric stride 1x2", "3x3/1 batch 2",
+         "5x5/2 relu6-like clamps", "5x5/1 no biases"]
 
 BACKWARD = ["1x1 master slice", "1x1 stride 2 batch 2", "classifier", "dw 3x3/2", "dw 7x7/2", "dw master slice",
             "generic grouped", "generic master slice"]
+BACKWARD_MORE_SCRATCH = ["dw 3x3/1 16 channels", "dw 7x7/2 8 channels", "dw 5x5/1 20 channels"]
+"""Depthwise input gradients with room for eight channels at a time (the assembly loop)."""
 
 
 def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
@@ -64,6 +79,26 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
                             mirror_size(data, kernel))
         out.append((f"conv {name}", call, [data.y, np.packbits(data.mask.reshape(-1), bitorder="little")]))
+    for name in FORWARD_NO_MASK:
+        data = make_conv(by_name[name], seed=7)
+        kernel = kernel_of(data.case)
+        call = calls.conv2d(kernel, data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
+                            mirror_size(data, kernel), mask=False)
+        out.append((f"conv {name} no mask", call, [data.y]))
+    for case in BAND_CASES:  # the four-channel engine over bands of output rows
+        data = make_conv(case, seed=9)
+        for mask in (False, True):
+            call = calls.conv2d("depthwise", data.x, data.weight, data.bias, data.multiplier, data.params,
+                                data.output_shape, mirror_size(data, "depthwise") + 6000, mask=mask)
+            expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
+            out.append((f"conv {case.name}{' mask' if mask else ''}", call, expected))
+    for name in DEPTHWISE_MORE_SCRATCH:  # the four-channel engine: whole padded planes in scratch
+        data = make_conv(by_name[name], seed=9)
+        for mask in (False, True):
+            call = calls.conv2d("depthwise", data.x, data.weight, data.bias, data.multiplier, data.params,
+                                data.output_shape, mirror_size(data, "depthwise") + 65536, mask=mask)
+            expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
+            out.append((f"conv {name} +scratch{' mask' if mask else ''}", call, expected))
 
     for i, case in enumerate(_in_place_selection()):
         data = make_conv(case.conv)
@@ -79,6 +114,7 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
         data = make_fused(by_fused_name[name], seed=5)
         out.append((f"fused {name}", fused_call(data), [data.y]))
         out.append((f"fused {name} +scratch", fused_call(data, scratch=data.scratch + 8192), [data.y]))
+        out.append((f"fused {name} +32K", fused_call(data, scratch=data.scratch + 32768), [data.y]))
 
     rng = np.random.default_rng(21)
     a = rng.integers(-128, 128, 45, dtype=np.int8)
@@ -108,6 +144,19 @@ def _backward_cases(library: object) -> list[tuple[str, Call, list[np.ndarray] |
     """Backward calls with their outputs from the host build."""
     out: list[tuple[str, Call, list[np.ndarray] | None]] = []
     by_name = {c.name: c for c in GRAD_CASES}
+    # in place, with room for the eight-row / eight-channel loops: the first case of each kind and placement
+    kinds = {(c.grad.kernel == (1, 1), c.alignment): c for c in reversed(IN_PLACE_GRAD_CASES)}
+    for case in kinds.values():
+        data = make_grad(case.grad, seed=case.seed)
+        kernel = input_grad_kernel(case.grad)
+        call, _ = in_place_grad_call(data, kernel, case.alignment, seed=case.seed, extra=16384)
+        out.append((f"input grad in place ({case.alignment}) {case.grad.name} +scratch", call, None))
+    for name in BACKWARD_MORE_SCRATCH:
+        case = by_name[name]
+        data = make_grad(case, seed=6)
+        out.append((f"input grad {name} +scratch", calls.conv2d_input_grad(
+            "depthwise", data.grad, data.weight, data.params, case.input_shape,
+            input_grad_scratch(data, "depthwise") + 16384), None))
     for name in BACKWARD:
         case = by_name[name]
         data = make_grad(case, seed=6)
@@ -141,6 +190,12 @@ def _backward_cases(library: object) -> list[tuple[str, Call, list[np.ndarray] |
     out.append(("requant grad", calls.requant_grad(g, rng.random(g.shape) < 0.6, rng.uniform(0.1, 1, 7)), None))
     out.append(("bias grad", Call("qtrain_bias_grad_f32", [In(g), I32(15), I32(7), Out((7,), np.dtype(np.float32))],
                                   returns="void"), None))
+    g16 = rng.standard_normal((1, 3, 5, 16)).astype(np.float32)  # channels a multiple of 8: the assembly loops
+    out.append(("requant grad 16", calls.requant_grad(g16, rng.random(g16.shape) < 0.6, rng.uniform(0.1, 1, 16)),
+                None))
+    out.append(("bias grad 16", Call("qtrain_bias_grad_f32", [In(g16), I32(15), I32(16),
+                                                               Out((16,), np.dtype(np.float32))], returns="void"),
+                None))
     logits = (rng.standard_normal(10) * 3).astype(np.float32)
     out.append(("cross entropy", Call("qtrain_cross_entropy_f32", [In(logits), I32(10), I32(4),
                                                                    Out((10,), np.dtype(np.float32))], returns="f32"),
