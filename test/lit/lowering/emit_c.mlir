@@ -128,7 +128,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT:      qtrain_requant_grad_f32(((float *)(qtrain_arena + 0)), ((uint8_t *)(qtrain_arena + 28)), 2, 2, {{grad_multiplier[0-9]+}}, 2, ((float *)(qtrain_arena + 0)));
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_sgd_update({{.*}}, ((int8_t *)(qtrain_arena + 32)), {{.*}}, ((float *)(qtrain_arena + 0)), {{.*}}, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 2, QTRAIN_STORAGE_F32, conv1_weight_sram));
 // CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
-// CHECK-NEXT:      qtrain_step++;
+// CHECK-NEXT:      if (qtrain_step_counter[0] < 4294967295u) { qtrain_step_counter[0]++; }
 // CHECK-NEXT:      return loss;
 // CHECK-NEXT:  }
 // The planner's figures, in the order of qtrain_memory_report_t: peak, arena, trainable, scratch, flash.
@@ -138,13 +138,13 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // The checkpointed state: the step counter, then each trainable SRAM copy (bytes: fp32 slice, fp32,
 // int32), under the model's fingerprint.
 // CHECK:       static const qtrain_state_buffer_t qtrain_state_buffers[4] = {
-// CHECK-NEXT:      {&qtrain_step, 4u}, /* step */
+// CHECK-NEXT:      {qtrain_step_counter, 4u}, /* step */
 // CHECK-NEXT:      {conv1_weight_sram, 16u}, /* conv1.weight */
 // CHECK-NEXT:      {conv2_weight_sram, 24u}, /* conv2.weight */
 // CHECK-NEXT:      {conv2_bias_sram, 12u}, /* conv2.bias */
 // CHECK-NEXT:  };
 // CHECK:       const qtrain_state_desc_t qtrain_state = {
-// CHECK-NEXT:      0x{{[0-9a-f]+}}u, &qtrain_step, 4u, qtrain_state_buffers,
+// CHECK-NEXT:      0x{{[0-9a-f]+}}u, qtrain_step_counter, 4u, qtrain_state_buffers,
 // CHECK-NEXT:  };
 // CHECK:       int qtrain_checkpoint_save(void) {
 // CHECK-NEXT:      return qtrain_checkpoint_write(&qtrain_state);
@@ -195,7 +195,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 96 : i64, arena_by
 // CHECK-NEXT:      qtrain_sgd_update_s8(fc_weight_sram, ((float *)(qtrain_arena + 0)), 3, 2, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3);
 // CHECK-NEXT:      qtrain_sgd_update_s32(fc_bias_sram, ((float *)(qtrain_arena + 36)), 3, 1, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3);
 // CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
-// CHECK-NEXT:      qtrain_step++;
+// CHECK-NEXT:      if (qtrain_step_counter[0] < 4294967295u) { qtrain_step_counter[0]++; }
 // CHECK-NEXT:      return loss;
 // The int8 weight copy is 6 bytes (the checkpoint pads it to 8).
 // CHECK:       {fc_weight_sram, 6u}, /* fc.weight */
