@@ -18,6 +18,7 @@ is `qtrain-export`. Errors a user can fix are `qtrain.errors.UserError`s with a 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ def load_model(path: Path, num_classes: int = 10, calibration: Path | None = Non
     if suffix == ".onnx":
         from qtrain.frontends.onnx import import_onnx
 
-        return import_onnx(path, calibration=str(calibration) if calibration else None)
+        return import_onnx(path, calibration=str(calibration) if calibration else None, classifier=True)
     if suffix == ".pkl":
         from qtrain.frontends.tiny_training import import_tiny_training
 
@@ -57,11 +58,13 @@ def load_model(path: Path, num_classes: int = 10, calibration: Path | None = Non
     raise UserError(f"{path}: unknown model format '{suffix}' (expected .onnx, .pkl or .mlir)")
 
 
-def emit_llvm_ir(out: Path, target: str) -> Path:
-    """DIR/model.ll: the model's LLVM IR for the target (clang -S -emit-llvm with the firmware's flags)."""
+def emit_llvm_ir(out: Path, target: str, final: Path | None = None) -> Path:
+    """DIR/model.ll: the model's LLVM IR for the target (clang -S -emit-llvm with the firmware's flags);
+    `final`: the folder `out` becomes (debug info names it, not the temporary one)."""
     ll = out / "model.ll"
+    prefix_map = [f"-ffile-prefix-map={out.resolve()}={final.resolve()}"] if final is not None else []
     command = [boards.find_tool("clang"), *boards.compile_flags(target), f"-I{out}", "-S",  # type: ignore[arg-type]
-               "-emit-llvm", str(out / "model.c"), "-o", str(ll)]
+               "-emit-llvm", *prefix_map, str(out / "model.c"), "-o", str(ll)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise boards.BuildError(f"clang -emit-llvm failed:\n{result.stderr.strip()}")
@@ -135,10 +138,11 @@ class Result:
 
     def save(self, path: str | Path) -> Path:
         """Writes the arrays as `qtrain-run -o` does (qtrain-export reads it)."""
+        from qtrain.files import write_npz
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **self.arrays)  # type: ignore[arg-type]
-        return path
+        return write_npz(path, self.arrays)
 
 
 @dataclass
@@ -206,7 +210,9 @@ class Build:
                    None if usage is None else usage.sram_bytes, len(memory.get("trainable", [])))
 
     def run(self, task: Images, *, steps: int | None = None, eval: Images | str | None = None,  # noqa: A002
-            eval_every: int | None = None, timeout: float = 1800.0, progress: bool | None = False) -> Result:
+            eval_every: int | None = None, timeout: float = 1800.0, progress: bool | None = False,
+            flash_image: str | Path | None = None, checkpoint_every: int | None = None,
+            power_cut_at_instruction: int | None = None) -> Result:
         """Runs the firmware (QEMU for a QEMU target, directly for a host build) on `task`.
 
         Training (`steps`, or `eval` given): S steps over `image` / `label` in order, wrapping around (S
@@ -214,6 +220,9 @@ class Build:
         before the first and after the last step (and every `eval_every` steps: the accuracy curve);
         `eval` may also be another npz or its arrays (`image`, optional `label`). Without `steps` and
         `eval`: inference, each image once (`Result.arrays` has `logits` and `output_q`).
+        Checkpoints, as qtrain-run's options of the same names: `flash_image` (the device's Flash,
+        persisted in that file: training resumes from its newest checkpoint), `checkpoint_every`,
+        `power_cut_at_instruction` (QEMU; raises `qtrain.tools.qtrain_run.PowerCut`).
         """
         from qtrain.tools import qtrain_run
         from qtrain.tools.plumbing import images_and_labels
@@ -240,7 +249,10 @@ class Build:
         target = qtrain_run.check_firmware(self.firmware)
         harness, info = qtrain_run.execute(self.firmware, target, images, labels, have_labels, entry=entry,
                                            steps=steps, evaluation=evaluation, eval_every=eval_every,
-                                           timeout=timeout, progress=progress, inputs_name=name)
+                                           timeout=timeout, progress=progress, inputs_name=name,
+                                           flash_image=None if flash_image is None else Path(flash_image),
+                                           checkpoint_every=checkpoint_every,
+                                           power_cut_at_instruction=power_cut_at_instruction)
         return Result(target, info, qtrain_run.result_arrays(harness, evaluation))
 
     def export(self, params: Result | Arrays | str | Path, path: str | Path) -> Path:
@@ -285,6 +297,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     lifetime_plot: str | Path | None = None,
     profile: bool = False,
     data: str | Path | np.ndarray | None = None,
+    bounds_check: bool = False,
+    force: bool = False,
 ) -> Build:
     """Compiles a forward-only model into a training firmware for `target` (see qtrain-compile --help).
 
@@ -297,24 +311,72 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     model.ll, with `lifetime_plot` a PNG of the plan; with `profile` the firmware counts every op (one counter
     slot per op, described by profile.json) for `qtrain-run --profile`. `data`: the task (an npz path, or
     int8 NHWC images) whose training images calibrate TinyTL lite residual modules when the scheme inserts
-    them (without it a warning says a noise stand-in is used). UserError (one line) for bad input, and for a
+    them (without it a warning says a noise stand-in is used). With `bounds_check` a debug firmware
+    whose arena and scratch buffer sit between guard bands checked after every entry point call.
+    An `output` folder is written whole or not at all (built in a temporary folder next to it, then moved
+    into place): it must be new, empty or an earlier build (its .qtrain-compile lists what it wrote);
+    `force` writes among other files, replacing only the build's. No output may be one of the inputs
+    (the model, the calibration data, a scheme file). UserError (one line) for bad input, and for a
     firmware that does not fit the board (`FirmwareTooLargeError`); xDSL's PassFailedException for a plan
     over the budget (its message lists what is live at the peak).
     """
-    from qtrain.dialects.qtrain import ParamOp
-    from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func
-    from qtrain.lowering.emit_c import emit_model
-    from qtrain.tools.memory_plan import write_memory_html, write_memory_plan
-    from qtrain.tools.profile_report import PROFILE_JSON
-    from qtrain.transforms.pipeline import apply_passes, training_passes
+    from qtrain.files import OutputError, check_output, usual_permissions, write_text
+    from qtrain.tools.qtrain_compile import check_output_dir, install
 
     if target not in boards.TARGETS:
         raise UserError(f"unknown target '{target}' (expected one of {', '.join(boards.TARGETS)})")
-    out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="qtrain-build-"))
+    scheme_file = scheme.partition("#")[0] if isinstance(scheme, str) and "#" in scheme else None
+    inputs = [Path(p) for p in (None if isinstance(model, ModuleOp) else model, calibration, scheme_file,
+                                None if isinstance(data, np.ndarray) else data) if p is not None]
+    if output is None:
+        final = out = Path(tempfile.mkdtemp(prefix="qtrain-build-"))
+    else:
+        final = Path(output)
+        check_output_dir(final, force, inputs)
+        for extra, what in ((memory_report, "memory report"), (lifetime_plot, "lifetime plot")):
+            if extra is not None:
+                check_output(extra, inputs, what)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+            usual_permissions(out)
+        except OSError as e:
+            raise OutputError(f"cannot create {final}: {e.strerror or e}") from e
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out}: {e.strerror or e}") from e
+        build = _compile_into(module_source=model, out=out, final=final, scheme=scheme, target=target,
+                              sram_kb=sram_kb, reorder=reorder, fuse=fuse, lr=lr, bias_lr=bias_lr,
+                              warmup_steps=warmup_steps, steps=steps, final_lr_ratio=final_lr_ratio,
+                              momentum=momentum, qas=qas, weight_storage=weight_storage, num_classes=num_classes,
+                              calibration=calibration, emit_llvm=emit_llvm, profile=profile,
+                              bounds_check=bounds_check, data=data)
+        if out != final:
+            install(out, final)
+    finally:
+        if out != final and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+    if memory_report:
+        write_text(memory_report, json.dumps(build.memory, indent=2) + "\n", inputs, "memory report")
+    if lifetime_plot:
+        from qtrain.tools.memory_plan import write_memory_plan
+
+        write_memory_plan(build.memory, lifetime_plot)
+    return build
+
+
+def _compile_into(*, module_source: ModelSource, out: Path, final: Path, scheme: Any, target: str,
+                  sram_kb: int | None, reorder: bool, fuse: bool, lr: float, bias_lr: float | None,
+                  warmup_steps: int, steps: int, final_lr_ratio: float, momentum: float, qas: bool,
+                  weight_storage: str, num_classes: int, calibration: str | Path | None, emit_llvm: bool,
+                  profile: bool, bounds_check: bool, data: str | Path | np.ndarray | None) -> Build:
+    """`compile`, writing every file into `out` (a temporary folder that becomes `final`, or `final`)."""
+    from qtrain.dialects.qtrain import ParamOp
+    from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func
+    from qtrain.lowering.emit_c import emit_model
+    from qtrain.tools.memory_plan import write_memory_html
+    from qtrain.tools.profile_report import PROFILE_JSON
+    from qtrain.transforms.pipeline import apply_passes, training_passes
+
+    model = module_source
     if isinstance(model, ModuleOp):
         module = model.clone()
     else:
@@ -325,7 +387,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     if find_func(module, TRAIN_STEP) is not None:
         raise UserError(f"{model if not isinstance(model, ModuleOp) else 'the module'}: already has @train_step; "
                         f"give the forward-only model")
-    report = Path(memory_report) if memory_report else out / "memory.json"
+    report = out / "memory.json"
     lite_images = None
     if isinstance(data, np.ndarray):
         lite_images = data
@@ -362,16 +424,15 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     elif profile_json.exists():
         profile_json.unlink()  # stale: this firmware has no profile
     if emit_llvm:
-        emit_llvm_ir(out, target)
+        emit_llvm_ir(out, target, final)
     firmware = out / ("firmware" if target == "host" else "firmware.elf")
+    defines = [*(["QTRAIN_PROFILE"] if profile else []), *(["QTRAIN_BOUNDS_CHECK"] if bounds_check else [])]
+    # Debug info names the final folder, not the temporary one.
     result = boards.build_firmware([out / "model.c", *boards.kernel_sources()], firmware, target,  # type: ignore[arg-type]
-                                   include_dirs=[out], defines=["QTRAIN_PROFILE"] if profile else ())
+                                   include_dirs=[out], defines=defines,
+                                   extra_cflags=[f"-ffile-prefix-map={out.resolve()}={final.resolve()}"])
     memory = json.loads(report.read_text())
-    if report != out / "memory.json":
-        (out / "memory.json").write_text(json.dumps(memory, indent=2) + "\n")
     write_memory_html(memory, out / "memory.html")
-    if lifetime_plot:
-        write_memory_plan(memory, lifetime_plot)
     trainable = sum(1 for o in module.ops if isinstance(o, ParamOp) and o.is_trainable)
-    return Build(out, target, memory, None if result.memory is None else result.memory.flash_bytes,
+    return Build(final, target, memory, None if result.memory is None else result.memory.flash_bytes,
                  None if result.memory is None else result.memory.sram_bytes, trainable)

@@ -1,35 +1,18 @@
 """Reading the `.npz` files qtrain's tools and importers take (DESIGN.md "Command-line conventions"):
-one reader, one error type (`NpzError`, a `UserError` naming the path), and the `image` / `label` checks.
+one reader, one error type (`NpzError`, a `UserError` naming the path; both from `qtrain.files`, which
+checks every member before loading it), and the `image` / `label` checks.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from qtrain.errors import UserError
+from qtrain.files import NpzError as NpzError  # the one reader and its error (qtrain.files checks every member)
+from qtrain.files import read_npz as read_npz
 
-
-class NpzError(UserError):
-    """An .npz input that is missing, unreadable, or does not hold what the tool needs."""
-
-
-def read_npz(path: Path, what: str = "inputs") -> dict[str, np.ndarray]:
-    """Every array of an .npz file (no pickles), or an `NpzError` naming the path."""
-    path = Path(path)
-    if path.is_dir():
-        raise NpzError(f"cannot read {what} {path}: is a directory")
-    if not path.is_file():
-        raise NpzError(f"no such {what} file: {path}")
-    if not zipfile.is_zipfile(path):
-        raise NpzError(f"cannot read {path}: not an .npz archive (np.savez writes one)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise NpzError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+INT32 = np.iinfo(np.int32)
 
 
 def images_and_labels(arrays: dict[str, np.ndarray], path: Path, image_key: str = "image", label_key: str = "label",
@@ -49,6 +32,14 @@ def images_and_labels(arrays: dict[str, np.ndarray], path: Path, image_key: str 
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise NpzError(f"{path}: '{label_key}' must be integers of shape [{len(images)}], got {labels.dtype} "
                        f"{list(labels.shape)}")
-    return images, labels.astype(np.int32)
+    return images, labels_int32(labels, path, label_key)
 
 
+def labels_int32(labels: np.ndarray, path: Path | str, key: str = "label") -> np.ndarray:
+    """Integer labels as int32, refusing any value int32 cannot hold (narrowing would wrap it into a
+    valid class: 2^32 + 1 would become 1)."""
+    labels = np.asarray(labels)
+    if labels.size and (int(labels.min()) < INT32.min or int(labels.max()) > INT32.max):
+        bad = int(labels.max()) if int(labels.max()) > INT32.max else int(labels.min())
+        raise NpzError(f"{path}: '{key}' holds {bad}, which is not a class index (labels are int32)")
+    return labels.astype(np.int32)

@@ -15,7 +15,11 @@ Input: a module after `qtrain-plan-memory` (every arena value has its offset). O
 - training state (`DeviceStateOp`: the schedule's step counter, momentum velocities) as zero-initialised
   SRAM arrays next to the trainable copies, reset by `qtrain_init()`, and `qtrain_training_state`: a
   table of (name, pointer, bytes) of everything training changes and keeps between steps (the trainable
-  copies and that state), what a checkpoint saves and restores.
+  copies and that state), what a checkpoint saves and restores;
+- checkpoints (`lowering/checkpoint_c.py`): the state table `qtrain_state` (the step counter, then the
+  regions of `qtrain_training_state`) and `qtrain_checkpoint_save/restore`; `qtrain_init` ends by
+  restoring the newest valid checkpoint. The step counter is the schedule's "step" state (a module
+  without a `qtrain.lr_schedule` gets a plain counter that `qtrain_train_step` advances).
 
 The ops compute their own constants (requantization multipliers, add constants, QAS steps) with
 `qtrain.numerics`, the same functions the interpreter uses, so both backends read identical bits; this
@@ -25,6 +29,7 @@ module only renders what the calls name.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
@@ -37,12 +42,13 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 from xdsl.utils.target import Target
 
-from qtrain.dialects.qtrain import ParamOp
+from qtrain.dialects.qtrain import ParamOp, QuantParamsAttr
 from qtrain.dialects.qtrain import kernel_call as kc
 from qtrain.dialects.qtrain.contract import (
     ARENA_BYTES,
     ARG_OFFSETS,
     FORWARD,
+    INPUT_Q,
     MEMORY,
     OFFSETS,
     SCRATCH_GAP,
@@ -52,8 +58,10 @@ from qtrain.dialects.qtrain.contract import (
     param_ops,
 )
 from qtrain.dialects.qtrain.interfaces import KernelCallOp, produced_quant
+from qtrain.dialects.qtrain.schedule import COUNTER_MAX, STEP_COUNTER
 from qtrain.interpreter import dense_to_numpy
-from qtrain.transforms.liveness import device_state
+from qtrain.lowering.checkpoint_c import StateBuffer, checkpoint_c, layout_fingerprint
+from qtrain.transforms.liveness import device_state, tensor_bytes
 
 
 class EmitError(DiagnosticException):
@@ -113,6 +121,11 @@ class Emitter:
     macs: dict[str, int] = field(default_factory=dict)
     counter: int = 0
     uses_ctx_after_grad: bool = False
+    params_crc: int = 0
+    """zlib.crc32 over every parameter's initial bytes (the checkpoint fingerprint's first part)."""
+    state_buffers: list[StateBuffer] = field(default_factory=list)
+    """What a checkpoint saves besides the step counter: each trainable tensor's SRAM copy (emit_params),
+    then the training state of `device_state` other than the counter (emit_model)."""
     states: dict[str, str] = field(default_factory=dict)
     """training state name -> its C array"""
     scalars: dict[SSAValue, str] = field(default_factory=dict)
@@ -141,7 +154,23 @@ class Emitter:
             off = function.attributes[ARG_OFFSETS].get_values()[value.index]  # type: ignore[union-attr]
         if off < 0:
             raise EmitError(f"a value of {getattr(owner, 'name', 'an argument')} has no arena offset")
+        self.check_in_arena(value, off)
         return off
+
+    def check_in_arena(self, value: SSAValue, offset: int) -> None:
+        """A planned buffer lies inside its function's arena (the C would otherwise write past it)."""
+        owner = value.owner
+        function = owner.parent_op()
+        while function is not None and not isinstance(function, func.FuncOp):
+            function = function.parent_op()
+        arena = function.attributes.get(ARENA_BYTES) if function is not None else None
+        if function is None or arena is None:
+            raise EmitError("a function has no qtrain.arena_bytes; run qtrain-plan-memory before -t c")
+        size, end = tensor_bytes(value.type), arena.value.data  # type: ignore[attr-defined]
+        if offset + size > end:
+            what = getattr(owner, "name", "an argument")
+            raise EmitError(f"a buffer of {what} at arena offset {offset} ({size} bytes) ends past the "
+                            f"{end}-byte arena of @{function.sym_name.data}")  # type: ignore[union-attr]
 
     def ptr(self, value: SSAValue | None) -> str:
         if value is None:
@@ -165,6 +194,7 @@ class Emitter:
             ctype = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.float32): "float"}[
                 value.dtype
             ]
+            self.params_crc = zlib.crc32(p.sym_name.data.encode() + value.tobytes(), self.params_crc)
             self.decls.append(
                 f"static const {ctype} {name}[{value.size}] QTRAIN_WEIGHTS = {c_array(value.ravel().tolist())};"
             )
@@ -175,6 +205,8 @@ class Emitter:
                 info.sram_ctype = "float" if storage == f32 else ctype
                 info.sram = f"{name}_sram"
                 self.decls.append(f"static {info.sram_ctype} {info.sram}[{n}] QTRAIN_TRAINABLE;")
+                element_bytes = 1 if info.sram_ctype == "int8_t" else 4
+                self.state_buffers.append(StateBuffer(p.sym_name.data, info.sram, n * element_bytes))
             self.params[p.sym_name.data] = info
 
     def weight_struct(self, value: SSAValue) -> str:
@@ -365,6 +397,57 @@ class Emitter:
         self.profile_slot += 1
 
 
+GUARD_BYTES = 64
+
+
+def buffer_declarations(arena: int, scratch: int) -> list[str]:
+    """The arena and the scratch buffer; with -DQTRAIN_BOUNDS_CHECK (qtrain-compile --bounds-check) each
+    sits between two guard bands that every entry point checks on its way out."""
+    guarded = "struct {{ uint8_t before[QTRAIN_GUARD_BYTES]; uint8_t {0}[{1}]; uint8_t after[QTRAIN_GUARD_BYTES]; }}"
+    return [
+        "#if defined(QTRAIN_BOUNDS_CHECK)",
+        "/* Debug build: guard bands around the arena and the scratch buffer (QTRAIN_GUARDS_CHECK). */",
+        f"#define QTRAIN_GUARD_BYTES {GUARD_BYTES}",
+        f"static {guarded.format('arena', arena)} qtrain_arena_guarded QTRAIN_ARENA;",
+        f"static {guarded.format('scratch', scratch)} qtrain_scratch_guarded QTRAIN_SCRATCH;",
+        "#define qtrain_arena (qtrain_arena_guarded.arena)",
+        "#define qtrain_scratch (qtrain_scratch_guarded.scratch)",
+        "#define QTRAIN_GUARDS_SET() qtrain_guards(0, __LINE__)",
+        "#define QTRAIN_GUARDS_CHECK() qtrain_guards(1, __LINE__)",
+        "#else",
+        f"static uint8_t qtrain_arena[{arena}] QTRAIN_ARENA;",
+        f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
+        "#define QTRAIN_GUARDS_SET() ((void)0)",
+        "#define QTRAIN_GUARDS_CHECK() ((void)0)",
+        "#endif",
+    ]
+
+
+GUARD_FUNCTION = [
+    "#if defined(QTRAIN_BOUNDS_CHECK)",
+    "/* Paints (check = 0) or checks (check = 1) the four guard bands; a broken one stops the program. */",
+    "static void qtrain_guards(int check, int line) {",
+    "    uint8_t *bands[4] = {qtrain_arena_guarded.before, qtrain_arena_guarded.after,",
+    "                         qtrain_scratch_guarded.before, qtrain_scratch_guarded.after};",
+    "    for (int b = 0; b < 4; ++b) {",
+    "        for (int i = 0; i < QTRAIN_GUARD_BYTES; ++i) {",
+    "            if (!check) {",
+    "                bands[b][i] = 0xA5u;",
+    "            } else if (bands[b][i] != 0xA5u) {",
+    '                qtrain_puts("qtrain: a kernel wrote outside the arena or the scratch buffer (checked at '
+    'generated code line ");',
+    "                qtrain_put_u32((uint32_t)line);",
+    '                qtrain_puts(")\\n");',
+    "                qtrain_exit(QTRAIN_EXIT_FAILURE);",
+    "            }",
+    "        }",
+    "    }",
+    "}",
+    "#endif",
+    "",
+]
+
+
 def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = False) -> tuple[str, str]:
     """The model's C source and header. `profile`: instrumented with one counter slot per op (those of
     `lowering.profile.profile_slots`, in order), for a firmware built with QTRAIN_PROFILE defined."""
@@ -381,6 +464,20 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
         em.states[st.name] = f"qtrain_state_{c_ident(st.name)}"
         ctype = "uint32_t" if st.dtype == "u32" else "float"
         em.decls.append(f"static {ctype} {em.states[st.name]}[{st.count}] QTRAIN_TRAINABLE;")
+        if st.name != STEP_COUNTER.name:
+            em.state_buffers.append(StateBuffer(st.name, em.states[st.name], st.bytes))
+    # The checkpoint's step counter: the schedule's, or (no schedule advances one) a counter of our own.
+    own_counter = STEP_COUNTER.name not in em.states
+    if own_counter:
+        if any(st.name == STEP_COUNTER.name for st in states):
+            raise EmitError(f"training state '{STEP_COUNTER.name}' must be {STEP_COUNTER}")
+        step = "qtrain_step_counter"
+        em.decls.append(f"static uint32_t {step}[1]; /* training steps done (checkpointed) */")
+    else:
+        step = em.states[STEP_COUNTER.name]
+        if next(st for st in states if st.name == STEP_COUNTER.name) != STEP_COUNTER:
+            raise EmitError(f"training state '{STEP_COUNTER.name}' must be {STEP_COUNTER}")
+    checkpointed = [StateBuffer(STEP_COUNTER.name, step, STEP_COUNTER.bytes), *em.state_buffers]
     infer_body = em.emit_function(forward)
 
     # Forward output: int8 [1, K] -> logits.
@@ -439,6 +536,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
         "#include <stddef.h>",
         "#include <stdint.h>",
         "void *memmove(void *dst, const void *src, size_t n); /* libc on the host, runtime_string.c on targets */",
+        '#include "qtrain_checkpoint.h"',
         '#include "qtrain_kernels.h"',
         '#include "qtrain_runtime.h"',
         f'#include "{header_name}"',
@@ -446,8 +544,7 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
         "/* A kernel given arguments the op verifiers allow never fails; if one does, stop loudly. */",
         "#define QTRAIN_CHECK(call) do { if ((call) != QTRAIN_STATUS_OK) { qtrain_fail(__LINE__); } } while (0)",
         "",
-        f"static uint8_t qtrain_arena[{max(arena, 4)}] QTRAIN_ARENA;",
-        f"static uint8_t qtrain_scratch[{scratch}] QTRAIN_SCRATCH;",
+        *buffer_declarations(max(arena, 4), scratch),
         # (unused when every op with scratch has a larger gap of the arena)
         "static const qtrain_context_t qtrain_ctx" + ("" if em.uses_ctx or not em.uses_ctx_gap else
                                                      " __attribute__((unused))")
@@ -466,12 +563,16 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
         "    qtrain_exit(QTRAIN_EXIT_FAILURE);",
         "}",
         "",
+        *GUARD_FUNCTION,
         "void qtrain_init(void) {",
         *init,
+        "    (void)qtrain_checkpoint_restore();",
+        "    QTRAIN_GUARDS_SET();",
         "}",
         "",
         "void qtrain_infer(const int8_t *image, float *logits) {",
         *infer_body,
+        "    QTRAIN_GUARDS_CHECK();",
         "}",
         "",
     ]
@@ -480,6 +581,8 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
             "float qtrain_train_step(const int8_t *image, int label) {",
             "    float loss = 0.0f;",
             *train_body,
+            "    QTRAIN_GUARDS_CHECK();",
+            *([f"    if ({step}[0] < {COUNTER_MAX}u) {{ {step}[0]++; }}"] if own_counter else []),
             "    return loss;",
             "}",
             "",
@@ -519,7 +622,14 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
         f"    {len(table)}u, qtrain_trainable,",
         "};",
         "",
+        *checkpoint_c(checkpointed, step, layout_fingerprint(em.params_crc, checkpointed)),
     ]
+    input_q = forward.attributes.get(INPUT_Q)
+    if isinstance(input_q, QuantParamsAttr):
+        # Read from the ELF by qtrain-run, to check an input file's `input_q` against the model's.
+        c_lines += ["/* How real images are quantized into the int8 input: scale, zero point. */",
+                    f"__attribute__((used, retain)) const float qtrain_input_quant[2] = "
+                    f"{{{c_float(input_q.scale)}, {float(input_q.zp):.1f}f}};", ""]
     guard = c_ident(header_name).upper()
     header = "\n".join([
         "/* Generated by qtrain. The model's entry points are those of qtrain_model_abi.h. */",

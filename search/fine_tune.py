@@ -3,6 +3,7 @@ sample orders the runs use, and a runner that makes many runs (in a process pool
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -116,6 +117,8 @@ def _worker_init(module_text: str, recipe: FineTuneRecipe, train: Split, evaluat
                  calibration: Calibration | None = None) -> None:
     from qtrain.interpreter import load_module
 
+    # Ctrl-C reaches the whole process group: the parent stops the workers; they print nothing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER.update(module=load_module(module_text), recipe=recipe, train=train, evaluate=evaluate,
                    calibration=calibration)
 
@@ -150,13 +153,29 @@ class FineTuneRunner:
                 report(self.on_progress, len(results), total, label)
             return results
         out: list[float] = [0.0] * len(jobs)
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=min(self.jobs, len(jobs)),
             initializer=_worker_init,
             initargs=(str(self.module), self.recipe, self.train, self.evaluate, self.calibration),
-        ) as pool:
+        )
+        try:
             futures = {pool.submit(_worker_run, scheme, seed): i for i, (scheme, seed) in enumerate(jobs)}
             for done, future in enumerate(as_completed(futures), start=1):
                 out[futures[future]] = future.result()
                 report(self.on_progress, done, total, label)
+        except BaseException:
+            stop_workers(pool)  # an interrupt (Ctrl-C, SIGTERM) or a failed run: do not wait for the others
+            raise
+        pool.shutdown()
         return out
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancels what has not started and terminates the workers of `pool` (Python 3.14's
+    `terminate_workers`; before it, through the executor's process table)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()

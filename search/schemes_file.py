@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from qtrain.files import write_text
 from qtrain.search.candidates import Candidate, SearchError
+from qtrain.transforms.schemes import SchemeError, read_schemes_json
 
 SCHEMES_ABOUT = (
     "Sparse-update schemes found by qtrain-search-scheme (MCUNetV3 contribution analysis + evolutionary "
@@ -30,18 +33,20 @@ def write_schemes_json(
     budget_kb: float,
     candidate: Candidate,
     search_record: dict[str, Any] | None = None,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
 ) -> str:
     """Writes (or adds to) a schemes.json-format file; returns the spec `PATH#MODEL/<B>kb`.
 
-    An existing file in that format keeps its other models and budgets; anything else is refused.
+    An existing file in that format keeps its other models and budgets; anything else is refused, and so
+    is a path naming one of `inputs` (the search's model and data). The file is replaced in one rename.
     """
     path = Path(path)
     data: dict[str, Any] = {"_about": SCHEMES_ABOUT}
     if path.exists():
         try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SearchError(f"{path} exists and is not a schemes JSON file ({e}); not overwriting it") from None
+            old = read_schemes_json(path, f"{path} exists but")
+        except SchemeError as e:
+            raise SearchError(f"{e}; not overwriting it") from None
         if not isinstance(old, dict) or not all(
             k.startswith("_") or isinstance(v, dict) for k, v in old.items()
         ):
@@ -51,5 +56,5 @@ def write_schemes_json(
     data.setdefault(model_name, {})[key] = candidate.entry()
     if search_record is not None:
         data.setdefault("_search", {}).setdefault(model_name, {})[key] = search_record
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n", inputs)
     return f"{path}#{model_name}/{key}"

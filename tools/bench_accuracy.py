@@ -58,7 +58,7 @@ from xdsl.dialects.builtin import ModuleOp
 from qtrain.errors import UserError
 from qtrain.search import FineTuneRecipe
 from qtrain.tools.bench_schemes import DIGITS, load_make_task
-from qtrain.tools.plumbing import UsageError
+from qtrain.tools.plumbing import ArgumentParser, UsageError, run_tool
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import Layer
 
@@ -562,7 +562,7 @@ def bars_met(doc: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = BenchConfig()
     parser.add_argument("--seeds", type=int, default=defaults.seeds, help=f"runs per row (sample orders, "
                         f"{defaults.seeds})")
@@ -603,4 +603,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool("bench_accuracy", lambda: main(sys.argv[1:]), sys.argv[1:])

@@ -17,7 +17,6 @@ step took 167,992,975 instructions for 32.69 M MACs (5.1 per MAC).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -39,6 +38,7 @@ from qtrain.targets.armv7em.kernels import (
     calls,
 )
 from qtrain.targets.armv7em.kernels.calls import Call, ConvParams, In, Weight
+from qtrain.tools.plumbing import ArgumentParser, run_tool
 
 SRAM_BUDGET = 200 * 1024  # outputs + scratch of one benchmark program (the board has 320 KB)
 FLASH_BUDGET = 700 * 1024
@@ -246,7 +246,7 @@ def measure(all_cases: Sequence[Case], workdir: Path, *, dsp: bool,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=None, help="run only the cases whose name contains this")
     parser.add_argument("--keep", type=Path, default=None, help="keep the generated programs in this folder")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -273,4 +273,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool("bench_kernels", lambda: main(sys.argv[1:]), sys.argv[1:])

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from qtrain.tools.plumbing import ArgumentParser, run_tool
 from qtrain.transforms.pipeline import apply_passes, training_passes
 
 MODELS = ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"]
@@ -64,7 +65,7 @@ STORAGE_TITLE = {"f32": "fp32 master copies (qtrain's default)", "i8": "int8 cop
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_models = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-training"
     parser.add_argument("--models", type=Path, default=default_models, help="folder with the .pkl models")
     parser.add_argument("--weight-storage", choices=["f32", "i8", "both"], default="both",
@@ -126,4 +127,4 @@ def print_table(model: str, storage: str, schemes: list[str], rows: dict[str, di
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool("bench_memory", lambda: main(sys.argv[1:]), sys.argv[1:])

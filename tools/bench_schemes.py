@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qtrain.tools.plumbing import ArgumentParser, run_tool
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ class Row:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", default="8,12,16,24", help="budgets in KB, comma-separated (8,12,16,24)")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per scheme on the test split (3)")
     parser.add_argument("--steps", type=int, default=2000, help="steps per fine-tuning run (2000)")
@@ -178,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool("bench_schemes", lambda: main(sys.argv[1:]), sys.argv[1:])

@@ -6,27 +6,50 @@ over-budget report may follow with its breakdown); 130 interrupted (Ctrl-C / SIG
 traceback. `--debug` on any tool shows the Python traceback instead. An exception that is not a user
 error is a bug in qtrain and keeps its traceback.
 
-Inputs are `.npz` files (DESIGN.md): `read_npz` reads one (one error type, `NpzError`, naming the path),
-`images_and_labels` checks the `image` / `label` conventions (both from `qtrain.npz`, re-exported here).
+Inputs are `.npz` files (DESIGN.md): `read_npz` reads one (one error type, `NpzError`, naming the path;
+`qtrain.files` checks every member before loading it), `images_and_labels` checks the `image` /
+`label` conventions (both from `qtrain.npz`, re-exported here), `check_input_q` an `input_q` against the
+model's.
+
+Outputs (`qtrain.files`, re-exported here): `check_output` refuses to write over an input; `write_npz`,
+`write_text` and `write_bytes` write exactly the path given (np.savez would append `.npz`) through a
+temporary file in the same folder renamed over the target, so a failure or an interrupt never leaves a
+half-written output (and the old file stays as it was). Errors name the path.
+
+Options: `number(...)` makes argparse types that refuse values out of range (NaN, infinities, a learning
+rate that overflows float32, a count below its minimum) with a message naming the allowed range.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
+import numpy as np
 from xdsl.utils.exceptions import DiagnosticException, ParseError
 
 from qtrain.errors import UserError
-from qtrain.npz import NpzError as NpzError  # re-exported: the tools' one npz reader
-from qtrain.npz import images_and_labels as images_and_labels
-from qtrain.npz import read_npz as read_npz
+from qtrain.files import (
+    OutputError,
+    atomic_file,
+    check_output,
+    same_file,
+    write_bytes,
+    write_npz,
+    write_text,
+)
+from qtrain.npz import NpzError, images_and_labels, labels_int32, read_npz
+
+__all__ = ["NpzError", "OutputError", "atomic_file", "check_output", "images_and_labels", "labels_int32", "read_npz",
+           "same_file", "write_bytes", "write_npz", "write_text"]
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -53,7 +76,14 @@ USER_INPUT_ERRORS: tuple[type[BaseException], ...] = (UserError, ParseError, Dia
 
 
 def describe_error(e: BaseException) -> str:
-    """The exception's message, plus the offending op's line when an xDSL verifier pointed at one."""
+    """The exception's message, plus the offending op's line when an xDSL verifier pointed at one; an
+    xDSL parse error as `file:line:col: message` plus the source line (not its caret drawing)."""
+    if isinstance(e, ParseError):
+        try:
+            source = e.span.print_with_context().splitlines()[1].strip()  # type: ignore[attr-defined]
+            return f"{e.span.get_location()}: {' '.join(e.msg.split())}\n  at: {source[:200]}"  # type: ignore
+        except (AttributeError, IndexError):
+            pass
     message = str(e).strip() or type(e).__name__
     notes: list[str] = getattr(e, "__notes__", [])
     lines = "\n".join(notes).splitlines()
@@ -96,6 +126,89 @@ def run_tool(prog: str, body: Callable[[], int | None], argv: Sequence[str],
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     sys.exit(status or 0)
+
+
+# -- npz inputs --------------------------------------------------------------------------------------------
+
+
+def check_labels(labels: np.ndarray, classes: int, path: Path | str, key: str = "label",
+                 unlabelled: int | None = None) -> None:
+    """Every label is a class index in [0, classes) (or the `unlabelled` marker)."""
+    values = np.asarray(labels, dtype=np.int64)
+    if unlabelled is not None:
+        values = values[values != unlabelled]
+    if values.size and (values.min() < 0 or values.max() >= classes):
+        raise NpzError(f"{path}: '{key}' must be class indices in [0, {classes}), got {values.min()}..{values.max()}"
+                       + (f" ({unlabelled} marks an unlabelled image)" if unlabelled is not None else ""))
+
+
+def check_input_q(arrays: dict[str, np.ndarray], path: Path | str, scale: float, zero_point: int) -> None:
+    """An `input_q` array (float [scale, zero_point], what the images were quantized with) must match the
+    model's input quantization; absent, nothing is checked."""
+    if "input_q" not in arrays:
+        return
+    value = arrays["input_q"]
+    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)) or value.size != 2:
+        raise NpzError(f"{path}: 'input_q' must be two numbers [scale, zero_point], got {value.dtype} "
+                       f"{list(value.shape)}")
+    got_scale, got_zp = (float(v) for v in value.reshape(-1))
+    if not (math.isfinite(got_scale) and math.isfinite(got_zp)):
+        raise NpzError(f"{path}: 'input_q' must be finite, got [{got_scale:g}, {got_zp:g}]")
+    if not math.isclose(got_scale, scale, rel_tol=1e-6) or got_zp != zero_point:
+        raise NpzError(f"{path}: images were quantized with scale {got_scale:.9g} zero point {got_zp:g} but the "
+                       f"model's input is scale {scale:.9g} zero point {zero_point} (import the model with the "
+                       f"same calibration)")
+
+
+# -- options ---------------------------------------------------------------------------------------------
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def number(kind: type[int] | type[float] = float, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False, what: str = "a number") -> Callable[[str], float]:
+    """An argparse `type` parsing `kind` within [low, high] (open ends with `low_open`/`high_open`); NaN and
+    infinities are refused unless a bound is infinite. The error names the range in words."""
+    def show(bound: float) -> str:
+        integral = math.isfinite(bound) and float(bound).is_integer() and abs(bound) < 1e15
+        return str(int(bound)) if integral else f"{bound:g}"
+
+    def bound_text() -> str:
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {show(low)}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {show(high)}")
+        return " and ".join(parts)
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        bad = isinstance(value, float) and math.isnan(value)
+        if low is not None and (value < low or (low_open and value == low)):
+            bad = True
+        if high is not None and (value > high or (high_open and value == high)):
+            bad = True
+        if isinstance(value, float) and math.isinf(value) and not (
+                (value > 0 and high == math.inf) or (value < 0 and low == -math.inf)):
+            bad = True
+        if bad:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what} must be {bound_text()}")
+        return value
+
+    return parse
+
+
+def LEARNING_RATE(text: str) -> float:  # noqa: N802 - an argparse type, named like the others' constants
+    """argparse type of every learning-rate option: positive, finite, and still positive and finite as the
+    float32 the device computes with (1e39 overflows it, 1e-50 becomes 0)."""
+    value = number(float, low=0.0, low_open=True, high=FLOAT32_MAX, what="a learning rate (a float32)")(text)
+    if float(np.float32(value)) == 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: a learning rate must be a positive float32 "
+                                         f"(at least 1.4e-45)")
+    return value
 
 
 # -- progress --------------------------------------------------------------------------------------------

@@ -40,7 +40,17 @@ import numpy as np
 
 from qtrain.errors import UserError
 from qtrain.targets.armv7em.build import BOARDS, QEMU_TARGETS
-from qtrain.tools.plumbing import ArgumentParser, CheckFailed, NpzError, UsageError, read_npz, run_tool
+from qtrain.tools.plumbing import (
+    ArgumentParser,
+    CheckFailed,
+    NpzError,
+    UsageError,
+    number,
+    read_npz,
+    run_tool,
+    same_file,
+)
+from qtrain.tools.qtrain_search_scheme import BUDGET_KB
 from qtrain.transforms.recipe import FINE_TUNE_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,9 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="qtrain-demo", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", type=Path, default=Path("demo"), help="output folder (default demo/)")
-    parser.add_argument("--budget-kb", type=float, default=24.0, help="SRAM budget for the scheme search (24)")
-    parser.add_argument("--steps", type=int, default=2000, help="on-device training steps (2000)")
-    parser.add_argument("--eval-every", type=int, default=250, help="held-out evaluation every K steps (250)")
+    parser.add_argument("--budget-kb", type=BUDGET_KB, default=24.0, help="SRAM budget for the scheme search (24)")
+    parser.add_argument("--steps", type=number(int, low=1, high=2**32 - 1, what="a number of steps"), default=2000,
+                        help="on-device training steps (2000)")
+    parser.add_argument("--eval-every", type=number(int, low=1, high=2**32 - 1, what="a number of steps"),
+                        default=250, help="held-out evaluation every K steps (250)")
     parser.add_argument("--target", choices=QEMU_TARGETS, default="qemu",
                         help="the emulated device: qemu (Cortex-M7, default), qemu-m4 (Cortex-M4F), qemu-m33")
     parser.add_argument("--model", type=Path, help="your model (.onnx, .pkl or forward-only .mlir)")
@@ -146,9 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration", type=Path, help="float NCHW images (npz `image`) for an ONNX float model")
     parser.add_argument("--model-name", default=None, help="name of the model in scheme.json")
     parser.add_argument("--fresh-analysis", action="store_true", help="redo the contribution analysis runs")
-    parser.add_argument("--analysis-steps", type=int, default=None,
+    parser.add_argument("--analysis-steps", type=number(int, low=1, high=10**9, what="a number of steps"),
+                        default=None,
                         help="steps per fine-tuning run of the contribution analysis (default: the search's 2000)")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel fine-tuning runs in the analysis (2)")
+    parser.add_argument("--jobs", type=number(int, low=1, high=256, what="a number of processes"), default=2,
+                        help="parallel fine-tuning runs in the analysis (2)")
     parser.add_argument("--scheme", default=None,
                         help="train this scheme instead of searching one (full, bias-only, last-k=K, tinytl-b, "
                              "tinytl-l, tinytl-l+b, FILE.json#MODEL/BUDGET)")
@@ -159,9 +173,18 @@ def main(argv: list[str] | None = None) -> None:
     run_tool("qtrain-demo", lambda: print(demo(parser.parse_args(args_list))), args_list)
 
 
+OUTPUTS = ("digits.mlir", "task.npz", "contributions.json", "scheme.json", "build", "result.npz", "result.json",
+           "training.png", "memory_plan.png")
+"""What the demo writes into its output folder."""
+
+
 def demo(args: argparse.Namespace) -> str:
     started = time.monotonic()
     out: Path = args.output
+    for name in OUTPUTS:
+        for source in (args.model, args.data, args.calibration):
+            if source is not None and same_file(out / name, source):
+                raise UserError(f"the demo would write {out / name} over the input {source}; use another -o folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -7,14 +7,17 @@ Float models are quantized post-training; `--calibration` gives the images for t
 come from random images, with a warning (see `qtrain.frontends.onnx`). The input quantization is
 printed on `@forward` as `qtrain.input_q`, the output's as `qtrain.output_q`.
 
-Bad input (unreadable, truncated or corrupt file; unsupported op, opset or attribute; dynamic or
-missing input shape; bad calibration data) prints one line on stderr and exits with status 2;
+The graph's one output must be logits (`[N, K]` or `[N, K, 1, 1]`, K >= 2 classes): qtrain trains
+classifiers. Bad input (unreadable, truncated or corrupt file; unsupported op, opset or attribute; an
+attribute or tensor type that contradicts the graph; dynamic or missing input shape; an output that is
+not logits; bad calibration data) prints one line on stderr and exits with status 2;
 `--debug` shows the traceback instead. Warnings print as one line each on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,9 +25,8 @@ from typing import TextIO
 
 from xdsl.printer import Printer
 
-from qtrain.errors import UserError
 from qtrain.frontends.onnx import import_onnx, load_calibration
-from qtrain.tools.plumbing import ArgumentParser, run_tool
+from qtrain.tools.plumbing import ArgumentParser, check_output, run_tool, write_text
 
 PROG = "qtrain-import-onnx"
 
@@ -57,18 +59,17 @@ def _print_warning(
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.output != "-":
+        check_output(args.output, [args.model, args.calibration])
     calibration = load_calibration(args.calibration) if args.calibration else None
-    module = import_onnx(args.model, calibration)
+    module = import_onnx(args.model, calibration, classifier=True)
     if args.output == "-":
         Printer(stream=sys.stdout).print_op(module)
         sys.stdout.write("\n")
         return
-    try:
-        with open(args.output, "w") as f:
-            Printer(stream=f).print_op(module)
-            f.write("\n")
-    except OSError as e:
-        raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
+    text = io.StringIO()
+    Printer(stream=text).print_op(module)
+    write_text(args.output, text.getvalue() + "\n", [args.model, args.calibration])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

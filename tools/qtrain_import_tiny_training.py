@@ -11,14 +11,22 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 
 from xdsl.printer import Printer
 
-from qtrain.errors import UserError
 from qtrain.frontends.tiny_training import import_tiny_training
-from qtrain.tools.plumbing import ArgumentParser, run_tool
+from qtrain.tools.plumbing import (
+    ArgumentParser,
+    UsageError,
+    check_output,
+    run_tool,
+    same_file,
+    write_bytes,
+    write_text,
+)
 
 PROG = "qtrain-import-tiny-training"
 
@@ -38,21 +46,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
+    outputs = [o for o in (args.output, args.export_onnx) if o not in (None, "-")]
+    for output in outputs:
+        check_output(output, [args.model])
+    if len(outputs) == 2 and same_file(*outputs):
+        raise UsageError("-o and --export-onnx name the same file")
     module = import_tiny_training(args.model, args.num_classes)
     if args.output == "-":
         Printer(stream=sys.stdout).print_op(module)
         sys.stdout.write("\n")
     else:
-        try:
-            with open(args.output, "w") as f:
-                Printer(stream=f).print_op(module)
-                f.write("\n")
-        except OSError as e:
-            raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
+        text = io.StringIO()
+        Printer(stream=text).print_op(module)
+        write_text(args.output, text.getvalue() + "\n", [args.model])
     if args.export_onnx:
         from qtrain.lowering.onnx_export import export_onnx  # imports onnx, which takes a second
 
-        export_onnx(module, args.export_onnx)
+        write_bytes(args.export_onnx, export_onnx(module).SerializeToString(), [args.model])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

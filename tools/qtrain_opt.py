@@ -2,26 +2,37 @@
 
 Errors in the input (parse errors, verifier failures, bad pass pipelines or options, pass failures)
 print one diagnostic on stderr and exit with status 2; `--debug` shows the Python traceback instead.
+`-o FILE` is written only when the run succeeds, and never over the input.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import sys
 from collections.abc import Sequence
 from typing import IO
 
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from qtrain.dialects import get_all_dialects
+from qtrain.dialects import check_text, get_all_dialects, verify_dominance, verify_sizes
 from qtrain.errors import UserError
-from qtrain.tools.plumbing import UsageError, describe_error, run_tool
+from qtrain.tools.plumbing import UsageError, check_output, describe_error, run_tool, write_text
 from qtrain.transforms import get_all_passes
+
+
+class DeferredOutput(io.StringIO):
+    """The -o file's text, kept until the run ends (xDSL closes its output stream on errors too)."""
+
+    def close(self) -> None:
+        pass
 
 
 class QtrainOptMain(xDSLOptMain):
     version_format = "qtrain-opt (xdsl {xdsl_version})"
+    deferred_output: DeferredOutput | None = None
 
     def register_all_dialects(self) -> None:
         super().register_all_dialects()
@@ -44,6 +55,20 @@ class QtrainOptMain(xDSLOptMain):
 
         self.available_targets["c"] = c_target
 
+    def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
+        text = chunk.read()
+        name = self.args.input_file or "<stdin>"
+        check_text(text.decode("utf-8", "replace") if isinstance(text, bytes) else text, name)
+        chunk = (io.BytesIO if isinstance(text, bytes) else io.StringIO)(text)  # type: ignore[assignment]
+        try:
+            module = super().parse_chunk(chunk, file_extension, start_offset)
+        except RecursionError:
+            raise UserError(f"{self.args.input_file or '<stdin>'}: the IR is nested too deeply to parse") from None
+        if module is not None:
+            verify_sizes(module)  # before anything allocates a declared tensor
+            verify_dominance(module)  # xDSL's verifier leaves it out; every pass and -t c rely on it
+        return module
+
     def setup_pipeline(self) -> None:
         try:
             super().setup_pipeline()
@@ -59,10 +84,17 @@ class QtrainOptMain(xDSLOptMain):
             raise UsageError(str(e)) from e
 
     def prepare_output(self) -> IO[str]:
-        try:
+        if self.args.output_file is None:
             return super().prepare_output()
-        except OSError as e:
-            raise UserError(f"cannot write {self.args.output_file}: {e.strerror or e}") from e
+        # Written when the whole run succeeded, never over the input (xdsl-opt truncates it first).
+        check_output(self.args.output_file, [self.args.input_file])
+        self.deferred_output = DeferredOutput()
+        return self.deferred_output
+
+    def run(self) -> None:
+        super().run()
+        if self.deferred_output is not None:
+            write_text(self.args.output_file, self.deferred_output.getvalue(), [self.args.input_file])
 
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)

@@ -2,6 +2,7 @@
 
     qtrain-run DIR/firmware.elf [--inputs TRAIN.npz] [--eval EVAL.npz|same] [--entry forward|train_step]
                [--steps S] [--eval-every K] [-o OUT.npz] [--json] [--progress|--quiet] [--timeout S]
+               [--flash-image FILE [--checkpoint-every K]] [--power-cut-at-instruction N]
                [--profile [--profile-chart PNG]] [--debug]
 
 The firmware is either an ARM ELF built for a QEMU target, run with semihosting on the machine it names
@@ -25,13 +26,29 @@ Outputs: `-o OUT.npz` holds the interpreter's keys (`logits` and `output_q`, or 
 `--eval` it adds `eval_logits_before`, `eval_output_q_before`, `eval_logits_after`, `eval_output_q_after`
 ([M, classes], the forward pass over the evaluation images before the first and after the last step),
 `eval_instructions` ([passes, M]) and, with `--eval-every` and labels, `eval_accuracy_curve` (float64
-[passes, 2]: step, accuracy; from step 0 to S). stdout gets a table of loss / instructions per step (or
+[passes, 2]: step, accuracy; from step 0 to S). Every OUT.npz has `step` (int64): the device's step
+counter at the end. stdout gets a table of loss / instructions per step (or
 accuracy; with --eval, accuracy before and after), or with `--json` only the JSON object
 {"instructions_per_step", "macs_per_step", "stack_bytes", "sram_bytes", "flash_bytes", ...} where
 sram_bytes = the model's static SRAM (qtrain_memory.peak_sram_bytes) + the measured stack high-water mark
 and flash_bytes = the firmware's Flash sections (.vectors + .text + .rodata + .qtrain.weights + .data);
 "sram_limit_bytes" and "flash_limit_bytes" are the target board's (null on the host); with --eval also
-"eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve".
+"eval_images", "eval_accuracy_before", "eval_accuracy_after", "eval_accuracy_curve"; always "step",
+"restored_step" and "checkpoints" (written in this run).
+
+Checkpoints: `--flash-image FILE` gives the device a Flash that persists in FILE (the whole 1 MB
+Flash; made from the firmware when missing, and otherwise the firmware is written into it as flashing
+would, keeping the checkpoint sectors). At start the device restores its newest valid checkpoint from
+it: all its training state (the trained tensors, the step counter, momentum velocities), and the step
+counter also picks the next training sample (step t trains on sample t mod N) and the learning rate of
+the schedule, so `--steps S` trains S more steps continuing the data order. `--checkpoint-every K`
+saves a checkpoint after every step that leaves the step counter a multiple of K.
+`--power-cut-at-instruction N` (QEMU) stops the emulator right before guest instruction N + 1, as
+pulling the plug would (a QEMU TCG plugin, power_cut.py): exit status 0, a one-line note on stderr (and
+with --json {"power_cut": true, "instructions": N, "steps_done": ...}), no -o; the next run with the
+same --flash-image resumes from the newest checkpoint that was complete. `--steps 0 -o OUT.npz` only
+restores and writes the parameters and `step` (no --inputs needed). `execute` takes the same three
+options, so `qtrain.Build.run` has them too.
 
 Profile: `--profile` (a firmware from `qtrain-compile --profile`, with DIR/profile.json) adds the per-op
 counts of the last training step and of one inference (after training, one more run infers the first
@@ -51,6 +68,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,9 +83,23 @@ from typing import IO, Any
 import numpy as np
 
 from qtrain.errors import UserError
-from qtrain.targets.armv7em import build, protocol
+from qtrain.targets.armv7em import build, power_cut, protocol
+from qtrain.targets.armv7em import flash_image as flash_image_file
 from qtrain.tools import profile_report
-from qtrain.tools.plumbing import ArgumentParser, CheckFailed, ProgressBar, images_and_labels, read_npz, run_tool
+from qtrain.tools.plumbing import (
+    ArgumentParser,
+    CheckFailed,
+    ProgressBar,
+    check_input_q,
+    check_labels,
+    check_output,
+    images_and_labels,
+    number,
+    read_npz,
+    run_tool,
+    same_file,
+    write_npz,
+)
 
 DEFAULT_TIMEOUT_S = 1800.0
 PRINT_ROWS = 20
@@ -89,16 +122,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "file's test_image / test_label)")
     parser.add_argument("--entry", choices=("forward", "train_step"),
                         help="what to run (default: train_step with --steps or --eval, else forward)")
-    parser.add_argument("--steps", type=int, help="training steps (default: one per image)")
-    parser.add_argument("--eval-every", type=int, metavar="K",
-                        help="also evaluate after every K-th step (for a learning curve; needs --eval)")
+    parser.add_argument("--steps", type=number(int, low=0, high=2**32 - 1, what="a number of steps"),
+                        help="training steps (default: one per image)")
+    parser.add_argument("--eval-every", type=number(int, low=1, high=2**32 - 1, what="a number of steps"),
+                        metavar="K", help="also evaluate after every K-th step (for a learning curve; needs --eval)")
     parser.add_argument("-o", "--output", type=Path, help="write the results to this npz")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true", default=None,
                        help="draw the progress bar on stderr even when it is not a terminal")
     shown.add_argument("--quiet", dest="progress", action="store_false", help="never draw the progress bar")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+    parser.add_argument("--flash-image", type=Path, metavar="FILE",
+                        help="persist the device's Flash (its checkpoints) in FILE; made when missing")
+    parser.add_argument("--checkpoint-every", type=number(int, low=1, high=2**32 - 1, what="a number of steps"),
+                        metavar="K", help="save a checkpoint to Flash after every K-th step (needs --flash-image)")
+    parser.add_argument("--power-cut-at-instruction", type=number(int, low=0, high=2**64 - 1,
+                                                                  what="an instruction count"),
+                        metavar="N", help="stop the emulator after N guest instructions, as a power cut would (QEMU)")
+    parser.add_argument("--timeout", type=number(float, low=0, low_open=True, high=math.inf, what="a time in seconds"),
+                        default=DEFAULT_TIMEOUT_S,
                         help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:.0f})")
     parser.add_argument("--profile", action="store_true",
                         help="per-op counts of one step and one inference (firmware from qtrain-compile --profile)")
@@ -146,6 +188,15 @@ def model_interface(firmware: Path) -> tuple[tuple[int, int, int], int] | None:
     return (int(h), int(w), int(c)), int(classes)
 
 
+def model_input_quant(firmware: Path) -> tuple[float, int] | None:
+    """(scale, zero point) the model's input is quantized with, from the firmware's `qtrain_input_quant`."""
+    raw = build.elf_symbol_bytes(firmware, "qtrain_input_quant")
+    if raw is None or len(raw) != 8:
+        return None
+    scale, zero_point = np.frombuffer(raw, "<f4")
+    return float(scale), int(zero_point)
+
+
 def check_firmware(firmware: Path) -> str:
     """The firmware's target: 'host' or a QEMU target (build.QEMU_TARGETS); UserError for anything
     qtrain-run cannot run."""
@@ -172,16 +223,33 @@ class Console:
     messages: list[str]
 
 
-def firmware_command(firmware: Path, args: Sequence[str]) -> list[str]:
+class PowerCut(Exception):  # noqa: N818 - an outcome the user asked for, not an error
+    """The run ended at --power-cut-at-instruction: `instructions` executed, `steps_done` steps reported."""
+
+    def __init__(self, instructions: int, steps_done: int):
+        super().__init__(f"power cut after {instructions} instructions")
+        self.instructions = instructions
+        self.steps_done = steps_done
+
+
+FLASH_LINK = "flash.bin"
+"""The name the firmware opens the --flash-image file by (a link in its working directory: semihosting
+arguments cannot hold spaces or commas)."""
+
+
+def firmware_command(firmware: Path, args: Sequence[str], qemu_args: Sequence[str] = ()) -> list[str]:
     if build.elf_machine(firmware) == build.EM_ARM:
-        return build.qemu_command(firmware.resolve(), args)
+        return [*build.qemu_command(firmware.resolve(), args), *qemu_args]
     return [str(firmware.resolve()), *args]
 
 
 def run(firmware: Path, request: bytes, timeout: float, expected: str,
-        progress: ProgressBar | None = None) -> tuple[protocol.HarnessResult, Console]:
+        progress: ProgressBar | None = None, *, flash: Path | None = None,
+        qemu_args: Sequence[str] = ()) -> tuple[protocol.HarnessResult, Console]:
     """Run `firmware` on `request`, reading its console while it runs (progress lines go to
-    `progress`); `expected` ("3 steps", "10 images") is only for messages."""
+    `progress`); `expected` ("3 steps", "10 images") is only for messages. `flash`: the Flash image
+    file (flash_image.prepare made it); `qemu_args`: more QEMU options, e.g. power_cut.plugin_args (a
+    power cut raises PowerCut)."""
     console = Console([], [])
 
     def read(stream: IO[str]) -> None:
@@ -201,7 +269,9 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
     with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
         (Path(tmp) / "in.bin").write_bytes(request)
         result_path = Path(tmp) / "out.bin"
-        command = firmware_command(firmware, ["in.bin", "out.bin"])
+        if flash is not None:
+            (Path(tmp) / FLASH_LINK).symlink_to(flash.resolve())
+        command = firmware_command(firmware, ["in.bin", "out.bin", *([FLASH_LINK] if flash else [])], qemu_args)
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, errors="replace", cwd=tmp)
         assert process.stderr is not None
@@ -238,6 +308,11 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
         process.stderr.close()
         if progress is not None:
             progress.close()
+        if returncode in (-signal.SIGINT, -signal.SIGTERM):
+            raise KeyboardInterrupt  # Ctrl-C reached the firmware's process group first
+        cut = next((m for line in console.messages if (m := power_cut.CUT_LINE.fullmatch(line))), None)
+        if returncode == power_cut.POWER_CUT_STATUS and cut is not None:
+            raise PowerCut(int(cut[1]), sum(1 for p in console.progress if p.kind == "step"))
         if returncode != 0:
             why = console.messages[-1] if console.messages else "no message"
             if returncode == 2 and why == OLD_HARNESS_MESSAGE and not console.progress:
@@ -297,6 +372,9 @@ def summary(result: protocol.HarnessResult, target: str, firmware: Path, labels:
         "stack_reserved_bytes": result.stack_size,
         "init_instructions": result.init_count if result.counter_kind == "instructions" else None,
         "memory": result.memory,
+        "step": result.step,
+        "restored_step": result.restored_step,
+        "checkpoints": result.checkpoints,
     }
     if result.counter_kind == "host_ns":
         out["host_ns_per_step"] = counts
@@ -360,6 +438,9 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
                 print(f"{'step':>6} {'eval accuracy':>14}")
                 for step, accuracy in zip(result.eval_steps, accuracies, strict=True):
                     print(f"{int(step):>6} {100 * accuracy:>13.1f}%")
+    if info["restored_step"] or info["checkpoints"]:
+        print(f"device step counter: {info['step']} (restored at {info['restored_step']}; "
+              f"{info['checkpoints']} checkpoints written)")
     board = f" on {info['target']}" if info.get("sram_limit_bytes") else ""
     if info["stack_bytes"] is not None:
         print(f"SRAM: {info['sram_bytes']} bytes = static {info['static_sram_bytes']} + stack {info['stack_bytes']} "
@@ -369,10 +450,15 @@ def print_table(result: protocol.HarnessResult, info: dict[str, Any], labels: np
         print(f"Flash: {info['flash_bytes']} bytes" + (f" of {info['flash_limit_bytes']}{board}" if board else ""))
 
 
-def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> None:
+def save_npz(path: Path, result: protocol.HarnessResult, evaluation: Evaluation | None = None,
+             inputs: Sequence[Path | None] = ()) -> None:
+    """`-o OUT.npz`: `result_arrays`, written through a temporary file, never over one of `inputs`."""
     arrays = result_arrays(result, evaluation)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+    write_npz(path, arrays, inputs)
 
 
 def result_arrays(result: protocol.HarnessResult, evaluation: Evaluation | None = None) -> dict[str, np.ndarray]:
@@ -386,6 +472,7 @@ def result_arrays(result: protocol.HarnessResult, evaluation: Evaluation | None 
         assert result.logits is not None and result.output_q is not None
         arrays["logits"] = result.logits
         arrays["output_q"] = result.output_q
+    arrays["step"] = np.array(result.step, np.int64)
     key = {"instructions": "instructions", "host_ns": "host_ns", "cycles": "cycles"}.get(result.counter_kind or "")
     if key:
         arrays[key] = result.counts
@@ -411,19 +498,49 @@ def check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
     shape, classes = interface
     if tuple(images.shape[1:]) != shape:
         raise UserError(f"{what}: images are {list(images.shape[1:])} but the model takes int8 NHWC {list(shape)}")
-    if labels is not None and (labels.min() < 0 or labels.max() >= classes):
-        raise UserError(f"{what}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
+    if labels is not None:
+        check_labels(labels, classes, what)
+
+
+def check_checkpoint_options(target: str, entry: str, flash_image: Path | None, checkpoint_every: int | None,
+                             power_cut_at_instruction: int | None, others: Sequence[Path | None] = ()) -> None:
+    """The checkpoint options against the firmware's target, the entry and the other files (`others`:
+    the Flash image must not be one of them)."""
+    if checkpoint_every is not None:
+        if flash_image is None:
+            raise UserError("--checkpoint-every needs --flash-image FILE (where the checkpoints persist)")
+        if entry != "train_step":
+            raise UserError("--checkpoint-every applies to training (--entry train_step)")
+        if not 1 <= checkpoint_every < 2**32:
+            raise UserError(f"--checkpoint-every must be a number of steps >= 1, got {checkpoint_every}")
+    if power_cut_at_instruction is not None:
+        if target != "qemu":
+            raise UserError("--power-cut-at-instruction needs a QEMU firmware (--target qemu): it stops the emulator")
+        if power_cut_at_instruction < 0:
+            raise UserError(f"--power-cut-at-instruction must be >= 0, got {power_cut_at_instruction}")
+    if flash_image is not None:
+        if target not in ("qemu", "host"):
+            raise UserError(f"--flash-image needs a --target qemu or host firmware, not {target} (the Flash image "
+                            f"file is laid out like the STM32F746's Flash)")
+        for other in others:
+            if other is not None and same_file(flash_image, other):
+                raise UserError(f"--flash-image {flash_image} is also {other}; give the Flash image its own file")
 
 
 def execute(firmware: Path, target: str, images: np.ndarray, labels: np.ndarray, have_labels: bool, *, entry: str,
             steps: int | None, evaluation: Evaluation | None = None, eval_every: int | None = None,
             timeout: float = DEFAULT_TIMEOUT_S, progress: bool | None = None,
-            inputs_name: str = "the inputs") -> tuple[protocol.HarnessResult, dict[str, Any]]:
+            inputs_name: str = "the inputs", flash_image: Path | None = None, checkpoint_every: int | None = None,
+            power_cut_at_instruction: int | None = None) -> tuple[protocol.HarnessResult, dict[str, Any]]:
     """Runs `firmware` (of `target`, `check_firmware`'s answer) on the images: S = `steps` training steps
     (default one per image) with `entry` train_step, each image once with forward; with `evaluation`,
     the evaluation passes (before, every `eval_every` steps, after). Checks the images against the
     model's interface first (UserError). `progress`: draw the bar on stderr (None: when it is a terminal).
-    Returns the decoded results and the --json summary. What qtrain-run and `qtrain.Build.run` share."""
+    Checkpoints (module docstring): `flash_image` persists the device's Flash (made from the firmware
+    when missing), `checkpoint_every` K saves one every K steps, `power_cut_at_instruction` N stops QEMU
+    there and raises `PowerCut`. Returns the decoded results and the --json summary. What qtrain-run and
+    `qtrain.Build.run` share."""
+    check_checkpoint_options(target, entry, flash_image, checkpoint_every, power_cut_at_instruction, (firmware,))
     interface = model_interface(firmware)
     check_images(images, labels if entry == "train_step" and have_labels else None, inputs_name, interface)
     if evaluation is not None:
@@ -438,10 +555,12 @@ def execute(firmware: Path, target: str, images: np.ndarray, labels: np.ndarray,
     if evaluation is not None:
         mode = protocol.MODE_TRAIN_EVAL
         request = protocol.encode_request(images, labels, mode, steps, eval_images=evaluation.images,
-                                          eval_labels=evaluation.labels, eval_every=eval_every or 0)
+                                          eval_labels=evaluation.labels, eval_every=eval_every or 0,
+                                          checkpoint_every=checkpoint_every or 0)
     else:
         mode = protocol.MODE_TRAIN if entry == "train_step" else protocol.MODE_INFER
-        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0)
+        request = protocol.encode_request(images, labels, mode, steps if mode == protocol.MODE_TRAIN else 0,
+                                          checkpoint_every=checkpoint_every or 0)
     expected = f"{steps} steps" if mode != protocol.MODE_INFER else f"{len(images)} images"
     show = sys.stderr.isatty() if progress is None else progress
     bar: ProgressBar | None = None
@@ -449,7 +568,11 @@ def execute(firmware: Path, target: str, images: np.ndarray, labels: np.ndarray,
         passes = list(protocol.eval_schedule(steps, eval_every or 0)) if evaluation is not None else []
         total, unit = (steps, "step") if mode != protocol.MODE_INFER else (len(images), "image")
         bar = ProgressBar("qtrain-run", sys.stderr, sys.stderr.isatty(), total, unit, passes)
-    result, _ = run(firmware, request, timeout, expected, bar)
+    if flash_image is not None:
+        flash_image_file.prepare(flash_image, firmware)
+    cut_at = power_cut_at_instruction
+    result, _ = run(firmware, request, timeout, expected, bar, flash=flash_image,
+                    qemu_args=power_cut.plugin_args(cut_at) if cut_at is not None else ())
     info = summary(result, target, firmware, labels, have_labels, evaluation)
     return result, info
 
@@ -473,23 +596,45 @@ def run_main(args: argparse.Namespace) -> int:
         raise UserError(f"--timeout must be positive, got {args.timeout:g}")
     if args.profile_chart is not None and not args.profile:
         raise UserError("--profile-chart needs --profile")
+    check_checkpoint_options(target, entry, args.flash_image, args.checkpoint_every, args.power_cut_at_instruction,
+                             (args.firmware, args.inputs, args.output))
     slots = check_profiled(firmware) if args.profile else None
+    interface = model_interface(firmware)
     inputs: Path = args.inputs or firmware.parent / "inputs.npz"
-    if not inputs.is_file():
-        raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
-    images, labels, have_labels = load_inputs(inputs, entry)
+    if not inputs.is_file() and args.inputs is None and args.steps == 0 and args.eval is None and interface:
+        # --steps 0: only restore and report; one blank image satisfies the request format.
+        images, labels, have_labels = np.zeros((1, *interface[0]), np.int8), np.zeros(1, np.int32), True
+    else:
+        if not inputs.is_file():
+            raise UserError(f"no such inputs file: {inputs}" + ("" if args.inputs else " (pass --inputs IN.npz)"))
+        images, labels, have_labels = load_inputs(inputs, entry)
+        if (quant := model_input_quant(firmware)) is not None:
+            for checked in (inputs, Path(args.eval) if args.eval not in (None, SAME) else None):
+                if checked is not None and checked.is_file():
+                    check_input_q(read_npz(checked), checked, *quant)
+    sources = [firmware, inputs, Path(args.eval) if args.eval not in (None, SAME) else None, args.flash_image]
+    if args.output is not None:
+        check_output(args.output, sources)  # before the run, not after it
     evaluation: Evaluation | None = None
     if args.eval is not None:
         eval_images, eval_labels, name = load_eval(args.eval, inputs)
         evaluation = Evaluation(eval_images, eval_labels, name)
-    result, info = execute(firmware, target, images, labels, have_labels, entry=entry, steps=args.steps,
-                           evaluation=evaluation, eval_every=args.eval_every, timeout=args.timeout,
-                           progress=args.progress, inputs_name=str(inputs))
+    try:
+        result, info = execute(firmware, target, images, labels, have_labels, entry=entry, steps=args.steps,
+                               evaluation=evaluation, eval_every=args.eval_every, timeout=args.timeout,
+                               progress=args.progress, inputs_name=str(inputs), flash_image=args.flash_image,
+                               checkpoint_every=args.checkpoint_every,
+                               power_cut_at_instruction=args.power_cut_at_instruction)
+    except PowerCut as cut:
+        steps = len(images) if args.steps is None else args.steps
+        done = f"{cut.steps_done} of {steps} steps done" if entry == "train_step" else "inference"
+        print(f"qtrain-run: power cut after {cut.instructions} instructions ({done}); no results"
+              f"{' (' + str(args.output) + ' not written)' if args.output else ''}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"power_cut": True, "instructions": cut.instructions, "steps_done": cut.steps_done}))
+        return 0
     if args.output:
-        try:
-            save_npz(args.output, result, evaluation)
-        except OSError as e:
-            raise UserError(f"cannot write {args.output}: {e.strerror or e}") from e
+        save_npz(args.output, result, evaluation, sources)
     profiles = []
     if slots is not None:
         profiles = profile_entries(firmware, result, slots, images, labels, args.timeout)

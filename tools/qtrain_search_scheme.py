@@ -39,7 +39,21 @@ from typing import Any
 import numpy as np
 
 from qtrain.errors import UserError
-from qtrain.tools.plumbing import ArgumentParser, UsageError, read_npz, run_tool
+from qtrain.tools.plumbing import (
+    LEARNING_RATE,
+    ArgumentParser,
+    UsageError,
+    check_input_q,
+    check_labels,
+    check_output,
+    labels_int32,
+    number,
+    read_npz,
+    run_tool,
+)
+
+BUDGET_KB = number(float, low=0, low_open=True, high=2**21, what="an SRAM budget in KB")
+"""--budget-kb: positive and finite (at most 2 GB)."""
 
 CALIBRATION_IMAGES = 16
 """Fine-tuning images the lite residual modules' scales are calibrated on (--lite-residual)."""
@@ -70,14 +84,8 @@ def load_task(path: Path, module: Any) -> tuple[np.ndarray, np.ndarray]:
     if images.dtype == np.int8:
         if images.ndim != 4 or images.shape[1:] != (h, w, c):
             raise TaskError(f"{path}: image must be int8 NHWC [N, {h}, {w}, {c}], got {list(images.shape)}")
-        if "input_q" in arrays:
-            q = input_quant(module)
-            scale, zp = (float(v) for v in np.asarray(arrays["input_q"]).reshape(-1)[:2])
-            if not np.isclose(scale, q.scale, rtol=1e-6) or int(round(zp)) != q.zp:
-                raise TaskError(
-                    f"{path}: images were quantized with scale {scale:.9g} zero point {zp:g} but the model's input "
-                    f"is scale {q.scale:.9g} zero point {q.zp} (import the model with the same calibration)"
-                )
+        q = input_quant(module)
+        check_input_q(arrays, path, q.scale, q.zp)
     elif np.issubdtype(images.dtype, np.floating):
         if images.ndim != 4 or images.shape[1:] != (c, h, w):
             raise TaskError(f"{path}: float image must be NCHW [N, {c}, {h}, {w}], got {list(images.shape)}")
@@ -87,9 +95,10 @@ def load_task(path: Path, module: Any) -> tuple[np.ndarray, np.ndarray]:
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
         raise TaskError(f"{path}: label must be integers of shape [{len(images)}], got {labels.dtype} "
                         f"{list(labels.shape)}")
+    labels = labels_int32(labels, path)
     classes = int(np.prod(out.get_shape())) if isinstance(out, TensorType) else 0
-    if len(labels) and (labels.min() < 0 or (classes and labels.max() >= classes)):
-        raise TaskError(f"{path}: labels must be within 0..{classes - 1} (the model has {classes} outputs)")
+    if classes:
+        check_labels(labels, classes, path)
     if len(images) < 2:
         raise TaskError(f"{path}: {len(images)} training image(s); the search needs at least 2")
     return images, labels.astype(np.int64)
@@ -133,11 +142,8 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     )
     from qtrain.tools.plumbing import stage_bars
 
-    if args.budget_kb <= 0:
-        raise SearchError(f"--budget-kb must be positive, got {args.budget_kb:g}")
-    for name in ("steps", "repeats", "population", "generations", "jobs"):
-        if getattr(args, name) < (0 if name == "steps" else 1):
-            raise SearchError(f"--{name} must be at least {0 if name == 'steps' else 1}, got {getattr(args, name)}")
+    inputs = [args.model, args.data, args.cache, args.calibration]
+    check_output(args.output, inputs, "schemes file")  # before minutes of fine-tuning
     module = load_model(args.model, args.num_classes, args.calibration)
     layers = parse_layers(args.layers)
     budget_bytes = int(args.budget_kb * 1024)
@@ -184,7 +190,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         "reorder": not args.no_reorder,
         "data": str(args.data),
     }
-    spec = write_schemes_json(args.output, model_name, args.budget_kb, result.candidate, record)
+    spec = write_schemes_json(args.output, model_name, args.budget_kb, result.candidate, record, inputs)
     print(f"wrote {spec}  ({format_kb(result.peak_sram_bytes)} of {format_kb(budget_bytes)}; train it with "
           f"--lr {args.lr:g}{f' --bias-lr {args.bias_lr:g}' if args.bias_lr is not None else ''})")
     return {"scheme": spec, **result.candidate.entry(), "peak_sram_bytes": result.peak_sram_bytes,
@@ -199,22 +205,32 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="model.onnx, a reference model .pkl, or forward-only .mlir")
     p.add_argument("--data", type=Path, required=True, metavar="TASK.npz", help="task with `image` and `label`")
-    p.add_argument("--budget-kb", type=float, required=True, help="peak SRAM budget in KB (1024 bytes)")
+    p.add_argument("--budget-kb", type=BUDGET_KB, required=True, help="peak SRAM budget in KB (1024 bytes)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="scheme.json", help="schemes file to write")
     p.add_argument("--model-name", help="key of the model in scheme.json (default: the model file's stem)")
-    p.add_argument("--steps", type=int, default=recipe.steps, help=f"steps per fine-tuning run ({recipe.steps})")
-    p.add_argument("--lr", type=float, default=recipe.lr, help=f"learning rate ({recipe.lr:g})")
-    p.add_argument("--bias-lr", type=float, default=recipe.bias_lr, help=f"bias learning rate ({recipe.bias_lr:g})")
-    p.add_argument("--repeats", type=int, default=3, help="runs per measurement, averaged (3)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="validation share of the training split (0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the sample orders and the search (0)")
-    p.add_argument("--population", type=int, default=evo.population, help=f"population ({evo.population})")
-    p.add_argument("--generations", type=int, default=evo.generations, help=f"generations ({evo.generations})")
+    p.add_argument("--steps", type=number(int, low=0, high=10**9, what="a number of steps"), default=recipe.steps,
+                   help=f"steps per fine-tuning run ({recipe.steps})")
+    p.add_argument("--lr", type=LEARNING_RATE, default=recipe.lr, help=f"learning rate ({recipe.lr:g})")
+    p.add_argument("--bias-lr", type=LEARNING_RATE, default=recipe.bias_lr,
+                   help=f"bias learning rate ({recipe.bias_lr:g})")
+    p.add_argument("--repeats", type=number(int, low=1, high=1000, what="a number of runs"), default=3,
+                   help="runs per measurement, averaged (3)")
+    p.add_argument("--val-fraction", type=number(float, low=0, high=1, low_open=True, high_open=True,
+                                                 what="a validation share"), default=0.2,
+                   help="validation share of the training split (0.2)")
+    p.add_argument("--seed", type=number(int, low=0, high=2**32 - 1, what="a seed"), default=0,
+                   help="seed of the split, the sample orders and the search (0)")
+    p.add_argument("--population", type=number(int, low=2, high=100000, what="a population size"),
+                   default=evo.population, help=f"population ({evo.population})")
+    p.add_argument("--generations", type=number(int, low=1, high=100000, what="a number of generations"),
+                   default=evo.generations, help=f"generations ({evo.generations})")
     p.add_argument("--layers", help="analyse and search only these backbone convs' weights (e.g. 20,23,24)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel fine-tuning processes (1)")
+    p.add_argument("--jobs", type=number(int, low=1, high=256, what="a number of processes"), default=1,
+                   help="parallel fine-tuning processes (1)")
     p.add_argument("--cache", type=Path, help="JSON file keeping fine-tuning results between searches")
     p.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
-    p.add_argument("--num-classes", type=int, default=10, help="classifier rows of a .pkl model (10)")
+    p.add_argument("--num-classes", type=number(int, low=2, high=1000, what="a number of classes"), default=10,
+                   help="classifier rows of a .pkl model (10)")
     p.add_argument("--weight-storage", choices=["f32", "i8"], default="f32", help="SRAM copy of trained weights")
     p.add_argument("--no-reorder", action="store_true", help="plan memory for the naive schedule")
     p.add_argument("--lite-residual", action="store_true",

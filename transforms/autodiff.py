@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import FunctionType, ModuleOp, UnitAttr, f32, i32
@@ -58,6 +59,8 @@ from qtrain.dialects.qtrain.interfaces import (
 )
 from qtrain.dialects.qtrain.schedule import MAX_SCHEDULE_STEPS, LRScheduleOp
 from qtrain.transforms.recipe import COMPILE_RECIPE
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -116,8 +119,11 @@ class AutodiffPass(ModulePass):
             raise PassFailedException(f"{self.name}: the module has no func.func @{FORWARD} to differentiate")
         if find_func(op, TRAIN_STEP) is not None:
             raise PassFailedException(f"{self.name}: the module already has a func.func @{TRAIN_STEP}")
-        if not (self.lr > 0 and (self.bias_lr is None or self.bias_lr > 0)):
-            raise PassFailedException(f"{self.name}: lr and bias-lr must be positive")
+        for option, value in (("lr", self.lr), ("bias-lr", self.bias_lr)):
+            # The device computes in float32: a rate that overflows it, or underflows to 0, is no rate.
+            if value is not None and not (0 < value <= FLOAT32_MAX and float(np.float32(value)) > 0):
+                raise PassFailedException(f"{self.name}: {option} = {value:g} is not a usable learning rate (a "
+                                          f"positive float32: between 1.4e-45 and 3.4e38)")
         self._check_schedule()
         train = self._build_train_step(forward, param_ops(op))
         op.body.block.add_op(train)

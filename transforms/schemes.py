@@ -243,31 +243,88 @@ def _int(text: str, spec: str) -> int:
         raise SchemeError(f"{spec}: '{text}' is not a whole number") from None
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"the key '{duplicates[0]}' appears twice in one object")
+    return dict(pairs)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_schemes_json(path: Path, what: str) -> object:
+    """A schemes.json-format file parsed strictly (no NaN/Infinity, no duplicate keys, bounded nesting);
+    SchemeError naming `what` otherwise."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SchemeError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise SchemeError(f"{what}: {path} is not a text (JSON) file") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise SchemeError(f"{what}: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise SchemeError(f"{what}: {path} is nested too deeply to be a schemes file") from None
+    except ValueError as e:
+        raise SchemeError(f"{what}: {path} is not valid scheme JSON ({e})") from None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+               type(None): "null"}
+
+
+def _describe(value: object) -> str:
+    return f"{json.dumps(value)[:40]} (a JSON {_JSON_TYPES.get(type(value), type(value).__name__)})"
+
+
 def _load_per_layer(spec: str) -> UpdateScheme:
     path_text, _, key = spec.partition("#")
     model, _, budget = key.partition("/")
     if not model or not budget:
         raise SchemeError(f"{spec}: expected FILE.json#MODEL/BUDGET, e.g. schemes.json#mcunet-5fps/49kb")
     path = Path(path_text)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise SchemeError(f"{spec}: cannot read {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise SchemeError(f"{spec}: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    data = read_schemes_json(path, spec)
+    if not isinstance(data, dict):
+        raise SchemeError(f"{spec}: {path} must hold an object {{MODEL: {{BUDGET: scheme}}}}, got {_describe(data)}")
     if model not in data:
         models = ", ".join(k for k in data if not k.startswith("_"))
-        raise SchemeError(f"{spec}: no model '{model}' in {path} (it has: {models})")
-    if budget not in data[model]:
-        raise SchemeError(f"{spec}: no budget '{budget}' for {model} (it has: {', '.join(data[model])})")
-    entry = data[model][budget]
-    try:
-        indexes = [int(i) for i in entry["manual_weight_idx"]]
-        ratios = [float(r) for r in entry["weight_update_ratio"]]
-        n_bias = int(entry["n_bias_update"])
-        blocks = [int(b) for b in entry.get("lite_residual_blocks", [])]
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise SchemeError(f"{spec}: malformed entry ({e})") from None
+        raise SchemeError(f"{spec}: no model '{model}' in {path} (it has: {models or 'none'})")
+    budgets = data[model]
+    if not isinstance(budgets, dict):
+        raise SchemeError(f"{spec}: '{model}' must be an object of budgets, got {_describe(budgets)}")
+    if budget not in budgets:
+        raise SchemeError(f"{spec}: no budget '{budget}' for {model} (it has: {', '.join(budgets) or 'none'})")
+    entry = budgets[budget]
+    if not isinstance(entry, dict):
+        raise SchemeError(f"{spec}: the scheme must be an object, got {_describe(entry)}")
+    missing = [k for k in ("n_bias_update", "manual_weight_idx", "weight_update_ratio") if k not in entry]
+    if missing:
+        raise SchemeError(f"{spec}: the scheme has no {', '.join(missing)}")
+    n_bias, indexes, ratios = entry["n_bias_update"], entry["manual_weight_idx"], entry["weight_update_ratio"]
+    if not _whole(n_bias) or n_bias < 0:
+        raise SchemeError(f"{spec}: n_bias_update must be a whole number >= 0, got {_describe(n_bias)}")
+    if not isinstance(indexes, list) or not all(_whole(i) and i >= 0 for i in indexes):
+        raise SchemeError(f"{spec}: manual_weight_idx must be a list of layer indexes (whole numbers >= 0), got "
+                          f"{_describe(indexes)}")
+    if len(set(indexes)) != len(indexes):
+        repeated = next(i for i in indexes if indexes.count(i) > 1)
+        raise SchemeError(f"{spec}: manual_weight_idx lists layer {repeated} twice")
+    if not isinstance(ratios, list) or not all(isinstance(r, int | float) and not isinstance(r, bool)
+                                               and 0 <= r <= 1 for r in ratios):
+        raise SchemeError(f"{spec}: weight_update_ratio must be a list of numbers in [0, 1], got {_describe(ratios)}")
+    blocks = entry.get("lite_residual_blocks", [])
+    if not isinstance(blocks, list) or not all(_whole(x) and x >= 0 for x in blocks):
+        raise SchemeError(f"{spec}: lite_residual_blocks must be a list of block indexes (whole numbers >= 0), got "
+                          f"{_describe(blocks)}")
     if len(indexes) != len(ratios):
         raise SchemeError(f"{spec}: manual_weight_idx and weight_update_ratio differ in length")
     return UpdateScheme.per_layer(n_bias, dict(zip(indexes, ratios, strict=True)), spec, lite_residual=blocks)

@@ -15,6 +15,7 @@ and exits with status 2.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,11 @@ import onnx.version_converter
 from onnx import TensorProto
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.dialects import MAX_TENSOR_BYTES
 from qtrain.dialects.qtrain import QuantParamsAttr
 from qtrain.errors import UserError
+from qtrain.files import NpzError, read_npz
 from qtrain.frontends.builder import INPUT_Q_ATTR, quantize_real
-from qtrain.npz import NpzError, read_npz
 
 SUPPORTED_OPSETS = range(10, 29)
 """ai.onnx opset versions accepted (10 introduced QuantizeLinear/QLinearConv; 28 is onnx 1.23's newest;
@@ -164,11 +166,11 @@ def load_calibration(path: str | os.PathLike[str]) -> np.ndarray:
     """The `image` array of a calibration `.npz` (float NCHW)."""
     path = Path(path)
     try:
-        data = read_npz(path, "calibration data")
+        data = read_npz(path, "calibration")
     except NpzError as e:
-        raise OnnxImportError(f"calibration data: {e}") from e
+        raise OnnxImportError(str(e)) from None
     if "image" not in data:
-        raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(sorted(data)) or 'none'})")
+        raise OnnxImportError(f"{path}: no 'image' array (keys: {', '.join(data) or 'none'})")
     return np.asarray(data["image"])
 
 
@@ -221,8 +223,10 @@ def check_model(model: onnx.ModelProto) -> int:
         raise OnnxImportError(f"the graph has {len(graph.output)} outputs; qtrain models have one")
     graph_input(graph)  # before the checker, whose messages about inputs are less specific
     try:
-        onnx.checker.check_model(model)
-    except Exception as e:  # checker raises ValidationError and assorted C++ errors
+        # full_check adds strict type and shape inference: a weight of the wrong dtype, a declared shape
+        # that contradicts the graph.
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # checker raises ValidationError, InferenceError and assorted C++ errors
         if not _deprecated_group_norm(model, version, str(e)):
             raise OnnxImportError(f"invalid ONNX model: {first_line(str(e))}") from e
     return version
@@ -276,6 +280,9 @@ def graph_input(graph: onnx.GraphProto) -> GraphInput:
                 f"input '{info.name}' has a dynamic dimension ({what}) at index {i}; qtrain needs static "
                 "C, H, W (only the batch dimension may be symbolic)"
             )
+    if math.prod(sizes[1:]) * 4 > MAX_TENSOR_BYTES:
+        raise OnnxImportError(f"input '{info.name}' of shape {sizes} is too large: one image must stay under "
+                              f"{MAX_TENSOR_BYTES >> 20} MB")
     dim0 = dims[0]
     batch = dim0.dim_value if dim0.HasField("dim_value") and dim0.dim_value > 0 else None
     return GraphInput(info.name, tuple(sizes), batch, ttype.elem_type)

@@ -110,6 +110,16 @@ def _dequantize(q: QuantizedConst) -> np.ndarray:
     return q.centered.astype(np.float64) * scale
 
 
+def _auto_pad(node: onnx.NodeProto, attrs: dict[str, Any]) -> str:
+    """The node's auto_pad; refused together with explicit pads (ONNX: "pads" only with NOTSET)."""
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad != "NOTSET" and "pads" in attrs:
+        raise OnnxImportError(f"{_node_label(node)}: auto_pad {auto_pad} together with pads {list(attrs['pads'])} "
+                              f"(ONNX allows pads only with auto_pad NOTSET)")
+    return auto_pad
+
+
 def _same_pads(size: int, kernel: int, stride: int, mode: str) -> tuple[int, int]:
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
@@ -146,8 +156,9 @@ CONSTANT_FOLDED = frozenset({"Add", "Cast", "Concat", "Div", "Gather", "Mul", "R
 class OnnxImporter:
     """Translates one validated ONNX model; `run()` returns the qtrain module."""
 
-    def __init__(self, model: onnx.ModelProto, calibration: np.ndarray | None = None):
+    def __init__(self, model: onnx.ModelProto, calibration: np.ndarray | None = None, *, classifier: bool = False):
         self.model = model
+        self.classifier = classifier
         self.graph = model.graph
         self.calibration = calibration
         self.values: dict[str, Value] = {}
@@ -198,6 +209,11 @@ class OnnxImporter:
             raise OnnxImportError(
                 f"graph output '{self.graph.output[0].name}' is a constant, not computed from the input"
             )
+        h, w, classes = out.edge.shape
+        if self.classifier and ((h, w) != (1, 1) or classes < 2):
+            raise OnnxImportError(f"graph output '{self.graph.output[0].name}' is {list(out.onnx_shape())}, not "
+                                  f"logits: qtrain trains classifiers, whose output scores K >= 2 classes ([N, K] or "
+                                  f"[N, K, 1, 1])")
         layers = reachable(self.layers, out.edge)
         assert self.input_edge is not None
         calibrate(layers, self.input_edge, self.input_flat, self.calibration)
@@ -464,8 +480,10 @@ class OnnxImporter:
             raise OnnxImportError(f"{_node_label(node)}: only 2-D convolutions are supported")
         if dilations != (1, 1):
             raise OnnxImportError(f"{_node_label(node)}: dilations {list(dilations)} are not supported (only 1)")
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != tuple(kernel):
+            raise OnnxImportError(f"{_node_label(node)}: kernel_shape {list(attrs['kernel_shape'])} contradicts the "
+                                  f"weight's {list(kernel)}")
+        auto_pad = _auto_pad(node, attrs)
         h, w, _ = edge.shape
         if auto_pad in ("NOTSET", "VALID"):
             pads = tuple(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else (0, 0, 0, 0)
@@ -509,6 +527,8 @@ class OnnxImporter:
             ).astype(np.float64)
         if w_real.ndim != 4:
             raise OnnxImportError(f"{_node_label(node)}: weight must be 4-D OIHW, got shape {list(w_real.shape)}")
+        if not np.all(np.isfinite(w_real)):
+            raise OnnxImportError(f"{_node_label(node)}: the weight holds NaN or infinite values")
         o, cg, kh, kw = w_real.shape
         if groups < 1 or c % groups or o % groups or cg != c // groups:
             raise OnnxImportError(
@@ -553,6 +573,8 @@ class OnnxImporter:
                 b_real = b_int * b_scale
             if b_real.shape != (o,):
                 raise OnnxImportError(f"{_node_label(node)}: bias must have {o} values")
+            if not np.all(np.isfinite(b_real)):
+                raise OnnxImportError(f"{_node_label(node)}: the bias holds NaN or infinite values")
         out_h = (h + pads[0] + pads[2] - kh) // strides[0] + 1
         out_w = (w + pads[1] + pads[3] - kw) // strides[1] + 1
         out = self._edge(node.output[0], (out_h, out_w, o), output_quant)
@@ -763,9 +785,15 @@ class OnnxImporter:
                 "(it is folded into that conv's weights)"
             )
         o = conv.w_real.shape[0]
-        if gamma.size != o:
-            raise OnnxImportError(f"{_node_label(node)}: {gamma.size} channels, the conv has {o}")
-        factor = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        if not gamma.size == beta.size == mean.size == var.size == o:
+            raise OnnxImportError(f"{_node_label(node)}: scale, B, mean and var must have {o} values (the conv's "
+                                  f"channels), got {gamma.size}, {beta.size}, {mean.size}, {var.size}")
+        epsilon = float(attrs.get("epsilon", 1e-5))
+        if not all(np.all(np.isfinite(v)) for v in (gamma, beta, mean, var)) or not math.isfinite(epsilon):
+            raise OnnxImportError(f"{_node_label(node)}: NaN or infinite statistics or epsilon")
+        if np.any(var + epsilon <= 0):
+            raise OnnxImportError(f"{_node_label(node)}: var + epsilon must be positive")
+        factor = gamma / np.sqrt(var + epsilon)
         conv.scale_channels(factor)
         conv.shift_bias(beta - mean * factor)
         return [Act(act.edge, flat=act.flat)]
@@ -790,8 +818,18 @@ class OnnxImporter:
         else:
             lo_c = self._const(node, 1, "min", optional=True)
             hi_c = self._const(node, 2, "max", optional=True)
+            for bound, what in ((lo_c, "min"), (hi_c, "max")):
+                if bound is not None and bound.value.size != 1:
+                    raise OnnxImportError(f"{_node_label(node)}: {what} must be a scalar, got shape "
+                                          f"{list(bound.value.shape)}")
             lo = -math.inf if lo_c is None else float(lo_c.value.reshape(-1)[0])
             hi = math.inf if hi_c is None else float(hi_c.value.reshape(-1)[0])
+            for value, what, given in ((lo, "min", lo_c), (hi, "max", hi_c)):
+                if given is not None and not math.isfinite(value):
+                    raise OnnxImportError(f"{_node_label(node)}: {what} is {value}; a Clip bound must be a finite "
+                                          f"number (leave it out for no bound)")
+        if math.isnan(lo) or math.isnan(hi):
+            raise OnnxImportError(f"{_node_label(node)}: a Clip bound is NaN")
         if lo > hi:
             raise OnnxImportError(f"{_node_label(node)}: min {lo} > max {hi}")
         return self._activation(node, lo, hi)
@@ -949,8 +987,7 @@ class OnnxImporter:
         strides = tuple(attrs.get("strides", [1, 1]))
         if tuple(attrs.get("dilations", [1, 1])) != (1, 1):
             raise OnnxImportError(f"{_node_label(node)}: dilations are not supported")
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        auto_pad = _auto_pad(node, attrs)
         h, w, _ = edge.shape
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             pads = (*_same_pads(h, kernel[0], strides[0], auto_pad), *_same_pads(w, kernel[1], strides[1], auto_pad))
@@ -1419,12 +1456,16 @@ class OnnxImporter:
 def import_onnx(
     model: onnx.ModelProto | str | os.PathLike[str],
     calibration: np.ndarray | str | os.PathLike[str] | None = None,
+    *,
+    classifier: bool = False,
 ) -> ModuleOp:
     """Imports an ONNX model (a path or a ModelProto) into forward-only qtrain IR.
 
     `calibration`: float NCHW images (or an `.npz` path with key `image`) for the activation ranges a
     float model needs; without them the ranges come from the documented random fallback (with an
-    `OnnxImportWarning`). Raises `OnnxImportError` for anything outside the supported subset."""
+    `OnnxImportWarning`). `classifier`: the graph output must be logits ([N, K] or [N, K, 1, 1], K >= 2),
+    what training needs (the tools ask for it; any single-output graph imports for the interpreter).
+    Raises `OnnxImportError` for anything outside the supported subset."""
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
     images = load_calibration(calibration) if isinstance(calibration, str | os.PathLike) else calibration
-    return OnnxImporter(proto, images).run()
+    return OnnxImporter(proto, images, classifier=classifier).run()

@@ -44,6 +44,9 @@ TARGET_DIR = Path(__file__).resolve().parent
 KERNEL_DIR = TARGET_DIR / "kernels"
 """The kernel library (qtrain_kernels.h and one .c per kernel; also an include directory)."""
 
+FLASH_RESERVED_BYTES = 256 * 1024
+"""Flash [origin, origin + 256 KB) on every board (sections.ld): the vector table's sector and the
+checkpoint slots (the STM32F746's sectors 0-4); everything else the firmware puts in Flash lies above them."""
 DEFAULT_STACK_BYTES = 16 * 1024
 """Application stack reserved by sections.ld unless `stack_bytes` says otherwise."""
 HANDLER_STACK_BYTES = 1024
@@ -169,6 +172,8 @@ ARM_CFLAGS = [
 TARGET_RUNTIME_SOURCES = ("startup_armv7em.c", "runtime_target.c", "runtime_string.c", "runtime_math.c")
 HOST_RUNTIME_SOURCES = ("runtime_host.c", "runtime_math.c")
 HARNESS_SOURCE = "harness.c"
+CHECKPOINT_SOURCES = ("checkpoint.c", "flash_sim.c", "flash_stm32f746.c")
+"""Checkpoints and the Flash driver (each driver compiles to nothing on the boards it is not for)."""
 
 # Tool name -> Debian package that installs it.
 TOOL_PACKAGES = {"clang": "clang", "ld.lld": "lld", "qemu-system-arm": "qemu-system-arm"}
@@ -220,7 +225,7 @@ def compile_flags(target: Target) -> list[str]:
 def runtime_sources(target: Target, harness: bool = True) -> list[Path]:
     """This folder's C files a firmware for `target` links: startup and runtime, and the harness."""
     runtime = HOST_RUNTIME_SOURCES if target == "host" else TARGET_RUNTIME_SOURCES
-    names = [*runtime, *([HARNESS_SOURCE] if harness else [])]
+    names = [*runtime, *CHECKPOINT_SOURCES, *([HARNESS_SOURCE] if harness else [])]
     return [TARGET_DIR / name for name in names]
 
 
@@ -506,12 +511,16 @@ def _too_large(lld: str, target: Target, objects: Sequence[Path], output: Path,
                        check=True)
         usage = memory_usage(probe, target)
     parts = []
-    for region, capacity, names, used in (("Flash", usage.flash_limit_bytes, FLASH_SECTIONS, usage.flash_bytes),
+    flash_used = usage.flash_bytes - usage.sections[".vectors"] + FLASH_RESERVED_BYTES
+    for region, capacity, names, used in (("Flash", usage.flash_limit_bytes, FLASH_SECTIONS, flash_used),
                                           ("SRAM", usage.sram_limit_bytes, SRAM_SECTIONS, usage.sram_bytes)):
         if used > capacity:
             largest = sorted(((usage.sections[n], n) for n in names if usage.sections[n]), reverse=True)[:3]
             detail = ", ".join(f"{name} {size}" for size, name in largest)
-            parts.append(f"{region} needs {used} bytes of {capacity} ({used - capacity} too many; largest: {detail})")
+            reserved = f", {FLASH_RESERVED_BYTES // 1024} KB of it for the vector table and the checkpoint slots" \
+                if region == "Flash" else ""
+            parts.append(f"{region} needs {used} bytes of {capacity} ({used - capacity} too many{reserved}; "
+                         f"largest: {detail})")
     if not parts:
         parts.append("the sections do not fit with their alignment padding")
     return FirmwareTooLargeError(f"{output.name} does not fit {board(target).chip}: " + "; ".join(parts))
@@ -528,15 +537,18 @@ def build_firmware(
     extra_cflags: Sequence[str] = (),
     stack_bytes: int | None = None,
     linker_script: Path | str | None = None,
+    sanitize: str | None = None,
 ) -> BuildResult:
     """Compile `sources` (the model's C, or a test program) with this folder's runtime and link.
 
     `harness=False` leaves out harness.c (the sources then provide `main`). `defines` are NAME or
     NAME=VALUE. `stack_bytes` sizes the application stack of target builds (default 16 KB, a
-    multiple of 8, at least 1 KB). Target builds are linked by ld.lld with the board's linker
-    script, writing a map file next to the ELF, and their section sizes are read back into
-    `BuildResult.memory`. Host builds are linked by clang. The runtime's and the kernels' objects come
-    from the object cache when an identical compile made them before (`object_cache_key`).
+    multiple of 8, at least 1 KB). `sanitize` (host only), e.g. "address,undefined": compiled and
+    linked with those clang sanitizers, every finding fatal (a nonzero exit, the report on stderr).
+    Target builds are linked by ld.lld with the board's linker script, writing a map file next to
+    the ELF, and their section sizes are read back into `BuildResult.memory`. Host builds are
+    linked by clang. The runtime's and the kernels' objects come from the object cache when an
+    identical compile made them before (`object_cache_key`).
     `linker_script` replaces the board's (it may INCLUDE sections.ld): e.g. a measurement build for QEMU
     whose regions are the emulated board's full memories rather than the STM32F746's.
     """
@@ -552,9 +564,13 @@ def build_firmware(
     for source in all_sources:
         if not source.is_file():
             raise BuildError(f"no such source file: {source}")
-    key_flags = [*compile_flags(target), *(f"-D{d}" for d in defines), *extra_cflags]
+    if sanitize is not None and target != "host":
+        raise ValueError("sanitizers need the host target")
+    sanitizers = [] if sanitize is None else [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all",
+                                              "-fno-omit-frame-pointer"]
+    key_flags = [*compile_flags(target), *(f"-D{d}" for d in defines), *extra_cflags, *sanitizers]
     cflags = [*compile_flags(target), *(f"-I{d}" for d in include_dirs), *(f"-D{d}" for d in defines),
-              *extra_cflags]
+              *extra_cflags, *sanitizers]
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qtrain-build-") as tmp:
         objects = [Path(tmp) / f"{i}_{s.stem}.o" for i, s in enumerate(all_sources)]
@@ -564,7 +580,7 @@ def build_firmware(
             for job in jobs:
                 job.result()
         if target == "host":
-            _run([clang, *(str(o) for o in objects), "-lm", "-o", str(output)], f"linking {output.name}")
+            _run([clang, *sanitizers, *(str(o) for o in objects), "-lm", "-o", str(output)], f"linking {output.name}")
             return BuildResult(output, target, None)
         script = str(linker_script) if linker_script is not None else LINKER_SCRIPTS[target]
         command = _link_command(lld, script, objects, output, stack, output.with_suffix(".map"))

@@ -4,20 +4,26 @@
  * and on the host (stdio); `qtrain-run` (tools/qtrain_run.py) writes the request and decodes the
  * result (targets/armv7em/protocol.py).
  *
- * Command line: `harness IN OUT`. On the target the words come from SYS_GET_CMDLINE (QEMU
+ * Command line: `harness IN OUT [FLASH]`. On the target the words come from SYS_GET_CMDLINE (QEMU
  * `-semihosting-config ...,arg=firmware,arg=IN,arg=OUT`); without them the names default to
- * qtrain_in.bin and qtrain_out.bin in QEMU's working directory.
+ * qtrain_in.bin and qtrain_out.bin in QEMU's working directory. FLASH, an image file of the whole
+ * Flash, is attached to the simulated Flash before qtrain_init (qtrain_flash.h), so the checkpoints in
+ * it are restored and new ones persist in it.
  *
- * Protocol version 2 (all little-endian, 4-byte fields). Version 1 requests (32-byte header, no
- * evaluation set) are refused with a message naming both versions.
+ * Protocol version 3 (all little-endian, 4-byte fields). Requests of another version are refused
+ * with a message naming both versions. Version 3 added checkpoints (checkpoint_every, the step
+ * counter) to version 2.
  *
  * Request file:
- *   header, 48 bytes:  magic "QTRI", version 2, mode, num_samples N >= 1, steps S, image_bytes B
+ *   header, 48 bytes:  magic "QTRI", version 3, mode, num_samples N >= 1, steps S, image_bytes B
  *                      (must equal the model's input_bytes), record_bytes R = 4 + B rounded up to 4,
- *                      num_eval M, eval_every K, 3 reserved zeros
+ *                      num_eval M, eval_every K, checkpoint_every C, 2 reserved zeros
  *     mode 0 = infer:  every one of the N samples runs qtrain_infer once; S is ignored, M, K must be 0
  *     mode 1 = train:  S steps of qtrain_train_step over the N samples in order, wrapping around;
- *                      M, K must be 0
+ *                      M, K must be 0. The device's step counter t (qtrain_state.step: 0, or where
+ *                      the restored checkpoint left it) picks the sample: step t trains on sample
+ *                      t mod N, so a resumed run continues the data order of the interrupted one.
+ *                      C >= 1: qtrain_checkpoint_save after every step that leaves t a multiple of C.
  *     mode 2 = train + evaluate: M >= 1 evaluation records follow the N training records. The
  *                      harness runs an evaluation pass (qtrain_infer on each of the M records) before
  *                      the first step, after every K-th step (K = 0: never) and after the last step:
@@ -27,14 +33,16 @@
  * Only one record is in SRAM at a time (in the model's input buffer): the harness seeks to it.
  *
  * Result file:
- *   header, 128 bytes (32 uint32): magic "QTRO", version 2, complete (0 until the very end, so a
+ *   header, 128 bytes (32 uint32): magic "QTRO", version 3, complete (0 until the very end, so a
  *     crashed run is recognisable), mode, records (set at the end: images for mode 0, steps for
  *     modes 1/2), num_classes, counter_kind (qtrain_counter_kind_t), stack_used (bytes, 0xFFFFFFFF =
  *     not measured), stack_size, num_trainable, init_count (u64: lo, hi; the counter over
  *     qtrain_init), macs_per_infer (u64), macs_per_train_step (u64), then qtrain_memory: peak_sram,
  *     arena, trainable, scratch, flash bytes; input_bytes; num_eval M; eval_every K; steps S (as
- *     requested); eval_passes (set at the end); 4 reserved zeros; features (bit 0: a profile table
- *     ends the file); profile_slots P (0 without a profile)
+ *     requested); eval_passes (set at the end); restored_step (the step counter after qtrain_init);
+ *     step (the step counter at the end, set at the end); checkpoints (saved in this run; set at the
+ *     end); 1 reserved zero; features (bit 0: a profile table ends the file); profile_slots P (0
+ *     without a profile)
  *   records, written as they complete, in the order they run:
  *     infer record (mode 0: one per image; mode 2: M per evaluation pass):
  *       float32 logits[num_classes], int8 output_q[num_classes] zero-padded to 4, uint64 count
@@ -46,8 +54,8 @@
  *     uint32 shape[4] (unused entries 0), uint32 data_bytes, data zero-padded to 4
  *   a firmware built with QTRAIN_PROFILE (`qtrain-compile --profile`) ends the file with its profile:
  *     uint64 count[P], slot i the counter over one op of the last qtrain_infer / qtrain_train_step
- *     call (qtrain_model_abi.h, "Profile"); features bit 0 and P say so. Version 2 readers that
- *     predate the profile ignore both (the reserved words and the bytes after what they read).
+ *     call (qtrain_model_abi.h, "Profile"); features bit 0 and P say so. Readers that predate
+ *     the profile ignore both (the reserved words and the bytes after what they read).
  * stack_used covers the whole run: the stack is painted at reset and measured at the end.
  *
  * Progress: one console line (semihosting console = QEMU's stderr; stderr on the host) per image
@@ -60,12 +68,14 @@
  */
 #include <stdint.h>
 
+#include "qtrain_checkpoint.h"
+#include "qtrain_flash.h"
 #include "qtrain_model_abi.h"
 #include "qtrain_runtime.h"
 
 #define REQUEST_MAGIC 0x49525451u /* "QTRI" */
 #define RESULT_MAGIC 0x4F525451u  /* "QTRO" */
-#define PROTOCOL_VERSION 2u
+#define PROTOCOL_VERSION 3u
 
 enum { MODE_INFER = 0, MODE_TRAIN = 1, MODE_TRAIN_EVAL = 2 };
 
@@ -79,7 +89,8 @@ typedef struct {
     uint32_t record_bytes;
     uint32_t num_eval;
     uint32_t eval_every;
-    uint32_t reserved[3];
+    uint32_t checkpoint_every;
+    uint32_t reserved[2];
 } request_header_t;
 _Static_assert(sizeof(request_header_t) == 48, "request header layout");
 
@@ -107,7 +118,10 @@ typedef struct {
     uint32_t eval_every;
     uint32_t steps;
     uint32_t eval_passes;
-    uint32_t reserved[4];
+    uint32_t restored_step;
+    uint32_t step;
+    uint32_t checkpoints;
+    uint32_t reserved[1];
     uint32_t features;
     uint32_t profile_slots;
 } result_header_t;
@@ -330,10 +344,11 @@ static uint32_t infer_record(void) {
     return best;
 }
 
-/* One training step on sample `step % N`; writes its train record and the progress line. */
+/* One training step (the `step`-th of this run) on sample t mod N, t = the device's step counter;
+ * writes its train record and the progress line. */
 static void train_record(qtrain_file_t request, const request_header_t *in, uint32_t step) {
     int32_t label;
-    read_record(request, in, step % in->num_samples, &label);
+    read_record(request, in, *qtrain_state.step % in->num_samples, &label);
     if (label < 0 || (uint32_t)label >= qtrain_model.num_classes) {
         fail(QTRAIN_EXIT_BAD_INPUT, "a label is outside the model's classes", 0);
     }
@@ -391,7 +406,8 @@ static void read_request_header(qtrain_file_t request, request_header_t *in, con
     if (in->mode > MODE_TRAIN_EVAL || in->num_samples == 0u ||
         in->record_bytes != 4u + (in->image_bytes + 3u) / 4u * 4u || total_bytes > 0xFFFFFFFFu ||
         (with_eval ? in->num_eval == 0u : (in->num_eval != 0u || in->eval_every != 0u)) ||
-        in->reserved[0] != 0u || in->reserved[1] != 0u || in->reserved[2] != 0u) {
+        (in->checkpoint_every != 0u && in->mode == MODE_INFER) || in->reserved[0] != 0u ||
+        in->reserved[1] != 0u) {
         fail(QTRAIN_EXIT_BAD_INPUT, "unsupported or inconsistent request header", 0);
     }
     if (in->image_bytes != qtrain_model.input_bytes) {
@@ -399,7 +415,28 @@ static void read_request_header(qtrain_file_t request, request_header_t *in, con
     }
 }
 
-static int run(const char *request_path, const char *result_path) {
+/* After a training step: a checkpoint when the step counter reached a multiple of C. */
+static void maybe_checkpoint(const request_header_t *in, result_header_t *out) {
+    if (in->checkpoint_every == 0u || *qtrain_state.step % in->checkpoint_every != 0u) {
+        return;
+    }
+    int status = qtrain_checkpoint_save();
+    if (status == QTRAIN_CHECKPOINT_ETOOLARGE) {
+        line_t line = {{0}, 0u};
+        line_str(&line, "the checkpoint (");
+        line_u32(&line, qtrain_checkpoint_payload_bytes(&qtrain_state));
+        line_str(&line, " bytes) does not fit a Flash slot (");
+        line_u32(&line, qtrain_checkpoint_capacity());
+        line_str(&line, ")");
+        fail(QTRAIN_EXIT_FAILURE, line.text, 0);
+    }
+    if (status != QTRAIN_CHECKPOINT_OK) {
+        fail(QTRAIN_EXIT_FAILURE, "a checkpoint could not be written to Flash", 0);
+    }
+    out->checkpoints++;
+}
+
+static int run(const char *request_path, const char *result_path, const char *flash_path) {
     if (qtrain_model.abi_version != QTRAIN_ABI_VERSION) {
         fail(QTRAIN_EXIT_FAILURE, "the model was generated for another qtrain_model_abi.h version", 0);
     }
@@ -438,10 +475,14 @@ static int run(const char *request_path, const char *result_path) {
     out.steps = trains ? in.steps : 0u;
     write_result(&out, sizeof(out)); /* complete = 0 until the end */
 
+    if (flash_path != 0 && qtrain_flash_attach(flash_path) != QTRAIN_FLASH_OK) {
+        fail(QTRAIN_EXIT_IO_ERROR, "cannot use the Flash image ", flash_path);
+    }
     qtrain_counter_start();
     uint64_t before = qtrain_counter_read();
     qtrain_init();
     split_u64(out.init_count, qtrain_counter_read() - before);
+    out.restored_step = *qtrain_state.step;
 
     if (in.mode == MODE_INFER) {
         for (uint32_t i = 0; i < in.num_samples; i++) {
@@ -458,6 +499,7 @@ static int run(const char *request_path, const char *result_path) {
         }
         for (uint32_t step = 0; step < in.steps; step++) {
             train_record(request, &in, step);
+            maybe_checkpoint(&in, &out);
             uint32_t done = step + 1u;
             if (in.mode == MODE_TRAIN_EVAL && in.eval_every != 0u && done % in.eval_every == 0u &&
                 done != in.steps) {
@@ -480,6 +522,7 @@ static int run(const char *request_path, const char *result_path) {
 #endif
 
     out.complete = 1u;
+    out.step = *qtrain_state.step;
     out.stack_used = qtrain_stack_used();
     if (qtrain_file_seek(result_file, 0u) != 0) {
         fail(QTRAIN_EXIT_IO_ERROR, "cannot rewind the result file", 0);
@@ -493,20 +536,20 @@ static int run(const char *request_path, const char *result_path) {
 
 #if defined(QTRAIN_HOST)
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fail(QTRAIN_EXIT_BAD_INPUT, "usage: harness REQUEST RESULT", 0);
+    if (argc != 3 && argc != 4) {
+        fail(QTRAIN_EXIT_BAD_INPUT, "usage: harness REQUEST RESULT [FLASH_IMAGE]", 0);
     }
-    return run(argv[1], argv[2]);
+    return run(argv[1], argv[2], argc == 4 ? argv[3] : 0);
 }
 #else
-/* Splits the semihosting command line "program IN OUT" in place. */
+/* Splits the semihosting command line "program IN OUT [FLASH]" in place. */
 int main(void) {
     static char command_line[256];
-    char *words[3] = {0, 0, 0};
+    char *words[4] = {0, 0, 0, 0};
     int count = 0;
     if (qtrain_command_line(command_line, sizeof(command_line)) == 0) {
         char *c = command_line;
-        while (*c != '\0' && count < 3) {
+        while (*c != '\0' && count < 4) {
             while (*c == ' ') {
                 *c++ = '\0';
             }
@@ -519,9 +562,9 @@ int main(void) {
             }
         }
     }
-    if (count == 3) {
-        return run(words[1], words[2]);
+    if (count >= 3) {
+        return run(words[1], words[2], count == 4 ? words[3] : 0);
     }
-    return run("qtrain_in.bin", "qtrain_out.bin");
+    return run("qtrain_in.bin", "qtrain_out.bin", 0);
 }
 #endif

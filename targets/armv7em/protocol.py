@@ -6,9 +6,10 @@ harness prints on its console while it runs. `qtrain-run` is the main user; anyt
 firmware (benchmarks, tests) can use these directly.
 
 Protocol version 2 added mode 2 (train + evaluate: evaluation passes over a held-out set before,
-during and after training) and the progress lines; version 1 firmwares and requests are refused.
-Within version 2, `features` bit 0 (FEATURE_PROFILE) marks a firmware built with `--profile`: its result
-file ends with the per-op counter table (`HarnessResult.profile`). Readers without it ignore the table.
+during and after training) and the progress lines; version 3 checkpoints (a checkpoint every C steps,
+the device's step counter before and after the run). Firmwares and requests of other versions are
+refused. `features` bit 0 (FEATURE_PROFILE) marks a firmware built with `--profile`: its result file
+ends with the per-op counter table (`HarnessResult.profile`). Readers without it ignore the table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 REQUEST_MAGIC = b"QTRI"
 RESULT_MAGIC = b"QTRO"
-VERSION = 2
+VERSION = 3
 MODE_INFER = 0
 MODE_TRAIN = 1
 MODE_TRAIN_EVAL = 2
@@ -83,18 +84,23 @@ def _records(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndar
 
 def encode_request(images: np.ndarray, labels: np.ndarray, mode: int, steps: int = 0, *,
                    eval_images: np.ndarray | None = None, eval_labels: np.ndarray | None = None,
-                   eval_every: int = 0) -> bytes:
+                   eval_every: int = 0, checkpoint_every: int = 0) -> bytes:
     """The request file for `images` (int8 [N, H, W, C]) and `labels` (int [N]).
 
     `mode` is MODE_INFER (every image once), MODE_TRAIN (`steps` steps over the images in order,
     wrapping around) or MODE_TRAIN_EVAL (the same steps, with evaluation passes over `eval_images`
     before the first step, after every `eval_every`-th step (0: never) and after the last; an
     `eval_labels` entry of NO_LABEL marks an unlabelled image; without `eval_labels` all are).
+    `checkpoint_every` C >= 1 (modes 1, 2): a checkpoint after every step that leaves the device's step
+    counter a multiple of C. Training starts at the sample the step counter points to (a resumed
+    device continues the data order).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode}")
-    if steps < 0 or eval_every < 0:
-        raise ValueError("steps and eval_every must be >= 0")
+    if not 0 <= steps < 2**32 or not 0 <= eval_every < 2**32 or not 0 <= checkpoint_every < 2**32:
+        raise ValueError("steps, eval_every and checkpoint_every must be in [0, 2^32)")
+    if checkpoint_every and mode == MODE_INFER:
+        raise ValueError("checkpoint_every needs a training mode")
     records, image_bytes = _records(images, labels, "images")
     num_eval = 0
     if mode == MODE_TRAIN_EVAL:
@@ -110,7 +116,7 @@ def encode_request(images: np.ndarray, labels: np.ndarray, mode: int, steps: int
     elif eval_images is not None or eval_every:
         raise ValueError("eval_images and eval_every need mode 2 (MODE_TRAIN_EVAL)")
     header = REQUEST_HEADER.pack(REQUEST_MAGIC, VERSION, mode, len(images), steps if mode != MODE_INFER else 0,
-                                 image_bytes, records.shape[1], num_eval, eval_every, 0, 0, 0)
+                                 image_bytes, records.shape[1], num_eval, eval_every, checkpoint_every, 0, 0)
     return header + records.tobytes()
 
 
@@ -149,6 +155,12 @@ class HarnessResult:
     """Mode 2: int8 [P, M, classes]."""
     eval_counts: np.ndarray | None = None
     """Mode 2: uint64 [P, M], the counter over each qtrain_infer call of the passes."""
+    restored_step: int = 0
+    """The device's step counter after qtrain_init (where a restored checkpoint left it; else 0)."""
+    step: int = 0
+    """The device's step counter at the end (complete results only)."""
+    checkpoints: int = 0
+    """Checkpoints written in the run (complete results only)."""
     profile: np.ndarray | None = None
     """A profiled firmware: uint64 [slots], slot i the counter over one op of the last qtrain_infer /
     qtrain_train_step call (lowering/profile.py names the slots); None otherwise."""
@@ -175,6 +187,7 @@ def decode_result(data: bytes) -> HarnessResult:
     memory = dict(zip(("peak_sram_bytes", "arena_bytes", "trainable_bytes", "scratch_bytes", "flash_bytes"),
                       rest[6:11], strict=True))
     input_bytes, num_eval, eval_every, steps = rest[11:15]
+    restored_step, final_step, checkpoints = rest[16:19]
     features, profile_slots = rest[20:22]
     result = HarnessResult(
         mode=mode, complete=bool(complete), num_classes=num_classes, counter_kind=COUNTER_KINDS.get(counter_kind),
@@ -182,7 +195,8 @@ def decode_result(data: bytes) -> HarnessResult:
         stack_used=None if stack_used == STACK_UNKNOWN or not complete else stack_used,
         stack_size=None if stack_size == STACK_UNKNOWN else stack_size, macs_per_infer=macs_per_infer,
         macs_per_train_step=macs_per_train_step, memory=memory, input_bytes=input_bytes, steps=steps,
-        num_eval=num_eval, eval_every=eval_every)
+        num_eval=num_eval, eval_every=eval_every, restored_step=restored_step, step=final_step,
+        checkpoints=checkpoints)
     if complete and features & FEATURE_PROFILE:
         if len(data) < RESULT_HEADER.size + 8 * profile_slots:
             raise ProtocolError("the result file ends inside its profile table")

@@ -10,6 +10,17 @@
  *   float qtrain_train_step(const int8_t *image, int label);  forward + backward + update, returns loss
  *   extern const qtrain_memory_report_t qtrain_memory;        the planner's static figures
  *   extern const qtrain_model_desc_t    qtrain_model;         shapes, I/O buffers, trainable tensor table
+ *   int   qtrain_checkpoint_save(void);                       device state -> the older Flash slot
+ *   int   qtrain_checkpoint_restore(void);                    the newest valid slot -> device state
+ *   extern const qtrain_state_desc_t    qtrain_state;         what a checkpoint holds
+ *
+ * Checkpoints (qtrain_checkpoint.h, on the Flash driver of qtrain_flash.h): the device state is a
+ * list of buffers, `qtrain_state.buffers`: the step counter (a uint32 advanced once per training step:
+ * the learning-rate schedule's "step" region) first, then every other region of
+ * `qtrain_training_state` (each trainable tensor's SRAM copy, momentum velocities). The model's
+ * qtrain_checkpoint_save/restore pass that list to qtrain_checkpoint_write/read; qtrain_init calls
+ * qtrain_checkpoint_restore after copying the Flash originals, so a device resumes where its newest
+ * valid checkpoint left it (or from the originals when there is none).
  *
  * Where data lives (the section macros below): const weights in Flash (QTRAIN_WEIGHTS), the planned
  * arena (QTRAIN_ARENA), SRAM copies of trainable tensors (QTRAIN_TRAINABLE) and kernel scratch
@@ -29,8 +40,9 @@
 extern "C" {
 #endif
 
-/* Bumped whenever a struct below changes layout; the harness refuses a model built for another. */
-#define QTRAIN_ABI_VERSION 1u
+/* Bumped whenever a struct below changes layout; the harness refuses a model built for another.
+ * 2: checkpoints (qtrain_state, qtrain_checkpoint_save/restore). */
+#define QTRAIN_ABI_VERSION 2u
 
 #if defined(QTRAIN_HOST)
 #define QTRAIN_SECTION(name)
@@ -118,11 +130,31 @@ extern uint64_t qtrain_profile_counts[];
 extern const uint32_t qtrain_profile_slots;
 #endif
 
+/* One buffer of device state that a checkpoint saves and restores, byte for byte. */
+typedef struct {
+    void *data;
+    uint32_t bytes;
+} qtrain_state_buffer_t;
+
+/* The device state of one model: what qtrain_checkpoint_save writes. */
+typedef struct {
+    /* Identifies the compiled model (its parameters and this state layout): a checkpoint is restored
+     * only into a firmware with the same fingerprint. */
+    uint32_t fingerprint;
+    uint32_t *step;                        /* training steps done; also buffers[0] */
+    uint32_t num_buffers;
+    const qtrain_state_buffer_t *buffers;  /* step counter, trainable tensors, recipe state */
+} qtrain_state_desc_t;
+
 void qtrain_init(void);
 void qtrain_infer(const int8_t *image, float *logits);
 float qtrain_train_step(const int8_t *image, int label);
 extern const qtrain_memory_report_t qtrain_memory;
 extern const qtrain_model_desc_t qtrain_model;
+/* QTRAIN_CHECKPOINT_* status codes of qtrain_checkpoint.h. */
+int qtrain_checkpoint_save(void);
+int qtrain_checkpoint_restore(void);
+extern const qtrain_state_desc_t qtrain_state;
 /* The training state regions (qtrain_training_state_count entries; generated models only). */
 extern const qtrain_state_region_t qtrain_training_state[];
 extern const uint32_t qtrain_training_state_count;

@@ -38,8 +38,12 @@ _Noreturn void qtrain_exit(int status);
 
 /* A file handle, or a negative value when open failed. */
 typedef int32_t qtrain_file_t;
-/* Open for reading (`for_writing` = 0, binary) or create/truncate for writing (binary). */
-qtrain_file_t qtrain_file_open(const char *path, int for_writing);
+/* qtrain_file_open modes (all binary): read; create/truncate for writing; read and write an existing
+ * file in place (no truncation; each write reaches the operating system before the call returns). */
+#define QTRAIN_FILE_READ 0
+#define QTRAIN_FILE_WRITE 1
+#define QTRAIN_FILE_UPDATE 2
+qtrain_file_t qtrain_file_open(const char *path, int mode);
 /* Each returns 0 when all `size` bytes were transferred, -1 otherwise. */
 int qtrain_file_read(qtrain_file_t file, void *buffer, uint32_t size);
 int qtrain_file_write(qtrain_file_t file, const void *buffer, uint32_t size);

@@ -35,10 +35,13 @@ _Noreturn void qtrain_exit(int status) {
     exit(status);
 }
 
-qtrain_file_t qtrain_file_open(const char *path, int for_writing) {
+qtrain_file_t qtrain_file_open(const char *path, int mode) {
     for (int i = 0; i < MAX_FILES; i++) {
         if (files[i] == NULL) {
-            files[i] = fopen(path, for_writing ? "wb" : "rb");
+            files[i] = fopen(path, mode == QTRAIN_FILE_UPDATE ? "r+b" : mode == QTRAIN_FILE_WRITE ? "wb" : "rb");
+            if (files[i] != NULL && mode == QTRAIN_FILE_UPDATE) {
+                setvbuf(files[i], NULL, _IONBF, 0); /* every write reaches the OS at once */
+            }
             return files[i] != NULL ? i : -1;
         }
     }

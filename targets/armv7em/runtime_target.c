@@ -32,7 +32,7 @@ enum {
     SYS_EXIT_EXTENDED = 0x20,
 };
 /* SYS_OPEN modes are indices into fopen's list "r","rb","r+","r+b","w","wb",... */
-enum { OPEN_MODE_RB = 1, OPEN_MODE_WB = 5 };
+enum { OPEN_MODE_RB = 1, OPEN_MODE_RPLUSB = 3, OPEN_MODE_WB = 5 };
 enum { ADP_STOPPED_APPLICATION_EXIT = 0x20026 };
 
 static int32_t semihost_call(uint32_t operation, const void *argument) {
@@ -86,8 +86,11 @@ _Noreturn void qtrain_exit(int status) {
     }
 }
 
-qtrain_file_t qtrain_file_open(const char *path, int for_writing) {
-    const uint32_t block[3] = {(uint32_t)(uintptr_t)path, for_writing ? OPEN_MODE_WB : OPEN_MODE_RB,
+qtrain_file_t qtrain_file_open(const char *path, int mode) {
+    const uint32_t block[3] = {(uint32_t)(uintptr_t)path,
+                               mode == QTRAIN_FILE_UPDATE ? OPEN_MODE_RPLUSB
+                               : mode == QTRAIN_FILE_WRITE ? OPEN_MODE_WB
+                                                           : OPEN_MODE_RB,
                                string_length(path)};
     return semihost_call(SYS_OPEN, block);
 }

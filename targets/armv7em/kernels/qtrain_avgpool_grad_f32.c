@@ -10,7 +10,7 @@ qtrain_status_t qtrain_avgpool_grad_f32(const qtrain_dims_t *grad_dims, const fl
                                         int32_t kernel_w, int32_t stride_h, int32_t stride_w,
                                         const qtrain_dims_t *input_dims, float *input_grad) {
     const int32_t in_h = input_dims->h, in_w = input_dims->w, channels = input_dims->c;
-    if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || kernel_h > in_h || kernel_w > in_w ||
+    if (!qtrain_dims_fit(input_dims) || !qtrain_dims_fit(grad_dims) || kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || kernel_h > in_h || kernel_w > in_w ||
         grad_dims->n != input_dims->n || grad_dims->c != channels ||
         grad_dims->h != (in_h - kernel_h) / stride_h + 1 || grad_dims->w != (in_w - kernel_w) / stride_w + 1) {
         return QTRAIN_STATUS_ARG_ERROR;

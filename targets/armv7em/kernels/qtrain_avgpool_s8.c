@@ -10,7 +10,7 @@ qtrain_status_t qtrain_avgpool_s8(const qtrain_dims_t *input_dims, const int8_t 
                                   float multiplier, int32_t output_zero_point, const qtrain_dims_t *output_dims,
                                   int8_t *output, uint8_t *mask) {
     const int32_t in_h = input_dims->h, in_w = input_dims->w, channels = input_dims->c;
-    if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || kernel_h > in_h || kernel_w > in_w ||
+    if (!qtrain_dims_fit(input_dims) || !qtrain_dims_fit(output_dims) || kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || kernel_h > in_h || kernel_w > in_w ||
         output_dims->n != input_dims->n || output_dims->c != channels ||
         output_dims->h != (in_h - kernel_h) / stride_h + 1 || output_dims->w != (in_w - kernel_w) / stride_w + 1) {
         return QTRAIN_STATUS_ARG_ERROR;

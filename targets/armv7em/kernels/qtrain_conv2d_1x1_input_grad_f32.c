@@ -37,7 +37,8 @@ int32_t qtrain_conv2d_1x1_input_grad_f32_get_buffer_size(const qtrain_conv_param
     (void)grad_dims;
     (void)input_dims;
     /* the master slice as int8, then one block's four gradient rows (in place) */
-    return qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)) + 16 * filter_dims->n;
+    return qtrain_size_saturate((int64_t)qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)) +
+                                16 * (int64_t)filter_dims->n);
 }
 
 #if QTRAIN_DSP_ASM

@@ -31,7 +31,8 @@ int32_t qtrain_conv2d_1x1_s8_get_buffer_size(const qtrain_conv_params_t *params,
     (void)output_dims;
     /* Two words per input channel: four unpacked input rows (DSP, see qtrain_unpack_quad); the portable
      * path uses the first half (one row as int32). */
-    return 8 * input_dims->c + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    return qtrain_size_saturate(8 * (int64_t)input_dims->c +
+                                qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)));
 }
 
 /* The input row of output pixel p (batch, row, column in the output). */

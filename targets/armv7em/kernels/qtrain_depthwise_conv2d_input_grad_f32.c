@@ -166,12 +166,21 @@ static void reach(int32_t size, int32_t kernel, int32_t stride, int32_t pad, int
     *hi = floor_div(size - 1 + pad, stride);
 }
 
-static int32_t plane_floats(const qtrain_conv_params_t *params, const qtrain_dims_t *filter_dims,
+/* Floats of the padded gradient plane, in int64. The size query may see shapes the kernel refuses:
+ * sizes and paddings above QTRAIN_MAX_TENSOR_ELEMENTS (which the kernel's geometry check rules out)
+ * count as too large, and below it reach() cannot overflow. (No int64 division: the Cortex-M build
+ * has no runtime library for it.) */
+static int64_t plane_floats(const qtrain_conv_params_t *params, const qtrain_dims_t *filter_dims,
                             const qtrain_dims_t *input_dims) {
+    if (!qtrain_dims_fit(input_dims) || !qtrain_dims_fit(filter_dims) || params->stride_h < 1 ||
+        params->stride_w < 1 || params->pad_top < 0 || params->pad_left < 0 ||
+        params->pad_top > QTRAIN_MAX_TENSOR_ELEMENTS || params->pad_left > QTRAIN_MAX_TENSOR_ELEMENTS) {
+        return INT32_MAX;
+    }
     int32_t ylo, yhi, xlo, xhi;
     reach(input_dims->h, filter_dims->h, params->stride_h, params->pad_top, &ylo, &yhi);
     reach(input_dims->w, filter_dims->w, params->stride_w, params->pad_left, &xlo, &xhi);
-    return (yhi - ylo + 1) * (xhi - xlo + 1);
+    return ((int64_t)yhi - ylo + 1) * ((int64_t)xhi - xlo + 1);
 }
 
 int32_t qtrain_depthwise_conv2d_input_grad_f32_get_buffer_size(const qtrain_conv_params_t *params,
@@ -180,8 +189,8 @@ int32_t qtrain_depthwise_conv2d_input_grad_f32_get_buffer_size(const qtrain_conv
                                                                const qtrain_dims_t *input_dims,
                                                                const qtrain_weight_t *weight) {
     (void)grad_dims;
-    return 4 * plane_floats(params, filter_dims, input_dims) +
-           qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    return qtrain_size_saturate(4 * plane_floats(params, filter_dims, input_dims) +
+                                qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)));
 }
 
 /* All pixels of one stride class: `rows` rows of `count` pixels; pixel (r, j) reads g at

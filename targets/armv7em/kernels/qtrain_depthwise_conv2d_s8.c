@@ -53,8 +53,15 @@ int32_t qtrain_depthwise_conv2d_s8_get_buffer_size(const qtrain_conv_params_t *p
                                                    const qtrain_dims_t *filter_dims,
                                                    const qtrain_dims_t *output_dims, const qtrain_weight_t *weight) {
     (void)input_dims;
-    int32_t ring = 2 * column_slots(filter_dims->h) * ring_columns(params, filter_dims, output_dims);
-    return qtrain_align4(ring) + qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight));
+    /* Shapes the kernel refuses may reach this query: a kernel taller than the limit, or a ring wider than
+     * int32 (the int64 span below), gives a size no context fits instead of an overflow. */
+    const int64_t columns = (int64_t)(output_dims->w - 1) * params->stride_w + filter_dims->w;
+    if (filter_dims->h < 1 || filter_dims->h > QTRAIN_MAX_DEPTHWISE_KERNEL || columns > QTRAIN_MAX_TENSOR_ELEMENTS) {
+        return INT32_MAX;
+    }
+    const int64_t ring = 2 * (int64_t)column_slots(filter_dims->h) * columns; /* = ring_columns(...) */
+    return qtrain_size_saturate(((ring + 3) & ~(int64_t)3) +
+                                qtrain_weight_slice_bytes(weight, slice_elements(filter_dims, weight)));
 }
 
 #if QTRAIN_USE_DSP

@@ -23,9 +23,19 @@ int32_t qtrain_depthwise_conv2d_weight_grad_f32_get_buffer_size(const qtrain_con
                                                                 const qtrain_dims_t *input_dims,
                                                                 const qtrain_dims_t *grad_dims,
                                                                 const qtrain_dims_t *filter_dims) {
-    int32_t rows, cols;
-    plane_size(params, grad_dims, filter_dims, &rows, &cols);
-    return 4 * input_dims->n * (rows * cols + grad_dims->h * grad_dims->w);
+    /* In int64 and saturated: shapes too large (qtrain_dims_fit) or strides that make the plane's sides
+     * overflow give a size no context fits, and the kernel refuses the call. */
+    if (!qtrain_dims_fit(input_dims) || !qtrain_dims_fit(grad_dims) || !qtrain_dims_fit(filter_dims) ||
+        params->stride_h < 1 || params->stride_w < 1) {
+        return INT32_MAX;
+    }
+    const int64_t rows = (int64_t)(grad_dims->h - 1) * params->stride_h + filter_dims->h;
+    const int64_t cols = (int64_t)(grad_dims->w - 1) * params->stride_w + filter_dims->w;
+    if (rows > INT32_MAX || cols > INT32_MAX) {
+        return INT32_MAX;
+    }
+    const int64_t floats = rows * cols + (int64_t)grad_dims->h * grad_dims->w; /* < 2^63 */
+    return floats > INT32_MAX ? INT32_MAX : qtrain_size_saturate(4 * (int64_t)input_dims->n * floats);
 }
 
 /* One kernel row kh of one channel: acc[kw] over all outputs. */

@@ -82,19 +82,29 @@ int qtrain_conv_geometry_valid(const qtrain_conv_params_t *params, const qtrain_
     }
     const qtrain_dims_t *all[3] = {input_dims, filter_dims, output_dims};
     for (int i = 0; i < 3; i++) {
-        if (all[i]->n < 1 || all[i]->h < 1 || all[i]->w < 1 || all[i]->c < 1) {
+        if (!qtrain_dims_fit(all[i])) {
             return 0;
         }
     }
     int32_t groups = params->groups;
+    /* C_in / groups == filter C (after the divisibility check) rather than filter C * groups == C_in:
+     * the product can overflow. */
     if (groups < 1 || input_dims->c % groups != 0 || filter_dims->n % groups != 0 ||
-        filter_dims->c * groups != input_dims->c) {
+        input_dims->c / groups != filter_dims->c) {
         return 0;
     }
     if (output_dims->n != input_dims->n || output_dims->c != filter_dims->n) {
         return 0;
     }
-    return params->stride_h >= 1 && params->stride_w >= 1 && params->pad_top >= 0 && params->pad_left >= 0;
+    if (params->stride_h < 1 || params->stride_w < 1 || params->pad_top < 0 || params->pad_left < 0) {
+        return 0;
+    }
+    /* The rows (columns) the outputs' windows span, (O - 1) * stride + K, and the padding before them,
+     * bounded like a tensor: the kernels' int32 index arithmetic (o * stride - pad + k) cannot overflow. */
+    const int64_t span_h = (int64_t)(output_dims->h - 1) * params->stride_h + filter_dims->h;
+    const int64_t span_w = (int64_t)(output_dims->w - 1) * params->stride_w + filter_dims->w;
+    return span_h <= QTRAIN_MAX_TENSOR_ELEMENTS && span_w <= QTRAIN_MAX_TENSOR_ELEMENTS &&
+           params->pad_top <= span_h && params->pad_left <= span_w;
 }
 
 int qtrain_conv_args_valid(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,

@@ -280,9 +280,38 @@ QTRAIN_INLINE qtrain_overlap_t qtrain_overlap(const int8_t *input, int32_t input
     return o1 == i1 ? QTRAIN_OVERLAP_TAIL : QTRAIN_OVERLAP_OTHER;
 }
 
-/* Bytes of an int8 NHWC tensor. */
+/* Elements of the largest tensor a kernel accepts: its fp32 bytes (4 per element) fit an int32, as the
+ * kernels' offsets and sizes are int32. Far above any MCU's memory; what it rules out are shapes whose
+ * products would overflow (undefined behaviour in C, a wrapped size that then passes the checks). */
+#define QTRAIN_MAX_TENSOR_ELEMENTS (INT32_MAX / 4)
+
+/* Bytes of an int8 NHWC tensor, saturated at INT32_MAX (0 for a non-positive dimension): the product is
+ * taken in int64 one factor at a time, so no shape, however large, overflows. */
 QTRAIN_INLINE int32_t qtrain_dims_count(const qtrain_dims_t *dims) {
-    return dims->n * dims->h * dims->w * dims->c;
+    const int32_t factors[4] = {dims->n, dims->h, dims->w, dims->c};
+    int64_t count = 1;
+    for (int i = 0; i < 4; i++) {
+        if (factors[i] <= 0) {
+            return 0;
+        }
+        count *= factors[i]; /* < 2^31 * 2^31: fits */
+        if (count > INT32_MAX) {
+            return INT32_MAX;
+        }
+    }
+    return (int32_t)count;
+}
+
+/* A scratch size computed in int64, saturated at INT32_MAX: a size query on shapes too large never
+ * overflows, and the saturated size never fits a context, so the kernel then refuses the call. */
+QTRAIN_INLINE int32_t qtrain_size_saturate(int64_t bytes) {
+    return bytes > INT32_MAX ? INT32_MAX : (int32_t)bytes;
+}
+
+/* Whether every dimension is >= 1 and the tensor has at most QTRAIN_MAX_TENSOR_ELEMENTS elements. */
+QTRAIN_INLINE int qtrain_dims_fit(const qtrain_dims_t *dims) {
+    const int32_t count = qtrain_dims_count(dims);
+    return count >= 1 && count <= QTRAIN_MAX_TENSOR_ELEMENTS;
 }
 
 /* The placements of output on input a forward convolution kernel allows ("In place" in
@@ -317,7 +346,8 @@ typedef enum {
 
 /* Bytes of an fp32 NHWC tensor. */
 QTRAIN_INLINE int32_t qtrain_dims_bytes_f32(const qtrain_dims_t *dims) {
-    return 4 * qtrain_dims_count(dims);
+    const int32_t count = qtrain_dims_count(dims);
+    return count > INT32_MAX / 4 ? INT32_MAX : 4 * count; /* saturated, like qtrain_dims_count */
 }
 
 /* Whether `input_grad` may lie where it does relative to `grad` for an input-gradient kernel allowing

@@ -27,8 +27,7 @@ static qtrain_tap_t qtrain_bilinear_tap(int32_t o, int32_t size_in, int32_t size
 }
 
 static int qtrain_upsample_dims_ok(const qtrain_dims_t *small, const qtrain_dims_t *large) {
-    return small->n >= 1 && small->h >= 1 && small->w >= 1 && small->c >= 1 && large->n == small->n &&
-           large->c == small->c && large->h >= 1 && large->w >= 1;
+    return qtrain_dims_fit(small) && qtrain_dims_fit(large) && large->n == small->n && large->c == small->c;
 }
 
 qtrain_status_t qtrain_upsample_bilinear_s8(const qtrain_dims_t *input_dims, const int8_t *input,

@@ -81,11 +81,14 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT: };
 // CHECK-NEXT: static int32_t conv2_bias_sram[3] QTRAIN_TRAINABLE;
 
-// qtrain_init copies channel 0 of conv1's OHWI weight (every 2nd element) and all of conv2's.
+// qtrain_init copies channel 0 of conv1's OHWI weight (every 2nd element) and all of conv2's, then
+// restores the newest valid checkpoint over them (if there is one).
 // CHECK-LABEL: void qtrain_init(void) {
 // CHECK-NEXT:      for (int32_t k = 0; k < 4; ++k) { conv1_weight_sram[k] = (float)conv1_weight[(k / 1) * 2 + 0 + k % 1]; }
 // CHECK-NEXT:      for (int32_t k = 0; k < 6; ++k) { conv2_weight_sram[k] = (float)conv2_weight[k]; }
 // CHECK-NEXT:      for (int32_t k = 0; k < 3; ++k) { conv2_bias_sram[k] = conv2_bias[k]; }
+// CHECK-NEXT:      (void)qtrain_checkpoint_restore();
+// CHECK-NEXT:      QTRAIN_GUARDS_SET();
 // CHECK-NEXT:  }
 
 // Inference reads the trained copies (conv1's master slice through its weight struct, conv2's bias
@@ -95,6 +98,7 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_wrapper_s8(&qtrain_ctx, {{.*}}, ((int8_t *)(qtrain_arena + 0)), {{.*}}, &conv1_weight_w, conv1_bias, {{.*}}, ((int8_t *)(qtrain_arena + 8)), NULL));
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_wrapper_s8(&qtrain_ctx, {{.*}}, ((int8_t *)(qtrain_arena + 8)), {{.*}}, &conv2_weight_w, conv2_bias_sram, {{.*}}, ((int8_t *)(qtrain_arena + 8)), NULL));
 // CHECK-NEXT:      qtrain_dequantize_s8_f32(((int8_t *)(qtrain_arena + 8)), 3, 0x1.0000000000000p-2f, 0, logits);
+// CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
 // CHECK-NEXT:  }
 
 // The training step, one call per op in the planned order, at the planned offsets.
@@ -123,12 +127,29 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 148 : i64, arena_b
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_sgd_update({{.*}}, ((int8_t *)(qtrain_arena + 24)), {{.*}}, ((float *)(qtrain_arena + 12)), {{.*}}, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3, QTRAIN_STORAGE_F32, conv2_weight_sram));
 // CHECK-NEXT:      qtrain_requant_grad_f32(((float *)(qtrain_arena + 0)), ((uint8_t *)(qtrain_arena + 28)), 2, 2, {{grad_multiplier[0-9]+}}, 2, ((float *)(qtrain_arena + 0)));
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_sgd_update({{.*}}, ((int8_t *)(qtrain_arena + 32)), {{.*}}, ((float *)(qtrain_arena + 0)), {{.*}}, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 2, QTRAIN_STORAGE_F32, conv1_weight_sram));
+// CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
+// CHECK-NEXT:      if (qtrain_step_counter[0] < 4294967295u) { qtrain_step_counter[0]++; }
 // CHECK-NEXT:      return loss;
 // CHECK-NEXT:  }
 // The planner's figures, in the order of qtrain_memory_report_t: peak, arena, trainable, scratch, flash.
 // CHECK:       const qtrain_memory_report_t qtrain_memory = {
 // CHECK-NEXT:      148u, 40u, 52u, 56u, 160u,
 // CHECK-NEXT:  };
+// The checkpointed state: the step counter, then each trainable SRAM copy (bytes: fp32 slice, fp32,
+// int32), under the model's fingerprint.
+// CHECK:       static const qtrain_state_buffer_t qtrain_state_buffers[4] = {
+// CHECK-NEXT:      {qtrain_step_counter, 4u}, /* step */
+// CHECK-NEXT:      {conv1_weight_sram, 16u}, /* conv1.weight */
+// CHECK-NEXT:      {conv2_weight_sram, 24u}, /* conv2.weight */
+// CHECK-NEXT:      {conv2_bias_sram, 12u}, /* conv2.bias */
+// CHECK-NEXT:  };
+// CHECK:       const qtrain_state_desc_t qtrain_state = {
+// CHECK-NEXT:      0x{{[0-9a-f]+}}u, qtrain_step_counter, 4u, qtrain_state_buffers,
+// CHECK-NEXT:  };
+// CHECK:       int qtrain_checkpoint_save(void) {
+// CHECK-NEXT:      return qtrain_checkpoint_write(&qtrain_state);
+// CHECK:       int qtrain_checkpoint_restore(void) {
+// CHECK-NEXT:      return qtrain_checkpoint_read(&qtrain_state);
 
 // -----
 
@@ -173,7 +194,11 @@ builtin.module attributes {qtrain.memory = {peak_sram_bytes = 96 : i64, arena_by
 // CHECK-NEXT:      QTRAIN_CHECK(qtrain_conv2d_weight_grad_f32({{.*}}, ((int8_t *)(qtrain_arena + 48)), {{.*}}, ((float *)(qtrain_arena + 24)), {{.*}}, ((float *)(qtrain_arena + 0))));
 // CHECK-NEXT:      qtrain_sgd_update_s8(fc_weight_sram, ((float *)(qtrain_arena + 0)), 3, 2, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3);
 // CHECK-NEXT:      qtrain_sgd_update_s32(fc_bias_sram, ((float *)(qtrain_arena + 36)), 3, 1, 0x1.99999a0000000p-5f, {{grad_scale[0-9]+}}, 3);
+// CHECK-NEXT:      QTRAIN_GUARDS_CHECK();
+// CHECK-NEXT:      if (qtrain_step_counter[0] < 4294967295u) { qtrain_step_counter[0]++; }
 // CHECK-NEXT:      return loss;
+// The int8 weight copy is 6 bytes (the checkpoint pads it to 8).
+// CHECK:       {fc_weight_sram, 6u}, /* fc.weight */
 
 // -----
 

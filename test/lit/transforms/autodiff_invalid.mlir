@@ -14,7 +14,7 @@ builtin.module {
 }
 // CHECK: qtrain-autodiff: the module has no func.func @forward to differentiate
 
-// LR: qtrain-opt: error: qtrain-autodiff: lr and bias-lr must be positive
+// LR: qtrain-opt: error: qtrain-autodiff: lr = -1 is not a usable learning rate (a positive float32: between 1.4e-45 and 3.4e38)
 // LOSS: qtrain-opt: error: {{.*}}mse
 // TWICE: qtrain-autodiff: the module already has a func.func @train_step
 // WARMUP: qtrain-opt: error: qtrain-autodiff: warmup-steps must be within [0, 16777216], got -1

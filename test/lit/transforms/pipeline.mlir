@@ -42,6 +42,7 @@
 // C:       qtrain_bias_grad_f32({{.*}}, ((float *)qtrain_scratch));
 // C-NEXT:  qtrain_sgd_update_s32(conv0_bias_sram, ((float *)qtrain_scratch),
 // C:       qtrain_conv2d_weight_grad_sgd_update({{.*}}, QTRAIN_STORAGE_F32, conv0_weight_sram));
+// C-NEXT:  QTRAIN_GUARDS_CHECK();
 // C-NEXT:  return loss;
 // What a checkpoint saves: every trainable copy, then the step counter.
 // C:       const qtrain_state_region_t qtrain_training_state[5] = {
@@ -52,6 +53,12 @@
 // C-NEXT:      {"step", qtrain_state_step, (uint32_t)sizeof qtrain_state_step},
 // C-NEXT:  };
 // C-NEXT:  const uint32_t qtrain_training_state_count = 5u;
+// The checkpoint's buffers: the schedule's step counter (the one counter: lr_schedule advances it)
+// first, then the other regions.
+// C:       static const qtrain_state_buffer_t qtrain_state_buffers[5] = {
+// C-NEXT:      {qtrain_state_step, 4u}, /* step */
+// C-NEXT:      {conv0_weight_sram, 32u}, /* conv0.weight */
+// C:       0x{{[0-9a-f]+}}u, qtrain_state_step, 5u, qtrain_state_buffers,
 
 // Without qtrain-reorder: all updates at the end, every weight and bias gradient materialised in the
 // arena until then: 92 bytes instead of 44.

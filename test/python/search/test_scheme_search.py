@@ -393,7 +393,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny_files: tuple[Path, Path],
         ([model, "--data", no_label, "--budget-kb", "64"], "has no 'label' array"),
         ([model, "--data", wrong_shape, "--budget-kb", "64"], "must be int8 NHWC [N, 8, 8, 3]"),
         ([model, "--data", wrong_quant, "--budget-kb", "64"], "quantized with scale 0.5"),
-        ([model, "--data", data, "--budget-kb", "64", "--steps", "-1"], "--steps must be at least 0"),
+        ([model, "--data", data, "--budget-kb", "64", "--steps", "-1"], "--steps: -1 is out of range"),
         ([model, "--data", data], "the following arguments are required: --budget-kb"),
     ]
     for args, message in cases:
@@ -418,7 +418,7 @@ def test_task_images_may_be_float_nchw(tmp_path: Path) -> None:
     assert got.dtype == np.int8 and np.array_equal(got, quantize_images(images, module))
     assert labels.tolist() == [0, 1, 2, 0, 1]
     np.savez(tmp_path / "bad_label.npz", image=images, label=np.arange(5))
-    with pytest.raises(UserError, match="labels must be within 0..2"):
+    with pytest.raises(UserError, match=r"'label' must be class indices in \[0, 3\), got 0..4"):
         load_task(tmp_path / "bad_label.npz", module)
 
 

@@ -156,11 +156,12 @@ def test_profiled_run_adds_up_and_changes_nothing(target: str, tmp_path: Path) -
 
 
 def test_protocol_reads_the_profile_trailer() -> None:
-    """A version 2 result with features bit 0 ends with the table; without the bit the same bytes
+    """A result with features bit 0 ends with the table; without the bit the same bytes
     are not a profile (and a reader that predates the profile ignores the trailer)."""
     header = list(protocol.RESULT_HEADER.unpack(bytes(protocol.RESULT_HEADER.size)))
     header[0] = protocol.RESULT_MAGIC
-    header[1:10] = [2, 1, 0, 1, 3, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0]  # version, complete, mode 0, 1 record, 3 classes
+    # version, complete, mode 0, 1 record, 3 classes
+    header[1:10] = [protocol.VERSION, 1, 0, 1, 3, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0]
     record = np.zeros(1, protocol.infer_record(3))
     record["count"] = 1000
     table = np.array([10, 900, 60], "<u8").tobytes()

@@ -4,9 +4,9 @@ builtin.module {
   qtrain.param @w trainable = dense<1> : tensor<3x1x1x4xi8>
   func.func @f(%g: tensor<1x4x4x3xf32>, %x: tensor<1x4x4x4xi8>) {
     %w = qtrain.get_param @w : tensor<3x1x1x4xi8>
+    %g2 = "test.op"() : () -> tensor<3x1x1x4xf32>
     qtrain.sgd_update @w, %g2 {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>} : tensor<3x1x1x4xf32>
     %gx = qtrain.conv2d_input_grad %g, %w {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, groups = 1 : i64} : (tensor<1x4x4x3xf32>, tensor<3x1x1x4xi8>) -> tensor<1x4x4x4xf32>
-    %g2 = "test.op"() : () -> tensor<3x1x1x4xf32>
     func.return
   }
 }

@@ -108,10 +108,11 @@ def test_sram_overflow_fails_to_link_with_one_clear_line(tmp_path: Path) -> None
 @pytest.mark.parametrize("target", list(build.BOARDS))
 def test_flash_overflow_fails_to_link(tmp_path: Path, target: build.Target) -> None:
     board = build.BOARDS[target]
-    weights = board.flash_bytes + 50000
+    weights = board.flash_bytes - build.FLASH_RESERVED_BYTES + 50000
     with pytest.raises(build.FirmwareTooLargeError, match=rf"^big\.elf does not fit {re.escape(board.chip)}: Flash "
-                                                          rf"needs \d+ bytes of {board.flash_bytes} \(\d+ too many; "
-                                                          rf"largest: \.qtrain\.weights {weights}"):
+                                                          rf"needs \d+ bytes of {board.flash_bytes} \(\d+ too many, "
+                                                          rf"256 KB of it for the vector table and the checkpoint "
+                                                          rf"slots; largest: \.qtrain\.weights {weights}"):
         build.build_firmware([FIRMWARE_SOURCES / "oversized.c"], tmp_path / "big.elf", target, harness=False,
                              defines=["ARENA=4", f"WEIGHTS={weights}"])
 
@@ -128,14 +129,15 @@ def test_sram_overflow_names_the_board_and_its_size(tmp_path: Path, target: buil
 
 @needs_arm_link
 def test_a_firmware_that_just_fits_links(tmp_path: Path) -> None:
-    """300 KB arena + 16 KB stack + the runtime: under 320 KB, so it links, and the report adds up."""
+    """300 KB arena + 16 KB stack + the runtime: under 320 KB, so it links, and the report adds up; 760 KB
+    of weights fit the 768 KB above the checkpoint slots."""
     result = build.build_firmware([FIRMWARE_SOURCES / "oversized.c"], tmp_path / "fits.elf", harness=False,
-                                  defines=["ARENA=307200", "WEIGHTS=1000000"])
+                                  defines=["ARENA=307200", "WEIGHTS=778240"])
     memory = result.memory
     assert memory is not None
-    assert memory.arena_bytes == 307200 and memory.weights_bytes == 1000000 and memory.stack_bytes == 16384
+    assert memory.arena_bytes == 307200 and memory.weights_bytes == 778240 and memory.stack_bytes == 16384
     assert 307200 + 16384 < memory.sram_bytes <= build.SRAM_BYTES
-    assert 1000000 < memory.flash_bytes <= build.FLASH_BYTES
+    assert 778240 < memory.flash_bytes <= build.FLASH_BYTES - build.FLASH_RESERVED_BYTES + memory.sections[".vectors"]
     assert memory.sram_bytes == sum(memory.sections[name] for name in build.SRAM_SECTIONS)
     assert "SRAM" in memory.describe() and "Flash" in memory.describe()
 

@@ -190,7 +190,8 @@ def test_bad_inputs_exit_2_with_one_line(stub_qemu: build.BuildResult, inputs: P
         ([elf, "--inputs", str(not_npz)], "cannot read"),
         ([elf, "--inputs", str(nchw)], "images are [2, 4, 4] but the model takes int8 NHWC [4, 4, 2]"),
         ([elf, "--inputs", str(floats)], "'image' must be int8 NHWC"),
-        ([elf, "--inputs", str(bad_label), "--steps", "2"], "labels must be in [0, 5), got 0..5"),
+        ([elf, "--inputs", str(bad_label), "--steps", "2"],
+         "label.npz: 'label' must be class indices in [0, 5), got 0..5"),
         ([elf, "--inputs", str(no_label), "--steps", "2"], "no 'label' array, which training needs"),
         ([elf, "--inputs", str(inputs), "--entry", "forward", "--steps", "2"], "--steps applies to"),
         ([str(inputs), "--inputs", str(inputs)], "is not an ELF file"),
@@ -236,7 +237,7 @@ def test_firmware_failures_exit_1(inputs: Path, tmp_path: Path, capsys: pytest.C
 
 def test_protocol_round_trip_of_a_truncated_result() -> None:
     """decode_result keeps the whole records of a result the firmware never finished."""
-    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, 2, 0, protocol.MODE_TRAIN, 0, 5, 1,
+    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, protocol.VERSION, 0, protocol.MODE_TRAIN, 0, 5, 1,
                                          protocol.STACK_UNKNOWN, 1024, 0, *([0] * 14), 3, *([0] * 7))
     record = np.array([(1.5, 2, 400)], protocol.TRAIN_RECORD).tobytes()
     result = protocol.decode_result(header + record + record[:7])
@@ -244,7 +245,7 @@ def test_protocol_round_trip_of_a_truncated_result() -> None:
     assert result.loss.tolist() == [1.5] and result.counts.tolist() == [400] and result.stack_used is None
     with pytest.raises(protocol.ProtocolError, match="not a qtrain result file"):
         protocol.decode_result(b"QTRX" + header[4:])
-    with pytest.raises(protocol.ProtocolError, match="result file version 1, expected 2"):
+    with pytest.raises(protocol.ProtocolError, match="result file version 1, expected 3"):
         protocol.decode_result(header[:4] + (1).to_bytes(4, "little") + header[8:])
     request = protocol.encode_request(np.ones((2, 3, 3, 1), np.int8), np.array([4, 7]), protocol.MODE_INFER)
     assert len(request) == 48 + 2 * (4 + 12)
@@ -273,14 +274,18 @@ def test_harness_rejects_bad_requests(stub_qemu: build.BuildResult, tmp_path: Pa
                                  eval_labels=np.array([5])),
          "qtrain-harness: an evaluation label is outside the model's classes (or -1)\n"),
         (b"QTRX" + bytes(44), "qtrain-harness: not a qtrain request file: in.bin\n"),
-        (v1, "qtrain-harness: the request is protocol version 1 but this harness speaks version 2\n"),
-        (v1[:20], "qtrain-harness: the request is protocol version 1 but this harness speaks version 2\n"),
+        (v1, "qtrain-harness: the request is protocol version 1 but this harness speaks version 3\n"),
+        (v1[:20], "qtrain-harness: the request is protocol version 1 but this harness speaks version 3\n"),
+        (patched(train_eval, 1, 2), "qtrain-harness: the request is protocol version 2 but this harness speaks "
+                                    "version 3\n"),
         (train_eval[:30], "qtrain-harness: the request file ends early\n"),
         (patched(train_eval, 7, 0), inconsistent),  # mode 2 without evaluation records
         (patched(train_eval, 2, 3), inconsistent),  # unknown mode
         (patched(patched(patched(train_eval, 2, protocol.MODE_TRAIN), 7, 0), 8, 3), inconsistent),  # K in mode 1
         (patched(train_eval, 2, protocol.MODE_INFER), inconsistent),  # mode 0 with evaluation records
         (patched(train_eval, 11, 1), inconsistent),  # reserved word
+        (patched(protocol.encode_request(images, np.array([1, 2]), protocol.MODE_INFER), 9, 2),
+         inconsistent),  # checkpoints while inferring
         (patched(train_eval, 7, 0x7FFFFFFF), inconsistent),  # more records than 32-bit offsets reach
         (protocol.encode_request(images, np.array([1, 2]), protocol.MODE_TRAIN, 3)[:-40],
          "qtrain-harness: the request file ends early\n"),
@@ -548,13 +553,15 @@ def test_train_eval_usage_errors_exit_2_with_one_line(stub_qemu: build.BuildResu
     np.savez(unlabelled, image=np.zeros((2, 4, 4, 2), np.int8))
     cases = [
         ([elf, "--inputs", str(inputs), "--steps", "2", "--eval-every", "3"], "--eval-every needs --eval"),
-        ([elf, "--inputs", str(task), "--eval", "same", "--eval-every", "0"], "--eval-every must be >= 1, got 0"),
+        ([elf, "--inputs", str(task), "--eval", "same", "--eval-every", "0"],
+         "argument --eval-every: 0 is out of range"),
         ([elf, "--inputs", str(task), "--eval", "same", "--entry", "forward"], "--eval applies to training"),
         ([elf, "--inputs", str(inputs), "--eval", "same"], "has no 'test_image' array"),
         ([elf, "--inputs", str(task), "--eval", str(tmp_path / "missing.npz")], "no such evaluation file"),
         ([elf, "--inputs", str(task), "--eval", str(wrong_shape)],
          "images are [4, 4, 3] but the model takes int8 NHWC [4, 4, 2]"),
-        ([elf, "--inputs", str(task), "--eval", str(wrong_label)], "labels must be in [0, 5), got 0..7"),
+        ([elf, "--inputs", str(task), "--eval", str(wrong_label)],
+         "label.npz: 'label' must be class indices in [0, 5), got 0..7"),
         ([elf, "--inputs", str(task), "--eval", str(unlabelled), "--eval-every", "2"],
          "has no labels, which the --eval-every accuracy curve needs"),
         ([elf, "--inputs", str(task), "--progress", "--quiet"], "not allowed with argument"),
@@ -571,7 +578,7 @@ def test_protocol_train_eval_round_trip_of_a_truncated_result() -> None:
     """A mode-2 result cut anywhere decodes to the steps and the whole evaluation passes before the cut."""
     classes, m, steps, every = 3, 2, 5, 2
     eval_record = protocol.infer_record(classes)
-    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, 2, 1, protocol.MODE_TRAIN_EVAL, steps, classes, 1,
+    header = protocol.RESULT_HEADER.pack(protocol.RESULT_MAGIC, 3, 1, protocol.MODE_TRAIN_EVAL, steps, classes, 1,
                                          600, 1024, 0, *([0] * 11), 4, m, every, steps, 4, *([0] * 6))
     body, order = b"", []
     for kind, count, step in protocol._train_eval_segments(steps, every):
@@ -677,3 +684,46 @@ def test_generated_model_train_eval_matches_the_interpreter(tiny_build: tuple[Pa
             np.testing.assert_array_equal(zero[f"eval_logits_{when}"], forward["logits"])
         np.testing.assert_array_equal(zero["eval_output_q_before"], device["eval_output_q_before"])
         assert zero["loss"].shape == (0,)
+
+
+@pytest.fixture(scope="module", params=["qemu", "host"])
+def momentum_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The firmware of tiny_model.mlir with all of the recipe's device state: the schedule's step counter
+    (warm-up, then cosine decay) and a momentum velocity per trainable tensor."""
+    if not build.have_tools("clang", "ld.lld"):
+        pytest.skip("clang or ld.lld is not installed (Debian packages 'clang', 'lld')")
+    target: str = request.param
+    out = tmp_path_factory.mktemp(f"tiny-momentum-{target}")
+    process = subprocess.run([sys.executable, "-m", "qtrain.tools.qtrain_compile", str(TINY_MODEL), "--target",
+                              target, "--momentum", "0.9", "--warmup-steps", "3", "--steps", "12", "-o", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    return out / ("firmware.elf" if target == "qemu" else "firmware")
+
+
+@needs_qemu
+def test_a_checkpoint_saves_all_training_state(momentum_build: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """8 steps in one run equal 4 steps, a checkpoint, and 4 more steps resumed from it in a second run:
+    the checkpoint holds every region of qtrain_training_state (trainable copies, the schedule's step
+    counter, the momentum velocities), bit for bit."""
+    rng = np.random.default_rng(5)
+    task = tmp_path / "task.npz"
+    np.savez(task, image=rng.integers(-128, 128, (8, 8, 8, 3), dtype=np.int8), label=rng.integers(0, 3, 8))
+    whole, first, second = tmp_path / "whole.npz", tmp_path / "first.npz", tmp_path / "second.npz"
+    flash = tmp_path / "flash.bin"
+    code, _, err = run_cli([str(momentum_build), "--inputs", str(task), "--steps", "8", "-o", str(whole)], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([str(momentum_build), "--inputs", str(task), "--steps", "4", "--flash-image", str(flash),
+                            "--checkpoint-every", "4", "-o", str(first)], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([str(momentum_build), "--inputs", str(task), "--steps", "4", "--flash-image", str(flash),
+                            "-o", str(second)], capsys)
+    assert code == 0, err
+    with np.load(whole) as a, np.load(first) as b, np.load(second) as c:
+        assert int(b["step"]) == 4 and int(c["step"]) == 8 == int(a["step"])
+        np.testing.assert_array_equal(np.concatenate([b["loss"], c["loss"]]), a["loss"])
+        params = [k for k in a.files if k.startswith("param/")]
+        assert params
+        for key in params:
+            np.testing.assert_array_equal(c[key], a[key], err_msg=key)

@@ -11,12 +11,15 @@
  *   bias_master[c] -= LR_BIAS * g_acc[c];  bias[c] = rint(bias_master[c])      (fp32 master copy)
  *   weight[c][i]   -= rint(LR_WEIGHT * g_acc[c] * (x[i] - ZX)), clamped to [-127, 127]
  * so the trainable tensors cover all three dtypes: int8, int32 and float32.
+ * Checkpoints as the generator writes them: the state is the step counter, then the three tensors;
+ * qtrain_init restores the newest valid checkpoint after copying the Flash originals.
  *
  * -DSTUB_MISBEHAVE=1 makes qtrain_train_step fault (an undefined instruction) on its second call,
  * -DSTUB_MISBEHAVE=2 makes it loop forever there: the runner's failure paths.
  */
 #include <stdint.h>
 
+#include "qtrain_checkpoint.h"
 #include "qtrain_model_abi.h"
 #include "qtrain_runtime.h"
 
@@ -55,6 +58,7 @@ static int8_t arena[48] QTRAIN_ARENA;
 #define ARENA_SATURATED (&arena[40])
 
 static float logits_buffer[CLASSES];
+static uint32_t step_counter;
 
 static float multiplier(int c) {
     return (S_X * S_W[c]) / S_Y;
@@ -92,6 +96,7 @@ void qtrain_init(void) {
         fc_bias[c] = fc_bias_flash[c];
         fc_bias_master[c] = (float)fc_bias_flash[c];
     }
+    (void)qtrain_checkpoint_restore();
 }
 
 void qtrain_infer(const int8_t *image, float *logits) {
@@ -142,6 +147,7 @@ float qtrain_train_step(const int8_t *image, int label) {
             fc_weight[c][i] = (int8_t)(w < -127 ? -127 : w > 127 ? 127 : w);
         }
     }
+    step_counter++;
     return loss;
 }
 
@@ -172,3 +178,25 @@ const qtrain_model_desc_t qtrain_model = {
     .num_trainable = sizeof(trainable) / sizeof(trainable[0]),
     .trainable = trainable,
 };
+
+static const qtrain_state_buffer_t state_buffers[] = {
+    {&step_counter, sizeof(step_counter)},
+    {fc_weight, sizeof(fc_weight)},
+    {fc_bias, sizeof(fc_bias)},
+    {fc_bias_master, sizeof(fc_bias_master)},
+};
+
+const qtrain_state_desc_t qtrain_state = {
+    .fingerprint = 0x57AB0001u,
+    .step = &step_counter,
+    .num_buffers = sizeof(state_buffers) / sizeof(state_buffers[0]),
+    .buffers = state_buffers,
+};
+
+int qtrain_checkpoint_save(void) {
+    return qtrain_checkpoint_write(&qtrain_state);
+}
+
+int qtrain_checkpoint_restore(void) {
+    return qtrain_checkpoint_read(&qtrain_state);
+}
