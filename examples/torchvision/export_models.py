@@ -97,8 +97,8 @@ def build(name: str, classes: int, calibration: np.ndarray, width_mult: float = 
     if pretrain_epochs:
         train_x, train_y, _, _ = digits_split()
         pretrain(model, resize(train_x, size), train_y, pretrain_epochs)
-        return model.eval()
-    # BatchNormalization: cumulative statistics of the task's images instead of random-init (0, 1).
+    # BatchNormalization: cumulative statistics of the calibration images, instead of random-init (0, 1)
+    # or the momentum-averaged ones of a short pre-training.
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
