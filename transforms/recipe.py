@@ -45,6 +45,14 @@ PROVISIONAL_WARMUP_STEPS = 50
 PROVISIONAL_HORIZON_STEPS = 1000
 PROVISIONAL_FINAL_LR_RATIO = 0.1
 
+WEIGHT_STORAGES = ("f32", "i16", "i8", "i8-nearest")
+"""`--weight-storage` choices for the SRAM copy of a trained int8 weight, most bytes first: an fp32 master
+(4 B per weight), a 16-bit fixed-point master (2 B) and int8 in place (1 B), the last two rounded
+stochastically, and int8 in place rounded to nearest (1 B, for comparison). qtrain-autodiff says how."""
+
+DEFAULT_WEIGHT_STORAGE = "f32"
+"""The storage every tool uses without `--weight-storage`."""
+
 COMPILE_RECIPE = Recipe(lr=0.05, warmup_steps=PROVISIONAL_WARMUP_STEPS, steps=PROVISIONAL_HORIZON_STEPS,
                         final_lr_ratio=PROVISIONAL_FINAL_LR_RATIO)
 FINE_TUNE_RECIPE = Recipe(lr=0.01, bias_lr=0.001)
