@@ -31,7 +31,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.errors import UserError
 from qtrain.targets.armv7em import build as boards
-from qtrain.transforms.recipe import COMPILE_RECIPE
+from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE
 
 ModelSource = str | Path | ModuleOp
 """A model: an .onnx, a reference .pkl or a forward-only .mlir file, or a forward-only module."""
@@ -289,7 +289,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     final_lr_ratio: float = COMPILE_RECIPE.final_lr_ratio,
     momentum: float = COMPILE_RECIPE.momentum,
     qas: bool = True,
-    weight_storage: str = "f32",
+    weight_storage: str = DEFAULT_WEIGHT_STORAGE,
     num_classes: int = 10,
     calibration: str | Path | None = None,
     emit_llvm: bool = False,

@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import (
     FunctionType,
     IntegerType,
     ModuleOp,
+    StringAttr,
     TensorType,
     f32,
     i8,
@@ -48,7 +49,7 @@ from qtrain.dialects.qtrain import (
     QuantParamsAttr,
     ReshapeOp,
 )
-from qtrain.dialects.qtrain.contract import INPUT_Q, OUTPUT_Q
+from qtrain.dialects.qtrain.contract import INPUT_Q, OUTPUT_Q, SOURCE
 from qtrain.dialects.qtrain.group_norm import GroupNormOp
 from qtrain.dialects.qtrain.ops import INT8_MAX, INT8_MIN, conv_output_size
 
@@ -148,8 +149,10 @@ class ForwardBuilder:
         groups: int = 1,
         output_q: QuantParamsAttr,
         clamp: Sequence[int] | None = None,
+        source: str = "",
     ) -> SSAValue:
-        """A `qtrain.conv2d` with params `conv{L}.weight` (OHWI int8) and `conv{L}.bias` (int32)."""
+        """A `qtrain.conv2d` with params `conv{L}.weight` (OHWI int8) and `conv{L}.bias` (int32); `source`: the
+        ONNX node it comes from, kept on the weight (`contract.SOURCE`) for diagnostics."""
         layer = self.num_convs
         self.num_convs += 1
         x_type = x.type
@@ -164,6 +167,8 @@ class ForwardBuilder:
             cout,
         ]
         weight = self.param(f"conv{layer}.weight", weight_ohwi, i8)
+        if source:
+            self.params[-1].attributes[SOURCE] = StringAttr(source)
         bias_value = None if bias is None else self.param(f"conv{layer}.bias", bias, i32)
         op = Conv2DOp(
             x,

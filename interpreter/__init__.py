@@ -10,9 +10,11 @@ how state persists across training steps exactly like the SRAM copies on the dev
 Training state, as on the device: `qtrain.sgd_update @p` changes @p's SRAM copy. For a parameter
 stored in its own type (i8 weights, i32 biases) that copy *is* the value `qtrain.get_param` reads
 (updated in place, rounded and saturated); for `storage(f32)` it is an fp32 master copy of the trained
-part and `get_param` reads saturate(rint(master)). A parameter with `channels = [start, stop]` keeps its
-frozen part (the Flash value) and only the slice is trained. `sram_copy(interpreter, name)` returns the
-SRAM copy in its storage dtype (for a sliced weight just the slice).
+part and `get_param` reads saturate(rint(master)); for `storage(i16)` an int16 fixed-point master m
+(`get_param` reads `numerics.fixed16_value(m)`, the int8 plane the device keeps next to m's fraction).
+A parameter with `channels = [start, stop]` keeps its frozen part (the Flash value) and only the slice
+is trained. `sram_copy(interpreter, name)` returns the SRAM copy in its storage dtype (a sliced weight:
+just the slice).
 
 Device state, as on the device: an op that keeps training state between steps (`DeviceStateOp`: the
 learning-rate schedule's step counter, momentum velocities) gets its buffers from `device_states`, zeros
@@ -46,7 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i32
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i16, i32
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.interpreter import Interpreter, InterpreterFunctions, OpImpl, OpImplResult, register_impls
 from xdsl.interpreters.func import FuncFunctions
@@ -175,6 +177,9 @@ def sram_copy(interpreter: Interpreter, name: str, *, relaxed: bool = False) -> 
     if param.storage_type == f32 and value.dtype != np.float32:
         master = master_copies(interpreter).get(name)
         return master.copy() if master is not None else value[index].astype(np.float32)
+    if param.storage_type == i16:
+        master = master_copies(interpreter).get(name)
+        return master.copy() if master is not None else numerics.fixed16_master(value[index])
     return value[index].copy()
 
 
@@ -188,7 +193,7 @@ def write_sram_copy(interpreter: Interpreter, name: str, copy: np.ndarray, *, re
     if relaxed:
         value = value.astype(np.float64)
         value[index] = copy
-    elif param.storage_type == f32 and value.dtype != np.float32:
+    elif (param.storage_type == f32 and value.dtype != np.float32) or param.storage_type == i16:
         master_copies(interpreter)[name] = copy
         value[index] = numerics.master_to_param(copy, value.dtype)
     else:

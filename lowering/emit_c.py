@@ -37,7 +37,7 @@ from typing import IO
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType, f32
+from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType, f32, i16
 from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 from xdsl.utils.target import Target
@@ -106,6 +106,8 @@ class ParamInfo:
     flash: str
     sram: str | None = None
     sram_ctype: str = ""
+    planes: int = 1
+    """int8 planes of the SRAM copy: 2 for an i16 master (value, fraction), else 1"""
 
     @property
     def name(self) -> str:
@@ -204,9 +206,12 @@ class Emitter:
                 storage = p.storage_type
                 info.sram_ctype = "float" if storage == f32 else ctype
                 info.sram = f"{name}_sram"
-                self.decls.append(f"static {info.sram_ctype} {info.sram}[{n}] QTRAIN_TRAINABLE;")
+                # An i16 master is two int8 planes in one array: the value (kernels read it as an int8
+                # copy), then the fraction (only its update reads it).
+                info.planes = 2 if storage == i16 else 1
+                self.decls.append(f"static {info.sram_ctype} {info.sram}[{n * info.planes}] QTRAIN_TRAINABLE;")
                 element_bytes = 1 if info.sram_ctype == "int8_t" else 4
-                self.state_buffers.append(StateBuffer(p.sym_name.data, info.sram, n * element_bytes))
+                self.state_buffers.append(StateBuffer(p.sym_name.data, info.sram, n * element_bytes * info.planes))
             self.params[p.sym_name.data] = info
 
     def weight_struct(self, value: SSAValue) -> str:
@@ -338,7 +343,13 @@ class Emitter:
             return self.trainable_copy(arg.name).sram  # type: ignore[return-value]
         if isinstance(arg, kc.ParamStorage):
             info = self.trainable_copy(arg.name)
+            if info.planes == 2:
+                return "QTRAIN_STORAGE_S16"
             return "QTRAIN_STORAGE_F32" if info.sram_ctype == "float" else "QTRAIN_STORAGE_S8"
+        if isinstance(arg, kc.NoiseKey):
+            if arg.counter not in self.states:
+                raise EmitError(f"no op of the module declares the training state '{arg.counter}'")
+            return f"qtrain_noise_key({arg.seed}u, {self.states[arg.counter]}[0])"
         raise EmitError(f"the C backend cannot render argument {arg!r}")
 
     def scalar(self, value: SSAValue) -> str:
@@ -507,8 +518,9 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
     table = []
     for i in trainable:
         shape = list(i.op.trainable_shape())
+        dtype = "QTRAIN_DTYPE_FIXED16" if i.planes == 2 else dtype_of[i.sram_ctype]
         table.append(
-            f'    {{"{i.name}", {i.sram}, {dtype_of[i.sram_ctype]}, {len(shape)}, '
+            f'    {{"{i.name}", {i.sram}, {dtype}, {len(shape)}, '
             f"{{{', '.join(str(s) for s in shape + [0] * (4 - len(shape)))}}}}},"
         )
     init = []
@@ -526,6 +538,8 @@ def emit_model(module: ModuleOp, header_name: str = "model.h", profile: bool = F
             src_index = f"{sl[0] * math.prod(shape[1:])} + k"
         conv = f"(float){i.flash}[{src_index}]" if i.sram_ctype == "float" else f"{i.flash}[{src_index}]"
         init.append(f"    for (int32_t k = 0; k < {n}; ++k) {{ {i.sram}[k] = {conv}; }}")
+        if i.planes == 2:
+            init.append(f"    for (int32_t k = {n}; k < {2 * n}; ++k) {{ {i.sram}[k] = 0; }} /* fractions */")
     for st in states:
         init.append(f"    for (int32_t k = 0; k < {st.count}; ++k) {{ {em.states[st.name]}[k] = 0; }}")
     regions = [f'    {{"{i.name}", {i.sram}, (uint32_t)sizeof {i.sram}}},' for i in trainable]

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects import func
-from xdsl.dialects.builtin import BytesAttr, DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i32
+from xdsl.dialects.builtin import BytesAttr, DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i16, i32
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from qtrain import numerics
@@ -67,7 +67,7 @@ def export_onnx(module: ModuleOp, path: str | os.PathLike[str] | None = None) ->
     return model
 
 
-_NUMPY_OF = {i8: np.dtype("int8"), i32: np.dtype("<i4"), f32: np.dtype("<f4")}
+_NUMPY_OF = {i8: np.dtype("int8"), i16: np.dtype("<i2"), i32: np.dtype("<i4"), f32: np.dtype("<f4")}
 
 
 def install_params(module: ModuleOp, params: Mapping[str, np.ndarray]) -> list[str]:

@@ -40,6 +40,7 @@ Training has two more families, further down:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -1129,7 +1130,8 @@ def sgd_steps(lr: FloatLike, grad_scale: np.ndarray | Sequence[float] | FloatLik
 
 
 def sgd_update(
-    value: np.ndarray, grad: np.ndarray, *, lr: FloatLike, grad_scale: np.ndarray | Sequence[float] | FloatLike
+    value: np.ndarray, grad: np.ndarray, *, lr: FloatLike, grad_scale: np.ndarray | Sequence[float] | FloatLike,
+    noise_key: int | None = None,
 ) -> np.ndarray:
     """`qtrain.sgd_update` on one SRAM copy: the new value, same dtype and shape (c = index along axis 0).
 
@@ -1143,6 +1145,13 @@ def sgd_update(
     24-bit mantissa. (C: `r = rintf(delta)` clamped to +-2**32, then a 64-bit subtraction and a
     saturating narrow.) A float64 value is the relaxed mode's parameter: p - step[c] * g in float64,
     same float32 step constants, no rounding, no saturation. NaN gradients are outside the contract.
+
+    Stochastic rounding (`noise_key` given: `noise_key(seed, step)`; u[i] = `rounding_noise(key, n)[i]`,
+    i the flat index into the copy) replaces rint by floor(x + u), which is unbiased (E = x):
+        int8 storage:                        p = saturate(p + floor(fp32(u - delta)))
+        int16 storage (16-bit fixed-point master m = 256 * value + fraction, `FIXED16_*`):
+                                             m = clamp(m + floor(fp32(u - fp32(256 * delta))), FIXED16_MIN, FIXED16_MAX)
+    (floor(p - delta + u) = p + floor(u - delta) for an integer p; 256 * delta is exact.)
 
     A scheduled update (`qtrain.sgd_update ... factor %f`) passes `lr = scheduled_lr(lr, factor)`, so
     step[c] = fp32(fp32(lr * factor) * grad_scale[c]); a factor of 1 gives today's steps bit for bit. With
@@ -1161,11 +1170,79 @@ def sgd_update(
     delta = (step * g.astype(np.float32)).astype(np.float32)
     if p.dtype == np.float32:
         return (p - delta).astype(np.float32)
+    if p.dtype == np.int16:
+        if noise_key is None:
+            raise ValueError("sgd_update: an int16 fixed-point master is only updated with stochastic rounding")
+        u = rounding_noise(noise_key, p.size).reshape(p.shape)
+        r = np.floor((u - (delta * np.float32(FIXED16_ONE)).astype(np.float32)).astype(np.float32))
+        r = np.clip(r.astype(np.float64), -(2.0**17), 2.0**17).astype(np.int64)
+        return np.clip(p.astype(np.int64) + r, FIXED16_MIN, FIXED16_MAX).astype(np.int16)
+    if noise_key is not None:
+        if p.dtype != np.int8:
+            raise ValueError(f"sgd_update: stochastic rounding applies to int8 / int16 storage, not {p.dtype}")
+        u = rounding_noise(noise_key, p.size).reshape(p.shape)
+        r = np.clip(np.floor((u - delta).astype(np.float32)).astype(np.float64), -256.0, 256.0).astype(np.int64)
+        return np.clip(p.astype(np.int64) + r, -128, 127).astype(np.int8)
     if p.dtype not in (np.int8, np.int32):
         raise ValueError(f"sgd_update: unsupported storage dtype {p.dtype}")
     info = np.iinfo(p.dtype)
     r = np.clip(np.rint(delta).astype(np.float64), -(2.0**32), 2.0**32).astype(np.int64)
     return np.clip(p.astype(np.int64) - r, info.min, info.max).astype(p.dtype)
+
+
+# -- stochastic rounding: a counter-based PRNG and the 16-bit fixed-point master -----------------------
+
+FIXED16_ONE = 256
+"""An int16 master m holds an int8 weight with 8 fractional bits: m = 256 * value + fraction."""
+FIXED16_MIN = -128 * FIXED16_ONE
+FIXED16_MAX = 127 * FIXED16_ONE + 127
+"""m's range: the value it stands for, floor((m + 128) / 256), stays within int8 (fraction in [-128, 127])."""
+
+_GOLDEN32 = 0x9E3779B9
+
+
+def mix32(x: int | np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (`qtrain_mix32`): a bijection of uint32 with full avalanche."""
+    h = np.asarray(x, dtype=np.uint64) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h.astype(np.uint32)
+
+
+def noise_seed(param: str) -> int:
+    """The stochastic-rounding seed of parameter @param: a compile-time constant (31 bits: a C int literal)."""
+    return zlib.crc32(param.encode()) & 0x7FFFFFFF
+
+
+def noise_key(seed: int, step: int) -> int:
+    """The key of one update's noise (`qtrain_noise_key`): mix32(seed ^ mix32(step)); `step` is the device's
+    step counter as the update reads it (already advanced by this step's `qtrain.lr_schedule`)."""
+    return int(mix32(int(seed) ^ int(mix32(int(step) & 0xFFFFFFFF))))
+
+
+def rounding_noise(key: int, count: int) -> FloatArray:
+    """u[i] in [0, 1) for i < count (`qtrain_noise_u`): the top 24 bits of mix32(key + i * 0x9E3779B9), times
+    2^-24 (exact in float32). Counter-based: no state, any element computable on its own."""
+    i = np.arange(count, dtype=np.uint64)
+    h = mix32((int(key) + i * _GOLDEN32) & 0xFFFFFFFF)
+    return ((h >> 8).astype(np.float32) * np.float32(2.0**-24)).astype(np.float32)
+
+
+def fixed16_value(master: np.ndarray) -> np.ndarray:
+    """The int8 weight an int16 fixed-point master m stands for: floor((m + 128) / 256), m / 256 rounded half
+    up (the device keeps it as the int8 copy the forward reads; m - 256 * value is the fraction plane)."""
+    m = np.asarray(master).astype(np.int32)
+    return ((m + FIXED16_ONE // 2) >> 8).astype(np.int8)
+
+
+def fixed16_master(value: np.ndarray, fraction: np.ndarray | None = None) -> np.ndarray:
+    """The int16 master of an int8 value plane and its int8 fraction plane (zeros: the Flash value exactly)."""
+    v = np.asarray(value).astype(np.int32)
+    f = np.zeros_like(v) if fraction is None else np.asarray(fraction).astype(np.int32)
+    return (v * FIXED16_ONE + f).astype(np.int16)
 
 
 def scheduled_lr(lr: FloatLike, factor: FloatLike) -> np.float32:
@@ -1213,8 +1290,11 @@ def lr_schedule_factor(step: int | np.ndarray, *, warmup_steps: int, steps: int,
 
 
 def master_to_param(master: np.ndarray, dtype: np.dtype | type[np.generic]) -> np.ndarray:
-    """The integer parameter a float32 master copy stands for: saturate(rint(master)) to `dtype`'s range
-    (round half to even; NaN gives the minimum, like `_round_and_clamp`)."""
+    """The integer parameter a master copy stands for. float32: saturate(rint(master)) to `dtype`'s range
+    (round half to even; NaN gives the minimum, like `_round_and_clamp`). int16 (a fixed-point master of an
+    int8 weight): `fixed16_value`."""
+    if np.asarray(master).dtype == np.int16:
+        return fixed16_value(master)
     info = np.iinfo(dtype)
     m = np.rint(np.asarray(master, dtype=np.float32)).astype(np.float64)
     m = np.where(np.isnan(m), float(info.min), m)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
+from qtrain.dialects.qtrain.contract import SOURCE
 from qtrain.search.candidates import (
     RATIOS,
     Candidate,
@@ -79,10 +80,21 @@ class AnalysisCache:
             self.path.write_text(json.dumps({"fingerprint": self.fingerprint, "runs": self.runs}, indent=1) + "\n")
 
 
+def _trained_text(module: ModuleOp) -> str:
+    """The IR text training depends on: without the importer's diagnostic notes (the ONNX node of each weight,
+    `qtrain.source`), which change no run, so caches written before they existed stay valid."""
+    if not any(SOURCE in op.attributes for op in module.walk()):
+        return str(module)
+    clone = module.clone()
+    for op in clone.walk():
+        op.attributes.pop(SOURCE, None)
+    return str(clone)
+
+
 def fingerprint(module: ModuleOp, recipe: FineTuneRecipe, arrays: Iterable[np.ndarray], seed: int) -> str:
     """What a cached run depends on: the model's IR text, the recipe's fields, the seed and the data."""
     h = hashlib.sha256()
-    h.update(str(module).encode())
+    h.update(_trained_text(module).encode())
     h.update(json.dumps(recipe.fingerprint(), sort_keys=True).encode())
     h.update(str(seed).encode())
     for a in arrays:

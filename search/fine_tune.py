@@ -17,7 +17,7 @@ from qtrain.search.candidates import SearchError
 from qtrain.search.progress import ProgressCallback, report
 from qtrain.transforms.lite_residual import Calibration
 from qtrain.transforms.pipeline import apply_passes, training_passes
-from qtrain.transforms.recipe import FINE_TUNE_RECIPE, FINE_TUNE_STEPS
+from qtrain.transforms.recipe import DEFAULT_WEIGHT_STORAGE, FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import UpdateScheme
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -43,7 +43,7 @@ class FineTuneRecipe:
     steps: int = FINE_TUNE_STEPS
     lr: float = FINE_TUNE_RECIPE.lr
     bias_lr: float | None = FINE_TUNE_RECIPE.bias_lr
-    weight_storage: str = "f32"
+    weight_storage: str = DEFAULT_WEIGHT_STORAGE
     warmup_steps: int = FINE_TUNE_RECIPE.warmup_steps
     horizon: int = FINE_TUNE_RECIPE.steps
     final_lr_ratio: float = FINE_TUNE_RECIPE.final_lr_ratio

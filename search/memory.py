@@ -10,11 +10,12 @@ from qtrain.dialects.qtrain.contract import MEMORY
 from qtrain.search.candidates import Candidate, backbone_convs, canonical
 from qtrain.transforms.lite_residual import Calibration
 from qtrain.transforms.pipeline import apply_passes, training_passes
+from qtrain.transforms.recipe import DEFAULT_WEIGHT_STORAGE
 from qtrain.transforms.schemes import UpdateScheme
 
 
 def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: bool = True,
-                      weight_storage: str = "f32", calibration: Calibration | None = None) -> int:
+                      weight_storage: str = DEFAULT_WEIGHT_STORAGE, calibration: Calibration | None = None) -> int:
     """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`
     (`calibration`: the scales of the lite residual modules it inserts, if any)."""
     planned = apply_passes(
@@ -29,7 +30,7 @@ def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: 
 class MemoryPlanner:
     """Planned peak SRAM of candidates (the real pipeline, see `planned_peak_sram`), cached by candidate."""
 
-    def __init__(self, module: ModuleOp, *, reorder: bool = True, weight_storage: str = "f32",
+    def __init__(self, module: ModuleOp, *, reorder: bool = True, weight_storage: str = DEFAULT_WEIGHT_STORAGE,
                  calibration: Calibration | None = None):
         self.module = module
         self.calibration = calibration

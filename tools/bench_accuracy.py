@@ -2,7 +2,8 @@
 
     python -m qtrain.tools.bench_accuracy [--seeds 10] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--jobs 2]
                                           [--budget-kb 24] [--searched SPEC] [--quant-schemes searched,last-k=3]
-                                          [--arms fp32,int8-qas,int8-no-qas,int8-qas-i8] [--tables a|b|ab]
+                                          [--arms fp32,int8-qas,...] [--weight-storage f32,i16,i8,i8-nearest]
+                                          [--tables a|b|ab]
                                           [--json OUT.json] [--quiet]
 
 The task is examples/digits/make_task.py's (built in memory): the digits CNN, imported with the project's
@@ -20,7 +21,13 @@ configuration: 10 seeds, 150 runs of 2000 steps, 4.5 minutes on 2 idle cores.
     int8-qas     the device's arithmetic: int8 graph, QAS gradient scaling, fp32 master copies of the
                  trained weights (int32 biases updated in place);
     int8-no-qas  the same int8 graph without QAS (every `qtrain.sgd_update` has grad_scale 1);
-    int8-qas-i8  int8 + QAS with the weights updated in place in int8 (no fp32 master copy).
+    int8-qas-i16 int8 + QAS with 16-bit fixed-point masters (int8 value + 8 fractional bits), updates
+                 rounded stochastically;
+    int8-qas-i8  int8 + QAS with the weights updated in place in int8 (no master copy), rounded
+                 stochastically; int8-qas-i8-nearest the same rounded to nearest.
+    `--weight-storage f32,i16,i8,i8-nearest` picks the int8 + QAS arms by storage (f32: int8-qas) and
+    adds, per trainable set, each storage's accuracy minus f32's with its paired standard error and the
+    cheapest storage within 1 point of f32 (the bar qtrain's default storage is chosen by).
     Trainable sets (`--quant-schemes`): the scheme the demo searches for `--budget-kb` ("searched") and
     last-k=3 (the deepest last-k within 24 KB). The bars: int8 + QAS not more than 1 point below fp32,
     and int8 without QAS measurably worse than int8 + QAS (more than 1 point and more than twice the
@@ -86,8 +93,14 @@ class Arm:
 FP32 = Arm("fp32", "fp32 training (relaxed simulation)", qas=True, relaxed=True)
 INT8_QAS = Arm("int8-qas", "int8 + QAS (fp32 master weights)", qas=True, relaxed=False)
 INT8_NO_QAS = Arm("int8-no-qas", "int8 without QAS (grad_scale 1)", qas=False, relaxed=False)
-INT8_QAS_I8 = Arm("int8-qas-i8", "int8 + QAS, int8 weights in place", qas=True, relaxed=False, weight_storage="i8")
-ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS_I8)}
+INT8_QAS_I16 = Arm("int8-qas-i16", "int8 + QAS, i16 masters (stochastic)", qas=True, relaxed=False,
+                   weight_storage="i16")
+INT8_QAS_I8 = Arm("int8-qas-i8", "int8 + QAS, i8 in place (stochastic)", qas=True, relaxed=False, weight_storage="i8")
+INT8_QAS_I8_NEAREST = Arm("int8-qas-i8-nearest", "int8 + QAS, i8 in place (nearest)", qas=True, relaxed=False,
+                          weight_storage="i8-nearest")
+ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS_I16, INT8_QAS_I8, INT8_QAS_I8_NEAREST)}
+STORAGE_ARMS: dict[str, Arm] = {a.weight_storage: a for a in (INT8_QAS, INT8_QAS_I16, INT8_QAS_I8, INT8_QAS_I8_NEAREST)}
+"""The int8 + QAS arm of each `--weight-storage` (f32: int8-qas)."""
 
 
 @dataclass(frozen=True)
@@ -455,6 +468,22 @@ def quant_bar(rows: list[dict[str, Any]]) -> dict[str, Any]:
         bar["no_qas_gap_points"] = 100 * gap
         bar["no_qas_gap_std_error_points"] = 100 * se
         bar["no_qas_measurably_worse"] = gap > 0.01 and gap > 2 * se
+    if INT8_QAS.key in by:
+        storages = {}
+        for storage, arm in STORAGE_ARMS.items():
+            if arm.key in by and arm is not INT8_QAS:
+                paired = np.subtract(by[arm.key]["per_seed"], by[INT8_QAS.key]["per_seed"])
+                storages[storage] = {
+                    "minus_f32_points": 100 * float(np.mean(paired)),
+                    "paired_std_error_points": 100 * float(np.std(paired, ddof=1) / math.sqrt(len(paired)))
+                    if len(paired) > 1 else 0.0,
+                    "within_1_point_of_f32": bool(np.mean(paired) >= -0.01),
+                }
+        if storages:
+            bar["storage_vs_f32"] = storages
+            # cheapest first: i8 (stochastic) and i8-nearest cost the same, then i16, then f32
+            bar["cheapest_within_1_point"] = next(
+                (s for s in ("i8", "i8-nearest", "i16") if storages.get(s, {}).get("within_1_point_of_f32")), "f32")
     return bar
 
 
@@ -531,6 +560,12 @@ def _format_quantization(doc: dict[str, Any]) -> list[str]:
             lines.append(f"    bar: int8 without QAS {bar['no_qas_gap_points']:.1f} points below int8 + QAS "
                          f"(std error {bar['no_qas_gap_std_error_points']:.1f}): "
                          f"{'MET' if bar['no_qas_measurably_worse'] else 'NOT MET'} (measurably worse)")
+        for storage, s in bar.get("storage_vs_f32", {}).items():
+            lines.append(f"    weight storage {storage} vs f32: {s['minus_f32_points']:+.1f} points (paired std error "
+                         f"{s['paired_std_error_points']:.1f}): "
+                         f"{'within' if s['within_1_point_of_f32'] else 'NOT within'} 1 point")
+        if "cheapest_within_1_point" in bar:
+            lines.append(f"    cheapest weight storage within 1 point of f32: {bar['cheapest_within_1_point']}")
     return lines
 
 
@@ -576,18 +611,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quant-schemes", default=",".join(defaults.quant_schemes),
                         help="trainable sets of (a), comma-separated; 'searched' is the searched scheme "
                              "(default searched,last-k=3)")
-    parser.add_argument("--arms", default=",".join(defaults.arms), help=f"arms of (a) (default {','.join(ARMS)})")
+    parser.add_argument("--arms", help=f"arms of (a) (default {','.join(ARMS)})")
+    parser.add_argument("--weight-storage", metavar="LIST",
+                        help="int8 + QAS arms by weight storage, comma-separated from f32,i16,i8,i8-nearest "
+                             "(added to --arms; with it, --arms defaults to none)")
     parser.add_argument("--tables", choices=["a", "b", "ab"], default="ab",
                         help="which tables: (a) quantization, (b) schemes at the budget (default ab)")
     parser.add_argument("--jobs", type=int, default=defaults.jobs, help="parallel fine-tuning processes (2)")
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms is not None else (
+        [] if args.weight_storage else list(defaults.arms))
+    for storage in (s.strip() for s in (args.weight_storage or "").split(",") if s.strip()):
+        if storage not in STORAGE_ARMS:
+            parser.error(f"unknown weight storage '{storage}' (choose from {', '.join(STORAGE_ARMS)})")
+        arms.append(STORAGE_ARMS[storage].key)
     config = BenchConfig(
         seeds=args.seeds, recipe=Recipe(args.steps, args.lr, args.bias_lr), budget_kb=args.budget_kb,
         quant_schemes=tuple(s.strip() for s in args.quant_schemes.split(",") if s.strip() and "a" in args.tables),
         schemes_table="b" in args.tables,
-        arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()), searched=args.searched, jobs=args.jobs,
+        arms=tuple(dict.fromkeys(arms)), searched=args.searched, jobs=args.jobs,
         progress=not args.quiet,
     )
     try:

@@ -1,11 +1,13 @@
 """Peak SRAM of the training step: 3 reference models x {full, the paper's 5 schemes, bias-only} x
 {naive schedule, qtrain-reorder}, as planned by qtrain-plan-memory (arena + trainable copies + scratch).
 
-    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32|i8|both] [--no-fuse] [--json OUT.json]
+    python -m qtrain.tools.bench_memory [--models DIR] [--weight-storage f32,i16,i8|both|all] [--no-fuse]
+                                        [--json OUT.json]
 
 Both schedules include qtrain-fuse-streaming unless --no-fuse. Trained weights are planned both ways
-by default: fp32 master copies (qtrain-compile's default, the more accurate) and int8 copies updated in
-place (4x fewer trainable bytes, the storage of the int8 graph itself).
+by default ("both"): fp32 master copies and int8 copies updated in place (4x fewer trainable bytes, the
+storage of the int8 graph itself); "all" adds the 16-bit fixed-point masters (2 B per weight). i8-nearest
+plans exactly as i8.
 
 Prints one table per model and storage with the peak in KB, the arena/trainable/scratch split of the
 reordered plan, naive/reorder and full(naive)/reorder, then the sparse schemes that meet both of
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from qtrain.tools.plumbing import ArgumentParser, run_tool
 from qtrain.transforms.pipeline import apply_passes, training_passes
+from qtrain.transforms.recipe import DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES
 
 MODELS = ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"]
 PAPER_KB = {  # MCUNetV3 paper, Fig. / Table: full -> sparse -> sparse + reorder
@@ -61,15 +64,17 @@ def bar_rows(rows: dict[str, dict[str, int]]) -> list[tuple[str, float, float]]:
     return out
 
 
-STORAGE_TITLE = {"f32": "fp32 master copies (qtrain's default)", "i8": "int8 copies updated in place"}
+STORAGE_TITLE = {"f32": "fp32 master copies", "i16": "16-bit fixed-point masters", "i8": "int8 copies updated in place",
+                 "i8-nearest": "int8 copies updated in place"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_models = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-training"
     parser.add_argument("--models", type=Path, default=default_models, help="folder with the .pkl models")
-    parser.add_argument("--weight-storage", choices=["f32", "i8", "both"], default="both",
-                        help="how trained weights are kept in SRAM (default: both, one table each)")
+    parser.add_argument("--weight-storage", default="both", metavar="LIST",
+                        help=f"how trained weights are kept in SRAM, comma-separated from {','.join(WEIGHT_STORAGES)}"
+                             f"; both: f32,i8 (the default); all: f32,i16,i8 (one table each)")
     parser.add_argument("--only", choices=MODELS, action="append", help="restrict to these models")
     parser.add_argument("--no-fuse", action="store_true", help="without qtrain-fuse-streaming")
     parser.add_argument("--json", type=Path, help="also write all figures as JSON")
@@ -82,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
 
     schemes_file = args.models / "schemes.json"
     budgets = json.loads(schemes_file.read_text())
-    storages = ["f32", "i8"] if args.weight_storage == "both" else [args.weight_storage]
+    named = {"both": "f32,i8", "all": "f32,i16,i8"}.get(args.weight_storage, args.weight_storage)
+    storages = [s.strip() for s in named.split(",") if s.strip()]
+    if not storages or any(s not in WEIGHT_STORAGES for s in storages):
+        print(f"bench_memory: error: --weight-storage {args.weight_storage}: choose from "
+              f"{', '.join(WEIGHT_STORAGES)}, both or all", file=sys.stderr)
+        return 2
     results: dict[str, dict[str, dict[str, dict[str, int]]]] = {s: {} for s in storages}
     texts = {model: str(import_tiny_training(args.models / f"{model}.pkl", num_classes=10))
              for model in args.only or MODELS}
@@ -111,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(model: str, storage: str, schemes: list[str], rows: dict[str, dict[str, int]]) -> None:
     full = rows["full|naive"]["peak_sram_bytes"]
     paper = PAPER_KB[model]
-    print(f"\n{model}  (trainable weights: {STORAGE_TITLE[storage]}; paper full/sparse/sparse+reorder = "
+    default = " (qtrain's default)" if storage == DEFAULT_WEIGHT_STORAGE else ""
+    print(f"\n{model}  (trainable weights: {STORAGE_TITLE[storage]}{default}; paper full/sparse/sparse+reorder = "
           f"{paper[0]}/{paper[1]}/{paper[2]} KB)")
     print(f"{'scheme':<10} {'naive KB':>9} {'reorder KB':>11} {'arena':>8} {'trainable':>10} {'scratch':>8} "
           f"{'naive/reorder':>14} {'full/reorder':>13}")

@@ -2,7 +2,7 @@
 
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb KB] [--target qemu|qemu-m4|qemu-m33|...]
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
-                   [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i8]
+                   [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i16|i8|i8-nearest]
                    [--num-classes 10] [--calibration DATA.npz] [--data TASK.npz] [--memory-report FILE.json]
                    [--lifetime-plot FILE.png] [--emit-llvm] [--profile] [--bounds-check] [--force] -o DIR
 
@@ -65,7 +65,7 @@ from qtrain.tools.plumbing import (
     run_tool,
     same_file,
 )
-from qtrain.transforms.recipe import COMPILE_RECIPE
+from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES
 
 TARGETS = build.TARGETS
 MANIFEST = ".qtrain-compile"
@@ -184,8 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--momentum", type=float, default=COMPILE_RECIPE.momentum,
                         help=f"SGD momentum in [0, 1) (default {COMPILE_RECIPE.momentum:g}: none)")
     parser.add_argument("--no-qas", action="store_true", help="plain SGD without quantization-aware scaling")
-    parser.add_argument("--weight-storage", choices=["f32", "i8"], default="f32",
-                        help="SRAM copy of trainable weights: fp32 master (default) or int8 in place")
+    parser.add_argument("--weight-storage", choices=WEIGHT_STORAGES, default=DEFAULT_WEIGHT_STORAGE,
+                        help=f"SRAM copy of trained int8 weights: fp32 master (4 B), 16-bit fixed-point master "
+                             f"(2 B), int8 in place (1 B; i16 and i8 round stochastically) or int8 rounded to "
+                             f"nearest (default {DEFAULT_WEIGHT_STORAGE})")
     parser.add_argument("--num-classes", type=number(int, low=2, high=1000, what="a number of classes"), default=10,
                         help="classifier rows of a .pkl model (default 10)")
     parser.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")

@@ -4,7 +4,7 @@
                          [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--repeats 3]
                          [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
                          [--layers I,J,...] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
-                         [--num-classes 10] [--weight-storage f32|i8] [--no-reorder] [--lite-residual]
+                         [--num-classes 10] [--weight-storage f32|i16|i8|i8-nearest] [--no-reorder] [--lite-residual]
                          [--quiet] [--debug]
 
 1. Contribution analysis: short fine-tuning runs of the int8 training graph in the interpreter on the
@@ -51,6 +51,7 @@ from qtrain.tools.plumbing import (
     read_npz,
     run_tool,
 )
+from qtrain.transforms.recipe import DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES
 
 BUDGET_KB = number(float, low=0, low_open=True, high=2**21, what="an SRAM budget in KB")
 """--budget-kb: positive and finite (at most 2 GB)."""
@@ -231,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
     p.add_argument("--num-classes", type=number(int, low=2, high=1000, what="a number of classes"), default=10,
                    help="classifier rows of a .pkl model (10)")
-    p.add_argument("--weight-storage", choices=["f32", "i8"], default="f32", help="SRAM copy of trained weights")
+    p.add_argument("--weight-storage", choices=WEIGHT_STORAGES, default=DEFAULT_WEIGHT_STORAGE,
+                   help=f"SRAM copy of trained weights (default {DEFAULT_WEIGHT_STORAGE})")
     p.add_argument("--no-reorder", action="store_true", help="plan memory for the naive schedule")
     p.add_argument("--lite-residual", action="store_true",
                    help="TinyTL lite residual modules (every block but the first) are candidates too")

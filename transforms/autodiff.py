@@ -23,7 +23,12 @@ Weights are kept as an fp32 master copy in the integer domain by default (`weigh
 an int8 in-place update rounds away every step smaller than half a quantization step, which stalls
 training; the int8 weights the forward pass reads are rint + saturate of the master. Biases are int32
 and updated in place (their quantization step is ~1e4x finer than the weights', so rounding is
-harmless). `weight-storage=i8` updates int8 weights in place, for comparison.
+harmless). The cheaper storages round each update stochastically (`qtrain.sgd_update` `stochastic`:
+floor(x + u), unbiased, so small steps still count in expectation): `weight-storage=i16` keeps a 16-bit
+fixed-point master (the int8 value plus 8 fractional bits, 2 B per weight), `i8` updates the int8 weight
+in place (1 B). `i8-nearest` updates in place with round-to-nearest, for comparison. Stochastic
+rounding reads the step counter, so it does not combine with momentum (whose fp32 velocity would cost
+more than an fp32 master anyway).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Literal
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FunctionType, ModuleOp, UnitAttr, f32, i32
+from xdsl.dialects.builtin import FunctionType, ModuleOp, UnitAttr, f32, i8, i16, i32
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
@@ -58,7 +63,7 @@ from qtrain.dialects.qtrain.interfaces import (
     produced_quant,
 )
 from qtrain.dialects.qtrain.schedule import MAX_SCHEDULE_STEPS, LRScheduleOp
-from qtrain.transforms.recipe import COMPILE_RECIPE
+from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -110,8 +115,9 @@ class AutodiffPass(ModulePass):
     qas: bool = True
     """quantization-aware scaling of the gradients"""
     loss: Literal["cross-entropy"] = "cross-entropy"
-    weight_storage: Literal["f32", "i8"] = "f32"
-    """SRAM copy of trainable weights: fp32 master (default) or int8 in place"""
+    weight_storage: Literal["f32", "i16", "i8", "i8-nearest"] = DEFAULT_WEIGHT_STORAGE  # type: ignore[assignment]
+    """SRAM copy of trainable weights: fp32 master, 16-bit fixed-point master or int8 in place (both rounded
+    stochastically), or int8 in place rounded to nearest"""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         forward = find_func(op, FORWARD)
@@ -125,6 +131,12 @@ class AutodiffPass(ModulePass):
                 raise PassFailedException(f"{self.name}: {option} = {value:g} is not a usable learning rate (a "
                                           f"positive float32: between 1.4e-45 and 3.4e38)")
         self._check_schedule()
+        if self.weight_storage not in WEIGHT_STORAGES:
+            raise PassFailedException(f"{self.name}: weight-storage must be one of {', '.join(WEIGHT_STORAGES)}, "
+                                      f"got {self.weight_storage}")
+        if self.momentum and self.weight_storage in ("i16", "i8"):
+            raise PassFailedException(f"{self.name}: momentum needs weight-storage=f32 or i8-nearest (stochastic "
+                                      f"rounding of {self.weight_storage} does not combine with momentum)")
         train = self._build_train_step(forward, param_ops(op))
         op.body.block.add_op(train)
 
@@ -222,11 +234,14 @@ class AutodiffPass(ModulePass):
             is_bias = role.kind == "bias"
             lr = (self.bias_lr if self.bias_lr is not None else self.lr) if is_bias else self.lr
             param.trainable = UnitAttr()
-            if not is_bias and self.weight_storage == "f32":
-                param.storage = f32
+            # Only int8 weights have a cheaper storage; fp32 parameters (GroupNorm) and int32 biases stay.
+            int8_weight = not is_bias and param.tensor_type.element_type == i8
+            if int8_weight and self.weight_storage in ("f32", "i16"):
+                param.storage = f32 if self.weight_storage == "f32" else i16
             grad.name_hint = f"g_{name.replace('.', '_')}"
             block.add_op(SGDUpdateOp(name, grad, lr=lr, grad_scale=role.grad_scale, lr_factor=schedule.results[0],
-                                     momentum=self.momentum))
+                                     momentum=self.momentum,
+                                     stochastic=int8_weight and self.weight_storage in ("i16", "i8")))
 
         block.add_op(func.ReturnOp(loss.loss))
         return func.FuncOp(TRAIN_STEP, FunctionType.from_lists([image_type, i32], [f32]), Region(block))

@@ -25,7 +25,7 @@ from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
 from qtrain.transforms.fuse_streaming import FuseStreamingPass
 from qtrain.transforms.lite_residual import Calibration, LiteResidualPass
 from qtrain.transforms.plan_memory import PlanMemoryPass
-from qtrain.transforms.recipe import COMPILE_RECIPE, Recipe
+from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE, Recipe
 from qtrain.transforms.reorder import ReorderPass
 from qtrain.transforms.schemes import SchemeError, UpdateScheme, parse_scheme
 from qtrain.transforms.sparse_update import SparseUpdatePass
@@ -44,7 +44,7 @@ def training_passes(
     final_lr_ratio: float = COMPILE_RECIPE.final_lr_ratio,
     momentum: float = COMPILE_RECIPE.momentum,
     qas: bool = True,
-    weight_storage: str = "f32",
+    weight_storage: str = DEFAULT_WEIGHT_STORAGE,
     memory_report: str | None = None,
     target: str = DEFAULT_TARGET,
     plan: bool = True,

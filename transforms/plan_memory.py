@@ -37,6 +37,7 @@ An op the target's kernels cannot run with its shapes (`TargetDescription.suppor
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ from xdsl.dialects.builtin import (
     TensorType,
     f32,
     i1,
+    i8,
+    i16,
     i64,
 )
 from xdsl.ir import Operation
@@ -65,6 +68,7 @@ from qtrain.dialects.qtrain.contract import (
     MEMORY,
     OFFSETS,
     SCRATCH_GAP,
+    SOURCE,
     TRAIN_STEP,
     entry_points,
     find_func,
@@ -482,7 +486,7 @@ class PlanMemoryPass(ModulePass):
             Path(self.memory_report).write_text(json.dumps(report.as_json(), indent=2) + "\n")
         budget = self.sram_kb * 1024
         if report.peak_sram_bytes > budget:
-            raise PassFailedException(over_budget_message(report, main, budget))
+            raise PassFailedException(over_budget_message(report, main, budget, op))
 
 
 def _describe_op(plan: FunctionPlan) -> str:
@@ -493,14 +497,49 @@ def _describe_op(plan: FunctionPlan) -> str:
     return f"@{plan.name} #{plan.peak_index} {op.name}" + (f" -> %{res}" if res else "")
 
 
-def over_budget_message(report: MemoryReport, plan: FunctionPlan, budget: int) -> str:
+def peak_layer(plan: FunctionPlan, module: ModuleOp) -> str | None:
+    """The layer of the peak op for a diagnostic: `layer 12 (conv12, ONNX Conv 'features.3.conv.0')` in
+    schemes.json numbering, the ONNX node when the importer recorded it; None when the op has no layer."""
+    if not plan.liveness.ops:
+        return None
+    layer = op_layer(plan.liveness.ops[plan.peak_index])
+    if layer is None:
+        return None
+    function = find_func(module, plan.name)
+    numbers = layer_numbers(function) if function is not None else {}
+    params = param_ops(module)
+    index = next((numbers[n] for n in (f"{layer}.weight", f"{layer}.bias") if n in numbers), None)
+    weight = params.get(f"{layer}.weight")
+    source = weight.attributes.get(SOURCE) if weight is not None else None
+    details = ", ".join([layer, *([f"ONNX {source.data}"] if isinstance(source, StringAttr) else [])])
+    return f"layer {index} ({details})" if index is not None else details
+
+
+def storage_savings(module: ModuleOp) -> dict[str, int]:
+    """Bytes each cheaper `--weight-storage` would save on the trained int8 weights' SRAM copies (f32: 4 B
+    per weight, i16: 2, i8: 1), by storage, for those that save anything."""
+    per_weight = {"f32": 4, "i16": 2, "i8": 1}
+    weights = [p for p in param_ops(module).values()
+               if p.is_trainable and p.tensor_type.element_type == i8 and p.storage_type in (f32, i16)]
+    now = trainable_bytes(weights)
+    saved = {}
+    for storage in ("i16", "i8"):
+        cheaper = sum(aligned(per_weight[storage] * math.prod(p.trainable_shape())) for p in weights)
+        if cheaper < now:
+            saved[storage] = now - cheaper
+    return saved
+
+
+def over_budget_message(report: MemoryReport, plan: FunctionPlan, budget: int, module: ModuleOp) -> str:
+    where = peak_layer(plan, module)
     lines = [
         f"qtrain-plan-memory: needs {report.peak_sram_bytes} bytes of SRAM, over the budget of {budget} "
-        f"({report.peak_sram_bytes - budget} too many)",
+        f"({report.peak_sram_bytes - budget} too many); Flash {report.flash_bytes} bytes of weights and "
+        f"constants (the firmware adds code)",
         f"  arena {report.arena_bytes} + trainable copies {report.trainable_bytes} + kernel scratch "
         f"{report.scratch_bytes}" + (f" (training state {report.state_bytes} of the trainable)"
                                      if report.state_bytes else ""),
-        f"  live at the peak ({report.peak_op}):",
+        f"  live at the peak ({report.peak_op}" + (f", {where}" if where else "") + "):",
     ]
     for b in plan.liveness.live_at(plan.peak_index)[:12]:
         lines.append(f"    {b.size:>9} B  {b.name}  [ops {b.start}..{b.end}]")
@@ -510,5 +549,9 @@ def over_budget_message(report: MemoryReport, plan: FunctionPlan, budget: int) -
     big = sorted(report.trainable, key=lambda t: -int(t["bytes"]))[:5]  # type: ignore[call-overload]
     if big:
         lines.append("  largest trainable copies: " + ", ".join(f"{t['name']} {t['bytes']} B" for t in big))
-    lines.append("  try a sparser scheme, a smaller --sram-kb model, or qtrain-reorder if it did not run")
+    helps = [f"--weight-storage {s} (saves {n} bytes of weight copies)" for s, n in storage_savings(module).items()]
+    helps += ["a sparser scheme (fewer or narrower trained layers; bias-only keeps no weight copies)",
+              "qtrain-search-scheme --budget-kb K (the most accurate scheme that fits K)",
+              "qtrain-reorder if it did not run"]
+    lines.append("  what would help: " + "; ".join(helps))
     return "\n".join(lines)

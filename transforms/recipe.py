@@ -45,6 +45,16 @@ PROVISIONAL_WARMUP_STEPS = 50
 PROVISIONAL_HORIZON_STEPS = 1000
 PROVISIONAL_FINAL_LR_RATIO = 0.1
 
+WEIGHT_STORAGES = ("f32", "i16", "i8", "i8-nearest")
+"""`--weight-storage` choices for the SRAM copy of a trained int8 weight, most bytes first: an fp32 master
+(4 B per weight), a 16-bit fixed-point master (2 B) and int8 in place (1 B), the last two rounded
+stochastically, and int8 in place rounded to nearest (1 B, for comparison). qtrain-autodiff says how."""
+
+DEFAULT_WEIGHT_STORAGE = "f32"
+"""The storage every tool uses without `--weight-storage`: the cheapest whose held-out accuracy is within 1
+point of f32 on the benchmark tasks. Measured in docs/memory.md: i8 (stochastic) is within 1 point on the
+transfer task and on digits' last-k=3, but 4.3 points below on digits' searched scheme (i16: 5.3), so f32."""
+
 COMPILE_RECIPE = Recipe(lr=0.05, warmup_steps=PROVISIONAL_WARMUP_STEPS, steps=PROVISIONAL_HORIZON_STEPS,
                         final_lr_ratio=PROVISIONAL_FINAL_LR_RATIO)
 FINE_TUNE_RECIPE = Recipe(lr=0.01, bias_lr=0.001)

@@ -52,6 +52,8 @@ not depend on how much scratch beyond its minimum it is given; more lets it take
 MEMORY = "qtrain.memory"
 LITE_RESIDUAL = "qtrain.lite_residual"
 LITE_RESIDUAL_FINAL = "qtrain.lite_residual_final"
+SOURCE = "qtrain.source"
+"""On a conv's weight `qtrain.param`: the ONNX node it was imported from (`Conv 'name'`), for diagnostics."""
 
 
 def find_func(module: ModuleOp, name: str) -> func.FuncOp | None:

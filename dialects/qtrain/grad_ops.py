@@ -30,8 +30,10 @@ from xdsl.dialects.builtin import (
     IntegerType,
     SymbolRefAttr,
     TensorType,
+    UnitAttr,
     f32,
     i8,
+    i16,
     i32,
     i64,
 )
@@ -77,6 +79,7 @@ from qtrain.dialects.qtrain.ops import (
     shape_of,
     tensor_type,
 )
+from qtrain.dialects.qtrain.schedule import STEP_COUNTER
 
 
 def f32_array(values: Sequence[float]) -> F32ArrayAttr:
@@ -345,6 +348,15 @@ class Conv2DWeightGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCall
         if update is not None and groups == 1:
             scales = update.grad_scale.get_values()
             momentum = update.momentum_args()
+            if update.is_stochastic:
+                return (kc.KernelCall(
+                    "qtrain_conv2d_weight_grad_sgd_update_stochastic",
+                    (geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(dw),
+                     update.lr_arg(), kc.Floats("grad_scale", scales), kc.I32(len(scales)),
+                     kc.ParamStorage(update.updated_param), kc.ParamCopy(update.updated_param),
+                     update.noise_key_arg()),
+                    macs=macs,
+                ),)
             return (kc.KernelCall(
                 "qtrain_conv2d_weight_grad_sgd_momentum_update" if momentum else "qtrain_conv2d_weight_grad_sgd_update",
                 (geometry, kc.Shape(x), kc.Tensor(self.input), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(dw),
@@ -593,6 +605,10 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
 
     grad_scale holds the QAS factors (s_w[c]^-2 for weights, (s_x * s_w[c])^-2 for biases) or 1.0.
     i8 / i32 storage is rounded half to even and saturated; f32 storage (a master copy) is not.
+    `stochastic` (i8 weights, and always for an i16 master): rounded stochastically instead, floor(x + u)
+    with u in [0, 1) from a counter-based PRNG keyed by (this parameter's seed, the step counter,
+    element index): unbiased, so updates smaller than one unit still move the weight in expectation.
+    The golden model draws the same u (`numerics.rounding_noise`), so no PRNG state is planned.
     `factor %f` (optional, a `qtrain.lr_schedule` result): this step's learning rate is fp32(lr * f).
     `momentum` (optional, in (0, 1)): SGD momentum, v = momentum * v + g applied instead of g, with the
     velocity v as device state (`velocity/<param>`, fp32, the trainable shape). `numerics.sgd_update`,
@@ -606,12 +622,13 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
     lr = prop_def(FloatAttr[Float32Type])
     grad_scale = prop_def(F32ArrayAttr)
     momentum = opt_prop_def(FloatAttr[Float32Type])
+    stochastic = opt_prop_def(UnitAttr)
     traits = traits_def(MemoryWriteEffect(), ParamUpdate())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$param `,` $grad (`factor` $lr_factor^)? attr-dict `:` type($grad)"
 
     def __init__(self, param: str, grad: SSAValue | Operation, *, lr: float, grad_scale: Sequence[float],
-                 lr_factor: SSAValue | Operation | None = None, momentum: float = 0.0):
+                 lr_factor: SSAValue | Operation | None = None, momentum: float = 0.0, stochastic: bool = False):
         properties: dict[str, Attribute] = {
             "param": SymbolRefAttr(param),
             "lr": FloatAttr(float(lr), f32),
@@ -619,12 +636,22 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
         }
         if momentum:
             properties["momentum"] = FloatAttr(float(momentum), f32)
+        if stochastic:
+            properties["stochastic"] = UnitAttr()
         super().__init__(operands=[grad, [] if lr_factor is None else [lr_factor]], properties=properties)
 
     def with_gradient(self, grad: SSAValue | Operation, grad_scale: Sequence[float]) -> SGDUpdateOp:
         """A detached copy updating the same parameter from another gradient (same lr, factor, momentum)."""
         return SGDUpdateOp(self.updated_param, grad, lr=self.lr.value.data, grad_scale=grad_scale,
-                           lr_factor=self.lr_factor, momentum=self.momentum_value)
+                           lr_factor=self.lr_factor, momentum=self.momentum_value, stochastic=self.is_stochastic)
+
+    @property
+    def is_stochastic(self) -> bool:
+        return self.stochastic is not None
+
+    def noise_key_arg(self) -> kc.CallArg:
+        """The stochastic kernels' `noise_key`: numerics.noise_key(this parameter's seed, the step counter)."""
+        return kc.NoiseKey(numerics.noise_seed(self.updated_param), STEP_COUNTER.name)
 
     @property
     def updated_param(self) -> str:
@@ -669,7 +696,12 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
                 v = run.device_state(velocity).reshape(np.shape(grad))
                 v[...] = numerics.momentum_velocity(v, grad, self.momentum_value)
                 grad = v.copy()
-            new = numerics.sgd_update(run.sram_copy(name), grad, lr=lr, grad_scale=self.grad_scale.as_array())
+            key = None
+            if self.is_stochastic and not run.relaxed:
+                step = int(run.device_state(STEP_COUNTER)[0])  # already advanced by this step's schedule
+                key = numerics.noise_key(numerics.noise_seed(name), step)
+            new = numerics.sgd_update(run.sram_copy(name), grad, lr=lr, grad_scale=self.grad_scale.as_array(),
+                                      noise_key=key)
             run.write_sram_copy(name, new)
         return ()
 
@@ -677,9 +709,16 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
         """The update of the SRAM copy from a gradient `grad` (an arena tensor or a fused gradient)."""
         param = self.target()
         shape = param.trainable_shape()
-        kind = {f32: "f32", i8: "s8", i32: "s32"}[param.storage_type]
+        kind = {f32: "f32", i8: "s8", i16: "s16", i32: "s32"}[param.storage_type]
         scales = self.grad_scale.get_values()
         momentum = self.momentum_args()
+        if self.is_stochastic:
+            return kc.KernelCall(
+                f"qtrain_sgd_update_{kind}_stochastic",
+                (kc.ParamCopy(self.updated_param), grad, kc.I32(shape[0]), kc.I32(math.prod(shape[1:])),
+                 self.lr_arg(), kc.Floats("grad_scale", scales), kc.I32(len(scales)), self.noise_key_arg()),
+                returns="void",
+            )
         return kc.KernelCall(
             f"qtrain_sgd_momentum_update_{kind}" if momentum else f"qtrain_sgd_update_{kind}",
             (kc.ParamCopy(self.updated_param), grad, *momentum, kc.I32(shape[0]), kc.I32(math.prod(shape[1:])),
@@ -706,6 +745,15 @@ class SGDUpdateOp(IRDLOperation, ParamUpdateOp, DeviceStateOp, GoldenModelOp, Ke
             raise VerifyException(f"{self.name}: no qtrain.param named {self.param}")
         if not target.is_trainable:
             raise VerifyException(f"{self.name}: {self.param} is not marked trainable")
+        storage = target.storage_type
+        if self.is_stochastic and storage not in (i8, i16):
+            raise VerifyException(f"{self.name}: stochastic rounding applies to i8 or i16 storage, {self.param} "
+                                  f"is stored as {storage}")
+        if storage == i16 and not self.is_stochastic:
+            raise VerifyException(f"{self.name}: the i16 master of {self.param} is updated with stochastic rounding")
+        if self.is_stochastic and (self.lr_factor is None or self.momentum is not None):
+            raise VerifyException(f"{self.name}: stochastic rounding needs the step counter (a `factor` from "
+                                  f"qtrain.lr_schedule) and no momentum")
         expected = target.trainable_shape()
         if g.get_shape() != expected:
             raise VerifyException(

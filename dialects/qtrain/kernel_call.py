@@ -180,9 +180,19 @@ class ParamCopy(CallArg):
 
 @dataclass(frozen=True)
 class ParamStorage(CallArg):
-    """The `qtrain_storage_t` of trainable weight @name's SRAM copy (int8 in place or an fp32 master)."""
+    """The `qtrain_storage_t` of trainable weight @name's SRAM copy (int8 in place, an fp32 master, or the
+    two int8 planes of an i16 master)."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class NoiseKey(CallArg):
+    """A stochastic update's `uint32_t noise_key`: `qtrain_noise_key(seed, counter)` of the training state
+    `counter` (the step counter) as it is when the call runs (`numerics.noise_key`)."""
+
+    seed: int
+    counter: str
 
 
 Returns = Literal["status", "void", "loss", "value"]

@@ -41,6 +41,7 @@ from xdsl.dialects.builtin import (
     UnitAttr,
     f32,
     i8,
+    i16,
     i32,
     i64,
 )
@@ -177,8 +178,11 @@ class ParamOp(IRDLOperation):
     """A named model parameter with its initial value (Flash); `trainable` ones get an SRAM copy.
 
     `storage` is the element type of that SRAM copy: the parameter's own type (i8 weights / i32
-    biases updated in place, rounded half to even and saturated) or f32 (an fp32 master copy in the
-    integer domain, from which the int8 weights read by the forward pass are rint + saturate).
+    biases updated in place, rounded half to even and saturated, or stochastically: see
+    `qtrain.sgd_update`), f32 (an fp32 master copy in the integer domain, from which the int8 weights
+    read by the forward pass are rint + saturate) or, for an i8 weight, i16 (a 16-bit fixed-point
+    master m = 256 * w + f, kept on the device as two int8 planes: w, which the forward reads as it
+    reads an int8 copy, then the fraction f in [-128, 127]; `numerics.fixed16_value`).
     `channels = [start, stop]` narrows a trainable weight to a slice of its layer's input channels:
     axis 3 of OHWI, or, marked `depthwise`, axis 0 of a depthwise weight (`[C, KH, KW, 1]`, one input
     channel per group). Only that slice has an SRAM copy and is updated; the rest stays in Flash.
@@ -229,7 +233,7 @@ class ParamOp(IRDLOperation):
 
     @property
     def storage_type(self) -> Attribute:
-        """Element type of the SRAM copy (the parameter's own element type unless `storage` says f32)."""
+        """Element type of the SRAM copy (the parameter's own element type unless `storage` says f32 / i16)."""
         return self.storage if self.storage is not None else self.tensor_type.element_type
 
     @property
@@ -264,9 +268,11 @@ class ParamOp(IRDLOperation):
             raise VerifyException(f"{where}: storage and channels only apply to a trainable parameter")
         if self.depthwise is not None and (self.channels is None or t.get_shape()[-1] != 1):
             raise VerifyException(f"{where}: depthwise marks the channel slice of a [C, KH, KW, 1] weight")
-        if self.storage is not None and self.storage not in (t.element_type, f32):
+        if self.storage is not None and self.storage not in (t.element_type, f32) and \
+                not (self.storage == i16 and t.element_type == i8):
             raise VerifyException(
-                f"{where}: storage must be the parameter's element type ({t.element_type}) or f32, got {self.storage}"
+                f"{where}: storage must be the parameter's element type ({t.element_type}), f32 or (an i8 "
+                f"weight) i16, got {self.storage}"
             )
         if self.channels is not None:
             if t.get_num_dims() != 4:

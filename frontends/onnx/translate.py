@@ -1450,6 +1450,7 @@ class OnnxImporter:
             groups=layer.groups,
             output_q=out_q,
             clamp=clamp_for_range(out_q, *layer.act),
+            source=layer.source,
         )
 
 

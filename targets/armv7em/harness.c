@@ -276,6 +276,8 @@ static uint32_t dtype_bytes(uint32_t dtype) {
     switch (dtype) {
     case QTRAIN_DTYPE_INT8:
         return 1u;
+    case QTRAIN_DTYPE_FIXED16:
+        return 2u;
     case QTRAIN_DTYPE_INT32:
     case QTRAIN_DTYPE_FLOAT32:
         return 4u;

@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from qtrain import numerics
+
 REQUEST_MAGIC = b"QTRI"
 RESULT_MAGIC = b"QTRO"
 VERSION = 3
@@ -40,8 +42,10 @@ NO_LABEL = -1
 COUNTER_KINDS: dict[int, str | None] = {0: None, 1: "instructions", 2: "cycles", 3: "host_ns"}
 """What the per-record counts measure (qtrain_counter_kind_t)."""
 
-DTYPES: dict[int, np.dtype] = {1: np.dtype("<i1"), 2: np.dtype("<i4"), 3: np.dtype("<f4")}
+DTYPES: dict[int, np.dtype] = {1: np.dtype("<i1"), 2: np.dtype("<i4"), 3: np.dtype("<f4"), 4: np.dtype("<i2")}
 """qtrain_dtype_t -> numpy dtype of a trainable tensor."""
+DTYPE_FIXED16 = 4
+"""QTRAIN_DTYPE_FIXED16: an int16 master sent as its two int8 planes (values, then fractions)."""
 
 TRAIN_RECORD = np.dtype([("loss", "<f4"), ("label", "<i4"), ("count", "<u8")])
 
@@ -284,8 +288,12 @@ def _decode_tensors(data: bytes, offset: int, count: int) -> dict[str, np.ndarra
             shape = shape[:rank]
             if int(np.prod(shape)) * dtype.itemsize != data_bytes or offset + data_bytes > len(data):
                 raise ProtocolError(f"trainable tensor '{name}': {data_bytes} bytes do not match {dtype} {shape}")
-            params[name] = np.frombuffer(data, dtype, count=data_bytes // dtype.itemsize, offset=offset) \
-                .reshape(shape).copy()
+            if dtype_code == DTYPE_FIXED16:
+                planes = np.frombuffer(data, np.int8, count=data_bytes, offset=offset).reshape(2, *shape)
+                params[name] = numerics.fixed16_master(planes[0], planes[1])
+            else:
+                params[name] = np.frombuffer(data, dtype, count=data_bytes // dtype.itemsize, offset=offset) \
+                    .reshape(shape).copy()
             offset += _align4(data_bytes)
     except (struct.error, KeyError, UnicodeDecodeError) as e:
         raise ProtocolError(f"malformed trainable tensor table: {e}") from e

@@ -74,6 +74,9 @@ typedef enum {
     QTRAIN_DTYPE_INT8 = 1,
     QTRAIN_DTYPE_INT32 = 2,
     QTRAIN_DTYPE_FLOAT32 = 3,
+    /* a 16-bit fixed-point master m = 256 * v + f of an int8 weight, stored as two int8 planes (all the
+     * values v, then all the fractions f); the npz gets int16 m (numerics.fixed16_master) */
+    QTRAIN_DTYPE_FIXED16 = 4,
 } qtrain_dtype_t;
 
 #define QTRAIN_MAX_RANK 4

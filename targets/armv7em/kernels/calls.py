@@ -18,6 +18,8 @@ from typing import Literal
 
 import numpy as np
 
+from qtrain import numerics
+
 Returns = Literal["status", "i32", "f32", "void"]
 
 
@@ -496,6 +498,46 @@ def conv2d_weight_grad_sgd_update(x: np.ndarray, grad: np.ndarray, params: ConvP
         params, Dims(_shape4(x.shape)), In(x.astype(np.int8)), Dims(_shape4(grad.shape)), In(grad.astype(np.float32)),
         Dims(_shape4(param.shape)), F32(lr), In(scale), I32(scale.size), I32(STORAGE[param.dtype]),
         Out(param.shape, param.dtype, param)])
+
+
+def _key_i32(noise_key: int) -> I32:
+    """A uint32 noise key as the int32 of the same bits (what ctypes passes for I32)."""
+    return I32(noise_key - 2**32 if noise_key >= 2**31 else noise_key)
+
+
+def _planes(param: np.ndarray) -> np.ndarray:
+    """An int16 master as the device keeps it: its int8 value plane, then its int8 fraction plane."""
+    value = numerics.fixed16_value(param)
+    return np.stack([value, (param.astype(np.int32) - 256 * value.astype(np.int32)).astype(np.int8)])
+
+
+def from_planes(planes: np.ndarray) -> np.ndarray:
+    """The int16 master of a (2, ...) int8 plane pair."""
+    return numerics.fixed16_master(planes[0], planes[1])
+
+
+def conv2d_weight_grad_sgd_update_stochastic(x: np.ndarray, grad: np.ndarray, params: ConvParams, param: np.ndarray,
+                                             lr: float, grad_scale: np.ndarray, noise_key: int) -> Call:
+    """Fused weight gradient + stochastic update of `param` (int8, or an int16 master: output its planes,
+    `from_planes` gives the master)."""
+    scale = np.atleast_1d(np.asarray(grad_scale, np.float32))
+    stored = _planes(param) if param.dtype == np.int16 else param
+    return Call("qtrain_conv2d_weight_grad_sgd_update_stochastic", [
+        params, Dims(_shape4(x.shape)), In(x.astype(np.int8)), Dims(_shape4(grad.shape)), In(grad.astype(np.float32)),
+        Dims(_shape4(param.shape)), F32(lr), In(scale), I32(scale.size), I32(4 if param.dtype == np.int16 else 1),
+        Out(stored.shape, stored.dtype, stored), _key_i32(noise_key)])
+
+
+def sgd_update_stochastic(param: np.ndarray, grad: np.ndarray, lr: float, grad_scale: np.ndarray,
+                          noise_key: int) -> Call:
+    """int8 in place, or an int16 master (output: its planes)."""
+    suffix = "s16" if param.dtype == np.int16 else "s8"
+    stored = _planes(param) if param.dtype == np.int16 else param
+    scale = np.atleast_1d(np.asarray(grad_scale, np.float32))
+    channels = param.shape[0]
+    return Call(f"qtrain_sgd_update_{suffix}_stochastic", [
+        Out(stored.shape, stored.dtype, stored), In(grad.astype(np.float32)), I32(channels),
+        I32(param.size // channels), F32(lr), In(scale), I32(scale.size), _key_i32(noise_key)], returns="void")
 
 
 def depthwise_weight_grad(x: np.ndarray, grad: np.ndarray, params: ConvParams, slice_start: int,

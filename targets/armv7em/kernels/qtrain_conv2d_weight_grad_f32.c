@@ -180,6 +180,9 @@ typedef struct {
     float *velocity; /* fused with momentum: the velocity (filter_dims elements), else NULL */
     float momentum;
     int32_t plain_sgd; /* 1: p = p - step * dw and nothing else, so a block may go from FPU registers to p */
+    int32_t stochastic; /* fused, S8 / S16: rounded stochastically with noise_key */
+    uint32_t noise_key;
+    int32_t count;      /* fused, S16: elements of the value plane (the fraction plane follows it) */
 } sink_t;
 
 /* [begin, end) of the outputs along one axis whose tap `k` reads inside [0, size). */
@@ -279,7 +282,17 @@ QTRAIN_INLINE void drain(const sink_t *sink, const qtrain_dims_t *filter_dims, c
             continue;
         }
         const float step = qtrain_sgd_step(sink->lr, sink->grad_scale, sink->num_grad_scales, o + j);
-        if (sink->storage == QTRAIN_STORAGE_S8) {
+        if (sink->stochastic) {
+            int8_t *p = (int8_t *)sink->param + index;
+            for (int32_t i = 0; i < cb; i++) {
+                const float u = qtrain_noise_u(sink->noise_key, (uint32_t)(index + i));
+                if (sink->storage == QTRAIN_STORAGE_S16) {
+                    qtrain_sgd_s16_stochastic(&p[i], &p[i + sink->count], step * acc[j][i], u);
+                } else {
+                    p[i] = qtrain_sgd_s8_stochastic(p[i], step * acc[j][i], u);
+                }
+            }
+        } else if (sink->storage == QTRAIN_STORAGE_S8) {
             int8_t *p = (int8_t *)sink->param + index;
             for (int32_t i = 0; i < cb; i++) {
                 p[i] = qtrain_sgd_s8(p[i], step * acc[j][i]);
@@ -373,7 +386,7 @@ qtrain_status_t qtrain_conv2d_weight_grad_f32(const qtrain_conv_params_t *params
     if (weight_grad == NULL) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    const sink_t sink = {weight_grad, QTRAIN_STORAGE_F32, NULL, 0.0f, NULL, 0, NULL, 0.0f, 0};
+    const sink_t sink = {weight_grad, QTRAIN_STORAGE_F32, NULL, 0.0f, NULL, 0, NULL, 0.0f, 0, 0, 0u, 0};
     return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
 }
 
@@ -387,7 +400,23 @@ qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t 
         (storage != QTRAIN_STORAGE_S8 && storage != QTRAIN_STORAGE_F32) || num_grad_scales < 1) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, NULL, 0.0f, 1};
+    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, NULL, 0.0f, 1, 0, 0u, 0};
+    return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
+}
+
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_update_stochastic(const qtrain_conv_params_t *params,
+                                                                const qtrain_dims_t *input_dims, const int8_t *input,
+                                                                const qtrain_dims_t *grad_dims, const float *grad,
+                                                                const qtrain_dims_t *filter_dims, float lr,
+                                                                const float *grad_scale, int32_t num_grad_scales,
+                                                                qtrain_storage_t storage, void *param,
+                                                                uint32_t noise_key) {
+    if (param == NULL || grad_scale == NULL || params == NULL || filter_dims == NULL || params->groups != 1 ||
+        (storage != QTRAIN_STORAGE_S8 && storage != QTRAIN_STORAGE_S16) || num_grad_scales < 1) {
+        return QTRAIN_STATUS_ARG_ERROR;
+    }
+    const int32_t count = filter_dims->n * filter_dims->h * filter_dims->w * filter_dims->c;
+    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, NULL, 0.0f, 0, 1, noise_key, count};
     return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
 }
 
@@ -402,6 +431,6 @@ qtrain_status_t qtrain_conv2d_weight_grad_sgd_momentum_update(const qtrain_conv_
         (storage != QTRAIN_STORAGE_S8 && storage != QTRAIN_STORAGE_F32) || num_grad_scales < 1) {
         return QTRAIN_STATUS_ARG_ERROR;
     }
-    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, velocity, momentum, 0};
+    const sink_t sink = {NULL, storage, param, lr, grad_scale, num_grad_scales, velocity, momentum, 0, 0, 0u, 0};
     return weight_grad_into(params, input_dims, input, grad_dims, grad, filter_dims, &sink);
 }

@@ -229,6 +229,7 @@ typedef enum {
     QTRAIN_STORAGE_S8 = 1,  /* int8 weight, updated in place: rint half to even, saturate */
     QTRAIN_STORAGE_S32 = 2, /* int32 bias, same */
     QTRAIN_STORAGE_F32 = 3, /* fp32 master copy: plain fp32 update */
+    QTRAIN_STORAGE_S16 = 4, /* 16-bit fixed-point master of an int8 weight as two int8 planes (see below) */
 } qtrain_storage_t;
 
 /* ================================================================================================
@@ -551,6 +552,18 @@ qtrain_status_t qtrain_conv2d_weight_grad_sgd_update(const qtrain_conv_params_t 
                                                      const float *grad_scale, int32_t num_grad_scales,
                                                      qtrain_storage_t storage, void *param);
 
+/* The same with stochastic rounding (qtrain_sgd_update_s8_stochastic / _s16_stochastic below on the same
+ * gradient values, element i of the copy drawing qtrain_noise_u(noise_key, i)).
+ *   storage      QTRAIN_STORAGE_S8 (int8 copy) or QTRAIN_STORAGE_S16 (the two planes of an int16 master)
+ *   noise_key    qtrain_noise_key(seed, step counter) */
+qtrain_status_t qtrain_conv2d_weight_grad_sgd_update_stochastic(const qtrain_conv_params_t *params,
+                                                                const qtrain_dims_t *input_dims, const int8_t *input,
+                                                                const qtrain_dims_t *grad_dims, const float *grad,
+                                                                const qtrain_dims_t *filter_dims, float lr,
+                                                                const float *grad_scale, int32_t num_grad_scales,
+                                                                qtrain_storage_t storage, void *param,
+                                                                uint32_t noise_key);
+
 /* The same with SGD momentum (qtrain_sgd_momentum_update_* below): each finished block of dw first
  * updates its velocity, v = fp32(fp32(momentum * v) + dw), then v is applied as dw is above.
  *   velocity     fp32, filter_dims elements (the update's state), must not overlap anything else */
@@ -740,6 +753,24 @@ void qtrain_sgd_update_s32(int32_t *param, const float *grad, int32_t channels, 
                            const float *grad_scale, int32_t num_grad_scales);
 void qtrain_sgd_update_f32(float *param, const float *grad, int32_t channels, int32_t channel_size, float lr,
                            const float *grad_scale, int32_t num_grad_scales);
+
+/* Stochastic rounding (numerics.sgd_update with a noise key): floor(x + u) instead of rint(x), with
+ * u[i] = qtrain_noise_u(noise_key, i) in [0, 1), i the element's flat index in the copy, and
+ * noise_key = qtrain_noise_key(seed, step counter) (the generated code passes the parameter's seed and
+ * the counter as this step's qtrain_lr_schedule_f32 left it). Unbiased: E[new] = p - delta.
+ *   s8:   p = saturate(p + floor(fp32(u - delta)))
+ *   s16:  a 16-bit fixed-point master m = 256 * v + f of an int8 weight, kept as two int8 planes of
+ *         count = channels * channel_size elements each: param[0 .. count) the value v (what the forward
+ *         reads, exactly as an int8 copy), param[count .. 2 count) the fraction f in [-128, 127];
+ *         m = clamp(m + floor(fp32(u - fp32(256 * delta))), -32768, 32639), v = floor((m + 128) / 256),
+ *         f = m - 256 * v (numerics.fixed16_value / fixed16_master). */
+void qtrain_sgd_update_s8_stochastic(int8_t *param, const float *grad, int32_t channels, int32_t channel_size,
+                                     float lr, const float *grad_scale, int32_t num_grad_scales, uint32_t noise_key);
+void qtrain_sgd_update_s16_stochastic(int8_t *param, const float *grad, int32_t channels, int32_t channel_size,
+                                      float lr, const float *grad_scale, int32_t num_grad_scales, uint32_t noise_key);
+
+/* numerics.noise_key: mix32(seed ^ mix32(step)), mix32 = MurmurHash3's 32-bit finalizer. */
+uint32_t qtrain_noise_key(uint32_t seed, uint32_t step);
 
 /* SGD with momentum (numerics.momentum_velocity, then the update above with g := v):
  *   v = fp32(fp32(momentum * v) + g)   in place on `velocity` (channels x channel_size fp32, the update's

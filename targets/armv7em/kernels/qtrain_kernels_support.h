@@ -385,6 +385,44 @@ QTRAIN_INLINE int32_t qtrain_sgd_s32(int32_t p, float delta) {
     return v < INT32_MIN ? INT32_MIN : (v > INT32_MAX ? INT32_MAX : (int32_t)v);
 }
 
+/* ---- stochastic rounding (numerics.mix32 / rounding_noise / sgd_update with a noise key) ---------- */
+
+/* MurmurHash3's 32-bit finalizer: a bijection of uint32 with full avalanche. */
+QTRAIN_INLINE uint32_t qtrain_mix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* u in [0, 1) of element `index`: the top 24 bits of mix32(key + index * 0x9E3779B9), times 2^-24
+ * (exact in fp32). Counter-based: any element on its own, no state. */
+QTRAIN_INLINE float qtrain_noise_u(uint32_t key, uint32_t index) {
+    return (float)(qtrain_mix32(key + index * 0x9E3779B9u) >> 8) * 0x1p-24f;
+}
+
+/* int8, stochastic: saturate(p + floor(fp32(u - delta))), the floor clamped to +-256 first (changes
+ * nothing: any step that large saturates anyway). */
+QTRAIN_INLINE int8_t qtrain_sgd_s8_stochastic(int8_t p, float delta, float u) {
+    float r = __builtin_fminf(__builtin_fmaxf(__builtin_floorf(u - delta), -256.0f), 256.0f);
+    int32_t v = (int32_t)p + (int32_t)r;
+    return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+}
+
+/* The int16 master (value plane v, fraction plane f), stochastic: m = 256 v + f,
+ * m = clamp(m + floor(fp32(u - fp32(256 * delta))), -32768, 32639), then v = floor((m + 128) / 256)
+ * (computed on m + 32896 >= 0: no shift of a negative number) and f = m - 256 v. */
+QTRAIN_INLINE void qtrain_sgd_s16_stochastic(int8_t *value, int8_t *fraction, float delta, float u) {
+    float r = __builtin_fminf(__builtin_fmaxf(__builtin_floorf(u - delta * 256.0f), -131072.0f), 131072.0f);
+    int32_t m = (int32_t)*value * 256 + (int32_t)*fraction + (int32_t)r;
+    m = m < -32768 ? -32768 : (m > 32639 ? 32639 : m);
+    int32_t v = (int32_t)((uint32_t)(m + 32896) >> 8) - 128;
+    *value = (int8_t)v;
+    *fraction = (int8_t)(m - v * 256);
+}
+
 /* step[c] = fp32(lr * grad_scale[c]) (grad_scale[0] when there is one value). */
 QTRAIN_INLINE float qtrain_sgd_step(float lr, const float *grad_scale, int32_t num_grad_scales, int32_t c) {
     return lr * grad_scale[num_grad_scales > 1 ? c : 0];

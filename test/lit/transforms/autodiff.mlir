@@ -1,6 +1,8 @@
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p qtrain-autodiff | filecheck %s
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{qas=false lr=0.1 bias-lr=0.01 weight-storage=i8}' | filecheck %s --check-prefix=PLAIN
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p qtrain-autodiff --print-op-generic | qtrain-opt | filecheck %s
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{weight-storage=i16}' | filecheck %s --check-prefix=I16
+// RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{weight-storage=i8-nearest}' | filecheck %s --check-prefix=NEAREST
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{lr=0.02 bias-lr=0.002 warmup-steps=10 steps=500 final-lr-ratio=0.25 momentum=0.9}' | filecheck %s --check-prefix=RECIPE
 // RUN: qtrain-opt %S/../Inputs/two_layer.mlir -p 'qtrain-autodiff{warmup-steps=0 steps=0}' | filecheck %s --check-prefix=CONST
 
@@ -40,10 +42,20 @@
 // CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0, 256.0]>}
 // CHECK-NEXT:   func.return %loss : f32
 
-// Without QAS: grad_scale 1; separate bias learning rate; int8 weights updated in place.
+// Without QAS: grad_scale 1; separate bias learning rate; int8 weights updated in place, rounded
+// stochastically (int32 biases: to nearest).
 // PLAIN:      qtrain.param @conv0.weight trainable = dense<
-// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 1.000000e-01 : f32, grad_scale = #qtrain.f32<[1.0]>}
+// PLAIN:      qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 1.000000e-01 : f32, grad_scale = #qtrain.f32<[1.0]>, stochastic}
 // PLAIN-NEXT: qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[1.0]>}
+
+// The 16-bit fixed-point master: storage(i16), always rounded stochastically; i8-nearest: int8 in place,
+// rounded to nearest.
+// I16:        qtrain.param @conv0.weight trainable storage(i16) = dense<
+// I16:        qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {{{.*}}, stochastic}
+// I16-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>}
+// NEAREST:    qtrain.param @conv0.weight trainable = dense<
+// NEAREST:    qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>}
+// NEAREST-NOT: stochastic
 
 // The recipe's options: base rates, warm-up, horizon and final ratio on the schedule, which weights and
 // biases share; momentum on every update (each keeps a velocity).

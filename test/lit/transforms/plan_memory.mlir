@@ -114,12 +114,12 @@ builtin.module {
     func.return %x1 : tensor<1x8x8x4xi8>
   }
 }
-// CHECK:      qtrain-plan-memory: needs 1280 bytes of SRAM, over the budget of 1024 (256 too many)
+// CHECK:      qtrain-plan-memory: needs 1280 bytes of SRAM, over the budget of 1024 (256 too many); Flash 0 bytes of weights and constants (the firmware adds code)
 // CHECK-NEXT:   arena 1280 + trainable copies 0 + kernel scratch 0
 // CHECK-NEXT:   live at the peak (@forward #0 qtrain.avgpool -> %x1):
 // CHECK-NEXT:          1024 B  %image (argument)  [ops 0..0]
 // CHECK-NEXT:           256 B  %x1 (qtrain.avgpool)  [ops 0..1]
-// CHECK-NEXT:   try a sparser scheme
+// CHECK-NEXT:   what would help: a sparser scheme (fewer or narrower trained layers; bias-only keeps no weight copies); qtrain-search-scheme --budget-kb K
 
 // -----
 

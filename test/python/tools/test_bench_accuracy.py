@@ -86,6 +86,8 @@ def test_the_arms_compute_different_things() -> None:
     assert arms["fp32"]["relaxed"] and arms["fp32"]["sram_dtypes"] == ["float64"]
     assert not arms["int8-qas"]["relaxed"] and arms["int8-qas"]["sram_dtypes"] == ["float32", "int32"]
     assert arms["int8-qas-i8"]["sram_dtypes"] == ["int32", "int8"]
+    assert arms["int8-qas-i8-nearest"]["sram_dtypes"] == ["int32", "int8"]
+    assert arms["int8-qas-i16"]["sram_dtypes"] == ["int16", "int32"]
     # and independently of the report: the graphs and the interpreters the arms are built from
     module, _, _ = task()
     recipe = bench.Recipe(steps=STEPS)
@@ -95,6 +97,14 @@ def test_the_arms_compute_different_things() -> None:
     storage = {key: {p.sym_name.data: str(p.storage_type) for p in g.ops if isinstance(p, ParamOp) and p.is_trainable}
                for key, g in graphs.items()}
     assert storage["int8-qas"]["conv6.weight"] == "f32" and storage["int8-qas-i8"]["conv6.weight"] == "i8"
+    assert storage["int8-qas-i16"]["conv6.weight"] == "i16" and storage["int8-qas-i8-nearest"]["conv6.weight"] == "i8"
+    stochastic = {key: any(getattr(o, "is_stochastic", False) for o in g.walk()) for key, g in graphs.items()}
+    assert stochastic == {"fp32": False, "int8-qas": False, "int8-no-qas": False, "int8-qas-i16": True,
+                          "int8-qas-i8": True, "int8-qas-i8-nearest": False}
+    # the storage bar: each cheaper storage against f32, paired, and the cheapest within 1 point
+    bar = doc["quantization"][0]["bar"]
+    assert set(bar["storage_vs_f32"]) == {"i16", "i8", "i8-nearest"}
+    assert bar["cheapest_within_1_point"] in ("f32", "i16", "i8", "i8-nearest")
 
 
 def test_int8_qas_arm_is_the_scheme_searchs_fine_tuning_run() -> None:

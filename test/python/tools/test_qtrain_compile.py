@@ -138,6 +138,34 @@ def test_schedule_and_momentum_agree_with_interpreter(target: str, tmp_path: Pat
     check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path, steps=9)
 
 
+@pytest.mark.parametrize("storage", ["i8", "i16"])
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_stochastic_storages_agree_with_interpreter(storage: str, target: str, tmp_path: Path):
+    """Stochastic rounding draws its noise from (parameter seed, step counter, element index) on the device and
+    in the golden model alike: after 5 steps every weight copy (int8, or the int16 master as the device's two
+    planes) equals the interpreter's, bit for bit on this model; the masters moved by fractions of a unit."""
+    folder = build(str(LIT_INPUTS / "tiny_model.mlir"), "full", target, str(tmp_path / "build"),
+                   "--weight-storage", storage)
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    memory = json.loads((folder / "memory.json").read_text())
+    weights = [t for t in memory["trainable"] if t["kind"] == "weight"]
+    per_weight = {"i8": 1, "i16": 2}[storage]
+    assert {t["storage"] for t in weights} == {storage}
+    assert all(t["bytes"] == per_weight * int(np.prod(t["shape"])) for t in weights)
+    assert "qtrain_noise_key(" in (folder / "model.c").read_text()
+    check_agreement(folder, firmware, (8, 8, 3), 3, tmp_path, steps=5)
+    ref = dict(np.load(tmp_path / "ref_train.npz"))
+    dev = dict(np.load(tmp_path / "dev_train.npz"))
+    dtype = {"i8": np.int8, "i16": np.int16}[storage]
+    for t in weights:
+        key = f"param/{t['name']}"
+        assert dev[key].dtype == dtype
+        np.testing.assert_array_equal(dev[key], ref[key])
+    if storage == "i16":
+        fractions = np.concatenate([dev[f"param/{t['name']}"].ravel() % 256 for t in weights])
+        assert np.count_nonzero(fractions) > 0.25 * fractions.size  # sub-unit updates kept
+
+
 @pytest.mark.parametrize("target", ["host", *EMULATED])
 def test_upsample_model_agrees_with_interpreter(target: str, tmp_path: Path):
     """A model holding qtrain.upsample, every tensor trainable (the gradient flows back through
@@ -251,12 +279,28 @@ def test_reference_models_49kb_agree_with_interpreter(model: str, target: str, t
     require_shared_models()
     out = tmp_path_factory.mktemp(f"{model}-{target}")
     scheme = f"{MODELS / 'schemes.json'}#{model}/49kb"
-    # int8 weight copies here (the tiny model and the mcunet budget test cover fp32 masters): with fp32
-    # masters mbv2-w0.35's 49kb plan is 302 KB without qtrain-fuse-streaming (222 KB with it).
+    # int8 weight copies rounded stochastically here (the tiny model and the mcunet budget test cover fp32
+    # masters): with fp32 masters mbv2-w0.35's 49kb plan is 302 KB without qtrain-fuse-streaming (222 KB with it).
     folder = build(str(MODELS / f"{model}.pkl"), scheme, target, str(out / "build"),
                    "--weight-storage", "i8", "--sram-kb", "320")
     firmware = folder / ("firmware" if target == "host" else "firmware.elf")
     check_agreement(folder, firmware, (128, 128, 3), 10, out)
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_mcunet_49kb_i16_masters_agree_with_interpreter(target: str, tmp_path: Path):
+    """The 16-bit fixed-point masters (two int8 planes on the device) on a real network's sparse scheme:
+    partially trained weights (channel slices) and fused gradient + update kernels included."""
+    require_shared_models()
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    folder = build(str(MODELS / "mcunet-5fps.pkl"), scheme, target, str(tmp_path / "build"),
+                   "--weight-storage", "i16", "--sram-kb", "320")
+    memory = json.loads((folder / "memory.json").read_text())
+    weights = [t for t in memory["trainable"] if t["kind"] == "weight"]
+    assert any(t["channels"] is not None for t in weights)
+    assert all(t["storage"] == "i16" and t["bytes"] == 2 * int(np.prod(t["shape"])) for t in weights)
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    check_agreement(folder, firmware, (128, 128, 3), 10, tmp_path)
 
 
 def test_mcunet_49kb_fits_the_stm32f746_on_qemu(tmp_path: Path):

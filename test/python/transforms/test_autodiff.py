@@ -35,6 +35,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import PassFailedException
 
 from qtrain import numerics
 from qtrain.dialects.qtrain import (
@@ -385,6 +386,51 @@ def test_updates_follow_sgd_update_semantics_and_persist() -> None:
     runner.call("train_step", image, 2)
     assert any(not np.array_equal(runner.params[k], before[k]) for k in before)
     assert runner.device_state["step"].tolist() == [2]
+
+
+@pytest.mark.parametrize("storage", ["i16", "i8", "i8-nearest"])
+def test_weight_storages_update_as_numerics_says(storage: str) -> None:
+    """Each cheaper storage in the IR (param storage, update rounding) and two golden-model steps: the SRAM copy
+    is numerics.sgd_update of the previous one with this step's noise key (stochastic storages) read from the
+    advanced step counter; the forward reads its int8 value; int32 biases stay rounded to nearest."""
+    module = tiny_model().clone()
+    AutodiffPass(weight_storage=storage).apply(Context(), module)  # type: ignore[arg-type]
+    module.verify()
+    updates = {u.updated_param: u for u in find_func(module, "train_step").walk() if isinstance(u, SGDUpdateOp)}
+    params = {p.sym_name.data: p for p in module.ops if isinstance(p, ParamOp)}
+    for name, update in updates.items():
+        weight = name.endswith(".weight")
+        assert update.is_stochastic == (weight and storage != "i8-nearest")
+        assert str(params[name].storage_type) == ("i16" if weight and storage == "i16" else
+                                                  "i8" if weight else "i32")
+    rng = np.random.default_rng(23)
+    image = rng.integers(-128, 128, size=(1, 8, 8, 3), dtype=np.int8)
+    runner = ModelInterpreter(module)
+    moved = 0
+    for step in (1, 2):
+        before = {name: runner.sram_copy(name) for name in updates}
+        runner.call("train_step", image, 1)
+        assert runner.device_state["step"].tolist() == [step]
+        factor = numerics.lr_schedule_factor(step - 1, warmup_steps=AutodiffPass().warmup_steps,
+                                             steps=AutodiffPass().steps, final_ratio=AutodiffPass().final_lr_ratio)
+        for name, update in updates.items():
+            key = numerics.noise_key(numerics.noise_seed(name), step) if update.is_stochastic else None
+            expected = numerics.sgd_update(before[name], runner.gradients[name],
+                                           lr=numerics.scheduled_lr(update.lr.value.data, factor),
+                                           grad_scale=update.grad_scale.as_array(), noise_key=key)
+            after = runner.sram_copy(name)
+            assert after.dtype == expected.dtype and np.array_equal(after, expected), name
+            assert np.array_equal(runner.params[name], numerics.master_to_param(after, np.int8)
+                                  if after.dtype == np.int16 else after)
+            moved += int(np.count_nonzero(after != before[name]))
+    assert moved > 0
+
+
+def test_stochastic_storages_refuse_momentum() -> None:
+    for storage in ("i16", "i8"):
+        with pytest.raises(PassFailedException, match="momentum needs weight-storage=f32 or i8-nearest"):
+            AutodiffPass(weight_storage=storage, momentum=0.9).apply(Context(), tiny_model().clone())  # type: ignore
+    AutodiffPass(weight_storage="i8-nearest", momentum=0.9).apply(Context(), tiny_model().clone())
 
 
 def test_sliced_weight_trains_only_its_slice() -> None:

@@ -323,3 +323,42 @@ def test_momentum_velocities_are_planned_and_counted(tmp_path):
     assert after["peak_sram_bytes"] == before["peak_sram_bytes"] + sum(velocity.values())
     assert after["arena_bytes"] == before["arena_bytes"]
     check_module(module)
+
+
+@cache
+def mcunet_forward_text() -> str:
+    from qtrain.frontends.tiny_training import import_tiny_training
+
+    return str(import_tiny_training(MODELS / "mcunet-5fps.pkl", num_classes=10))
+
+
+def test_weight_storages_are_counted_byte_for_byte(tmp_path):
+    """mcunet-5fps/49kb: every trained weight's SRAM copy is 4 / 2 / 1 bytes per element (f32 / i16 / i8: an
+    i16 master is its two int8 planes in one array), biases stay int32, nothing else changes but the scratch
+    an fp32 master needs to convert; i8-nearest plans exactly as i8. Pins the figures docs/memory.md reports."""
+    from qtrain.transforms.liveness import aligned
+
+    require_shared_models()
+    scheme = f"{MODELS / 'schemes.json'}#mcunet-5fps/49kb"
+    reports = {}
+    for storage in ("f32", "i16", "i8", "i8-nearest"):
+        path = tmp_path / f"{storage}.json"
+        apply_passes(load_module(mcunet_forward_text()),
+                     training_passes(scheme, sram_kb=1 << 20, weight_storage=storage, memory_report=str(path)))
+        reports[storage] = json.loads(path.read_text())
+    per_element = {"f32": 4, "i16": 2, "i8": 1, "i8-nearest": 1}
+    for storage, report in reports.items():
+        assert report["peak_sram_bytes"] == report["arena_bytes"] + report["trainable_bytes"] + report["scratch_bytes"]
+        assert sum(t["bytes"] for t in report["trainable"]) + report["state_bytes"] == report["trainable_bytes"]
+        for t in report["trainable"]:
+            n = math.prod(t["shape"])
+            if t["kind"] == "weight":
+                assert t["storage"] == ("i8" if storage == "i8-nearest" else storage)
+                assert t["bytes"] == aligned(per_element[storage] * n)
+            else:
+                assert (t["storage"], t["bytes"]) == ("i32", aligned(4 * n))
+        assert report["arena_bytes"] == reports["f32"]["arena_bytes"]
+    assert reports["i8-nearest"] == reports["i8"]
+    assert reports["i16"]["scratch_bytes"] == reports["i8"]["scratch_bytes"] <= reports["f32"]["scratch_bytes"]
+    peaks = {s: r["peak_sram_bytes"] for s, r in reports.items()}
+    assert peaks == {"f32": 173932, "i16": 146156, "i8": 132460, "i8-nearest": 132460}

@@ -48,6 +48,39 @@ builtin.module {
 // -----
 
 builtin.module {
+  qtrain.param @b trainable = dense<1> : tensor<3xi32>
+  func.func @f(%g: tensor<3xf32>, %k: f32) {
+    qtrain.sgd_update @b, %g factor %k {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>, stochastic} : tensor<3xf32>
+    func.return
+  }
+}
+// CHECK: qtrain.sgd_update: stochastic rounding applies to i8 or i16 storage, @b is stored as i32
+
+// -----
+
+builtin.module {
+  qtrain.param @w trainable storage(i16) = dense<1> : tensor<3x1x1x4xi8>
+  func.func @f(%g: tensor<3x1x1x4xf32>, %k: f32) {
+    qtrain.sgd_update @w, %g factor %k {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>} : tensor<3x1x1x4xf32>
+    func.return
+  }
+}
+// CHECK: qtrain.sgd_update: the i16 master of @w is updated with stochastic rounding
+
+// -----
+
+builtin.module {
+  qtrain.param @w trainable = dense<1> : tensor<3x1x1x4xi8>
+  func.func @f(%g: tensor<3x1x1x4xf32>) {
+    qtrain.sgd_update @w, %g {lr = 0.05 : f32, grad_scale = #qtrain.f32<[1.0]>, stochastic} : tensor<3x1x1x4xf32>
+    func.return
+  }
+}
+// CHECK: qtrain.sgd_update: stochastic rounding needs the step counter (a `factor` from qtrain.lr_schedule) and no momentum
+
+// -----
+
+builtin.module {
   qtrain.param @w storage(f32) = dense<1> : tensor<3x1x1x4xi8>
 }
 // CHECK: qtrain.param @w: storage and channels only apply to a trainable parameter
@@ -57,7 +90,7 @@ builtin.module {
 builtin.module {
   qtrain.param @w trainable storage(i32) = dense<1> : tensor<3x1x1x4xi8>
 }
-// CHECK: qtrain.param @w: storage must be the parameter's element type (i8) or f32, got i32
+// CHECK: qtrain.param @w: storage must be the parameter's element type (i8), f32 or (an i8 weight) i16, got i32
 
 // -----
 

@@ -438,3 +438,61 @@ def test_f32_scalars_reach_the_kernel_as_float32(lib: ctypes.CDLL) -> None:
     _, (out,) = calls.run_host(lib, calls.sgd_update(param, np.ones((1, 1), np.float32), 0.1, np.ones(1)))
     assert out[0, 0] == -np.float32(0.1)
     assert isinstance(F32(0.1).value, float)
+
+
+# -- stochastic rounding (numerics.sgd_update with a noise key) -------------------------------------------
+
+
+def test_noise_key_is_the_golden_models(lib: ctypes.CDLL) -> None:
+    lib.qtrain_noise_key.restype = ctypes.c_uint32
+    lib.qtrain_noise_key.argtypes = [ctypes.c_uint32, ctypes.c_uint32]
+    for seed, step in ((0, 0), (1, 1), (numerics.noise_seed("conv3.weight"), 7), (2**31 - 1, 2**32 - 1)):
+        assert lib.qtrain_noise_key(seed, step) == numerics.noise_key(seed, step)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_stochastic_sgd_update_is_bit_exact(lib: ctypes.CDLL, dtype: type, per_channel: bool) -> None:
+    rng = np.random.default_rng(16)
+    shape = (6, 3, 3, 5)
+    if dtype is np.int8:
+        param = rng.integers(-128, 128, shape, dtype=np.int8)
+    else:
+        param = rng.integers(numerics.FIXED16_MIN, numerics.FIXED16_MAX + 1, shape).astype(np.int16)
+        param.flat[:2] = [numerics.FIXED16_MIN, numerics.FIXED16_MAX]
+    grad = (rng.standard_normal(shape) * (2 if dtype is np.int8 else 0.05)).astype(np.float32)
+    grad.flat[2:6] = [1e12, -1e12, 0.0, -0.0]  # saturating steps and none at all
+    scale = rng.uniform(0.5, 3, shape[0] if per_channel else 1).astype(np.float32)
+    key = numerics.noise_key(numerics.noise_seed("w"), 3)
+    _, (out,) = calls.run_host(lib, calls.sgd_update_stochastic(param, grad, 0.7, scale, key))
+    expected = numerics.sgd_update(param, grad, lr=0.7, grad_scale=scale, noise_key=key)
+    if dtype is np.int16:
+        out = calls.from_planes(out)
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)
+    assert (out != param).mean() > 0.5  # the update did something
+
+
+@pytest.mark.parametrize("storage", [np.int8, np.int16])
+@pytest.mark.parametrize("case", [c for c in GRAD_CASES if c.groups == 1][:4], ids=lambda c: c.name)
+def test_fused_stochastic_update_equals_grad_then_update(lib: ctypes.CDLL, case: GradCase, storage: type) -> None:
+    data = make_grad(case, seed=2)
+    saved, _ = saved_input(data)
+    filter_shape = (case.cout, *case.kernel, saved.shape[3])
+    rng = np.random.default_rng(8)
+    if storage is np.int8:
+        param = rng.integers(-128, 128, filter_shape, dtype=np.int8)
+    else:
+        param = rng.integers(-30000, 30000, filter_shape).astype(np.int16)
+    scale = rng.uniform(0.5, 4, case.cout).astype(np.float32)
+    key = numerics.noise_key(12345, 2)
+    status, (dw,) = calls.run_host(lib, calls.conv2d_weight_grad(saved, data.grad, data.params, filter_shape))
+    assert status == 0
+    status, (fused,) = calls.run_host(lib, calls.conv2d_weight_grad_sgd_update_stochastic(
+        saved, data.grad, data.params, param, 0.02, scale, key))
+    assert status == 0
+    if storage is np.int16:
+        fused = calls.from_planes(fused)
+    expected = numerics.sgd_update(param, dw, lr=0.02, grad_scale=scale, noise_key=key)
+    np.testing.assert_array_equal(fused, expected)
+    assert (fused != param).mean() > 0.2
