@@ -415,6 +415,34 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "subs    r7, r7, #1\n\t"                                                                                      \
     "str     r7, [sp, #84]\n\t"                                                                                   \
     "bne     5b\n\t"
+/* one block of 4 input channels with the weights already widened (qtrain_widen_weights): one LDRD
+ * instead of LDR + two SXTB16 */
+#define QTRAIN_QUAD_BLOCK_W16                                                                                       \
+    "ldrd    r7, lr, [r0], #8\n\t"                                                                                \
+    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r3, r8, r7, r3\n\t"                                                                                  \
+    "smlad   r3, r9, lr, r3\n\t"                                                                                  \
+    "smlad   r4, r10, r7, r4\n\t"                                                                                 \
+    "smlad   r4, r11, lr, r4\n\t"                                                                                 \
+    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, r7, r5\n\t"                                                                                  \
+    "smlad   r5, r9, lr, r5\n\t"                                                                                  \
+    "smlad   r6, r10, r7, r6\n\t"                                                                                 \
+    "smlad   r6, r11, lr, r6\n\t"
+/* all groups of one widened row (the segments concatenated): an odd block first, then pairs of blocks,
+ * so the loop's SUBS/BNE is paid once per 32 MACs: 12 instructions per 16 MACs */
+#define QTRAIN_QUAD_DOT_W16                                                                                         \
+    "ldr     r2, [sp, #24]\n\t"                                                                                   \
+    "lsrs    r2, r2, #1\n\t"                                                                                      \
+    "bcc     6f\n\t"                                                                                              \
+    QTRAIN_QUAD_BLOCK_W16                                                                                         \
+    "cbz     r2, 7f\n\t"                                                                                          \
+    "6:\n\t"                                                                                                      \
+    QTRAIN_QUAD_BLOCK_W16                                                                                         \
+    QTRAIN_QUAD_BLOCK_W16                                                                                         \
+    "subs    r2, r2, #1\n\t"                                                                                      \
+    "bne     6b\n\t"                                                                                              \
+    "7:\n\t"
 #define QTRAIN_QUAD_CLAMP                                                                                           \
     "vmaxnm.f32 s4, s4, s0\n\t"                                                                                   \
     "vmaxnm.f32 s5, s5, s0\n\t"                                                                                   \
@@ -522,7 +550,25 @@ __attribute__((naked, noinline)) static void quad_seg_mask_even_asm(quad_job_t *
     __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS, ""));
 }
 
+/* the same four over widened weights (any segments, merged into one row per channel when widened) */
+__attribute__((naked, noinline)) static void quad_w16_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_W16) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)
+                         QTRAIN_QUAD_END);
+}
+__attribute__((naked, noinline)) static void quad_w16_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_W16) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("")
+                         QTRAIN_QUAD_END);
+}
+__attribute__((naked, noinline)) static void quad_w16_mask_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_W16, QTRAIN_QUAD_ADDS));
+}
+__attribute__((naked, noinline)) static void quad_w16_mask_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_W16, ""));
+}
+
 #undef QTRAIN_QUAD_HEAD
+#undef QTRAIN_QUAD_BLOCK_W16
+#undef QTRAIN_QUAD_DOT_W16
 #undef QTRAIN_QUAD_LOOP
 #undef QTRAIN_QUAD_DOT
 #undef QTRAIN_QUAD_DOT_SEGMENTS
@@ -541,7 +587,7 @@ typedef void (*quad_loop_t)(quad_job_t *);
 
 static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_weight_segment_t *segments,
                                 int32_t count, int32_t o_begin, int32_t o_end, const int32_t *bias,
-                                const float *multiplier, const qtrain_requant_t *q, int masked) {
+                                const float *multiplier, const qtrain_requant_t *q, int masked, const int32_t *w16) {
     int segments_ok = count >= 1 && count <= 3;
     for (int32_t i = 0; i < count && segments_ok; i++) {
         const int32_t n = segments[i].end - segments[i].begin;
@@ -574,6 +620,12 @@ static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_
         job->table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
         job->table[i][2] = (uint32_t)segments[i].stride;
     }
+    if (w16 != NULL) {
+        const int32_t channels = segments[count - 1].end - segments[0].begin;
+        job->w = (const int8_t *)(w16 + o_begin * (channels >> 1));
+        job->groups = (uint32_t)channels >> 2;
+        return masked ? (even ? quad_w16_mask_even_asm : quad_w16_mask_asm) : even ? quad_w16_even_asm : quad_w16_asm;
+    }
     if (count > 1) {
         return masked ? (even ? quad_seg_mask_even_asm : quad_seg_mask_asm) : even ? quad_seg_even_asm : quad_seg_asm;
     }
@@ -599,14 +651,46 @@ QTRAIN_INLINE int quad_run(quad_loop_t loop, quad_job_t *job, int8_t *const out[
 }
 #endif
 
+int32_t qtrain_widen_weights_bytes(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows) {
+#if QTRAIN_DSP_ASM
+    for (int32_t s = 0; s < count; s++) {
+        if (((segments[s].end - segments[s].begin) & 3) != 0) {
+            return 0; /* the widened loop takes whole blocks of four channels only */
+        }
+    }
+    return qtrain_size_saturate(2 * (int64_t)rows * (segments[count - 1].end - segments[0].begin));
+#else
+    (void)segments;
+    (void)count;
+    (void)rows;
+    return 0;
+#endif
+}
+
+void qtrain_widen_weights(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows, int32_t *dst) {
+    for (int32_t o = 0; o < rows; o++) {
+        for (int32_t s = 0; s < count; s++) {
+            const int8_t *w = segments[s].base + o * segments[s].stride;
+#pragma clang loop unroll(disable)
+            for (int32_t i = (segments[s].end - segments[s].begin) >> 2; i > 0; i--, w += 4, dst += 2) {
+                const int32_t v = qtrain_read_s32(w);
+                dst[0] = qtrain_sxtb16(v);
+                dst[1] = qtrain_sxtb16_ror8(v);
+            }
+        }
+    }
+}
+
 void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
                       int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
                       const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
-                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked) {
+                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked, const int32_t *w16) {
 #if QTRAIN_DSP_ASM
     quad_job_t job;
     const quad_loop_t loop = quad_prepare(&job, unpacked, segments, count, o_begin, o_end, bias, multiplier, q,
-                                          mask != NULL);
+                                          mask != NULL, w16);
+#else
+    (void)w16;
 #endif
     for (int32_t p = 0; p < pixels; p += 4) {
         const int8_t *rows[4];
@@ -633,7 +717,8 @@ void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segmen
                          int8_t *const out[4], uint8_t *mask, const uint32_t e[4]) {
 #if QTRAIN_DSP_ASM
     quad_job_t job;
-    const quad_loop_t loop = quad_prepare(&job, x, segments, count, o_begin, o_end, bias, multiplier, q, mask != NULL);
+    const quad_loop_t loop =
+        quad_prepare(&job, x, segments, count, o_begin, o_end, bias, multiplier, q, mask != NULL, NULL);
     if (loop != NULL && quad_run(loop, &job, out, o_begin, mask, e)) {
         return;
     }
