@@ -338,7 +338,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
                    sizeof(quad_job_t) == 124,
                "quad_job_t offsets used by the quad assembly");
 
-#define QTRAIN_QUAD_HEAD(dot)                                                                                       \
+#define QTRAIN_QUAD_HEAD_WITH(counter, dot)                                                                         \
     "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
     "sub     sp, #128\n\t"                                                                                        \
     "mov     r12, sp\n\t"                                                                                         \
@@ -352,7 +352,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "vldr    s1, [sp, #48]\n\t"                                                                                   \
     "vldr    s2, [sp, #52]\n\t"                                                                                   \
     "ldr     r0, [sp, #20]\n\t"                                                                                   \
-    "ldr     r12, [sp, #28]\n\t"                                                                                  \
+    counter                                                                                                       \
     "2:\n\t"                                                                                                      \
     "ldr     r2, [sp, #32]\n\t"                                                                                   \
     "ldr     r3, [r2], #4\n\t"                                                                                    \
@@ -481,15 +481,15 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "add     r4, r7\n\t"                                                                                          \
     "add     r5, r7\n\t"                                                                                          \
     "add     r6, r7\n\t"
-#define QTRAIN_QUAD_END                                                                                             \
-    "subs    r12, r12, #1\n\t"                                                                                    \
+#define QTRAIN_QUAD_END_WITH(decrement)                                                                             \
+    decrement                                                                                                     \
     "bne     2b\n\t"                                                                                              \
     "add     sp, #128\n\t"                                                                                        \
     "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
 
 /* with the mask (C_out a multiple of 8; the shifter as for an odd zero point, bias_bits added) */
-#define QTRAIN_QUAD_MASKED(dot, adds)                                                                               \
-    QTRAIN_QUAD_HEAD(dot)                                                                                         \
+#define QTRAIN_QUAD_MASKED_WITH(head, left, end, adds)                                                              \
+    head                                                                                                          \
     "ldr     r7, [sp, #72]\n\t"                                                                                   \
     "lsr     r7, r7, #1\n\t"                                                                                      \
     "bic     r7, r7, #0x80808080\n\t" /* each pixel's byte: the channels so far, one bit lower */                 \
@@ -499,7 +499,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     QTRAIN_QUAD_MASK_ONE("s7", "0x80000000")                                                                      \
     "str     r7, [sp, #72]\n\t"                                                                                   \
     QTRAIN_QUAD_STORE_TAIL(adds)                                                                                  \
-    "sub     r3, r12, #1\n\t" /* channels left after this one */                                                  \
+    left                    /* r3 = channels left after this one */                                               \
     "tst     r3, #7\n\t"      /* a multiple of 8: the eighth channel of a byte is done */                         \
     "bne     3f\n\t"                                                                                              \
     "add     r3, sp, #56\n\t"                                                                                     \
@@ -514,7 +514,75 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "strb    r8, [r7], #1\n\t"                                                                                    \
     "stm     r3, {r4, r5, r6, r7}\n\t"                                                                            \
     "3:\n\t"                                                                                                      \
-    QTRAIN_QUAD_END
+    end
+
+/* the channel counter in r12 */
+#define QTRAIN_QUAD_HEAD(dot) QTRAIN_QUAD_HEAD_WITH("ldr     r12, [sp, #28]\n\t", dot)
+#define QTRAIN_QUAD_END QTRAIN_QUAD_END_WITH("subs    r12, r12, #1\n\t")
+#define QTRAIN_QUAD_MASKED(dot, adds)                                                                               \
+    QTRAIN_QUAD_MASKED_WITH(QTRAIN_QUAD_HEAD(dot), "sub     r3, r12, #1\n\t", QTRAIN_QUAD_END, adds)
+
+/* The widened weights eight input channels at a time: the four words of two blocks in r2, r7, r12, lr
+ * (one LDM), so 21 instructions per 32 MACs; the blocks as one unrolled chain entered at the block that
+ * leaves C_in / 8 of them (no loop counter: the channel counter then lives in the job, [sp, #28]). The
+ * job's `groups` holds the bytes of the chain to skip, turned into the entry address (Thumb bit set) by
+ * the head. */
+#define QTRAIN_QUAD_CHAIN_BLOCKS 72 /* the most C_in / 8 the chain covers (the .rept count below) */
+#define QTRAIN_QUAD_CHAIN_BYTES(blocks) (84 * (blocks))
+#define QTRAIN_QUAD_BLOCK8                                                                                          \
+    "ldm.w   r0!, {r2, r7, r12, lr}\n\t"                                                                          \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r3, r8, r2, r3\n\t"                                                                                  \
+    "smlad   r3, r9, r7, r3\n\t"                                                                                  \
+    "smlad   r4, r10, r2, r4\n\t"                                                                                 \
+    "smlad   r4, r11, r7, r4\n\t"                                                                                 \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, r2, r5\n\t"                                                                                  \
+    "smlad   r5, r9, r7, r5\n\t"                                                                                  \
+    "smlad   r6, r10, r2, r6\n\t"                                                                                 \
+    "smlad   r6, r11, r7, r6\n\t"                                                                                 \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r3, r8, r12, r3\n\t"                                                                                 \
+    "smlad   r3, r9, lr, r3\n\t"                                                                                  \
+    "smlad   r4, r10, r12, r4\n\t"                                                                                \
+    "smlad   r4, r11, lr, r4\n\t"                                                                                 \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, r12, r5\n\t"                                                                                 \
+    "smlad   r5, r9, lr, r5\n\t"                                                                                  \
+    "smlad   r6, r10, r12, r6\n\t"                                                                                \
+    "smlad   r6, r11, lr, r6\n\t"
+#define QTRAIN_QUAD_CHAIN_ENTRY                                                                                     \
+    "adr.w   r2, 6f\n\t"                                                                                          \
+    "ldr     r3, [sp, #24]\n\t"                                                                                   \
+    "add     r2, r3\n\t"                                                                                          \
+    "orr     r2, r2, #1\n\t"                                                                                      \
+    "str     r2, [sp, #24]\n\t"
+#define QTRAIN_QUAD_DOT_CHAIN                                                                                       \
+    "ldr     r2, [sp, #24]\n\t"                                                                                   \
+    "bx      r2\n\t"                                                                                              \
+    ".p2align 2\n\t"                                                                                              \
+    "6:\n\t"                                                                                                      \
+    ".rept 72\n\t" QTRAIN_QUAD_BLOCK8 ".endr\n\t"                                                                 \
+    "7:\n\t"
+#define QTRAIN_QUAD_CHAIN_HEAD QTRAIN_QUAD_HEAD_WITH(QTRAIN_QUAD_CHAIN_ENTRY, QTRAIN_QUAD_DOT_CHAIN)
+#define QTRAIN_QUAD_CHAIN_END                                                                                       \
+    QTRAIN_QUAD_END_WITH("ldr     r2, [sp, #28]\n\tsubs    r2, r2, #1\n\tstr     r2, [sp, #28]\n\t")
+
+__attribute__((naked, noinline)) static void quad_chain_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_CHAIN_HEAD QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)
+                         QTRAIN_QUAD_CHAIN_END);
+}
+__attribute__((naked, noinline)) static void quad_chain_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_CHAIN_HEAD QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("") QTRAIN_QUAD_CHAIN_END);
+}
+__attribute__((naked, noinline)) static void quad_chain_mask_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED_WITH(QTRAIN_QUAD_CHAIN_HEAD, "ldr     r3, [sp, #28]\n\tsub     r3, r3, #1\n\t",
+                                             QTRAIN_QUAD_CHAIN_END, QTRAIN_QUAD_ADDS));
+}
+__attribute__((naked, noinline)) static void quad_chain_mask_even_asm(quad_job_t *job) {
+    __asm__ volatile(QTRAIN_QUAD_MASKED_WITH(QTRAIN_QUAD_CHAIN_HEAD, "ldr     r3, [sp, #28]\n\tsub     r3, r3, #1\n\t",
+                                             QTRAIN_QUAD_CHAIN_END, ""));
+}
 
 /* an odd output zero point: bias_bits added to each value */
 __attribute__((naked, noinline)) static void quad_rows_asm(quad_job_t *job) {
@@ -567,6 +635,14 @@ __attribute__((naked, noinline)) static void quad_w16_mask_even_asm(quad_job_t *
 }
 
 #undef QTRAIN_QUAD_HEAD
+#undef QTRAIN_QUAD_HEAD_WITH
+#undef QTRAIN_QUAD_END_WITH
+#undef QTRAIN_QUAD_MASKED_WITH
+#undef QTRAIN_QUAD_BLOCK8
+#undef QTRAIN_QUAD_CHAIN_ENTRY
+#undef QTRAIN_QUAD_DOT_CHAIN
+#undef QTRAIN_QUAD_CHAIN_HEAD
+#undef QTRAIN_QUAD_CHAIN_END
 #undef QTRAIN_QUAD_BLOCK_W16
 #undef QTRAIN_QUAD_DOT_W16
 #undef QTRAIN_QUAD_LOOP
@@ -619,6 +695,14 @@ static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_
         job->table[i][0] = (uint32_t)(uintptr_t)(segments[i].base + o_begin * segments[i].stride);
         job->table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
         job->table[i][2] = (uint32_t)segments[i].stride;
+    }
+    if (w16 != NULL && (segments[count - 1].end - segments[0].begin) % 8 == 0 &&
+        (segments[count - 1].end - segments[0].begin) / 8 <= QTRAIN_QUAD_CHAIN_BLOCKS) {
+        const int32_t blocks = (segments[count - 1].end - segments[0].begin) / 8;
+        job->w = (const int8_t *)(w16 + o_begin * blocks * 4);
+        job->groups = (uint32_t)(QTRAIN_QUAD_CHAIN_BYTES(QTRAIN_QUAD_CHAIN_BLOCKS - blocks));
+        return masked ? (even ? quad_chain_mask_even_asm : quad_chain_mask_asm)
+                      : even ? quad_chain_even_asm : quad_chain_asm;
     }
     if (w16 != NULL) {
         const int32_t channels = segments[count - 1].end - segments[0].begin;
