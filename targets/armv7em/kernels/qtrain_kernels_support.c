@@ -338,7 +338,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
                    sizeof(quad_job_t) == 124,
                "quad_job_t offsets used by the quad assembly");
 
-#define QTRAIN_QUAD_HEAD_WITH(counter, dot)                                                                         \
+#define QTRAIN_QUAD_HEAD(dot)                                                                                       \
     "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
     "sub     sp, #128\n\t"                                                                                        \
     "mov     r12, sp\n\t"                                                                                         \
@@ -352,7 +352,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "vldr    s1, [sp, #48]\n\t"                                                                                   \
     "vldr    s2, [sp, #52]\n\t"                                                                                   \
     "ldr     r0, [sp, #20]\n\t"                                                                                   \
-    counter                                                                                                       \
+    "ldr     r12, [sp, #28]\n\t"                                                                                  \
     "2:\n\t"                                                                                                      \
     "ldr     r2, [sp, #32]\n\t"                                                                                   \
     "ldr     r3, [r2], #4\n\t"                                                                                    \
@@ -415,34 +415,6 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "subs    r7, r7, #1\n\t"                                                                                      \
     "str     r7, [sp, #84]\n\t"                                                                                   \
     "bne     5b\n\t"
-/* one block of 4 input channels with the weights already widened (qtrain_widen_weights): one LDRD
- * instead of LDR + two SXTB16 */
-#define QTRAIN_QUAD_BLOCK_W16                                                                                       \
-    "ldrd    r7, lr, [r0], #8\n\t"                                                                                \
-    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
-    "smlad   r3, r8, r7, r3\n\t"                                                                                  \
-    "smlad   r3, r9, lr, r3\n\t"                                                                                  \
-    "smlad   r4, r10, r7, r4\n\t"                                                                                 \
-    "smlad   r4, r11, lr, r4\n\t"                                                                                 \
-    "ldm     r1!, {r8, r9, r10, r11}\n\t"                                                                         \
-    "smlad   r5, r8, r7, r5\n\t"                                                                                  \
-    "smlad   r5, r9, lr, r5\n\t"                                                                                  \
-    "smlad   r6, r10, r7, r6\n\t"                                                                                 \
-    "smlad   r6, r11, lr, r6\n\t"
-/* all groups of one widened row (the segments concatenated): an odd block first, then pairs of blocks,
- * so the loop's SUBS/BNE is paid once per 32 MACs: 12 instructions per 16 MACs */
-#define QTRAIN_QUAD_DOT_W16                                                                                         \
-    "ldr     r2, [sp, #24]\n\t"                                                                                   \
-    "lsrs    r2, r2, #1\n\t"                                                                                      \
-    "bcc     6f\n\t"                                                                                              \
-    QTRAIN_QUAD_BLOCK_W16                                                                                         \
-    "cbz     r2, 7f\n\t"                                                                                          \
-    "6:\n\t"                                                                                                      \
-    QTRAIN_QUAD_BLOCK_W16                                                                                         \
-    QTRAIN_QUAD_BLOCK_W16                                                                                         \
-    "subs    r2, r2, #1\n\t"                                                                                      \
-    "bne     6b\n\t"                                                                                              \
-    "7:\n\t"
 #define QTRAIN_QUAD_CLAMP                                                                                           \
     "vmaxnm.f32 s4, s4, s0\n\t"                                                                                   \
     "vmaxnm.f32 s5, s5, s0\n\t"                                                                                   \
@@ -481,15 +453,15 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "add     r4, r7\n\t"                                                                                          \
     "add     r5, r7\n\t"                                                                                          \
     "add     r6, r7\n\t"
-#define QTRAIN_QUAD_END_WITH(decrement)                                                                             \
-    decrement                                                                                                     \
+#define QTRAIN_QUAD_END                                                                                             \
+    "subs    r12, r12, #1\n\t"                                                                                    \
     "bne     2b\n\t"                                                                                              \
     "add     sp, #128\n\t"                                                                                        \
     "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
 
 /* with the mask (C_out a multiple of 8; the shifter as for an odd zero point, bias_bits added) */
-#define QTRAIN_QUAD_MASKED_WITH(head, left, end, adds)                                                              \
-    head                                                                                                          \
+#define QTRAIN_QUAD_MASKED(dot, adds)                                                                               \
+    QTRAIN_QUAD_HEAD(dot)                                                                                         \
     "ldr     r7, [sp, #72]\n\t"                                                                                   \
     "lsr     r7, r7, #1\n\t"                                                                                      \
     "bic     r7, r7, #0x80808080\n\t" /* each pixel's byte: the channels so far, one bit lower */                 \
@@ -499,7 +471,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     QTRAIN_QUAD_MASK_ONE("s7", "0x80000000")                                                                      \
     "str     r7, [sp, #72]\n\t"                                                                                   \
     QTRAIN_QUAD_STORE_TAIL(adds)                                                                                  \
-    left                    /* r3 = channels left after this one */                                               \
+    "sub     r3, r12, #1\n\t" /* channels left after this one */                                                  \
     "tst     r3, #7\n\t"      /* a multiple of 8: the eighth channel of a byte is done */                         \
     "bne     3f\n\t"                                                                                              \
     "add     r3, sp, #56\n\t"                                                                                     \
@@ -514,75 +486,7 @@ _Static_assert(offsetof(quad_job_t, x) == 16 && offsetof(quad_job_t, w) == 20 &&
     "strb    r8, [r7], #1\n\t"                                                                                    \
     "stm     r3, {r4, r5, r6, r7}\n\t"                                                                            \
     "3:\n\t"                                                                                                      \
-    end
-
-/* the channel counter in r12 */
-#define QTRAIN_QUAD_HEAD(dot) QTRAIN_QUAD_HEAD_WITH("ldr     r12, [sp, #28]\n\t", dot)
-#define QTRAIN_QUAD_END QTRAIN_QUAD_END_WITH("subs    r12, r12, #1\n\t")
-#define QTRAIN_QUAD_MASKED(dot, adds)                                                                               \
-    QTRAIN_QUAD_MASKED_WITH(QTRAIN_QUAD_HEAD(dot), "sub     r3, r12, #1\n\t", QTRAIN_QUAD_END, adds)
-
-/* The widened weights eight input channels at a time: the four words of two blocks in r2, r7, r12, lr
- * (one LDM), so 21 instructions per 32 MACs; the blocks as one unrolled chain entered at the block that
- * leaves C_in / 8 of them (no loop counter: the channel counter then lives in the job, [sp, #28]). The
- * job's `groups` holds the bytes of the chain to skip, turned into the entry address (Thumb bit set) by
- * the head. */
-#define QTRAIN_QUAD_CHAIN_BLOCKS 72 /* the most C_in / 8 the chain covers (the .rept count below) */
-#define QTRAIN_QUAD_CHAIN_BYTES(blocks) (84 * (blocks))
-#define QTRAIN_QUAD_BLOCK8                                                                                          \
-    "ldm.w   r0!, {r2, r7, r12, lr}\n\t"                                                                          \
-    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
-    "smlad   r3, r8, r2, r3\n\t"                                                                                  \
-    "smlad   r3, r9, r7, r3\n\t"                                                                                  \
-    "smlad   r4, r10, r2, r4\n\t"                                                                                 \
-    "smlad   r4, r11, r7, r4\n\t"                                                                                 \
-    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
-    "smlad   r5, r8, r2, r5\n\t"                                                                                  \
-    "smlad   r5, r9, r7, r5\n\t"                                                                                  \
-    "smlad   r6, r10, r2, r6\n\t"                                                                                 \
-    "smlad   r6, r11, r7, r6\n\t"                                                                                 \
-    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
-    "smlad   r3, r8, r12, r3\n\t"                                                                                 \
-    "smlad   r3, r9, lr, r3\n\t"                                                                                  \
-    "smlad   r4, r10, r12, r4\n\t"                                                                                \
-    "smlad   r4, r11, lr, r4\n\t"                                                                                 \
-    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
-    "smlad   r5, r8, r12, r5\n\t"                                                                                 \
-    "smlad   r5, r9, lr, r5\n\t"                                                                                  \
-    "smlad   r6, r10, r12, r6\n\t"                                                                                \
-    "smlad   r6, r11, lr, r6\n\t"
-#define QTRAIN_QUAD_CHAIN_ENTRY                                                                                     \
-    "adr.w   r2, 6f\n\t"                                                                                          \
-    "ldr     r3, [sp, #24]\n\t"                                                                                   \
-    "add     r2, r3\n\t"                                                                                          \
-    "orr     r2, r2, #1\n\t"                                                                                      \
-    "str     r2, [sp, #24]\n\t"
-#define QTRAIN_QUAD_DOT_CHAIN                                                                                       \
-    "ldr     r2, [sp, #24]\n\t"                                                                                   \
-    "bx      r2\n\t"                                                                                              \
-    ".p2align 2\n\t"                                                                                              \
-    "6:\n\t"                                                                                                      \
-    ".rept 72\n\t" QTRAIN_QUAD_BLOCK8 ".endr\n\t"                                                                 \
-    "7:\n\t"
-#define QTRAIN_QUAD_CHAIN_HEAD QTRAIN_QUAD_HEAD_WITH(QTRAIN_QUAD_CHAIN_ENTRY, QTRAIN_QUAD_DOT_CHAIN)
-#define QTRAIN_QUAD_CHAIN_END                                                                                       \
-    QTRAIN_QUAD_END_WITH("ldr     r2, [sp, #28]\n\tsubs    r2, r2, #1\n\tstr     r2, [sp, #28]\n\t")
-
-__attribute__((naked, noinline)) static void quad_chain_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_CHAIN_HEAD QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)
-                         QTRAIN_QUAD_CHAIN_END);
-}
-__attribute__((naked, noinline)) static void quad_chain_even_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_CHAIN_HEAD QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("") QTRAIN_QUAD_CHAIN_END);
-}
-__attribute__((naked, noinline)) static void quad_chain_mask_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_MASKED_WITH(QTRAIN_QUAD_CHAIN_HEAD, "ldr     r3, [sp, #28]\n\tsub     r3, r3, #1\n\t",
-                                             QTRAIN_QUAD_CHAIN_END, QTRAIN_QUAD_ADDS));
-}
-__attribute__((naked, noinline)) static void quad_chain_mask_even_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_MASKED_WITH(QTRAIN_QUAD_CHAIN_HEAD, "ldr     r3, [sp, #28]\n\tsub     r3, r3, #1\n\t",
-                                             QTRAIN_QUAD_CHAIN_END, ""));
-}
+    QTRAIN_QUAD_END
 
 /* an odd output zero point: bias_bits added to each value */
 __attribute__((naked, noinline)) static void quad_rows_asm(quad_job_t *job) {
@@ -618,33 +522,163 @@ __attribute__((naked, noinline)) static void quad_seg_mask_even_asm(quad_job_t *
     __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_SEGMENTS, ""));
 }
 
-/* the same four over widened weights (any segments, merged into one row per channel when widened) */
-__attribute__((naked, noinline)) static void quad_w16_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_W16) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL(QTRAIN_QUAD_ADDS)
-                         QTRAIN_QUAD_END);
+/* ---- the widened pixel-quad loop (qtrain_quad_widen) ----
+ * One pointer (r0) walks the widened rows: per output channel, LDM of its four bias copies into the
+ * accumulators and VLDM of its multiplier, then its weights eight input channels at a time (one LDM of
+ * four words into r2, r7, r12, lr; four LDM of the quad; 16 SMLAD: 21 instructions per 32 MACs) in one
+ * unrolled chain entered at the block that leaves C_in / 8 of them, then the requantization as above.
+ * The loop ends when pixel 0's output pointer reaches `end`. The job is copied onto the stack. */
+typedef struct {
+    int8_t *out[4];      /* 0: each pixel's next output byte */
+    int8_t *end;         /* 16: pixel 0's output pointer after the last channel */
+    const int32_t *x;    /* 20: the unpacked quad */
+    const int32_t *rows; /* 24: the first channel's widened row */
+    uint32_t entry;      /* 28: bytes of the chain to skip (the head turns it into the entry address) */
+    int32_t bias_bits;   /* 32 */
+    float lo, hi, shift; /* 36, 40, 44 */
+    uint8_t *mask[4];    /* 48: each pixel's next mask byte (masked loop) */
+    uint32_t bits;       /* 64: the masked loop's bits gathered so far */
+    uint32_t pad;        /* 68 */
+} quad_wide_job_t;
+_Static_assert(offsetof(quad_wide_job_t, end) == 16 && offsetof(quad_wide_job_t, entry) == 28 &&
+                   offsetof(quad_wide_job_t, lo) == 36 && offsetof(quad_wide_job_t, mask) == 48 &&
+                   offsetof(quad_wide_job_t, bits) == 64 && sizeof(quad_wide_job_t) == 72,
+               "quad_wide_job_t offsets used by the wide quad assembly");
+#define QTRAIN_QUAD_CHAIN_BLOCKS 72 /* the most C_in / 8 the chain covers (its .rept count) */
+#define QTRAIN_QUAD_CHAIN_BLOCK_BYTES 84 /* 21 instructions of 4 bytes (.w forced) */
+
+#define QTRAIN_WIDE_BLOCK8                                                                                          \
+    "ldm.w   r0!, {r2, r7, r12, lr}\n\t"                                                                          \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r3, r8, r2, r3\n\t"                                                                                  \
+    "smlad   r3, r9, r7, r3\n\t"                                                                                  \
+    "smlad   r4, r10, r2, r4\n\t"                                                                                 \
+    "smlad   r4, r11, r7, r4\n\t"                                                                                 \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, r2, r5\n\t"                                                                                  \
+    "smlad   r5, r9, r7, r5\n\t"                                                                                  \
+    "smlad   r6, r10, r2, r6\n\t"                                                                                 \
+    "smlad   r6, r11, r7, r6\n\t"                                                                                 \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r3, r8, r12, r3\n\t"                                                                                 \
+    "smlad   r3, r9, lr, r3\n\t"                                                                                  \
+    "smlad   r4, r10, r12, r4\n\t"                                                                                \
+    "smlad   r4, r11, lr, r4\n\t"                                                                                 \
+    "ldm.w   r1!, {r8, r9, r10, r11}\n\t"                                                                         \
+    "smlad   r5, r8, r12, r5\n\t"                                                                                 \
+    "smlad   r5, r9, lr, r5\n\t"                                                                                  \
+    "smlad   r6, r10, r12, r6\n\t"                                                                                \
+    "smlad   r6, r11, lr, r6\n\t"
+#define QTRAIN_WIDE_HEAD                                                                                            \
+    "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
+    "sub     sp, #72\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12}\n\t"                                        \
+    "stm     sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12}\n\t"                                         \
+    "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"                                                                    \
+    "add     r7, sp, #48\n\t"                                                                                     \
+    "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"                                                                    \
+    "vldr    s0, [sp, #36]\n\t"                                                                                   \
+    "vldr    s1, [sp, #40]\n\t"                                                                                   \
+    "vldr    s2, [sp, #44]\n\t"                                                                                   \
+    "adr.w   r2, 6f\n\t"                                                                                          \
+    "ldr     r3, [sp, #28]\n\t"                                                                                   \
+    "add     r2, r3\n\t"                                                                                          \
+    "orr     r2, r2, #1\n\t" /* Thumb */                                                                          \
+    "str     r2, [sp, #28]\n\t"                                                                                   \
+    "ldr     r0, [sp, #24]\n\t"                                                                                   \
+    "2:\n\t"                                                                                                      \
+    "ldm     r0!, {r3, r4, r5, r6}\n\t"                                                                           \
+    "vldmia  r0!, {s3}\n\t"                                                                                       \
+    "ldr     r1, [sp, #20]\n\t"                                                                                   \
+    "ldr     r2, [sp, #28]\n\t"                                                                                   \
+    "bx      r2\n\t"                                                                                              \
+    ".p2align 2\n\t"                                                                                              \
+    "6:\n\t"                                                                                                      \
+    ".rept 72\n\t" QTRAIN_WIDE_BLOCK8 ".endr\n\t"                                                                 \
+    "vmov    s4, s5, r3, r4\n\t"                                                                                  \
+    "vmov    s6, s7, r5, r6\n\t"                                                                                  \
+    "vcvt.f32.s32 s4, s4\n\t"                                                                                     \
+    "vcvt.f32.s32 s5, s5\n\t"                                                                                     \
+    "vcvt.f32.s32 s6, s6\n\t"                                                                                     \
+    "vcvt.f32.s32 s7, s7\n\t"                                                                                     \
+    "vmul.f32 s4, s4, s3\n\t"                                                                                     \
+    "vmul.f32 s5, s5, s3\n\t"                                                                                     \
+    "vmul.f32 s6, s6, s3\n\t"                                                                                     \
+    "vmul.f32 s7, s7, s3\n\t"
+#define QTRAIN_WIDE_STORE(adds)                                                                                     \
+    "vadd.f32 s4, s4, s2\n\t"                                                                                     \
+    "vadd.f32 s5, s5, s2\n\t"                                                                                     \
+    "vadd.f32 s6, s6, s2\n\t"                                                                                     \
+    "vadd.f32 s7, s7, s2\n\t"                                                                                     \
+    "vmov    r3, r4, s4, s5\n\t"                                                                                  \
+    "vmov    r5, r6, s6, s7\n\t"                                                                                  \
+    adds                                                                                                          \
+    "ldm     sp, {r7, r8, r9, r10, r11}\n\t" /* the four output pointers and the end */                           \
+    "strb    r3, [r7], #1\n\t"                                                                                    \
+    "strb    r4, [r8], #1\n\t"                                                                                    \
+    "strb    r5, [r9], #1\n\t"                                                                                    \
+    "strb    r6, [r10], #1\n\t"                                                                                   \
+    "stm     sp, {r7, r8, r9, r10}\n\t"
+#define QTRAIN_WIDE_ADDS                                                                                            \
+    "ldr     r7, [sp, #32]\n\t"                                                                                   \
+    "add     r3, r7\n\t"                                                                                          \
+    "add     r4, r7\n\t"                                                                                          \
+    "add     r5, r7\n\t"                                                                                          \
+    "add     r6, r7\n\t"
+#define QTRAIN_WIDE_END                                                                                             \
+    "cmp     r7, r11\n\t"                                                                                         \
+    "bne     2b\n\t"                                                                                              \
+    "add     sp, #72\n\t"                                                                                         \
+    "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
+/* with the mask (as QTRAIN_QUAD_MASKED: the bits gathered a byte per pixel, stored every 8 channels) */
+#define QTRAIN_WIDE_MASKED(adds)                                                                                    \
+    QTRAIN_WIDE_HEAD                                                                                              \
+    "ldr     r7, [sp, #64]\n\t"                                                                                   \
+    "lsr     r7, r7, #1\n\t"                                                                                      \
+    "bic     r7, r7, #0x80808080\n\t"                                                                             \
+    QTRAIN_QUAD_MASK_ONE("s4", "0x80")                                                                            \
+    QTRAIN_QUAD_MASK_ONE("s5", "0x8000")                                                                          \
+    QTRAIN_QUAD_MASK_ONE("s6", "0x800000")                                                                        \
+    QTRAIN_QUAD_MASK_ONE("s7", "0x80000000")                                                                      \
+    "str     r7, [sp, #64]\n\t"                                                                                   \
+    QTRAIN_WIDE_STORE(adds)                                                                                       \
+    "sub     r3, r11, r7\n\t" /* channels left after this one */                                                 \
+    "tst     r3, #7\n\t"                                                                                          \
+    "bne     3f\n\t"                                                                                              \
+    "add     r3, sp, #48\n\t"                                                                                     \
+    "ldm     r3, {r4, r5, r6, r8}\n\t"                                                                            \
+    "ldr     r9, [sp, #64]\n\t"                                                                                   \
+    "strb    r9, [r4], #1\n\t"                                                                                    \
+    "lsr     r9, r9, #8\n\t"                                                                                      \
+    "strb    r9, [r5], #1\n\t"                                                                                    \
+    "lsr     r9, r9, #8\n\t"                                                                                      \
+    "strb    r9, [r6], #1\n\t"                                                                                    \
+    "lsr     r9, r9, #8\n\t"                                                                                      \
+    "strb    r9, [r8], #1\n\t"                                                                                    \
+    "stm     r3, {r4, r5, r6, r8}\n\t"                                                                            \
+    "3:\n\t"                                                                                                      \
+    QTRAIN_WIDE_END
+
+__attribute__((naked, noinline)) static void quad_wide_asm(quad_wide_job_t *job) {
+    __asm__ volatile(QTRAIN_WIDE_HEAD QTRAIN_QUAD_CLAMP QTRAIN_WIDE_STORE(QTRAIN_WIDE_ADDS) QTRAIN_WIDE_END);
 }
-__attribute__((naked, noinline)) static void quad_w16_even_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_HEAD(QTRAIN_QUAD_DOT_W16) QTRAIN_QUAD_CLAMP QTRAIN_QUAD_STORE_TAIL("")
-                         QTRAIN_QUAD_END);
+__attribute__((naked, noinline)) static void quad_wide_even_asm(quad_wide_job_t *job) {
+    __asm__ volatile(QTRAIN_WIDE_HEAD QTRAIN_QUAD_CLAMP QTRAIN_WIDE_STORE("") QTRAIN_WIDE_END);
 }
-__attribute__((naked, noinline)) static void quad_w16_mask_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_W16, QTRAIN_QUAD_ADDS));
+__attribute__((naked, noinline)) static void quad_wide_mask_asm(quad_wide_job_t *job) {
+    __asm__ volatile(QTRAIN_WIDE_MASKED(QTRAIN_WIDE_ADDS));
 }
-__attribute__((naked, noinline)) static void quad_w16_mask_even_asm(quad_job_t *job) {
-    __asm__ volatile(QTRAIN_QUAD_MASKED(QTRAIN_QUAD_DOT_W16, ""));
+__attribute__((naked, noinline)) static void quad_wide_mask_even_asm(quad_wide_job_t *job) {
+    __asm__ volatile(QTRAIN_WIDE_MASKED(""));
 }
+#undef QTRAIN_WIDE_BLOCK8
+#undef QTRAIN_WIDE_HEAD
+#undef QTRAIN_WIDE_STORE
+#undef QTRAIN_WIDE_ADDS
+#undef QTRAIN_WIDE_END
+#undef QTRAIN_WIDE_MASKED
 
 #undef QTRAIN_QUAD_HEAD
-#undef QTRAIN_QUAD_HEAD_WITH
-#undef QTRAIN_QUAD_END_WITH
-#undef QTRAIN_QUAD_MASKED_WITH
-#undef QTRAIN_QUAD_BLOCK8
-#undef QTRAIN_QUAD_CHAIN_ENTRY
-#undef QTRAIN_QUAD_DOT_CHAIN
-#undef QTRAIN_QUAD_CHAIN_HEAD
-#undef QTRAIN_QUAD_CHAIN_END
-#undef QTRAIN_QUAD_BLOCK_W16
-#undef QTRAIN_QUAD_DOT_W16
 #undef QTRAIN_QUAD_LOOP
 #undef QTRAIN_QUAD_DOT
 #undef QTRAIN_QUAD_DOT_SEGMENTS
@@ -663,7 +697,7 @@ typedef void (*quad_loop_t)(quad_job_t *);
 
 static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_weight_segment_t *segments,
                                 int32_t count, int32_t o_begin, int32_t o_end, const int32_t *bias,
-                                const float *multiplier, const qtrain_requant_t *q, int masked, const int32_t *w16) {
+                                const float *multiplier, const qtrain_requant_t *q, int masked) {
     int segments_ok = count >= 1 && count <= 3;
     for (int32_t i = 0; i < count && segments_ok; i++) {
         const int32_t n = segments[i].end - segments[i].begin;
@@ -696,20 +730,6 @@ static quad_loop_t quad_prepare(quad_job_t *job, const int32_t *x, const qtrain_
         job->table[i][1] = (uint32_t)(segments[i].end - segments[i].begin) >> 2;
         job->table[i][2] = (uint32_t)segments[i].stride;
     }
-    if (w16 != NULL && (segments[count - 1].end - segments[0].begin) % 8 == 0 &&
-        (segments[count - 1].end - segments[0].begin) / 8 <= QTRAIN_QUAD_CHAIN_BLOCKS) {
-        const int32_t blocks = (segments[count - 1].end - segments[0].begin) / 8;
-        job->w = (const int8_t *)(w16 + o_begin * blocks * 4);
-        job->groups = (uint32_t)(QTRAIN_QUAD_CHAIN_BYTES(QTRAIN_QUAD_CHAIN_BLOCKS - blocks));
-        return masked ? (even ? quad_chain_mask_even_asm : quad_chain_mask_asm)
-                      : even ? quad_chain_even_asm : quad_chain_asm;
-    }
-    if (w16 != NULL) {
-        const int32_t channels = segments[count - 1].end - segments[0].begin;
-        job->w = (const int8_t *)(w16 + o_begin * (channels >> 1));
-        job->groups = (uint32_t)channels >> 2;
-        return masked ? (even ? quad_w16_mask_even_asm : quad_w16_mask_asm) : even ? quad_w16_even_asm : quad_w16_asm;
-    }
     if (count > 1) {
         return masked ? (even ? quad_seg_mask_even_asm : quad_seg_mask_asm) : even ? quad_seg_even_asm : quad_seg_asm;
     }
@@ -735,14 +755,18 @@ QTRAIN_INLINE int quad_run(quad_loop_t loop, quad_job_t *job, int8_t *const out[
 }
 #endif
 
-int32_t qtrain_widen_weights_bytes(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows) {
+int32_t qtrain_quad_widen_bytes(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows) {
 #if QTRAIN_DSP_ASM
+    const int32_t channels = segments[count - 1].end - segments[0].begin;
     for (int32_t s = 0; s < count; s++) {
         if (((segments[s].end - segments[s].begin) & 3) != 0) {
-            return 0; /* the widened loop takes whole blocks of four channels only */
+            return 0; /* a block of four must not straddle two segments */
         }
     }
-    return qtrain_size_saturate(2 * (int64_t)rows * (segments[count - 1].end - segments[0].begin));
+    if (channels % 8 != 0 || channels / 8 > QTRAIN_QUAD_CHAIN_BLOCKS) {
+        return 0;
+    }
+    return qtrain_size_saturate(4 * (int64_t)rows * qtrain_quad_widened_words(channels));
 #else
     (void)segments;
     (void)count;
@@ -751,30 +775,101 @@ int32_t qtrain_widen_weights_bytes(const qtrain_weight_segment_t *segments, int3
 #endif
 }
 
-void qtrain_widen_weights(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows, int32_t *dst) {
+void qtrain_quad_widen(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows, const int32_t *bias,
+                       const float *multiplier, int32_t *dst) {
     for (int32_t o = 0; o < rows; o++) {
+        const int32_t b = bias != NULL ? bias[o] : 0;
+        dst[0] = dst[1] = dst[2] = dst[3] = b;
+        dst[4] = (int32_t)qtrain_float_bits(multiplier[o]);
+        dst += 5;
         for (int32_t s = 0; s < count; s++) {
             const int8_t *w = segments[s].base + o * segments[s].stride;
-#pragma clang loop unroll(disable)
-            for (int32_t i = (segments[s].end - segments[s].begin) >> 2; i > 0; i--, w += 4, dst += 2) {
+#pragma clang loop unroll(disable) vectorize(disable)
+            for (int32_t i = (segments[s].end - segments[s].begin) >> 3; i > 0; i--, w += 8, dst += 4) {
+                const int32_t v0 = qtrain_read_s32(w), v1 = qtrain_read_s32(w + 4);
+                dst[0] = qtrain_sxtb16(v0);
+                dst[1] = qtrain_sxtb16_ror8(v0);
+                dst[2] = qtrain_sxtb16(v1);
+                dst[3] = qtrain_sxtb16_ror8(v1);
+            }
+            if (((segments[s].end - segments[s].begin) & 4) != 0) {
                 const int32_t v = qtrain_read_s32(w);
                 dst[0] = qtrain_sxtb16(v);
                 dst[1] = qtrain_sxtb16_ror8(v);
+                dst += 2;
             }
         }
     }
 }
 
+#if QTRAIN_DSP_ASM
+/* A line of quads through the widened loop; false when it does not apply (then the caller runs the
+ * usual one). A quad whose mask bits are not byte aligned takes the C loop. */
+static int quad_wide_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
+                          int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
+                          const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
+                          uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked, const int32_t *wide) {
+    const int32_t channels = segments[count - 1].end - segments[0].begin;
+    if (wide == NULL || o_begin >= o_end || qtrain_quad_widen_bytes(segments, count, 1) == 0 ||
+        (mask != NULL && ((o_end - o_begin) % 8 != 0 || o_begin % 8 != 0))) {
+        return 0;
+    }
+    const int even = (q->zp & 1) == 0;
+    void (*const loop)(quad_wide_job_t *) = mask != NULL ? (even ? quad_wide_mask_even_asm : quad_wide_mask_asm)
+                                                         : (even ? quad_wide_even_asm : quad_wide_asm);
+    quad_wide_job_t job = {{NULL, NULL, NULL, NULL},
+                           NULL,
+                           unpacked,
+                           wide,
+                           QTRAIN_QUAD_CHAIN_BLOCK_BYTES * (uint32_t)(QTRAIN_QUAD_CHAIN_BLOCKS - channels / 8),
+                           q->bias_bits,
+                           q->lo,
+                           q->hi,
+                           even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                           {NULL, NULL, NULL, NULL},
+                           0u,
+                           0u};
+    for (int32_t p = 0; p < pixels; p += 4) {
+        const int8_t *rows[4];
+        int8_t *outs[4];
+        uint32_t e[4];
+        int aligned = 1;
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t pj = p + j < pixels ? p + j : pixels - 1; /* a short last quad repeats its last pixel */
+            rows[j] = in + pj * in_step;
+            outs[j] = out + pj * out_step;
+            e[j] = e0 + (uint32_t)pj * e_step;
+            aligned &= ((e[j] + (uint32_t)o_begin) & 7u) == 0u;
+        }
+        qtrain_unpack_quad(rows, segments, count, zero_point, unpacked);
+        if (mask != NULL && !aligned) {
+            qtrain_quad_outputs(unpacked, segments, count, o_begin, o_end, bias, multiplier, q, outs, mask, e);
+            continue;
+        }
+        for (int32_t j = 0; j < 4; j++) {
+            job.out[j] = outs[j] + o_begin;
+            job.mask[j] = mask != NULL ? mask + ((e[j] + (uint32_t)o_begin) >> 3) : NULL;
+        }
+        job.end = job.out[0] + (o_end - o_begin);
+        job.bits = 0u;
+        loop(&job);
+    }
+    return 1;
+}
+#endif
+
 void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
                       int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
                       const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
-                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked, const int32_t *w16) {
+                      uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked, const int32_t *wide) {
 #if QTRAIN_DSP_ASM
+    if (quad_wide_line(in, in_step, pixels, segments, count, zero_point, o_begin, o_end, bias, multiplier, q, out,
+                       out_step, mask, e0, e_step, unpacked, wide)) {
+        return;
+    }
     quad_job_t job;
     const quad_loop_t loop = quad_prepare(&job, unpacked, segments, count, o_begin, o_end, bias, multiplier, q,
-                                          mask != NULL, w16);
-#else
-    (void)w16;
+                                          mask != NULL);
 #endif
     for (int32_t p = 0; p < pixels; p += 4) {
         const int8_t *rows[4];
@@ -801,8 +896,7 @@ void qtrain_quad_outputs(const int32_t *x, const qtrain_weight_segment_t *segmen
                          int8_t *const out[4], uint8_t *mask, const uint32_t e[4]) {
 #if QTRAIN_DSP_ASM
     quad_job_t job;
-    const quad_loop_t loop =
-        quad_prepare(&job, x, segments, count, o_begin, o_end, bias, multiplier, q, mask != NULL, NULL);
+    const quad_loop_t loop = quad_prepare(&job, x, segments, count, o_begin, o_end, bias, multiplier, q, mask != NULL);
     if (loop != NULL && quad_run(loop, &job, out, o_begin, mask, e)) {
         return;
     }
