@@ -87,6 +87,11 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
         qtrain_quad_widen(segments, count, cout, bias, multiplier, dst);
         wide = dst;
     }
+    if (wide == NULL && pixels >= 8 && params->stride_h == 1 && params->stride_w == 1 &&
+        qtrain_quad_blocked(input, pixels, segments, count, zx, cout, bias, multiplier, &q, output, mask,
+                            (int32_t *)(void *)(buf + qtrain_align4(scratch)), ctx->size - qtrain_align4(scratch))) {
+        return QTRAIN_STATUS_OK;
+    }
     if (params->stride_h == 1 && params->stride_w == 1) {
         /* every pixel in one line (a short last quad repeats its last pixel) */
         qtrain_quad_line(input, cin, pixels, segments, count, zx, 0, cout, bias, multiplier, &q, output, cout, mask, 0u,

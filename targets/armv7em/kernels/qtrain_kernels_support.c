@@ -803,60 +803,150 @@ void qtrain_quad_widen(const qtrain_weight_segment_t *segments, int32_t count, i
 }
 
 #if QTRAIN_DSP_ASM
+/* The widened loop's job for channels [o_begin, o_end) of rows `wide` (the row of o_begin first) and
+ * the loop that runs it, or NULL when the loop does not apply. */
+typedef void (*quad_wide_loop_t)(quad_wide_job_t *);
+static quad_wide_loop_t quad_wide_prepare(quad_wide_job_t *job, const qtrain_weight_segment_t *segments,
+                                          int32_t count, int32_t o_begin, int32_t o_end, const qtrain_requant_t *q,
+                                          const uint8_t *mask, const int32_t *wide) {
+    const int32_t channels = segments[count - 1].end - segments[0].begin;
+    if (wide == NULL || o_begin >= o_end || qtrain_quad_widen_bytes(segments, count, 1) == 0 ||
+        (mask != NULL && ((o_end - o_begin) % 8 != 0 || o_begin % 8 != 0))) {
+        return NULL;
+    }
+    const int even = (q->zp & 1) == 0;
+    *job = (quad_wide_job_t){{NULL, NULL, NULL, NULL},
+                             NULL,
+                             NULL,
+                             wide,
+                             QTRAIN_QUAD_CHAIN_BLOCK_BYTES * (uint32_t)(QTRAIN_QUAD_CHAIN_BLOCKS - channels / 8),
+                             q->bias_bits,
+                             q->lo,
+                             q->hi,
+                             even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
+                             {NULL, NULL, NULL, NULL},
+                             0u,
+                             0u};
+    return mask != NULL ? (even ? quad_wide_mask_even_asm : quad_wide_mask_asm)
+                        : (even ? quad_wide_even_asm : quad_wide_asm);
+}
+
+/* One unpacked quad `x` through a prepared job (pixel j's output row out[j], first mask element e[j]); a
+ * quad whose mask bits are not byte aligned takes the C loop. */
+static void quad_wide_run(quad_wide_loop_t loop, quad_wide_job_t *job, const int32_t *x,
+                          const qtrain_weight_segment_t *segments, int32_t count, int32_t o_begin, int32_t o_end,
+                          const int32_t *bias, const float *multiplier, const qtrain_requant_t *q, int8_t *const out[4],
+                          uint8_t *mask, const uint32_t e[4]) {
+    for (int32_t j = 0; j < 4; j++) {
+        if (mask != NULL && ((e[j] + (uint32_t)o_begin) & 7u) != 0u) {
+            qtrain_quad_outputs(x, segments, count, o_begin, o_end, bias, multiplier, q, out, mask, e);
+            return;
+        }
+        job->out[j] = out[j] + o_begin;
+        job->mask[j] = mask != NULL ? mask + ((e[j] + (uint32_t)o_begin) >> 3) : NULL;
+    }
+    job->end = job->out[0] + (o_end - o_begin);
+    job->x = x;
+    job->bits = 0u;
+    loop(job);
+}
+
 /* A line of quads through the widened loop; false when it does not apply (then the caller runs the
- * usual one). A quad whose mask bits are not byte aligned takes the C loop. */
+ * usual one). */
 static int quad_wide_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
                           int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,
                           const float *multiplier, const qtrain_requant_t *q, int8_t *out, int32_t out_step,
                           uint8_t *mask, uint32_t e0, uint32_t e_step, int32_t *unpacked, const int32_t *wide) {
-    const int32_t channels = segments[count - 1].end - segments[0].begin;
-    if (wide == NULL || o_begin >= o_end || qtrain_quad_widen_bytes(segments, count, 1) == 0 ||
-        (mask != NULL && ((o_end - o_begin) % 8 != 0 || o_begin % 8 != 0))) {
+    quad_wide_job_t job;
+    const quad_wide_loop_t loop = quad_wide_prepare(&job, segments, count, o_begin, o_end, q, mask, wide);
+    if (loop == NULL) {
         return 0;
     }
-    const int even = (q->zp & 1) == 0;
-    void (*const loop)(quad_wide_job_t *) = mask != NULL ? (even ? quad_wide_mask_even_asm : quad_wide_mask_asm)
-                                                         : (even ? quad_wide_even_asm : quad_wide_asm);
-    quad_wide_job_t job = {{NULL, NULL, NULL, NULL},
-                           NULL,
-                           unpacked,
-                           wide,
-                           QTRAIN_QUAD_CHAIN_BLOCK_BYTES * (uint32_t)(QTRAIN_QUAD_CHAIN_BLOCKS - channels / 8),
-                           q->bias_bits,
-                           q->lo,
-                           q->hi,
-                           even ? QTRAIN_ROUND_SHIFTER + (float)q->zp : QTRAIN_ROUND_SHIFTER,
-                           {NULL, NULL, NULL, NULL},
-                           0u,
-                           0u};
     for (int32_t p = 0; p < pixels; p += 4) {
         const int8_t *rows[4];
         int8_t *outs[4];
         uint32_t e[4];
-        int aligned = 1;
         for (int32_t j = 0; j < 4; j++) {
             const int32_t pj = p + j < pixels ? p + j : pixels - 1; /* a short last quad repeats its last pixel */
             rows[j] = in + pj * in_step;
             outs[j] = out + pj * out_step;
             e[j] = e0 + (uint32_t)pj * e_step;
-            aligned &= ((e[j] + (uint32_t)o_begin) & 7u) == 0u;
         }
         qtrain_unpack_quad(rows, segments, count, zero_point, unpacked);
-        if (mask != NULL && !aligned) {
-            qtrain_quad_outputs(unpacked, segments, count, o_begin, o_end, bias, multiplier, q, outs, mask, e);
-            continue;
-        }
-        for (int32_t j = 0; j < 4; j++) {
-            job.out[j] = outs[j] + o_begin;
-            job.mask[j] = mask != NULL ? mask + ((e[j] + (uint32_t)o_begin) >> 3) : NULL;
-        }
-        job.end = job.out[0] + (o_end - o_begin);
-        job.bits = 0u;
-        loop(&job);
+        quad_wide_run(loop, &job, unpacked, segments, count, o_begin, o_end, bias, multiplier, q, outs, mask, e);
     }
     return 1;
 }
 #endif
+
+int qtrain_quad_blocked(const int8_t *in, int32_t pixels, const qtrain_weight_segment_t *segments, int32_t count,
+                        int32_t zero_point, int32_t cout, const int32_t *bias, const float *multiplier,
+                        const qtrain_requant_t *q, int8_t *out, uint8_t *mask, int32_t *buf, int32_t buf_bytes) {
+#if QTRAIN_DSP_ASM
+    const int32_t cin = segments[count - 1].end - segments[0].begin, quads = (pixels + 3) / 4;
+    const int32_t row_bytes = qtrain_quad_widen_bytes(segments, count, 1);
+    const int64_t unpacked_bytes = 4 * (int64_t)quads * qtrain_quad_words(cin);
+    if (row_bytes == 0 || bias == NULL || unpacked_bytes > buf_bytes) {
+        return 0;
+    }
+    int32_t block = (buf_bytes - (int32_t)unpacked_bytes) / row_bytes; /* no 64-bit division on the target */
+    block = block < cout ? block & ~7 : cout; /* whole mask bytes per block */
+    if (block < 8) {
+        return 0;
+    }
+    int32_t *wide = buf + quads * qtrain_quad_words(cin);
+    for (int32_t k = 0; k < quads; k++) { /* every input pixel read before any output is written */
+        const int8_t *rows[4];
+        for (int32_t j = 0; j < 4; j++) {
+            const int32_t pj = 4 * k + j < pixels ? 4 * k + j : pixels - 1;
+            rows[j] = in + pj * cin;
+        }
+        qtrain_unpack_quad(rows, segments, count, zero_point, buf + k * qtrain_quad_words(cin));
+    }
+    for (int32_t o0 = 0; o0 < cout; o0 += block) {
+        const int32_t o1 = cout - o0 < block ? cout : o0 + block;
+        qtrain_weight_segment_t shifted[3];
+        for (int32_t i = 0; i < count; i++) {
+            shifted[i] = segments[i];
+            shifted[i].base += o0 * segments[i].stride;
+        }
+        qtrain_quad_widen(shifted, count, o1 - o0, bias + o0, multiplier + o0, wide);
+        quad_wide_job_t job;
+        const quad_wide_loop_t loop = quad_wide_prepare(&job, segments, count, o0, o1, q, mask, wide);
+        for (int32_t k = 0; k < quads; k++) {
+            int8_t *outs[4];
+            uint32_t e[4];
+            for (int32_t j = 0; j < 4; j++) {
+                const int32_t pj = 4 * k + j < pixels ? 4 * k + j : pixels - 1;
+                outs[j] = out + pj * cout;
+                e[j] = (uint32_t)(pj * cout);
+            }
+            const int32_t *x = buf + k * qtrain_quad_words(cin);
+            if (loop != NULL) {
+                quad_wide_run(loop, &job, x, segments, count, o0, o1, bias, multiplier, q, outs, mask, e);
+            } else {
+                qtrain_quad_outputs(x, segments, count, o0, o1, bias, multiplier, q, outs, mask, e);
+            }
+        }
+    }
+    return 1;
+#else
+    (void)in;
+    (void)pixels;
+    (void)segments;
+    (void)count;
+    (void)zero_point;
+    (void)cout;
+    (void)bias;
+    (void)multiplier;
+    (void)q;
+    (void)out;
+    (void)mask;
+    (void)buf;
+    (void)buf_bytes;
+    return 0;
+#endif
+}
 
 void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const qtrain_weight_segment_t *segments,
                       int32_t count, int32_t zero_point, int32_t o_begin, int32_t o_end, const int32_t *bias,

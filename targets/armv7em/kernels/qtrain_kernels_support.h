@@ -590,6 +590,17 @@ QTRAIN_INLINE int32_t qtrain_quad_widened_words(int32_t channels) {
     return 5 + channels / 2;
 }
 int32_t qtrain_quad_widen_bytes(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows);
+
+/* A stride-1 pointwise convolution of few pixels whose widened rows do not all fit the scratch: every
+ * pixel quad unpacked first (so the output may then overwrite any input: the 1x1 kernel's in-place
+ * placements hold), then the output channels in blocks (a multiple of 8) whose widened rows fit after
+ * them, each block's rows widened once and run on every quad. Pixels at `in` (C_in bytes each), outputs
+ * at `out` (C_out each), mask elements from 0. `buf`: buf_bytes of word-aligned scratch. Returns 0 (having
+ * done nothing) when it does not apply: no assembly loop, no bias, the rows not widenable, or not room
+ * for the unpacked quads and a block of 8 channels. */
+int qtrain_quad_blocked(const int8_t *in, int32_t pixels, const qtrain_weight_segment_t *segments, int32_t count,
+                        int32_t zero_point, int32_t cout, const int32_t *bias, const float *multiplier,
+                        const qtrain_requant_t *q, int8_t *out, uint8_t *mask, int32_t *buf, int32_t buf_bytes);
 void qtrain_quad_widen(const qtrain_weight_segment_t *segments, int32_t count, int32_t rows, const int32_t *bias,
                        const float *multiplier, int32_t *dst);
 
