@@ -960,6 +960,8 @@ void qtrain_quad_line(const int8_t *in, int32_t in_step, int32_t pixels, const q
     quad_job_t job;
     const quad_loop_t loop = quad_prepare(&job, unpacked, segments, count, o_begin, o_end, bias, multiplier, q,
                                           mask != NULL);
+#else
+    (void)wide;
 #endif
     for (int32_t p = 0; p < pixels; p += 4) {
         const int8_t *rows[4];
