@@ -117,123 +117,90 @@ static void im2col(const int8_t *input, const qtrain_dims_t *input_dims, const q
 #endif
 
 #if QTRAIN_USE_DSP
-/* The DSP path's im2col: output pixel (b, oy, ox)'s K inputs as raw bytes in weight order (kh, kw, ci),
- * a padding tap (and the appended taps up to K_pad rounded up to 4) holding zx, so that subtracting zx
- * gives 0; each kernel row inside the image is one copy of KW * C_in contiguous bytes. Then the bytes
- * become int16 (x - zx) pairs in lane `px` of the interleaved layout, four bytes at a time (LDR, two
- * SXTAB16, two PKH). `bytes` has room for K_pad rounded up to 4. */
-static void im2col_fast(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
-                        const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int32_t px,
-                        int8_t *bytes, int32_t *col) {
+/* The DSP path's im2col, first step: output pixel (b, oy, ox)'s K inputs as raw bytes in weight order
+ * (kh, kw, ci), a padding tap (and the appended taps up to K_pad rounded up to 4) holding zx, so that
+ * subtracting zx gives 0; a kernel row inside the image is one copy of KW * C_in contiguous bytes, a word
+ * at a time. `bytes` has room for K_pad rounded up to 4. */
+static void gather(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                   const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int8_t *bytes) {
     const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
-    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
+    const int32_t width = input_dims->w, height = input_dims->h;
     const int32_t row_bytes = kw_count * cin, line = width * cin;
     const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
-    const int8_t fill = (int8_t)zx;
+    const int8_t fill = (int8_t)params->input_zero_point;
     const int32_t k = kh_count * row_bytes, k4 = (k_pad + 3) & ~3;
     const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
     if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
-        /* the whole window inside the image: each kernel row widened straight into the int16 taps
-         * (`bytes` seen as int16, natural order), four bytes at a time, then the pairs copied out */
-        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
-        int16_t *t = (int16_t *)(void *)bytes;
-        for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
+        int8_t *d = bytes;
+        for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
             int32_t i = 0;
-#pragma clang loop unroll(disable)
+#pragma clang loop unroll(disable) vectorize(disable)
             for (; i + 4 <= row_bytes; i += 4) {
-                const int32_t v = qtrain_read_s32(src + i);
-                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
-                qtrain_write_s32(t + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
-                qtrain_write_s32(t + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
+                qtrain_write_s32(d + i, qtrain_read_s32(src + i));
             }
-#pragma clang loop unroll(disable)
+#pragma clang loop unroll(disable) vectorize(disable)
             for (; i < row_bytes; i++) {
-                t[i] = (int16_t)(src[i] - zx);
+                d[i] = src[i];
             }
-            t += row_bytes;
         }
-        if (k < k_pad) {
-            *t = 0; /* the appended zero tap */
-        }
-        const int16_t *taps = (const int16_t *)(const void *)bytes;
-        int32_t *dst = col + px;
-#pragma clang loop unroll(disable)
-        for (int32_t j = 0; j < k_pad; j += 2, dst += 2) {
-            *dst = qtrain_read_s32(taps + j);
-        }
-        return;
-    }
-    for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
-        const int inside = iy0 + kh >= 0 && iy0 + kh < height;
-        for (int32_t kw = 0; kw < kw_count; kw++) {
-            const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
-            for (int32_t ci = 0; ci < cin; ci++) {
-                bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
+    } else {
+        for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
+            const int inside = iy0 + kh >= 0 && iy0 + kh < height;
+            for (int32_t kw = 0; kw < kw_count; kw++) {
+                const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
+                for (int32_t ci = 0; ci < cin; ci++) {
+                    bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
+                }
             }
         }
     }
     for (int32_t i = k; i < k4; i++) {
         bytes[i] = fill;
     }
-    const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
-    int32_t *dst = col + px;
-    int32_t i = 0;
-    for (; i + 4 <= k_pad; i += 4, dst += 4) {
-        const int32_t v = qtrain_read_s32(bytes + i);
-        const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
-        dst[0] = (int32_t)((even & 0xFFFFu) | (odd << 16));     /* taps (i, i + 1) */
-        dst[2] = (int32_t)((odd & 0xFFFF0000u) | (even >> 16)); /* taps (i + 2, i + 3) */
+}
+
+/* gather() for two pixels whose windows lie inside the image (the caller checked), with the geometry
+ * precomputed: each kernel row of both copied a word at a time, the last word of a row overlapping the
+ * one before (no byte loop; nothing outside the row read or written; row_bytes >= 4), then the fill up
+ * to k4. */
+QTRAIN_INLINE void gather_pair_inside(const int8_t *s0, const int8_t *s1, int32_t line, int32_t kh_count,
+                                      int32_t row_bytes, int32_t k, int32_t k4, int8_t fill, int8_t *b0, int8_t *b1) {
+    const int32_t last = row_bytes - 4;
+    for (int32_t kh = 0; kh < kh_count; kh++, s0 += line, s1 += line, b0 += row_bytes, b1 += row_bytes) {
+#pragma clang loop unroll(disable) vectorize(disable)
+        for (int32_t i = 0; i < last; i += 4) {
+            qtrain_write_s32(b0 + i, qtrain_read_s32(s0 + i));
+            qtrain_write_s32(b1 + i, qtrain_read_s32(s1 + i));
+        }
+        qtrain_write_s32(b0 + last, qtrain_read_s32(s0 + last));
+        qtrain_write_s32(b1 + last, qtrain_read_s32(s1 + last));
     }
-    if (i < k_pad) { /* two taps left */
-        dst[0] = (int32_t)(((uint32_t)(bytes[i] - zx) & 0xFFFFu) | ((uint32_t)(bytes[i + 1] - zx) << 16));
+    b0 -= k; /* back to the windows' starts */
+    b1 -= k;
+    for (int32_t i = k; i < k4; i++) {
+        b0[i] = fill;
+        b1[i] = fill;
     }
 }
-#endif
 
-#if QTRAIN_USE_DSP
-/* Output pixel (b, oy, ox)'s K_pad taps as int16 (x - zx, padding and the appended tap 0), in weight order,
- * into t (room for K_pad rounded up to 4 int16). A window inside the image: each kernel row widened four
- * bytes at a time (LDR, two SXTAB16, two PKH); otherwise tap by tap. */
-static void pixel_taps(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
-                       const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int16_t *t) {
-    const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
-    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
-    const int32_t row_bytes = kw_count * cin, line = width * cin;
-    const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
-    const int32_t k = kh_count * row_bytes;
-    if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
-        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
-        const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
-        int16_t *d = t;
-        for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
-            int32_t i = 0;
-#pragma clang loop unroll(disable)
-            for (; i + 4 <= row_bytes; i += 4) {
-                const int32_t v = qtrain_read_s32(src + i);
-                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
-                qtrain_write_s32(d + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
-                qtrain_write_s32(d + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
-            }
-#pragma clang loop unroll(disable)
-            for (; i < row_bytes; i++) {
-                d[i] = (int16_t)(src[i] - zx);
-            }
-        }
-    } else {
-        for (int32_t kh = 0; kh < kh_count; kh++) {
-            const int32_t iy = iy0 + kh;
-            for (int32_t kw = 0; kw < kw_count; kw++) {
-                const int32_t ix = ix0 + kw;
-                const int ok = iy >= 0 && iy < height && ix >= 0 && ix < width;
-                const int8_t *src = input + ((b * height + iy) * width + ix) * cin;
-                for (int32_t ci = 0; ci < cin; ci++) {
-                    t[(kh * kw_count + kw) * cin + ci] = ok ? (int16_t)(src[ci] - zx) : 0;
-                }
-            }
-        }
+/* Second step: two pixels' bytes (`a`: pixel 0, `b`: pixel 1) widened to int16 (x - zx) into the
+ * interleaved pair layout, four taps of both at a time: two LDR, four SXTAB16, four PKH, one STM. */
+static void interleave(const int8_t *a, const int8_t *b, int32_t k_pad, int32_t zero_point, int32_t *col) {
+    const int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+    int32_t i = 0;
+#pragma clang loop unroll(disable) vectorize(disable)
+    for (; i + 4 <= k_pad; i += 4, col += 4) {
+        const int32_t va = qtrain_read_s32(a + i), vb = qtrain_read_s32(b + i);
+        const uint32_t ea = (uint32_t)qtrain_sxtab16(offset, va), oa = (uint32_t)qtrain_sxtab16_ror8(offset, va);
+        const uint32_t eb = (uint32_t)qtrain_sxtab16(offset, vb), ob = (uint32_t)qtrain_sxtab16_ror8(offset, vb);
+        col[0] = (int32_t)((ea & 0xFFFFu) | (oa << 16));         /* pixel 0, taps (i, i + 1) */
+        col[1] = (int32_t)((eb & 0xFFFFu) | (ob << 16));         /* pixel 1 */
+        col[2] = (int32_t)((oa & 0xFFFF0000u) | (ea >> 16));     /* pixel 0, taps (i + 2, i + 3) */
+        col[3] = (int32_t)((ob & 0xFFFF0000u) | (eb >> 16));     /* pixel 1 */
     }
-    for (int32_t i = k; i < k_pad; i++) {
-        t[i] = 0; /* the appended zero tap */
+    if (i < k_pad) { /* two taps left */
+        col[0] = (int32_t)(((uint32_t)(a[i] - zero_point) & 0xFFFFu) | ((uint32_t)(a[i + 1] - zero_point) << 16));
+        col[1] = (int32_t)(((uint32_t)(b[i] - zero_point) & 0xFFFFu) | ((uint32_t)(b[i + 1] - zero_point) << 16));
     }
 }
 #endif
@@ -592,31 +559,56 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
     }
 
 #if QTRAIN_USE_DSP
-    int32_t bytes[QTRAIN_SMALL_K_MAX_K / 2 + 2]; /* one pixel's im2col: bytes, or int16 taps */
-    /* with room after the minimum scratch: the pair's taps as int16, then interleaved word by word */
-    const int32_t minimum = qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
-    int16_t *taps0 = ctx->size - minimum >= 4 * ((k_pad + 3) & ~3) ? (int16_t *)(void *)((uint8_t *)ctx->buf + minimum) : NULL;
-    int16_t *taps1 = taps0 != NULL ? taps0 + ((k_pad + 3) & ~3) : NULL;
+    int32_t bytes0[QTRAIN_SMALL_K_MAX_K / 4 + 1], bytes1[QTRAIN_SMALL_K_MAX_K / 4 + 1]; /* the pair's raw windows */
+    /* the pixels' coordinates walked along (no division per pixel), a window inside the image copied
+     * row by row straight away */
+    const int32_t line = input_dims->w * cin, row_bytes = filter_dims->w * cin, k = taps * cin;
+    const int32_t k4 = (k_pad + 3) & ~3;
+    const int32_t x_last = input_dims->w - filter_dims->w, y_last = input_dims->h - filter_dims->h;
+    int32_t coords[2][3] = {{0, 0, 0}, {0, 0, 0}}; /* (b, oy, ox) of the pair's two pixels */
 #endif
     for (int32_t p = 0; p < pixels; p += 2) {
         const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
 #if QTRAIN_USE_DSP
-        if (taps0 != NULL) {
-            pixel_taps(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w,
-                       k_pad, taps0);
-            pixel_taps(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
-                       k_pad, taps1);
-            int32_t *c32 = (int32_t *)(void *)col;
-#pragma clang loop unroll(disable)
-            for (int32_t j = 0; j < k_pad; j += 2, c32 += 2) {
-                c32[0] = qtrain_read_s32(taps0 + j);
-                c32[1] = qtrain_read_s32(taps1 + j);
+        coords[1][0] = coords[0][0];
+        coords[1][1] = coords[0][1];
+        coords[1][2] = coords[0][2];
+        if (p1 != p && ++coords[1][2] == out_w) {
+            coords[1][2] = 0;
+            if (++coords[1][1] == out_h) {
+                coords[1][1] = 0;
+                coords[1][0]++;
             }
+        }
+        int inside = row_bytes >= 4;
+        int32_t start[2]; /* each window's first byte, when inside */
+        for (int32_t j = 0; j < 2; j++) {
+            const int32_t iy0 = coords[j][1] * params->stride_h - params->pad_top;
+            const int32_t ix0 = coords[j][2] * params->stride_w - params->pad_left;
+            inside &= iy0 >= 0 && iy0 <= y_last && ix0 >= 0 && ix0 <= x_last;
+            start[j] = (coords[j][0] * input_dims->h + iy0) * line + ix0 * cin;
+        }
+        if (inside) {
+            gather_pair_inside(input + start[0], input + start[1], line, filter_dims->h, row_bytes, k, k4, (int8_t)params->input_zero_point,
+                               (int8_t *)bytes0, (int8_t *)bytes1);
         } else {
-        im2col_fast(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad,
-                    0, (int8_t *)bytes, (int32_t *)(void *)col);
-        im2col_fast(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
-                    k_pad, 1, (int8_t *)bytes, (int32_t *)(void *)col);
+            gather(input, input_dims, params, filter_dims, coords[0][0], coords[0][1], coords[0][2], k_pad,
+                   (int8_t *)bytes0);
+            gather(input, input_dims, params, filter_dims, coords[1][0], coords[1][1], coords[1][2], k_pad,
+                   (int8_t *)bytes1);
+        }
+        interleave((const int8_t *)bytes0, (const int8_t *)bytes1, k_pad, params->input_zero_point,
+                   (int32_t *)(void *)col);
+        /* the next pair's first pixel */
+        coords[0][0] = coords[1][0];
+        coords[0][1] = coords[1][1];
+        coords[0][2] = coords[1][2];
+        if (++coords[0][2] == out_w) {
+            coords[0][2] = 0;
+            if (++coords[0][1] == out_h) {
+                coords[0][1] = 0;
+                coords[0][0]++;
+            }
         }
 #else
         im2col(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad, 0,
