@@ -819,15 +819,49 @@ void qtrain_quad_widen(const qtrain_weight_segment_t *segments, int32_t count, i
         dst += 5;
         for (int32_t s = 0; s < count; s++) {
             const int8_t *w = segments[s].base + o * segments[s].stride;
+            int32_t len = segments[s].end - segments[s].begin;
+#if QTRAIN_DSP_ASM
+            /* sixteen weights per loop: 4 LDR, 8 SXTB16, 2 STM (clang 14: 28 instructions with STR each) */
+            uint32_t n = (uint32_t)len >> 4;
+            if (n != 0u) {
+                register int32_t d0 __asm__("r8");
+                register int32_t d1 __asm__("r9");
+                register int32_t d2 __asm__("r10");
+                register int32_t d3 __asm__("r11");
+                int32_t v0, v1;
+                __asm__ volatile("1:\n\t"
+                                 "ldr     %[v0], [%[w]], #4\n\t"
+                                 "ldr     %[v1], [%[w]], #4\n\t"
+                                 "sxtb16  %[d0], %[v0]\n\t"
+                                 "sxtb16  %[d1], %[v0], ror #8\n\t"
+                                 "sxtb16  %[d2], %[v1]\n\t"
+                                 "sxtb16  %[d3], %[v1], ror #8\n\t"
+                                 "stm     %[dst]!, {%[d0], %[d1], %[d2], %[d3]}\n\t"
+                                 "ldr     %[v0], [%[w]], #4\n\t"
+                                 "ldr     %[v1], [%[w]], #4\n\t"
+                                 "sxtb16  %[d0], %[v0]\n\t"
+                                 "sxtb16  %[d1], %[v0], ror #8\n\t"
+                                 "sxtb16  %[d2], %[v1]\n\t"
+                                 "sxtb16  %[d3], %[v1], ror #8\n\t"
+                                 "stm     %[dst]!, {%[d0], %[d1], %[d2], %[d3]}\n\t"
+                                 "subs    %[n], %[n], #1\n\t"
+                                 "bne     1b"
+                                 : [w] "+r"(w), [dst] "+r"(dst), [n] "+r"(n), [v0] "=&r"(v0), [v1] "=&r"(v1),
+                                   [d0] "=&r"(d0), [d1] "=&r"(d1), [d2] "=&r"(d2), [d3] "=&r"(d3)
+                                 :
+                                 : "cc", "memory");
+                len &= 15;
+            }
+#endif
 #pragma clang loop unroll(disable) vectorize(disable)
-            for (int32_t i = (segments[s].end - segments[s].begin) >> 3; i > 0; i--, w += 8, dst += 4) {
+            for (int32_t i = len >> 3; i > 0; i--, w += 8, dst += 4) {
                 const int32_t v0 = qtrain_read_s32(w), v1 = qtrain_read_s32(w + 4);
                 dst[0] = qtrain_sxtb16(v0);
                 dst[1] = qtrain_sxtb16_ror8(v0);
                 dst[2] = qtrain_sxtb16(v1);
                 dst[3] = qtrain_sxtb16_ror8(v1);
             }
-            if (((segments[s].end - segments[s].begin) & 4) != 0) {
+            if ((len & 4) != 0) {
                 const int32_t v = qtrain_read_s32(w);
                 dst[0] = qtrain_sxtb16(v);
                 dst[1] = qtrain_sxtb16_ror8(v);
