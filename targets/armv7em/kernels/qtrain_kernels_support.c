@@ -205,6 +205,42 @@ void qtrain_pair_outputs(const int32_t *x, const qtrain_weight_segment_t *segmen
 #endif
 
 #if QTRAIN_USE_DSP
+#if QTRAIN_DSP_ASM
+/* n blocks of four channels of four rows, unpacked: 16 instructions per block (clang 14 spills in the C
+ * loop of qtrain_unpack_quad). Returns dst past the words written (dst word aligned). */
+QTRAIN_INLINE int32_t *unpack_quad_blocks(const int8_t *r0, const int8_t *r1, const int8_t *r2, const int8_t *r3,
+                                          uint32_t n, int32_t offset, int32_t *dst) {
+    /* STM's register list is in ascending order: the four outputs bound to r8-r11 */
+    register int32_t o0 __asm__("r8");
+    register int32_t o1 __asm__("r9");
+    register int32_t o2 __asm__("r10");
+    register int32_t o3 __asm__("r11");
+    int32_t va, vb;
+    __asm__ volatile("1:\n\t"
+                     "ldr     %[va], [%[r0]], #4\n\t"
+                     "ldr     %[vb], [%[r1]], #4\n\t"
+                     "sxtab16 %[o0], %[off], %[va]\n\t"
+                     "sxtab16 %[o1], %[off], %[va], ror #8\n\t"
+                     "sxtab16 %[o2], %[off], %[vb]\n\t"
+                     "sxtab16 %[o3], %[off], %[vb], ror #8\n\t"
+                     "stm     %[dst]!, {%[o0], %[o1], %[o2], %[o3]}\n\t"
+                     "ldr     %[va], [%[r2]], #4\n\t"
+                     "ldr     %[vb], [%[r3]], #4\n\t"
+                     "sxtab16 %[o0], %[off], %[va]\n\t"
+                     "sxtab16 %[o1], %[off], %[va], ror #8\n\t"
+                     "sxtab16 %[o2], %[off], %[vb]\n\t"
+                     "sxtab16 %[o3], %[off], %[vb], ror #8\n\t"
+                     "stm     %[dst]!, {%[o0], %[o1], %[o2], %[o3]}\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b"
+                     : [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3), [dst] "+r"(dst), [n] "+r"(n),
+                       [va] "=&r"(va), [vb] "=&r"(vb), [o0] "=&r"(o0), [o1] "=&r"(o1), [o2] "=&r"(o2), [o3] "=&r"(o3)
+                     : [off] "r"(offset)
+                     : "cc", "memory");
+    return dst;
+}
+#endif
+
 void qtrain_unpack_quad(const int8_t *const rows[4], const qtrain_weight_segment_t *segments, int32_t count,
                         int32_t zero_point, int32_t *dst) {
     const int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
@@ -212,37 +248,12 @@ void qtrain_unpack_quad(const int8_t *const rows[4], const qtrain_weight_segment
         const int32_t begin = segments[s].begin, len = segments[s].end - begin;
         const int8_t *r0 = rows[0] + begin, *r1 = rows[1] + begin, *r2 = rows[2] + begin, *r3 = rows[3] + begin;
 #if QTRAIN_DSP_ASM
-        /* the loop below by hand: 16 instructions per 4 channels (clang 14 spills in it); dst word aligned */
-        uint32_t n = (uint32_t)len >> 2;
-        if (n != 0u) {
-            /* STM's register list is in ascending order: the four outputs bound to r8-r11 */
-            register int32_t o0 __asm__("r8");
-            register int32_t o1 __asm__("r9");
-            register int32_t o2 __asm__("r10");
-            register int32_t o3 __asm__("r11");
-            int32_t va, vb;
-            __asm__ volatile("1:\n\t"
-                             "ldr     %[va], [%[r0]], #4\n\t"
-                             "ldr     %[vb], [%[r1]], #4\n\t"
-                             "sxtab16 %[o0], %[off], %[va]\n\t"
-                             "sxtab16 %[o1], %[off], %[va], ror #8\n\t"
-                             "sxtab16 %[o2], %[off], %[vb]\n\t"
-                             "sxtab16 %[o3], %[off], %[vb], ror #8\n\t"
-                             "stm     %[dst]!, {%[o0], %[o1], %[o2], %[o3]}\n\t"
-                             "ldr     %[va], [%[r2]], #4\n\t"
-                             "ldr     %[vb], [%[r3]], #4\n\t"
-                             "sxtab16 %[o0], %[off], %[va]\n\t"
-                             "sxtab16 %[o1], %[off], %[va], ror #8\n\t"
-                             "sxtab16 %[o2], %[off], %[vb]\n\t"
-                             "sxtab16 %[o3], %[off], %[vb], ror #8\n\t"
-                             "stm     %[dst]!, {%[o0], %[o1], %[o2], %[o3]}\n\t"
-                             "subs    %[n], %[n], #1\n\t"
-                             "bne     1b"
-                             : [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3), [dst] "+r"(dst), [n] "+r"(n),
-                               [va] "=&r"(va), [vb] "=&r"(vb), [o0] "=&r"(o0), [o1] "=&r"(o1), [o2] "=&r"(o2),
-                               [o3] "=&r"(o3)
-                             : [off] "r"(offset)
-                             : "cc", "memory");
+        if ((len >> 2) != 0) {
+            dst = unpack_quad_blocks(r0, r1, r2, r3, (uint32_t)len >> 2, offset, dst);
+            r0 += len & ~3;
+            r1 += len & ~3;
+            r2 += len & ~3;
+            r3 += len & ~3;
         }
 #else
         for (int32_t i = len >> 2; i > 0; i--) {
@@ -930,6 +941,27 @@ static int quad_wide_line(const int8_t *in, int32_t in_step, int32_t pixels, con
     const quad_wide_loop_t loop = quad_wide_prepare(&job, segments, count, o_begin, o_end, q, mask, wide);
     if (loop == NULL) {
         return 0;
+    }
+    if (count == 1 && mask == NULL) {
+        /* the common case with its bookkeeping cut down: one segment (C_in a multiple of 8), no mask */
+        const int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+        const uint32_t blocks = (uint32_t)(segments[0].end - segments[0].begin) >> 2;
+        const int8_t *r = in + segments[0].begin;
+        int8_t *o = out + o_begin;
+        job.x = unpacked;
+        for (int32_t p = 0; p < pixels; p += 4, r += 4 * in_step, o += 4 * out_step) {
+            const int32_t left = pixels - p; /* a short last quad repeats its last pixel */
+            const int32_t s1 = left > 1 ? in_step : 0, s2 = left > 2 ? 2 * in_step : s1, s3 = left > 3 ? 3 * in_step : s2;
+            const int32_t t1 = left > 1 ? out_step : 0, t2 = left > 2 ? 2 * out_step : t1, t3 = left > 3 ? 3 * out_step : t2;
+            unpack_quad_blocks(r, r + s1, r + s2, r + s3, blocks, offset, unpacked);
+            job.out[0] = o;
+            job.out[1] = o + t1;
+            job.out[2] = o + t2;
+            job.out[3] = o + t3;
+            job.end = o + (o_end - o_begin);
+            loop(&job);
+        }
+        return 1;
     }
     for (int32_t p = 0; p < pixels; p += 4) {
         const int8_t *rows[4];
