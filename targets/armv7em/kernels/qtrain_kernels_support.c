@@ -1565,19 +1565,31 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
     "smlad   r2, r6, r10, r2\n\t"                                                                                 \
     "smlad   r3, r7, r11, r3\n\t"
 #define QTRAIN_DW4_NEXT_PAIR_ROW                                                                                    \
-    "ldr     r4, [sp, #0]\n\t"                                                                                    \
+    "ldr     r4, [sp, #16]\n\t"                                                                                   \
     "add     r12, r4\n\t"
 #define QTRAIN_DW4_ROW3 QTRAIN_DW4_TAP QTRAIN_DW4_TAP QTRAIN_DW4_TAP
 #define QTRAIN_DW4_ROW5 QTRAIN_DW4_ROW3 QTRAIN_DW4_TAP QTRAIN_DW4_TAP
 #define QTRAIN_DW4_ROW7 QTRAIN_DW4_ROW5 QTRAIN_DW4_TAP QTRAIN_DW4_TAP
+/* The stack frame, laid out for the loop (the job's fields rearranged): 0 the four biases (one LDM from
+ * sp starts the accumulators), 16 row_skip, 20 back, 24 wp (LDRD with back), 28 out, 32 channels,
+ * 36 the row's end (the loop compares the output pointer with it), 40 zero_points, 44 bytes of an output
+ * row, 48 rows left, 52 row, 56 row_step, 60 mask, 64 mask_shift, 68 mask_step. */
 #define QTRAIN_DW4_LOOP(window, requant, zero_points)                                                               \
     "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                                                          \
-    "sub     sp, #64\n\t"                                                                                         \
-    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                                           \
-    "stm     sp, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                                            \
-    "ldm     r0!, {r1, r2, r3, r4}\n\t"                                                                           \
-    "add     r5, sp, #32\n\t"                                                                                     \
-    "stm     r5, {r1, r2, r3, r4}\n\t"                                                                            \
+    "sub     sp, #72\n\t"                                                                                         \
+    "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t" /* row_skip back bias out channels zp count out_w */      \
+    "strd    r1, r2, [sp, #16]\n\t"                                                                               \
+    "ldm     r3, {r9, r10, r11, r12}\n\t"                                                                         \
+    "stm     sp, {r9, r10, r11, r12}\n\t"                                                                         \
+    "mul     r9, r8, r5\n\t"                                                                                      \
+    "add     r10, r4, r9\n\t"                                                                                     \
+    "strd    r4, r5, [sp, #28]\n\t"                                                                               \
+    "str     r10, [sp, #36]\n\t"                                                                                  \
+    "strd    r6, r9, [sp, #40]\n\t"                                                                               \
+    "ldm     r0!, {r1, r2, r3, r4}\n\t" /* rows row row_step wp */                                                \
+    "add     r5, sp, #48\n\t"                                                                                     \
+    "stm     r5, {r1, r2, r3}\n\t"                                                                                \
+    "str     r4, [sp, #24]\n\t"                                                                                   \
     "ldr     r1, [r0]\n\t"                                                                                        \
     "vldmia  r1, {s4-s7}\n\t"                                                                                     \
     "vldr    s0, [r0, #4]\n\t"                                                                                    \
@@ -1585,43 +1597,40 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
     "vldr    s2, [r0, #12]\n\t"                                                                                   \
     "add     r0, r0, #16\n\t"                                                                                     \
     "ldm     r0, {r1, r2, r3}\n\t"                                                                                \
-    "add     r4, sp, #48\n\t"                                                                                     \
+    "add     r4, sp, #60\n\t"                                                                                     \
     "stm     r4, {r1, r2, r3}\n\t"                                                                                \
-    "ldr     r12, [sp, #36]\n\t"                                                                                  \
-    "ldr     lr, [sp, #44]\n\t"                                                                                   \
+    "ldr     r12, [sp, #52]\n\t"                                                                                  \
+    "ldr     lr, [sp, #24]\n\t"                                                                                   \
     "2:\n\t"                                                                                                      \
-    "ldr     r4, [sp, #8]\n\t"                                                                                    \
-    "ldm     r4, {r0, r1, r2, r3}\n\t"                                                                            \
+    "ldm     sp, {r0, r1, r2, r3}\n\t"                                                                            \
     window                                                                                                        \
-    "ldr     r4, [sp, #4]\n\t"                                                                                    \
+    "ldrd    r4, lr, [sp, #20]\n\t"                                                                               \
     "add     r12, r4\n\t"                                                                                         \
-    "ldr     lr, [sp, #44]\n\t"                                                                                   \
     requant                                                                                                       \
     "bfi     r0, r1, #8, #8\n\t"                                                                                  \
     "bfi     r0, r2, #16, #8\n\t"                                                                                 \
     "bfi     r0, r3, #24, #8\n\t"                                                                                 \
     zero_points                                                                                                   \
-    "ldr     r4, [sp, #12]\n\t"                                                                                   \
+    "ldrd    r4, r5, [sp, #28]\n\t"                                                                               \
     "str     r0, [r4]\n\t"                                                                                        \
-    "ldr     r5, [sp, #16]\n\t"                                                                                   \
     "add     r4, r5\n\t"                                                                                          \
-    "str     r4, [sp, #12]\n\t"                                                                                   \
-    "ldr     r4, [sp, #24]\n\t"                                                                                   \
-    "subs    r4, r4, #1\n\t"                                                                                      \
-    "str     r4, [sp, #24]\n\t"                                                                                   \
+    "str     r4, [sp, #28]\n\t"                                                                                   \
+    "ldr     r5, [sp, #36]\n\t"                                                                                   \
+    "cmp     r4, r5\n\t"                                                                                          \
     "bne     2b\n\t"                                                                                              \
-    "ldr     r4, [sp, #36]\n\t"                                                                                   \
-    "ldr     r5, [sp, #40]\n\t"                                                                                   \
+    "ldr     r6, [sp, #44]\n\t"                                                                                   \
+    "add     r5, r6\n\t"                                                                                          \
+    "str     r5, [sp, #36]\n\t"                                                                                   \
+    "ldr     r4, [sp, #52]\n\t"                                                                                   \
+    "ldr     r5, [sp, #56]\n\t"                                                                                   \
     "add     r4, r5\n\t"                                                                                          \
-    "str     r4, [sp, #36]\n\t"                                                                                   \
+    "str     r4, [sp, #52]\n\t"                                                                                   \
     "mov     r12, r4\n\t"                                                                                         \
-    "ldr     r4, [sp, #28]\n\t"                                                                                   \
-    "str     r4, [sp, #24]\n\t"                                                                                   \
-    "ldr     r4, [sp, #32]\n\t"                                                                                   \
+    "ldr     r4, [sp, #48]\n\t"                                                                                   \
     "subs    r4, r4, #1\n\t"                                                                                      \
-    "str     r4, [sp, #32]\n\t"                                                                                   \
+    "str     r4, [sp, #48]\n\t"                                                                                   \
     "bne     2b\n\t"                                                                                              \
-    "add     sp, #64\n\t"                                                                                         \
+    "add     sp, #72\n\t"                                                                                         \
     "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t"
 
 /* qtrain_requant's operations on the four accumulators, two at a time through the core-FPU moves. */
@@ -1661,15 +1670,15 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
     QTRAIN_DW4_MASK_STEP("s9", "s5", "2")                                                                         \
     QTRAIN_DW4_MASK_STEP("s10", "s6", "4")                                                                        \
     QTRAIN_DW4_MASK_STEP("s11", "s7", "8")                                                                        \
-    "ldr     r4, [sp, #52]\n\t"                                                                                   \
+    "ldr     r4, [sp, #64]\n\t"                                                                                   \
     "lsl     r5, r4\n\t"                                                                                          \
-    "ldr     r4, [sp, #48]\n\t"                                                                                   \
+    "ldr     r4, [sp, #60]\n\t"                                                                                   \
     "ldrb    r6, [r4]\n\t"                                                                                        \
     "orr     r6, r5\n\t"                                                                                          \
     "strb    r6, [r4]\n\t"                                                                                        \
-    "ldr     r6, [sp, #56]\n\t"                                                                                   \
+    "ldr     r6, [sp, #68]\n\t"                                                                                   \
     "add     r4, r6\n\t"                                                                                          \
-    "str     r4, [sp, #48]\n\t"                                                                                   \
+    "str     r4, [sp, #60]\n\t"                                                                                   \
     "vmov    r0, r1, s8, s9\n\t"                                                                                  \
     "vmov    r2, r3, s10, s11\n\t"
 #define QTRAIN_DW4_MASK_STEP(s, m, bit)                                                                             \
@@ -1692,7 +1701,7 @@ _Static_assert(offsetof(dw4_job_t, wp) == 44 && offsetof(dw4_job_t, shift) == 60
         QTRAIN_DW4_NEXT_PAIR_ROW QTRAIN_DW4_ROW7
 
 /* the zero point added to the four packed outputs, or (even) already in the rounding shifter */
-#define QTRAIN_DW4_ZP "ldr     r4, [sp, #20]\n\tuadd8   r0, r0, r4\n\t"
+#define QTRAIN_DW4_ZP "ldr     r4, [sp, #40]\n\tuadd8   r0, r0, r4\n\t"
 #define QTRAIN_DW4_VARIANTS(n)                                                                                      \
     __attribute__((naked, noinline)) static void dw4_rows##n##_asm(const dw4_job_t *job) {                       \
         __asm__ volatile(QTRAIN_DW4_LOOP(QTRAIN_DW4_WINDOW##n, QTRAIN_DW4_REQUANT, QTRAIN_DW4_ZP));                \
