@@ -1441,14 +1441,28 @@ void qtrain_dw_output_rows(const int32_t *const rows[], int32_t kernel_h, int32_
 /* ---- the depthwise four-channel engine (qtrain_kernels_support.h) ---- */
 
 void qtrain_dw4_weights(const int8_t *const w[4], int32_t kernel_h, int32_t kernel_w, int32_t *wp) {
-    const int32_t npairs = (kernel_h + 1) / 2;
-    for (int32_t i = 0; i < npairs; i++) {
-        for (int32_t j = 0; j < kernel_w; j++) {
-            for (int32_t g = 0; g < 4; g++) {
-                const int32_t lo = w[g][(2 * i) * kernel_w + j];
-                const int32_t hi = 2 * i + 1 < kernel_h ? w[g][(2 * i + 1) * kernel_w + j] : 0;
-                *wp++ = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
-            }
+    /* the tap rows' offsets hoisted and the pair rows with both rows split from the odd last one (this runs
+     * per group of four channels and call: 3% of an inference when it tested the row per word) */
+    const int8_t *const w0 = w[0], *const w1 = w[1], *const w2 = w[2], *const w3 = w[3];
+    int32_t i = 0;
+    for (; 2 * i + 1 < kernel_h; i++) {
+        const int32_t lo = 2 * i * kernel_w, hi = lo + kernel_w;
+#pragma clang loop unroll(disable) vectorize(disable)
+        for (int32_t j = 0; j < kernel_w; j++, wp += 4) {
+            wp[0] = (int32_t)(((uint32_t)w0[lo + j] & 0xFFFFu) | ((uint32_t)w0[hi + j] << 16));
+            wp[1] = (int32_t)(((uint32_t)w1[lo + j] & 0xFFFFu) | ((uint32_t)w1[hi + j] << 16));
+            wp[2] = (int32_t)(((uint32_t)w2[lo + j] & 0xFFFFu) | ((uint32_t)w2[hi + j] << 16));
+            wp[3] = (int32_t)(((uint32_t)w3[lo + j] & 0xFFFFu) | ((uint32_t)w3[hi + j] << 16));
+        }
+    }
+    if (2 * i < kernel_h) { /* an odd KH: the last row paired with weight 0 */
+        const int32_t lo = 2 * i * kernel_w;
+#pragma clang loop unroll(disable) vectorize(disable)
+        for (int32_t j = 0; j < kernel_w; j++, wp += 4) {
+            wp[0] = (int32_t)((uint32_t)w0[lo + j] & 0xFFFFu);
+            wp[1] = (int32_t)((uint32_t)w1[lo + j] & 0xFFFFu);
+            wp[2] = (int32_t)((uint32_t)w2[lo + j] & 0xFFFFu);
+            wp[3] = (int32_t)((uint32_t)w3[lo + j] & 0xFFFFu);
         }
     }
 }
