@@ -403,6 +403,178 @@ __attribute__((naked, noinline)) static void small_k_rows_asm(const small_k_job_
         "add     sp, #56\n\t"
         "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
 }
+/* The same two over widened rows (small_k_widen): per channel pair its biases (o, o + 1, twice) and
+ * multipliers in front of its weights, so one LDM and one VLDM start a pair where the above take eight
+ * instructions; `pairs` then holds pixel 0's output pointer after the last channel, which ends the loop. */
+__attribute__((naked, noinline)) static void small_k_wide_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldm     r1!, {r2, r3, r4, r5}\n\t"             /* acc = bias[o], bias[o + 1], twice */
+        "vldmia  r1!, {s8, s9}\n\t"                     /* multiplier[o], multiplier[o + 1] */
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldr     r6, [sp, #28]\n\t"                     /* bias_bits */
+        "add     r2, r6\n\t"
+        "add     r3, r6\n\t"
+        "add     r4, r6\n\t"
+        "add     r5, r6\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r8, [sp, #16]\n\t"                     /* pixel 0's end */
+        "cmp     r6, r8\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
+__attribute__((naked, noinline)) static void small_k_wide_even_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldm     r1!, {r2, r3, r4, r5}\n\t"             /* acc = bias[o], bias[o + 1], twice */
+        "vldmia  r1!, {s8, s9}\n\t"                     /* multiplier[o], multiplier[o + 1] */
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r8, [sp, #16]\n\t"                     /* pixel 0's end */
+        "cmp     r6, r8\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
 /* the same with an even zero point folded into the rounding shifter (no bias_bits adds) */
 __attribute__((naked, noinline)) static void small_k_rows_even_asm(const small_k_job_t *job) {
     __asm__ volatile(
@@ -495,16 +667,29 @@ __attribute__((naked, noinline)) static void small_k_rows_even_asm(const small_k
 }
 #endif
 
-static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, int32_t k_pad, int32_t cout,
-                                                   const int32_t *bias, const float *multiplier, qtrain_requant_t q,
-                                                   int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0,
-                                                   uint32_t e1) {
+static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, const int32_t *wide,
+                                                   int32_t k_pad, int32_t cout, const int32_t *bias,
+                                                   const float *multiplier, qtrain_requant_t q, int8_t *out0,
+                                                   int8_t *out1, uint8_t *mask, uint32_t e0, uint32_t e1) {
+    (void)wide; /* the assembly loop's (QTRAIN_DSP_ASM) */
     if (mask != NULL) {
         pair_outputs_impl(col, w, k_pad, cout, bias, multiplier, &q, out0, out1, mask, e0, e1, 1);
     } else {
 #if QTRAIN_DSP_ASM
         if (bias != NULL && (cout & 1) == 0) {
             const int even = (q.zp & 1) == 0;
+            if (wide != NULL) {
+                const small_k_job_t job = {out0, out1, col, wide, (uint32_t)(uintptr_t)(out0 + cout), bias, multiplier,
+                                           q.bias_bits, q.lo, q.hi,
+                                           even ? QTRAIN_ROUND_SHIFTER + (float)q.zp : QTRAIN_ROUND_SHIFTER,
+                                           40u * (uint32_t)(SMALL_K_BLOCKS - k_pad / 4), (uint32_t)(k_pad / 2) & 1u};
+                if (even) {
+                    small_k_wide_even_asm(&job);
+                } else {
+                    small_k_wide_asm(&job);
+                }
+                return;
+            }
             const small_k_job_t job = {out0, out1, col, w, (uint32_t)cout / 2, bias, multiplier, q.bias_bits, q.lo,
                                        q.hi, even ? QTRAIN_ROUND_SHIFTER + (float)q.zp : QTRAIN_ROUND_SHIFTER,
                                        40u * (uint32_t)(SMALL_K_BLOCKS - k_pad / 4), (uint32_t)(k_pad / 2) & 1u};
@@ -557,6 +742,27 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
     if (mask != NULL) {
         qtrain_mask_clear(mask, pixels * cout);
     }
+    /* With room beyond the minimum scratch (no mask, a bias, an even C_out): the channel pairs again, each
+     * led by its biases (o, o + 1, o, o + 1) and multipliers, for the assembly loop's one-pointer walk. */
+    const int32_t *wide = NULL;
+#if QTRAIN_DSP_ASM
+    const int32_t wide_bytes = (cout / 2) * (24 + 4 * k_pad);
+    if (mask == NULL && bias != NULL && (cout & 1) == 0 && ctx->size - scratch >= wide_bytes) {
+        int32_t *dst = (int32_t *)(void *)((uint8_t *)ctx->buf + scratch), *const first = dst;
+        const int32_t *src = (const int32_t *)(const void *)w16;
+        for (int32_t o = 0; o < cout; o += 2) {
+            dst[0] = dst[2] = bias[o];
+            dst[1] = dst[3] = bias[o + 1];
+            dst[4] = (int32_t)qtrain_float_bits(multiplier[o]);
+            dst[5] = (int32_t)qtrain_float_bits(multiplier[o + 1]);
+            dst += 6;
+            for (int32_t i = 0; i < k_pad; i++) {
+                *dst++ = *src++;
+            }
+        }
+        wide = first;
+    }
+#endif
 
 #if QTRAIN_USE_DSP
     int32_t bytes0[QTRAIN_SMALL_K_MAX_K / 4 + 1], bytes1[QTRAIN_SMALL_K_MAX_K / 4 + 1]; /* the pair's raw windows */
@@ -616,7 +822,7 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
         im2col(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w, k_pad, 1,
                col);
 #endif
-        pair_outputs((const int32_t *)(const void *)col, (const int32_t *)(const void *)w16, k_pad, cout, bias,
+        pair_outputs((const int32_t *)(const void *)col, (const int32_t *)(const void *)w16, wide, k_pad, cout, bias,
                      multiplier, q, output + p * cout, output + p1 * cout, mask, (uint32_t)(p * cout),
                      (uint32_t)(p1 * cout));
     }
