@@ -948,17 +948,28 @@ static int quad_wide_line(const int8_t *in, int32_t in_step, int32_t pixels, con
         const uint32_t blocks = (uint32_t)(segments[0].end - segments[0].begin) >> 2;
         const int8_t *r = in + segments[0].begin;
         int8_t *o = out + o_begin;
+        const int32_t span = o_end - o_begin;
         job.x = unpacked;
-        for (int32_t p = 0; p < pixels; p += 4, r += 4 * in_step, o += 4 * out_step) {
-            const int32_t left = pixels - p; /* a short last quad repeats its last pixel */
-            const int32_t s1 = left > 1 ? in_step : 0, s2 = left > 2 ? 2 * in_step : s1, s3 = left > 3 ? 3 * in_step : s2;
-            const int32_t t1 = left > 1 ? out_step : 0, t2 = left > 2 ? 2 * out_step : t1, t3 = left > 3 ? 3 * out_step : t2;
-            unpack_quad_blocks(r, r + s1, r + s2, r + s3, blocks, offset, unpacked);
+        int32_t p = 0;
+        for (; p + 4 <= pixels; p += 4, r += 4 * in_step, o += 4 * out_step) {
+            unpack_quad_blocks(r, r + in_step, r + 2 * in_step, r + 3 * in_step, blocks, offset, unpacked);
+            job.out[0] = o;
+            job.out[1] = o + out_step;
+            job.out[2] = o + 2 * out_step;
+            job.out[3] = o + 3 * out_step;
+            job.end = o + span;
+            loop(&job);
+        }
+        if (p < pixels) { /* a short last quad repeats its last pixel */
+            const int32_t left = pixels - p;
+            const int32_t s2 = left > 2 ? 2 * in_step : in_step * (left - 1), t2 = left > 2 ? 2 * out_step : out_step * (left - 1);
+            const int32_t s1 = left > 1 ? in_step : 0, t1 = left > 1 ? out_step : 0;
+            unpack_quad_blocks(r, r + s1, r + s2, r + s2, blocks, offset, unpacked);
             job.out[0] = o;
             job.out[1] = o + t1;
             job.out[2] = o + t2;
-            job.out[3] = o + t3;
-            job.end = o + (o_end - o_begin);
+            job.out[3] = o + t2;
+            job.end = o + span;
             loop(&job);
         }
         return 1;
