@@ -129,8 +129,8 @@ static void gather(const int8_t *input, const qtrain_dims_t *input_dims, const q
     const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
     const int8_t fill = (int8_t)params->input_zero_point;
     const int32_t k = kh_count * row_bytes, k4 = (k_pad + 3) & ~3;
-    const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
     if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
+        const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
         int8_t *d = bytes;
         for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
             int32_t i = 0;
@@ -143,19 +143,26 @@ static void gather(const int8_t *input, const qtrain_dims_t *input_dims, const q
                 d[i] = src[i];
             }
         }
-    } else {
-        for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
-            const int inside = iy0 + kh >= 0 && iy0 + kh < height;
-            for (int32_t kw = 0; kw < kw_count; kw++) {
-                const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
-                for (int32_t ci = 0; ci < cin; ci++) {
-                    bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
-                }
+        for (int32_t i = k; i < k4; i++) {
+            bytes[i] = fill;
+        }
+        return;
+    }
+    /* a window over the border: all taps zx first (a word at a time), then each kernel row's taps inside
+     * the image copied over them */
+    const uint32_t fill4 = ((uint32_t)(uint8_t)fill) * 0x01010101u;
+    for (int32_t i = 0; i < k4; i += 4) {
+        qtrain_write_s32(bytes + i, (int32_t)fill4);
+    }
+    const int32_t kw_lo = ix0 < 0 ? -ix0 : 0, kw_hi = width - ix0 < kw_count ? width - ix0 : kw_count;
+    for (int32_t kh = 0; kh < kh_count && kw_lo < kw_hi; kh++) {
+        if (iy0 + kh >= 0 && iy0 + kh < height) {
+            const int8_t *from = input + ((b * height + iy0 + kh) * width + ix0 + kw_lo) * cin;
+            int8_t *to = bytes + (kh * kw_count + kw_lo) * cin;
+            for (int32_t i = 0; i < (kw_hi - kw_lo) * cin; i++) {
+                to[i] = from[i];
             }
         }
-    }
-    for (int32_t i = k; i < k4; i++) {
-        bytes[i] = fill;
     }
 }
 
