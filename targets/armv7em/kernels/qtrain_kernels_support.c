@@ -1538,6 +1538,53 @@ void qtrain_dw4_pair_row(const int8_t *a, const int8_t *b, int32_t pixel_stride,
         /* one row inside the image: its values in the low (a) or high (b) halves */
         const int shift = a != NULL ? 0 : 16;
         const int8_t *src = a != NULL ? a : b;
+#if QTRAIN_DSP_ASM
+        /* by hand, 11 instructions per column (clang 14: 19) */
+        uint32_t n = (uint32_t)(last - j);
+        if (j < last) {
+            register int32_t w0 __asm__("r8");
+            register int32_t w1 __asm__("r9");
+            register int32_t w2 __asm__("r10");
+            register int32_t w3 __asm__("r11");
+            int32_t v;
+            if (shift == 0) {
+                __asm__ volatile("1:\n\t"
+                                 "ldr     %[v], [%[src]]\n\t"
+                                 "add     %[src], %[stride]\n\t"
+                                 "sxtab16 %[w0], %[off], %[v]\n\t"
+                                 "sxtab16 %[w1], %[off], %[v], ror #8\n\t"
+                                 "lsr     %[w2], %[w0], #16\n\t"
+                                 "lsr     %[w3], %[w1], #16\n\t"
+                                 "uxth    %[w0], %[w0]\n\t"
+                                 "uxth    %[w1], %[w1]\n\t"
+                                 "stm     %[dst]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"
+                                 "subs    %[n], %[n], #1\n\t"
+                                 "bne     1b"
+                                 : [src] "+r"(src), [dst] "+r"(dst), [n] "+r"(n), [v] "=&r"(v), [w0] "=&r"(w0),
+                                   [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
+                                 : [stride] "r"(pixel_stride), [off] "r"(offset)
+                                 : "cc", "memory");
+            } else {
+                __asm__ volatile("1:\n\t"
+                                 "ldr     %[v], [%[src]]\n\t"
+                                 "add     %[src], %[stride]\n\t"
+                                 "sxtab16 %[w2], %[off], %[v]\n\t"
+                                 "sxtab16 %[w3], %[off], %[v], ror #8\n\t"
+                                 "lsl     %[w0], %[w2], #16\n\t"
+                                 "lsl     %[w1], %[w3], #16\n\t"
+                                 "bfc     %[w2], #0, #16\n\t"
+                                 "bfc     %[w3], #0, #16\n\t"
+                                 "stm     %[dst]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"
+                                 "subs    %[n], %[n], #1\n\t"
+                                 "bne     1b"
+                                 : [src] "+r"(src), [dst] "+r"(dst), [n] "+r"(n), [v] "=&r"(v), [w0] "=&r"(w0),
+                                   [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
+                                 : [stride] "r"(pixel_stride), [off] "r"(offset)
+                                 : "cc", "memory");
+            }
+            j = last;
+        }
+#endif
 #pragma clang loop unroll(disable) vectorize(disable)
         for (; j < last; j++, dst += 4, src += pixel_stride) {
             const uint32_t v = (uint32_t)qtrain_read_s32(src);
