@@ -77,16 +77,31 @@ qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_c
     }
 
 #if QTRAIN_USE_DSP
+    /* The weights widened once, with the biases and multipliers (qtrain_quad_widen), in the scratch beyond
+     * the minimum when it holds them and there are pixels enough to repay the widening (about two
+     * instructions per weight, against about one per weight and pixel quad). */
+    const int32_t *wide = NULL;
+    const int32_t wide_bytes = qtrain_quad_widen_bytes(segments, count, cout);
+    if (wide_bytes > 0 && pixels >= 8 && ctx->size - qtrain_align4(scratch) >= wide_bytes) {
+        int32_t *dst = (int32_t *)(void *)(buf + qtrain_align4(scratch));
+        qtrain_quad_widen(segments, count, cout, bias, multiplier, dst);
+        wide = dst;
+    }
+    if (wide == NULL && pixels >= 8 && params->stride_h == 1 && params->stride_w == 1 &&
+        qtrain_quad_blocked(input, pixels, segments, count, zx, cout, bias, multiplier, &q, output, mask,
+                            (int32_t *)(void *)(buf + qtrain_align4(scratch)), ctx->size - qtrain_align4(scratch))) {
+        return QTRAIN_STATUS_OK;
+    }
     if (params->stride_h == 1 && params->stride_w == 1) {
         /* every pixel in one line (a short last quad repeats its last pixel) */
         qtrain_quad_line(input, cin, pixels, segments, count, zx, 0, cout, bias, multiplier, &q, output, cout, mask, 0u,
-                         (uint32_t)cout, unpacked);
+                         (uint32_t)cout, unpacked, wide);
     } else {
         for (int32_t r = 0; r < output_dims->n * out_h; r++) { /* one line per output row */
             const int32_t p = r * out_w;
             qtrain_quad_line(input_row(input, input_dims, params, out_h, out_w, p), params->stride_w * cin, out_w,
                              segments, count, zx, 0, cout, bias, multiplier, &q, output + p * cout, cout, mask,
-                             (uint32_t)(p * cout), (uint32_t)cout, unpacked);
+                             (uint32_t)(p * cout), (uint32_t)cout, unpacked, wide);
         }
     }
 #else

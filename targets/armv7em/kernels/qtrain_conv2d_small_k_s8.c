@@ -27,31 +27,35 @@ int32_t qtrain_conv2d_small_k_s8_get_buffer_size(const qtrain_conv_params_t *par
     return 2 * padded_k(filter_dims) * (((filter_dims->n + 1) & ~1) + 2);
 }
 
-/* First input byte (relative to `input`) the window of output pixel q reads: its top-left tap clamped
- * to the image. A window entirely in the padding reads nothing; its clamped start is then at or past
- * its image row's end, which only makes the bound below less strict where nothing is read. */
-static int32_t window_start(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
-                            const qtrain_dims_t *output_dims, int32_t q) {
-    const int32_t ox = q % output_dims->w, rest = q / output_dims->w;
-    const int32_t oy = rest % output_dims->h, b = rest / output_dims->h;
-    int32_t iy = oy * params->stride_h - params->pad_top, ix = ox * params->stride_w - params->pad_left;
-    iy = iy < 0 ? 0 : iy;
-    ix = ix < 0 ? 0 : ix;
-    return ((b * input_dims->h + iy) * input_dims->w + ix) * input_dims->c;
-}
-
+/* window_start(q), below: the first input byte (relative to `input`) the window of output pixel q reads,
+ * its top-left tap clamped to the image. A window entirely in the padding reads nothing; its clamped
+ * start is then at or past its image row's end, which only makes the bound less strict where nothing is
+ * read. */
 int32_t qtrain_conv2d_small_k_s8_in_place_gap(const qtrain_conv_params_t *params, const qtrain_dims_t *input_dims,
                                               const qtrain_dims_t *output_dims) {
     /* When the pair ending at pixel q - 1 is stored (q even), output bytes [0, q * C_out) are written
      * and pixels q.. still read from min over r >= q of window_start(r): that must lie at or after
      * the written end, i.e. input - output >= q * C_out - min_start(q). */
-    const int32_t pixels = output_dims->n * output_dims->h * output_dims->w, cout = output_dims->c;
+    /* window_start(q) walked backwards row by row, without its divisions (this runs on every call of an
+     * in-place stem: a division per pixel was 3% of mcunet's inference). */
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, cout = output_dims->c;
+    const int32_t cin = input_dims->c, line = input_dims->w * cin;
     int32_t gap = -qtrain_dims_count(input_dims), suffix_min = INT32_MAX;
-    for (int32_t q = pixels - 1; q >= 2; q--) {
-        const int32_t start = window_start(params, input_dims, output_dims, q);
-        suffix_min = start < suffix_min ? start : suffix_min;
-        if ((q & 1) == 0 && q * cout - suffix_min > gap) {
-            gap = q * cout - suffix_min;
+    int32_t q = output_dims->n * out_h * out_w - 1;
+    for (int32_t b = output_dims->n - 1; b >= 0; b--) {
+        for (int32_t oy = out_h - 1; oy >= 0; oy--) {
+            int32_t iy = oy * params->stride_h - params->pad_top;
+            iy = iy < 0 ? 0 : iy;
+            const int32_t row = (b * input_dims->h + iy) * line;
+            for (int32_t ox = out_w - 1; ox >= 0 && q >= 2; ox--, q--) {
+                int32_t ix = ox * params->stride_w - params->pad_left;
+                ix = ix < 0 ? 0 : ix;
+                const int32_t start = row + ix * cin; /* window_start(q) */
+                suffix_min = start < suffix_min ? start : suffix_min;
+                if ((q & 1) == 0 && q * cout - suffix_min > gap) {
+                    gap = q * cout - suffix_min;
+                }
+            }
         }
     }
     return gap;
@@ -113,123 +117,97 @@ static void im2col(const int8_t *input, const qtrain_dims_t *input_dims, const q
 #endif
 
 #if QTRAIN_USE_DSP
-/* The DSP path's im2col: output pixel (b, oy, ox)'s K inputs as raw bytes in weight order (kh, kw, ci),
- * a padding tap (and the appended taps up to K_pad rounded up to 4) holding zx, so that subtracting zx
- * gives 0; each kernel row inside the image is one copy of KW * C_in contiguous bytes. Then the bytes
- * become int16 (x - zx) pairs in lane `px` of the interleaved layout, four bytes at a time (LDR, two
- * SXTAB16, two PKH). `bytes` has room for K_pad rounded up to 4. */
-static void im2col_fast(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
-                        const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int32_t px,
-                        int8_t *bytes, int32_t *col) {
+/* The DSP path's im2col, first step: output pixel (b, oy, ox)'s K inputs as raw bytes in weight order
+ * (kh, kw, ci), a padding tap (and the appended taps up to K_pad rounded up to 4) holding zx, so that
+ * subtracting zx gives 0; a kernel row inside the image is one copy of KW * C_in contiguous bytes, a word
+ * at a time. `bytes` has room for K_pad rounded up to 4. */
+static void gather(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
+                   const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int8_t *bytes) {
     const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
-    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
+    const int32_t width = input_dims->w, height = input_dims->h;
     const int32_t row_bytes = kw_count * cin, line = width * cin;
     const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
-    const int8_t fill = (int8_t)zx;
+    const int8_t fill = (int8_t)params->input_zero_point;
     const int32_t k = kh_count * row_bytes, k4 = (k_pad + 3) & ~3;
-    const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
     if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
-        /* the whole window inside the image: each kernel row widened straight into the int16 taps
-         * (`bytes` seen as int16, natural order), four bytes at a time, then the pairs copied out */
-        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
-        int16_t *t = (int16_t *)(void *)bytes;
-        for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
+        const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
+        int8_t *d = bytes;
+        for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
             int32_t i = 0;
-#pragma clang loop unroll(disable)
+#pragma clang loop unroll(disable) vectorize(disable)
             for (; i + 4 <= row_bytes; i += 4) {
-                const int32_t v = qtrain_read_s32(src + i);
-                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
-                qtrain_write_s32(t + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
-                qtrain_write_s32(t + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
+                qtrain_write_s32(d + i, qtrain_read_s32(src + i));
             }
-#pragma clang loop unroll(disable)
+#pragma clang loop unroll(disable) vectorize(disable)
             for (; i < row_bytes; i++) {
-                t[i] = (int16_t)(src[i] - zx);
+                d[i] = src[i];
             }
-            t += row_bytes;
         }
-        if (k < k_pad) {
-            *t = 0; /* the appended zero tap */
-        }
-        const int16_t *taps = (const int16_t *)(const void *)bytes;
-        int32_t *dst = col + px;
-#pragma clang loop unroll(disable)
-        for (int32_t j = 0; j < k_pad; j += 2, dst += 2) {
-            *dst = qtrain_read_s32(taps + j);
+        for (int32_t i = k; i < k4; i++) {
+            bytes[i] = fill;
         }
         return;
     }
-    for (int32_t kh = 0; kh < kh_count; kh++, src += line) {
-        const int inside = iy0 + kh >= 0 && iy0 + kh < height;
-        for (int32_t kw = 0; kw < kw_count; kw++) {
-            const int ok = inside && ix0 + kw >= 0 && ix0 + kw < width;
-            for (int32_t ci = 0; ci < cin; ci++) {
-                bytes[(kh * kw_count + kw) * cin + ci] = ok ? src[kw * cin + ci] : fill;
+    /* a window over the border: all taps zx first (a word at a time), then each kernel row's taps inside
+     * the image copied over them */
+    const uint32_t fill4 = ((uint32_t)(uint8_t)fill) * 0x01010101u;
+    for (int32_t i = 0; i < k4; i += 4) {
+        qtrain_write_s32(bytes + i, (int32_t)fill4);
+    }
+    const int32_t kw_lo = ix0 < 0 ? -ix0 : 0, kw_hi = width - ix0 < kw_count ? width - ix0 : kw_count;
+    for (int32_t kh = 0; kh < kh_count && kw_lo < kw_hi; kh++) {
+        if (iy0 + kh >= 0 && iy0 + kh < height) {
+            const int8_t *from = input + ((b * height + iy0 + kh) * width + ix0 + kw_lo) * cin;
+            int8_t *to = bytes + (kh * kw_count + kw_lo) * cin;
+            for (int32_t i = 0; i < (kw_hi - kw_lo) * cin; i++) {
+                to[i] = from[i];
             }
         }
-    }
-    for (int32_t i = k; i < k4; i++) {
-        bytes[i] = fill;
-    }
-    const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
-    int32_t *dst = col + px;
-    int32_t i = 0;
-    for (; i + 4 <= k_pad; i += 4, dst += 4) {
-        const int32_t v = qtrain_read_s32(bytes + i);
-        const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
-        dst[0] = (int32_t)((even & 0xFFFFu) | (odd << 16));     /* taps (i, i + 1) */
-        dst[2] = (int32_t)((odd & 0xFFFF0000u) | (even >> 16)); /* taps (i + 2, i + 3) */
-    }
-    if (i < k_pad) { /* two taps left */
-        dst[0] = (int32_t)(((uint32_t)(bytes[i] - zx) & 0xFFFFu) | ((uint32_t)(bytes[i + 1] - zx) << 16));
     }
 }
-#endif
 
-#if QTRAIN_USE_DSP
-/* Output pixel (b, oy, ox)'s K_pad taps as int16 (x - zx, padding and the appended tap 0), in weight order,
- * into t (room for K_pad rounded up to 4 int16). A window inside the image: each kernel row widened four
- * bytes at a time (LDR, two SXTAB16, two PKH); otherwise tap by tap. */
-static void pixel_taps(const int8_t *input, const qtrain_dims_t *input_dims, const qtrain_conv_params_t *params,
-                       const qtrain_dims_t *filter_dims, int32_t b, int32_t oy, int32_t ox, int32_t k_pad, int16_t *t) {
-    const int32_t cin = filter_dims->c, kh_count = filter_dims->h, kw_count = filter_dims->w;
-    const int32_t zx = params->input_zero_point, width = input_dims->w, height = input_dims->h;
-    const int32_t row_bytes = kw_count * cin, line = width * cin;
-    const int32_t ix0 = ox * params->stride_w - params->pad_left, iy0 = oy * params->stride_h - params->pad_top;
-    const int32_t k = kh_count * row_bytes;
-    if (iy0 >= 0 && iy0 + kh_count <= height && ix0 >= 0 && ix0 + kw_count <= width) {
-        const int32_t offset = (int32_t)(((uint32_t)(-zx) & 0xFFFFu) * 0x10001u);
-        const int8_t *src = input + ((b * height + iy0) * width + ix0) * cin;
-        int16_t *d = t;
-        for (int32_t kh = 0; kh < kh_count; kh++, src += line, d += row_bytes) {
-            int32_t i = 0;
-#pragma clang loop unroll(disable)
-            for (; i + 4 <= row_bytes; i += 4) {
-                const int32_t v = qtrain_read_s32(src + i);
-                const uint32_t even = (uint32_t)qtrain_sxtab16(offset, v), odd = (uint32_t)qtrain_sxtab16_ror8(offset, v);
-                qtrain_write_s32(d + i, (int32_t)((even & 0xFFFFu) | (odd << 16)));
-                qtrain_write_s32(d + i + 2, (int32_t)((odd & 0xFFFF0000u) | (even >> 16)));
-            }
-#pragma clang loop unroll(disable)
-            for (; i < row_bytes; i++) {
-                d[i] = (int16_t)(src[i] - zx);
-            }
+/* gather() for two pixels whose windows lie inside the image (the caller checked), with the geometry
+ * precomputed: each kernel row of both copied a word at a time, the last word of a row overlapping the
+ * one before (no byte loop; nothing outside the row read or written; row_bytes >= 4), then the fill up
+ * to k4. */
+QTRAIN_INLINE void gather_pair_inside(const int8_t *s0, const int8_t *s1, int32_t line, int32_t kh_count,
+                                      int32_t row_bytes, int32_t k, int32_t k4, int8_t fill, int8_t *b0, int8_t *b1) {
+    const int32_t last = row_bytes - 4;
+    for (int32_t kh = 0; kh < kh_count; kh++, s0 += line, s1 += line, b0 += row_bytes, b1 += row_bytes) {
+#pragma clang loop unroll(disable) vectorize(disable)
+        for (int32_t i = 0; i < last; i += 4) {
+            qtrain_write_s32(b0 + i, qtrain_read_s32(s0 + i));
+            qtrain_write_s32(b1 + i, qtrain_read_s32(s1 + i));
         }
-    } else {
-        for (int32_t kh = 0; kh < kh_count; kh++) {
-            const int32_t iy = iy0 + kh;
-            for (int32_t kw = 0; kw < kw_count; kw++) {
-                const int32_t ix = ix0 + kw;
-                const int ok = iy >= 0 && iy < height && ix >= 0 && ix < width;
-                const int8_t *src = input + ((b * height + iy) * width + ix) * cin;
-                for (int32_t ci = 0; ci < cin; ci++) {
-                    t[(kh * kw_count + kw) * cin + ci] = ok ? (int16_t)(src[ci] - zx) : 0;
-                }
-            }
-        }
+        qtrain_write_s32(b0 + last, qtrain_read_s32(s0 + last));
+        qtrain_write_s32(b1 + last, qtrain_read_s32(s1 + last));
     }
-    for (int32_t i = k; i < k_pad; i++) {
-        t[i] = 0; /* the appended zero tap */
+    b0 -= k; /* back to the windows' starts */
+    b1 -= k;
+    for (int32_t i = k; i < k4; i++) {
+        b0[i] = fill;
+        b1[i] = fill;
+    }
+}
+
+/* Second step: two pixels' bytes (`a`: pixel 0, `b`: pixel 1) widened to int16 (x - zx) into the
+ * interleaved pair layout, four taps of both at a time: two LDR, four SXTAB16, four PKH, one STM. */
+static void interleave(const int8_t *a, const int8_t *b, int32_t k_pad, int32_t zero_point, int32_t *col) {
+    const int32_t offset = (int32_t)(((uint32_t)(-zero_point) & 0xFFFFu) * 0x10001u);
+    int32_t i = 0;
+#pragma clang loop unroll(disable) vectorize(disable)
+    for (; i + 4 <= k_pad; i += 4, col += 4) {
+        const int32_t va = qtrain_read_s32(a + i), vb = qtrain_read_s32(b + i);
+        const uint32_t ea = (uint32_t)qtrain_sxtab16(offset, va), oa = (uint32_t)qtrain_sxtab16_ror8(offset, va);
+        const uint32_t eb = (uint32_t)qtrain_sxtab16(offset, vb), ob = (uint32_t)qtrain_sxtab16_ror8(offset, vb);
+        col[0] = (int32_t)((ea & 0xFFFFu) | (oa << 16));         /* pixel 0, taps (i, i + 1) */
+        col[1] = (int32_t)((eb & 0xFFFFu) | (ob << 16));         /* pixel 1 */
+        col[2] = (int32_t)((oa & 0xFFFF0000u) | (ea >> 16));     /* pixel 0, taps (i + 2, i + 3) */
+        col[3] = (int32_t)((ob & 0xFFFF0000u) | (eb >> 16));     /* pixel 1 */
+    }
+    if (i < k_pad) { /* two taps left */
+        col[0] = (int32_t)(((uint32_t)(a[i] - zero_point) & 0xFFFFu) | ((uint32_t)(a[i + 1] - zero_point) << 16));
+        col[1] = (int32_t)(((uint32_t)(b[i] - zero_point) & 0xFFFFu) | ((uint32_t)(b[i + 1] - zero_point) << 16));
     }
 }
 #endif
@@ -432,6 +410,178 @@ __attribute__((naked, noinline)) static void small_k_rows_asm(const small_k_job_
         "add     sp, #56\n\t"
         "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
 }
+/* The same two over widened rows (small_k_widen): per channel pair its biases (o, o + 1, twice) and
+ * multipliers in front of its weights, so one LDM and one VLDM start a pair where the above take eight
+ * instructions; `pairs` then holds pixel 0's output pointer after the last channel, which ends the loop. */
+__attribute__((naked, noinline)) static void small_k_wide_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldm     r1!, {r2, r3, r4, r5}\n\t"             /* acc = bias[o], bias[o + 1], twice */
+        "vldmia  r1!, {s8, s9}\n\t"                     /* multiplier[o], multiplier[o + 1] */
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldr     r6, [sp, #28]\n\t"                     /* bias_bits */
+        "add     r2, r6\n\t"
+        "add     r3, r6\n\t"
+        "add     r4, r6\n\t"
+        "add     r5, r6\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r8, [sp, #16]\n\t"                     /* pixel 0's end */
+        "cmp     r6, r8\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
+__attribute__((naked, noinline)) static void small_k_wide_even_asm(const small_k_job_t *job) {
+    __asm__ volatile(
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "sub     sp, #56\n\t"
+        "ldm     r0!, {r1, r2, r3, r4, r5, r6, r7}\n\t" /* out0 .. mult */
+        "stm     sp, {r1, r2, r3, r4, r5, r6, r7}\n\t"
+        "ldm     r0, {r1, r2, r3, r4, r5, r6}\n\t"      /* bias_bits .. half */
+        "add     r7, sp, #28\n\t"
+        "stm     r7, {r1, r2, r3, r4, r5, r6}\n\t"
+        "vldr    s0, [sp, #32]\n\t"
+        "vldr    s1, [sp, #36]\n\t"
+        "vldr    s2, [sp, #40]\n\t"
+        "adr     r6, 4f\n\t"                            /* the first unrolled block */
+        "add     r6, r6, r5\n\t"                        /* + skip_bytes */
+        "orr     r6, r6, #1\n\t"                        /* Thumb */
+        "str     r6, [sp, #44]\n\t"
+        "ldr     r1, [sp, #12]\n\t"                     /* w */
+        "2:\n\t"
+        "ldm     r1!, {r2, r3, r4, r5}\n\t"             /* acc = bias[o], bias[o + 1], twice */
+        "vldmia  r1!, {s8, s9}\n\t"                     /* multiplier[o], multiplier[o + 1] */
+        "ldr     r0, [sp, #8]\n\t"                      /* x = col */
+        "ldr     r6, [sp, #44]\n\t"
+        "bx      r6\n\t"
+        ".p2align 2\n\t"
+        "4:\n\t"
+        ".rept 64\n\t"
+        "ldm.w   r0!, {r6, r7, r8, r9}\n\t"
+        "ldm.w   r1!, {r10, r11, r12, lr}\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "smlad   r2, r8, r12, r2\n\t"
+        "smlad   r3, r8, lr, r3\n\t"
+        "smlad   r4, r9, r12, r4\n\t"
+        "smlad   r5, r9, lr, r5\n\t"
+        ".endr\n\t"
+        "ldr     r6, [sp, #48]\n\t"                     /* half */
+        "cbz     r6, 3f\n\t"
+        "ldrd    r6, r7, [r0]\n\t"
+        "ldrd    r10, r11, [r1], #8\n\t"
+        "smlad   r2, r6, r10, r2\n\t"
+        "smlad   r3, r6, r11, r3\n\t"
+        "smlad   r4, r7, r10, r4\n\t"
+        "smlad   r5, r7, r11, r5\n\t"
+        "3:\n\t"
+        "vmov    s4, s5, r2, r3\n\t"                    /* pixel 0: channels o, o + 1 */
+        "vmov    s6, s7, r4, r5\n\t"                    /* pixel 1 */
+        "vcvt.f32.s32 s4, s4\n\t"
+        "vcvt.f32.s32 s5, s5\n\t"
+        "vcvt.f32.s32 s6, s6\n\t"
+        "vcvt.f32.s32 s7, s7\n\t"
+        "vmul.f32 s4, s4, s8\n\t"
+        "vmul.f32 s5, s5, s9\n\t"
+        "vmul.f32 s6, s6, s8\n\t"
+        "vmul.f32 s7, s7, s9\n\t"
+        "vmaxnm.f32 s4, s4, s0\n\t"
+        "vmaxnm.f32 s5, s5, s0\n\t"
+        "vmaxnm.f32 s6, s6, s0\n\t"
+        "vmaxnm.f32 s7, s7, s0\n\t"
+        "vminnm.f32 s4, s4, s1\n\t"
+        "vminnm.f32 s5, s5, s1\n\t"
+        "vminnm.f32 s6, s6, s1\n\t"
+        "vminnm.f32 s7, s7, s1\n\t"
+        "vadd.f32 s4, s4, s2\n\t"
+        "vadd.f32 s5, s5, s2\n\t"
+        "vadd.f32 s6, s6, s2\n\t"
+        "vadd.f32 s7, s7, s2\n\t"
+        "vmov    r2, r3, s4, s5\n\t"
+        "vmov    r4, r5, s6, s7\n\t"
+        "ldrd    r6, r7, [sp]\n\t"                      /* out0, out1 */
+        "strb    r2, [r6], #1\n\t"
+        "strb    r3, [r6], #1\n\t"
+        "strb    r4, [r7], #1\n\t"
+        "strb    r5, [r7], #1\n\t"
+        "strd    r6, r7, [sp]\n\t"
+        "ldr     r8, [sp, #16]\n\t"                     /* pixel 0's end */
+        "cmp     r6, r8\n\t"
+        "bne     2b\n\t"
+        "add     sp, #56\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
 /* the same with an even zero point folded into the rounding shifter (no bias_bits adds) */
 __attribute__((naked, noinline)) static void small_k_rows_even_asm(const small_k_job_t *job) {
     __asm__ volatile(
@@ -524,16 +674,29 @@ __attribute__((naked, noinline)) static void small_k_rows_even_asm(const small_k
 }
 #endif
 
-static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, int32_t k_pad, int32_t cout,
-                                                   const int32_t *bias, const float *multiplier, qtrain_requant_t q,
-                                                   int8_t *out0, int8_t *out1, uint8_t *mask, uint32_t e0,
-                                                   uint32_t e1) {
+static __attribute__((noinline)) void pair_outputs(const int32_t *col, const int32_t *w, const int32_t *wide,
+                                                   int32_t k_pad, int32_t cout, const int32_t *bias,
+                                                   const float *multiplier, qtrain_requant_t q, int8_t *out0,
+                                                   int8_t *out1, uint8_t *mask, uint32_t e0, uint32_t e1) {
+    (void)wide; /* the assembly loop's (QTRAIN_DSP_ASM) */
     if (mask != NULL) {
         pair_outputs_impl(col, w, k_pad, cout, bias, multiplier, &q, out0, out1, mask, e0, e1, 1);
     } else {
 #if QTRAIN_DSP_ASM
         if (bias != NULL && (cout & 1) == 0) {
             const int even = (q.zp & 1) == 0;
+            if (wide != NULL) {
+                const small_k_job_t job = {out0, out1, col, wide, (uint32_t)(uintptr_t)(out0 + cout), bias, multiplier,
+                                           q.bias_bits, q.lo, q.hi,
+                                           even ? QTRAIN_ROUND_SHIFTER + (float)q.zp : QTRAIN_ROUND_SHIFTER,
+                                           40u * (uint32_t)(SMALL_K_BLOCKS - k_pad / 4), (uint32_t)(k_pad / 2) & 1u};
+                if (even) {
+                    small_k_wide_even_asm(&job);
+                } else {
+                    small_k_wide_asm(&job);
+                }
+                return;
+            }
             const small_k_job_t job = {out0, out1, col, w, (uint32_t)cout / 2, bias, multiplier, q.bias_bits, q.lo,
                                        q.hi, even ? QTRAIN_ROUND_SHIFTER + (float)q.zp : QTRAIN_ROUND_SHIFTER,
                                        40u * (uint32_t)(SMALL_K_BLOCKS - k_pad / 4), (uint32_t)(k_pad / 2) & 1u};
@@ -586,33 +749,79 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
     if (mask != NULL) {
         qtrain_mask_clear(mask, pixels * cout);
     }
+    /* With room beyond the minimum scratch (no mask, a bias, an even C_out): the channel pairs again, each
+     * led by its biases (o, o + 1, o, o + 1) and multipliers, for the assembly loop's one-pointer walk. */
+    const int32_t *wide = NULL;
+#if QTRAIN_DSP_ASM
+    const int32_t wide_bytes = (cout / 2) * (24 + 4 * k_pad);
+    if (mask == NULL && bias != NULL && (cout & 1) == 0 && ctx->size - scratch >= wide_bytes) {
+        int32_t *dst = (int32_t *)(void *)((uint8_t *)ctx->buf + scratch), *const first = dst;
+        const int32_t *src = (const int32_t *)(const void *)w16;
+        for (int32_t o = 0; o < cout; o += 2) {
+            dst[0] = dst[2] = bias[o];
+            dst[1] = dst[3] = bias[o + 1];
+            dst[4] = (int32_t)qtrain_float_bits(multiplier[o]);
+            dst[5] = (int32_t)qtrain_float_bits(multiplier[o + 1]);
+            dst += 6;
+            for (int32_t i = 0; i < k_pad; i++) {
+                *dst++ = *src++;
+            }
+        }
+        wide = first;
+    }
+#endif
 
 #if QTRAIN_USE_DSP
-    int32_t bytes[QTRAIN_SMALL_K_MAX_K / 2 + 2]; /* one pixel's im2col: bytes, or int16 taps */
-    /* with room after the minimum scratch: the pair's taps as int16, then interleaved word by word */
-    const int32_t minimum = qtrain_conv2d_small_k_s8_get_buffer_size(params, input_dims, filter_dims, output_dims, weight);
-    int16_t *taps0 = ctx->size - minimum >= 4 * ((k_pad + 3) & ~3) ? (int16_t *)(void *)((uint8_t *)ctx->buf + minimum) : NULL;
-    int16_t *taps1 = taps0 != NULL ? taps0 + ((k_pad + 3) & ~3) : NULL;
+    int32_t bytes0[QTRAIN_SMALL_K_MAX_K / 4 + 1], bytes1[QTRAIN_SMALL_K_MAX_K / 4 + 1]; /* the pair's raw windows */
+    /* the pixels' coordinates walked along (no division per pixel), a window inside the image copied
+     * row by row straight away */
+    const int32_t line = input_dims->w * cin, row_bytes = filter_dims->w * cin, k = taps * cin;
+    const int32_t k4 = (k_pad + 3) & ~3;
+    const int32_t x_last = input_dims->w - filter_dims->w, y_last = input_dims->h - filter_dims->h;
+    int32_t coords[2][3] = {{0, 0, 0}, {0, 0, 0}}; /* (b, oy, ox) of the pair's two pixels */
 #endif
     for (int32_t p = 0; p < pixels; p += 2) {
         const int32_t p1 = p + 1 < pixels ? p + 1 : p; /* an odd last pixel is paired with itself */
 #if QTRAIN_USE_DSP
-        if (taps0 != NULL) {
-            pixel_taps(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w,
-                       k_pad, taps0);
-            pixel_taps(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
-                       k_pad, taps1);
-            int32_t *c32 = (int32_t *)(void *)col;
-#pragma clang loop unroll(disable)
-            for (int32_t j = 0; j < k_pad; j += 2, c32 += 2) {
-                c32[0] = qtrain_read_s32(taps0 + j);
-                c32[1] = qtrain_read_s32(taps1 + j);
+        coords[1][0] = coords[0][0];
+        coords[1][1] = coords[0][1];
+        coords[1][2] = coords[0][2];
+        if (p1 != p && ++coords[1][2] == out_w) {
+            coords[1][2] = 0;
+            if (++coords[1][1] == out_h) {
+                coords[1][1] = 0;
+                coords[1][0]++;
             }
+        }
+        int inside = row_bytes >= 4;
+        int32_t start[2]; /* each window's first byte, when inside */
+        for (int32_t j = 0; j < 2; j++) {
+            const int32_t iy0 = coords[j][1] * params->stride_h - params->pad_top;
+            const int32_t ix0 = coords[j][2] * params->stride_w - params->pad_left;
+            inside &= iy0 >= 0 && iy0 <= y_last && ix0 >= 0 && ix0 <= x_last;
+            start[j] = (coords[j][0] * input_dims->h + iy0) * line + ix0 * cin;
+        }
+        if (inside) {
+            gather_pair_inside(input + start[0], input + start[1], line, filter_dims->h, row_bytes, k, k4, (int8_t)params->input_zero_point,
+                               (int8_t *)bytes0, (int8_t *)bytes1);
         } else {
-        im2col_fast(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad,
-                    0, (int8_t *)bytes, (int32_t *)(void *)col);
-        im2col_fast(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w,
-                    k_pad, 1, (int8_t *)bytes, (int32_t *)(void *)col);
+            gather(input, input_dims, params, filter_dims, coords[0][0], coords[0][1], coords[0][2], k_pad,
+                   (int8_t *)bytes0);
+            gather(input, input_dims, params, filter_dims, coords[1][0], coords[1][1], coords[1][2], k_pad,
+                   (int8_t *)bytes1);
+        }
+        interleave((const int8_t *)bytes0, (const int8_t *)bytes1, k_pad, params->input_zero_point,
+                   (int32_t *)(void *)col);
+        /* the next pair's first pixel */
+        coords[0][0] = coords[1][0];
+        coords[0][1] = coords[1][1];
+        coords[0][2] = coords[1][2];
+        if (++coords[0][2] == out_w) {
+            coords[0][2] = 0;
+            if (++coords[0][1] == out_h) {
+                coords[0][1] = 0;
+                coords[0][0]++;
+            }
         }
 #else
         im2col(input, input_dims, params, filter_dims, p / (out_h * out_w), (p / out_w) % out_h, p % out_w, k_pad, 0,
@@ -620,7 +829,7 @@ qtrain_status_t qtrain_conv2d_small_k_s8(const qtrain_context_t *ctx, const qtra
         im2col(input, input_dims, params, filter_dims, p1 / (out_h * out_w), (p1 / out_w) % out_h, p1 % out_w, k_pad, 1,
                col);
 #endif
-        pair_outputs((const int32_t *)(const void *)col, (const int32_t *)(const void *)w16, k_pad, cout, bias,
+        pair_outputs((const int32_t *)(const void *)col, (const int32_t *)(const void *)w16, wide, k_pad, cout, bias,
                      multiplier, q, output + p * cout, output + p1 * cout, mask, (uint32_t)(p * cout),
                      (uint32_t)(p1 * cout));
     }

@@ -152,8 +152,9 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
  * the block's weight rows; bias and multiplier start at the block's first channel. */
 static void pointwise_row(const int8_t *in, int32_t width, int32_t cin, const qtrain_weight_segment_t *segment,
                           const int32_t *bias, const float *multiplier, int32_t block, int32_t stride, int32_t zx,
-                          const qtrain_requant_t *q, int8_t *out, int32_t *unpacked) {
-    qtrain_quad_line(in, cin, width, segment, 1, zx, 0, block, bias, multiplier, q, out, stride, NULL, 0u, 0u, unpacked);
+                          const qtrain_requant_t *q, int8_t *out, int32_t *unpacked, const int32_t *wide) {
+    qtrain_quad_line(in, cin, width, segment, 1, zx, 0, block, bias, multiplier, q, out, stride, NULL, 0u, 0u, unpacked,
+                     wide);
 }
 
 /* Depthwise stage: the window of channel c for a band whose first padded row is intermediate row r0
@@ -259,7 +260,22 @@ qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
         return QTRAIN_STATUS_ARG_ERROR; /* never in place */
     }
     const int32_t height = input_dims->h, width = input_dims->w, cin = input_dims->c, c_mid = mid_dims.c;
-    const scratch_layout_t l = choose_layout(input_dims, c_mid, dw_params, dw_filter_dims, output_dims, ctx->size);
+    int32_t available = ctx->size;
+#if QTRAIN_USE_DSP
+    /* The pointwise weights widened once with their biases and multipliers (qtrain_quad_widen) at the end
+     * of the scratch, when the minimum schedule still fits before them: every intermediate pixel quad then
+     * reads them ready. */
+    const qtrain_weight_segment_t all_rows = {0, cin, pw_weight, cin};
+    const int32_t wide_bytes = qtrain_quad_widen_bytes(&all_rows, 1, c_mid);
+    const int32_t *wide = NULL;
+    if (wide_bytes > 0 && ((ctx->size - wide_bytes) & ~3) >= scratch) {
+        available = (ctx->size - wide_bytes) & ~3;
+        int32_t *dst = (int32_t *)(void *)((uint8_t *)ctx->buf + available);
+        qtrain_quad_widen(&all_rows, 1, c_mid, pw_bias, pw_multiplier, dst);
+        wide = dst;
+    }
+#endif
+    const scratch_layout_t l = choose_layout(input_dims, c_mid, dw_params, dw_filter_dims, output_dims, available);
     const int32_t kernel_h = dw_filter_dims->h, kernel_w = dw_filter_dims->w, taps = kernel_h * kernel_w;
     const int32_t out_h = output_dims->h, out_w = output_dims->w;
     const int32_t sh = dw_params->stride_h, sw = dw_params->stride_w;
@@ -316,7 +332,7 @@ qtrain_status_t qtrain_fused_pointwise_depthwise_s8(
                     int8_t *dst = ring + (next_row % l.ring_rows) * ring_row;
 #if QTRAIN_USE_DSP
                     pointwise_row(image + next_row * width * cin, width, cin, &segment, bias, pw_multiplier + ob,
-                                  block, l.block, zx, &pq, dst, unpacked);
+                                  block, l.block, zx, &pq, dst, unpacked, wide != NULL ? wide + ob * qtrain_quad_widened_words(cin) : NULL);
 #else
                     pointwise_row(image + next_row * width * cin, width, cin, pw_weight + ob * cin, bias,
                                   pw_multiplier + ob, block, l.block, zx, &pq, dst, unpacked);

@@ -293,7 +293,12 @@ qtrain_conv_kernel_t qtrain_conv2d_wrapper_s8_kernel(const qtrain_conv_params_t 
  * The hot path for C_in > 32: the DSP version runs four output pixels x one output channel per inner
  * loop (8 SMLAD per 4 input channels; assembly on Thumb-2, see qtrain_kernels_support.h). Scratch:
  * 8 * C_in bytes (DSP: four unpacked input rows; portable: one, as int32), plus C_out * k bytes rounded
- * up to 4 when the weight has an fp32 master.
+ * up to 4 when the weight has an fp32 master. Given more (ctx->size), the assembly path uses it: with
+ * C_out * (20 + 2 * C_in) bytes beyond the minimum (C_in a multiple of 8, at most 576) it widens the
+ * weights to int16 once per call, with each channel's bias and multiplier (qtrain_quad_widen in
+ * qtrain_kernels_support.h), and runs 21 instructions per 32 MACs; with less, a stride-1 layer of few
+ * pixels unpacks all its pixels first (8 * C_in bytes per 4 pixels) and widens the output channels in
+ * blocks of 8 or more. The output does not depend on it.
  * In place: head-aligned when C_out <= C_in (any stride), tail-aligned when C_out >= C_in (stride 1). */
 qtrain_status_t qtrain_conv2d_1x1_s8(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
                                      const qtrain_dims_t *input_dims, const int8_t *input,
@@ -361,7 +366,9 @@ int32_t qtrain_fused_pointwise_depthwise_s8_get_buffer_size(const qtrain_conv_pa
  * kernel is as fast without the scratch). The weights are widened to int16 once per call and each pair of output pixels
  * gathered once (im2col), so the inner loop is 2 LDRD + 4 SMLAD per 2 taps (two pixels x two
  * channels). Scratch: 2 * K_pad * (C_out_pad + 2) bytes, K_pad = K and C_out_pad = C_out rounded up
- * to even; a weight slice (master or int8) needs no more.
+ * to even; a weight slice (master or int8) needs no more. Given (C_out / 2) * (24 + 4 * K_pad) bytes
+ * more (no mask, a bias, an even C_out), the assembly loop reads each channel pair's biases and
+ * multipliers with its weights; the output does not depend on it.
  * In place: the output may overlap the input when it starts at least
  * qtrain_conv2d_small_k_s8_in_place_gap() bytes before it (input - output >= gap, compared as integers;
  * a negative gap lets the output start after the input's first byte). */

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from armv7em_testing import needs_qemu
 from test_kernels_backward import GRAD_CASES, input_grad_kernel, input_grad_scratch, make_grad, saved_input
-from test_kernels_forward import BAND_CASES, CONV_CASES, kernel_of, make_conv, mirror_size
+from test_kernels_forward import BAND_CASES, CONV_CASES, ConvCase, kernel_of, make_conv, mirror_size
 from test_kernels_fused import CASES as FUSED_CASES
 from test_kernels_fused import fused_call, make_fused
 from test_kernels_inplace import CASES as IN_PLACE_CASES
@@ -45,6 +45,16 @@ FORWARD_NO_MASK = ["1x1", "1x1 even zero point", "small-k 3x3/2 even zero point"
 DEPTHWISE_MORE_SCRATCH = ["dw 3x3/1", "dw 3x3/2 odd size", "dw 5x5/1", "dw 7x7/2", "dw 7x7/1 small image",
                           "dw master slice", "dw 3x3/2 tf padding", "dw 3x3/1 16 channels",
                           "dw 5x5/2 16 channels", "dw 7x7/1 8 channels"]
+POINTWISE_MORE_SCRATCH = ["1x1", "1x1 master slice", "1x1 relu no bias", "1x1 stride 2 batch 2",
+                          "1x1 int8 slice in the middle"]
+"""Pointwise calls with room to widen every weight row (qtrain_quad_widen; C_in a multiple of 8 takes the
+widened loop, 20 falls back to the int8 one)."""
+FEW_PIXELS = ConvCase("1x1 few pixels wide", (1, 2, 4, 64), 48, (1, 1), zx=7, zy=-6)
+"""Eight pixels of 64 channels: with 2 quads x 8 x 64 bytes for the unpacked pixels and 16 widened rows of
+20 + 2 * 64 bytes beyond the minimum, the rows go in three blocks (qtrain_quad_blocked)."""
+FEW_PIXELS_BLOCKED_EXTRA = 2 * 8 * 64 + 16 * (20 + 2 * 64)
+SMALL_K_MORE_SCRATCH = ["small-k 3x3/2 rgb", "small-k 3x3/2 even zero point"]
+"""The stem with room for its channel pairs led by their biases and multipliers."""
 
 
 def _in_place_selection() -> list[InPlaceCase]:
@@ -99,7 +109,6 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
                                 data.output_shape, mirror_size(data, "depthwise") + 65536, mask=mask)
             expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
             out.append((f"conv {name} +scratch{' mask' if mask else ''}", call, expected))
-
     for i, case in enumerate(_in_place_selection()):
         data = make_conv(case.conv)
         for kernel in ("1x1" if case.conv.kernel == (1, 1) else "depthwise", "wrapper"):
@@ -137,6 +146,37 @@ def _cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
     out.append(("quantize", Call("qtrain_quantize_f32_s8", [In(f), I32(f.size), F32(0.037), I32(4),
                                                              Out(f.shape, np.dtype(np.int8))], returns="void"),
                 [numerics.quantize(f, scale=0.037, zero_point=4)]))
+    return out
+
+
+def _widened_cases() -> list[tuple[str, Call, list[np.ndarray] | None]]:
+    """The widened pointwise and stem loops (scratch beyond the minimum), against qtrain.numerics; a program of
+    their own (the generated main keeps every call's arguments in its frame, and the other program's is near
+    the 16 KB stack)."""
+    out: list[tuple[str, Call, list[np.ndarray] | None]] = []
+    by_name = {c.name: c for c in CONV_CASES}
+    for name in POINTWISE_MORE_SCRATCH:  # widened weight rows
+        data = make_conv(by_name[name], seed=11)
+        for mask in (False, True):
+            call = calls.conv2d("1x1", data.x, data.weight, data.bias, data.multiplier, data.params,
+                                data.output_shape, mirror_size(data, "1x1") + 65536, mask=mask)
+            expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
+            out.append((f"conv {name} +scratch{' mask' if mask else ''}", call, expected))
+    data = make_conv(FEW_PIXELS, seed=12)
+    for mask in (False, True):  # widened rows in blocks, out of place and in place (head-aligned)
+        call = calls.conv2d("1x1", data.x, data.weight, data.bias, data.multiplier, data.params, data.output_shape,
+                            mirror_size(data, "1x1") + FEW_PIXELS_BLOCKED_EXTRA, mask=mask)
+        expected = [data.y, *([np.packbits(data.mask.reshape(-1), bitorder="little")] if mask else [])]
+        out.append((f"conv {FEW_PIXELS.name} blocks{' mask' if mask else ''}", call, expected))
+        call, initial = in_place_call(data, "1x1", "head", mask=mask, seed=13, extra=FEW_PIXELS_BLOCKED_EXTRA)
+        expected = [expected_buffer(data, "head", initial), *([packed_mask(data)] if mask else [])]
+        out.append((f"in place (head) {FEW_PIXELS.name} blocks{' mask' if mask else ''}", call, expected))
+    for name in SMALL_K_MORE_SCRATCH:
+        data = make_conv(by_name[name], seed=14)
+        call = calls.conv2d("small_k", data.x, data.weight, data.bias, data.multiplier, data.params,
+                            data.output_shape, mirror_size(data, "small_k") + 8192, mask=False)
+        out.append((f"conv {name} +scratch", call, [data.y]))
+
     return out
 
 
@@ -226,6 +266,21 @@ def _run(program: str, folder: Path, name: str, dsp: bool) -> subprocess.Complet
 def program() -> str:
     library = host.cached_library(dsp=True)
     return calls.c_program([*_cases(), *_backward_cases(library)])
+
+
+@pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "portable"])
+def test_widened_loops_on_qemu_match_the_golden_model(tmp_path: Path, dsp: bool) -> None:
+    """Pointwise rows widened whole and in blocks (in place too), masks, slices, no bias, stride 2, and the
+    stem's widened channel pairs: every output byte and mask bit as qtrain.numerics computes them."""
+    program = calls.c_program(_widened_cases())
+    process = _run(program, tmp_path, "widened_check", dsp)
+    lines = process.stderr.splitlines()
+    failures = [line for line in lines if line.startswith("FAIL")]
+    assert not failures, "\n".join(failures)
+    assert process.returncode == 0, process.stderr
+    cases = sum(1 for line in program.splitlines() if line.startswith("    /* "))
+    assert cases == 2 * len(POINTWISE_MORE_SCRATCH) + 4 + len(SMALL_K_MORE_SCRATCH)
+    assert sum(1 for line in lines if line.startswith("ok ")) == cases
 
 
 @pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "portable"])
