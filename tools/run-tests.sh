@@ -2,7 +2,8 @@
 # The README's test command: sets the machine up (tools/ensure-env.sh), then runs every test:
 # the lit/FileCheck suite (test/lit), pytest (test/python) and `ruff check .` (the Python style rules of
 # pyproject.toml). Each runs even when an earlier one failed; the command fails if any did, naming it.
-# Extra arguments go to pytest.
+# pytest runs on two worker processes (pytest-xdist, -n 2: the CI machine has 2 cores and most tests wait on
+# clang or QEMU subprocesses). Extra arguments go to pytest (`-n 0` runs it in one process).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 exec "$root/tools/ensure-env.sh" bash -c '
@@ -10,7 +11,7 @@ exec "$root/tools/ensure-env.sh" bash -c '
   echo "== lit (test/lit)"
   lit -sv test/lit; lit_status=$?
   echo "== pytest (test/python)"
-  python -m pytest test/python "${@}"; py_status=$?
+  python -m pytest -n 2 test/python "${@}"; py_status=$?
   echo "== ruff check ."
   ruff check .; ruff_status=$?
   if [[ $lit_status -ne 0 ]]; then echo "lit failed (status $lit_status)" >&2; fi

@@ -456,23 +456,3 @@ def test_master_to_param_rounds_half_to_even_and_saturates() -> None:
     m = np.array([0.5, 1.5, -2.5, 126.7, 300.0, -1e9, np.nan], np.float32)
     assert numerics.master_to_param(m, np.int8).tolist() == [0, 2, -2, 127, 127, -128, -128]
     assert numerics.master_to_param(np.array([3e9, -3e9], np.float32), np.int32).tolist() == [2**31 - 1, -(2**31)]
-
-
-# -- speed ----------------------------------------------------------------------------------------------
-
-
-def test_backward_kernels_are_vectorised() -> None:
-    """A 56x56x96 depthwise + 1x1 layer pair backward in well under a second."""
-    import time
-
-    rng = np.random.default_rng(20)
-    x = rng.integers(-128, 128, size=(1, 56, 56, 96), dtype=np.int8)
-    g = rng.normal(size=(1, 56, 56, 96)).astype(np.float32)
-    wd = rng.integers(-127, 128, size=(96, 7, 7, 1), dtype=np.int8)
-    wp = rng.integers(-127, 128, size=(96, 1, 1, 96), dtype=np.int8)
-    start = time.perf_counter()
-    numerics.conv2d_input_grad(g, wd, x.shape, padding=(3, 3, 3, 3), groups=96)
-    numerics.conv2d_weight_grad(x, g, input_zero_point=0, kernel=(7, 7), padding=(3, 3, 3, 3), groups=96)
-    numerics.conv2d_input_grad(g, wp, x.shape)
-    numerics.conv2d_weight_grad(x, g, input_zero_point=0, kernel=(1, 1))
-    assert time.perf_counter() - start < 1.0
