@@ -31,6 +31,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.errors import UserError
 from qtrain.targets.armv7em import build as boards
+from qtrain.transforms.narrow_gradients import DEFAULT_GRAD_PRECISION, GRAD_PRECISIONS
 from qtrain.transforms.recipe import COMPILE_RECIPE
 
 ModelSource = str | Path | ModuleOp
@@ -290,6 +291,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     momentum: float = COMPILE_RECIPE.momentum,
     qas: bool = True,
     weight_storage: str = "f32",
+    grad_precision: str = DEFAULT_GRAD_PRECISION,
     num_classes: int = 10,
     calibration: str | Path | None = None,
     emit_llvm: bool = False,
@@ -305,6 +307,7 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     `scheme`: `full`, `bias-only`, `last-k=K`, `FILE.json#MODEL/BUDGET` or a typed `UpdateScheme`.
     The recipe (`lr`, `bias_lr`, `warmup_steps`, `steps`, `final_lr_ratio`, `momentum`) is compiled into
     the firmware; defaults `qtrain.transforms.recipe.COMPILE_RECIPE`.
+    `grad_precision`: the arena format of activation gradients, "f32" or "bf16" (qtrain-narrow-gradients).
     `sram_kb` defaults to the target's budget (`targets.armv7em.build.BOARDS`; 256 for qemu).
     `output`: the build folder (default: a new temporary folder). Writes model.mlir, model.c, model.h,
     memory.json, memory.html (the plan as a picture and a table), the firmware, and with `emit_llvm`
@@ -325,6 +328,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
 
     if target not in boards.TARGETS:
         raise UserError(f"unknown target '{target}' (expected one of {', '.join(boards.TARGETS)})")
+    if grad_precision not in GRAD_PRECISIONS:
+        raise UserError(f"unknown gradient precision '{grad_precision}' (expected one of {', '.join(GRAD_PRECISIONS)})")
     scheme_file = scheme.partition("#")[0] if isinstance(scheme, str) and "#" in scheme else None
     inputs = [Path(p) for p in (None if isinstance(model, ModuleOp) else model, calibration, scheme_file,
                                 None if isinstance(data, np.ndarray) else data) if p is not None]
@@ -346,9 +351,9 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
         build = _compile_into(module_source=model, out=out, final=final, scheme=scheme, target=target,
                               sram_kb=sram_kb, reorder=reorder, fuse=fuse, lr=lr, bias_lr=bias_lr,
                               warmup_steps=warmup_steps, steps=steps, final_lr_ratio=final_lr_ratio,
-                              momentum=momentum, qas=qas, weight_storage=weight_storage, num_classes=num_classes,
-                              calibration=calibration, emit_llvm=emit_llvm, profile=profile,
-                              bounds_check=bounds_check, data=data)
+                              momentum=momentum, qas=qas, weight_storage=weight_storage,
+                              grad_precision=grad_precision, num_classes=num_classes, calibration=calibration,
+                              emit_llvm=emit_llvm, profile=profile, bounds_check=bounds_check, data=data)
         if out != final:
             install(out, final)
     finally:
@@ -366,7 +371,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
 def _compile_into(*, module_source: ModelSource, out: Path, final: Path, scheme: Any, target: str,
                   sram_kb: int | None, reorder: bool, fuse: bool, lr: float, bias_lr: float | None,
                   warmup_steps: int, steps: int, final_lr_ratio: float, momentum: float, qas: bool,
-                  weight_storage: str, num_classes: int, calibration: str | Path | None, emit_llvm: bool,
+                  weight_storage: str, grad_precision: str, num_classes: int, calibration: str | Path | None,
+                  emit_llvm: bool,
                   profile: bool, bounds_check: bool, data: str | Path | np.ndarray | None) -> Build:
     """`compile`, writing every file into `out` (a temporary folder that becomes `final`, or `final`)."""
     from qtrain.dialects.qtrain import ParamOp
@@ -408,6 +414,7 @@ def _compile_into(*, module_source: ModelSource, out: Path, final: Path, scheme:
         momentum=momentum,
         qas=qas,
         weight_storage=weight_storage,
+        grad_precision=grad_precision,
         memory_report=str(report),
         calibration=lite_images,
     )

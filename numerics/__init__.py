@@ -702,6 +702,17 @@ def cross_entropy(logits: np.ndarray, label: int) -> np.float32:
 # rounding to float32 at the end; float64 in, float64 out for the relaxed mode).
 
 
+def round_bf16(x: np.ndarray) -> FloatArray:
+    """An fp32 gradient held as bf16 (`grad-precision=bf16`): the top 16 bits of its float32 pattern after
+    round-to-nearest-even on the dropped 16 (NaN stays a quiet NaN). Returned as float32 values, which a
+    bf16 represents exactly; the kernels do the same integer arithmetic (qtrain_f32_to_bf16)."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    top = np.where(nan, (bits >> 16) | 0x40, rounded).astype(np.uint32) << 16
+    return top.astype(np.uint32).view(np.float32)
+
+
 def _grad_dtype(*arrays: np.ndarray) -> np.dtype:
     """float32 for the contract's float32 gradients, float64 when any input is float64 (relaxed mode)."""
     return np.result_type(np.float32, *(np.asarray(a).dtype for a in arrays if np.asarray(a).dtype.kind == "f"))

@@ -252,6 +252,14 @@ def conv2d_input_grad_kernel(input_shape: Shape, filter_shape: Shape, grad_shape
     return "generic"
 
 
+def buffer_size_conv2d_1x1_input_grad_bf16(filter_shape: Shape, *, slice_channels: int | None = None,
+                                           master: bool = False) -> int:
+    """Scratch bytes of `qtrain_conv2d_1x1_input_grad_bf16` (and its _bf16_f32, _f32_bf16): one gradient
+    row as fp32 (C_out floats), then a master slice converted to int8."""
+    cout = filter_shape[0]
+    return _align4(4 * cout) + _slice_bytes(master, cout * (slice_channels or 0))
+
+
 def input_grad_in_place_alignment(input_shape: Shape, filter_shape: Shape, grad_shape: Shape,
                                   strides: Sequence[int], padding: Sequence[int],
                                   groups: int) -> Literal["head", "tail"] | None:

@@ -611,6 +611,77 @@ float qtrain_cross_entropy_f32(const float *logits, int32_t num_classes, int32_t
 void qtrain_cross_entropy_grad_f32(const float *logits, int32_t num_classes, int32_t label, float *grad);
 
 /* ================================================================================================
+ * Backward, activation gradients held as bf16 (qtrain-narrow-gradients; qtrain_gradients_bf16.c and
+ * qtrain_conv2d_input_grad_f32.c). A bf16 gradient is a uint16_t array holding the top half of each
+ * fp32 pattern. Each kernel computes what its fp32 namesake above computes, in the same fp32
+ * operations and order, reading bf16 exactly and rounding each result once to nearest even
+ * (qtrain_f32_to_bf16). Suffix _bf16: reads and writes bf16; _IN_OUT: reads IN, writes OUT.
+ * No scratch except the conv input gradients'. In place: requant_grad_bf16 and grad_accumulate_bf16
+ * (out == an input); requant_grad_f32_bf16 and grad_convert_f32_bf16 with output == grad (the narrower
+ * result at the same first byte); requant_grad_bf16_f32 and grad_convert_bf16_f32 with the same last
+ * byte (the wider result ends where the input ends); the 1x1 input gradient as stated below.
+ * ============================================================================================== */
+
+void qtrain_grad_convert_f32_bf16(const float *input, int32_t count, uint16_t *output);
+void qtrain_grad_convert_bf16_f32(const uint16_t *input, int32_t count, float *output);
+
+void qtrain_requant_grad_bf16(const uint16_t *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                              const float *multiplier, int32_t num_multipliers, uint16_t *output);
+void qtrain_requant_grad_bf16_f32(const uint16_t *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                                  const float *multiplier, int32_t num_multipliers, float *output);
+void qtrain_requant_grad_f32_bf16(const float *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                                  const float *multiplier, int32_t num_multipliers, uint16_t *output);
+
+/* The generic (gather-form) input gradient of any convolution (qtrain_conv2d_input_grad_f32). */
+qtrain_status_t qtrain_conv2d_input_grad_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                              const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                              const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                              const qtrain_dims_t *input_dims, uint16_t *input_grad);
+qtrain_status_t qtrain_conv2d_input_grad_bf16_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, float *input_grad);
+qtrain_status_t qtrain_conv2d_input_grad_f32_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const float *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+/* A 1x1 convolution's input gradient (stride 1, no padding, groups 1), gx[p, ci] = sum over co
+ * ascending of g[p, co] * fp32(w[co, ci]). Scratch: qtrain_conv2d_1x1_input_grad_bf16_get_buffer_size
+ * (one gradient row as fp32, then a master slice as int8). In place: input_grad == grad when a result
+ * pixel's bytes <= a gradient pixel's ("head"), same last byte when larger ("tail"). */
+int32_t qtrain_conv2d_1x1_input_grad_bf16_get_buffer_size(const qtrain_dims_t *filter_dims,
+                                                          const qtrain_weight_t *weight);
+qtrain_status_t qtrain_conv2d_1x1_input_grad_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, uint16_t *input_grad);
+qtrain_status_t qtrain_conv2d_1x1_input_grad_bf16_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                      const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                      const qtrain_dims_t *input_dims, float *input_grad);
+qtrain_status_t qtrain_conv2d_1x1_input_grad_f32_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                      const qtrain_dims_t *grad_dims, const float *grad,
+                                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                      const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+void qtrain_bias_grad_bf16(const uint16_t *grad, int32_t pixels, int32_t channels, float *output);
+
+qtrain_status_t qtrain_avgpool_grad_bf16(const qtrain_dims_t *grad_dims, const uint16_t *grad, int32_t kernel_h,
+                                         int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                         const qtrain_dims_t *input_dims, uint16_t *input_grad);
+qtrain_status_t qtrain_avgpool_grad_bf16_f32(const qtrain_dims_t *grad_dims, const uint16_t *grad, int32_t kernel_h,
+                                             int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                             const qtrain_dims_t *input_dims, float *input_grad);
+qtrain_status_t qtrain_avgpool_grad_f32_bf16(const qtrain_dims_t *grad_dims, const float *grad, int32_t kernel_h,
+                                             int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                             const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+void qtrain_grad_accumulate_bf16(const uint16_t *lhs, const uint16_t *rhs, int32_t count, uint16_t *output);
+
+void qtrain_cross_entropy_grad_bf16(const float *logits, int32_t num_classes, int32_t label, uint16_t *grad);
+
+/* ================================================================================================
  * Bilinear resize (qtrain.upsample, align_corners = False; dialects/qtrain/upsample.py states the
  * numerics and both kernels follow it operation for operation)
  * ============================================================================================== */
