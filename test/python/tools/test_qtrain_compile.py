@@ -245,6 +245,28 @@ def test_fused_pointwise_depthwise_agrees_with_interpreter(target: str, tmp_path
         assert json.loads((plain / "memory.json").read_text())["arena_bytes"] > fused_arena
 
 
+@pytest.mark.parametrize(("model", "shape", "classes", "scheme"), [
+    ("tiny_model.mlir", (8, 8, 3), 3, "full"), ("inverted_residual.mlir", (16, 16, 3), 3, "bias-only")])
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_bf16_gradients_agree_with_interpreter(model: str, shape: tuple[int, ...], classes: int, scheme: str,
+                                               target: str, tmp_path: Path):
+    """--grad-precision bf16: the golden model rounds every stored activation gradient as the kernels do,
+    so the contract holds as with fp32 gradients; the trained parameters differ from fp32 gradients'."""
+    folder = build(str(LIT_INPUTS / model), scheme, target, str(tmp_path / "bf16"), "--grad-precision", "bf16")
+    source = (folder / "model.c").read_text()
+    assert "qtrain_requant_grad_bf16(" in source and "uint16_t" in source
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    check_agreement(folder, firmware, shape, classes, tmp_path)
+    if target == "host":
+        wide = build(str(LIT_INPUTS / model), scheme, target, str(tmp_path / "f32"))
+        npz = inputs(tmp_path, shape, classes)
+        narrow_params = interpret(folder / "model.mlir", npz, tmp_path / "n.npz", "train_step", STEPS)
+        wide_params = interpret(wide / "model.mlir", npz, tmp_path / "w.npz", "train_step", STEPS)
+        assert any(not np.array_equal(narrow_params[k], wide_params[k]) for k in narrow_params if k != "loss")
+        assert (json.loads((folder / "memory.json").read_text())["arena_bytes"]
+                < json.loads((wide / "memory.json").read_text())["arena_bytes"])
+
+
 @pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
 @pytest.mark.parametrize("target", ["host", "qemu"])
 def test_reference_models_49kb_agree_with_interpreter(model: str, target: str, tmp_path_factory):
