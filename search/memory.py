@@ -14,13 +14,14 @@ from qtrain.transforms.schemes import UpdateScheme
 
 
 def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: bool = True,
-                      weight_storage: str = "f32", calibration: Calibration | None = None) -> int:
+                      weight_storage: str = "f32", calibration: Calibration | None = None,
+                      grad_precision: str = "f32") -> int:
     """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`
     (`calibration`: the scales of the lite residual modules it inserts, if any)."""
     planned = apply_passes(
         module.clone(),
         training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage,
-                        calibration=calibration),
+                        calibration=calibration, grad_precision=grad_precision),
     )
     memory = planned.attributes[MEMORY]
     return int(memory.data["peak_sram_bytes"].value.data)  # type: ignore[attr-defined]

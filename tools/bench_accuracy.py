@@ -13,14 +13,16 @@ orders `bench_schemes` uses); run s of every arm and scheme sees exactly the sam
 order. Accuracy is the mean +- std (population) over `--seeds` runs, per-seed values listed. Default
 configuration: 10 seeds, 150 runs of 2000 steps, 4.5 minutes on 2 idle cores.
 
-(a) Quantization: the same network, trainable set and recipe trained four ways (`ARMS`):
+(a) Quantization: the same network, trainable set and recipe trained six ways (`ARMS`):
     fp32         fp32 training, simulated: the QAS training graph run by the interpreter in relaxed mode
                  (float64 activations and parameters, no rounding; QAS is exactly the int8 <-> real
                  reparametrisation, so this is plain SGD on the real-valued network);
     int8-qas     the device's arithmetic: int8 graph, QAS gradient scaling, fp32 master copies of the
                  trained weights (int32 biases updated in place);
     int8-no-qas  the same int8 graph without QAS (every `qtrain.sgd_update` has grad_scale 1);
-    int8-qas-i8  int8 + QAS with the weights updated in place in int8 (no fp32 master copy).
+    int8-qas-i8  int8 + QAS with the weights updated in place in int8 (no fp32 master copy);
+    int8-qas-bf16, int8-qas-i8-bf16  int8-qas and int8-qas-i8 with bf16 activation gradients in the arena
+                 (`--grad-precision bf16`); their bar: not more than 1 point below fp32 gradients.
     Trainable sets (`--quant-schemes`): the scheme the demo searches for `--budget-kb` ("searched") and
     last-k=3 (the deepest last-k within 24 KB). The bars: int8 + QAS not more than 1 point below fp32,
     and int8 without QAS measurably worse than int8 + QAS (more than 1 point and more than twice the
@@ -81,13 +83,19 @@ class Arm:
     qas: bool
     relaxed: bool
     weight_storage: str = "f32"
+    grad_precision: str = "f32"
+    """arena format of activation gradients (qtrain-narrow-gradients)"""
 
 
 FP32 = Arm("fp32", "fp32 training (relaxed simulation)", qas=True, relaxed=True)
 INT8_QAS = Arm("int8-qas", "int8 + QAS (fp32 master weights)", qas=True, relaxed=False)
 INT8_NO_QAS = Arm("int8-no-qas", "int8 without QAS (grad_scale 1)", qas=False, relaxed=False)
 INT8_QAS_I8 = Arm("int8-qas-i8", "int8 + QAS, int8 weights in place", qas=True, relaxed=False, weight_storage="i8")
-ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS_I8)}
+INT8_QAS_BF16 = Arm("int8-qas-bf16", "int8 + QAS, bf16 activation gradients", qas=True, relaxed=False,
+                    grad_precision="bf16")
+INT8_QAS_I8_BF16 = Arm("int8-qas-i8-bf16", "int8 + QAS, int8 weights, bf16 gradients", qas=True, relaxed=False,
+                       weight_storage="i8", grad_precision="bf16")
+ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS_I8, INT8_QAS_BF16, INT8_QAS_I8_BF16)}
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,8 @@ def training_graph(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe) -> M
     return apply_passes(module.clone(), training_passes(
         scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=FINE_TUNE_RECIPE.warmup_steps,
         steps=FINE_TUNE_RECIPE.steps, final_lr_ratio=FINE_TUNE_RECIPE.final_lr_ratio,
-        momentum=FINE_TUNE_RECIPE.momentum, qas=arm.qas, weight_storage=arm.weight_storage, plan=False))
+        momentum=FINE_TUNE_RECIPE.momentum, qas=arm.qas, weight_storage=arm.weight_storage,
+        grad_precision=arm.grad_precision, plan=False))
 
 
 def grad_scales(graph: ModuleOp) -> np.ndarray:
@@ -367,12 +376,13 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
         print(f"{len(dict.fromkeys(jobs))} fine-tuning runs ({config.recipe.steps} steps each) on {config.jobs} "
               f"process(es)...", file=out, flush=True)
         results = run_jobs(module, config.recipe, train, test, jobs, workers=config.jobs, progress=config.progress)
-        memory: dict[tuple[str, str], int] = {}
+        memory: dict[tuple[str, str, str], int] = {}
 
-        def peak(sp: str, storage: str) -> int:
-            if (sp, storage) not in memory:
-                memory[sp, storage] = planned_peak_sram(module, sp, weight_storage=storage)
-            return memory[sp, storage]
+        def peak(sp: str, storage: str, grad_precision: str = "f32") -> int:
+            if (sp, storage, grad_precision) not in memory:
+                memory[sp, storage, grad_precision] = planned_peak_sram(module, sp, weight_storage=storage,
+                                                                        grad_precision=grad_precision)
+            return memory[sp, storage, grad_precision]
 
         arms_info = {}
         for key in config.arms if quant else ():
@@ -394,7 +404,8 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
                 runs = [results[sp, key, s] for s in range(config.seeds)]
                 rows.append({
                     "arm": key,
-                    "peak_sram_bytes": None if ARMS[key].relaxed else peak(sp, ARMS[key].weight_storage),
+                    "peak_sram_bytes": None if ARMS[key].relaxed else peak(sp, ARMS[key].weight_storage,
+                                                                            ARMS[key].grad_precision),
                     "accuracy": _stats([r.accuracy for r in runs]),
                     "loss_first": float(np.mean([r.loss_first for r in runs])),
                     "loss_last": float(np.mean([r.loss_last for r in runs])),
@@ -455,6 +466,13 @@ def quant_bar(rows: list[dict[str, Any]]) -> dict[str, Any]:
         bar["no_qas_gap_points"] = 100 * gap
         bar["no_qas_gap_std_error_points"] = 100 * se
         bar["no_qas_measurably_worse"] = gap > 0.01 and gap > 2 * se
+    for narrow, wide in ((INT8_QAS_BF16, INT8_QAS), (INT8_QAS_I8_BF16, INT8_QAS_I8)):
+        if narrow.key in by and wide.key in by:  # issue 14: bf16 gradients against fp32 gradients
+            delta = by[narrow.key]["mean"] - by[wide.key]["mean"]
+            bar[f"{narrow.key}_minus_{wide.key}_points"] = 100 * delta
+            bar[f"{narrow.key}_minus_{wide.key}_std_error_points"] = 100 * _std_error(
+                by[narrow.key]["per_seed"], by[wide.key]["per_seed"])
+            bar[f"{narrow.key}_within_1_point"] = delta >= -0.01
     return bar
 
 
@@ -531,6 +549,13 @@ def _format_quantization(doc: dict[str, Any]) -> list[str]:
             lines.append(f"    bar: int8 without QAS {bar['no_qas_gap_points']:.1f} points below int8 + QAS "
                          f"(std error {bar['no_qas_gap_std_error_points']:.1f}): "
                          f"{'MET' if bar['no_qas_measurably_worse'] else 'NOT MET'} (measurably worse)")
+        for narrow, wide in ((INT8_QAS_BF16, INT8_QAS), (INT8_QAS_I8_BF16, INT8_QAS_I8)):
+            key = f"{narrow.key}_minus_{wide.key}"
+            if f"{key}_points" in bar:
+                lines.append(f"    bar: {narrow.key} vs {wide.key} (bf16 vs fp32 gradients) "
+                             f"{bar[f'{key}_points']:+.1f} points (std error {bar[f'{key}_std_error_points']:.1f}): "
+                             f"{'MET' if bar[f'{narrow.key}_within_1_point'] else 'NOT MET'} "
+                             f"(not more than 1 point below)")
     return lines
 
 
