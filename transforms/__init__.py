@@ -36,6 +36,11 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return NarrowGradientsPass
 
+    def stream_backward() -> type[ModulePass]:
+        from qtrain.transforms.stream_backward import StreamBackwardPass
+
+        return StreamBackwardPass
+
     def fuse_streaming() -> type[ModulePass]:
         from qtrain.transforms.fuse_streaming import FuseStreamingPass
 
@@ -58,6 +63,7 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "qtrain-sparse-update": sparse_update,
         "qtrain-dead-gradient-elim": dead_gradient_elim,
         "qtrain-narrow-gradients": narrow_gradients,
+        "qtrain-stream-backward": stream_backward,
         "qtrain-fuse-streaming": fuse_streaming,
         "qtrain-reorder": reorder,
         "qtrain-plan-memory": plan_memory,

@@ -1,7 +1,8 @@
 """The training pipeline as one list of passes, shared by qtrain-compile, the benchmarks and tests.
 
     [qtrain-lite-residual] -> qtrain-autodiff -> qtrain-sparse-update -> qtrain-dead-gradient-elim
-      -> [qtrain-narrow-gradients] -> [qtrain-fuse-streaming] -> [qtrain-reorder] -> qtrain-plan-memory
+      -> [qtrain-narrow-gradients] -> qtrain-stream-backward -> [qtrain-fuse-streaming] -> [qtrain-reorder]
+      -> qtrain-plan-memory
 
 `scheme` is a command-line scheme string (`full`, `bias-only`, `last-k=K`, `tinytl-b`, `tinytl-l`,
 `tinytl-l+b`, `FILE.json#MODEL/BUDGET`) or an `UpdateScheme` object (`qtrain.transforms.schemes`), e.g.
@@ -9,7 +10,8 @@
 `tinytl-l+b`, a per-layer scheme with `lite_residual_blocks`) first inserts them into @forward
 (`qtrain-lite-residual`, a no-op for the forward outputs), calibrated on `calibration`: the task's int8
 training images, or scales computed once by `qtrain.transforms.lite_residual.calibrate`.
-`grad_precision` is the arena format of activation gradients: "f32", or "bf16" (qtrain-narrow-gradients).
+`stream_backward` ("auto", "on", "off") is qtrain-stream-backward's mode. `grad_precision` is the arena
+format of activation gradients: "f32", or "bf16" (qtrain-narrow-gradients).
 The recipe (lr, bias_lr, warmup_steps, steps = the decay horizon, final_lr_ratio, momentum) defaults to
 `qtrain.transforms.recipe.COMPILE_RECIPE`; `recipe_options(recipe)` gives a `Recipe`'s as keywords.
 """
@@ -31,6 +33,7 @@ from qtrain.transforms.recipe import COMPILE_RECIPE, Recipe
 from qtrain.transforms.reorder import ReorderPass
 from qtrain.transforms.schemes import SchemeError, UpdateScheme, parse_scheme
 from qtrain.transforms.sparse_update import SparseUpdatePass
+from qtrain.transforms.stream_backward import StreamBackwardPass
 from qtrain.transforms.target import DEFAULT_TARGET
 
 
@@ -48,6 +51,7 @@ def training_passes(
     qas: bool = True,
     weight_storage: str = "f32",
     grad_precision: str = DEFAULT_GRAD_PRECISION,
+    stream_backward: str = "auto",
     memory_report: str | None = None,
     target: str = DEFAULT_TARGET,
     plan: bool = True,
@@ -66,6 +70,8 @@ def training_passes(
     ]
     if grad_precision != "f32":
         passes.append(NarrowGradientsPass(precision=grad_precision))  # type: ignore[arg-type]
+    if stream_backward != "off":
+        passes.append(StreamBackwardPass(mode=stream_backward, target=target))  # type: ignore[arg-type]
     if fuse_streaming:
         passes.append(FuseStreamingPass(target=target))
     if reorder:

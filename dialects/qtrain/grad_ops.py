@@ -285,6 +285,15 @@ class Conv2DInputGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCallO
             function = "qtrain_conv2d_input_grad_wrapper_f32"  # picks the fastest kernel for the shapes
         elif w[1:3] == (1, 1) and strides == (1, 1) and padding == (0, 0, 0, 0) and groups == 1:
             function = f"qtrain_conv2d_1x1_input_grad_{suffix}"
+        elif suffix == "bf16" and strides == (1, 1) and g == x and groups == x[3] == w[0] and w[3] == 1 \
+                and self._frozen_weight():
+            # same shape in and out: in place over the gradient (a ring of KH rows in scratch)
+            return (kc.KernelCall(
+                "qtrain_depthwise_conv2d_input_grad_bf16",
+                (kc.Scratch(), self.kernel_geometry(), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(w),
+                 kc.FrozenWeight(self.weight), kc.Shape(x), kc.Tensor(self.result)),
+                macs=math.prod(g) * math.prod(w[1:]),
+            ),)
         else:
             function = f"qtrain_conv2d_input_grad_{suffix}"  # the generic gather kernel
         return (kc.KernelCall(
@@ -293,6 +302,14 @@ class Conv2DInputGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCallO
              kc.Weight(self.weight), kc.Shape(x), kc.Tensor(self.result)),
             macs=math.prod(g) * math.prod(w[1:]),
         ),)
+
+    def _frozen_weight(self) -> bool:
+        """Whether the weight is a read of a parameter that does not train (its Flash array is the weight)."""
+        owner = self.weight.owner
+        if not isinstance(owner, GetParamOp) or self.get_toplevel_object() is self:
+            return False
+        param = SymbolTable.lookup_symbol(self, owner.param)
+        return isinstance(param, ParamOp) and not param.is_trainable
 
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)

@@ -665,6 +665,37 @@ qtrain_status_t qtrain_conv2d_1x1_input_grad_f32_bf16(const qtrain_context_t *ct
                                                       const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
                                                       const qtrain_dims_t *input_dims, uint16_t *input_grad);
 
+/* qtrain.streamed_expansion_input_grad: the input gradient of a frozen 1x1 expansion + depthwise pair
+ * from the depthwise conv's g_acc (`grad`, [N, OH, OW, C]), one row of the expanded tensor
+ * (`mid_dims`, [N, H, W, C]) at a time in scratch, with the expansion's requant_grad (`mask` over the
+ * expanded tensor or NULL, `multiplier` 1 or C values) and, when `bias_grad` is not NULL, its bias
+ * gradient (C floats). `params`: the depthwise stride and padding, groups = C. Weights: int8 Flash
+ * arrays, dw [C, KH, KW, 1], pw [C, 1, 1, C_in]. Sums in the unfused kernels' orders (see the .c file).
+ * Scratch: qtrain_streamed_expansion_input_grad_get_buffer_size (W x C floats). Never in place. */
+int32_t qtrain_streamed_expansion_input_grad_get_buffer_size(const qtrain_dims_t *mid_dims);
+#define QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(SUFFIX, IN_T, OUT_T)                                                \
+    qtrain_status_t qtrain_streamed_expansion_input_grad_##SUFFIX(                                              \
+        const qtrain_context_t *ctx, const qtrain_conv_params_t *params, const qtrain_dims_t *grad_dims,        \
+        const IN_T *grad, const qtrain_dims_t *dw_dims, const int8_t *dw_weight, const qtrain_dims_t *mid_dims, \
+        const uint8_t *mask, const float *multiplier, int32_t num_multipliers, const qtrain_dims_t *pw_dims,    \
+        const int8_t *pw_weight, const qtrain_dims_t *input_dims, OUT_T *input_grad, float *bias_grad)
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(f32, float, float);
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(bf16, uint16_t, uint16_t);
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(bf16_f32, uint16_t, float);
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(f32_bf16, float, uint16_t);
+
+/* A depthwise conv's input gradient (multiplier 1, stride 1, gradient of the input's shape) with bf16
+ * gradients and a frozen int8 weight [C, KH, KW, 1]: taps row-major from +0, rounded once. Scratch:
+ * qtrain_depthwise_conv2d_input_grad_bf16_get_buffer_size (a ring of KH rows of W x min(C, 8) values).
+ * In place: input_grad == grad ("head"). */
+int32_t qtrain_depthwise_conv2d_input_grad_bf16_get_buffer_size(const qtrain_dims_t *filter_dims,
+                                                                const qtrain_dims_t *input_dims);
+qtrain_status_t qtrain_depthwise_conv2d_input_grad_bf16(const qtrain_context_t *ctx,
+                                                        const qtrain_conv_params_t *params,
+                                                        const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                        const qtrain_dims_t *filter_dims, const int8_t *weight,
+                                                        const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
 void qtrain_bias_grad_bf16(const uint16_t *grad, int32_t pixels, int32_t channels, float *output);
 
 qtrain_status_t qtrain_avgpool_grad_bf16(const qtrain_dims_t *grad_dims, const uint16_t *grad, int32_t kernel_h,

@@ -121,6 +121,20 @@ def _narrowing_in_place(call: kc.KernelCall) -> k.Alignment | None:
     return "tail" if call.function.endswith("bf16_f32") else "head"
 
 
+# -- qtrain_streamed_expansion_input_grad_*(ctx, params, grad_dims, grad, dw_dims, dw_weight, mid_dims, mask,
+#        multiplier, num_multipliers, pw_dims, pw_weight, input_dims, input_grad, bias_grad)
+
+def _streamed_expansion_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    return k.buffer_size_streamed_expansion_input_grad(_shape(call, 6))
+
+
+# -- qtrain_depthwise_conv2d_input_grad_bf16(ctx, params, grad_dims, grad, filter_dims, weight, input_dims,
+#                                            input_grad): a ring of KH gradient rows; in place at the same byte
+
+def _depthwise_bf16_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    return k.buffer_size_depthwise_input_grad_bf16(_shape(call, 4), _shape(call, 6))
+
+
 # -- qtrain_fused_pointwise_depthwise_s8(ctx, pw_params, input_dims, input, pw_filter_dims, pw_weight,
 #        pw_bias, pw_multipliers, dw_params, dw_filter_dims, dw_weight, dw_bias, dw_multipliers,
 #        output_dims, output)
@@ -164,6 +178,10 @@ KERNELS: dict[str, KernelEntry] = {
        for formats in ("bf16", "bf16_f32", "f32_bf16")},
     **{f"qtrain_{kind}_{formats}": KernelEntry(in_place=_narrowing_in_place)
        for kind in ("requant_grad", "grad_convert") for formats in ("bf16_f32", "f32_bf16")},
+    **{f"qtrain_streamed_expansion_input_grad_{formats}": KernelEntry(scratch=_streamed_expansion_scratch)
+       for formats in ("f32", "bf16", "bf16_f32", "f32_bf16")},
+    "qtrain_depthwise_conv2d_input_grad_bf16": KernelEntry(scratch=_depthwise_bf16_scratch,
+                                                           in_place=lambda call: "head"),
     "qtrain_fused_pointwise_depthwise_s8": KernelEntry(scratch=_fused_scratch, limits=_fused_limits),
     "qtrain_depthwise_conv2d_weight_grad_f32": KernelEntry(scratch=_depthwise_weight_grad_scratch,
                                                            limits=_depthwise_weight_grad_limits),

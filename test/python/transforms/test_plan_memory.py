@@ -44,10 +44,13 @@ def bf16_in_place_alignment(op: Operation) -> str | None:
     """Where a kernel reading or writing a bf16 gradient lets its result lie on its dying input
     (qtrain_kernels.h, the bf16 section): an element-wise format change, or the 1x1 input gradient (it
     keeps the current gradient row in scratch), at the same first byte when a result element (pixel)
-    is not larger than an input element (pixel), else at the same last byte; the generic input gradient
-    never."""
+    is not larger than an input element (pixel), else at the same last byte; the depthwise one (stride 1,
+    gradient and result of one shape) at the same first byte; the generic input gradient never."""
     src, out = op.operands[0], op.results[0]
     if isinstance(op, Conv2DInputGradOp):
+        c = out.type.get_shape()[3]
+        if src.type == out.type and op.groups.value.data == c == op.weight.type.get_shape()[0]:
+            return "head"  # depthwise at stride 1, "same": a ring of KH gradient rows in scratch
         pointwise = (tuple(src.type.get_shape()[1:3]) == tuple(out.type.get_shape()[1:3])
                      and tuple(op.weight.type.get_shape()[1:3]) == (1, 1) and op.groups.value.data == 1
                      and tuple(op.padding.get_values()) == (0, 0, 0, 0))
