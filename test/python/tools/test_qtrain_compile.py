@@ -267,6 +267,17 @@ def test_bf16_gradients_agree_with_interpreter(model: str, shape: tuple[int, ...
                 < json.loads((wide / "memory.json").read_text())["arena_bytes"])
 
 
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_streamed_backward_agrees_with_interpreter(precision: str, target: str, tmp_path: Path):
+    """--stream-backward on: the inverted-residual block's backward in one kernel call per step."""
+    folder = build(str(LIT_INPUTS / "inverted_residual.mlir"), "bias-only", target, str(tmp_path / "streamed"),
+                   "--stream-backward", "on", "--grad-precision", precision)
+    assert f"qtrain_streamed_expansion_input_grad_{precision}(" in (folder / "model.c").read_text()
+    firmware = folder / ("firmware" if target == "host" else "firmware.elf")
+    check_agreement(folder, firmware, (16, 16, 3), 3, tmp_path)
+
+
 @pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
 @pytest.mark.parametrize("target", ["host", "qemu"])
 def test_reference_models_49kb_agree_with_interpreter(model: str, target: str, tmp_path_factory):

@@ -269,3 +269,105 @@ def test_1x1_input_grad_in_place_as_the_registry_places_it(lib: ctypes.CDLL, fin
         Scratch(4 * cout), params, Dims(g.shape), arg(g, fin), Dims(w.shape), Weight(w), Dims((*pixels, cin)),
         out((*pixels, cin), fout)]))
     np.testing.assert_array_equal(y.reshape(-1).view(np.uint32), as_f32(separate, fout).reshape(-1).view(np.uint32))
+
+
+DEPTHWISE_SAME = [((1, 6, 5, 10), (3, 3), (1, 1, 1, 1)), ((2, 4, 7, 16), (3, 3), (1, 1, 1, 1)),
+                  ((1, 6, 6, 19), (5, 5), (2, 2, 2, 2)), ((1, 5, 4, 3), (3, 3), (2, 0, 0, 2))]
+
+
+def depthwise_f32(lib: ctypes.CDLL, g: np.ndarray, w: np.ndarray, shape: tuple[int, ...],
+                  padding: tuple[int, ...], strides: tuple[int, int] = (1, 1)) -> np.ndarray:
+    """The generic fp32 gather kernel (the documented order every input gradient follows)."""
+    from qtrain.targets.armv7em.kernels.calls import ConvParams, Weight
+
+    params = ConvParams(0, 0, strides, padding[:2], shape[3])
+    status, (gx,) = calls.run_host(lib, Call("qtrain_conv2d_input_grad_f32", [
+        Scratch(0), params, Dims(g.shape), In(g), Dims(w.shape), Weight(w), Dims(shape), Out(shape, F32)]))
+    assert status == 0
+    return gx
+
+
+@pytest.mark.parametrize(("shape", "kernel", "padding"), DEPTHWISE_SAME)
+@pytest.mark.parametrize("in_place", [False, True])
+def test_depthwise_bf16_input_grad_is_the_fp32_kernel_rounded(lib: ctypes.CDLL, shape: tuple[int, ...],
+                                                              kernel: tuple[int, int], padding: tuple[int, ...],
+                                                              in_place: bool) -> None:
+    from qtrain.targets.armv7em.kernels.calls import ConvParams
+
+    c = shape[3]
+    g = gradient(shape, 31)
+    w = np.random.default_rng(32).integers(-128, 128, (c, *kernel, 1), dtype=np.int8)
+    scratch = kernels.buffer_size_depthwise_input_grad_bf16(w.shape, shape)
+    params = ConvParams(0, 0, (1, 1), padding[:2], c)
+    if in_place:  # one buffer, passed as gradient and result: the registry's "head"
+        buffer = Out(shape, U16, bits(g))
+        args = [At(buffer), Dims(w.shape), In(w), Dims(shape), At(buffer)]
+    else:
+        args = [In(bits(g)), Dims(w.shape), In(w), Dims(shape), out(shape, "bf16")]
+    status, (y,) = calls.run_host(lib, Call("qtrain_depthwise_conv2d_input_grad_bf16", [
+        Scratch(scratch), params, Dims(shape), *args]))
+    assert status == 0
+    want = numerics.round_bf16(depthwise_f32(lib, g, w, shape, padding))
+    np.testing.assert_array_equal(widen(y).view(np.uint32), want.view(np.uint32))
+    size, _ = calls.run_host(lib, Call("qtrain_depthwise_conv2d_input_grad_bf16_get_buffer_size", [
+        Dims(w.shape), Dims(shape)], returns="i32"))
+    assert size == scratch
+    status, _ = calls.run_host(lib, Call("qtrain_depthwise_conv2d_input_grad_bf16", [
+        Scratch(scratch - 4), params, Dims(shape), In(bits(g)), Dims(w.shape), In(w), Dims(shape),
+        out(shape, "bf16")]))
+    assert status != 0  # too little scratch is refused
+
+
+STREAMED = [  # (expanded shape, C_in, depthwise kernel, strides, padding, with mask, per-channel multiplier)
+    ((1, 8, 8, 12), 4, (3, 3), (2, 2), (1, 1, 1, 1), True, True),
+    ((1, 6, 7, 16), 8, (3, 3), (1, 1), (1, 1, 1, 1), True, False),
+    ((2, 9, 9, 6), 3, (5, 5), (2, 2), (2, 2, 2, 2), False, True),
+    ((1, 8, 8, 10), 5, (3, 3), (2, 2), (0, 0, 1, 1), True, True),
+]
+
+
+@pytest.mark.parametrize(("fin", "fout"), [("f32", "f32"), *FORMATS])
+@pytest.mark.parametrize("case", STREAMED, ids=lambda c: "x".join(map(str, c[0])))
+@pytest.mark.parametrize("bias", [True, False])
+def test_streamed_expansion_input_grad_is_the_unfused_kernels(lib: ctypes.CDLL, case, fin: str, fout: str,  # type: ignore[no-untyped-def]
+                                                               bias: bool) -> None:
+    """One expanded row at a time gives the unfused fp32 kernels' bits (depthwise input gradient,
+    requant_grad, bias_grad, 1x1 input gradient, in their documented orders), the result rounded once."""
+    from qtrain.targets.armv7em.kernels.calls import ConvParams, Weight
+
+    mid, cin, kernel, strides, padding, with_mask, per_channel = case
+    n, h, w, c = mid
+    oh = numerics.conv_output_size(h, kernel[0], strides[0], padding[0], padding[2])
+    ow = numerics.conv_output_size(w, kernel[1], strides[1], padding[1], padding[3])
+    rng = np.random.default_rng(sum(mid))
+    g = gradient((n, oh, ow, c), 41)
+    dw = rng.integers(-128, 128, (c, *kernel, 1), dtype=np.int8)
+    pw = rng.integers(-128, 128, (c, 1, 1, cin), dtype=np.int8)
+    mask = rng.random(mid) < 0.7 if with_mask else None
+    m = rng.uniform(0.01, 0.1, c if per_channel else 1).astype(np.float32)
+    x_shape = (n, h, w, cin)
+    # the unfused fp32 kernels
+    g_mid = depthwise_f32(lib, g, dw, mid, padding, strides)
+    _, (g_acc,) = calls.run_host(lib, calls.requant_grad(g_mid, mask, m))
+    _, (db,) = calls.run_host(lib, Call("qtrain_bias_grad_f32", [In(g_acc), I32(n * h * w), I32(c), Out((c,), F32)],
+                                        returns="void"))
+    status, (gx,) = calls.run_host(lib, Call("qtrain_conv2d_input_grad_f32", [
+        Scratch(0), ConvParams(0, 0, (1, 1), (0, 0), 1), Dims(g_acc.shape), In(g_acc), Dims(pw.shape), Weight(pw),
+        Dims(x_shape), Out(x_shape, F32)]))
+    assert status == 0
+    scratch = kernels.buffer_size_streamed_expansion_input_grad(mid)
+    packed = In(np.packbits(mask.reshape(-1), bitorder="little")) if mask is not None else Null()
+    bias_out = Out((c,), F32) if bias else Null()
+    status, outputs = calls.run_host(lib, Call(f"qtrain_streamed_expansion_input_grad_{suffix(fin, fout)}", [
+        Scratch(scratch), ConvParams(0, 0, strides, padding[:2], c), Dims(g.shape), arg(g, fin), Dims(dw.shape),
+        In(dw), Dims(mid), packed, In(m), I32(m.size), Dims(pw.shape), In(pw), Dims(x_shape), out(x_shape, fout),
+        bias_out]))
+    assert status == 0
+    np.testing.assert_array_equal(as_f32(outputs[0], fout).view(np.uint32), stored(gx, fout).view(np.uint32))
+    if bias:
+        np.testing.assert_array_equal(outputs[1].view(np.uint32), db.view(np.uint32))
+    # and the unfused golden model's values (numpy sums, exact then rounded) within the fp32 bound
+    reference = numerics.conv2d_input_grad(
+        numerics.requant_grad(numerics.conv2d_input_grad(g, dw, mid, strides=strides, padding=padding, groups=c),
+                              mask, m), pw, x_shape)
+    np.testing.assert_allclose(as_f32(outputs[0], fout), stored(reference, fout), rtol=2**-7, atol=1e-6)
