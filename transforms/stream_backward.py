@@ -16,8 +16,9 @@ In @train_step, the chain
 where g_acc has no other reader (no weight gradient: neither weight trains, and both are `qtrain.get_param`
 reads of parameters that do not train) becomes one op at the place of the first of bias_grad / the 1x1
 input gradient. `mode=on` streams every such chain; `off` none; `auto` (the default) streams them all when
-that lowers the planned peak of @train_step (planned after `qtrain-reorder`, as the pipeline does), else
-none. Run after `qtrain-dead-gradient-elim` (and `qtrain-narrow-gradients`), before `qtrain-reorder`.
+that lowers @train_step's peak of live bytes + kernel scratch in the current schedule (what the planner
+packs; the pass runs before `qtrain-reorder`, so this is the naive schedule's figure), else none.
+Run after `qtrain-dead-gradient-elim` (and `qtrain-narrow-gradients`), before `qtrain-reorder`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from qtrain.dialects.qtrain import BiasGradOp, Conv2DInputGradOp, ParamOp, Requa
 from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func, param_name, param_ops
 from qtrain.dialects.qtrain.ops import shape_of
 from qtrain.dialects.qtrain.streamed_grad import StreamedExpansionInputGradOp
+from qtrain.transforms.liveness import analyze
 from qtrain.transforms.target import DEFAULT_TARGET, get_target
 
 STREAM_MODES = ("auto", "on", "off")
@@ -128,16 +130,16 @@ def stream_function(function: func.FuncOp, params: dict[str, ParamOp]) -> int:
     return len(found)
 
 
-def _planned_peak(module: ModuleOp, target: str) -> int:
-    """@train_step's planned arena + scratch after `qtrain-reorder` (on this module: pass a clone)."""
-    from qtrain.transforms.plan_memory import plan_function
-    from qtrain.transforms.reorder import ReorderPass
-
-    ReorderPass().apply(Context(), module)
+def _peak_bytes(module: ModuleOp, target: str) -> int:
+    """@train_step's live-bytes peak in its current schedule (in-place pairs once, before packing: the
+    planner's lower bound) plus the largest kernel scratch, as the target sizes both."""
+    description = get_target(target)
     train = find_func(module, TRAIN_STEP)
     assert train is not None
-    plan = plan_function(train, param_ops(module), target=get_target(target))
-    return plan.arena_bytes + plan.scratch_bytes
+    liveness = analyze(train.body.block, target=description)
+    params = param_ops(module)
+    scratch = max((description.scratch_bytes(o, params) for o in liveness.ops), default=0)
+    return liveness.peak()[0] + scratch
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class StreamBackwardPass(ModulePass):
     name = "qtrain-stream-backward"
 
     mode: Literal["auto", "on", "off"] = "auto"
-    """on: every eligible block; off: none; auto: all of them when that lowers @train_step's planned peak"""
+    """on: every eligible block; off: none; auto: all of them when that lowers @train_step's peak"""
     target: str = DEFAULT_TARGET
     """the target description auto plans with"""
 
@@ -167,6 +169,6 @@ class StreamBackwardPass(ModulePass):
             streamed_train = find_func(streamed, TRAIN_STEP)
             assert streamed_train is not None
             stream_function(streamed_train, param_ops(streamed))
-            if _planned_peak(streamed, self.target) >= _planned_peak(op.clone(), self.target):
+            if _peak_bytes(streamed, self.target) >= _peak_bytes(op, self.target):
                 return
         stream_function(train, params)

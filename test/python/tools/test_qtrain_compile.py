@@ -312,6 +312,27 @@ def test_mcunet_49kb_fits_the_stm32f746_on_qemu(tmp_path: Path):
     assert all(n > 0 for n in report["instructions_per_step"])
 
 
+def test_proxyless_bias_only_with_bf16_gradients_fits_256kb_on_qemu(tmp_path: Path):
+    """Issue 14: bias-only carries activation gradients back to the first layer. With int8 weight copies,
+    bf16 gradients and the streamed backward, total SRAM (static + painted stack) <= 256 KB, and the
+    host build agrees with the interpreter."""
+    require_shared_models()
+    extra = ("--weight-storage", "i8", "--grad-precision", "bf16", "--stream-backward", "on")
+    folder = build(str(MODELS / "proxyless-w0.3.pkl"), "bias-only", "qemu", str(tmp_path / "build"), *extra)
+    assert "qtrain_streamed_expansion_input_grad_bf16(" in (folder / "model.c").read_text()
+    npz = inputs(tmp_path, (128, 128, 3), 10, n=2)
+    result = run(*tool("qtrain-run"), folder / "firmware.elf", "--inputs", npz, "--steps", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    planned = json.loads((folder / "memory.json").read_text())["peak_sram_bytes"]
+    print(f"\nproxyless-w0.3 bias-only (i8, bf16, streamed) on QEMU: {report['instructions_per_step']} instructions "
+          f"per step; SRAM {report['sram_bytes']} B (planned {planned} + stack {report['stack_bytes']})")
+    assert report["sram_bytes"] == planned + report["stack_bytes"]
+    assert report["sram_bytes"] <= SRAM_BUDGET
+    host = build(str(MODELS / "proxyless-w0.3.pkl"), "bias-only", "host", str(tmp_path / "host"), *extra)
+    check_agreement(host, host / "firmware", (128, 128, 3), 10, tmp_path, steps=2)
+
+
 def test_stm32f746_image_links_with_the_real_memory_map(tmp_path: Path):
     require_shared_models()
     from qtrain.targets.armv7em.build import elf_sections, memory_usage
