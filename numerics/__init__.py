@@ -1078,10 +1078,17 @@ def conv2d_weight_grad(
 
 
 def bias_grad(grad: np.ndarray) -> FloatArray:
-    """`qtrain.bias_grad`: db[c] = sum over n, h, w of g_acc[n, h, w, c] (reference sum; recommended C
-    order: pixels in row-major order)."""
+    """`qtrain.bias_grad`: db[c] = sum over n, h, w of g_acc[n, h, w, c], float32 adds from +0 with the
+    pixels in row-major order, as the C kernels take it (DESIGN.md: a sum the C takes sequentially in fp32,
+    the golden model takes in the same order and precision; a float64 sum parted the stem's bias of a
+    bias-only proxyless-w0.3 by one unit in the first step). Relaxed mode (float64 input): float64."""
     g = np.asarray(grad)
-    return g.astype(np.float64).sum(axis=tuple(range(g.ndim - 1))).astype(_grad_dtype(g))
+    dtype = _grad_dtype(g)
+    rows = g.reshape(-1, g.shape[-1]).astype(dtype)
+    if dtype == np.float64 or rows.shape[0] == 0:
+        return rows.sum(axis=0, dtype=dtype)
+    return np.add.accumulate(np.concatenate([np.zeros((1, rows.shape[1]), dtype), rows]), axis=0,
+                             dtype=dtype)[-1]
 
 
 def avgpool_grad(grad: np.ndarray, input_shape: Sequence[int], *, kernel: Sequence[int], strides: Sequence[int]
