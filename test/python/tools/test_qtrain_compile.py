@@ -329,8 +329,12 @@ def test_proxyless_bias_only_with_bf16_gradients_fits_256kb_on_qemu(tmp_path: Pa
           f"per step; SRAM {report['sram_bytes']} B (planned {planned} + stack {report['stack_bytes']})")
     assert report["sram_bytes"] == planned + report["stack_bytes"]
     assert report["sram_bytes"] <= SRAM_BUDGET
+    # One step: bias-only trains the stem's bias, whose gradient sums 64x64 bf16 values; a one-unit flip
+    # there (the contract's rounding-boundary allowance: a bf16 input gradient summed in another order
+    # than numpy's can land one bf16 ulp apart) changes every later forward pass, so a second step's
+    # comparison would measure that chaos, not the kernels.
     host = build(str(MODELS / "proxyless-w0.3.pkl"), "bias-only", "host", str(tmp_path / "host"), *extra)
-    check_agreement(host, host / "firmware", (128, 128, 3), 10, tmp_path, steps=2)
+    check_agreement(host, host / "firmware", (128, 128, 3), 10, tmp_path, steps=1)
 
 
 def test_stm32f746_image_links_with_the_real_memory_map(tmp_path: Path):
