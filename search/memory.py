@@ -9,13 +9,14 @@ from xdsl.dialects.builtin import ModuleOp
 from qtrain.dialects.qtrain.contract import MEMORY
 from qtrain.search.candidates import Candidate, backbone_convs, canonical
 from qtrain.transforms.lite_residual import Calibration
+from qtrain.transforms.narrow_gradients import DEFAULT_GRAD_PRECISION
 from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.schemes import UpdateScheme
 
 
 def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: bool = True,
                       weight_storage: str = "f32", calibration: Calibration | None = None,
-                      grad_precision: str = "f32") -> int:
+                      grad_precision: str = DEFAULT_GRAD_PRECISION) -> int:
     """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`
     (`calibration`: the scales of the lite residual modules it inserts, if any)."""
     planned = apply_passes(

@@ -43,7 +43,7 @@ from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func
 from qtrain.dialects.qtrain.ops import ReshapeOp
 
 GRAD_PRECISIONS = ("f32", "bf16")
-DEFAULT_GRAD_PRECISION = "f32"
+DEFAULT_GRAD_PRECISION = "bf16"
 """qtrain-compile's, the API's and the pipeline's default (bench_accuracy measures the choice)."""
 
 _NARROW_IN_OUT = (RequantGradOp, Conv2DInputGradOp, AvgPoolGradOp)
