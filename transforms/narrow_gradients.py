@@ -13,7 +13,8 @@ gradient a weight gradient reads (its layer's g_acc) is never copied: the kernel
 format independently (`qtrain.requant_grad` bf16 -> f32, `qtrain.conv2d_input_grad` f32 -> bf16, ...).
 `qtrain.grad_accumulate` follows its readers when either operand is bf16 (the other operand is converted
 by a `qtrain.grad_convert`); parameter gradients (both operands fp32, e.g. a weight read twice) stay
-fp32. A `qtrain.reshape` of a bf16 gradient is a bf16 view.
+fp32. A `qtrain.reshape` of a bf16 gradient is a bf16 view. The input gradient of a grouped conv whose weight
+trains (a depthwise channel slice) has fp32 kernels only: it reads and writes fp32.
 `precision=f32` leaves the module as it is. Run after `qtrain-dead-gradient-elim` (so only the readers
 that remain decide) and before `qtrain-fuse-streaming`, `qtrain-reorder` and the planner.
 """
@@ -72,6 +73,8 @@ def _convert_before(op: Operation, value: SSAValue, element: Attribute) -> SSAVa
 def _reads_bf16(use: Use) -> bool:
     """Whether the op of `use` has a kernel reading that operand as bf16."""
     op = use.operation
+    if isinstance(op, Conv2DInputGradOp) and not op.takes_bf16():
+        return False
     if isinstance(op, _NARROW_IN_OUT):
         return use.index == 0
     if isinstance(op, ReshapeOp):
@@ -94,6 +97,8 @@ def narrow_block(block: Block) -> int:
         result = op.results[0]
         if isinstance(op, (CrossEntropyGradOp, *_NARROW_IN_OUT)):
             narrow = all(_reads_bf16(u) for u in result.uses)
+            if isinstance(op, Conv2DInputGradOp) and not op.takes_bf16():
+                narrow = False  # a trained depthwise slice: the fp32 kernels only
         elif isinstance(op, GradAccumulateOp):
             if bf16 not in (_element(op.lhs), _element(op.rhs)):
                 continue  # a parameter gradient (or two fp32 activation gradients): stays fp32

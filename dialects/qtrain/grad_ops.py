@@ -303,6 +303,11 @@ class Conv2DInputGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCallO
             macs=math.prod(g) * math.prod(w[1:]),
         ),)
 
+    def takes_bf16(self) -> bool:
+        """Whether a bf16 kernel computes this input gradient: every conv but a grouped one whose weight
+        trains (a depthwise weight's trained channel slice is merged only by the fp32 kernels)."""
+        return self.groups.value.data == 1 or self._frozen_weight()  # type: ignore[attr-defined]
+
     def _frozen_weight(self) -> bool:
         """Whether the weight is a read of a parameter that does not train (its Flash array is the weight)."""
         owner = self.weight.owner

@@ -258,7 +258,7 @@ def test_bf16_gradients_agree_with_interpreter(model: str, shape: tuple[int, ...
     firmware = folder / ("firmware" if target == "host" else "firmware.elf")
     check_agreement(folder, firmware, shape, classes, tmp_path)
     if target == "host":
-        wide = build(str(LIT_INPUTS / model), scheme, target, str(tmp_path / "f32"))
+        wide = build(str(LIT_INPUTS / model), scheme, target, str(tmp_path / "f32"), "--grad-precision", "f32")
         npz = inputs(tmp_path, shape, classes)
         narrow_params = interpret(folder / "model.mlir", npz, tmp_path / "n.npz", "train_step", STEPS)
         wide_params = interpret(wide / "model.mlir", npz, tmp_path / "w.npz", "train_step", STEPS)
