@@ -31,7 +31,9 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.errors import UserError
 from qtrain.targets.armv7em import build as boards
+from qtrain.transforms.narrow_gradients import DEFAULT_GRAD_PRECISION, GRAD_PRECISIONS
 from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE
+from qtrain.transforms.stream_backward import STREAM_MODES
 
 ModelSource = str | Path | ModuleOp
 """A model: an .onnx, a reference .pkl or a forward-only .mlir file, or a forward-only module."""
@@ -290,6 +292,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     momentum: float = COMPILE_RECIPE.momentum,
     qas: bool = True,
     weight_storage: str = DEFAULT_WEIGHT_STORAGE,
+    grad_precision: str = DEFAULT_GRAD_PRECISION,
+    stream_backward: str = "auto",
     num_classes: int = 10,
     calibration: str | Path | None = None,
     emit_llvm: bool = False,
@@ -305,6 +309,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
     `scheme`: `full`, `bias-only`, `last-k=K`, `FILE.json#MODEL/BUDGET` or a typed `UpdateScheme`.
     The recipe (`lr`, `bias_lr`, `warmup_steps`, `steps`, `final_lr_ratio`, `momentum`) is compiled into
     the firmware; defaults `qtrain.transforms.recipe.COMPILE_RECIPE`.
+    `grad_precision`: the arena format of activation gradients, "f32" or "bf16" (qtrain-narrow-gradients);
+    `stream_backward`: "auto", "on" or "off" (qtrain-stream-backward).
     `sram_kb` defaults to the target's budget (`targets.armv7em.build.BOARDS`; 256 for qemu).
     `output`: the build folder (default: a new temporary folder). Writes model.mlir, model.c, model.h,
     memory.json, memory.html (the plan as a picture and a table), the firmware, and with `emit_llvm`
@@ -325,6 +331,11 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
 
     if target not in boards.TARGETS:
         raise UserError(f"unknown target '{target}' (expected one of {', '.join(boards.TARGETS)})")
+    if grad_precision not in GRAD_PRECISIONS:
+        raise UserError(f"unknown gradient precision '{grad_precision}' (expected one of {', '.join(GRAD_PRECISIONS)})")
+    if stream_backward not in STREAM_MODES:
+        raise UserError(f"unknown stream-backward mode '{stream_backward}' (expected one of "
+                        f"{', '.join(STREAM_MODES)})")
     scheme_file = scheme.partition("#")[0] if isinstance(scheme, str) and "#" in scheme else None
     inputs = [Path(p) for p in (None if isinstance(model, ModuleOp) else model, calibration, scheme_file,
                                 None if isinstance(data, np.ndarray) else data) if p is not None]
@@ -346,9 +357,10 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
         build = _compile_into(module_source=model, out=out, final=final, scheme=scheme, target=target,
                               sram_kb=sram_kb, reorder=reorder, fuse=fuse, lr=lr, bias_lr=bias_lr,
                               warmup_steps=warmup_steps, steps=steps, final_lr_ratio=final_lr_ratio,
-                              momentum=momentum, qas=qas, weight_storage=weight_storage, num_classes=num_classes,
-                              calibration=calibration, emit_llvm=emit_llvm, profile=profile,
-                              bounds_check=bounds_check, data=data)
+                              momentum=momentum, qas=qas, weight_storage=weight_storage,
+                              grad_precision=grad_precision, stream_backward=stream_backward,
+                              num_classes=num_classes, calibration=calibration,
+                              emit_llvm=emit_llvm, profile=profile, bounds_check=bounds_check, data=data)
         if out != final:
             install(out, final)
     finally:
@@ -366,7 +378,8 @@ def compile(  # noqa: A001 (the API's verb, as in the issue: qtrain.compile)
 def _compile_into(*, module_source: ModelSource, out: Path, final: Path, scheme: Any, target: str,
                   sram_kb: int | None, reorder: bool, fuse: bool, lr: float, bias_lr: float | None,
                   warmup_steps: int, steps: int, final_lr_ratio: float, momentum: float, qas: bool,
-                  weight_storage: str, num_classes: int, calibration: str | Path | None, emit_llvm: bool,
+                  weight_storage: str, grad_precision: str, stream_backward: str, num_classes: int,
+                  calibration: str | Path | None, emit_llvm: bool,
                   profile: bool, bounds_check: bool, data: str | Path | np.ndarray | None) -> Build:
     """`compile`, writing every file into `out` (a temporary folder that becomes `final`, or `final`)."""
     from qtrain.dialects.qtrain import ParamOp
@@ -408,6 +421,8 @@ def _compile_into(*, module_source: ModelSource, out: Path, final: Path, scheme:
         momentum=momentum,
         qas=qas,
         weight_storage=weight_storage,
+        grad_precision=grad_precision,
+        stream_backward=stream_backward,
         memory_report=str(report),
         calibration=lite_images,
     )

@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType, f32, i8, i16, i32
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType, bf16, f32, i8, i16, i32
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.interpreter import Interpreter, InterpreterFunctions, OpImpl, OpImplResult, register_impls
 from xdsl.interpreters.func import FuncFunctions
@@ -76,7 +76,8 @@ class InputError(InterpretError):
 # -- attribute helpers ---------------------------------------------------------------------------------
 
 
-_NUMPY_DTYPES: dict[Attribute, type[np.generic]] = {i8: np.int8, i32: np.int32, f32: np.float32}
+_NUMPY_DTYPES: dict[Attribute, type[np.generic]] = {i8: np.int8, i32: np.int32, f32: np.float32, bf16: np.float32}
+"""bf16 gradients are float32 arrays of bf16 values (numerics.round_bf16)."""
 
 
 def numpy_dtype(element_type: Attribute) -> type[np.generic]:

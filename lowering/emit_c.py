@@ -37,7 +37,7 @@ from typing import IO
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType, f32, i16
+from xdsl.dialects.builtin import BFloat16Type, IntegerType, ModuleOp, TensorType, f32, i16
 from xdsl.ir import Operation, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 from xdsl.utils.target import Target
@@ -97,6 +97,8 @@ def elem_ctype(t: TensorType) -> str:
     e = t.element_type
     if isinstance(e, IntegerType):
         return {1: "uint8_t", 8: "int8_t", 32: "int32_t"}[e.width.data]
+    if isinstance(e, BFloat16Type):
+        return "uint16_t"  # a bf16 gradient: the top half of a float's bits (qtrain_f32_to_bf16)
     return "float"
 
 

@@ -703,6 +703,17 @@ def cross_entropy(logits: np.ndarray, label: int) -> np.float32:
 # rounding to float32 at the end; float64 in, float64 out for the relaxed mode).
 
 
+def round_bf16(x: np.ndarray) -> FloatArray:
+    """An fp32 gradient held as bf16 (`grad-precision=bf16`): the top 16 bits of its float32 pattern after
+    round-to-nearest-even on the dropped 16 (NaN stays a quiet NaN). Returned as float32 values, which a
+    bf16 represents exactly; the kernels do the same integer arithmetic (qtrain_f32_to_bf16)."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    top = np.where(nan, (bits >> 16) | 0x40, rounded).astype(np.uint32) << 16
+    return top.astype(np.uint32).view(np.float32)
+
+
 def _grad_dtype(*arrays: np.ndarray) -> np.dtype:
     """float32 for the contract's float32 gradients, float64 when any input is float64 (relaxed mode)."""
     return np.result_type(np.float32, *(np.asarray(a).dtype for a in arrays if np.asarray(a).dtype.kind == "f"))
@@ -1068,10 +1079,17 @@ def conv2d_weight_grad(
 
 
 def bias_grad(grad: np.ndarray) -> FloatArray:
-    """`qtrain.bias_grad`: db[c] = sum over n, h, w of g_acc[n, h, w, c] (reference sum; recommended C
-    order: pixels in row-major order)."""
+    """`qtrain.bias_grad`: db[c] = sum over n, h, w of g_acc[n, h, w, c], float32 adds from +0 with the
+    pixels in row-major order, as the C kernels take it (DESIGN.md: a sum the C takes sequentially in fp32,
+    the golden model takes in the same order and precision; a float64 sum parted the stem's bias of a
+    bias-only proxyless-w0.3 by one unit in the first step). Relaxed mode (float64 input): float64."""
     g = np.asarray(grad)
-    return g.astype(np.float64).sum(axis=tuple(range(g.ndim - 1))).astype(_grad_dtype(g))
+    dtype = _grad_dtype(g)
+    rows = g.reshape(-1, g.shape[-1]).astype(dtype)
+    if dtype == np.float64 or rows.shape[0] == 0:
+        return rows.sum(axis=0, dtype=dtype)
+    return np.add.accumulate(np.concatenate([np.zeros((1, rows.shape[1]), dtype), rows]), axis=0,
+                             dtype=dtype)[-1]
 
 
 def avgpool_grad(grad: np.ndarray, input_shape: Sequence[int], *, kernel: Sequence[int], strides: Sequence[int]

@@ -9,19 +9,21 @@ from xdsl.dialects.builtin import ModuleOp
 from qtrain.dialects.qtrain.contract import MEMORY
 from qtrain.search.candidates import Candidate, backbone_convs, canonical
 from qtrain.transforms.lite_residual import Calibration
+from qtrain.transforms.narrow_gradients import DEFAULT_GRAD_PRECISION
 from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.recipe import DEFAULT_WEIGHT_STORAGE
 from qtrain.transforms.schemes import UpdateScheme
 
 
 def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: bool = True,
-                      weight_storage: str = DEFAULT_WEIGHT_STORAGE, calibration: Calibration | None = None) -> int:
+                      weight_storage: str = DEFAULT_WEIGHT_STORAGE, calibration: Calibration | None = None,
+                      grad_precision: str = DEFAULT_GRAD_PRECISION) -> int:
     """`peak_sram_bytes` the training pipeline plans for `scheme` on a clone of forward-only `module`
     (`calibration`: the scales of the lite residual modules it inserts, if any)."""
     planned = apply_passes(
         module.clone(),
         training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage,
-                        calibration=calibration),
+                        calibration=calibration, grad_precision=grad_precision),
     )
     memory = planned.attributes[MEMORY]
     return int(memory.data["peak_sram_bytes"].value.data)  # type: ignore[attr-defined]

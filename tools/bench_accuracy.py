@@ -14,7 +14,7 @@ orders `bench_schemes` uses); run s of every arm and scheme sees exactly the sam
 order. Accuracy is the mean +- std (population) over `--seeds` runs, per-seed values listed. Default
 configuration: 10 seeds, 150 runs of 2000 steps, 4.5 minutes on 2 idle cores.
 
-(a) Quantization: the same network, trainable set and recipe trained four ways (`ARMS`):
+(a) Quantization: the same network, trainable set and recipe trained six ways (`ARMS`):
     fp32         fp32 training, simulated: the QAS training graph run by the interpreter in relaxed mode
                  (float64 activations and parameters, no rounding; QAS is exactly the int8 <-> real
                  reparametrisation, so this is plain SGD on the real-valued network);
@@ -25,6 +25,8 @@ configuration: 10 seeds, 150 runs of 2000 steps, 4.5 minutes on 2 idle cores.
                  rounded stochastically;
     int8-qas-i8  int8 + QAS with the weights updated in place in int8 (no master copy), rounded
                  stochastically; int8-qas-i8-nearest the same rounded to nearest.
+    int8-qas-bf16, int8-qas-i8-bf16  int8-qas and int8-qas-i8 with bf16 activation gradients in the arena
+                 (`--grad-precision bf16`); their bar: not more than 1 point below fp32 gradients.
     `--weight-storage f32,i16,i8,i8-nearest` picks the int8 + QAS arms by storage (f32: int8-qas) and
     adds, per trainable set, each storage's accuracy minus f32's with its paired standard error and the
     cheapest storage within 1 point of f32 (the bar qtrain's default storage is chosen by).
@@ -88,6 +90,8 @@ class Arm:
     qas: bool
     relaxed: bool
     weight_storage: str = "f32"
+    grad_precision: str = "f32"
+    """arena format of activation gradients (qtrain-narrow-gradients)"""
 
 
 FP32 = Arm("fp32", "fp32 training (relaxed simulation)", qas=True, relaxed=True)
@@ -98,7 +102,12 @@ INT8_QAS_I16 = Arm("int8-qas-i16", "int8 + QAS, i16 masters (stochastic)", qas=T
 INT8_QAS_I8 = Arm("int8-qas-i8", "int8 + QAS, i8 in place (stochastic)", qas=True, relaxed=False, weight_storage="i8")
 INT8_QAS_I8_NEAREST = Arm("int8-qas-i8-nearest", "int8 + QAS, i8 in place (nearest)", qas=True, relaxed=False,
                           weight_storage="i8-nearest")
-ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS_I16, INT8_QAS_I8, INT8_QAS_I8_NEAREST)}
+INT8_QAS_BF16 = Arm("int8-qas-bf16", "int8 + QAS, bf16 activation gradients", qas=True, relaxed=False,
+                    grad_precision="bf16")
+INT8_QAS_I8_BF16 = Arm("int8-qas-i8-bf16", "int8 + QAS, int8 weights, bf16 gradients", qas=True, relaxed=False,
+                       weight_storage="i8", grad_precision="bf16")
+ARMS: dict[str, Arm] = {a.key: a for a in (FP32, INT8_QAS, INT8_NO_QAS, INT8_QAS_I16, INT8_QAS_I8, INT8_QAS_I8_NEAREST,
+                                           INT8_QAS_BF16, INT8_QAS_I8_BF16)}
 STORAGE_ARMS: dict[str, Arm] = {a.weight_storage: a for a in (INT8_QAS, INT8_QAS_I16, INT8_QAS_I8, INT8_QAS_I8_NEAREST)}
 """The int8 + QAS arm of each `--weight-storage` (f32: int8-qas)."""
 
@@ -142,7 +151,8 @@ def training_graph(module: ModuleOp, scheme: str, arm: Arm, recipe: Recipe) -> M
     return apply_passes(module.clone(), training_passes(
         scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=FINE_TUNE_RECIPE.warmup_steps,
         steps=FINE_TUNE_RECIPE.steps, final_lr_ratio=FINE_TUNE_RECIPE.final_lr_ratio,
-        momentum=FINE_TUNE_RECIPE.momentum, qas=arm.qas, weight_storage=arm.weight_storage, plan=False))
+        momentum=FINE_TUNE_RECIPE.momentum, qas=arm.qas, weight_storage=arm.weight_storage,
+        grad_precision=arm.grad_precision, plan=False))
 
 
 def grad_scales(graph: ModuleOp) -> np.ndarray:
@@ -380,12 +390,13 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
         print(f"{len(dict.fromkeys(jobs))} fine-tuning runs ({config.recipe.steps} steps each) on {config.jobs} "
               f"process(es)...", file=out, flush=True)
         results = run_jobs(module, config.recipe, train, test, jobs, workers=config.jobs, progress=config.progress)
-        memory: dict[tuple[str, str], int] = {}
+        memory: dict[tuple[str, str, str], int] = {}
 
-        def peak(sp: str, storage: str) -> int:
-            if (sp, storage) not in memory:
-                memory[sp, storage] = planned_peak_sram(module, sp, weight_storage=storage)
-            return memory[sp, storage]
+        def peak(sp: str, storage: str, grad_precision: str = "f32") -> int:
+            if (sp, storage, grad_precision) not in memory:
+                memory[sp, storage, grad_precision] = planned_peak_sram(module, sp, weight_storage=storage,
+                                                                        grad_precision=grad_precision)
+            return memory[sp, storage, grad_precision]
 
         arms_info = {}
         for key in config.arms if quant else ():
@@ -407,7 +418,8 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
                 runs = [results[sp, key, s] for s in range(config.seeds)]
                 rows.append({
                     "arm": key,
-                    "peak_sram_bytes": None if ARMS[key].relaxed else peak(sp, ARMS[key].weight_storage),
+                    "peak_sram_bytes": None if ARMS[key].relaxed else peak(sp, ARMS[key].weight_storage,
+                                                                            ARMS[key].grad_precision),
                     "accuracy": _stats([r.accuracy for r in runs]),
                     "loss_first": float(np.mean([r.loss_first for r in runs])),
                     "loss_last": float(np.mean([r.loss_last for r in runs])),
@@ -484,6 +496,13 @@ def quant_bar(rows: list[dict[str, Any]]) -> dict[str, Any]:
             # cheapest first: i8 (stochastic) and i8-nearest cost the same, then i16, then f32
             bar["cheapest_within_1_point"] = next(
                 (s for s in ("i8", "i8-nearest", "i16") if storages.get(s, {}).get("within_1_point_of_f32")), "f32")
+    for narrow, wide in ((INT8_QAS_BF16, INT8_QAS), (INT8_QAS_I8_BF16, INT8_QAS_I8)):
+        if narrow.key in by and wide.key in by:  # issue 14: bf16 gradients against fp32 gradients
+            delta = by[narrow.key]["mean"] - by[wide.key]["mean"]
+            bar[f"{narrow.key}_minus_{wide.key}_points"] = 100 * delta
+            bar[f"{narrow.key}_minus_{wide.key}_std_error_points"] = 100 * _std_error(
+                by[narrow.key]["per_seed"], by[wide.key]["per_seed"])
+            bar[f"{narrow.key}_within_1_point"] = delta >= -0.01
     return bar
 
 
@@ -566,6 +585,13 @@ def _format_quantization(doc: dict[str, Any]) -> list[str]:
                          f"{'within' if s['within_1_point_of_f32'] else 'NOT within'} 1 point")
         if "cheapest_within_1_point" in bar:
             lines.append(f"    cheapest weight storage within 1 point of f32: {bar['cheapest_within_1_point']}")
+        for narrow, wide in ((INT8_QAS_BF16, INT8_QAS), (INT8_QAS_I8_BF16, INT8_QAS_I8)):
+            key = f"{narrow.key}_minus_{wide.key}"
+            if f"{key}_points" in bar:
+                lines.append(f"    bar: {narrow.key} vs {wide.key} (bf16 vs fp32 gradients) "
+                             f"{bar[f'{key}_points']:+.1f} points (std error {bar[f'{key}_std_error_points']:.1f}): "
+                             f"{'MET' if bar[f'{narrow.key}_within_1_point'] else 'NOT MET'} "
+                             f"(not more than 1 point below)")
     return lines
 
 

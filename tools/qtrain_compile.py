@@ -3,8 +3,9 @@
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb KB] [--target qemu|qemu-m4|qemu-m33|...]
                    [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
                    [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i16|i8|i8-nearest]
-                   [--num-classes 10] [--calibration DATA.npz] [--data TASK.npz] [--memory-report FILE.json]
-                   [--lifetime-plot FILE.png] [--emit-llvm] [--profile] [--bounds-check] [--force] -o DIR
+                   [--grad-precision f32|bf16] [--stream-backward auto|on|off] [--num-classes 10]
+                   [--calibration DATA.npz] [--data TASK.npz] [--memory-report FILE.json] [--lifetime-plot FILE.png]
+                   [--emit-llvm] [--profile] [--bounds-check] [--force] -o DIR
 
 Writes DIR/model.mlir (the planned IR the C came from; `qtrain-interpret` runs it), DIR/model.c,
 DIR/model.h, DIR/memory.json, DIR/memory.html (the SRAM plan as a picture with a tooltip per buffer,
@@ -65,7 +66,9 @@ from qtrain.tools.plumbing import (
     run_tool,
     same_file,
 )
+from qtrain.transforms.narrow_gradients import DEFAULT_GRAD_PRECISION, GRAD_PRECISIONS
 from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE, WEIGHT_STORAGES
+from qtrain.transforms.stream_backward import STREAM_MODES
 
 TARGETS = build.TARGETS
 MANIFEST = ".qtrain-compile"
@@ -148,7 +151,8 @@ def compile_model(args: argparse.Namespace) -> dict[str, object]:
         args.model, scheme=args.scheme, target=args.target, output=args.output, sram_kb=args.sram_kb,
         reorder=not args.no_reorder, fuse=not args.no_fuse, lr=args.lr, bias_lr=args.bias_lr,
         warmup_steps=args.warmup_steps, steps=args.steps, final_lr_ratio=args.final_lr_ratio, momentum=args.momentum,
-        qas=not args.no_qas, weight_storage=args.weight_storage, num_classes=args.num_classes,
+        qas=not args.no_qas, weight_storage=args.weight_storage, grad_precision=args.grad_precision,
+        stream_backward=args.stream_backward, num_classes=args.num_classes,
         calibration=args.calibration, emit_llvm=args.emit_llvm, memory_report=args.memory_report,
         lifetime_plot=args.lifetime_plot, profile=args.profile, data=args.data,
         bounds_check=args.bounds_check, force=args.force,
@@ -188,6 +192,12 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"SRAM copy of trained int8 weights: fp32 master (4 B), 16-bit fixed-point master "
                              f"(2 B), int8 in place (1 B; i16 and i8 round stochastically) or int8 rounded to "
                              f"nearest (default {DEFAULT_WEIGHT_STORAGE})")
+    parser.add_argument("--grad-precision", choices=list(GRAD_PRECISIONS), default=DEFAULT_GRAD_PRECISION,
+                        help=f"arena format of activation gradients: f32 or bf16 (fp32 arithmetic, results rounded "
+                             f"to nearest even; default {DEFAULT_GRAD_PRECISION})")
+    parser.add_argument("--stream-backward", choices=list(STREAM_MODES), default="auto",
+                        help="backward through frozen expansion + depthwise pairs one expanded row at a time: on, "
+                             "off, or auto (default: when it lowers the planned peak)")
     parser.add_argument("--num-classes", type=number(int, low=2, high=1000, what="a number of classes"), default=10,
                         help="classifier rows of a .pkl model (default 10)")
     parser.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")

@@ -31,6 +31,16 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
 
         return DeadGradientElimPass
 
+    def narrow_gradients() -> type[ModulePass]:
+        from qtrain.transforms.narrow_gradients import NarrowGradientsPass
+
+        return NarrowGradientsPass
+
+    def stream_backward() -> type[ModulePass]:
+        from qtrain.transforms.stream_backward import StreamBackwardPass
+
+        return StreamBackwardPass
+
     def fuse_streaming() -> type[ModulePass]:
         from qtrain.transforms.fuse_streaming import FuseStreamingPass
 
@@ -52,6 +62,8 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "qtrain-autodiff": autodiff,
         "qtrain-sparse-update": sparse_update,
         "qtrain-dead-gradient-elim": dead_gradient_elim,
+        "qtrain-narrow-gradients": narrow_gradients,
+        "qtrain-stream-backward": stream_backward,
         "qtrain-fuse-streaming": fuse_streaming,
         "qtrain-reorder": reorder,
         "qtrain-plan-memory": plan_memory,

@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerType, TensorType
+from xdsl.dialects.builtin import BFloat16Type, IntegerType, TensorType
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from qtrain.dialects.qtrain import ParamOp
@@ -52,6 +52,8 @@ ALIGN = 4
 def element_bytes(element: Attribute) -> float:
     if isinstance(element, IntegerType):
         return 1 / 8 if element.width.data == 1 else element.width.data / 8
+    if isinstance(element, BFloat16Type):
+        return 2  # a narrowed gradient (qtrain-narrow-gradients)
     return 4  # f32
 
 

@@ -1,7 +1,8 @@
 """The training pipeline as one list of passes, shared by qtrain-compile, the benchmarks and tests.
 
     [qtrain-lite-residual] -> qtrain-autodiff -> qtrain-sparse-update -> qtrain-dead-gradient-elim
-      -> [qtrain-fuse-streaming] -> [qtrain-reorder] -> qtrain-plan-memory
+      -> [qtrain-narrow-gradients] -> qtrain-stream-backward -> [qtrain-fuse-streaming] -> [qtrain-reorder]
+      -> qtrain-plan-memory
 
 `scheme` is a command-line scheme string (`full`, `bias-only`, `last-k=K`, `tinytl-b`, `tinytl-l`,
 `tinytl-l+b`, `FILE.json#MODEL/BUDGET`) or an `UpdateScheme` object (`qtrain.transforms.schemes`), e.g.
@@ -9,6 +10,8 @@
 `tinytl-l+b`, a per-layer scheme with `lite_residual_blocks`) first inserts them into @forward
 (`qtrain-lite-residual`, a no-op for the forward outputs), calibrated on `calibration`: the task's int8
 training images, or scales computed once by `qtrain.transforms.lite_residual.calibrate`.
+`stream_backward` ("auto", "on", "off") is qtrain-stream-backward's mode. `grad_precision` is the arena
+format of activation gradients: "f32", or "bf16" (qtrain-narrow-gradients).
 The recipe (lr, bias_lr, warmup_steps, steps = the decay horizon, final_lr_ratio, momentum) defaults to
 `qtrain.transforms.recipe.COMPILE_RECIPE`; `recipe_options(recipe)` gives a `Recipe`'s as keywords.
 """
@@ -24,11 +27,13 @@ from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.dead_gradient_elim import DeadGradientElimPass
 from qtrain.transforms.fuse_streaming import FuseStreamingPass
 from qtrain.transforms.lite_residual import Calibration, LiteResidualPass
+from qtrain.transforms.narrow_gradients import DEFAULT_GRAD_PRECISION, NarrowGradientsPass
 from qtrain.transforms.plan_memory import PlanMemoryPass
 from qtrain.transforms.recipe import COMPILE_RECIPE, DEFAULT_WEIGHT_STORAGE, Recipe
 from qtrain.transforms.reorder import ReorderPass
 from qtrain.transforms.schemes import SchemeError, UpdateScheme, parse_scheme
 from qtrain.transforms.sparse_update import SparseUpdatePass
+from qtrain.transforms.stream_backward import StreamBackwardPass
 from qtrain.transforms.target import DEFAULT_TARGET
 
 
@@ -45,6 +50,8 @@ def training_passes(
     momentum: float = COMPILE_RECIPE.momentum,
     qas: bool = True,
     weight_storage: str = DEFAULT_WEIGHT_STORAGE,
+    grad_precision: str = DEFAULT_GRAD_PRECISION,
+    stream_backward: str = "auto",
     memory_report: str | None = None,
     target: str = DEFAULT_TARGET,
     plan: bool = True,
@@ -61,6 +68,10 @@ def training_passes(
         SparseUpdatePass.from_scheme(scheme) if isinstance(scheme, UpdateScheme) else SparseUpdatePass(scheme=scheme),
         DeadGradientElimPass(),
     ]
+    if grad_precision != "f32":
+        passes.append(NarrowGradientsPass(precision=grad_precision))  # type: ignore[arg-type]
+    if stream_backward != "off":
+        passes.append(StreamBackwardPass(mode=stream_backward, target=target))  # type: ignore[arg-type]
     if fuse_streaming:
         passes.append(FuseStreamingPass(target=target))
     if reorder:

@@ -24,6 +24,7 @@ from qtrain.dialects.qtrain.grad_ops import (
     Conv2DWeightGradOp,
     CrossEntropyGradOp,
     GradAccumulateOp,
+    GradConvertOp,
     RequantGradOp,
     SGDUpdateOp,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "FusedPointwiseDepthwiseOp",
     "CrossEntropyGradOp",
     "GradAccumulateOp",
+    "GradConvertOp",
     "RequantGradOp",
     "SGDUpdateOp",
     "Conv2DOp",

@@ -14,6 +14,14 @@ float-relaxed network: every op without its rint, with the clamp kept.
 Updates are in place on module-level parameters: `qtrain.sgd_update @p, %g` changes the SRAM copy of
 `@p`. A `qtrain.get_param @p` result is a value, but lowerings read it from the same storage, so the
 verifier requires every use of such a value to come before the update in the block.
+
+Activation gradients (the `grad`/`result` of cross_entropy_grad, requant_grad, conv2d_input_grad,
+avgpool_grad, grad_accumulate, and the `grad` bias_grad reads) may be held as bf16 in the arena
+(`qtrain-narrow-gradients`): the kernels widen each element to fp32 on read, compute in fp32 exactly
+as for f32, and round the fp32 result to nearest even once on write (`numerics.round_bf16`), which the
+golden model reproduces. Parameter gradients and everything an update reads stay fp32;
+`qtrain.grad_convert` widens or narrows a gradient between an op that reads one format and a producer of
+the other.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from xdsl.dialects.builtin import (
     SymbolRefAttr,
     TensorType,
     UnitAttr,
+    bf16,
     f32,
     i8,
     i16,
@@ -86,6 +95,35 @@ def f32_array(values: Sequence[float]) -> F32ArrayAttr:
     return F32ArrayAttr.get(values)
 
 
+GRAD_ELEMENTS = (f32, bf16)
+"""Element types an activation gradient may have in the arena."""
+
+
+def expect_gradient(t: TensorType[Attribute], what: str, op: Operation) -> None:
+    """An activation gradient: f32, or bf16 (see the module docstring)."""
+    if t.element_type not in GRAD_ELEMENTS:
+        raise VerifyException(f"{op.name}: {what} must have element type f32 or bf16, got {t}")
+
+
+def grad_format(value: SSAValue | None) -> str:
+    """The kernel-name suffix of a gradient value's format: "f32" or "bf16"."""
+    t = value.type if value is not None else None
+    return "bf16" if isinstance(t, TensorType) and t.element_type == bf16 else "f32"
+
+
+def format_suffix(grad: SSAValue, result: SSAValue) -> str:
+    """Kernel-name suffix of a gradient kernel reading `grad` and writing `result`: "f32", "bf16", or
+    "IN_OUT" when the two formats differ (e.g. "bf16_f32")."""
+    a, b = grad_format(grad), grad_format(result)
+    return a if a == b else f"{a}_{b}"
+
+
+def stored(run: GoldenRun, value: SSAValue, array: Any) -> Any:
+    """A golden-model result as the arena holds it: bf16 values are the fp32 result rounded to nearest even
+    (relaxed mode, float64 throughout, keeps it)."""
+    return numerics.round_bf16(array) if grad_format(value) == "bf16" and not run.relaxed else array
+
+
 def expect_same_shape(a: TensorType[Attribute], b: TensorType[Attribute], what: str, op: Operation) -> None:
     if a.get_shape() != b.get_shape():
         raise VerifyException(f"{op.name}: {what} must have the same shape, got {a} and {b}")
@@ -108,18 +146,20 @@ class CrossEntropyGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
         logits, label = args
         kernel = numerics.cross_entropy_grad_relaxed if run.relaxed else numerics.cross_entropy_grad
-        return (kernel(logits, int(label)),)
+        return (stored(run, self.result, kernel(logits, int(label))),)
 
     def kernel_calls(self) -> Sequence[kc.KernelCall]:
         k = shape_of(self.logits)[-1]
-        return (kc.KernelCall("qtrain_cross_entropy_grad_f32",
+        return (kc.KernelCall(f"qtrain_cross_entropy_grad_{grad_format(self.result)}",
                               (kc.Tensor(self.logits), kc.I32(k), kc.Label(), kc.Tensor(self.result)), returns="void"),)
 
     def verify_(self) -> None:
         x = tensor_type(self.logits, "logits", self)
         y = tensor_type(self.result, "result", self)
         expect_element(x, f32, "logits", self)
-        expect_same_shape(x, y, "logits and result", self)
+        expect_gradient(y, "result", self)
+        if x.get_shape() != y.get_shape():
+            raise VerifyException(f"{self.name}: logits and result must have the same shape, got {x} and {y}")
 
 
 @irdl_op_definition
@@ -139,13 +179,14 @@ class RequantGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
 
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
         grad, *rest = args
-        return (numerics.requant_grad(grad, rest[0] if rest else None, self.multiplier.as_array()),)
+        return (stored(run, self.result, numerics.requant_grad(grad, rest[0] if rest else None,
+                                                                self.multiplier.as_array())),)
 
     def kernel_calls(self) -> Sequence[kc.KernelCall]:
         shape = shape_of(self.grad)
         m = self.multiplier.get_values()
         return (kc.KernelCall(
-            "qtrain_requant_grad_f32",
+            f"qtrain_requant_grad_{format_suffix(self.grad, self.result)}",
             (kc.Tensor(self.grad), kc.Tensor(self.mask), kc.I32(math.prod(shape)), kc.I32(shape[-1]),
              kc.Floats("grad_multiplier", m), kc.I32(len(m)), kc.Tensor(self.result)),
             returns="void",
@@ -163,8 +204,8 @@ class RequantGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         y = tensor_type(self.result, "result", self)
-        expect_element(g, f32, "grad", self)
-        expect_element(y, f32, "result", self)
+        expect_gradient(g, "grad", self)
+        expect_gradient(y, "result", self)
         expect_same_shape(g, y, "grad and result", self)
         if self.mask is not None:
             m = tensor_type(self.mask, "mask", self)
@@ -236,25 +277,55 @@ class Conv2DInputGradOp(IRDLOperation, _ConvGeometry, GoldenModelOp, KernelCallO
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
         grad, weight = args
         strides, padding, groups = self.conv_geometry()
-        return (numerics.conv2d_input_grad(grad, weight, shape_of(self.result), strides=strides, padding=padding,
-                                           groups=groups),)
+        return (stored(run, self.result, numerics.conv2d_input_grad(
+            grad, weight, shape_of(self.result), strides=strides, padding=padding, groups=groups)),)
 
     def kernel_calls(self) -> Sequence[kc.KernelCall]:
         g, w, x = shape_of(self.grad), shape_of(self.weight), shape_of(self.result)
+        suffix = format_suffix(self.grad, self.result)
+        strides, padding, groups = self.conv_geometry()
+        if suffix == "f32":
+            function = "qtrain_conv2d_input_grad_wrapper_f32"  # picks the fastest kernel for the shapes
+        elif w[1:3] == (1, 1) and strides == (1, 1) and padding == (0, 0, 0, 0) and groups == 1:
+            function = f"qtrain_conv2d_1x1_input_grad_{suffix}"
+        elif suffix == "bf16" and strides == (1, 1) and g == x and groups == x[3] == w[0] and w[3] == 1 \
+                and self._frozen_weight():
+            # same shape in and out: in place over the gradient (a ring of KH rows in scratch)
+            return (kc.KernelCall(
+                "qtrain_depthwise_conv2d_input_grad_bf16",
+                (kc.Scratch(), self.kernel_geometry(), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(w),
+                 kc.FrozenWeight(self.weight), kc.Shape(x), kc.Tensor(self.result)),
+                macs=math.prod(g) * math.prod(w[1:]),
+            ),)
+        else:
+            function = f"qtrain_conv2d_input_grad_{suffix}"  # the generic gather kernel
         return (kc.KernelCall(
-            "qtrain_conv2d_input_grad_wrapper_f32",
+            function,
             (kc.Scratch(), self.kernel_geometry(), kc.Shape(g), kc.Tensor(self.grad), kc.Shape(w),
              kc.Weight(self.weight), kc.Shape(x), kc.Tensor(self.result)),
             macs=math.prod(g) * math.prod(w[1:]),
         ),)
 
+    def takes_bf16(self) -> bool:
+        """Whether a bf16 kernel computes this input gradient: every conv but a grouped one whose weight
+        trains (a depthwise weight's trained channel slice is merged only by the fp32 kernels)."""
+        return self.groups.value.data == 1 or self._frozen_weight()  # type: ignore[attr-defined]
+
+    def _frozen_weight(self) -> bool:
+        """Whether the weight is a read of a parameter that does not train (its Flash array is the weight)."""
+        owner = self.weight.owner
+        if not isinstance(owner, GetParamOp) or self.get_toplevel_object() is self:
+            return False
+        param = SymbolTable.lookup_symbol(self, owner.param)
+        return isinstance(param, ParamOp) and not param.is_trainable
+
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         w = tensor_type(self.weight, "weight", self)
         x = tensor_type(self.result, "result", self)
-        expect_element(g, f32, "grad", self)
+        expect_gradient(g, "grad", self)
         expect_element(w, i8, "weight", self)
-        expect_element(x, f32, "result", self)
+        expect_gradient(x, "result", self)
         for t, what, layout in ((g, "grad", "NHWC"), (w, "weight", "OHWI"), (x, "result", "NHWC")):
             expect_rank(t, 4, what, self, layout)
         (sh, sw), (pt, pl, pb, pr), groups = self.conv_geometry()
@@ -448,7 +519,7 @@ class BiasGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
         shape = shape_of(self.grad)
         update = fused_update_of(self)
         out: kc.CallArg = kc.Tensor(self.result) if update is None else kc.FusedGradient(shape[-1])
-        grad_call = kc.KernelCall("qtrain_bias_grad_f32",
+        grad_call = kc.KernelCall(f"qtrain_bias_grad_{grad_format(self.grad)}",
                                   (kc.Tensor(self.grad), kc.I32(math.prod(shape[:-1])), kc.I32(shape[-1]), out),
                                   returns="void")
         return (grad_call,) if update is None else (grad_call, update.update_call(out))
@@ -456,7 +527,7 @@ class BiasGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         b = tensor_type(self.result, "result", self)
-        expect_element(g, f32, "grad", self)
+        expect_gradient(g, "grad", self)
         expect_element(b, f32, "result", self)
         if b.get_shape() != (g.get_shape()[-1],):
             raise VerifyException(f"{self.name}: result must be tensor<{g.get_shape()[-1]}xf32>, got {b}")
@@ -484,14 +555,14 @@ class AvgPoolGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
         )
 
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (numerics.avgpool_grad(args[0], shape_of(self.result), kernel=self.kernel.get_values(),
-                                      strides=self.strides.get_values()),)
+        return (stored(run, self.result, numerics.avgpool_grad(
+            args[0], shape_of(self.result), kernel=self.kernel.get_values(), strides=self.strides.get_values())),)
 
     def kernel_calls(self) -> Sequence[kc.KernelCall]:
         kh, kw = self.kernel.get_values()
         sh, sw = self.strides.get_values()
         return (kc.KernelCall(
-            "qtrain_avgpool_grad_f32",
+            f"qtrain_avgpool_grad_{format_suffix(self.grad, self.result)}",
             (kc.Shape(shape_of(self.grad)), kc.Tensor(self.grad), kc.I32(kh), kc.I32(kw), kc.I32(sh), kc.I32(sw),
              kc.Shape(shape_of(self.result)), kc.Tensor(self.result)),
         ),)
@@ -499,8 +570,8 @@ class AvgPoolGradOp(IRDLOperation, GoldenModelOp, KernelCallOp):
     def verify_(self) -> None:
         g = tensor_type(self.grad, "grad", self)
         x = tensor_type(self.result, "result", self)
-        expect_element(g, f32, "grad", self)
-        expect_element(x, f32, "result", self)
+        expect_gradient(g, "grad", self)
+        expect_gradient(x, "result", self)
         kh, kw = pair(self.kernel, 2, "kernel", self)
         sh, sw = pair(self.strides, 2, "strides", self)
         n, h, w, c = x.get_shape()
@@ -524,11 +595,11 @@ class GradAccumulateOp(IRDLOperation, GoldenModelOp, KernelCallOp):
         super().__init__(operands=[lhs, rhs], result_types=[SSAValue.get(lhs).type])
 
     def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (numerics.grad_accumulate(*args),)
+        return (stored(run, self.result, numerics.grad_accumulate(*args)),)
 
     def kernel_calls(self) -> Sequence[kc.KernelCall]:
         return (kc.KernelCall(
-            "qtrain_grad_accumulate_f32",
+            f"qtrain_grad_accumulate_{grad_format(self.result)}",
             (kc.Tensor(self.lhs), kc.Tensor(self.rhs), kc.I32(math.prod(shape_of(self.result))),
              kc.Tensor(self.result)),
             returns="void",
@@ -538,9 +609,44 @@ class GradAccumulateOp(IRDLOperation, GoldenModelOp, KernelCallOp):
         a = tensor_type(self.lhs, "lhs", self)
         b = tensor_type(self.rhs, "rhs", self)
         y = tensor_type(self.result, "result", self)
-        expect_element(a, f32, "lhs", self)
+        expect_gradient(a, "lhs", self)
         if not a == b == y:
             raise VerifyException(f"{self.name}: lhs, rhs and result must have the same type, got {a}, {b}, {y}")
+
+
+@irdl_op_definition
+class GradConvertOp(IRDLOperation, GoldenModelOp, KernelCallOp):
+    """A gradient in the other format: f32 -> bf16 rounds to nearest even, bf16 -> f32 is exact."""
+
+    name = "qtrain.grad_convert"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
+    def __init__(self, input: SSAValue | Operation, element_type: Attribute):
+        x = SSAValue.get(input).type
+        assert isinstance(x, TensorType)
+        super().__init__(operands=[input], result_types=[TensorType(element_type, x.get_shape())])
+
+    def run_golden(self, run: GoldenRun, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (stored(run, self.result, np.asarray(args[0])),)
+
+    def kernel_calls(self) -> Sequence[kc.KernelCall]:
+        return (kc.KernelCall(
+            f"qtrain_grad_convert_{grad_format(self.input)}_{grad_format(self.result)}",
+            (kc.Tensor(self.input), kc.I32(math.prod(shape_of(self.input))), kc.Tensor(self.result)),
+            returns="void",
+        ),)
+
+    def verify_(self) -> None:
+        x = tensor_type(self.input, "input", self)
+        y = tensor_type(self.result, "result", self)
+        expect_gradient(x, "input", self)
+        expect_gradient(y, "result", self)
+        if x.element_type == y.element_type or x.get_shape() != y.get_shape():
+            raise VerifyException(f"{self.name}: result must be the input's shape in the other format, got "
+                                  f"{x} -> {y}")
 
 
 @irdl_op_definition
@@ -802,6 +908,7 @@ GRAD_OPS: list[type[IRDLOperation]] = [
     BiasGradOp,
     AvgPoolGradOp,
     GradAccumulateOp,
+    GradConvertOp,
     ChannelSliceOp,
     SGDUpdateOp,
 ]

@@ -252,6 +252,25 @@ def conv2d_input_grad_kernel(input_shape: Shape, filter_shape: Shape, grad_shape
     return "generic"
 
 
+def buffer_size_conv2d_1x1_input_grad_bf16(filter_shape: Shape, *, slice_channels: int | None = None,
+                                           master: bool = False) -> int:
+    """Scratch bytes of `qtrain_conv2d_1x1_input_grad_bf16` (and its _bf16_f32, _f32_bf16): one gradient
+    row as fp32 (C_out floats), then a master slice converted to int8."""
+    cout = filter_shape[0]
+    return _align4(4 * cout) + _slice_bytes(master, cout * (slice_channels or 0))
+
+
+def buffer_size_streamed_expansion_input_grad(mid_shape: Shape) -> int:
+    """Scratch bytes of `qtrain_streamed_expansion_input_grad_*`: one row of the expanded tensor as fp32."""
+    return _align4(4 * mid_shape[2] * mid_shape[3])
+
+
+def buffer_size_depthwise_input_grad_bf16(filter_shape: Shape, input_shape: Shape) -> int:
+    """Scratch bytes of `qtrain_depthwise_conv2d_input_grad_bf16`: a ring of KH bf16 gradient rows of up to
+    eight channels (the kernel's block)."""
+    return _align4(2 * filter_shape[1] * input_shape[2] * min(input_shape[3], 8))
+
+
 def input_grad_in_place_alignment(input_shape: Shape, filter_shape: Shape, grad_shape: Shape,
                                   strides: Sequence[int], padding: Sequence[int],
                                   groups: int) -> Literal["head", "tail"] | None:

@@ -4,6 +4,8 @@
  * of four input channels of a group, the taps whose windows reach the pixel are visited row-major
  * and, for each, the group's output channels in ascending order: acc = fmaf(g, fp32(w), acc) from +0.
  * A weight with a trained slice is merged into one int8 weight in scratch first.
+ * The _bf16, _bf16_f32 and _f32_bf16 entries (qtrain-narrow-gradients) run the same sums on a bf16
+ * gradient and/or write a bf16 result (each sum rounded once, to nearest even).
  */
 #include "qtrain_kernels_support.h"
 
@@ -38,9 +40,10 @@ static int32_t first_tap(int32_t position, int32_t pad, int32_t stride, int32_t 
     return k;
 }
 
-QTRAIN_INLINE void pixel_block(const float *grad, const qtrain_dims_t *grad_dims, const int8_t *w,
+QTRAIN_INLINE void pixel_block(const void *grad, const qtrain_dims_t *grad_dims, const int8_t *w,
                                const qtrain_dims_t *filter_dims, const qtrain_conv_params_t *params, int32_t b,
-                               int32_t iy, int32_t ix, int32_t group, int32_t ci, float *dst, const int32_t cb) {
+                               int32_t iy, int32_t ix, int32_t group, int32_t ci, void *dst, int32_t dst_index,
+                               const int32_t cb, const qtrain_grad_format_t in, const qtrain_grad_format_t out) {
     const int32_t kernel_h = filter_dims->h, kernel_w = filter_dims->w, cin_g = filter_dims->c;
     const int32_t cout = filter_dims->n, cout_g = cout / params->groups;
     const int32_t out_h = grad_dims->h, out_w = grad_dims->w;
@@ -50,11 +53,11 @@ QTRAIN_INLINE void pixel_block(const float *grad, const qtrain_dims_t *grad_dims
     const int32_t kw0 = first_tap(ix, params->pad_left, params->stride_w, out_w, &ox0);
     for (int32_t kh = kh0, oy = oy0; kh < kernel_h && oy >= 0; kh += params->stride_h, oy--) {
         for (int32_t kw = kw0, ox = ox0; kw < kernel_w && ox >= 0; kw += params->stride_w, ox--) {
-            const float *g = grad + ((b * out_h + oy) * out_w + ox) * cout + group * cout_g;
+            const int32_t g = ((b * out_h + oy) * out_w + ox) * cout + group * cout_g;
             const int8_t *wt = w + ((group * cout_g * kernel_h + kh) * kernel_w + kw) * cin_g + ci;
             const int32_t w_stride = kernel_h * kernel_w * cin_g;
             for (int32_t co = 0; co < cout_g; co++, wt += w_stride) {
-                const float gv = g[co];
+                const float gv = qtrain_grad_load(grad, g + co, in);
                 for (int32_t i = 0; i < cb; i++) {
                     acc[i] = __builtin_fmaf(gv, (float)wt[i], acc[i]);
                 }
@@ -62,14 +65,15 @@ QTRAIN_INLINE void pixel_block(const float *grad, const qtrain_dims_t *grad_dims
         }
     }
     for (int32_t i = 0; i < cb; i++) {
-        dst[i] = acc[i];
+        qtrain_grad_store(dst, dst_index + i, acc[i], out);
     }
 }
 
-qtrain_status_t qtrain_conv2d_input_grad_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
-                                             const qtrain_dims_t *grad_dims, const float *grad,
-                                             const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
-                                             const qtrain_dims_t *input_dims, float *input_grad) {
+QTRAIN_INLINE qtrain_status_t input_grad_any(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                             const qtrain_dims_t *grad_dims, const void *grad,
+                                         const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                         const qtrain_dims_t *input_dims, void *input_grad,
+                                         const qtrain_grad_format_t in, const qtrain_grad_format_t out) {
     if (!qtrain_conv_geometry_valid(params, input_dims, filter_dims, grad_dims) ||
         !qtrain_weight_valid(weight, filter_dims->c) || !qtrain_weight_fits_groups(weight, params->groups, filter_dims->c)) {
         return QTRAIN_STATUS_ARG_ERROR;
@@ -91,20 +95,52 @@ qtrain_status_t qtrain_conv2d_input_grad_f32(const qtrain_context_t *ctx, const 
     for (int32_t b = 0; b < input_dims->n; b++) {
         for (int32_t iy = 0; iy < input_dims->h; iy++) {
             for (int32_t ix = 0; ix < input_dims->w; ix++) {
-                float *dst = input_grad + ((b * input_dims->h + iy) * input_dims->w + ix) * cin;
+                const int32_t dst = ((b * input_dims->h + iy) * input_dims->w + ix) * cin;
                 for (int32_t group = 0; group < params->groups; group++) {
                     int32_t ci = 0;
                     for (; ci + 4 <= cin_g; ci += 4) {
-                        pixel_block(grad, grad_dims, w, filter_dims, params, b, iy, ix, group, ci,
-                                    dst + group * cin_g + ci, 4);
+                        pixel_block(grad, grad_dims, w, filter_dims, params, b, iy, ix, group, ci, input_grad,
+                                    dst + group * cin_g + ci, 4, in, out);
                     }
                     for (; ci < cin_g; ci++) {
-                        pixel_block(grad, grad_dims, w, filter_dims, params, b, iy, ix, group, ci,
-                                    dst + group * cin_g + ci, 1);
+                        pixel_block(grad, grad_dims, w, filter_dims, params, b, iy, ix, group, ci, input_grad,
+                                    dst + group * cin_g + ci, 1, in, out);
                     }
                 }
             }
         }
     }
     return QTRAIN_STATUS_OK;
+}
+
+qtrain_status_t qtrain_conv2d_input_grad_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                             const qtrain_dims_t *grad_dims, const float *grad,
+                                             const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                             const qtrain_dims_t *input_dims, float *input_grad) {
+    return input_grad_any(ctx, params, grad_dims, grad, filter_dims, weight, input_dims, input_grad, QTRAIN_GRAD_F32,
+                      QTRAIN_GRAD_F32);
+}
+
+qtrain_status_t qtrain_conv2d_input_grad_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                              const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                              const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                              const qtrain_dims_t *input_dims, uint16_t *input_grad) {
+    return input_grad_any(ctx, params, grad_dims, grad, filter_dims, weight, input_dims, input_grad, QTRAIN_GRAD_BF16,
+                      QTRAIN_GRAD_BF16);
+}
+
+qtrain_status_t qtrain_conv2d_input_grad_bf16_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, float *input_grad) {
+    return input_grad_any(ctx, params, grad_dims, grad, filter_dims, weight, input_dims, input_grad, QTRAIN_GRAD_BF16,
+                      QTRAIN_GRAD_F32);
+}
+
+qtrain_status_t qtrain_conv2d_input_grad_f32_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const float *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, uint16_t *input_grad) {
+    return input_grad_any(ctx, params, grad_dims, grad, filter_dims, weight, input_dims, input_grad, QTRAIN_GRAD_F32,
+                      QTRAIN_GRAD_BF16);
 }

@@ -631,6 +631,108 @@ float qtrain_cross_entropy_f32(const float *logits, int32_t num_classes, int32_t
 void qtrain_cross_entropy_grad_f32(const float *logits, int32_t num_classes, int32_t label, float *grad);
 
 /* ================================================================================================
+ * Backward, activation gradients held as bf16 (qtrain-narrow-gradients; qtrain_gradients_bf16.c and
+ * qtrain_conv2d_input_grad_f32.c). A bf16 gradient is a uint16_t array holding the top half of each
+ * fp32 pattern. Each kernel computes what its fp32 namesake above computes, in the same fp32
+ * operations and order, reading bf16 exactly and rounding each result once to nearest even
+ * (qtrain_f32_to_bf16). Suffix _bf16: reads and writes bf16; _IN_OUT: reads IN, writes OUT.
+ * No scratch except the conv input gradients'. In place: requant_grad_bf16 and grad_accumulate_bf16
+ * (out == an input); requant_grad_f32_bf16 and grad_convert_f32_bf16 with output == grad (the narrower
+ * result at the same first byte); requant_grad_bf16_f32 and grad_convert_bf16_f32 with the same last
+ * byte (the wider result ends where the input ends); the 1x1 input gradient as stated below.
+ * ============================================================================================== */
+
+void qtrain_grad_convert_f32_bf16(const float *input, int32_t count, uint16_t *output);
+void qtrain_grad_convert_bf16_f32(const uint16_t *input, int32_t count, float *output);
+
+void qtrain_requant_grad_bf16(const uint16_t *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                              const float *multiplier, int32_t num_multipliers, uint16_t *output);
+void qtrain_requant_grad_bf16_f32(const uint16_t *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                                  const float *multiplier, int32_t num_multipliers, float *output);
+void qtrain_requant_grad_f32_bf16(const float *grad, const uint8_t *mask, int32_t count, int32_t channels,
+                                  const float *multiplier, int32_t num_multipliers, uint16_t *output);
+
+/* The generic (gather-form) input gradient of any convolution (qtrain_conv2d_input_grad_f32). */
+qtrain_status_t qtrain_conv2d_input_grad_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                              const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                              const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                              const qtrain_dims_t *input_dims, uint16_t *input_grad);
+qtrain_status_t qtrain_conv2d_input_grad_bf16_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, float *input_grad);
+qtrain_status_t qtrain_conv2d_input_grad_f32_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const float *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+/* A 1x1 convolution's input gradient (stride 1, no padding, groups 1), gx[p, ci] = sum over co
+ * ascending of g[p, co] * fp32(w[co, ci]). Scratch: qtrain_conv2d_1x1_input_grad_bf16_get_buffer_size
+ * (one gradient row as fp32, then a master slice as int8). In place: input_grad == grad when a result
+ * pixel's bytes <= a gradient pixel's ("head"), same last byte when larger ("tail"). */
+int32_t qtrain_conv2d_1x1_input_grad_bf16_get_buffer_size(const qtrain_dims_t *filter_dims,
+                                                          const qtrain_weight_t *weight);
+qtrain_status_t qtrain_conv2d_1x1_input_grad_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                  const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                  const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                  const qtrain_dims_t *input_dims, uint16_t *input_grad);
+qtrain_status_t qtrain_conv2d_1x1_input_grad_bf16_f32(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                      const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                      const qtrain_dims_t *input_dims, float *input_grad);
+qtrain_status_t qtrain_conv2d_1x1_input_grad_f32_bf16(const qtrain_context_t *ctx, const qtrain_conv_params_t *params,
+                                                      const qtrain_dims_t *grad_dims, const float *grad,
+                                                      const qtrain_dims_t *filter_dims, const qtrain_weight_t *weight,
+                                                      const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+/* qtrain.streamed_expansion_input_grad: the input gradient of a frozen 1x1 expansion + depthwise pair
+ * from the depthwise conv's g_acc (`grad`, [N, OH, OW, C]), one row of the expanded tensor
+ * (`mid_dims`, [N, H, W, C]) at a time in scratch, with the expansion's requant_grad (`mask` over the
+ * expanded tensor or NULL, `multiplier` 1 or C values) and, when `bias_grad` is not NULL, its bias
+ * gradient (C floats). `params`: the depthwise stride and padding, groups = C. Weights: int8 Flash
+ * arrays, dw [C, KH, KW, 1], pw [C, 1, 1, C_in]. Sums in the unfused kernels' orders (see the .c file).
+ * Scratch: qtrain_streamed_expansion_input_grad_get_buffer_size (W x C floats). Never in place. */
+int32_t qtrain_streamed_expansion_input_grad_get_buffer_size(const qtrain_dims_t *mid_dims);
+#define QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(SUFFIX, IN_T, OUT_T)                                                \
+    qtrain_status_t qtrain_streamed_expansion_input_grad_##SUFFIX(                                              \
+        const qtrain_context_t *ctx, const qtrain_conv_params_t *params, const qtrain_dims_t *grad_dims,        \
+        const IN_T *grad, const qtrain_dims_t *dw_dims, const int8_t *dw_weight, const qtrain_dims_t *mid_dims, \
+        const uint8_t *mask, const float *multiplier, int32_t num_multipliers, const qtrain_dims_t *pw_dims,    \
+        const int8_t *pw_weight, const qtrain_dims_t *input_dims, OUT_T *input_grad, float *bias_grad)
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(f32, float, float);
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(bf16, uint16_t, uint16_t);
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(bf16_f32, uint16_t, float);
+QTRAIN_STREAMED_EXPANSION_INPUT_GRAD(f32_bf16, float, uint16_t);
+
+/* A depthwise conv's input gradient (multiplier 1, stride 1, gradient of the input's shape) with bf16
+ * gradients and a frozen int8 weight [C, KH, KW, 1]: taps row-major from +0, rounded once. Scratch:
+ * qtrain_depthwise_conv2d_input_grad_bf16_get_buffer_size (a ring of KH rows of W x min(C, 8) values).
+ * In place: input_grad == grad ("head"). */
+int32_t qtrain_depthwise_conv2d_input_grad_bf16_get_buffer_size(const qtrain_dims_t *filter_dims,
+                                                                const qtrain_dims_t *input_dims);
+qtrain_status_t qtrain_depthwise_conv2d_input_grad_bf16(const qtrain_context_t *ctx,
+                                                        const qtrain_conv_params_t *params,
+                                                        const qtrain_dims_t *grad_dims, const uint16_t *grad,
+                                                        const qtrain_dims_t *filter_dims, const int8_t *weight,
+                                                        const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+void qtrain_bias_grad_bf16(const uint16_t *grad, int32_t pixels, int32_t channels, float *output);
+
+qtrain_status_t qtrain_avgpool_grad_bf16(const qtrain_dims_t *grad_dims, const uint16_t *grad, int32_t kernel_h,
+                                         int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                         const qtrain_dims_t *input_dims, uint16_t *input_grad);
+qtrain_status_t qtrain_avgpool_grad_bf16_f32(const qtrain_dims_t *grad_dims, const uint16_t *grad, int32_t kernel_h,
+                                             int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                             const qtrain_dims_t *input_dims, float *input_grad);
+qtrain_status_t qtrain_avgpool_grad_f32_bf16(const qtrain_dims_t *grad_dims, const float *grad, int32_t kernel_h,
+                                             int32_t kernel_w, int32_t stride_h, int32_t stride_w,
+                                             const qtrain_dims_t *input_dims, uint16_t *input_grad);
+
+void qtrain_grad_accumulate_bf16(const uint16_t *lhs, const uint16_t *rhs, int32_t count, uint16_t *output);
+
+void qtrain_cross_entropy_grad_bf16(const float *logits, int32_t num_classes, int32_t label, uint16_t *grad);
+
+/* ================================================================================================
  * Bilinear resize (qtrain.upsample, align_corners = False; dialects/qtrain/upsample.py states the
  * numerics and both kernels follow it operation for operation)
  * ============================================================================================== */

@@ -730,4 +730,33 @@ void qtrain_depthwise_output_row(const int16_t *window, int32_t kernel_h, int32_
                                  int8_t *out, int32_t channels, uint8_t *mask, uint32_t e);
 #endif
 
+/* ---- gradient formats (qtrain-narrow-gradients) ------------------------------------------------ */
+
+/* An activation gradient in the arena: fp32, or bf16 (the top 16 bits of the fp32 pattern). Kernels
+ * compute in fp32 either way: a bf16 read is exact, a bf16 write rounds the fp32 result to nearest
+ * even once (numerics.round_bf16: NaN stays a quiet NaN, overflow goes to infinity). Passing the
+ * format as a constant to a QTRAIN_INLINE body specialises it. */
+typedef enum { QTRAIN_GRAD_F32 = 0, QTRAIN_GRAD_BF16 = 1 } qtrain_grad_format_t;
+
+QTRAIN_INLINE float qtrain_bf16_to_f32(uint16_t h) {
+    return qtrain_bits_float((uint32_t)h << 16);
+}
+QTRAIN_INLINE uint16_t qtrain_f32_to_bf16(float f) {
+    const uint32_t u = qtrain_float_bits(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
+        return (uint16_t)((u >> 16) | 0x40u);
+    }
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+QTRAIN_INLINE float qtrain_grad_load(const void *p, int32_t i, qtrain_grad_format_t format) {
+    return format == QTRAIN_GRAD_BF16 ? qtrain_bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+QTRAIN_INLINE void qtrain_grad_store(void *p, int32_t i, float v, qtrain_grad_format_t format) {
+    if (format == QTRAIN_GRAD_BF16) {
+        ((uint16_t *)p)[i] = qtrain_f32_to_bf16(v);
+    } else {
+        ((float *)p)[i] = v;
+    }
+}
+
 #endif /* QTRAIN_KERNELS_SUPPORT_H */

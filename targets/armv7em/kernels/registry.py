@@ -90,6 +90,51 @@ def _input_grad_in_place(call: kc.KernelCall) -> k.Alignment | None:
                                            g.groups)
 
 
+# -- qtrain_conv2d_input_grad_{bf16,bf16_f32,f32_bf16}: the generic kernel on bf16 gradients (same arguments)
+
+def _generic_input_grad_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    width, master = _weight(call, 5, weights)
+    return k.buffer_size_conv2d_input_grad("generic", _shape(call, 4), slice_channels=width, master=master)
+
+
+# -- qtrain_conv2d_1x1_input_grad_{bf16,bf16_f32,f32_bf16}: same arguments; the gradient row in scratch
+
+def _input_grad_1x1_bf16_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    width, master = _weight(call, 5, weights)
+    return k.buffer_size_conv2d_1x1_input_grad_bf16(_shape(call, 4), slice_channels=width, master=master)
+
+
+def _pixel_bytes(call: kc.KernelCall, position: int, shape: tuple[int, ...]) -> int:
+    """Bytes of one pixel of the call's gradient (position 0) or result (1), by the suffix's formats."""
+    formats = call.function.rsplit("_grad_", 1)[1].split("_")
+    return shape[-1] * (2 if formats[min(position, len(formats) - 1)] == "bf16" else 4)
+
+
+def _input_grad_1x1_bf16_in_place(call: kc.KernelCall) -> k.Alignment | None:
+    grad, result = _pixel_bytes(call, 0, _shape(call, 2)), _pixel_bytes(call, 1, _shape(call, 6))
+    return "head" if result <= grad else "tail"
+
+
+def _narrowing_in_place(call: kc.KernelCall) -> k.Alignment | None:
+    """A format-changing element-wise kernel: the narrower result at the input's first byte, the wider
+    one ending at its last byte (both safe reading and writing forwards)."""
+    return "tail" if call.function.endswith("bf16_f32") else "head"
+
+
+# -- qtrain_streamed_expansion_input_grad_*(ctx, params, grad_dims, grad, dw_dims, dw_weight, mid_dims, mask,
+#        multiplier, num_multipliers, pw_dims, pw_weight, input_dims, input_grad, bias_grad)
+
+def _streamed_expansion_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    return k.buffer_size_streamed_expansion_input_grad(_shape(call, 6))
+
+
+# -- qtrain_depthwise_conv2d_input_grad_bf16(ctx, params, grad_dims, grad, filter_dims, weight, input_dims,
+#                                            input_grad): a ring of KH gradient rows; in place at the same byte
+
+def _depthwise_bf16_scratch(call: kc.KernelCall, weights: WeightInfo) -> int:
+    return k.buffer_size_depthwise_input_grad_bf16(_shape(call, 4), _shape(call, 6))
+
+
 # -- qtrain_fused_pointwise_depthwise_s8(ctx, pw_params, input_dims, input, pw_filter_dims, pw_weight,
 #        pw_bias, pw_multipliers, dw_params, dw_filter_dims, dw_weight, dw_bias, dw_multipliers,
 #        output_dims, output)
@@ -126,6 +171,17 @@ def _group_norm_limits(call: kc.KernelCall) -> bool:
 KERNELS: dict[str, KernelEntry] = {
     "qtrain_conv2d_wrapper_s8": KernelEntry(scratch=_conv_scratch, in_place=_conv_in_place, gap=_conv_gap),
     "qtrain_conv2d_input_grad_wrapper_f32": KernelEntry(scratch=_input_grad_scratch, in_place=_input_grad_in_place),
+    **{f"qtrain_conv2d_input_grad_{formats}": KernelEntry(scratch=_generic_input_grad_scratch)
+       for formats in ("bf16", "bf16_f32", "f32_bf16")},
+    **{f"qtrain_conv2d_1x1_input_grad_{formats}": KernelEntry(scratch=_input_grad_1x1_bf16_scratch,
+                                                               in_place=_input_grad_1x1_bf16_in_place)
+       for formats in ("bf16", "bf16_f32", "f32_bf16")},
+    **{f"qtrain_{kind}_{formats}": KernelEntry(in_place=_narrowing_in_place)
+       for kind in ("requant_grad", "grad_convert") for formats in ("bf16_f32", "f32_bf16")},
+    **{f"qtrain_streamed_expansion_input_grad_{formats}": KernelEntry(scratch=_streamed_expansion_scratch)
+       for formats in ("f32", "bf16", "bf16_f32", "f32_bf16")},
+    "qtrain_depthwise_conv2d_input_grad_bf16": KernelEntry(scratch=_depthwise_bf16_scratch,
+                                                           in_place=lambda call: "head"),
     "qtrain_fused_pointwise_depthwise_s8": KernelEntry(scratch=_fused_scratch, limits=_fused_limits),
     "qtrain_depthwise_conv2d_weight_grad_f32": KernelEntry(scratch=_depthwise_weight_grad_scratch,
                                                            limits=_depthwise_weight_grad_limits),

@@ -35,3 +35,16 @@ def test_int8_in_place_schemes_meet_both_bars(model: str) -> None:
     assert [label for label, _, _ in met] == [budget], (
         naive["peak_sram_bytes"] / reordered["peak_sram_bytes"],
         rows["full|naive"]["peak_sram_bytes"] / reordered["peak_sram_bytes"], BARS)
+
+
+def test_bf16_gradients_halve_the_bias_only_arena() -> None:
+    """bias-only carries activation gradients back to the first layer: held as bf16 they take half the
+    arena (the figure bench_memory prints per gradient precision)."""
+    require_shared_models()
+    from qtrain.frontends.tiny_training import import_tiny_training
+
+    text = str(import_tiny_training(MODELS / "proxyless-w0.3.pkl", num_classes=10))
+    wide = measure(text, "bias-only", True, "i8", grad_precision="f32")
+    narrow = measure(text, "bias-only", True, "i8", grad_precision="bf16")
+    assert narrow["trainable_bytes"] == wide["trainable_bytes"]
+    assert 0.45 < narrow["arena_bytes"] / wide["arena_bytes"] < 0.6

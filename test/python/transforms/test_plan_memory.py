@@ -9,7 +9,7 @@ from functools import cache
 import pytest
 from testpaths import LIT_INPUTS, MODELS, require_shared_models
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
+from xdsl.dialects.builtin import BFloat16Type, IntegerType, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from qtrain.dialects.qtrain import (
@@ -17,6 +17,7 @@ from qtrain.dialects.qtrain import (
     Conv2DOp,
     GetParamOp,
     GradAccumulateOp,
+    GradConvertOp,
     ParamOp,
     RequantGradOp,
     ReshapeOp,
@@ -36,7 +37,35 @@ def value_bytes(v: SSAValue) -> int:
     e = t.element_type
     if isinstance(e, IntegerType):
         return math.ceil(n / 8) if e.width.data == 1 else n * e.width.data // 8
-    return 4 * n
+    return 2 * n if isinstance(e, BFloat16Type) else 4 * n
+
+
+def bf16_in_place_alignment(op: Operation) -> str | None:
+    """Where a kernel reading or writing a bf16 gradient lets its result lie on its dying input
+    (qtrain_kernels.h, the bf16 section): an element-wise format change, or the 1x1 input gradient (it
+    keeps the current gradient row in scratch), at the same first byte when a result element (pixel)
+    is not larger than an input element (pixel), else at the same last byte; the depthwise one (stride 1,
+    gradient and result of one shape) at the same first byte; the generic input gradient never."""
+    src, out = op.operands[0], op.results[0]
+    if isinstance(op, Conv2DInputGradOp):
+        c = out.type.get_shape()[3]
+        if src.type == out.type and op.groups.value.data == c == op.weight.type.get_shape()[0]:
+            return "head"  # depthwise at stride 1, "same": a ring of KH gradient rows in scratch
+        pointwise = (tuple(src.type.get_shape()[1:3]) == tuple(out.type.get_shape()[1:3])
+                     and tuple(op.weight.type.get_shape()[1:3]) == (1, 1) and op.groups.value.data == 1
+                     and tuple(op.padding.get_values()) == (0, 0, 0, 0))
+        if not pointwise:
+            return None
+        per_in, per_out = value_bytes(src) // math.prod(src.type.get_shape()[:3]), \
+            value_bytes(out) // math.prod(out.type.get_shape()[:3])
+    else:
+        per_in, per_out = value_bytes(src) // src.type.element_count(), value_bytes(out) // out.type.element_count()
+    return "head" if per_out <= per_in else "tail"
+
+
+def has_bf16(op: Operation) -> bool:
+    return any(isinstance(v.type, TensorType) and isinstance(v.type.element_type, BFloat16Type)
+               for v in (*op.operands, *op.results))
 
 
 def verify_plan(function: func.FuncOp) -> int:
@@ -96,6 +125,11 @@ def verify_plan(function: func.FuncOp) -> int:
             src = owner.input
             alignment = in_place_alignment(*shapes(src, owner.weight, v), owner.strides.get_values(),
                                            owner.padding.get_values(), owner.groups.value.data)
+        elif (isinstance(owner, Conv2DInputGradOp | RequantGradOp | GradConvertOp) and has_bf16(owner)
+              and owner.operands[0] in offset
+              and (isinstance(owner, Conv2DInputGradOp) or value_bytes(v) != value_bytes(owner.operands[0]))):
+            src = owner.operands[0]
+            alignment = bf16_in_place_alignment(owner)
         elif isinstance(owner, Conv2DInputGradOp) and v is owner.result and owner.grad in offset:
             src = owner.grad
             alignment = input_grad_in_place_alignment(*shapes(v, owner.weight, src), owner.strides.get_values(),
@@ -154,11 +188,13 @@ def storage_bytes(p: ParamOp) -> int:
 
 
 @cache
-def planned(model: str, scheme: str, reorder: bool) -> ModuleOp:
+def planned(model: str, scheme: str, reorder: bool, grad_precision: str = "f32", weight_storage: str = "f32"
+            ) -> ModuleOp:
     from qtrain.frontends.tiny_training import import_tiny_training
 
     module = import_tiny_training(MODELS / f"{model}.pkl", num_classes=10)
-    return apply_passes(module, training_passes(scheme, reorder=reorder, sram_kb=1 << 20))
+    return apply_passes(module, training_passes(scheme, reorder=reorder, sram_kb=1 << 20,
+                                                grad_precision=grad_precision, weight_storage=weight_storage))
 
 
 def check_module(module: ModuleOp) -> dict[str, int]:
@@ -202,6 +238,26 @@ def test_reference_models_49kb_plans_verify(model: str, reorder: bool):
     module = planned(model, f"{MODELS / 'schemes.json'}#{model}/{budget}", reorder)
     check_module(module)
     assert scratch_gaps(module), "no op got a scratch gap: the kernels run on the shared scratch alone"
+
+
+def test_tiny_model_bf16_gradient_plan_verifies():
+    module = load_module(LIT_INPUTS / "tiny_model.mlir")
+    apply_passes(module, training_passes("full", grad_precision="bf16"))
+    check_module(module)
+    train = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "train_step")
+    assert any(has_bf16(op) for op in train.body.block.ops)
+
+
+@pytest.mark.parametrize("model", ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
+@pytest.mark.parametrize("scheme", ["49kb", "bias-only"])
+def test_reference_models_bf16_gradient_plans_verify(model: str, scheme: str):
+    """bf16 activation gradients (format-changing kernels in place, head or tail) pass the verifier, and
+    plan below the fp32 gradients' figure."""
+    require_shared_models()
+    spec = scheme if scheme == "bias-only" else f"{MODELS / 'schemes.json'}#{model}/{scheme}"
+    narrow = check_module(planned(model, spec, True, "bf16", "i8"))
+    wide = check_module(planned(model, spec, True, "f32", "i8"))
+    assert narrow["peak_sram_bytes"] < wide["peak_sram_bytes"]
 
 
 def test_reorder_applies_updates_early_and_frees_gradients():
