@@ -79,9 +79,15 @@ class AnalysisCache:
             self.path.write_text(json.dumps({"fingerprint": self.fingerprint, "runs": self.runs}, indent=1) + "\n")
 
 
-def fingerprint(module: ModuleOp, recipe: FineTuneRecipe, arrays: Iterable[np.ndarray], seed: int) -> str:
-    """What a cached run depends on: the model's IR text, the recipe's fields, the seed and the data."""
+def fingerprint(module: ModuleOp, recipe: FineTuneRecipe, arrays: Iterable[np.ndarray], seed: int,
+                engine: str = "interpreter") -> str:
+    """What a cached run depends on: the model's IR text, the recipe's fields, the seed and the data, and the
+    engine when it is not the golden model (DESIGN.md lets an fp32 sum in another order flip a rare
+    parameter by one unit, so a host run is not assumed equal to an interpreter run; an interpreter cache
+    written before engines existed stays valid)."""
     h = hashlib.sha256()
+    if engine != "interpreter":
+        h.update(f"engine={engine}".encode())
     h.update(str(module).encode())
     h.update(json.dumps(recipe.fingerprint(), sort_keys=True).encode())
     h.update(str(seed).encode())
@@ -172,6 +178,8 @@ def contribution_analysis(
     on_progress: ProgressCallback | None = None,
     modules: Sequence[int] = (),
     calibration: Calibration | None = None,
+    engine: str = "interpreter",
+    scheduler: str | None = None,
 ) -> ContributionAnalysis:
     """Measures bias and weight contributions (see the module docstring).
 
@@ -179,7 +187,9 @@ def contribution_analysis(
     the weight analysis to some backbone convs (the others get no weight gain entry and may not be
     searched); default: all. `modules`: blocks whose lite residual module is measured too (`calibration`:
     their scales, computed once). Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
-    per fine-tuning run, stage "contribution analysis") goes to `on_progress`.
+    per fine-tuning run, stage "contribution analysis") goes to `on_progress`. `engine`: what runs them,
+    "interpreter" (the golden model) or "host" (the host build of the generated C); `jobs` local processes,
+    or the Dask cluster of `scheduler` (`FineTuneRunner`).
     """
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1, got {repeats}")
@@ -188,7 +198,7 @@ def contribution_analysis(
     chosen_layers = list(range(n)) if layers is None else sorted(set(layers))
     if any(not 0 <= i < n for i in chosen_layers):
         raise SearchError(f"layers must be backbone convs 0..{n - 1}, got {list(layers or [])}")
-    cache = AnalysisCache(cache_path, fingerprint(module, recipe, (*fit, *validation), seed))
+    cache = AnalysisCache(cache_path, fingerprint(module, recipe, (*fit, *validation), seed, engine))
     bias_candidates = [Candidate(k, (0.0,) * n) for k in range(n + 1)]
     weight_candidates = {
         (i, r): canonical(with_weight(bias_only(n), i, r), convs) for i in chosen_layers for r in RATIOS
@@ -196,9 +206,10 @@ def contribution_analysis(
     module_candidates = {b: with_module(bias_only(n), b) for b in modules}
     distinct = list(dict.fromkeys([*bias_candidates, *weight_candidates.values(), *module_candidates.values()]))
     start = time.perf_counter()
-    todo = [(c, r) for c in distinct for r in range(repeats) if cache.get(c, r) is None]
+    # Repeat-major: the repeats of a candidate share one host build, made by whichever run comes first.
+    todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
     runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress,
-                            calibration=calibration)
+                            calibration=calibration, engine=engine, scheduler=scheduler)
     results = runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis")
     for (c, r), acc in zip(todo, results, strict=True):
         cache.put(c, r, acc)
