@@ -64,7 +64,7 @@ def run_on_cluster(address: str, context: RunContext, jobs: Sequence[tuple[str |
         index = {future.key: i for i, future in enumerate(futures)}
         out = [0.0] * len(jobs)
         try:
-            for done, future in enumerate(as_completed(futures), start=1):
+            for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
                 out[index[future.key]] = float(future.result())
                 on_done(done)
         except BaseException:
