@@ -10,6 +10,12 @@ validation split carved from it (`split_validation`; the task's test split is ne
 - lite residual modules (when asked, `modules`): for every block b, the accuracy of bias-only plus
   TinyTL's module of block b; `module_gain(b)` is its difference to bias-only.
 Every accuracy is the mean over `repeats` runs that differ only in the order the samples are drawn.
+With a memory budget (`within_budget`), a bias depth or weight slice that no candidate within the budget
+can train is not measured (its accuracy is `UNMEASURED`, its gain -inf): the planned memory grows with
+the trainable set (as the evolution's superset pruning assumes), so if classifier-only plus that part
+alone is over the budget, so is every candidate training it. Bias-only is always measured: it is the
+weight gains' baseline. On mcunet-5fps (128x128 inputs) at 256 KB this skips the weights of convs 0..9
+and the bias depths 33..41 (reaching back into the large early activations).
 The runs are independent: they run in a process pool, and their results are cached (in memory, and
 in a JSON file if asked) by the trainable set they resolve to, so ratios that give the same channel
 count of a narrow layer are measured once.
@@ -19,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +44,17 @@ from qtrain.search.candidates import (
     backbone_convs,
     bias_only,
     canonical,
+    classifier_only,
     with_module,
     with_weight,
 )
 from qtrain.search.fine_tune import FineTuneRecipe, FineTuneRunner, Split
 from qtrain.search.progress import ProgressCallback
 from qtrain.transforms.lite_residual import Calibration
+
+UNMEASURED = -math.inf
+"""The accuracy of a part no candidate within the budget can train (not measured): its gain is -inf, so
+the evolution never prefers it (it never reaches it either: it plans a candidate's memory first)."""
 
 
 class AnalysisCache:
@@ -147,13 +159,18 @@ class ContributionAnalysis:
         ) + sum(self.module_gain(b) for b in candidate.lite_residual)
 
     def as_json(self) -> dict[str, Any]:
+        """JSON-ready: an unmeasured part's accuracy and gain are null."""
+
+        def value(x: float) -> float | None:
+            return None if x == UNMEASURED else x
+
         return {
             "classifier_only": self.classifier_only,
             "bias_only": self.bias_only,
-            "bias_accuracy": self.bias_accuracy,
-            "bias_gain": [self.bias_gain(k) for k in range(len(self.bias_accuracy))],
+            "bias_accuracy": [value(a) for a in self.bias_accuracy],
+            "bias_gain": [value(self.bias_gain(k)) for k in range(len(self.bias_accuracy))],
             "weight_gain": {
-                str(i): {f"{r:g}": self.weight_gain(i, r) for r in RATIOS} for i in self.weight_accuracy
+                str(i): {f"{r:g}": value(self.weight_gain(i, r)) for r in RATIOS} for i in self.weight_accuracy
             },
             **({"module_gain": {str(b): self.module_gain(b) for b in self.module_accuracy}}
                if self.module_accuracy else {}),
@@ -180,6 +197,7 @@ def contribution_analysis(
     calibration: Calibration | None = None,
     engine: str = "interpreter",
     scheduler: str | None = None,
+    within_budget: Callable[[Candidate], bool] | None = None,
 ) -> ContributionAnalysis:
     """Measures bias and weight contributions (see the module docstring).
 
@@ -189,7 +207,8 @@ def contribution_analysis(
     their scales, computed once). Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
     per fine-tuning run, stage "contribution analysis") goes to `on_progress`. `engine`: what runs them,
     "interpreter" (the golden model) or "host" (the host build of the generated C); `jobs` local processes,
-    or the Dask cluster of `scheduler` (`FineTuneRunner`).
+    or the Dask cluster of `scheduler` (`FineTuneRunner`). `within_budget(candidate)`: whether a candidate
+    fits the memory budget; parts no candidate within it can train are not measured (module docstring).
     """
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1, got {repeats}")
@@ -203,8 +222,23 @@ def contribution_analysis(
     weight_candidates = {
         (i, r): canonical(with_weight(bias_only(n), i, r), convs) for i in chosen_layers for r in RATIOS
     }
+    measured_depths, measured_slices = set(range(n + 1)), set(weight_candidates)
+    if within_budget is not None:
+        # The memory grows with k and with the ratio: stop at the first part over the budget.
+        depth = next((k for k in range(1, n + 1) if not within_budget(bias_candidates[k])), n + 1)
+        measured_depths = {*range(depth), n}
+        measured_slices = set()
+        for i in chosen_layers:
+            fits = {}
+            for r in convs[i].ratio_options()[1:]:
+                fits[r] = within_budget(with_weight(classifier_only(n), i, r))
+                if not fits[r]:
+                    break
+            measured_slices |= {(i, r) for r in RATIOS if fits.get(convs[i].canonical_ratio(r), False)}
     module_candidates = {b: with_module(bias_only(n), b) for b in modules}
-    distinct = list(dict.fromkeys([*bias_candidates, *weight_candidates.values(), *module_candidates.values()]))
+    distinct = list(dict.fromkeys([*(bias_candidates[k] for k in sorted(measured_depths)),
+                                   *(weight_candidates[key] for key in weight_candidates if key in measured_slices),
+                                   *module_candidates.values()]))
     start = time.perf_counter()
     # Repeat-major: the repeats of a candidate share one host build, made by whichever run comes first.
     todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
@@ -215,13 +249,14 @@ def contribution_analysis(
         cache.put(c, r, acc)
     cache.save()
 
-    def accuracy(c: Candidate) -> float:
-        return float(np.mean([cache.get(c, r) for r in range(repeats)]))
+    def accuracy(c: Candidate, measured: bool = True) -> float:
+        return float(np.mean([cache.get(c, r) for r in range(repeats)])) if measured else UNMEASURED
 
     return ContributionAnalysis(
         convs=convs,
-        bias_accuracy=[accuracy(c) for c in bias_candidates],
-        weight_accuracy={i: {r: accuracy(weight_candidates[i, r]) for r in RATIOS} for i in chosen_layers},
+        bias_accuracy=[accuracy(c, k in measured_depths) for k, c in enumerate(bias_candidates)],
+        weight_accuracy={i: {r: accuracy(weight_candidates[i, r], (i, r) in measured_slices) for r in RATIOS}
+                         for i in chosen_layers},
         repeats=repeats,
         recipe=recipe,
         n_fit=len(fit[0]),

@@ -11,7 +11,8 @@
    split (`image`, `label`), scored on a validation split carved from it (`--val-fraction`, seeded;
    `test_image`/`test_label` are never read): the gain of the biases of the last k layers over the
    classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
-   bias-only. `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
+   bias-only; a bias depth or weight slice that no scheme within the budget can train is not measured
+   (shown as '-'). `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
    With `--lite-residual`, TinyTL's lite residual modules are candidates too: the gain over bias-only of
    the module of each block but the first (inserted by `qtrain-lite-residual`, calibrated once on the
    fine-tuning images).
@@ -182,7 +183,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         module, (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx]), recipe=recipe,
         repeats=args.repeats, seed=args.seed, layers=layers, jobs=args.jobs, cache_path=args.cache,
         on_progress=on_progress, modules=modules, calibration=calibration, engine=args.engine,
-        scheduler=args.scheduler,
+        scheduler=args.scheduler, within_budget=lambda c: planner.peak_sram_bytes(c) <= budget_bytes,
     )
     print(format_analysis(analysis))
     print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.1f} s, {analysis.cached_runs} from the cache)")

@@ -237,6 +237,48 @@ def test_contribution_analysis_measures_every_layer_and_ratio(tmp_path: Path) ->
     assert pooled.runs == 26 and pooled.as_json() == analysis.as_json()
 
 
+def test_analysis_within_a_budget_skips_only_parts_no_feasible_candidate_trains() -> None:
+    """With `within_budget`, a bias depth or weight slice is measured iff classifier-only plus that part
+    fits; what is measured equals the unpruned analysis, and the search finds the same scheme."""
+    from qtrain.search.analysis import UNMEASURED
+    from qtrain.search.candidates import with_weight
+
+    module = tiny()
+    memory = tiny_memory()
+    convs = backbone_convs(module)
+    images, labels = tiny_task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
+    recipe = FineTuneRecipe(steps=6, lr=0.05, bias_lr=0.05)
+    # conv 2's smallest weight slice fits, with the bias of conv 2 but not conv 1's; conv 0's and 1's weights do not
+    budget = memory[canonical(with_weight(classifier_only(3), 2, 0.25), convs)]
+
+    def fits(c: Candidate) -> bool:
+        return memory[canonical(c, convs)] <= budget
+
+    full = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5)
+    pruned = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5, within_budget=fits)
+    expected_depths = [k for k in range(4) if k == 3 or fits(Candidate(k, (0.0,) * 3))]
+    assert 0 < len(expected_depths) < 4
+    assert [k for k, a in enumerate(pruned.bias_accuracy) if a != UNMEASURED] == expected_depths
+    assert all(pruned.bias_accuracy[k] == full.bias_accuracy[k] for k in expected_depths)
+    slices = 0
+    for i, by_ratio in pruned.weight_accuracy.items():
+        for r, accuracy in by_ratio.items():
+            if fits(with_weight(classifier_only(3), i, r)):
+                assert accuracy == full.weight_accuracy[i][r]
+                slices += 1
+            else:
+                assert accuracy == UNMEASURED and pruned.weight_gain(i, r) == -np.inf
+    assert 0 < slices < 12 and pruned.runs < full.runs
+    assert [a is None for a in pruned.as_json()["bias_accuracy"]] == [k not in expected_depths for k in range(4)]
+    planner = MemoryPlanner(module)
+    settings = EvolutionSettings(population=8, generations=6, seed=3)
+    chosen = [evolutionary_search(convs, a.gain, planner.peak_sram_bytes, budget, settings) for a in (full, pruned)]
+    assert chosen[0].candidate == chosen[1].candidate and chosen[0].gain == chosen[1].gain
+    assert chosen[0].gain == pytest.approx(max(full.gain(c) for c, m in memory.items() if m <= budget))
+
+
 def test_search_creates_no_file_and_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Candidates reach the pipeline as `UpdateScheme` objects: a whole search (analysis + evolution) opens
     no file for writing and leaves the temporary folder untouched; progress goes to the callback only."""
