@@ -3,7 +3,7 @@
     qtrain-search-scheme MODEL(.onnx|.pkl|.mlir) --data TASK.npz --budget-kb B -o scheme.json
                          [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--repeats 3]
                          [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
-                         [--layers I,J,...] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
+                         [--layers I,J,...] [--max-layers K] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
                          [--num-classes 10] [--weight-storage f32|i8] [--no-reorder] [--lite-residual]
                          [--engine host|interpreter] [--scheduler tcp://HOST:PORT] [--quiet] [--debug]
 
@@ -12,7 +12,9 @@
    `test_image`/`test_label` are never read): the gain of the biases of the last k layers over the
    classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
    bias-only; a bias depth or weight slice that no scheme within the budget can train is not measured
-   (shown as '-'). `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
+   (shown as '-'); `--max-layers K` keeps the weights of only the K deepest convs that fit (depth as a
+   cheap proxy of a weight's gain, see `deepest_feasible_layers`).
+   `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
    With `--lite-residual`, TinyTL's lite residual modules are candidates too: the gain over bias-only of
    the module of each block but the first (inserted by `qtrain-lite-residual`, calibrated once on the
    fine-tuning images).
@@ -130,6 +132,29 @@ def parse_layers(text: str | None) -> list[int] | None:
         raise UsageError(f"--layers: expected comma-separated layer indexes, got '{text}'") from None
 
 
+def deepest_feasible_layers(planner: Any, layers: list[int] | None, count: int, budget_bytes: int) -> list[int]:
+    """--max-layers: the `count` deepest of `layers` (default: all backbone convs) whose smallest weight
+    slice fits the budget with the classifier alone (the others cannot be trained within it).
+
+    Depth is the cheap proxy for a weight's contribution: MCUNetV3 (Fig. 5) finds the gains of weight
+    updates in the later layers, and every published scheme of schemes.json trains weights only in the
+    last ~45% of its model's convs (mcunet-5fps: convs 21..39 of 42). It costs no fine-tuning run, so
+    the analysis on a large model can afford more steps per run on the layers it keeps."""
+    from qtrain.search.candidates import classifier_only, with_weight
+
+    n = len(planner.convs)
+    chosen: list[int] = []
+    for i in sorted(range(n) if layers is None else set(layers), reverse=True):
+        if not 0 <= i < n:
+            raise UsageError(f"--layers: {i} is not a backbone conv (0..{n - 1})")
+        smallest = planner.convs[i].ratio_options()[1]
+        if planner.peak_sram_bytes(with_weight(classifier_only(n), i, smallest)) <= budget_bytes:
+            chosen.append(i)
+            if len(chosen) == count:
+                break
+    return sorted(chosen)
+
+
 def search(args: argparse.Namespace) -> dict[str, Any]:
     from qtrain.search import (
         EvolutionSettings,
@@ -160,6 +185,8 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     minimum = planner.peak_sram_bytes(classifier_only(len(planner.convs)))
     if minimum > budget_bytes:
         raise InfeasibleBudgetError(budget_bytes, minimum)
+    if args.max_layers is not None:
+        layers = deepest_feasible_layers(planner, layers, args.max_layers, budget_bytes)
     images, labels = load_task(args.data, module)
     fit_idx, val_idx = split_validation(len(images), args.val_fraction, args.seed)
     modules: list[int] = []
@@ -238,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=number(int, low=1, high=100000, what="a number of generations"),
                    default=evo.generations, help=f"generations ({evo.generations})")
     p.add_argument("--layers", help="analyse and search only these backbone convs' weights (e.g. 20,23,24)")
+    p.add_argument("--max-layers", type=number(int, low=1, high=10000, what="a number of layers"),
+                   help="analyse and search the weights of only the K deepest convs (of --layers) whose smallest "
+                        "weight slice fits the budget: a cheap cut of the analysis on large models")
     p.add_argument("--jobs", type=number(int, low=1, high=256, what="a number of processes"), default=1,
                    help="parallel fine-tuning processes (1)")
     p.add_argument("--engine", choices=["host", "interpreter"], default="host",
