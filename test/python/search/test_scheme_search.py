@@ -279,6 +279,22 @@ def test_analysis_within_a_budget_skips_only_parts_no_feasible_candidate_trains(
     assert chosen[0].gain == pytest.approx(max(full.gain(c) for c, m in memory.items() if m <= budget))
 
 
+def test_max_layers_keeps_the_deepest_convs_whose_weights_fit() -> None:
+    from qtrain.search.candidates import with_weight
+    from qtrain.tools.qtrain_search_scheme import deepest_feasible_layers
+
+    memory = tiny_memory()
+    convs = backbone_convs(tiny())
+    planner = MemoryPlanner(tiny())
+    smallest = {i: memory[canonical(with_weight(classifier_only(3), i, 0.125), convs)] for i in range(3)}
+    assert smallest[0] > smallest[1] > smallest[2]  # the deeper, the cheaper: conv 0 is the most expensive
+    assert deepest_feasible_layers(planner, None, 2, 10**6) == [1, 2]
+    assert deepest_feasible_layers(planner, None, 5, 10**6) == [0, 1, 2]
+    assert deepest_feasible_layers(planner, [0, 1], 1, 10**6) == [1]
+    assert deepest_feasible_layers(planner, None, 3, smallest[1]) == [1, 2]  # conv 0's weight cannot fit
+    assert deepest_feasible_layers(planner, [0], 3, smallest[1]) == []
+
+
 def test_search_creates_no_file_and_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Candidates reach the pipeline as `UpdateScheme` objects: a whole search (analysis + evolution) opens
     no file for writing and leaves the temporary folder untouched; progress goes to the callback only."""
