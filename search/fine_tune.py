@@ -115,7 +115,7 @@ def fine_tune_accuracy(
             with tempfile.TemporaryDirectory(prefix="qtrain-search-") as tmp:
                 firmware = HostBuilds(Path(tmp)).firmware(trained)
                 return host_accuracy(firmware, images, labels, recipe.steps, order, evaluate)
-        return host_accuracy(builds.firmware(trained), images, labels, recipe.steps, order, evaluate)
+        return host_accuracy(builds.firmware(trained), images, labels, recipe.steps, order, evaluate, builds.root)
     if engine != "interpreter":
         raise SearchError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
     from qtrain.interpreter import ModelInterpreter, run_forward, run_train_steps
@@ -162,9 +162,15 @@ def worker_module(context: RunContext) -> ModuleOp:
 
 
 def _worker_init(context: RunContext) -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the workers; they print nothing.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: the parent stops the workers; they print nothing. A no-op
+    # handler, not SIG_IGN: an ignored signal stays ignored across exec, so the firmware a host-engine run
+    # starts would outlive the search.
+    signal.signal(signal.SIGINT, _no_op)
     _WORKER["context"] = context
+
+
+def _no_op(signum: int, frame: object) -> None:
+    pass
 
 
 def _worker_run(scheme: str | UpdateScheme, seed: tuple[int, ...]) -> float:

@@ -89,9 +89,11 @@ class HostBuilds:
 
 
 def host_accuracy(firmware: Path, images: np.ndarray, labels: np.ndarray, steps: int, order: np.ndarray,
-                  evaluate: tuple[np.ndarray, np.ndarray]) -> float:
+                  evaluate: tuple[np.ndarray, np.ndarray], work_dir: Path | None = None) -> float:
     """Accuracy on `evaluate` after `steps` training steps of the host build `firmware` on
-    `images[order]` (what `fine_tune_accuracy` computes in the golden model)."""
+    `images[order]` (what `fine_tune_accuracy` computes in the golden model). `work_dir`: where the
+    run's request and result files go (the builds' folder: an interrupted search's stopped worker
+    cannot clean up after itself, the search removes that folder)."""
     from qtrain.targets.armv7em import protocol
     from qtrain.tools.qtrain_run import run
 
@@ -99,12 +101,12 @@ def host_accuracy(firmware: Path, images: np.ndarray, labels: np.ndarray, steps:
     if steps > 0:
         request = protocol.encode_request(images[order], labels[order].astype(np.int32), protocol.MODE_TRAIN_EVAL,
                                           steps, eval_images=eval_images, eval_labels=eval_labels.astype(np.int32))
-        result, _ = run(firmware, request, RUN_TIMEOUT_S, f"{steps} steps")
+        result, _ = run(firmware, request, RUN_TIMEOUT_S, f"{steps} steps", work_dir=work_dir)
         assert result.eval_logits is not None
         logits = result.eval_logits[-1]  # the pass after the last step
     else:
         request = protocol.encode_request(eval_images, eval_labels.astype(np.int32), protocol.MODE_INFER)
-        result, _ = run(firmware, request, RUN_TIMEOUT_S, f"{len(eval_images)} images")
+        result, _ = run(firmware, request, RUN_TIMEOUT_S, f"{len(eval_images)} images", work_dir=work_dir)
         logits = result.logits
     return float(np.mean(np.asarray(logits).argmax(axis=1) == eval_labels))
 
@@ -120,7 +122,12 @@ def training_graph(module: ModuleOp, scheme: object, options: dict[str, object],
 
 
 def remove_builds(root: Path | str) -> None:
+    """Removes one search's builds, and their parent folder when no other search uses it."""
     shutil.rmtree(root, ignore_errors=True)
+    try:
+        Path(root).parent.rmdir()
+    except OSError:
+        pass  # another search's builds are there
 
 
 def builds_root(token: str) -> Path:

@@ -7,7 +7,11 @@ depths, so equal analyses are a real check (the 3-conv tiny model's are all at c
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 
@@ -120,3 +124,36 @@ def test_cli_unreachable_scheduler_and_missing_clang_are_one_line_errors(
     code, stdout, err = run_cli([*common, "--engine", "interpreter"], capsys)  # the user's choice: no clang needed
     assert code == 0, err
     assert out.is_file()
+
+
+@needs_clang
+def test_ctrl_c_stops_the_workers_and_their_firmware_and_leaves_no_file(
+        tiny_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) while host-engine runs are in flight in a process pool."""
+    model, data = tiny_files
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = dict(os.environ, TMPDIR=str(temporary))
+    command = [sys.executable, "-m", "qtrain.tools.qtrain_search_scheme", str(model), "--data", str(data),
+               "--budget-kb", "64", "-o", str(tmp_path / "s.json"), "--steps", "100000", "--repeats", "2",
+               "--jobs", "2", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(temporary.glob("qtrain-search-*/*/qtrain-run-*")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    assert list(temporary.glob("qtrain-search-*/*/qtrain-run-*")), "no run started"
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert (process.returncode, err, out) == (130, "qtrain-search-scheme: interrupted\n", "")
+    left = []  # right after the search exits: an ignored SIGINT would let a firmware run on here
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(tmp_path) in os.readlink(proc / "cwd"):
+                left.append(proc.name)
+        except OSError:
+            pass
+    assert left == []  # no firmware outlives the search
+    assert [p.name for p in temporary.iterdir() if not p.name.startswith("qtrain-objects-")] == []
+    assert not (tmp_path / "s.json").exists()
