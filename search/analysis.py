@@ -207,7 +207,8 @@ def contribution_analysis(
     their scales, computed once). Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
     per fine-tuning run, stage "contribution analysis") goes to `on_progress`. `engine`: what runs them,
     "interpreter" (the golden model) or "host" (the host build of the generated C); `jobs` local processes,
-    or the Dask cluster of `scheduler` (`FineTuneRunner`). `within_budget(candidate)`: whether a candidate
+    or the Dask cluster of `scheduler` (`FineTuneRunner`). `cache_path`: a JSON file of finished runs, read
+    first and written as each run finishes. `within_budget(candidate)`: whether a candidate
     fits the memory budget; parts no candidate within it can train are not measured (module docstring).
     """
     if repeats < 1:
@@ -244,9 +245,14 @@ def contribution_analysis(
     todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
     runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress,
                             calibration=calibration, engine=engine, scheduler=scheduler)
-    results = runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis")
-    for (c, r), acc in zip(todo, results, strict=True):
-        cache.put(c, r, acc)
+
+    def keep(index: int, accuracy: float) -> None:
+        # Saved as each run finishes: an interrupted analysis (hours on a large model) resumes from the
+        # cache file, losing only the runs in flight.
+        cache.put(*todo[index], accuracy)
+        cache.save()
+
+    runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis", on_result=keep)
     cache.save()
 
     def accuracy(c: Candidate, measured: bool = True) -> float:

@@ -52,9 +52,9 @@ def connect(address: str):  # noqa: ANN201 (distributed.Client, an optional depe
 
 
 def run_on_cluster(address: str, context: RunContext, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]],
-                   on_done: Callable[[int], None]) -> list[float]:
-    """The accuracies of `jobs` ((scheme, seed) runs of `context`), in order; `on_done(k)` after the k-th
-    finished run."""
+                   on_result: Callable[[int, float], None]) -> list[float]:
+    """The accuracies of `jobs` ((scheme, seed) runs of `context`), in order; `on_result(index, accuracy)`
+    as each run finishes."""
     from distributed import as_completed
 
     client = connect(address)
@@ -64,9 +64,10 @@ def run_on_cluster(address: str, context: RunContext, jobs: Sequence[tuple[str |
         index = {future.key: i for i, future in enumerate(futures)}
         out = [0.0] * len(jobs)
         try:
-            for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
-                out[index[future.key]] = float(future.result())
-                on_done(done)
+            for future in as_completed(futures, loop=client.loop):
+                i = index[future.key]
+                out[i] = float(future.result())
+                on_result(i, out[i])
         except BaseException:
             client.cancel(futures)  # an interrupt or a failed run: the cluster's workers are not ours to stop
             raise

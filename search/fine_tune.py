@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -200,40 +200,50 @@ class FineTuneRunner:
         self.engine = engine
         self.scheduler = scheduler
 
-    def run(self, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]], label: str) -> list[float]:
+    def run(self, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]], label: str,
+            on_result: Callable[[int, float], None] | None = None) -> list[float]:
+        """The accuracies of `jobs`, in order; `on_result(index, accuracy)` as each run finishes (e.g. to
+        keep it in a cache file: an interrupted search then loses only the runs in flight)."""
         total = len(jobs)
         report(self.on_progress, 0, total, label)
         if total == 0:
             return []
+        finished = 0
+
+        def done(index: int, accuracy: float) -> None:
+            nonlocal finished
+            finished += 1
+            if on_result is not None:
+                on_result(index, accuracy)
+            report(self.on_progress, finished, total, label)
+
         context = RunContext(str(self.module), self.recipe, self.train, self.evaluate, self.calibration,
                              self.engine, uuid.uuid4().hex)
         if self.scheduler is not None:
             from qtrain.search.dask_cluster import run_on_cluster
 
-            return run_on_cluster(self.scheduler, context, jobs, lambda done: report(self.on_progress, done,
-                                                                                     total, label))
+            return run_on_cluster(self.scheduler, context, jobs, done)
         try:
-            return self._run_locally(context, jobs, label)
+            return self._run_locally(context, jobs, done)
         finally:
             remove_builds(builds_root(context.token))
 
     def _run_locally(self, context: RunContext, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]],
-                     label: str) -> list[float]:
-        total = len(jobs)
+                     done: Callable[[int, float], None]) -> list[float]:
         if self.jobs == 1 or len(jobs) <= 1:
             results = []
-            for scheme, seed in jobs:
+            for index, (scheme, seed) in enumerate(jobs):
                 results.append(context.run(self.module, scheme, seed))
-                report(self.on_progress, len(results), total, label)
+                done(index, results[-1])
             return results
         out: list[float] = [0.0] * len(jobs)
         pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), initializer=_worker_init,
                                    initargs=(context,))
         try:
             futures = {pool.submit(_worker_run, scheme, seed): i for i, (scheme, seed) in enumerate(jobs)}
-            for done, future in enumerate(as_completed(futures), start=1):
+            for future in as_completed(futures):
                 out[futures[future]] = future.result()
-                report(self.on_progress, done, total, label)
+                done(futures[future], out[futures[future]])
         except BaseException:
             stop_workers(pool)  # an interrupt (Ctrl-C, SIGTERM) or a failed run: do not wait for the others
             raise

@@ -295,6 +295,35 @@ def test_max_layers_keeps_the_deepest_convs_whose_weights_fit() -> None:
     assert deepest_feasible_layers(planner, [0], 3, smallest[1]) == []
 
 
+def test_an_interrupted_analysis_resumes_from_its_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qtrain.search.fine_tune as fine_tune
+
+    module = tiny()
+    images, labels = tiny_task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
+    recipe = FineTuneRecipe(steps=4, lr=0.05, bias_lr=0.05)
+    cache_file = tmp_path / "cache.json"
+    real = fine_tune.fine_tune_accuracy
+    calls = 0
+
+    def interrupted_after_5(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 (fine_tune_accuracy's)
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fine_tune, "fine_tune_accuracy", interrupted_after_5)
+    with pytest.raises(KeyboardInterrupt):
+        contribution_analysis(module, fit, val, recipe=recipe, repeats=1, cache_path=cache_file)
+    assert len(json.loads(cache_file.read_text())["runs"]) == 5
+    monkeypatch.undo()
+    resumed = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, cache_path=cache_file)
+    assert (resumed.runs, resumed.cached_runs) == (13 - 5, 5)
+    assert resumed.as_json() == contribution_analysis(module, fit, val, recipe=recipe, repeats=1).as_json()
+
+
 def test_search_creates_no_file_and_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Candidates reach the pipeline as `UpdateScheme` objects: a whole search (analysis + evolution) opens
     no file for writing and leaves the temporary folder untouched; progress goes to the callback only."""
