@@ -6,8 +6,10 @@ Not a pass: a driver of the training pipeline (`qtrain.transforms`), used by `qt
 - `candidates`: the search space, per-layer schemes (`Candidate`) over the backbone convs (and, when
   asked, TinyTL lite residual modules), each a typed `UpdateScheme` for the pipeline
   (`Candidate.scheme()`); no schemes.json file is written to try one;
-- `fine_tune`: fine-tuning runs of the int8 training graph in the golden model, data splits, a runner
-  (process pool);
+- `fine_tune`: fine-tuning runs of the int8 training graph, data splits, a runner (in this process, a
+  local process pool, or a Dask cluster: `dask_cluster`);
+- `host_build`: the runs' native engine, the host build of the generated C (one build per distinct
+  training graph); the numpy golden model stays selectable (`engine="interpreter"`);
 - `analysis`: contribution analysis, the accuracy gain of each bias depth and weight slice, measured
   on a validation split carved from the task's training split (cached in a JSON file if asked);
 - `memory`: a candidate's planned peak SRAM (the real pipeline down to `qtrain-plan-memory`);

@@ -10,6 +10,12 @@ validation split carved from it (`split_validation`; the task's test split is ne
 - lite residual modules (when asked, `modules`): for every block b, the accuracy of bias-only plus
   TinyTL's module of block b; `module_gain(b)` is its difference to bias-only.
 Every accuracy is the mean over `repeats` runs that differ only in the order the samples are drawn.
+With a memory budget (`within_budget`), a bias depth or weight slice that no candidate within the budget
+can train is not measured (its accuracy is `UNMEASURED`, its gain -inf): the planned memory grows with
+the trainable set (as the evolution's superset pruning assumes), so if classifier-only plus that part
+alone is over the budget, so is every candidate training it. Bias-only is always measured: it is the
+weight gains' baseline. On mcunet-5fps (128x128 inputs) at 256 KB this skips the weights of convs 0..9
+and the bias depths 33..41 (reaching back into the large early activations).
 The runs are independent: they run in a process pool, and their results are cached (in memory, and
 in a JSON file if asked) by the trainable set they resolve to, so ratios that give the same channel
 count of a narrow layer are measured once.
@@ -19,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +45,17 @@ from qtrain.search.candidates import (
     backbone_convs,
     bias_only,
     canonical,
+    classifier_only,
     with_module,
     with_weight,
 )
 from qtrain.search.fine_tune import FineTuneRecipe, FineTuneRunner, Split
 from qtrain.search.progress import ProgressCallback
 from qtrain.transforms.lite_residual import Calibration
+
+UNMEASURED = -math.inf
+"""The accuracy of a part no candidate within the budget can train (not measured): its gain is -inf, so
+the evolution never prefers it (it never reaches it either: it plans a candidate's memory first)."""
 
 
 class AnalysisCache:
@@ -91,9 +103,15 @@ def _trained_text(module: ModuleOp) -> str:
     return str(clone)
 
 
-def fingerprint(module: ModuleOp, recipe: FineTuneRecipe, arrays: Iterable[np.ndarray], seed: int) -> str:
-    """What a cached run depends on: the model's IR text, the recipe's fields, the seed and the data."""
+def fingerprint(module: ModuleOp, recipe: FineTuneRecipe, arrays: Iterable[np.ndarray], seed: int,
+                engine: str = "interpreter") -> str:
+    """What a cached run depends on: the model's IR text, the recipe's fields, the seed and the data, and the
+    engine when it is not the golden model (DESIGN.md lets an fp32 sum in another order flip a rare
+    parameter by one unit, so a host run is not assumed equal to an interpreter run; an interpreter cache
+    written before engines existed stays valid)."""
     h = hashlib.sha256()
+    if engine != "interpreter":
+        h.update(f"engine={engine}".encode())
     h.update(_trained_text(module).encode())
     h.update(json.dumps(recipe.fingerprint(), sort_keys=True).encode())
     h.update(str(seed).encode())
@@ -153,13 +171,18 @@ class ContributionAnalysis:
         ) + sum(self.module_gain(b) for b in candidate.lite_residual)
 
     def as_json(self) -> dict[str, Any]:
+        """JSON-ready: an unmeasured part's accuracy and gain are null."""
+
+        def value(x: float) -> float | None:
+            return None if x == UNMEASURED else x
+
         return {
             "classifier_only": self.classifier_only,
             "bias_only": self.bias_only,
-            "bias_accuracy": self.bias_accuracy,
-            "bias_gain": [self.bias_gain(k) for k in range(len(self.bias_accuracy))],
+            "bias_accuracy": [value(a) for a in self.bias_accuracy],
+            "bias_gain": [value(self.bias_gain(k)) for k in range(len(self.bias_accuracy))],
             "weight_gain": {
-                str(i): {f"{r:g}": self.weight_gain(i, r) for r in RATIOS} for i in self.weight_accuracy
+                str(i): {f"{r:g}": value(self.weight_gain(i, r)) for r in RATIOS} for i in self.weight_accuracy
             },
             **({"module_gain": {str(b): self.module_gain(b) for b in self.module_accuracy}}
                if self.module_accuracy else {}),
@@ -184,6 +207,9 @@ def contribution_analysis(
     on_progress: ProgressCallback | None = None,
     modules: Sequence[int] = (),
     calibration: Calibration | None = None,
+    engine: str = "interpreter",
+    scheduler: str | None = None,
+    within_budget: Callable[[Candidate], bool] | None = None,
 ) -> ContributionAnalysis:
     """Measures bias and weight contributions (see the module docstring).
 
@@ -191,7 +217,11 @@ def contribution_analysis(
     the weight analysis to some backbone convs (the others get no weight gain entry and may not be
     searched); default: all. `modules`: blocks whose lite residual module is measured too (`calibration`:
     their scales, computed once). Repeat r fine-tunes with sample order seed (seed, r). Progress (one unit
-    per fine-tuning run, stage "contribution analysis") goes to `on_progress`.
+    per fine-tuning run, stage "contribution analysis") goes to `on_progress`. `engine`: what runs them,
+    "interpreter" (the golden model) or "host" (the host build of the generated C); `jobs` local processes,
+    or the Dask cluster of `scheduler` (`FineTuneRunner`). `cache_path`: a JSON file of finished runs, read
+    first and written as each run finishes. `within_budget(candidate)`: whether a candidate
+    fits the memory budget; parts no candidate within it can train are not measured (module docstring).
     """
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1, got {repeats}")
@@ -200,29 +230,51 @@ def contribution_analysis(
     chosen_layers = list(range(n)) if layers is None else sorted(set(layers))
     if any(not 0 <= i < n for i in chosen_layers):
         raise SearchError(f"layers must be backbone convs 0..{n - 1}, got {list(layers or [])}")
-    cache = AnalysisCache(cache_path, fingerprint(module, recipe, (*fit, *validation), seed))
+    cache = AnalysisCache(cache_path, fingerprint(module, recipe, (*fit, *validation), seed, engine))
     bias_candidates = [Candidate(k, (0.0,) * n) for k in range(n + 1)]
     weight_candidates = {
         (i, r): canonical(with_weight(bias_only(n), i, r), convs) for i in chosen_layers for r in RATIOS
     }
+    measured_depths, measured_slices = set(range(n + 1)), set(weight_candidates)
+    if within_budget is not None:
+        # The memory grows with k and with the ratio: stop at the first part over the budget.
+        depth = next((k for k in range(1, n + 1) if not within_budget(bias_candidates[k])), n + 1)
+        measured_depths = {*range(depth), n}
+        measured_slices = set()
+        for i in chosen_layers:
+            fits = {}
+            for r in convs[i].ratio_options()[1:]:
+                fits[r] = within_budget(with_weight(classifier_only(n), i, r))
+                if not fits[r]:
+                    break
+            measured_slices |= {(i, r) for r in RATIOS if fits.get(convs[i].canonical_ratio(r), False)}
     module_candidates = {b: with_module(bias_only(n), b) for b in modules}
-    distinct = list(dict.fromkeys([*bias_candidates, *weight_candidates.values(), *module_candidates.values()]))
+    distinct = list(dict.fromkeys([*(bias_candidates[k] for k in sorted(measured_depths)),
+                                   *(weight_candidates[key] for key in weight_candidates if key in measured_slices),
+                                   *module_candidates.values()]))
     start = time.perf_counter()
-    todo = [(c, r) for c in distinct for r in range(repeats) if cache.get(c, r) is None]
+    # Repeat-major: the repeats of a candidate share one host build, made by whichever run comes first.
+    todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
     runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress,
-                            calibration=calibration)
-    results = runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis")
-    for (c, r), acc in zip(todo, results, strict=True):
-        cache.put(c, r, acc)
+                            calibration=calibration, engine=engine, scheduler=scheduler)
+
+    def keep(index: int, accuracy: float) -> None:
+        # Saved as each run finishes: an interrupted analysis (hours on a large model) resumes from the
+        # cache file, losing only the runs in flight.
+        cache.put(*todo[index], accuracy)
+        cache.save()
+
+    runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis", on_result=keep)
     cache.save()
 
-    def accuracy(c: Candidate) -> float:
-        return float(np.mean([cache.get(c, r) for r in range(repeats)]))
+    def accuracy(c: Candidate, measured: bool = True) -> float:
+        return float(np.mean([cache.get(c, r) for r in range(repeats)])) if measured else UNMEASURED
 
     return ContributionAnalysis(
         convs=convs,
-        bias_accuracy=[accuracy(c) for c in bias_candidates],
-        weight_accuracy={i: {r: accuracy(weight_candidates[i, r]) for r in RATIOS} for i in chosen_layers},
+        bias_accuracy=[accuracy(c, k in measured_depths) for k, c in enumerate(bias_candidates)],
+        weight_accuracy={i: {r: accuracy(weight_candidates[i, r], (i, r) in measured_slices) for r in RATIOS}
+                         for i in chosen_layers},
         repeats=repeats,
         recipe=recipe,
         n_fit=len(fit[0]),

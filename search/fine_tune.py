@@ -1,12 +1,16 @@
-"""Fine-tuning runs: how a scheme is trained and scored in the int8 golden model, the data splits and
-sample orders the runs use, and a runner that makes many runs (in a process pool when asked)."""
+"""Fine-tuning runs: how a scheme is trained and scored (the host build of the generated C, or the int8
+golden model), the data splits and sample orders the runs use, and a runner that makes many runs (in a
+process pool or on a Dask cluster when asked)."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,9 +18,9 @@ from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.dialects.qtrain.contract import TRAIN_STEP
 from qtrain.search.candidates import SearchError
+from qtrain.search.host_build import ENGINES, HostBuilds, builds_root, host_accuracy, remove_builds, training_graph
 from qtrain.search.progress import ProgressCallback, report
 from qtrain.transforms.lite_residual import Calibration
-from qtrain.transforms.pipeline import apply_passes, training_passes
 from qtrain.transforms.recipe import DEFAULT_WEIGHT_STORAGE, FINE_TUNE_RECIPE, FINE_TUNE_STEPS
 from qtrain.transforms.schemes import UpdateScheme
 
@@ -58,6 +62,12 @@ class FineTuneRecipe:
                 del fields[name]
         return fields
 
+    def pass_options(self) -> dict[str, Any]:
+        """The `training_passes` keywords of this recipe."""
+        return {"lr": self.lr, "bias_lr": self.bias_lr, "warmup_steps": self.warmup_steps, "steps": self.horizon,
+                "final_lr_ratio": self.final_lr_ratio, "momentum": self.momentum,
+                "weight_storage": self.weight_storage}
+
 
 def sample_order(n: int, steps: int, seed: Sequence[int] | int) -> np.ndarray:
     """Indexes of the samples for `steps` steps: consecutive seeded permutations of range(n)."""
@@ -85,55 +95,101 @@ def fine_tune_accuracy(
     evaluate: Split,
     seed: Sequence[int] | int,
     calibration: Calibration | None = None,
+    *,
+    engine: str = "interpreter",
+    builds: HostBuilds | None = None,
 ) -> float:
     """Accuracy on `evaluate` after fine-tuning a clone of forward-only `module` with `scheme`.
 
     The graph is the one `qtrain-compile` would build (autodiff with QAS, sparse update, dead-gradient
-    elimination, reorder), run by the int8 golden model. `calibration`: the scales of the lite residual
-    modules a scheme inserts (`qtrain.transforms.lite_residual.calibrate` on the fine-tuning images).
+    elimination, reorder), run by the int8 golden model (`engine` "interpreter") or compiled and run as a
+    host build (`engine` "host", `qtrain.search.host_build`; `builds`: the search's build cache, default
+    a temporary one). `calibration`: the scales of the lite residual modules a scheme inserts
+    (`qtrain.transforms.lite_residual.calibrate` on the fine-tuning images).
     """
+    images, labels = train
+    order = sample_order(len(images), recipe.steps, seed) if recipe.steps > 0 else np.zeros(0, np.int64)
+    if engine == "host":
+        trained = training_graph(module, scheme, recipe.pass_options(), True, calibration)
+        if builds is None:
+            with tempfile.TemporaryDirectory(prefix="qtrain-search-") as tmp:
+                firmware = HostBuilds(Path(tmp)).firmware(trained)
+                return host_accuracy(firmware, images, labels, recipe.steps, order, evaluate)
+        return host_accuracy(builds.firmware(trained), images, labels, recipe.steps, order, evaluate, builds.root)
+    if engine != "interpreter":
+        raise SearchError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
     from qtrain.interpreter import ModelInterpreter, run_forward, run_train_steps
 
-    trained = apply_passes(
-        module.clone(),
-        training_passes(scheme, lr=recipe.lr, bias_lr=recipe.bias_lr, warmup_steps=recipe.warmup_steps,
-                        steps=recipe.horizon, final_lr_ratio=recipe.final_lr_ratio, momentum=recipe.momentum,
-                        weight_storage=recipe.weight_storage, plan=False, calibration=calibration),
-    )
+    trained = training_graph(module, scheme, recipe.pass_options(), False, calibration)
     runner = ModelInterpreter(trained)
-    images, labels = train
     if recipe.steps > 0:
-        order = sample_order(len(images), recipe.steps, seed)
         run_train_steps(trained, images[order], labels[order], recipe.steps, entry=TRAIN_STEP, interpreter=runner)
     _, logits = run_forward(trained, evaluate[0], interpreter=runner)
     return float(np.mean(logits.argmax(axis=1) == evaluate[1]))
 
 
-# One process-pool worker's state: the module and the data are sent once, not with every run.
+@dataclass(frozen=True)
+class RunContext:
+    """Everything the runs of one `FineTuneRunner.run` share: sent to each worker once, not with every run."""
+
+    module_text: str
+    recipe: FineTuneRecipe
+    train: Split
+    evaluate: Split
+    calibration: Calibration | None
+    engine: str
+    token: str
+    """names this context in a worker's memory and its host builds' folder (`host_build.builds_root`)"""
+
+    def run(self, module: ModuleOp, scheme: str | UpdateScheme, seed: Sequence[int] | int) -> float:
+        builds = HostBuilds(builds_root(self.token)) if self.engine == "host" else None
+        return fine_tune_accuracy(module, scheme, self.recipe, self.train, self.evaluate, seed, self.calibration,
+                                  engine=self.engine, builds=builds)
+
+
+# A worker's loaded modules (process pool worker or Dask worker), by context token: parsed once per worker.
+_MODULES: dict[str, ModuleOp] = {}
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(module_text: str, recipe: FineTuneRecipe, train: Split, evaluate: Split,
-                 calibration: Calibration | None = None) -> None:
-    from qtrain.interpreter import load_module
+def worker_module(context: RunContext) -> ModuleOp:
+    module = _MODULES.get(context.token)
+    if module is None:
+        from qtrain.interpreter import load_module
 
-    # Ctrl-C reaches the whole process group: the parent stops the workers; they print nothing.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER.update(module=load_module(module_text), recipe=recipe, train=train, evaluate=evaluate,
-                   calibration=calibration)
+        module = _MODULES[context.token] = load_module(context.module_text)
+    return module
+
+
+def _worker_init(context: RunContext) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the workers; they print nothing. A no-op
+    # handler, not SIG_IGN: an ignored signal stays ignored across exec, so the firmware a host-engine run
+    # starts would outlive the search.
+    signal.signal(signal.SIGINT, _no_op)
+    _WORKER["context"] = context
+
+
+def _no_op(signum: int, frame: object) -> None:
+    pass
 
 
 def _worker_run(scheme: str | UpdateScheme, seed: tuple[int, ...]) -> float:
-    return fine_tune_accuracy(_WORKER["module"], scheme, _WORKER["recipe"], _WORKER["train"], _WORKER["evaluate"],
-                              seed, _WORKER["calibration"])
+    context: RunContext = _WORKER["context"]
+    return context.run(worker_module(context), scheme, seed)
 
 
 class FineTuneRunner:
-    """Runs (scheme, seed) fine-tuning jobs, in a process pool when `jobs` > 1, reporting each finished run
-    to `on_progress` (`qtrain.search.progress`)."""
+    """Runs (scheme, seed) fine-tuning jobs, reporting each finished run to `on_progress`
+    (`qtrain.search.progress`): in this process (`jobs` 1), in a local process pool of `jobs` workers, or
+    on a Dask cluster (`scheduler` "tcp://HOST:PORT", `qtrain.search.dask_cluster`). `engine`: "host" (the
+    host build of the generated C, each distinct training graph compiled once per `run`) or
+    "interpreter" (the golden model)."""
 
     def __init__(self, module: ModuleOp, recipe: FineTuneRecipe, train: Split, evaluate: Split, *, jobs: int = 1,
-                 on_progress: ProgressCallback | None = None, calibration: Calibration | None = None):
+                 on_progress: ProgressCallback | None = None, calibration: Calibration | None = None,
+                 engine: str = "interpreter", scheduler: str | None = None):
+        if engine not in ENGINES:
+            raise SearchError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
         self.module = module
         self.calibration = calibration
         self.recipe = recipe
@@ -141,28 +197,53 @@ class FineTuneRunner:
         self.evaluate = evaluate
         self.jobs = max(1, jobs)
         self.on_progress = on_progress
+        self.engine = engine
+        self.scheduler = scheduler
 
-    def run(self, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]], label: str) -> list[float]:
+    def run(self, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]], label: str,
+            on_result: Callable[[int, float], None] | None = None) -> list[float]:
+        """The accuracies of `jobs`, in order; `on_result(index, accuracy)` as each run finishes (e.g. to
+        keep it in a cache file: an interrupted search then loses only the runs in flight)."""
         total = len(jobs)
         report(self.on_progress, 0, total, label)
+        if total == 0:
+            return []
+        finished = 0
+
+        def done(index: int, accuracy: float) -> None:
+            nonlocal finished
+            finished += 1
+            if on_result is not None:
+                on_result(index, accuracy)
+            report(self.on_progress, finished, total, label)
+
+        context = RunContext(str(self.module), self.recipe, self.train, self.evaluate, self.calibration,
+                             self.engine, uuid.uuid4().hex)
+        if self.scheduler is not None:
+            from qtrain.search.dask_cluster import run_on_cluster
+
+            return run_on_cluster(self.scheduler, context, jobs, done)
+        try:
+            return self._run_locally(context, jobs, done)
+        finally:
+            remove_builds(builds_root(context.token))
+
+    def _run_locally(self, context: RunContext, jobs: Sequence[tuple[str | UpdateScheme, tuple[int, ...]]],
+                     done: Callable[[int, float], None]) -> list[float]:
         if self.jobs == 1 or len(jobs) <= 1:
             results = []
-            for scheme, seed in jobs:
-                results.append(fine_tune_accuracy(self.module, scheme, self.recipe, self.train, self.evaluate, seed,
-                                                  self.calibration))
-                report(self.on_progress, len(results), total, label)
+            for index, (scheme, seed) in enumerate(jobs):
+                results.append(context.run(self.module, scheme, seed))
+                done(index, results[-1])
             return results
         out: list[float] = [0.0] * len(jobs)
-        pool = ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(jobs)),
-            initializer=_worker_init,
-            initargs=(str(self.module), self.recipe, self.train, self.evaluate, self.calibration),
-        )
+        pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), initializer=_worker_init,
+                                   initargs=(context,))
         try:
             futures = {pool.submit(_worker_run, scheme, seed): i for i, (scheme, seed) in enumerate(jobs)}
-            for done, future in enumerate(as_completed(futures), start=1):
+            for future in as_completed(futures):
                 out[futures[future]] = future.result()
-                report(self.on_progress, done, total, label)
+                done(futures[future], out[futures[future]])
         except BaseException:
             stop_workers(pool)  # an interrupt (Ctrl-C, SIGTERM) or a failed run: do not wait for the others
             raise

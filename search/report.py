@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from qtrain.search.analysis import ContributionAnalysis
@@ -10,7 +11,11 @@ from qtrain.search.evolution import SearchResult
 
 
 def _pts(value: float) -> str:
-    return f"{100 * value:+.1f}"
+    return f"{100 * value:+.1f}" if value != -math.inf else "-"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}" if value != -math.inf else "-"
 
 
 def format_analysis(analysis: ContributionAnalysis) -> str:
@@ -25,7 +30,7 @@ def format_analysis(analysis: ContributionAnalysis) -> str:
         f"{100 * analysis.bias_only:.1f}%",
         "  bias of the last k backbone convs (+ classifier), gain over classifier only [points]:",
         "    k      " + " ".join(f"{k:>6d}" for k in range(n + 1)),
-        "    acc %  " + " ".join(f"{100 * a:>6.1f}" for a in analysis.bias_accuracy),
+        "    acc %  " + " ".join(f"{_pct(a):>6}" for a in analysis.bias_accuracy),
         "    gain   " + " ".join(f"{_pts(analysis.bias_gain(k)):>6}" for k in range(n + 1)),
         "  weight of one conv on a ratio of its input channels (+ all biases), gain over bias-only [points]:",
         "    layer  name                 kind     C_in  " + " ".join(f"{_ratio(q):>7}" for q in RATIOS),
@@ -37,7 +42,8 @@ def format_analysis(analysis: ContributionAnalysis) -> str:
             cell = _pts(by_ratio[q] - analysis.bias_only)
             cells.append(f"{cell:>7}" if c.canonical_ratio(q) == q else f"{'=':>7}")
         lines.append(f"    {i:>5}  {c.name:<20} {c.kind:<7} {c.in_channels:>5}  " + " ".join(cells))
-    lines.append("    ('=': same channel count as the next ratio to the right)")
+    lines.append("    ('=': same channel count as the next ratio to the right; '-': not measured, no candidate "
+                 "within the budget trains it)")
     if analysis.module_accuracy:
         lines.append("  lite residual module of one block (+ all biases), gain over bias-only [points]:")
         lines.append("    block  " + " ".join(f"{b:>6d}" for b in analysis.module_accuracy))

@@ -245,11 +245,12 @@ def firmware_command(firmware: Path, args: Sequence[str], qemu_args: Sequence[st
 
 def run(firmware: Path, request: bytes, timeout: float, expected: str,
         progress: ProgressBar | None = None, *, flash: Path | None = None,
-        qemu_args: Sequence[str] = ()) -> tuple[protocol.HarnessResult, Console]:
+        qemu_args: Sequence[str] = (), work_dir: Path | None = None) -> tuple[protocol.HarnessResult, Console]:
     """Run `firmware` on `request`, reading its console while it runs (progress lines go to
     `progress`); `expected` ("3 steps", "10 images") is only for messages. `flash`: the Flash image
     file (flash_image.prepare made it); `qemu_args`: more QEMU options, e.g. power_cut.plugin_args (a
-    power cut raises PowerCut)."""
+    power cut raises PowerCut). `work_dir`: where the request and result files' temporary folder goes
+    (default: the temporary folder)."""
     console = Console([], [])
 
     def read(stream: IO[str]) -> None:
@@ -266,7 +267,7 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
                 else:
                     progress.advance(event.done, event.loss)
 
-    with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="qtrain-run-", dir=work_dir) as tmp:
         (Path(tmp) / "in.bin").write_bytes(request)
         result_path = Path(tmp) / "out.bin"
         if flash is not None:

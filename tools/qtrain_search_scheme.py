@@ -3,18 +3,26 @@
     qtrain-search-scheme MODEL(.onnx|.pkl|.mlir) --data TASK.npz --budget-kb B -o scheme.json
                          [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--repeats 3]
                          [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
-                         [--layers I,J,...] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
+                         [--layers I,J,...] [--max-layers K] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
                          [--num-classes 10] [--weight-storage f32|i16|i8|i8-nearest] [--no-reorder] [--lite-residual]
-                         [--quiet] [--debug]
+                         [--engine host|interpreter] [--scheduler tcp://HOST:PORT] [--quiet] [--debug]
 
-1. Contribution analysis: short fine-tuning runs of the int8 training graph in the interpreter on the
-   task's training split (`image`, `label`), scored on a validation split carved from it (`--val-fraction`,
-   seeded; `test_image`/`test_label` are never read): the gain of the biases of the last k layers over
-   the classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
-   bias-only. `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
+1. Contribution analysis: short fine-tuning runs of the int8 training graph on the task's training
+   split (`image`, `label`), scored on a validation split carved from it (`--val-fraction`, seeded;
+   `test_image`/`test_label` are never read): the gain of the biases of the last k layers over the
+   classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
+   bias-only; a bias depth or weight slice that no scheme within the budget can train is not measured
+   (shown as '-'); `--max-layers K` keeps the weights of only the K deepest convs that fit (depth as a
+   cheap proxy of a weight's gain, see `deepest_feasible_layers`).
+   `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
    With `--lite-residual`, TinyTL's lite residual modules are candidates too: the gain over bias-only of
    the module of each block but the first (inserted by `qtrain-lite-residual`, calibrated once on the
    fine-tuning images).
+   The runs run the host build of the generated C (`--engine host`, the default: each distinct training
+   graph compiled once as `qtrain-compile --target host` would, run as `qtrain-run` runs it; it needs
+   clang) or the numpy golden model (`--engine interpreter`, several times slower), in `--jobs` local
+   processes, or on the workers of a Dask distributed cluster with `--scheduler tcp://HOST:PORT`
+   (`pip install qtrain[dask]`; the workers need qtrain, and clang for the host engine).
 2. Evolutionary search: the scheme with the largest summed gain whose planned peak SRAM (the real
    pipeline: autodiff, sparse-update, dead-gradient-elim, reorder, plan-memory) fits `--budget-kb`; a
    chosen module is listed as `lite_residual_blocks` in the scheme's entry.
@@ -125,6 +133,29 @@ def parse_layers(text: str | None) -> list[int] | None:
         raise UsageError(f"--layers: expected comma-separated layer indexes, got '{text}'") from None
 
 
+def deepest_feasible_layers(planner: Any, layers: list[int] | None, count: int, budget_bytes: int) -> list[int]:
+    """--max-layers: the `count` deepest of `layers` (default: all backbone convs) whose smallest weight
+    slice fits the budget with the classifier alone (the others cannot be trained within it).
+
+    Depth is the cheap proxy for a weight's contribution: MCUNetV3 (Fig. 5) finds the gains of weight
+    updates in the later layers, and every published scheme of schemes.json trains weights only in the
+    last ~45% of its model's convs (mcunet-5fps: convs 21..39 of 42). It costs no fine-tuning run, so
+    the analysis on a large model can afford more steps per run on the layers it keeps."""
+    from qtrain.search.candidates import classifier_only, with_weight
+
+    n = len(planner.convs)
+    chosen: list[int] = []
+    for i in sorted(range(n) if layers is None else set(layers), reverse=True):
+        if not 0 <= i < n:
+            raise UsageError(f"--layers: {i} is not a backbone conv (0..{n - 1})")
+        smallest = planner.convs[i].ratio_options()[1]
+        if planner.peak_sram_bytes(with_weight(classifier_only(n), i, smallest)) <= budget_bytes:
+            chosen.append(i)
+            if len(chosen) == count:
+                break
+    return sorted(chosen)
+
+
 def search(args: argparse.Namespace) -> dict[str, Any]:
     from qtrain.search import (
         EvolutionSettings,
@@ -141,10 +172,12 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         split_validation,
         write_schemes_json,
     )
+    from qtrain.search.host_build import check_engine
     from qtrain.tools.plumbing import stage_bars
 
     inputs = [args.model, args.data, args.cache, args.calibration]
     check_output(args.output, inputs, "schemes file")  # before minutes of fine-tuning
+    check_engine(args.engine)
     module = load_model(args.model, args.num_classes, args.calibration)
     layers = parse_layers(args.layers)
     budget_bytes = int(args.budget_kb * 1024)
@@ -153,6 +186,8 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     minimum = planner.peak_sram_bytes(classifier_only(len(planner.convs)))
     if minimum > budget_bytes:
         raise InfeasibleBudgetError(budget_bytes, minimum)
+    if args.max_layers is not None:
+        layers = deepest_feasible_layers(planner, layers, args.max_layers, budget_bytes)
     images, labels = load_task(args.data, module)
     fit_idx, val_idx = split_validation(len(images), args.val_fraction, args.seed)
     modules: list[int] = []
@@ -167,11 +202,16 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         calibration = calibrate(module, images[fit_idx][:CALIBRATION_IMAGES], modules)
         planner.calibration = calibration
     recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr, weight_storage=args.weight_storage)
+    if args.scheduler is not None:
+        from qtrain.search.dask_cluster import connect
+
+        connect(args.scheduler).close()  # an unreachable scheduler is bad input: say so before any run
     on_progress = stage_bars("qtrain-search-scheme", not args.quiet)
     analysis = contribution_analysis(
         module, (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx]), recipe=recipe,
         repeats=args.repeats, seed=args.seed, layers=layers, jobs=args.jobs, cache_path=args.cache,
-        on_progress=on_progress, modules=modules, calibration=calibration,
+        on_progress=on_progress, modules=modules, calibration=calibration, engine=args.engine,
+        scheduler=args.scheduler, within_budget=lambda c: planner.peak_sram_bytes(c) <= budget_bytes,
     )
     print(format_analysis(analysis))
     print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.1f} s, {analysis.cached_runs} from the cache)")
@@ -226,8 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=number(int, low=1, high=100000, what="a number of generations"),
                    default=evo.generations, help=f"generations ({evo.generations})")
     p.add_argument("--layers", help="analyse and search only these backbone convs' weights (e.g. 20,23,24)")
+    p.add_argument("--max-layers", type=number(int, low=1, high=10000, what="a number of layers"),
+                   help="analyse and search the weights of only the K deepest convs (of --layers) whose smallest "
+                        "weight slice fits the budget: a cheap cut of the analysis on large models")
     p.add_argument("--jobs", type=number(int, low=1, high=256, what="a number of processes"), default=1,
                    help="parallel fine-tuning processes (1)")
+    p.add_argument("--engine", choices=["host", "interpreter"], default="host",
+                   help="what runs the fine-tuning runs: the host build of the generated C (needs clang) or "
+                        "the numpy golden model (host)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="send the fine-tuning runs to this Dask distributed scheduler instead of local processes")
     p.add_argument("--cache", type=Path, help="JSON file keeping fine-tuning results between searches")
     p.add_argument("--calibration", type=Path, help="npz of float NCHW images for an ONNX float model's PTQ")
     p.add_argument("--num-classes", type=number(int, low=2, high=1000, what="a number of classes"), default=10,

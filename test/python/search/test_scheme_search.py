@@ -237,6 +237,93 @@ def test_contribution_analysis_measures_every_layer_and_ratio(tmp_path: Path) ->
     assert pooled.runs == 26 and pooled.as_json() == analysis.as_json()
 
 
+def test_analysis_within_a_budget_skips_only_parts_no_feasible_candidate_trains() -> None:
+    """With `within_budget`, a bias depth or weight slice is measured iff classifier-only plus that part
+    fits; what is measured equals the unpruned analysis, and the search finds the same scheme."""
+    from qtrain.search.analysis import UNMEASURED
+    from qtrain.search.candidates import with_weight
+
+    module = tiny()
+    memory = tiny_memory()
+    convs = backbone_convs(module)
+    images, labels = tiny_task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
+    recipe = FineTuneRecipe(steps=6, lr=0.05, bias_lr=0.05)
+    # conv 2's smallest weight slice fits, with the bias of conv 2 but not conv 1's; conv 0's and 1's weights do not
+    budget = memory[canonical(with_weight(classifier_only(3), 2, 0.25), convs)]
+
+    def fits(c: Candidate) -> bool:
+        return memory[canonical(c, convs)] <= budget
+
+    full = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5)
+    pruned = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5, within_budget=fits)
+    expected_depths = [k for k in range(4) if k == 3 or fits(Candidate(k, (0.0,) * 3))]
+    assert 0 < len(expected_depths) < 4
+    assert [k for k, a in enumerate(pruned.bias_accuracy) if a != UNMEASURED] == expected_depths
+    assert all(pruned.bias_accuracy[k] == full.bias_accuracy[k] for k in expected_depths)
+    slices = 0
+    for i, by_ratio in pruned.weight_accuracy.items():
+        for r, accuracy in by_ratio.items():
+            if fits(with_weight(classifier_only(3), i, r)):
+                assert accuracy == full.weight_accuracy[i][r]
+                slices += 1
+            else:
+                assert accuracy == UNMEASURED and pruned.weight_gain(i, r) == -np.inf
+    assert 0 < slices < 12 and pruned.runs < full.runs
+    assert [a is None for a in pruned.as_json()["bias_accuracy"]] == [k not in expected_depths for k in range(4)]
+    planner = MemoryPlanner(module)
+    settings = EvolutionSettings(population=8, generations=6, seed=3)
+    chosen = [evolutionary_search(convs, a.gain, planner.peak_sram_bytes, budget, settings) for a in (full, pruned)]
+    assert chosen[0].candidate == chosen[1].candidate and chosen[0].gain == chosen[1].gain
+    assert chosen[0].gain == pytest.approx(max(full.gain(c) for c, m in memory.items() if m <= budget))
+
+
+def test_max_layers_keeps_the_deepest_convs_whose_weights_fit() -> None:
+    from qtrain.search.candidates import with_weight
+    from qtrain.tools.qtrain_search_scheme import deepest_feasible_layers
+
+    memory = tiny_memory()
+    convs = backbone_convs(tiny())
+    planner = MemoryPlanner(tiny())
+    smallest = {i: memory[canonical(with_weight(classifier_only(3), i, 0.125), convs)] for i in range(3)}
+    assert smallest[0] > smallest[1] > smallest[2]  # the deeper, the cheaper: conv 0 is the most expensive
+    assert deepest_feasible_layers(planner, None, 2, 10**6) == [1, 2]
+    assert deepest_feasible_layers(planner, None, 5, 10**6) == [0, 1, 2]
+    assert deepest_feasible_layers(planner, [0, 1], 1, 10**6) == [1]
+    assert deepest_feasible_layers(planner, None, 3, smallest[1]) == [1, 2]  # conv 0's weight cannot fit
+    assert deepest_feasible_layers(planner, [0], 3, smallest[1]) == []
+
+
+def test_an_interrupted_analysis_resumes_from_its_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qtrain.search.fine_tune as fine_tune
+
+    module = tiny()
+    images, labels = tiny_task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
+    recipe = FineTuneRecipe(steps=4, lr=0.05, bias_lr=0.05)
+    cache_file = tmp_path / "cache.json"
+    real = fine_tune.fine_tune_accuracy
+    calls = 0
+
+    def interrupted_after_5(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 (fine_tune_accuracy's)
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fine_tune, "fine_tune_accuracy", interrupted_after_5)
+    with pytest.raises(KeyboardInterrupt):
+        contribution_analysis(module, fit, val, recipe=recipe, repeats=1, cache_path=cache_file)
+    assert len(json.loads(cache_file.read_text())["runs"]) == 5
+    monkeypatch.undo()
+    resumed = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, cache_path=cache_file)
+    assert (resumed.runs, resumed.cached_runs) == (13 - 5, 5)
+    assert resumed.as_json() == contribution_analysis(module, fit, val, recipe=recipe, repeats=1).as_json()
+
+
 def test_search_creates_no_file_and_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Candidates reach the pipeline as `UpdateScheme` objects: a whole search (analysis + evolution) opens
     no file for writing and leaves the temporary folder untouched; progress goes to the callback only."""
