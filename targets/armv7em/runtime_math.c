@@ -159,6 +159,7 @@ float qtrain_cospif(float x) {
 float expf(float x);
 float logf(float x);
 float rintf(float x);
+float floorf(float x);
 float fminf(float a, float b);
 float fmaxf(float a, float b);
 
@@ -170,8 +171,8 @@ float logf(float x) {
     return qtrain_logf(x);
 }
 
-/* The Cortex-M4's FPv4-SP has no VRINTX, VMINNM or VMAXNM, so clang lowers __builtin_rintf,
- * __builtin_fminf and __builtin_fmaxf to calls of these (on FPv5 they are single instructions and
+/* The Cortex-M4's FPv4-SP has no VRINTX, VRINTM, VMINNM or VMAXNM, so clang lowers __builtin_rintf,
+ * __builtin_floorf, __builtin_fminf and __builtin_fmaxf to calls of these (on FPv5 they are single instructions and
  * --gc-sections drops the functions). Same results as those instructions and as libm on the host. */
 
 /* Round to integral in the current rounding mode (round half to even at reset): below 2^23, adding
@@ -186,6 +187,14 @@ float rintf(float x) {
     float shifter = (bits >> 31) != 0u ? -8388608.0f : 8388608.0f;
     float r = (x + shifter) - shifter;
     return bits_float(float_bits(r) | (bits & 0x80000000u));
+}
+
+/* Round toward minus infinity (VRINTM; the stochastic-rounding updates): rintf, then one down where
+ * rounding to nearest went up. Exact: below 2^23 the difference r - x is representable; from 2^23 up
+ * (and for infinities and NaN) x is returned as it is; floorf(-0) = -0. */
+float floorf(float x) {
+    float r = rintf(x);
+    return r > x ? r - 1.0f : r;
 }
 
 /* IEEE 754-2008 minNum / maxNum as VMINNM / VMAXNM: a quiet NaN operand gives the other operand,

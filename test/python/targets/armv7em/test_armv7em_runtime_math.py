@@ -1,5 +1,5 @@
 """qtrain_expf / qtrain_logf: accuracy against libm on the host; they and qtrain_cospif bit-identical on QEMU and
-the host (qtrain_cospif against the golden model: test_kernels_schedule.py); rintf, fminf, fmaxf (runtime_math.c's
+the host (qtrain_cospif against the golden model: test_kernels_schedule.py); rintf, floorf, fminf, fmaxf (runtime_math.c's
 on the Cortex-M4, instructions elsewhere) bit-identical on every target.
 
 Over all 2^32 inputs (math_accuracy 1, run once by hand, ~3 minutes): expf max 0.94 ulp, logf max
@@ -41,12 +41,12 @@ def test_target_and_host_results_are_bit_identical(tmp_path: Path) -> None:
         process = build.run_firmware(program.path, timeout=60)
         assert process.returncode == 0, process.stderr
         assert re.fullmatch(r"expf=0x[0-9a-f]{8} logf=0x[0-9a-f]{8} cospif=0x[0-9a-f]{8} rintf=0x[0-9a-f]{8} "
-                            r"fminmax=0x[0-9a-f]{8}\n",
+                            r"floorf=0x[0-9a-f]{8} fminmax=0x[0-9a-f]{8}\n",
                             process.stderr)
         outputs[target] = process.stderr
     assert len(set(outputs.values())) == 1, outputs
-    # The Cortex-M4 build really calls runtime_math.c's functions (FPv4-SP has no VRINTX, VMINNM, VMAXNM).
+    # The Cortex-M4 build really calls runtime_math.c's functions (FPv4-SP has no VRINTX, VRINTM, VMINNM, VMAXNM).
     symbols = {line.split()[-1] for line in (tmp_path / "math_probe-qemu-m4.map").read_text().splitlines() if line}
-    assert {"rintf", "fminf", "fmaxf"} <= symbols
+    assert {"rintf", "floorf", "fminf", "fmaxf"} <= symbols
     assert "rintf" not in {line.split()[-1] for line in (tmp_path / "math_probe-qemu.map").read_text().splitlines()
                            if line}

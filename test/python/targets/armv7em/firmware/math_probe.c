@@ -1,9 +1,10 @@
 /*
  * math_probe.c - prints a checksum of qtrain_expf / qtrain_logf / qtrain_cospif over 20000 pseudo-random
- * arguments each, and of rintf / fminf / fmaxf (one instruction each on FPv5, runtime_math.c's functions on the
+ * arguments each, and of rintf / floorf / fminf / fmaxf (one instruction each on FPv5, runtime_math.c's functions on the
  * Cortex-M4's FPv4, libm or SSE on the host) over random values, halves, infinities and quiet NaNs,
  * so a test can check that every target (QEMU) and the host compute bit-identical results.
- * Output: "expf=0x........ logf=0x........ cospif=0x........ rintf=0x........ fminmax=0x........".
+ * Output: "expf=0x........ logf=0x........ cospif=0x........ rintf=0x........ floorf=0x........
+ *          fminmax=0x........" (one line).
  * (fminf / fmaxf of +0 and -0 may return either zero in C; the kernels never depend on which, so the
  * probe leaves that pair out.)
  */
@@ -63,7 +64,7 @@ static int both_zero(float a, float b) {
 int main(void) {
     uint32_t state = 12345u;
     uint32_t exp_hash = 2166136261u, log_hash = 2166136261u, cos_hash = 2166136261u;
-    uint32_t rint_hash = 2166136261u, minmax_hash = 2166136261u;
+    uint32_t rint_hash = 2166136261u, floor_hash = 2166136261u, minmax_hash = 2166136261u;
     for (int i = 0; i < 20000; i++) {
         state = state * 1664525u + 1013904223u;
         /* exp: uniform in about [-110, 90]; log: any positive float (random exponent and mantissa). */
@@ -77,6 +78,8 @@ int main(void) {
         float b = (other & 1u) ? probe_value(other) : a; /* equal operands too */
         float r = __builtin_rintf(a);
         rint_hash = mix(rint_hash, r != r ? 0x7FC00000u : float_bits(r)); /* any NaN is the NaN */
+        float f = __builtin_floorf(a);
+        floor_hash = mix(floor_hash, f != f ? 0x7FC00000u : float_bits(f));
         if (!both_zero(a, b)) {
             float lo = __builtin_fminf(a, b), hi = __builtin_fmaxf(a, b);
             minmax_hash = mix(mix(minmax_hash, lo != lo ? 0x7FC00000u : float_bits(lo)),
@@ -91,6 +94,8 @@ int main(void) {
     qtrain_put_hex32(cos_hash);
     qtrain_puts(" rintf=");
     qtrain_put_hex32(rint_hash);
+    qtrain_puts(" floorf=");
+    qtrain_put_hex32(floor_hash);
     qtrain_puts(" fminmax=");
     qtrain_put_hex32(minmax_hash);
     qtrain_puts("\n");
