@@ -44,8 +44,11 @@ from qtrain.dialects.qtrain.contract import TRAIN_STEP, find_func
 from qtrain.dialects.qtrain.ops import ReshapeOp
 
 GRAD_PRECISIONS = ("f32", "bf16")
-DEFAULT_GRAD_PRECISION = "bf16"
-"""qtrain-compile's, the API's and the pipeline's default (bench_accuracy measures the choice)."""
+DEFAULT_GRAD_PRECISION = "f32"
+"""qtrain-compile's, the API's and the pipeline's default. Not bf16 yet: bench_accuracy (interpreter) put bf16
+within 1 point of fp32 gradients on digits, but the demo's searched 24 KB scheme on the device (host build =
+interpreter, bit-exact) diverges with bf16 (loss above 20 from step 3; 12% vs 43% after 300 steps), which is
+unexplained."""
 
 _NARROW_IN_OUT = (RequantGradOp, Conv2DInputGradOp, AvgPoolGradOp)
 """Ops whose bf16 kernel reads its gradient operand (operand 0) and writes its result as bf16."""

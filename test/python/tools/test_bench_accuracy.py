@@ -100,7 +100,8 @@ def test_the_arms_compute_different_things() -> None:
     assert storage["int8-qas-i16"]["conv6.weight"] == "i16" and storage["int8-qas-i8-nearest"]["conv6.weight"] == "i8"
     stochastic = {key: any(getattr(o, "is_stochastic", False) for o in g.walk()) for key, g in graphs.items()}
     assert stochastic == {"fp32": False, "int8-qas": False, "int8-no-qas": False, "int8-qas-i16": True,
-                          "int8-qas-i8": True, "int8-qas-i8-nearest": False}
+                          "int8-qas-i8": True, "int8-qas-i8-nearest": False, "int8-qas-bf16": False,
+                          "int8-qas-i8-bf16": True}
     # the storage bar: each cheaper storage against f32, paired, and the cheapest within 1 point
     bar = doc["quantization"][0]["bar"]
     assert set(bar["storage_vs_f32"]) == {"i16", "i8", "i8-nearest"}
