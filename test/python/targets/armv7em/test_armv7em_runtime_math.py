@@ -1,6 +1,6 @@
 """qtrain_expf / qtrain_logf: accuracy against libm on the host; they and qtrain_cospif bit-identical on QEMU and
-the host (qtrain_cospif against the golden model: test_kernels_schedule.py); rintf, floorf, fminf, fmaxf (runtime_math.c's
-on the Cortex-M4, instructions elsewhere) bit-identical on every target.
+the host (qtrain_cospif against the golden model: test_kernels_schedule.py); rintf, floorf, fminf, fmaxf
+(runtime_math.c's on the Cortex-M4, instructions elsewhere) bit-identical on every target.
 
 Over all 2^32 inputs (math_accuracy 1, run once by hand, ~3 minutes): expf max 0.94 ulp, logf max
 0.89 ulp; 99.58% / 99.69% of the results correctly rounded. The test samples every 257th bit pattern.
