@@ -173,9 +173,18 @@ def _no_op(signum: int, frame: object) -> None:
     pass
 
 
+class WorkerInterrupted(Exception):
+    """A worker's run stopped by Ctrl-C. The firmware a host-engine run starts gets the signal too and its
+    runner raises KeyboardInterrupt; a process-pool worker would print that BaseException's traceback
+    and die, so it goes back to the parent (which is stopping the search already) as an ordinary error."""
+
+
 def _worker_run(scheme: str | UpdateScheme, seed: tuple[int, ...]) -> float:
     context: RunContext = _WORKER["context"]
-    return context.run(worker_module(context), scheme, seed)
+    try:
+        return context.run(worker_module(context), scheme, seed)
+    except KeyboardInterrupt:
+        raise WorkerInterrupted("interrupted") from None
 
 
 class FineTuneRunner:
