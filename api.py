@@ -50,9 +50,9 @@ def load_model(path: Path, num_classes: int = 10, calibration: Path | None = Non
 
         return import_onnx(path, calibration=str(calibration) if calibration else None, classifier=True)
     if suffix == ".pkl":
-        from qtrain.frontends.tiny_training import import_tiny_training
+        from qtrain.frontends.tiny_training import DEFAULT_HEAD, import_tiny_training
 
-        return import_tiny_training(path, num_classes=num_classes)
+        return import_tiny_training(path, num_classes=num_classes, head=DEFAULT_HEAD)
     if suffix == ".mlir":
         from qtrain.interpreter import load_module
 

@@ -23,10 +23,17 @@ Forward semantics of the reference training code (mit-han-lab/tiny-training,
   quantization = input quantization). `qtrain.avgpool` rounds `mean(x - zx)` and adds `zx` back, which
   differs by one unit on exact .5 ties when `zx` is odd (mcunet-5fps: zx = -1; see
   `avgpool_tie_note`).
-- classifier: a 1x1 conv on the pooled `1x1xC` tensor. A `K`-class head keeps the first `K` rows of the
-  ImageNet classifier (weights, biases, weight scales) and its input/output quantization; a reshape
-  turns `1x1x1xK` into `1xK`. (The reference's compilation script slices a freshly initialised
-  head instead; taking the ImageNet rows gives a deterministic, meaningful starting point.)
+- classifier: a 1x1 conv on the pooled `1x1xC` tensor; a reshape turns `1x1x1xK` into `1xK`. The
+  `K`-class head is either `head="new"` (what fine-tuning on a new task starts from, and what the tools
+  use: every weight and bias zero, on the int8 grid of the first `K` ImageNet rows' weight scales, with
+  the ImageNet classifier's input/output quantization) or `head="imagenet"` (the first `K` rows of the
+  ImageNet classifier as they are: the reference network, for checking its numerics; the library
+  default). Why zero: the ImageNet rows score ImageNet classes (tench, goldfish, ...), not the task's, so
+  their first, large and meaningless gradients flow back into the pretrained features and wreck them
+  (mbv2-w0.35 never learned the 128x128 digits task from them at any learning rate); a zero head sends
+  no gradient into the backbone until it has learned something, the "linear probe, then fine-tune"
+  order (Kumar et al., ICLR 2022), with no random initialisation to seed. The reference's compilation
+  script also starts from a fresh head (random, with the output scale left at 1).
 - int32 accumulators: the reference accumulates in float and never overflows. A few dead channels
   (weight scale ~4e-9) carry saturated biases (+-2^31) whose int32 sum with the conv could wrap; the
   importer pulls those biases in by the largest possible |conv sum|, which leaves every output of the
@@ -386,8 +393,10 @@ def _reads(b: ForwardBuilder, x: SSAValue, q: QuantParamsAttr, where: str) -> No
         raise _fail(where, f"reads its input as {q}, but the previous layer writes {b.quant[x]}")
 
 
-def _emit_conv(b: ForwardBuilder, c: QuantConv, x: SSAValue, out_rows: int | None = None) -> SSAValue:
-    """`c` as the next `qtrain.conv2d`; `out_rows` keeps only the first output channels (the head)."""
+def _emit_conv(b: ForwardBuilder, c: QuantConv, x: SSAValue, out_rows: int | None = None,
+               zero: bool = False) -> SSAValue:
+    """`c` as the next `qtrain.conv2d`; `out_rows` keeps only the first output channels (the head);
+    `zero`: all weights and biases zero (a new head), on the same weight scales."""
     xt = x.type
     assert isinstance(xt, TensorType)
     _, h, wd, cin = xt.get_shape()
@@ -398,11 +407,15 @@ def _emit_conv(b: ForwardBuilder, c: QuantConv, x: SSAValue, out_rows: int | Non
         raise _fail(c.where, f"out_shape = {c.out_shape}, but a {h}x{wd} input with padding {c.padding} gives {oh}")
     _reads(b, x, _q(c.x_scale, c.x_zero), c.where)
     rows = slice(0, out_rows if out_rows is not None else c.out_channels)
+    weight = np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1))  # OIHW -> OHWI
+    bias = np.ascontiguousarray(int32_safe_bias(c)[rows])
+    if zero:
+        weight, bias = np.zeros_like(weight), np.zeros_like(bias)
     return b.conv2d(
         x,
-        np.ascontiguousarray(c.weight[rows].transpose(0, 2, 3, 1)),  # OIHW -> OHWI
+        weight,
         c.w_scales[rows].tolist(),
-        np.ascontiguousarray(int32_safe_bias(c)[rows]),
+        bias,
         strides=[c.stride, c.stride],
         padding=c.padding,
         groups=c.groups,
@@ -410,9 +423,18 @@ def _emit_conv(b: ForwardBuilder, c: QuantConv, x: SSAValue, out_rows: int | Non
     )
 
 
-def build_forward(model: ReferenceModel, num_classes: int) -> ModuleOp:
+HEADS = ("new", "imagenet")
+"""The classifier heads a model imports with: a zero-initialised one for a new task, or the ImageNet rows."""
+DEFAULT_HEAD = "new"
+"""The head the tools (qtrain-compile, -demo, -search-scheme, -import-tiny-training) give a .pkl model."""
+
+
+def build_forward(model: ReferenceModel, num_classes: int, head: str = "imagenet") -> ModuleOp:
     """The forward-only module: convs numbered as in schemes.json (`ForwardBuilder` counts them in this
-    order), residual adds, the global average pool and the first `num_classes` rows of the classifier."""
+    order), residual adds, the global average pool and a `num_classes`-row classifier (`head`: see the
+    module docstring)."""
+    if head not in HEADS:
+        raise UserError(f"unknown head '{head}' (expected one of: {', '.join(HEADS)})")
     first = model.first_conv
     b = ForwardBuilder(
         [1, model.input_size, model.input_size, model.input_channels], _q(first.x_scale, first.x_zero), arg_name=None
@@ -433,17 +455,20 @@ def build_forward(model: ReferenceModel, num_classes: int) -> ModuleOp:
     assert isinstance(xt, TensorType)
     _, h, w, _ = xt.get_shape()
     pooled = b.avgpool(x, kernel=[h, w], strides=[1, 1], output_q=b.quant[x])
-    logits = _emit_conv(b, model.classifier, pooled, out_rows=num_classes)
+    logits = _emit_conv(b, model.classifier, pooled, out_rows=num_classes, zero=head == "new")
     # No qtrain.output_q: the classifier's output_q already says how the logits dequantize (what
     # run_forward reads), and this importer's IR has never carried the copy.
     return b.finish(logits, record_output_q=False)
 
 
-def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_classes: int = 10) -> ModuleOp:
+def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_classes: int = 10,
+                         head: str = "imagenet") -> ModuleOp:
     """Builds forward-only qtrain IR (`@forward: tensor<1x128x128x3xi8> -> tensor<1xKxi8>`) for a
-    reference model given as a .pkl path or an already loaded dict. K = num_classes takes the first K
-    rows of the ImageNet classifier. Raises TinyTrainingFormatError (a `qtrain.errors.UserError`) for a bad
-    model, a `UserError` for `num_classes` out of range."""
+    reference model given as a .pkl path or an already loaded dict. K = num_classes rows of the
+    classifier: the first K ImageNet rows (`head="imagenet"`) or a zero head on their scales
+    (`head="new"`, what the tools use: `DEFAULT_HEAD`). Raises TinyTrainingFormatError (a
+    `qtrain.errors.UserError`) for a bad model, a `UserError` for `num_classes` out of range or an unknown
+    `head`."""
     raw = source if isinstance(source, dict) else load_pkl(source)
     try:
         model = parse_model(raw)
@@ -456,7 +481,7 @@ def import_tiny_training(source: str | os.PathLike[str] | dict[str, Any], num_cl
             f"the number of classes must be between 2 and {model.num_imagenet_classes} "
             f"(the ImageNet classifier's rows), got {num_classes}"
         )
-    return build_forward(model, num_classes)
+    return build_forward(model, num_classes, head)
 
 
 def forward_function(module: ModuleOp) -> func.FuncOp:

@@ -1,11 +1,13 @@
 """`qtrain-import-tiny-training`: a reference .pkl model of the MCUNetV3 paper -> forward qtrain IR.
 
-    qtrain-import-tiny-training MODEL.pkl [--num-classes N] [-o OUT.mlir] [--export-onnx OUT.onnx]
+    qtrain-import-tiny-training MODEL.pkl [--num-classes N] [--head new|imagenet] [-o OUT.mlir]
+                                [--export-onnx OUT.onnx]
 
-The K-class head is the first N rows of the ImageNet classifier. The model's input quantization is
-printed on `@forward` as `qtrain.input_q`. Bad input (missing, truncated or corrupt file, not a model
-pickle, N out of range) prints one line on stderr and exits with status 2; `--debug` shows the
-traceback instead.
+The N-class head starts at zero (`--head new`, the default: what fine-tuning on a new task starts from;
+frontends/tiny_training.py says why) or is the first N rows of the ImageNet classifier (`--head imagenet`).
+The model's input quantization is printed on `@forward` as `qtrain.input_q`. Bad input (missing,
+truncated or corrupt file, not a model pickle, N out of range) prints one line on stderr and exits with
+status 2; `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 from xdsl.printer import Printer
 
-from qtrain.frontends.tiny_training import import_tiny_training
+from qtrain.frontends.tiny_training import DEFAULT_HEAD, HEADS, import_tiny_training
 from qtrain.tools.plumbing import (
     ArgumentParser,
     UsageError,
@@ -37,7 +39,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("model", help="the model pickle, e.g. ../shared/models/tiny-training/mcunet-5fps.pkl")
     parser.add_argument(
-        "--num-classes", type=int, default=10, metavar="N", help="classes of the head (first N ImageNet rows); 10"
+        "--num-classes", type=int, default=10, metavar="N", help="classes of the head; 10"
+    )
+    parser.add_argument(
+        "--head", choices=HEADS, default=DEFAULT_HEAD,
+        help="the classifier: 'new' (zero weights and biases on the first N ImageNet rows' scales, what "
+             "fine-tuning on a new task starts from) or 'imagenet' (the first N ImageNet rows); default new",
     )
     parser.add_argument("-o", "--output", default="-", metavar="OUT.mlir", help="output IR file (default: stdout)")
     parser.add_argument("--export-onnx", metavar="OUT.onnx", help="also write the network as a QOperator ONNX model")
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
         check_output(output, [args.model])
     if len(outputs) == 2 and same_file(*outputs):
         raise UsageError("-o and --export-onnx name the same file")
-    module = import_tiny_training(args.model, args.num_classes)
+    module = import_tiny_training(args.model, args.num_classes, args.head)
     if args.output == "-":
         Printer(stream=sys.stdout).print_op(module)
         sys.stdout.write("\n")

@@ -269,6 +269,42 @@ def test_head_is_the_first_k_imagenet_rows(k: int) -> None:
     assert str(forward_function(module).function_type.outputs.data[0]) == f"tensor<1x{k}xi8>"
 
 
+def test_a_new_head_is_zero_on_the_imagenet_rows_grid(synthetic_pkl: Path) -> None:
+    raw = load_pkl(synthetic_pkl)
+    new, imagenet = (import_tiny_training(raw, num_classes=3, head=h) for h in ("new", "imagenet"))
+    name = f"conv{len(convs(new)) - 1}"
+    values = params(new)
+    assert not values[f"{name}.weight"].any() and not values[f"{name}.bias"].any()
+    assert params(imagenet)[f"{name}.weight"].any()  # the control: the ImageNet rows are not zero
+    new_head, imagenet_head = convs(new)[-1], convs(imagenet)[-1]
+    assert new_head.weight_q == imagenet_head.weight_q
+    assert new_head.output_q == imagenet_head.output_q and new_head.input_q == imagenet_head.input_q
+    # Everything but the head is the reference network.
+    for key, value in params(imagenet).items():
+        if not key.startswith(f"{name}."):
+            np.testing.assert_array_equal(values[key], value)
+
+
+def test_an_unknown_head_is_refused(synthetic_pkl: Path) -> None:
+    with pytest.raises(UserError, match="unknown head 'random'"):
+        import_tiny_training(load_pkl(synthetic_pkl), num_classes=3, head="random")
+
+
+def test_the_tools_give_a_pkl_model_a_new_head(synthetic_pkl: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from qtrain.api import load_model
+
+    module = load_model(synthetic_pkl, num_classes=4)
+    name = f"conv{len(convs(module)) - 1}"
+    assert not params(module)[f"{name}.weight"].any()
+    out = tmp_path / "imagenet.mlir"
+    code, _, err = run_cli([str(synthetic_pkl), "--num-classes", "4", "--head", "imagenet", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert params(load_module(out))[f"{name}.weight"].any()
+    code, _, err = run_cli([str(synthetic_pkl), "--head", "random"], capsys)
+    assert code == 2 and "--head" in err
+
+
 def test_input_quantization_is_on_forward(reference: Imported) -> None:
     q = input_quant(reference.module)
     first = reference.raw["first_conv"]["params"]
