@@ -1,7 +1,7 @@
 """`qtrain-compile`: a model in, a training firmware out.
 
     qtrain-compile MODEL(.onnx|.pkl|.mlir) [--scheme S] [--sram-kb KB] [--target qemu|qemu-m4|qemu-m33|...]
-                   [--no-reorder] [--no-fuse] [--lr 0.05] [--bias-lr LR] [--warmup-steps 50] [--steps 1000]
+                   [--no-reorder] [--no-fuse] [--lr 0.01] [--bias-lr 0.001] [--warmup-steps 50] [--steps 1000]
                    [--final-lr-ratio 0.1] [--momentum 0] [--no-qas] [--weight-storage f32|i16|i8|i8-nearest]
                    [--grad-precision f32|bf16] [--stream-backward auto|on|off] [--num-classes 10]
                    [--calibration DATA.npz] [--data TASK.npz] [--memory-report FILE.json] [--lifetime-plot FILE.png]
@@ -27,7 +27,7 @@ The training recipe is compiled into the firmware: the device computes each step
 the base rate, then that rate held, so training can go on past the horizon); --lr and --bias-lr are
 the base rates, which follow the same schedule; --momentum > 0 adds SGD momentum (an fp32 velocity
 per trainable tensor, counted in the memory plan). --warmup-steps 0 --steps 0 trains at a constant
-rate. Defaults: qtrain.transforms.recipe.COMPILE_RECIPE (the schedule's are provisional).
+rate. Defaults: qtrain.transforms.recipe.COMPILE_RECIPE, chosen by a documented sweep (docs/recipe.md).
 
 Schemes that train TinyTL lite residual modules (`tinytl-l`, `tinytl-l+b`, a schemes.json entry with
 `lite_residual_blocks`) insert them first; their int8 scales are calibrated on --data's training images
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=LEARNING_RATE, default=COMPILE_RECIPE.lr,
                         help=f"learning rate (default {COMPILE_RECIPE.lr:g})")
     parser.add_argument("--bias-lr", type=LEARNING_RATE, default=COMPILE_RECIPE.bias_lr,
-                        help="bias learning rate (default: --lr)")
+                        help=f"bias learning rate (default {COMPILE_RECIPE.bias_lr:g})")
     parser.add_argument("--warmup-steps", type=int, default=COMPILE_RECIPE.warmup_steps,
                         help=f"linear learning-rate warm-up, in steps (default {COMPILE_RECIPE.warmup_steps}; 0: none)")
     parser.add_argument("--steps", type=int, default=COMPILE_RECIPE.steps,

@@ -103,7 +103,7 @@ class AutodiffPass(ModulePass):
     lr: float = COMPILE_RECIPE.lr
     """learning rate of weight updates"""
     bias_lr: float | None = COMPILE_RECIPE.bias_lr
-    """learning rate of bias updates (default: lr)"""
+    """learning rate of bias updates (None: lr)"""
     warmup_steps: int = COMPILE_RECIPE.warmup_steps
     """steps of linear learning-rate warm-up (0: none)"""
     steps: int = COMPILE_RECIPE.steps
