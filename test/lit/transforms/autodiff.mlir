@@ -36,10 +36,10 @@
 // over 1000 to 0.1), then the updates at the end (naive schedule), each scaled by the factor, with QAS
 // factors s_w^-2 and (s_x * s_w)^-2; no momentum by default.
 // CHECK-NEXT:   %lr_factor = qtrain.lr_schedule {warmup_steps = 50 : i64, steps = 1000 : i64, final_ratio = 1.000000e-01 : f32} : f32
-// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>} : tensor<2x2x1x2xf32>
-// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>} : tensor<2xf32>
-// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[4.0, 16.0, 64.0]>}
-// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0, 256.0]>}
+// CHECK-NEXT:   qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>} : tensor<2x2x1x2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 1.000000e-03 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>} : tensor<2xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight factor %lr_factor {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[4.0, 16.0, 64.0]>}
+// CHECK-NEXT:   qtrain.sgd_update @conv1.bias, %g_conv1_bias factor %lr_factor {lr = 1.000000e-03 : f32, grad_scale = #qtrain.f32<[16.0, 64.0, 256.0]>}
 // CHECK-NEXT:   func.return %loss : f32
 
 // Without QAS: grad_scale 1; separate bias learning rate; int8 weights updated in place, rounded
@@ -52,9 +52,9 @@
 // rounded to nearest.
 // I16:        qtrain.param @conv0.weight trainable storage(i16) = dense<
 // I16:        qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {{{.*}}, stochastic}
-// I16-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>}
+// I16-NEXT:   qtrain.sgd_update @conv0.bias, %g_conv0_bias factor %lr_factor {lr = 1.000000e-03 : f32, grad_scale = #qtrain.f32<[64.0, 256.0]>}
 // NEAREST:    qtrain.param @conv0.weight trainable = dense<
-// NEAREST:    qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>}
+// NEAREST:    qtrain.sgd_update @conv0.weight, %g_conv0_weight factor %lr_factor {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[16.0, 64.0]>}
 // NEAREST-NOT: stochastic
 
 // The recipe's options: base rates, warm-up, horizon and final ratio on the schedule, which weights and

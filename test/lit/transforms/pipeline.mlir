@@ -37,8 +37,8 @@
 // C-LABEL: float qtrain_train_step(
 // C:       const float [[F:lr_factor_[0-9]+]] = qtrain_lr_schedule_f32(qtrain_state_step, 50, 1000, 0x1.99999a0000000p-4f);
 // C:       qtrain_bias_grad_f32({{.*}}, ((float *)qtrain_scratch));
-// C-NEXT:  qtrain_sgd_update_s32(conv1_bias_sram, ((float *)qtrain_scratch), 3, 1, (0x1.99999a0000000p-5f * [[F]]), grad_scale{{[0-9]+}}, 3);
-// C:       qtrain_conv2d_weight_grad_sgd_update({{.*}}, (0x1.99999a0000000p-5f * [[F]]), {{.*}}, QTRAIN_STORAGE_F32, conv1_weight_sram));
+// C-NEXT:  qtrain_sgd_update_s32(conv1_bias_sram, ((float *)qtrain_scratch), 3, 1, (0x1.0624de0000000p-10f * [[F]]), grad_scale{{[0-9]+}}, 3);
+// C:       qtrain_conv2d_weight_grad_sgd_update({{.*}}, (0x1.47ae140000000p-7f * [[F]]), {{.*}}, QTRAIN_STORAGE_F32, conv1_weight_sram));
 // C:       qtrain_bias_grad_f32({{.*}}, ((float *)qtrain_scratch));
 // C-NEXT:  qtrain_sgd_update_s32(conv0_bias_sram, ((float *)qtrain_scratch),
 // C:       qtrain_conv2d_weight_grad_sgd_update({{.*}}, QTRAIN_STORAGE_F32, conv0_weight_sram));

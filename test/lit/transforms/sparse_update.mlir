@@ -27,7 +27,7 @@
 // CHECK:        %g_conv1_weight = qtrain.conv2d_weight_grad %saved_conv1_weight, %g_acc_2 {{.*}}channels = array<i64: 0, 2>} : (tensor<1x4x4x2xi8>, tensor<1x4x4x4xf32>) -> tensor<2x3x3x1xf32>
 // CHECK-NEXT:   %lr_factor = qtrain.lr_schedule
 // The narrowed update keeps its schedule factor, learning rate and QAS factors of the kept channels.
-// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight factor %lr_factor {lr = 5.000000e-02 : f32, grad_scale = #qtrain.f32<[2500.0, 2500.0]>} : tensor<2x3x3x1xf32>
+// CHECK-NEXT:   qtrain.sgd_update @conv1.weight, %g_conv1_weight factor %lr_factor {lr = 1.000000e-02 : f32, grad_scale = #qtrain.f32<[2500.0, 2500.0]>} : tensor<2x3x3x1xf32>
 // CHECK-NEXT:   qtrain.sgd_update @conv2.bias
 // CHECK-NEXT:   qtrain.sgd_update @conv3.weight
 // CHECK-NEXT:   qtrain.sgd_update @conv3.bias

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from functools import cache
 from pathlib import Path
 
@@ -156,11 +157,11 @@ class RelaxedForward:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def autodiffed(module: ModuleOp, pipeline: Sequence[ModulePass] = ()) -> ModuleOp:
-    """A clone of `module` after qtrain-autodiff (default options) and then `pipeline`."""
+def autodiffed(module: ModuleOp, pipeline: Sequence[ModulePass] = (), **options: Any) -> ModuleOp:
+    """A clone of `module` after qtrain-autodiff (default options, or `options`) and then `pipeline`."""
     module = module.clone()
     ctx = Context()
-    AutodiffPass().apply(ctx, module)
+    AutodiffPass(**options).apply(ctx, module)
     for p in pipeline:
         p.apply(ctx, module)
     module.verify()
@@ -351,8 +352,9 @@ def test_mcunet_gradients_match_finite_differences() -> None:
 
 
 def test_updates_follow_sgd_update_semantics_and_persist() -> None:
-    """One int8 step: fp32 master weights, int32 biases rounded, the forward reads rint(master)."""
-    module = autodiffed(tiny_model())
+    """One int8 step: fp32 master weights, int32 biases rounded, the forward reads rint(master). At a rate
+    large enough for the first warm-up step to move int8 values (the default's moves none on this model)."""
+    module = autodiffed(tiny_model(), lr=0.05, bias_lr=0.05)
     rng = np.random.default_rng(21)
     image = rng.integers(-128, 128, size=(1, 8, 8, 3), dtype=np.int8)
     runner = ModelInterpreter(module)
@@ -394,7 +396,8 @@ def test_weight_storages_update_as_numerics_says(storage: str) -> None:
     is numerics.sgd_update of the previous one with this step's noise key (stochastic storages) read from the
     advanced step counter; the forward reads its int8 value; int32 biases stay rounded to nearest."""
     module = tiny_model().clone()
-    AutodiffPass(weight_storage=storage).apply(Context(), module)  # type: ignore[arg-type]
+    # A rate at which two warm-up steps move int8 values on this model (the default's moves none).
+    AutodiffPass(weight_storage=storage, lr=0.05, bias_lr=0.05).apply(Context(), module)  # type: ignore[arg-type]
     module.verify()
     updates = {u.updated_param: u for u in find_func(module, "train_step").walk() if isinstance(u, SGDUpdateOp)}
     params = {p.sym_name.data: p for p in module.ops if isinstance(p, ParamOp)}
