@@ -24,9 +24,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
