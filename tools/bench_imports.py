@@ -5,16 +5,21 @@ own static quantization's; bias-only training of the host build against the inte
     .venv-torch/bin/python examples/torchvision/export_models.py -o out/torchvision     # torch needed here only
     python -m qtrain.tools.bench_imports out/torchvision [--images 100] [--exact-images 5] [--steps 3]
                                          [--models M ...] [--exporters legacy dynamo] [--no-train] [--json F]
+                                         [--eval task|heldout]
 
 Reads what export_models.py wrote (DIR/MODEL/{legacy,dynamo}{,.qdq,.qop}.onnx, DIR/calibration.npz,
-DIR/task.npz). Columns:
+DIR/task.npz, and with `--eval heldout` DIR/heldout.npz). The held-out images of the columns below are the
+task's (inverted-contrast digits, `test_image`; the default) or, with `--eval heldout`, the held-out
+upright digits: the distribution the calibration images come from and a pre-trained model
+(`export_models.py --pretrain-epochs N`) learned. Columns:
 
 - import: the float model (our PTQ, calibrated on calibration.npz), the QDQ and the QOperator model import;
 - qop exact / qdq exact: of the first --exact-images held-out task images, how many give onnxruntime's
   logits bit for bit (compared as int8 codes; where onnxruntime's quantizer left the model's last op in
   float, its float output rounded to our output grid); qdq max: the largest difference in output
   quantization steps;
-- top-1 agree: on --images held-out task images, how often the argmax equals onnxruntime's float model's,
+- float acc: the float model's top-1 accuracy (onnxruntime) on the --images held-out images;
+- top-1 agree: on --images held-out images, how often the argmax equals onnxruntime's float model's,
   for our int8 import of the float model (ours), and for onnxruntime running its own static quantization
   of it (ort qop, ort qdq; per-channel int8 weights, int8 activations, the same calibration images);
 - rms: the same three int8 models' logit error against the float model's logits (RMS over those images,
@@ -87,7 +92,7 @@ def training_agreement(module_text: str, images: np.ndarray, labels: np.ndarray,
 
 
 def measure(folder: Path, exporter: str, calibration: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-            args: argparse.Namespace) -> dict[str, Any]:
+            args: argparse.Namespace, eval_x: np.ndarray, eval_y: np.ndarray) -> dict[str, Any]:
     from qtrain.frontends.onnx import import_onnx, quantize_images
     from qtrain.interpreter import run_forward
 
@@ -112,9 +117,11 @@ def measure(folder: Path, exporter: str, calibration: np.ndarray, test_x: np.nda
         same = np.round(ref / scale) == np.round(got / scale)
         row[f"{form}_exact"] = int(sum(bool(same[i].all()) for i in range(len(exact))))
         row[f"{form}_max_steps"] = round(float(np.abs(ref - got).max()) / scale, 2)
-    x = test_x[:args.images]
+    x = eval_x[:args.images]
     float_logits = ort_logits(paths["float"], x)
     reference = float_logits.argmax(1)
+    row["images"] = len(x)
+    row["acc_float"] = float(np.mean(reference == eval_y[:args.images]))
     _, ours = run_forward(modules["float"], quantize_images(x, modules["float"]))
     row["agree_ours"] = float(np.mean(ours.argmax(1) == reference))
     # The logits' RMS error against the float model, relative to their spread: with random weights the
@@ -140,6 +147,7 @@ def print_row(row: dict[str, Any], args: argparse.Namespace) -> None:
     imports = "/".join(f"{row[f'import_{f}_s']:.0f}s" for f in ("float", "qdq", "qop"))
     print(f"{row['model']:<19} {row['exporter']:<7} {imports:>13} {row['qop_exact']:>3}/{args.exact_images:<2} "
           f"{row['qdq_exact']:>3}/{args.exact_images:<2} {row['qdq_max_steps']:>7.2f} "
+          f"{100 * row['acc_float']:>5.1f} "
           f"{100 * row['agree_ours']:>6.1f} {100 * row['agree_ort_qop']:>7.1f} {100 * row['agree_ort_qdq']:>7.1f} "
           f"{row['rms_ours']:>6.3f} {row['rms_ort_qop']:>7.3f} {row['rms_ort_qdq']:>7.3f}  "
           f"{row.get('train', '-')}", flush=True)
@@ -155,23 +163,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exporters", nargs="+", choices=EXPORTERS, default=list(EXPORTERS))
     parser.add_argument("--no-train", action="store_true", help="skip the host-build training comparison")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--eval", choices=("task", "heldout"), default="task",
+                        help="images for accuracy and agreement: the task's held-out (inverted) images or the "
+                             "held-out upright digits of DIR/heldout.npz (default task)")
     parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("calibration.npz", "task.npz"):
+    for name in ("calibration.npz", "task.npz", *(("heldout.npz",) if args.eval == "heldout" else ())):
         if not (args.folder / name).is_file():
             raise UsageError(f"{args.folder}: no {name} (run examples/torchvision/export_models.py -o {args.folder})")
     calibration = np.load(args.folder / "calibration.npz")["image"]
     task = np.load(args.folder / "task.npz")
     test_x, test_y = task["test_image"], task["test_label"]
+    if args.eval == "heldout":
+        heldout = np.load(args.folder / "heldout.npz")
+        eval_x, eval_y = heldout["image"], heldout["label"]
+    else:
+        eval_x, eval_y = test_x, test_y
     print(f"{'model':<19} {'export':<7} {'import f/qdq/qop':>13} {'qop':>6} {'qdq':>6} {'qdq max':>7} "
-          f"{'top-1 agree %: ours':>6} {'ort qop':>7} {'ort qdq':>7} "
+          f"{'float acc %':>5} {'top-1 agree %: ours':>6} {'ort qop':>7} {'ort qdq':>7} "
           f"{'rms: ours':>6} {'ort qop':>7} {'ort qdq':>7}  train (bias-only, host vs interpreter)")
     rows = []
     for model in args.models:
         for exporter in args.exporters:
             if not (args.folder / model / f"{exporter}.onnx").is_file():
                 raise UsageError(f"{args.folder / model / f'{exporter}.onnx'} is missing")
-            rows.append(measure(args.folder / model, exporter, calibration, test_x, test_y, args))
+            rows.append(measure(args.folder / model, exporter, calibration, test_x, test_y, args, eval_x, eval_y))
             print_row(rows[-1], args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
