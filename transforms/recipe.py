@@ -14,8 +14,9 @@ Two recipes exist:
   50 warm-up steps, cosine over a 1000-step horizon down to 0.1 x lr, then held. Chosen by the sweep of
   `python -m qtrain.tools.sweep_recipe` (docs/recipe.md has the table): the three reference models with
   their 49kb schemes on examples/transfer's 128x128 task and the digits CNN (last-k=3), 1000 steps, held-out
-  accuracy over three data orders. The only setting of the grid under which all four learn and none
-  diverges; the earlier provisional lr 0.05 diverged to chance on all three reference models.
+  accuracy over three data orders. Of the settings measured on all four, the only one under which all
+  four learn and none diverges; the earlier provisional lr 0.05 diverged to chance on all three reference
+  models.
 - `FINE_TUNE_RECIPE`: what the scheme search measures contributions with and the demo and benchmarks
   train with (the same rates, at a constant learning rate, as the digits sweep documented at
   `qtrain.search.FineTuneRecipe` measured it).
