@@ -459,7 +459,7 @@ def _compile(clang: str, flags: Sequence[str], key_flags: Sequence[str], source:
     model's include folders are not part of the key: this folder's sources include only this folder's
     headers (and the system's)."""
     cache = object_cache_dir()
-    key = object_cache_key(clang, key_flags, source) if cache is not None else None
+    key = object_cache_key(clang, _flags_affecting(key_flags, source), source) if cache is not None else None
     cached = cache / f"{key}.o" if cache is not None and key is not None else None
     if cached is not None and cached.is_file():
         shutil.copyfile(cached, output)
@@ -473,6 +473,20 @@ def _compile(clang: str, flags: Sequence[str], key_flags: Sequence[str], source:
             os.replace(partial, cached)  # atomic: a parallel build sees the whole object or none
         except OSError:
             pass  # a cache that cannot be written only costs time
+
+
+def _flags_affecting(flags: Sequence[str], source: Path) -> list[str]:
+    """`flags` without the -ffile-prefix-map=OLD=NEW whose OLD does not hold `source`: such a map only renames
+    paths under OLD, and this folder's sources include nothing from there. (qtrain-compile maps its
+    temporary build folder, a new name on every build: keyed, it made every cached object a miss.)"""
+    kept = []
+    for flag in flags:
+        if flag.startswith("-ffile-prefix-map="):
+            old = Path(flag.removeprefix("-ffile-prefix-map=").split("=", 1)[0])
+            if not source.resolve().is_relative_to(old.resolve()):
+                continue
+        kept.append(flag)
+    return kept
 
 
 def _run(command: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:

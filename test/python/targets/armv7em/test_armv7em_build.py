@@ -222,6 +222,25 @@ def test_the_object_cache_gives_the_same_firmware(tmp_path: Path, monkeypatch: p
         assert len(texts) == 1, section
 
 
+def test_builds_into_different_folders_share_the_object_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """qtrain-compile maps each build's temporary folder in the debug info (-ffile-prefix-map, a new name
+    every time): that must not make the runtime's and the kernels' objects cache misses."""
+    monkeypatch.setenv(build.OBJECT_CACHE_ENV, str(tmp_path / "cache"))
+    sources = [FIRMWARE_SOURCES / "stub_model.c", *build.kernel_sources()]
+    for name in ("a", "b"):
+        build.build_firmware(sources, tmp_path / name / "f.elf", "qemu-m33",
+                             extra_cflags=[f"-ffile-prefix-map={tmp_path / ('.tmp-' + name)}={tmp_path / name}"])
+        cached = sorted((tmp_path / "cache").glob("*.o"))
+        assert len(cached) == len(build.kernel_sources()) + len(build.runtime_sources("qemu-m33")), name
+    # a map of the folder a source lives in still keys that source
+    kernel = build.kernel_sources()[0]
+    flags = build.compile_flags("qemu")
+    mapped = [*flags, f"-ffile-prefix-map={kernel.parent}=/src"]
+    clang = shutil.which("clang") or "clang"
+    assert build.object_cache_key(clang, build._flags_affecting(mapped, kernel), kernel) != \
+        build.object_cache_key(clang, flags, kernel)
+
+
 def test_the_object_cache_key_covers_flags_sources_and_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clang = shutil.which("clang") or "clang"
     kernel = build.kernel_sources()[0]
