@@ -30,6 +30,9 @@ class EvolutionSettings:
 
     population: int = 50
     generations: int = 40
+    patience: int = 8
+    """stop early once the parents (the best `parent_fraction`) have not changed for this many generations:
+    every child since was worse than all of them, so the search has converged (0: always run `generations`)"""
     parent_fraction: float = 0.25
     mutation_fraction: float = 0.5
     """share of the children made by mutation; the rest by crossover"""
@@ -166,9 +169,16 @@ def evolutionary_search(
     n_mutants = round(settings.mutation_fraction * (settings.population - n_parents))
     best_history: list[float] = []
     report(on_progress, 0, settings.generations, "evolutionary search")
+    previous_parents: list[Candidate] = []
+    unchanged = 0
     for generation in range(1, settings.generations + 1):
         population.sort(key=fitness)
         parents = population[:n_parents]
+        unchanged = unchanged + 1 if parents == previous_parents else 0
+        if settings.patience and unchanged >= settings.patience:
+            report(on_progress, settings.generations, settings.generations, "evolutionary search")
+            break
+        previous_parents = parents
         best_history.append(gain(parents[0]))
         children: list[Candidate] = list(parents)
         # Parents survive, so a child less fit than every parent could never become one: it is not

@@ -170,6 +170,25 @@ def test_search_respects_the_budget_and_finds_the_optimum(budget_fraction: float
     assert result.best_per_generation == sorted(result.best_per_generation)
 
 
+def test_search_stops_once_its_parents_stop_changing() -> None:
+    """Patience: a converged population (parents unchanged for `patience` generations) ends the search early
+    with the same answer as running every generation; patience 0 runs them all."""
+    memory = tiny_memory()
+    budget = int(np.median(list(memory.values())))
+    convs = backbone_convs(tiny())
+    gain = synthetic_gain(2)
+
+    def search(patience: int):
+        return evolutionary_search(convs, gain, lambda c: memory[canonical(c, convs)], budget,
+                                   EvolutionSettings(population=8, generations=60, patience=patience, seed=1))
+
+    early, full = search(3), search(0)
+    assert len(full.best_per_generation) == 60
+    assert 3 < len(early.best_per_generation) < 60
+    assert early.candidate == full.candidate and early.gain == full.gain
+    assert early.best_per_generation == full.best_per_generation[:len(early.best_per_generation)]
+
+
 def test_search_raises_for_an_infeasible_budget() -> None:
     planner = MemoryPlanner(tiny())
     minimum = planner.peak_sram_bytes(classifier_only(3))
