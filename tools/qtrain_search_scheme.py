@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--population", type=number(int, low=2, high=100000, what="a population size"),
                    default=evo.population, help=f"population ({evo.population})")
     p.add_argument("--generations", type=number(int, low=1, high=100000, what="a number of generations"),
-                   default=evo.generations, help=f"generations ({evo.generations})")
+                   default=evo.generations,
+                   help=f"generations at most ({evo.generations}; the search stops earlier once its parents have "
+                        f"not changed for {evo.patience})")
     p.add_argument("--layers", help="analyse and search only these backbone convs' weights (e.g. 20,23,24)")
     p.add_argument("--max-layers", type=number(int, low=1, high=10000, what="a number of layers"),
                    help="analyse and search the weights of only the K deepest convs (of --layers) whose smallest "
