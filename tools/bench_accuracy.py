@@ -278,7 +278,7 @@ def cached_analysis_is_current(module: ModuleOp, train: Split) -> bool:
 
 
 def demo_searched_scheme(module: ModuleOp, train: Split, budget_kb: float, directory: Path, *,
-                         jobs: int, progress: bool) -> tuple[str, dict[str, Any]]:
+                         jobs: int, progress: bool, population: int = 50) -> tuple[str, dict[str, Any]]:
     """The scheme `qtrain-demo` searches for `budget_kb` (see the module docstring); returns (spec, record)."""
     from qtrain.search import (
         EvolutionSettings,
@@ -297,7 +297,7 @@ def demo_searched_scheme(module: ModuleOp, train: Split, budget_kb: float, direc
                                      cache_path=cache, on_progress=stage_bars(PROG, progress))
     planner = MemoryPlanner(module)
     result = evolutionary_search(planner.convs, analysis.gain, planner.peak_sram_bytes, int(budget_kb * 1024),
-                                 EvolutionSettings(seed=0), searchable=list(analysis.weight_accuracy),
+                                 EvolutionSettings(population=population, seed=0), searchable=list(analysis.weight_accuracy),
                                  on_progress=stage_bars(PROG, progress))
     spec = write_schemes_json(directory / "scheme.json", "digits", budget_kb, result.candidate)
     how = (f"qtrain-search-scheme as in qtrain-demo, {analysis.cached_runs} of "
@@ -335,6 +335,8 @@ class BenchConfig:
     """run (b); False: only (a)"""
     searched: str | None = None
     """a scheme spec to use as the searched scheme instead of searching"""
+    search_population: int = 50
+    """the evolutionary search's population (qtrain-demo's; smaller only to make the tests quick)"""
     jobs: int = 2
     progress: bool = True
 
@@ -376,7 +378,8 @@ def run_bench(config: BenchConfig, stream: IO[str] | None = None) -> dict[str, A
                      "examples/digits/contributions.json does not match: redoing the contribution analysis, 84 "
                      "runs of 2000 steps, minutes)..."), file=out, flush=True)
             searched, search_record = demo_searched_scheme(module, train, config.budget_kb, Path(tmp.name),
-                                                           jobs=config.jobs, progress=config.progress)
+                                                           jobs=config.jobs, progress=config.progress,
+                                                           population=config.search_population)
         else:
             searched, search_record = config.searched, {"how": f"given: {config.searched}"}
         spec = {SEARCHED: searched}

@@ -70,8 +70,8 @@ def test_own_model_example_runs_through_the_tools(tmp_path: Path) -> None:
     # 4.2 search, shortened (every layer still analysed); from the .onnx + --calibration, as qtrain-demo does
     out = tool("qtrain_search_scheme", "my.onnx", "--calibration", "cal.npz", "--data", "my_task.npz",
                "--budget-kb", "24", "-o", "scheme.json", "--model-name", "my", "--lr", "0.01", "--bias-lr", "0.001",
-               "--jobs", "2", "--cache", "contributions.json", "--steps", "30", "--repeats", "1", "--generations",
-               "10", "--quiet", "--json", cwd=work)
+               "--jobs", "2", "--cache", "contributions.json", "--steps", "30", "--repeats", "1", "--population",
+               "12", "--generations", "10", "--quiet", "--json", cwd=work)
     summary = json.loads(out[out.index("{\n"):])
     assert summary["scheme"] == "scheme.json#my/24kb" and summary["peak_sram_bytes"] <= 24 * 1024
     assert "24kb" in json.loads((work / "scheme.json").read_text())["my"]
@@ -79,7 +79,7 @@ def test_own_model_example_runs_through_the_tools(tmp_path: Path) -> None:
     # the float NCHW task is accepted by the search too (it quantizes it the same way)
     tool("qtrain_search_scheme", "my.mlir", "--data", "my_task_float.npz", "--budget-kb", "24", "-o",
          "scheme_float.json", "--model-name", "my", "--steps", "30", "--repeats", "1", "--layers", "5",
-         "--generations", "2", "--quiet", cwd=work)
+         "--population", "8", "--generations", "2", "--quiet", cwd=work)
 
     if not have_tools("clang", "ld.lld", "qemu-system-arm"):
         pytest.skip("4.3/4.4 need clang, ld.lld and qemu-system-arm")

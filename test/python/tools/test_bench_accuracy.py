@@ -39,7 +39,7 @@ def tiny_bench() -> dict[str, Any]:
                     "DEMO/contributions.json there")
     config = bench.BenchConfig(
         seeds=1, recipe=bench.Recipe(steps=STEPS), quant_schemes=(bench.SEARCHED,),
-        budget_schemes=("last-k=1", "bias-only", "last-k=4"), jobs=1, progress=False,
+        budget_schemes=("last-k=1", "bias-only", "last-k=4"), jobs=1, progress=False, search_population=12,
     )
     import io
 

@@ -73,7 +73,9 @@ def test_demo_reports_a_bad_model_in_one_line(tmp_path: Path):
 
 @pytest.mark.skipif(not have_tools("clang", "ld.lld", "qemu-system-arm"), reason="needs clang, ld.lld, qemu")
 def test_demo_takes_your_float_model_and_float_task(tmp_path: Path):
-    """--model/--data/--calibration with float NCHW task images: quantized with the model's input parameters."""
+    """--model/--data/--calibration with float NCHW task images: quantized with the model's input parameters.
+
+    A given scheme, not a search: test_own_model_example.py searches from the same .onnx and float task."""
     example = tmp_path / "ex"
     made = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[3] / "examples" / "own_model" /
                                                "make_example.py"), "-o", str(example)],
@@ -83,7 +85,7 @@ def test_demo_takes_your_float_model_and_float_task(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-m", "qtrain.tools.qtrain_demo", "-o", str(out), "--model", str(example / "my.onnx"),
          "--data", str(example / "my_task_float.npz"), "--calibration", str(example / "cal.npz"),
-         "--budget-kb", "24", "--analysis-steps", "60", "--steps", "60", "--eval-every", "30", "--jobs", "2"],
+         "--scheme", "last-k=2", "--steps", "30", "--eval-every", "30"],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -91,7 +93,7 @@ def test_demo_takes_your_float_model_and_float_task(tmp_path: Path):
         assert task["image"].dtype == np.int8
         np.testing.assert_array_equal(task["image"], reference["image"])  # the same quantization as the example's
     report = json.loads((out / "result.json").read_text())
-    assert len(report["instructions_per_step"]) == 60
+    assert len(report["instructions_per_step"]) == 30
 
 
 def test_demo_scheme_and_a_search_option_exclude_each_other(tmp_path: Path):
