@@ -9,6 +9,7 @@ tensor; `axis >= 0` means one scale per index along that dimension (per-output-c
 """
 
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -117,7 +118,8 @@ class F32ArrayAttr(ParametrizedAttribute):
 
     @staticmethod
     def get(values: Sequence[float]) -> "F32ArrayAttr":
-        return F32ArrayAttr(ArrayAttr(FloatData(float(np.float32(v))) for v in values))
+        # Keyed by the float32 bits: -0.0 and 0.0 (equal as floats) stay distinct, NaNs are found again.
+        return _f32_array(np.asarray(values, dtype=np.float32).tobytes())
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
@@ -137,3 +139,10 @@ class F32ArrayAttr(ParametrizedAttribute):
 
     def as_array(self) -> np.ndarray:
         return np.array(self.get_values(), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4096)
+def _f32_array(bits: bytes) -> F32ArrayAttr:
+    # Attributes are immutable, so ops may share one: autodiff builds the same QAS factors (one per element
+    # of a layer's output channels) for every candidate the scheme search plans.
+    return F32ArrayAttr(ArrayAttr(FloatData(v) for v in np.frombuffer(bits, dtype=np.float32).tolist()))
