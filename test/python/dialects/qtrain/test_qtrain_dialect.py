@@ -164,3 +164,17 @@ def test_grouped_weight_gradient_covers_the_whole_weight(result_shape: tuple[int
     else:
         with pytest.raises(VerifyException, match="grouped .groups = 2. weight gradient covers every input channel"):
             op.verify()
+
+
+def test_f32_array_attrs_are_shared_and_exact() -> None:
+    """F32ArrayAttr.get builds one attribute per distinct list of float32 bits (the search plans many
+    candidates with the same QAS factors): equal lists share it, float32 rounding happens first, and
+    -0.0 is not mistaken for 0.0 (equal as floats, different bits and printed differently)."""
+    from qtrain.dialects.qtrain.attrs import F32ArrayAttr
+
+    a = F32ArrayAttr.get([0.1, 2.5e8])
+    assert F32ArrayAttr.get(np.array([0.1, 2.5e8])) is a
+    assert a.get_values() == (float(np.float32(0.1)), 2.5e8)
+    assert F32ArrayAttr.get([float(np.float32(0.1)), 2.5e8]) is a  # same float32 bits
+    negative, positive = F32ArrayAttr.get([-0.0]), F32ArrayAttr.get([0.0])
+    assert negative is not positive and np.signbit(negative.as_array()[0]) and not np.signbit(positive.as_array()[0])
