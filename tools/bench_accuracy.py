@@ -297,7 +297,8 @@ def demo_searched_scheme(module: ModuleOp, train: Split, budget_kb: float, direc
                                      cache_path=cache, on_progress=stage_bars(PROG, progress))
     planner = MemoryPlanner(module)
     result = evolutionary_search(planner.convs, analysis.gain, planner.peak_sram_bytes, int(budget_kb * 1024),
-                                 EvolutionSettings(population=population, seed=0), searchable=list(analysis.weight_accuracy),
+                                 EvolutionSettings(population=population, seed=0),
+                                 searchable=list(analysis.weight_accuracy),
                                  on_progress=stage_bars(PROG, progress))
     spec = write_schemes_json(directory / "scheme.json", "digits", budget_kb, result.candidate)
     how = (f"qtrain-search-scheme as in qtrain-demo, {analysis.cached_runs} of "
