@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -491,6 +492,10 @@ def _flags_affecting(flags: Sequence[str], source: Path) -> list[str]:
 
 def _run(command: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(command), capture_output=True, text=True)
+    if result.returncode in (-signal.SIGINT, -signal.SIGTERM):
+        # Ctrl-C reaches the whole process group: clang dies of it too, often before this process's own
+        # handler has run. Reported as the interrupt it is (the tools exit 130), not as a failed build.
+        raise KeyboardInterrupt(f"{what} interrupted")
     if result.returncode != 0:
         raise BuildError(f"{what} failed:\n{(result.stderr or result.stdout).strip()}")
     return result
@@ -591,8 +596,13 @@ def build_firmware(
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             jobs = [pool.submit(_compile, clang, cflags, key_flags, s, o)
                     for s, o in zip(all_sources, objects, strict=True)]
-            for job in jobs:
-                job.result()
+            try:
+                for job in jobs:
+                    job.result()
+            except BaseException:
+                # No new clang once one failed or Ctrl-C came: the folder they would read is going away.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         if target == "host":
             _run([clang, *sanitizers, *(str(o) for o in objects), "-lm", "-o", str(output)], f"linking {output.name}")
             return BuildResult(output, target, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import struct
 import subprocess
 from pathlib import Path
@@ -260,3 +261,13 @@ def test_the_object_cache_key_covers_flags_sources_and_headers(tmp_path: Path, m
     header = copy / "kernels" / "qtrain_kernels.h"
     header.write_text(header.read_text() + "\n/* changed */\n")
     assert build.object_cache_key(clang, flags, copied) != key
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_tool_killed_by_ctrl_c_is_an_interrupt_not_a_failed_build(signum: int) -> None:
+    """Ctrl-C reaches clang too (same process group), often before our own handler runs: a child that died of
+    SIGINT / SIGTERM must surface as KeyboardInterrupt (the tools exit 130), not as a BuildError (exit 2)."""
+    with pytest.raises(KeyboardInterrupt):
+        build._run(["sh", "-c", f"kill -{int(signum)} $$"], "clang (x.c)")
+    with pytest.raises(build.BuildError, match="clang \\(x.c\\) failed"):
+        build._run(["sh", "-c", "echo 1 error generated. >&2; exit 1"], "clang (x.c)")
