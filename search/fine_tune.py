@@ -253,6 +253,11 @@ class FineTuneRunner:
             for future in as_completed(futures):
                 out[futures[future]] = future.result()
                 done(futures[future], out[futures[future]])
+        except WorkerInterrupted:
+            # Ctrl-C reached a worker's firmware before this process's own handler ran: it is the same
+            # interrupt (the tool exits 130), not a failed run.
+            stop_workers(pool)
+            raise KeyboardInterrupt from None
         except BaseException:
             stop_workers(pool)  # an interrupt (Ctrl-C, SIGTERM) or a failed run: do not wait for the others
             raise

@@ -157,3 +157,23 @@ def test_ctrl_c_stops_the_workers_and_their_firmware_and_leaves_no_file(
     assert left == []  # no firmware outlives the search
     assert [p.name for p in temporary.iterdir() if not p.name.startswith("qtrain-objects-")] == []
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_worker_interrupted_first_is_the_parents_interrupt(tiny_files: tuple[Path, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaches a worker's firmware before the parent's own handler has run: the parent must raise
+    KeyboardInterrupt (the tool exits 130), not the worker's error (exit 1). The workers are forked, so the
+    patched run is theirs too."""
+    from qtrain.interpreter import load_module
+    from qtrain.search import fine_tune
+
+    def interrupted_run(self, module, scheme, seed) -> float:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fine_tune.RunContext, "run", interrupted_run)
+    model, data = tiny_files
+    with np.load(data) as task:
+        split = (task["image"][:4], task["label"][:4])
+    runner = fine_tune.FineTuneRunner(load_module(model), FineTuneRecipe(steps=2), split, split, jobs=2)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run([("bias-only", (0,)), ("bias-only", (1,))], "test")
