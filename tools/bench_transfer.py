@@ -461,8 +461,10 @@ def table(result: dict[str, Any]) -> str:
     head = ["model", "scheme", "planned peak KB", *(ARM_TITLES[a] + " %" for a in arms)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
     for row in result["rows"]:
-        cells = [row["model"], row["scheme"] + (f" ({row['spec']})" if row["spec"].startswith("last-k") and
-                                                  row["scheme"] != row["spec"] else ""),
+        spec = row["spec"] if row["spec"].startswith("last-k") and row["scheme"] != row["spec"] else None
+        same = f"= {row['same_as']}" if row.get("same_as") else None
+        extra = ", ".join(x for x in (spec, same) if x)
+        cells = [row["model"], row["scheme"] + (f" ({extra})" if extra else ""),
                  f"{row['planned_peak_bytes'] / 1024:.1f}" if row.get("planned_peak_bytes") else "-"]
         for arm in arms:
             s = cell(result, row["model"], row["scheme"], arm)
@@ -633,6 +635,7 @@ def bench(args: argparse.Namespace, models: list[str], names: list[str], arms: l
             print(f"{model}: fp32 PyTorch forward vs relaxed interpreter on {CHECK_IMAGES} task images: max |diff| "
                   f"{diff:.3g} on the logits (relative {relative:.2g})", flush=True)
         shapes = param_shapes(module)
+        first_label: dict[str, str] = {}
         for scheme in schemes:
             folder = work / model / scheme.label
             folder.mkdir(parents=True, exist_ok=True)
@@ -643,6 +646,15 @@ def bench(args: argparse.Namespace, models: list[str], names: list[str], arms: l
                                  for t in memory["trainable"]],
                    "notes": {}}
             result["rows"].append(row)
+            if scheme.spec in first_label:
+                # The same scheme under another name (last-k with K = 1 is the classifier row): measured once,
+                # both rows show the same runs (one dict under both keys).
+                row["same_as"] = first_label[scheme.spec]
+                for arm in arms:
+                    result["runs"][f"{model}|{scheme.label}|{arm}"] = result["runs"].setdefault(
+                        f"{model}|{row['same_as']}|{arm}", {})
+                continue
+            first_label[scheme.spec] = scheme.label
             trained = None
             if "fp32" in arms:
                 try:

@@ -155,3 +155,10 @@ def test_searched_rows_need_a_searched_scheme(tmp_path: Path) -> None:
     assert [(s.label, s.spec) for s in schemes] == [("classifier", "last-k=1")]
     schemes, _ = bench.resolve_schemes(names, "ir", module, {"ir": "x.json#ir/1kb"}, tmp_path)
     assert [(s.label, s.spec) for s in schemes] == [("classifier", "last-k=1"), ("searched", "x.json#ir/1kb")]
+
+
+def test_table_names_a_row_measured_under_another_name() -> None:
+    result = synthetic_result()
+    row = result["rows"][1]
+    row.update(spec="last-k=1", same_as="bias-only")
+    assert "| a | last-k (last-k=1, = bias-only) | 244.1 |" in bench.table(result)
