@@ -273,13 +273,16 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
         if flash is not None:
             (Path(tmp) / FLASH_LINK).symlink_to(flash.resolve())
         command = firmware_command(firmware, ["in.bin", "out.bin", *([FLASH_LINK] if flash else [])], qemu_args)
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, errors="replace", cwd=tmp)
-        assert process.stderr is not None
-        reader = threading.Thread(target=read, args=(process.stderr,), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + timeout
+        process: subprocess.Popen[str] | None = None
         try:
+            # Started inside the try: a Ctrl-C landing between the start and the wait must still stop the
+            # firmware (started after the signal reached the process group, it never got it).
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True, errors="replace", cwd=tmp)
+            assert process.stderr is not None
+            reader = threading.Thread(target=read, args=(process.stderr,), daemon=True)
+            reader.start()
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     returncode = process.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
@@ -302,7 +305,7 @@ def run(firmware: Path, request: bytes, timeout: float, expected: str,
                 pass
             raise CheckFailed(f"{firmware.name} timed out after {timeout:g} s{done}") from e
         finally:
-            if process.poll() is None:  # KeyboardInterrupt while waiting
+            if process is not None and process.poll() is None:  # KeyboardInterrupt while waiting
                 process.kill()
                 process.wait()
         reader.join()
