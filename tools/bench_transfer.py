@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from qtrain.tools.bench_tinytl import run, tool
 from qtrain.transforms.recipe import COMPILE_RECIPE, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -384,17 +384,6 @@ def train_fp32(module: Any, trained: dict[str, Trained], task: dict[str, np.ndar
 
 
 # -- the int8 arms: qtrain-compile and qtrain-run --------------------------------------------------------
-
-
-def tool(name: str) -> list[str]:
-    return [sys.executable, "-m", f"qtrain.tools.{name}"]
-
-
-def run(cmd: list[object], what: str) -> str:
-    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{result.stderr.strip()[-2000:]}")
-    return result.stdout
 
 
 _build_locks: dict[Path, threading.Lock] = {}
