@@ -13,9 +13,10 @@ Every accuracy is the mean over `repeats` runs that differ only in the order the
 With a memory budget (`within_budget`), a bias depth or weight slice that no candidate within the budget
 can train is not measured (its accuracy is `UNMEASURED`, its gain -inf): the planned memory grows with
 the trainable set (as the evolution's superset pruning assumes), so if classifier-only plus that part
-alone is over the budget, so is every candidate training it. Bias-only is always measured: it is the
-weight gains' baseline. On mcunet-5fps (128x128 inputs) at 256 KB this skips the weights of convs 0..9
-and the bias depths 33..41 (reaching back into the large early activations).
+alone is over the budget, so is every candidate training it; the same holds for a lite residual module.
+Bias-only is always measured: it is the weight gains' baseline. On mcunet-5fps (128x128 inputs) at 256 KB
+this skips the weights of convs 0..9 and the bias depths 33..41 (reaching back into the large early
+activations).
 The runs are independent: they run in a process pool, and their results are cached (in memory, and
 in a JSON file if asked) by the trainable set they resolve to, so ratios that give the same channel
 count of a narrow layer are measured once.
@@ -184,7 +185,7 @@ class ContributionAnalysis:
             "weight_gain": {
                 str(i): {f"{r:g}": value(self.weight_gain(i, r)) for r in RATIOS} for i in self.weight_accuracy
             },
-            **({"module_gain": {str(b): self.module_gain(b) for b in self.module_accuracy}}
+            **({"module_gain": {str(b): value(self.module_gain(b)) for b in self.module_accuracy}}
                if self.module_accuracy else {}),
             "repeats": self.repeats,
             "recipe": self.recipe.fingerprint(),
@@ -248,10 +249,14 @@ def contribution_analysis(
                 if not fits[r]:
                     break
             measured_slices |= {(i, r) for r in RATIOS if fits.get(convs[i].canonical_ratio(r), False)}
+    measured_modules = list(modules)
+    if within_budget is not None:
+        # The same rule for modules: one that does not fit next to the classifier alone fits nowhere.
+        measured_modules = [b for b in modules if within_budget(with_module(classifier_only(n), b))]
     module_candidates = {b: with_module(bias_only(n), b) for b in modules}
     distinct = list(dict.fromkeys([*(bias_candidates[k] for k in sorted(measured_depths)),
                                    *(weight_candidates[key] for key in weight_candidates if key in measured_slices),
-                                   *module_candidates.values()]))
+                                   *(module_candidates[b] for b in measured_modules)]))
     start = time.perf_counter()
     # Repeat-major: the repeats of a candidate share one host build, made by whichever run comes first.
     todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
@@ -282,5 +287,5 @@ def contribution_analysis(
         runs=len(todo),
         cached_runs=len(distinct) * repeats - len(todo),
         seconds=time.perf_counter() - start,
-        module_accuracy={b: accuracy(c) for b, c in module_candidates.items()},
+        module_accuracy={b: accuracy(c, b in measured_modules) for b, c in module_candidates.items()},
     )

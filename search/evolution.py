@@ -20,6 +20,8 @@ from qtrain.search.candidates import (
     classifier_only,
     last_k,
     trains_superset,
+    with_module,
+    with_weight,
 )
 from qtrain.search.progress import ProgressCallback, report
 
@@ -117,7 +119,20 @@ def evolutionary_search(
     if minimum > budget_bytes:
         raise InfeasibleBudgetError(budget_bytes, minimum)
 
-    blocks = sorted(set(modules))
+    # A gene value that does not fit next to the classifier alone fits in no candidate (the planned memory
+    # grows with the trainable set, as the superset pruning assumes): it is left out of the draws. Without
+    # this, when most values are over the budget (the early blocks' modules of mcunet-5fps at 256 KB), almost
+    # every random candidate is, and the initial population took up to population x max_tries plans.
+    max_depth = _largest_fitting(n, lambda k: feasible(norm(Candidate(k, minimal.weight_ratios))))
+    for i in genes:
+        fitting = [options[i][0]]
+        for r in options[i][1:]:  # ascending ratios: memory grows with them
+            if not feasible(norm(with_weight(minimal, i, r))):
+                break
+            fitting.append(r)
+        options[i] = tuple(fitting)
+    genes = [i for i in genes if len(options[i]) > 1]
+    blocks = [b for b in sorted(set(modules)) if feasible(norm(with_module(minimal, b)))]
 
     def random_candidate() -> Candidate:
         ratios = [0.0] * n
@@ -125,9 +140,9 @@ def evolutionary_search(
             if rng.random() >= settings.frozen_prob:
                 ratios[i] = rng.choice(options[i][1:])
         if not blocks:  # (the same random draws as before modules existed)
-            return Candidate(rng.randint(0, n), tuple(ratios))
+            return Candidate(rng.randint(0, max_depth), tuple(ratios))
         chosen = tuple(b for b in blocks if rng.random() >= settings.frozen_prob)
-        return Candidate(rng.randint(0, n), tuple(ratios), chosen)
+        return Candidate(rng.randint(0, max_depth), tuple(ratios), chosen)
 
     def mutate(parent: Candidate) -> Candidate:
         k = parent.n_bias_update
@@ -137,7 +152,7 @@ def evolutionary_search(
         changed = [s for s in slots if rng.random() < settings.mutate_prob] or [rng.choice(slots)]
         for s in changed:
             if s < 0:
-                k = rng.choice([v for v in range(n + 1) if v != k] or [k])
+                k = rng.choice([v for v in range(max_depth + 1) if v != k] or [k])
             elif s >= n:
                 on ^= {s - n}
             else:
@@ -208,3 +223,15 @@ def evolutionary_search(
         best_per_generation=best_history,
         seconds=time.perf_counter() - start,
     )
+
+
+def _largest_fitting(n: int, fits: Callable[[int], bool]) -> int:
+    """The largest k in 0..n with fits(k), for a fits that holds for 0 and, once false, stays false."""
+    lo, hi = 0, n  # fits(lo) holds; the answer is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
