@@ -1,7 +1,8 @@
 """`qtrain-search-scheme`: find a sparse-update scheme for a task under an SRAM budget (MCUNetV3 §3.2).
 
     qtrain-search-scheme MODEL(.onnx|.pkl|.mlir) --data TASK.npz --budget-kb B -o scheme.json
-                         [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001] [--repeats 3]
+                         [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001]
+                         [--warmup-steps 0] [--final-lr-ratio 1] [--repeats 3]
                          [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
                          [--layers I,J,...] [--max-layers K] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
                          [--num-classes 10] [--weight-storage f32|i16|i8|i8-nearest] [--no-reorder] [--lite-residual]
@@ -32,6 +33,9 @@
 TASK.npz: `image` int8 NHWC quantized with the model's input parameters (or float NCHW, quantized here),
 `label` int [N]; an optional `input_q` [scale, zero_point] is checked against the model (see
 examples/digits/make_task.py). Train the result with the same `--lr`/`--bias-lr` it was searched with.
+Each run trains at a constant rate by default (the digits sweep at `qtrain.search.FineTuneRecipe`);
+`--steps 1000 --warmup-steps 50 --final-lr-ratio 0.1` measures with qtrain-compile's default schedule instead
+(the reference models' recipe, docs/recipe.md): warm-up, then cosine decay over the run's --steps.
 Exit codes: 0 ok, 2 bad input or an infeasible budget (one line on stderr; --debug for a traceback).
 """
 
@@ -178,6 +182,8 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     inputs = [args.model, args.data, args.cache, args.calibration]
     check_output(args.output, inputs, "schemes file")  # before minutes of fine-tuning
     check_engine(args.engine)
+    if args.warmup_steps and args.warmup_steps >= args.steps:
+        raise UsageError(f"--warmup-steps {args.warmup_steps} must be below --steps {args.steps}")
     module = load_model(args.model, args.num_classes, args.calibration)
     layers = parse_layers(args.layers)
     budget_bytes = int(args.budget_kb * 1024)
@@ -201,7 +207,9 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
             raise SearchError("--lite-residual: the model has no block a lite residual module can be added to")
         calibration = calibrate(module, images[fit_idx][:CALIBRATION_IMAGES], modules)
         planner.calibration = calibration
-    recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr, weight_storage=args.weight_storage)
+    recipe = FineTuneRecipe(steps=args.steps, lr=args.lr, bias_lr=args.bias_lr, weight_storage=args.weight_storage,
+                            warmup_steps=args.warmup_steps, final_lr_ratio=args.final_lr_ratio,
+                            horizon=args.steps if args.final_lr_ratio != 1.0 else 0)
     if args.scheduler is not None:
         from qtrain.search.dask_cluster import connect
 
@@ -254,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=LEARNING_RATE, default=recipe.lr, help=f"learning rate ({recipe.lr:g})")
     p.add_argument("--bias-lr", type=LEARNING_RATE, default=recipe.bias_lr,
                    help=f"bias learning rate ({recipe.bias_lr:g})")
+    p.add_argument("--warmup-steps", type=number(int, low=0, high=10**9, what="a number of steps"),
+                   default=recipe.warmup_steps,
+                   help=f"linear learning-rate warm-up of each run ({recipe.warmup_steps}; with --final-lr-ratio: "
+                        f"the schedule qtrain-compile builds into the firmware, over a horizon of --steps)")
+    p.add_argument("--final-lr-ratio", type=number(float, low=0, high=1, what="a learning-rate ratio"),
+                   default=recipe.final_lr_ratio,
+                   help=f"cosine decay of each run's rate to this fraction at its last step ({recipe.final_lr_ratio:g}:"
+                        f" a constant rate)")
     p.add_argument("--repeats", type=number(int, low=1, high=1000, what="a number of runs"), default=3,
                    help="runs per measurement, averaged (3)")
     p.add_argument("--val-fraction", type=number(float, low=0, high=1, low_open=True, high_open=True,

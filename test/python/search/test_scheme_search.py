@@ -459,6 +459,14 @@ def test_cli_writes_a_scheme_every_tool_can_load(tiny_files: tuple[Path, Path], 
     data_json = json.loads(out.read_text())
     assert set(data_json) == {"_about", "_search", "tiny", "other"} and "64kb" in data_json["other"]
     parse_scheme(f"{out}#other/64kb")
+    # the runs train at a constant rate by default; --warmup-steps / --final-lr-ratio give them qtrain-compile's
+    # schedule over the run's --steps, recorded with the analysis
+    assert data_json["_search"]["other"]["64kb"]["contribution"]["recipe"] == FineTuneRecipe(steps=4).fingerprint()
+    code, _, err = run_cli([model, "--budget-kb", "64", "--model-name", "sched", *common, "--warmup-steps", "1",
+                            "--final-lr-ratio", "0.1"], capsys)
+    assert code == 0, err
+    recipe = json.loads(out.read_text())["_search"]["sched"]["64kb"]["contribution"]["recipe"]
+    assert recipe == FineTuneRecipe(steps=4, warmup_steps=1, horizon=4, final_lr_ratio=0.1).fingerprint()
     # without --quiet the tool draws the search's progress on stderr (not a terminal: the start of each stage,
     # a line a second at most, and its end)
     code, _, err = run_cli([model, "--budget-kb", "64", *(a for a in common if a != "--quiet")], capsys)
@@ -500,6 +508,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny_files: tuple[Path, Path],
         ([model, "--data", wrong_shape, "--budget-kb", "64"], "must be int8 NHWC [N, 8, 8, 3]"),
         ([model, "--data", wrong_quant, "--budget-kb", "64"], "quantized with scale 0.5"),
         ([model, "--data", data, "--budget-kb", "64", "--steps", "-1"], "--steps: -1 is out of range"),
+        ([model, "--data", data, "--budget-kb", "64", "--steps", "40", "--warmup-steps", "40"],
+         "--warmup-steps 40 must be below --steps 40"),
+        ([model, "--data", data, "--budget-kb", "64", "--final-lr-ratio", "1.5"], "--final-lr-ratio: 1.5 is out of"),
         ([model, "--data", data], "the following arguments are required: --budget-kb"),
     ]
     for args, message in cases:
