@@ -116,6 +116,24 @@ def test_evolution_draws_no_module_that_does_not_fit_alone() -> None:
         assert [c for c in planned if b in c.lite_residual] == [with_module(classifier_only(n), b)]
 
 
+def test_random_candidates_train_few_modules() -> None:
+    """Modules that each fit but not many together (the reference models' at 256 KB): the initial population
+    is drawn with few modules per candidate, so filling it takes few plans, not population x max_tries."""
+    module = load_module(MODEL)
+    convs = backbone_convs(module)
+    blocks = list(range(1, 11))  # ten module genes (the evolution needs no real blocks)
+    planned: list[Candidate] = []
+
+    def memory(c: Candidate) -> int:
+        planned.append(c)
+        return 10000 + 10 * c.n_bias_update + 4000 * len(c.lite_residual)
+
+    result = evolutionary_search(convs, lambda c: c.n_bias_update + len(c.lite_residual), memory, 19000,
+                                 EvolutionSettings(population=20, generations=1), searchable=[], modules=blocks)
+    assert len(result.candidate.lite_residual) == 2 and memory(result.candidate) <= 19000
+    assert len(planned) < 150  # with half the modules drawn per candidate: ~400
+
+
 def test_analysis_within_a_budget_measures_no_module_that_does_not_fit_alone() -> None:
     module = load_module(MODEL)
     images, labels = task()
