@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.model.stem
     if schemes.is_file() and stem in json.loads(schemes.read_text()):
         rows.append(Row("MCUNetV3 49kb", f"{schemes}#{stem}/49kb"))
-    rows += [Row(f"searched {spec.rsplit('/', 1)[-1]}", spec) for spec in args.searched]
+    # named by file and budget: two searches at one budget (with and without modules) are two rows
+    rows += [Row(f"searched {Path(spec.split('#')[0]).stem} {spec.rsplit('/', 1)[-1]}", spec)
+             for spec in args.searched]
     if args.only is not None:
         wanted = {label.strip() for label in args.only.split(",")}
         unknown = wanted - {r.label for r in rows}
