@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,8 +33,9 @@ from qtrain.search import (
     write_schemes_json,
 )
 from qtrain.search.candidates import trains_superset, with_module
+from qtrain.search.fine_tune import Split
 from qtrain.tools.qtrain_search_scheme import main as search_main
-from qtrain.transforms.lite_residual import calibrate
+from qtrain.transforms.lite_residual import Calibration, calibrate
 from qtrain.transforms.schemes import parse_scheme
 
 MODEL = LIT_INPUTS / "lite_residual_blocks.mlir"
@@ -45,6 +47,15 @@ def task(n: int = 24, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
     images = rng.integers(-60, 60, (n, 8, 8, 3))
     images[..., 0] += 40 * (labels[:, None, None] - 1)  # a class signal the network can pick up
     return np.clip(images, -128, 127).astype(np.int8), labels.astype(np.int64)
+
+
+def split_and_calibrate() -> tuple[Any, Split, Split, Calibration]:
+    """The blocks model, its task's fit / validation parts, and every module's scales calibrated on the first."""
+    module = load_module(MODEL)
+    images, labels = task()
+    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
+    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
+    return module, fit, val, calibrate(module, fit[0], [1, 2, 3])
 
 
 def test_module_candidates_round_trip_through_schemes_json(tmp_path: Path) -> None:
@@ -131,15 +142,11 @@ def test_random_candidates_train_few_modules() -> None:
     result = evolutionary_search(convs, lambda c: c.n_bias_update + len(c.lite_residual), memory, 19000,
                                  EvolutionSettings(population=20, generations=1), searchable=[], modules=blocks)
     assert len(result.candidate.lite_residual) == 2 and memory(result.candidate) <= 19000
-    assert len(planned) < 150  # with half the modules drawn per candidate: ~400
+    assert len(planned) < 150  # with half the modules drawn per candidate: ~215
 
 
 def test_analysis_within_a_budget_measures_no_module_that_does_not_fit_alone() -> None:
-    module = load_module(MODEL)
-    images, labels = task()
-    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
-    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
-    cal = calibrate(module, fit[0], [1, 2, 3])
+    module, fit, val, cal = split_and_calibrate()
     recipe = FineTuneRecipe(steps=4, lr=0.05, bias_lr=0.01)
     analysis = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=3, layers=[], modules=[1, 2, 3],
                                      calibration=cal, within_budget=lambda c: 2 not in c.lite_residual)
@@ -152,11 +159,7 @@ def test_analysis_within_a_budget_measures_no_module_that_does_not_fit_alone() -
 
 
 def test_contribution_analysis_measures_each_module() -> None:
-    module = load_module(MODEL)
-    images, labels = task()
-    fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
-    fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
-    cal = calibrate(module, fit[0], [1, 2, 3])
+    module, fit, val, cal = split_and_calibrate()
     recipe = FineTuneRecipe(steps=8, lr=0.05, bias_lr=0.01)
     analysis = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=3, layers=[], modules=[1, 2, 3],
                                      calibration=cal)
