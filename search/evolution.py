@@ -44,8 +44,8 @@ class EvolutionSettings:
     """probability that a random initial candidate leaves a layer's weight frozen"""
     module_prob: float = 0.1
     """probability that a random initial candidate trains a given lite residual module: low, because a module
-    costs far more memory than a weight slice (on mcunet-5fps at 256 KB, half of the 12 modules that fit alone
-    were over the budget in almost every draw; mutations add modules one at a time)"""
+    costs far more memory than a weight slice (on mcunet-5fps at 256 KB, drawing each of the 12 modules that fit
+    alone with probability 0.5 put almost every draw over the budget); mutations add modules one at a time"""
     max_tries: int = 50
     """attempts to make one feasible, new child before giving up on it"""
     prune_supersets: bool = True
