@@ -3,6 +3,7 @@ reading."""
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import signal
@@ -54,6 +55,11 @@ def test_compile_flags() -> None:
     assert "-mfpu=fpv4-sp-d16" in build.compile_flags("qemu-m4")
     host = build.compile_flags("host")
     assert "-DQTRAIN_HOST" in host and "-ffreestanding" not in host
+    # The host build uses the build machine's instruction set (hardware FMA), and never lets clang fuse or
+    # reassociate what the C does not (host = interpreter = QEMU, bit for bit).
+    assert all(f in host for f in build.HOST_CPU_FLAGS) and "-ffp-contract=off" in host
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "-march=native" in host
     with pytest.raises(ValueError, match="unknown target 'riscv'"):
         build.compile_flags("riscv")  # type: ignore[arg-type]
 
