@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from qtrain.frontends.onnx.oracle import exact_session
 from qtrain.tools.plumbing import UsageError, run_tool
 
 MODELS = ("mobilenet_v3_small", "efficientnet_b0", "mnasnet0_5", "shufflenet_v2_x0_5", "squeezenet1_1", "resnet18")
@@ -50,9 +51,7 @@ EXPORTERS = ("legacy", "dynamo")
 
 
 def ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = exact_session(path)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 

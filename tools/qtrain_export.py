@@ -23,6 +23,7 @@ traceback). The input files are never overwritten.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -70,11 +71,11 @@ def export_finetuned(model_mlir: Path, params: dict[str, np.ndarray], output: Pa
 
 def onnx_output_q(model: Path, images: np.ndarray) -> np.ndarray:
     """onnxruntime's `output_q` of the exported model for int8 NHWC images, one row per image."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise UserError("--verify needs onnxruntime (pip install onnxruntime)") from e
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise UserError("--verify needs onnxruntime (pip install onnxruntime)")
+    from qtrain.frontends.onnx.oracle import exact_session
+
+    session = exact_session(model)
     rows = [session.run(["output_q"], {"image": np.ascontiguousarray(image[None].transpose(0, 3, 1, 2))})[0]
             for image in images]
     return np.concatenate(rows).astype(np.int8)

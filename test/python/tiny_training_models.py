@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from testpaths import require_shared_models
 from xdsl.dialects.builtin import ModuleOp
 
 from qtrain.dialects.qtrain import Conv2DOp
+from qtrain.frontends.onnx.oracle import exact_session
 from qtrain.frontends.tiny_training import ReferenceModel, forward_function, import_tiny_training, load_pkl, parse_model
 
 MODEL_NAMES = ["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"]
@@ -41,7 +41,7 @@ def sample_images(shape: tuple[int, int, int], count: int, seed: int) -> np.ndar
 
 
 def ort_forward(onnx_path: Path, images_nhwc: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = exact_session(onnx_path)
     rows = [
         session.run(None, {"image": np.ascontiguousarray(img[None].transpose(0, 3, 1, 2))})[0]
         for img in images_nhwc

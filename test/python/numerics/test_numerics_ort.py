@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import f32
 from xdsl.printer import Printer
 
 from qtrain import numerics
+from qtrain.frontends.onnx.oracle import exact_session
 from qtrain.interpreter import ModelInterpreter, load_module, run_forward
 
 ort = pytest.importorskip("onnxruntime")
@@ -52,9 +53,7 @@ def run_onnx(
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)], ir_version=8
     )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = exact_session(model.SerializeToString(), threads=1)
     return session.run(None, inputs)[0]
 
 
@@ -373,9 +372,7 @@ def test_mcunet_5fps_bit_exact_with_onnxruntime(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     images = np.random.default_rng(0).integers(-128, 128, size=(4, 128, 128, 3), dtype=np.int8)
     output_q, _ = run_forward(load_module(mlir), images)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = exact_session(onnx_path, threads=1)
     (image_input,) = session.get_inputs()
     expected = np.stack([
         session.run(None, {image_input.name: nchw(images[n:n + 1])})[0].reshape(-1) for n in range(len(images))

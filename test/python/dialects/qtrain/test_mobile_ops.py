@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from xdsl.dialects.builtin import TensorType, f32, i8
@@ -35,6 +34,7 @@ from qtrain.dialects.qtrain.activations import (
 from qtrain.dialects.qtrain.channels import ConcatOp, GatherChannelsOp, gather_channels, scatter_channels
 from qtrain.dialects.qtrain.maxpool import MaxPoolOp, maxpool, maxpool_grad, maxpool_output_size
 from qtrain.dialects.qtrain.mul import MulGradOp, MulOp, mul_grad, mul_multiplier, mul_relaxed, mul_with_mask
+from qtrain.frontends.onnx.oracle import exact_session
 from qtrain.interpreter import ModelInterpreter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "frontends" / "onnx"))
@@ -59,7 +59,7 @@ def _ort(nodes: list[onnx.NodeProto], inputs: dict[str, np.ndarray], out_shape: 
                               [helper.make_tensor_value_info("y", TensorProto.INT8, out_shape)], inits)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = exact_session(model.SerializeToString())
     return session.run(None, inputs)[0]
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from qtrain.frontends.onnx.oracle import exact_session
 
 INPUT = (1, 3, 12, 12)
 
@@ -151,6 +152,6 @@ def quantize(tmp: Path, model: onnx.ModelProto, fmt: str, calibration: np.ndarra
 
 def run_ort(model: onnx.ModelProto | Path, x: np.ndarray) -> np.ndarray:
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = exact_session(data)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -24,6 +23,7 @@ from xdsl.dialects.builtin import ModuleOp, i8
 from xdsl.printer import Printer
 
 from qtrain.dialects.qtrain import ParamOp, QuantParamsAttr
+from qtrain.frontends.onnx.oracle import exact_session
 
 REPO = Path(__file__).resolve().parents[4]
 DIGITS = REPO / "examples" / "digits"
@@ -136,7 +136,7 @@ def quantized(
 
 def run_ort(model: onnx.ModelProto | Path, x: np.ndarray) -> np.ndarray:
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = exact_session(data)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 

@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from onnx_testing import (
@@ -32,6 +31,7 @@ from qtrain.frontends.onnx import (
     input_quant,
     quantize_images,
 )
+from qtrain.frontends.onnx.oracle import exact_session
 from qtrain.interpreter import run_forward
 
 # -- weights and biases -------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def test_digits_cnn_ptq_agrees_with_float_onnxruntime(tmp_path: Path):
     x_train, _, x_test, y_test = load_digits_split()
     module = import_onnx(model_path, calibration=x_train[:256])
     _, logits = run_forward(module, quantize_images(x_test, module))
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = exact_session(model_path)
     ref = session.run(None, {"image": x_test})[0]
     agreement = float((logits.argmax(1) == ref.argmax(1)).mean())
     float_acc = float((ref.argmax(1) == y_test).mean())
