@@ -4,19 +4,27 @@ Measured by short fine-tuning runs (`qtrain.search.fine_tune`) on a task's train
 validation split carved from it (`split_validation`; the task's test split is never looked at):
 - bias: the accuracy of training the classifier plus the biases of the last k backbone convs, for
   k = 0..n; `bias_gain(k)` is its difference to k = 0 (classifier only);
-- weights: for every backbone conv i and ratio r in `RATIOS`, the accuracy of bias-only (every bias +
-  the classifier) plus the weight of conv i on its first ceil(r * C_in) input channels;
-  `weight_gain(i, r)` is its difference to bias-only;
-- lite residual modules (when asked, `modules`): for every block b, the accuracy of bias-only plus
-  TinyTL's module of block b; `module_gain(b)` is its difference to bias-only.
+- weights: for every backbone conv i and ratio r in `RATIOS`, the accuracy of the baseline (the biases of
+  the deepest bias depth measured, every bias when there is no budget, + the classifier) plus the weight
+  of conv i on its first ceil(r * C_in) input channels; `weight_gain(i, r)` is its difference to the baseline;
+- lite residual modules (when asked, `modules`): for every block b, the accuracy of the baseline plus
+  TinyTL's module of block b; `module_gain(b)` is its difference to the baseline.
 Every accuracy is the mean over `repeats` runs that differ only in the order the samples are drawn.
 With a memory budget (`within_budget`), a bias depth or weight slice that no candidate within the budget
 can train is not measured (its accuracy is `UNMEASURED`, its gain -inf): the planned memory grows with
 the trainable set (as the evolution's superset pruning assumes), so if classifier-only plus that part
 alone is over the budget, so is every candidate training it; the same holds for a lite residual module.
-Bias-only is always measured: it is the weight gains' baseline. On mcunet-5fps (128x128 inputs) at 256 KB
-this skips the weights of convs 0..9 and the bias depths 33..41 (reaching back into the large early
-activations).
+The baseline is then the deepest bias depth within the budget, not bias-only: no candidate trains more
+biases, so a weight is measured next to biases a candidate can have, and its runs stop the backward
+where the candidates' do (on mcunet-5fps at 256 KB: depth 33 instead of 42, a quarter less time per run).
+On mcunet-5fps (128x128 inputs) at 256 KB the budget skips the weights of convs 0..9 and the bias depths
+34..42 (reaching back into the large early activations).
+
+Two settings trade resolution for time on large models (the analysis is most of a search's time):
+`bias_step` s measures every s-th bias depth (0, s, 2s, ... and the deepest), and `refine` K measures
+every analysed layer's weight at one ratio first (`SCREEN_RATIO`, or the largest smaller one that fits)
+and the other ratios only for the K layers whose screen gained most. What is not measured is
+`UNMEASURED`, and the evolution does not draw it (`measured_depths`, `measured_ratios`).
 The runs are independent: they run in a process pool, and their results are cached (in memory, and
 in a JSON file if asked) by the trainable set they resolve to, so ratios that give the same channel
 count of a narrow layer are measured once.
@@ -44,7 +52,6 @@ from qtrain.search.candidates import (
     ConvInfo,
     SearchError,
     backbone_convs,
-    bias_only,
     canonical,
     classifier_only,
     with_module,
@@ -55,8 +62,13 @@ from qtrain.search.progress import ProgressCallback
 from qtrain.transforms.lite_residual import Calibration
 
 UNMEASURED = -math.inf
-"""The accuracy of a part no candidate within the budget can train (not measured): its gain is -inf, so
-the evolution never prefers it (it never reaches it either: it plans a candidate's memory first)."""
+"""The accuracy of a part not measured (no candidate within the budget can train it, or `bias_step` /
+`refine` left it out): its gain is -inf, so the evolution never prefers it, and it does not draw it."""
+
+SCREEN_RATIO = 0.25
+"""The ratio every analysed layer's weight is measured at when `refine` limits the full ratio sweep to
+the layers that gain most: a middle ratio (the paper's gains grow with the ratio, with diminishing returns),
+and a slice small enough to fit next to the biases in most budgets."""
 
 
 class AnalysisCache:
@@ -142,7 +154,9 @@ class ContributionAnalysis:
     """runs taken from the cache file instead"""
     seconds: float = 0.0
     module_accuracy: dict[int, float] = field(default_factory=dict)
-    """block -> accuracy of bias-only + that block's lite residual module"""
+    """block -> accuracy of the baseline + that block's lite residual module"""
+    baseline_depth: int | None = None
+    """the bias depth the weights and modules are measured over (None: all biases, bias-only)"""
 
     @property
     def classifier_only(self) -> float:
@@ -152,6 +166,12 @@ class ContributionAnalysis:
     def bias_only(self) -> float:
         return self.bias_accuracy[-1]
 
+    @property
+    def baseline(self) -> float:
+        """The accuracy the weight and module gains are measured against."""
+        depth = len(self.bias_accuracy) - 1 if self.baseline_depth is None else self.baseline_depth
+        return self.bias_accuracy[depth]
+
     def bias_gain(self, k: int) -> float:
         return self.bias_accuracy[k] - self.bias_accuracy[0]
 
@@ -159,10 +179,19 @@ class ContributionAnalysis:
         if ratio <= 0:
             return 0.0
         ratio = self.convs[layer].canonical_ratio(ratio)
-        return self.weight_accuracy[layer][ratio] - self.bias_only
+        return self.weight_accuracy[layer][ratio] - self.baseline
 
     def module_gain(self, block: int) -> float:
-        return self.module_accuracy[block] - self.bias_only
+        return self.module_accuracy[block] - self.baseline
+
+    def measured_depths(self) -> list[int]:
+        """The bias depths measured (the evolution's choices for n_bias_update)."""
+        return [k for k, a in enumerate(self.bias_accuracy) if a != UNMEASURED]
+
+    def measured_ratios(self) -> dict[int, tuple[float, ...]]:
+        """layer -> 0 and the ratios of its weight measured (the evolution's choices for that layer)."""
+        return {i: (0.0, *(r for r, a in by_ratio.items() if a != UNMEASURED and self.convs[i].canonical_ratio(r) == r))
+                for i, by_ratio in self.weight_accuracy.items()}
 
     def gain(self, candidate: Candidate) -> float:
         """The search objective: bias gain of k plus the chosen weight gains (paper, Eq. 2), plus the chosen
@@ -179,7 +208,8 @@ class ContributionAnalysis:
 
         return {
             "classifier_only": self.classifier_only,
-            "bias_only": self.bias_only,
+            "bias_only": value(self.bias_only),
+            **({"baseline_depth": self.baseline_depth} if self.baseline_depth is not None else {}),
             "bias_accuracy": [value(a) for a in self.bias_accuracy],
             "bias_gain": [value(self.bias_gain(k)) for k in range(len(self.bias_accuracy))],
             "weight_gain": {
@@ -211,6 +241,8 @@ def contribution_analysis(
     engine: str = "interpreter",
     scheduler: str | None = None,
     within_budget: Callable[[Candidate], bool] | None = None,
+    bias_step: int = 1,
+    refine: int | None = None,
 ) -> ContributionAnalysis:
     """Measures bias and weight contributions (see the module docstring).
 
@@ -223,6 +255,8 @@ def contribution_analysis(
     or the Dask cluster of `scheduler` (`FineTuneRunner`). `cache_path`: a JSON file of finished runs, read
     first and written as each run finishes. `within_budget(candidate)`: whether a candidate
     fits the memory budget; parts no candidate within it can train are not measured (module docstring).
+    `bias_step`, `refine`: measure every s-th bias depth, and all weight ratios of only the K layers whose
+    screen at `SCREEN_RATIO` gained most (module docstring; default: everything).
     """
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1, got {repeats}")
@@ -231,61 +265,88 @@ def contribution_analysis(
     chosen_layers = list(range(n)) if layers is None else sorted(set(layers))
     if any(not 0 <= i < n for i in chosen_layers):
         raise SearchError(f"layers must be backbone convs 0..{n - 1}, got {list(layers or [])}")
+    if bias_step < 1:
+        raise SearchError(f"bias_step must be at least 1, got {bias_step}")
+    if refine is not None and refine < 0:
+        raise SearchError(f"refine must be at least 0, got {refine}")
     cache = AnalysisCache(cache_path, fingerprint(module, recipe, (*fit, *validation), seed, engine))
     bias_candidates = [Candidate(k, (0.0,) * n) for k in range(n + 1)]
+    # Depths that fit: 0..deepest (the memory grows with k: stop at the first one over the budget).
+    deepest = n if within_budget is None else next(
+        (k - 1 for k in range(1, n + 1) if not within_budget(bias_candidates[k])), n)
+    measured_depths = {*range(0, deepest + 1, bias_step), deepest}
+    base = bias_candidates[deepest]
+    # A part is measurable when it fits next to the classifier alone (see the module docstring).
+    fitting: dict[int, list[float]] = {}
+    for i in chosen_layers:
+        fitting[i] = []
+        for r in convs[i].ratio_options()[1:]:  # ascending: the memory grows with the ratio
+            if within_budget is not None and not within_budget(with_weight(classifier_only(n), i, r)):
+                break
+            fitting[i].append(r)
     weight_candidates = {
-        (i, r): canonical(with_weight(bias_only(n), i, r), convs) for i in chosen_layers for r in RATIOS
+        (i, r): canonical(with_weight(base, i, r), convs) for i in chosen_layers for r in RATIOS
     }
-    measured_depths, measured_slices = set(range(n + 1)), set(weight_candidates)
-    if within_budget is not None:
-        # The memory grows with k and with the ratio: stop at the first part over the budget.
-        depth = next((k for k in range(1, n + 1) if not within_budget(bias_candidates[k])), n + 1)
-        measured_depths = {*range(depth), n}
-        measured_slices = set()
-        for i in chosen_layers:
-            fits = {}
-            for r in convs[i].ratio_options()[1:]:
-                fits[r] = within_budget(with_weight(classifier_only(n), i, r))
-                if not fits[r]:
-                    break
-            measured_slices |= {(i, r) for r in RATIOS if fits.get(convs[i].canonical_ratio(r), False)}
     measured_modules = list(modules)
     if within_budget is not None:
-        # The same rule for modules: one that does not fit next to the classifier alone fits nowhere.
         measured_modules = [b for b in modules if within_budget(with_module(classifier_only(n), b))]
-    module_candidates = {b: with_module(bias_only(n), b) for b in modules}
-    distinct = list(dict.fromkeys([*(bias_candidates[k] for k in sorted(measured_depths)),
-                                   *(weight_candidates[key] for key in weight_candidates if key in measured_slices),
-                                   *(module_candidates[b] for b in measured_modules)]))
-    start = time.perf_counter()
-    # Repeat-major: the repeats of a candidate share one host build, made by whichever run comes first.
-    todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
+    module_candidates = {b: with_module(base, b) for b in modules}
+    if refine is None:
+        first_slices = {(i, r) for i in chosen_layers for r in RATIOS if convs[i].canonical_ratio(r) in fitting[i]}
+    else:  # the screen: one ratio per layer
+        first_slices = {(i, max([q for q in fitting[i] if q <= convs[i].canonical_ratio(SCREEN_RATIO)]
+                                or fitting[i][:1])) for i in chosen_layers if fitting[i]}
     runner = FineTuneRunner(module, recipe, fit, validation, jobs=jobs, on_progress=on_progress,
                             calibration=calibration, engine=engine, scheduler=scheduler)
+    start = time.perf_counter()
+    runs = 0
 
-    def keep(index: int, accuracy: float) -> None:
-        # Saved as each run finishes: an interrupted analysis (hours on a large model) resumes from the
-        # cache file, losing only the runs in flight.
-        cache.put(*todo[index], accuracy)
+    def measure(candidates: Iterable[Candidate]) -> None:
+        nonlocal runs
+        distinct = list(dict.fromkeys(candidates))
+        # Repeat-major: the repeats of a candidate share one host build, made by whichever run comes first.
+        todo = [(c, r) for r in range(repeats) for c in distinct if cache.get(c, r) is None]
+
+        def keep(index: int, accuracy: float) -> None:
+            # Saved as each run finishes: an interrupted analysis (hours on a large model) resumes from the
+            # cache file, losing only the runs in flight.
+            cache.put(*todo[index], accuracy)
+            cache.save()
+
+        runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis", on_result=keep)
         cache.save()
-
-    runner.run([(c.scheme(), (seed, r)) for c, r in todo], "contribution analysis", on_result=keep)
-    cache.save()
+        runs += len(todo)
 
     def accuracy(c: Candidate, measured: bool = True) -> float:
         return float(np.mean([cache.get(c, r) for r in range(repeats)])) if measured else UNMEASURED
 
+    measured_slices = set(first_slices)
+    first = [*(bias_candidates[k] for k in sorted(measured_depths)),
+             *(weight_candidates[key] for key in sorted(first_slices)),
+             *(module_candidates[b] for b in measured_modules)]
+    measure(first)
+    if refine is not None:
+        # The other ratios of the layers whose screen gained most (ties: the deeper layer).
+        screen = {i: accuracy(weight_candidates[key]) for key in first_slices for i in [key[0]]}
+        best = sorted(screen, key=lambda i: (-screen[i], -i))[:refine]
+        measured_slices |= {(i, r) for i in best for r in RATIOS if convs[i].canonical_ratio(r) in fitting[i]}
+        measure(weight_candidates[key] for key in sorted(measured_slices - first_slices))
+    distinct = {*first, *(weight_candidates[key] for key in measured_slices)}
+
     return ContributionAnalysis(
         convs=convs,
         bias_accuracy=[accuracy(c, k in measured_depths) for k, c in enumerate(bias_candidates)],
-        weight_accuracy={i: {r: accuracy(weight_candidates[i, r], (i, r) in measured_slices) for r in RATIOS}
+        weight_accuracy={i: {r: accuracy(weight_candidates[i, r], (i, convs[i].canonical_ratio(r)) in measured_slices
+                                         or (i, r) in measured_slices)
+                             for r in RATIOS}
                          for i in chosen_layers},
         repeats=repeats,
         recipe=recipe,
         n_fit=len(fit[0]),
         n_val=len(validation[0]),
-        runs=len(todo),
-        cached_runs=len(distinct) * repeats - len(todo),
+        runs=runs,
+        cached_runs=len(distinct) * repeats - runs,
         seconds=time.perf_counter() - start,
         module_accuracy={b: accuracy(c, b in measured_modules) for b, c in module_candidates.items()},
+        baseline_depth=None if deepest == n else deepest,
     )

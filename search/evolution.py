@@ -77,6 +77,8 @@ def evolutionary_search(
     searchable: Sequence[int] | None = None,
     modules: Sequence[int] = (),
     on_progress: ProgressCallback | None = None,
+    depths: Sequence[int] | None = None,
+    ratios: dict[int, Sequence[float]] | None = None,
 ) -> SearchResult:
     """Maximises `gain` over candidates with `memory(c) <= budget_bytes`.
 
@@ -88,12 +90,16 @@ def evolutionary_search(
     child feasible, not yet in the population and at least as good as the worst parent (a worse one
     could never be selected, so it is not planned). Deterministic for `settings.seed`.
     Raises `InfeasibleBudgetError` when not even classifier-only fits. Progress (one unit per generation,
-    stage "evolutionary search") goes to `on_progress`.
+    stage "evolutionary search") goes to `on_progress`. `depths` and `ratios` (layer -> ratios) restrict the
+    bias depths and weight ratios drawn to those given (the parts a contribution analysis measured,
+    `ContributionAnalysis.measured_depths` / `measured_ratios`); default: all.
     """
     start = time.perf_counter()
     n = len(convs)
     genes = list(range(n)) if searchable is None else sorted(set(searchable))
     options = {i: convs[i].ratio_options() for i in genes}
+    if ratios is not None:
+        options = {i: tuple(r for r in options[i] if r == 0 or r in ratios.get(i, ())) for i in genes}
     rng = random.Random(settings.seed)
     planned: set[Candidate] = set()
 
@@ -128,6 +134,10 @@ def evolutionary_search(
     # this, when most values are over the budget (the early blocks' modules of mcunet-5fps at 256 KB), almost
     # every random candidate is, and the initial population took up to population x max_tries plans.
     max_depth = _largest_fitting(n, lambda k: feasible(norm(Candidate(k, minimal.weight_ratios))))
+    allowed_depths = None if depths is None else sorted({0, *(k for k in depths if k <= max_depth)})
+
+    def random_depth() -> int:
+        return rng.randint(0, max_depth) if allowed_depths is None else rng.choice(allowed_depths)
     for i in genes:
         fitting = [options[i][0]]
         for r in options[i][1:]:  # ascending ratios: memory grows with them
@@ -144,9 +154,9 @@ def evolutionary_search(
             if rng.random() >= settings.frozen_prob:
                 ratios[i] = rng.choice(options[i][1:])
         if not blocks:  # (the same random draws as before modules existed)
-            return Candidate(rng.randint(0, max_depth), tuple(ratios))
+            return Candidate(random_depth(), tuple(ratios))
         chosen = tuple(b for b in blocks if rng.random() < settings.module_prob)
-        return Candidate(rng.randint(0, max_depth), tuple(ratios), chosen)
+        return Candidate(random_depth(), tuple(ratios), chosen)
 
     def mutate(parent: Candidate) -> Candidate:
         k = parent.n_bias_update
@@ -156,7 +166,8 @@ def evolutionary_search(
         changed = [s for s in slots if rng.random() < settings.mutate_prob] or [rng.choice(slots)]
         for s in changed:
             if s < 0:
-                k = rng.choice([v for v in range(max_depth + 1) if v != k] or [k])
+                values = range(max_depth + 1) if allowed_depths is None else allowed_depths
+                k = rng.choice([v for v in values if v != k] or [k])
             elif s >= n:
                 on ^= {s - n}
             else:
@@ -172,7 +183,10 @@ def evolutionary_search(
         return Candidate(k, tuple(ratios), chosen)
 
     anchors = [minimal, bias_only(n), *(last_k(k, n) for k in range(2, n + 2))]
-    anchors = [norm(c) for c in anchors if all(r == 0 or i in options for i, r in enumerate(c.weight_ratios))]
+    anchors = [norm(c) for c in anchors
+               if all(r == 0 or (i in options and convs[i].canonical_ratio(r) in options[i])
+                      for i, r in enumerate(c.weight_ratios))
+               and (allowed_depths is None or c.n_bias_update in allowed_depths or c.n_bias_update > max_depth)]
     population: list[Candidate] = []
     for c in anchors:
         if c not in population and feasible(c):

@@ -27,25 +27,28 @@ def format_analysis(analysis: ContributionAnalysis) -> str:
         f"{analysis.n_fit} images (lr {r.lr:g}, bias lr {r.bias_lr if r.bias_lr is not None else r.lr:g}), "
         f"mean of {analysis.repeats} runs",
         f"  classifier only {100 * analysis.classifier_only:.1f}%, bias-only (all biases) "
-        f"{100 * analysis.bias_only:.1f}%",
+        f"{_pct(analysis.bias_only)}%" + (f", baseline of the weights (biases of the last {analysis.baseline_depth} "
+                                          f"convs, the deepest within the budget) {_pct(analysis.baseline)}%"
+                                          if analysis.baseline_depth is not None else ""),
         "  bias of the last k backbone convs (+ classifier), gain over classifier only [points]:",
         "    k      " + " ".join(f"{k:>6d}" for k in range(n + 1)),
         "    acc %  " + " ".join(f"{_pct(a):>6}" for a in analysis.bias_accuracy),
         "    gain   " + " ".join(f"{_pts(analysis.bias_gain(k)):>6}" for k in range(n + 1)),
-        "  weight of one conv on a ratio of its input channels (+ all biases), gain over bias-only [points]:",
+        "  weight of one conv on a ratio of its input channels (+ the baseline's biases), gain over the baseline "
+        "[points]:",
         "    layer  name                 kind     C_in  " + " ".join(f"{_ratio(q):>7}" for q in RATIOS),
     ]
     for i, by_ratio in analysis.weight_accuracy.items():
         c = analysis.convs[i]
         cells = []
         for q in RATIOS:
-            cell = _pts(by_ratio[q] - analysis.bias_only)
+            cell = _pts(by_ratio[q] - analysis.baseline)
             cells.append(f"{cell:>7}" if c.canonical_ratio(q) == q else f"{'=':>7}")
         lines.append(f"    {i:>5}  {c.name:<20} {c.kind:<7} {c.in_channels:>5}  " + " ".join(cells))
-    lines.append("    ('=': same channel count as the next ratio to the right; '-': not measured, no candidate "
-                 "within the budget trains it)")
+    lines.append("    ('=': same channel count as the next ratio to the right; '-': not measured: no candidate "
+                 "within the budget trains it, or --bias-step / --refine left it out)")
     if analysis.module_accuracy:
-        lines.append("  lite residual module of one block (+ all biases), gain over bias-only [points]:")
+        lines.append("  lite residual module of one block (+ the baseline's biases), gain over the baseline [points]:")
         lines.append("    block  " + " ".join(f"{b:>6d}" for b in analysis.module_accuracy))
         lines.append("    gain   " + " ".join(f"{_pts(analysis.module_gain(b)):>6}" for b in analysis.module_accuracy))
     return "\n".join(lines)

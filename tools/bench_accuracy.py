@@ -299,6 +299,7 @@ def demo_searched_scheme(module: ModuleOp, train: Split, budget_kb: float, direc
     result = evolutionary_search(planner.convs, analysis.gain, planner.peak_sram_bytes, int(budget_kb * 1024),
                                  EvolutionSettings(population=population, seed=0),
                                  searchable=list(analysis.weight_accuracy),
+                                 depths=analysis.measured_depths(), ratios=analysis.measured_ratios(),
                                  on_progress=stage_bars(PROG, progress))
     spec = write_schemes_json(directory / "scheme.json", "digits", budget_kb, result.candidate)
     how = (f"qtrain-search-scheme as in qtrain-demo, {analysis.cached_runs} of "

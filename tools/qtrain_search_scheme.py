@@ -4,7 +4,8 @@
                          [--model-name NAME] [--steps 2000] [--lr 0.01] [--bias-lr 0.001]
                          [--warmup-steps 0] [--final-lr-ratio 1] [--repeats 3]
                          [--val-fraction 0.2] [--seed 0] [--population 50] [--generations 40]
-                         [--layers I,J,...] [--max-layers K] [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
+                         [--layers I,J,...] [--max-layers K] [--bias-step S] [--refine K]
+                         [--jobs N] [--cache FILE.json] [--calibration DATA.npz]
                          [--num-classes 10] [--weight-storage f32|i16|i8|i8-nearest] [--no-reorder] [--lite-residual]
                          [--engine host|interpreter] [--scheduler tcp://HOST:PORT] [--quiet] [--debug]
 
@@ -12,11 +13,14 @@
    split (`image`, `label`), scored on a validation split carved from it (`--val-fraction`, seeded;
    `test_image`/`test_label` are never read): the gain of the biases of the last k layers over the
    classifier alone, and of each layer's weight at ratios 1/8, 1/4, 1/2, 1 of its input channels over
-   bias-only; a bias depth or weight slice that no scheme within the budget can train is not measured
-   (shown as '-'); `--max-layers K` keeps the weights of only the K deepest convs that fit (depth as a
-   cheap proxy of a weight's gain, see `deepest_feasible_layers`).
+   the baseline (bias-only, or the deepest bias depth within the budget when bias-only is over it); a bias
+   depth or weight slice that no scheme within the budget can train is not measured (shown as '-');
+   `--max-layers K` keeps the weights of only the K deepest convs that fit (depth as a cheap proxy of a
+   weight's gain, see `deepest_feasible_layers`). On a large model the analysis is most of the time:
+   `--bias-step S` measures every S-th bias depth, `--refine K` every layer's weight at 1/4 and the other
+   ratios only for the K layers that gained most (the search chooses among what was measured).
    `--cache FILE.json` keeps the runs for the next search on the same model, data and recipe.
-   With `--lite-residual`, TinyTL's lite residual modules are candidates too: the gain over bias-only of
+   With `--lite-residual`, TinyTL's lite residual modules are candidates too: the gain over the baseline of
    the module of each block but the first (inserted by `qtrain-lite-residual`, calibrated once on the
    fine-tuning images).
    The runs run the host build of the generated C (`--engine host`, the default: each distinct training
@@ -220,6 +224,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         repeats=args.repeats, seed=args.seed, layers=layers, jobs=args.jobs, cache_path=args.cache,
         on_progress=on_progress, modules=modules, calibration=calibration, engine=args.engine,
         scheduler=args.scheduler, within_budget=lambda c: planner.peak_sram_bytes(c) <= budget_bytes,
+        bias_step=args.bias_step, refine=args.refine,
     )
     print(format_analysis(analysis))
     print(f"  ({analysis.runs} fine-tuning runs in {analysis.seconds:.1f} s, {analysis.cached_runs} from the cache)")
@@ -227,6 +232,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     result = evolutionary_search(
         planner.convs, analysis.gain, planner.peak_sram_bytes, budget_bytes, settings,
         searchable=list(analysis.weight_accuracy), modules=modules, on_progress=on_progress,
+        depths=analysis.measured_depths(), ratios=analysis.measured_ratios(),
     )
     print(format_choice(result, analysis, planner.convs))
     model_name = args.model_name or args.model.stem
@@ -287,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-layers", type=number(int, low=1, high=10000, what="a number of layers"),
                    help="analyse and search the weights of only the K deepest convs (of --layers) whose smallest "
                         "weight slice fits the budget: a cheap cut of the analysis on large models")
+    p.add_argument("--bias-step", type=number(int, low=1, high=10000, what="a bias depth step"), default=1,
+                   help="measure every S-th bias depth (and the deepest that fits) instead of every one; the search "
+                        "chooses among those measured (1)")
+    p.add_argument("--refine", type=number(int, low=0, high=10000, what="a number of layers"),
+                   help="measure each analysed layer's weight at ratio 1/4 first, and the other ratios only for the "
+                        "K layers that gained most (default: every ratio of every layer)")
     p.add_argument("--jobs", type=number(int, low=1, high=256, what="a number of processes"), default=1,
                    help="parallel fine-tuning processes (1)")
     p.add_argument("--engine", choices=["host", "interpreter"], default="host",

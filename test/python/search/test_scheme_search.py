@@ -45,6 +45,7 @@ from qtrain.search import (
     split_validation,
     write_schemes_json,
 )
+from qtrain.search.candidates import SearchError, with_weight
 from qtrain.tools.qtrain_search_scheme import main as search_main
 from qtrain.transforms.autodiff import AutodiffPass
 from qtrain.transforms.schemes import network_layers, parse_scheme
@@ -256,12 +257,9 @@ def test_contribution_analysis_measures_every_layer_and_ratio(tmp_path: Path) ->
     assert pooled.runs == 26 and pooled.as_json() == analysis.as_json()
 
 
-def test_analysis_within_a_budget_skips_only_parts_no_feasible_candidate_trains() -> None:
-    """With `within_budget`, a bias depth or weight slice is measured iff classifier-only plus that part
-    fits; what is measured equals the unpruned analysis, and the search finds the same scheme."""
-    from qtrain.search.analysis import UNMEASURED
-    from qtrain.search.candidates import with_weight
-
+def budget_setup() -> tuple[ModuleOp, list, tuple, tuple, FineTuneRecipe, dict, int]:
+    """The tiny model and task, and a budget under which conv 2's smallest weight slice fits next to the classifier
+    and so does the bias of conv 2, but not conv 1's; conv 0's and 1's weights do not."""
     module = tiny()
     memory = tiny_memory()
     convs = backbone_convs(module)
@@ -269,37 +267,89 @@ def test_analysis_within_a_budget_skips_only_parts_no_feasible_candidate_trains(
     fit_idx, val_idx = split_validation(len(images), 0.25, seed=0)
     fit, val = (images[fit_idx], labels[fit_idx]), (images[val_idx], labels[val_idx])
     recipe = FineTuneRecipe(steps=6, lr=0.05, bias_lr=0.05)
-    # conv 2's smallest weight slice fits, with the bias of conv 2 but not conv 1's; conv 0's and 1's weights do not
     budget = memory[canonical(with_weight(classifier_only(3), 2, 0.25), convs)]
+    return module, convs, fit, val, recipe, memory, budget
+
+
+def test_analysis_within_a_budget_skips_only_parts_no_feasible_candidate_trains() -> None:
+    """With `within_budget`, a bias depth or weight slice is measured iff classifier-only plus that part
+    fits; bias depths equal the unpruned analysis; weights are measured over the deepest bias depth that fits
+    (bias-only does not), each equal to a direct run of that scheme; the search finds the best candidate."""
+    from qtrain.search.analysis import UNMEASURED
+
+    module, convs, fit, val, recipe, memory, budget = budget_setup()
 
     def fits(c: Candidate) -> bool:
         return memory[canonical(c, convs)] <= budget
 
     full = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5)
     pruned = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5, within_budget=fits)
-    expected_depths = [k for k in range(4) if k == 3 or fits(Candidate(k, (0.0,) * 3))]
-    assert 0 < len(expected_depths) < 4
-    assert [k for k, a in enumerate(pruned.bias_accuracy) if a != UNMEASURED] == expected_depths
+    expected_depths = [k for k in range(4) if fits(Candidate(k, (0.0,) * 3))]
+    assert 0 < len(expected_depths) < 4 and 3 not in expected_depths
+    assert pruned.measured_depths() == expected_depths and pruned.baseline_depth == max(expected_depths)
+    assert full.baseline_depth is None and full.baseline == full.bias_only
     assert all(pruned.bias_accuracy[k] == full.bias_accuracy[k] for k in expected_depths)
+    assert pruned.bias_only == UNMEASURED and pruned.baseline == pruned.bias_accuracy[max(expected_depths)]
     slices = 0
     for i, by_ratio in pruned.weight_accuracy.items():
         for r, accuracy in by_ratio.items():
             if fits(with_weight(classifier_only(3), i, r)):
-                assert accuracy == full.weight_accuracy[i][r]
+                scheme = with_weight(Candidate(max(expected_depths), (0.0,) * 3), i, r).scheme()
+                assert accuracy == fine_tune_accuracy(module, scheme, recipe, fit, val, (5, 0))
+                assert pruned.weight_gain(i, r) == accuracy - pruned.baseline
                 slices += 1
             else:
                 assert accuracy == UNMEASURED and pruned.weight_gain(i, r) == -np.inf
     assert 0 < slices < 12 and pruned.runs < full.runs
     assert [a is None for a in pruned.as_json()["bias_accuracy"]] == [k not in expected_depths for k in range(4)]
+    assert pruned.as_json()["baseline_depth"] == max(expected_depths)
     planner = MemoryPlanner(module)
     settings = EvolutionSettings(population=8, generations=6, seed=3)
-    chosen = [evolutionary_search(convs, a.gain, planner.peak_sram_bytes, budget, settings) for a in (full, pruned)]
-    assert chosen[0].candidate == chosen[1].candidate and chosen[0].gain == chosen[1].gain
-    assert chosen[0].gain == pytest.approx(max(full.gain(c) for c, m in memory.items() if m <= budget))
+    chosen = evolutionary_search(convs, pruned.gain, planner.peak_sram_bytes, budget, settings)
+    assert chosen.gain == pytest.approx(max(pruned.gain(c) for c, m in memory.items() if m <= budget))
+
+
+def test_bias_step_and_refine_measure_a_subset_the_search_keeps_to() -> None:
+    """`bias_step` measures every s-th bias depth and the deepest; `refine` K measures every layer at the screen
+    ratio and all ratios of the K layers that gained most. What is measured equals the full analysis (same runs),
+    the rest is UNMEASURED, and the evolution, given `measured_depths` / `measured_ratios`, draws nothing else."""
+    from qtrain.search.analysis import SCREEN_RATIO, UNMEASURED
+
+    module, convs, fit, val, recipe, memory, _ = budget_setup()
+    full = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5)
+    part = contribution_analysis(module, fit, val, recipe=recipe, repeats=1, seed=5, bias_step=2, refine=1)
+    assert part.measured_depths() == [0, 2, 3] and full.measured_depths() == [0, 1, 2, 3]
+    assert all(part.bias_accuracy[k] == full.bias_accuracy[k] for k in (0, 2, 3))
+    screens = {i: convs[i].canonical_ratio(SCREEN_RATIO) for i in range(3)}
+    best = max(range(3), key=lambda i: (full.weight_accuracy[i][screens[i]], i))
+    for i, by_ratio in part.weight_accuracy.items():
+        for r, accuracy in by_ratio.items():
+            if i == best or convs[i].canonical_ratio(r) == screens[i]:
+                assert accuracy == full.weight_accuracy[i][r]
+            else:
+                assert accuracy == UNMEASURED
+    ratios = part.measured_ratios()
+    assert ratios[best] == convs[best].ratio_options()
+    assert all(ratios[i] == (0.0, screens[i]) for i in range(3) if i != best)
+    assert part.runs == 3 + 3 + 2 < full.runs  # depths 0, 2, 3; three screens; best's two other ratios
+    with pytest.raises(SearchError, match="bias_step"):
+        contribution_analysis(module, fit, val, recipe=recipe, repeats=1, bias_step=0)
+    planner = MemoryPlanner(module)
+    budget = max(memory.values())  # everything fits: only the restriction limits the draws
+    drawn: list[Candidate] = []
+
+    def gain(c: Candidate) -> float:
+        drawn.append(c)
+        return part.gain(c)
+
+    chosen = evolutionary_search(convs, gain, planner.peak_sram_bytes, budget, EvolutionSettings(population=8,
+                                 generations=6, seed=3), depths=part.measured_depths(), ratios=ratios)
+    assert drawn and all(c.n_bias_update in (0, 2, 3) for c in drawn)
+    assert all(r in ratios[i] for c in drawn for i, r in enumerate(c.weight_ratios))
+    assert chosen.gain == pytest.approx(max(part.gain(c) for c in memory if part.gain(c) > -np.inf))
 
 
 def test_max_layers_keeps_the_deepest_convs_whose_weights_fit() -> None:
-    from qtrain.search.candidates import with_weight
     from qtrain.tools.qtrain_search_scheme import deepest_feasible_layers
 
     memory = tiny_memory()
@@ -467,6 +517,18 @@ def test_cli_writes_a_scheme_every_tool_can_load(tiny_files: tuple[Path, Path], 
     assert code == 0, err
     recipe = json.loads(out.read_text())["_search"]["sched"]["64kb"]["contribution"]["recipe"]
     assert recipe == FineTuneRecipe(steps=4, warmup_steps=1, horizon=4, final_lr_ratio=0.1).fingerprint()
+    # --bias-step / --refine: fewer runs; what was left out is null in the record and absent from the scheme
+    code, stdout, err = run_cli([model, "--budget-kb", "64", "--model-name", "fast", *common, "--bias-step", "2",
+                                 "--refine", "1"], capsys)
+    assert code == 0, err
+    record = json.loads(out.read_text())["_search"]["fast"]["64kb"]["contribution"]
+    assert [a is None for a in record["bias_accuracy"]] == [False, True, False, False]
+    unmeasured = [(i, r) for i, by_ratio in record["weight_gain"].items() for r, g in by_ratio.items() if g is None]
+    assert len(unmeasured) == 4  # two layers' two other distinct ratios (the third layer is the refined one)
+    entry = json.loads(out.read_text())["fast"]["64kb"]
+    assert entry["n_bias_update"] != 1 and not any(
+        (str(i), f"{r:g}") in unmeasured for i, r in zip(entry["manual_weight_idx"], entry["weight_update_ratio"],
+                                                          strict=True))
     # without --quiet the tool draws the search's progress on stderr (not a terminal: the start of each stage,
     # a line a second at most, and its end)
     code, _, err = run_cli([model, "--budget-kb", "64", *(a for a in common if a != "--quiet")], capsys)
@@ -511,6 +573,8 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny_files: tuple[Path, Path],
         ([model, "--data", data, "--budget-kb", "64", "--steps", "40", "--warmup-steps", "40"],
          "--warmup-steps 40 must be below --steps 40"),
         ([model, "--data", data, "--budget-kb", "64", "--final-lr-ratio", "1.5"], "--final-lr-ratio: 1.5 is out of"),
+        ([model, "--data", data, "--budget-kb", "64", "--bias-step", "0"], "--bias-step: 0 is out of range"),
+        ([model, "--data", data, "--budget-kb", "64", "--refine", "x"], "--refine"),
         ([model, "--data", data], "the following arguments are required: --budget-kb"),
     ]
     for args, message in cases:
