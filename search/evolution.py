@@ -79,6 +79,7 @@ def evolutionary_search(
     on_progress: ProgressCallback | None = None,
     depths: Sequence[int] | None = None,
     ratios: dict[int, Sequence[float]] | None = None,
+    prefetch: Callable[[Sequence[Candidate]], None] | None = None,
 ) -> SearchResult:
     """Maximises `gain` over candidates with `memory(c) <= budget_bytes`.
 
@@ -92,7 +93,9 @@ def evolutionary_search(
     Raises `InfeasibleBudgetError` when not even classifier-only fits. Progress (one unit per generation,
     stage "evolutionary search") goes to `on_progress`. `depths` and `ratios` (layer -> ratios) restrict the
     bias depths and weight ratios drawn to those given (the parts a contribution analysis measured,
-    `ContributionAnalysis.measured_depths` / `measured_ratios`); default: all.
+    `ContributionAnalysis.measured_depths` / `measured_ratios`); default: all. `prefetch(candidates)`: plans
+    candidates ahead, so that `memory` finds them planned (`MemoryPlanner.prefetch`: in parallel); the search
+    asks it for the candidates it would plan next if each were feasible, and decides exactly as without it.
     """
     start = time.perf_counter()
     n = len(convs)
@@ -124,6 +127,18 @@ def evolutionary_search(
         # Sort key: higher gain first, then lower memory, then a fixed order for ties.
         return (-gain(c), mem(c), c)
 
+    def unplanned(c: Candidate) -> bool:
+        return c not in planned and not (settings.prune_supersets and any(trains_superset(c, x) for x in over_budget))
+
+    def known_infeasible(c: Candidate) -> bool:
+        return c in over_budget or (settings.prune_supersets and any(trains_superset(c, x) for x in over_budget))
+
+    def plan_ahead(candidates: Sequence[Candidate]) -> None:
+        ahead = [c for c in dict.fromkeys(candidates) if unplanned(c)]
+        if prefetch is not None and ahead:
+            prefetch(ahead)
+            planned.update(ahead)
+
     minimal = classifier_only(n)
     minimum = mem(minimal)
     if minimum > budget_bytes:
@@ -136,50 +151,59 @@ def evolutionary_search(
     max_depth = _largest_fitting(n, lambda k: feasible(norm(Candidate(k, minimal.weight_ratios))))
     allowed_depths = None if depths is None else sorted({0, *(k for k in depths if k <= max_depth)})
 
-    def random_depth() -> int:
-        return rng.randint(0, max_depth) if allowed_depths is None else rng.choice(allowed_depths)
-    for i in genes:
-        fitting = [options[i][0]]
-        for r in options[i][1:]:  # ascending ratios: memory grows with them
-            if not feasible(norm(with_weight(minimal, i, r))):
-                break
-            fitting.append(r)
-        options[i] = tuple(fitting)
+    def random_depth(r: random.Random) -> int:
+        return r.randint(0, max_depth) if allowed_depths is None else r.choice(allowed_depths)
+
+    # Ascending ratios (memory grows with them), all layers' next ratio at once: each round's plans can be
+    # made together (`prefetch`); the decisions are the layer-by-layer ones.
+    pending = {i: list(options[i][1:]) for i in genes}
+    fitting = {i: [options[i][0]] for i in genes}
+    while pending:
+        trial = {i: norm(with_weight(minimal, i, ratios[0])) for i, ratios in pending.items()}
+        plan_ahead(list(trial.values()))
+        for i, c in trial.items():
+            fits = feasible(c)
+            if fits:
+                fitting[i].append(pending[i].pop(0))
+            if not fits or not pending[i]:
+                del pending[i]
+    options.update({i: tuple(fitting[i]) for i in genes})
     genes = [i for i in genes if len(options[i]) > 1]
+    plan_ahead([norm(with_module(minimal, b)) for b in sorted(set(modules))])
     blocks = [b for b in sorted(set(modules)) if feasible(norm(with_module(minimal, b)))]
 
-    def random_candidate() -> Candidate:
+    def random_candidate(r: random.Random) -> Candidate:
         ratios = [0.0] * n
         for i in genes:
-            if rng.random() >= settings.frozen_prob:
-                ratios[i] = rng.choice(options[i][1:])
+            if r.random() >= settings.frozen_prob:
+                ratios[i] = r.choice(options[i][1:])
         if not blocks:  # (the same random draws as before modules existed)
-            return Candidate(random_depth(), tuple(ratios))
-        chosen = tuple(b for b in blocks if rng.random() < settings.module_prob)
-        return Candidate(random_depth(), tuple(ratios), chosen)
+            return Candidate(random_depth(r), tuple(ratios))
+        chosen = tuple(b for b in blocks if r.random() < settings.module_prob)
+        return Candidate(random_depth(r), tuple(ratios), chosen)
 
-    def mutate(parent: Candidate) -> Candidate:
+    def mutate(parent: Candidate, r: random.Random) -> Candidate:
         k = parent.n_bias_update
         ratios = list(parent.weight_ratios)
         on = set(parent.lite_residual)
         slots = [-1, *genes, *(n + b for b in blocks)]  # -1: the bias gene; n + b: block b's module
-        changed = [s for s in slots if rng.random() < settings.mutate_prob] or [rng.choice(slots)]
+        changed = [s for s in slots if r.random() < settings.mutate_prob] or [r.choice(slots)]
         for s in changed:
             if s < 0:
                 values = range(max_depth + 1) if allowed_depths is None else allowed_depths
-                k = rng.choice([v for v in values if v != k] or [k])
+                k = r.choice([v for v in values if v != k] or [k])
             elif s >= n:
                 on ^= {s - n}
             else:
-                ratios[s] = rng.choice([r for r in options[s] if r != ratios[s]] or [ratios[s]])
+                ratios[s] = r.choice([q for q in options[s] if q != ratios[s]] or [ratios[s]])
         return Candidate(k, tuple(ratios), tuple(sorted(on)))
 
-    def crossover(a: Candidate, b: Candidate) -> Candidate:
-        k = rng.choice((a.n_bias_update, b.n_bias_update))
-        ratios = [rng.choice((x, y)) for x, y in zip(a.weight_ratios, b.weight_ratios, strict=True)]
+    def crossover(a: Candidate, b: Candidate, r: random.Random) -> Candidate:
+        k = r.choice((a.n_bias_update, b.n_bias_update))
+        ratios = [r.choice((x, y)) for x, y in zip(a.weight_ratios, b.weight_ratios, strict=True)]
         if not blocks:
             return Candidate(k, tuple(ratios))
-        chosen = tuple(m for m in blocks if rng.choice((m in a.lite_residual, m in b.lite_residual)))
+        chosen = tuple(m for m in blocks if r.choice((m in a.lite_residual, m in b.lite_residual)))
         return Candidate(k, tuple(ratios), chosen)
 
     anchors = [minimal, bias_only(n), *(last_k(k, n) for k in range(2, n + 2))]
@@ -191,10 +215,36 @@ def evolutionary_search(
     for c in anchors:
         if c not in population and feasible(c):
             population.append(c)
+    # With `prefetch`, whenever the next candidate to plan is not planned yet, the search first simulates its
+    # coming draws from the same random state, taking every candidate as feasible (the draws never depend
+    # on a plan), and hands the ones it would plan to `prefetch`: the planner's idle workers plan them
+    # together. Only plans move ahead; every decision is the sequential one, so the result is the same.
+    def look_ahead(draws: Callable[[random.Random], list[Candidate]], state: object) -> None:
+        sim = random.Random()
+        sim.setstate(state)  # type: ignore[arg-type]
+        plan_ahead(draws(sim))
+
     tries = 0
-    while len(population) < settings.population and tries < settings.population * settings.max_tries:
+    limit = settings.population * settings.max_tries
+
+    def initial_draws(sim: random.Random) -> list[Candidate]:
+        seen, out, t = list(population), [], tries
+        while len(seen) < settings.population and t < limit:
+            t += 1
+            c = norm(random_candidate(sim))
+            if c not in seen and not known_infeasible(c):
+                seen.append(c)
+                out.append(c)
+        return out
+
+    while len(population) < settings.population and tries < limit:
+        state = rng.getstate() if prefetch is not None else None
         tries += 1
-        c = norm(random_candidate())
+        c = norm(random_candidate(rng))
+        if prefetch is not None and c not in population and unplanned(c):
+            tries -= 1
+            look_ahead(initial_draws, state)
+            tries += 1
         if c not in population and feasible(c):
             population.append(c)
 
@@ -204,6 +254,27 @@ def evolutionary_search(
     report(on_progress, 0, settings.generations, "evolutionary search")
     previous_parents: list[Candidate] = []
     unchanged = 0
+
+    def propose(r: random.Random, index: int, parents: list[Candidate]) -> Candidate:
+        if index < n_mutants or len(parents) < 2:
+            return norm(mutate(r.choice(parents), r))
+        return norm(crossover(*r.sample(parents, 2), r))
+
+    def child_draws(sim: random.Random, index: int, attempt: int, children: list[Candidate],
+                    parents: list[Candidate], worst: float) -> list[Candidate]:
+        # The children loop below, from its draw number `attempt` for child `index`, every child feasible.
+        seen, out = list(children), []
+        while index < settings.population - len(parents):
+            c = propose(sim, index, parents)
+            attempt += 1
+            if c not in seen and gain(c) >= worst and not known_infeasible(c):
+                seen.append(c)
+                out.append(c)
+                index, attempt = index + 1, 0
+            elif attempt >= settings.max_tries:
+                index, attempt = index + 1, 0
+        return out
+
     for generation in range(1, settings.generations + 1):
         population.sort(key=fitness)
         parents = population[:n_parents]
@@ -218,14 +289,16 @@ def evolutionary_search(
         # planned (the planner is the expensive part) and another child is tried instead.
         worst = gain(parents[-1])
         for index in range(settings.population - len(parents)):
-            for _ in range(settings.max_tries):
-                if index < n_mutants or len(parents) < 2:
-                    child = norm(mutate(rng.choice(parents)))
-                else:
-                    child = norm(crossover(*rng.sample(parents, 2)))
-                if child not in children and gain(child) >= worst and feasible(child):
-                    children.append(child)
-                    break
+            for attempt in range(settings.max_tries):
+                state = rng.getstate() if prefetch is not None else None
+                child = propose(rng, index, parents)
+                if child not in children and gain(child) >= worst:
+                    if prefetch is not None and unplanned(child):
+                        look_ahead(lambda sim, i=index, a=attempt, c=children, p=parents, w=worst:
+                                   child_draws(sim, i, a, c, p, w), state)
+                    if feasible(child):
+                        children.append(child)
+                        break
         population = children
         report(on_progress, generation, settings.generations, "evolutionary search")
     population.sort(key=fitness)

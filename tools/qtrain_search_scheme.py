@@ -165,11 +165,31 @@ def deepest_feasible_layers(planner: Any, layers: list[int] | None, count: int, 
 
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
+    from qtrain.search import MemoryPlanner
+    from qtrain.search.host_build import check_engine
+
+    inputs = [args.model, args.data, args.cache, args.calibration]
+    check_output(args.output, inputs, "schemes file")  # before minutes of fine-tuning
+    check_engine(args.engine)
+    if args.warmup_steps and args.warmup_steps >= args.steps:
+        raise UsageError(f"--warmup-steps {args.warmup_steps} must be below --steps {args.steps}")
+    module = load_model(args.model, args.num_classes, args.calibration)
+    layers = parse_layers(args.layers)
+    # --jobs local processes plan the evolution's candidates ahead as well (not the cluster's workers:
+    # a plan takes a second, a round trip to the cluster is not worth it).
+    planner = MemoryPlanner(module, reorder=not args.no_reorder, weight_storage=args.weight_storage, jobs=args.jobs)
+    try:
+        return _search(args, module, planner, inputs, layers)
+    finally:
+        planner.close()
+
+
+def _search(args: argparse.Namespace, module: Any, planner: Any, inputs: list[Path | None],
+            layers: list[int] | None) -> dict[str, Any]:
     from qtrain.search import (
         EvolutionSettings,
         FineTuneRecipe,
         InfeasibleBudgetError,
-        MemoryPlanner,
         SearchError,
         classifier_only,
         contribution_analysis,
@@ -180,18 +200,9 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         split_validation,
         write_schemes_json,
     )
-    from qtrain.search.host_build import check_engine
     from qtrain.tools.plumbing import stage_bars
 
-    inputs = [args.model, args.data, args.cache, args.calibration]
-    check_output(args.output, inputs, "schemes file")  # before minutes of fine-tuning
-    check_engine(args.engine)
-    if args.warmup_steps and args.warmup_steps >= args.steps:
-        raise UsageError(f"--warmup-steps {args.warmup_steps} must be below --steps {args.steps}")
-    module = load_model(args.model, args.num_classes, args.calibration)
-    layers = parse_layers(args.layers)
     budget_bytes = int(args.budget_kb * 1024)
-    planner = MemoryPlanner(module, reorder=not args.no_reorder, weight_storage=args.weight_storage)
     # Check the budget before spending minutes on fine-tuning runs.
     minimum = planner.peak_sram_bytes(classifier_only(len(planner.convs)))
     if minimum > budget_bytes:
@@ -233,6 +244,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         planner.convs, analysis.gain, planner.peak_sram_bytes, budget_bytes, settings,
         searchable=list(analysis.weight_accuracy), modules=modules, on_progress=on_progress,
         depths=analysis.measured_depths(), ratios=analysis.measured_ratios(),
+        prefetch=planner.prefetch if args.jobs > 1 else None,
     )
     print(format_choice(result, analysis, planner.convs))
     model_name = args.model_name or args.model.stem

@@ -13,6 +13,7 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from qtrain.search import (
     FineTuneRecipe,
     InfeasibleBudgetError,
     MemoryPlanner,
+    SearchResult,
     backbone_convs,
     bias_only,
     budget_key,
@@ -188,6 +190,54 @@ def test_search_stops_once_its_parents_stop_changing() -> None:
     assert 3 < len(early.best_per_generation) < 60
     assert early.candidate == full.candidate and early.gain == full.gain
     assert early.best_per_generation == full.best_per_generation[:len(early.best_per_generation)]
+
+
+@pytest.mark.parametrize("budget_fraction", [0.2, 0.5, 0.8])
+def test_prefetch_plans_ahead_without_changing_the_search(budget_fraction: float) -> None:
+    """With `prefetch`, the search hands the planner the candidates it is about to plan (drawn from the same random
+    state, as if each were feasible): every decision, and so the result, is the one without it, and most plans
+    are made ahead, in batches (which MemoryPlanner.prefetch makes in parallel)."""
+    memory = tiny_memory()
+    low, high = min(memory.values()), max(memory.values())
+    budget = int(low + budget_fraction * (high - low))
+    convs = backbone_convs(tiny())
+    gain = synthetic_gain(4)
+    settings = EvolutionSettings(population=10, generations=12, seed=2)
+
+    def search(prefetch: bool) -> tuple[SearchResult, list[Candidate], list[list[Candidate]]]:
+        sequential: list[Candidate] = []  # planned one at a time, by `memory`
+        batches: list[list[Candidate]] = []
+        ahead: set[Candidate] = set()
+
+        def plan(c: Candidate) -> int:
+            if canonical(c, convs) not in ahead and c not in sequential:
+                sequential.append(c)
+            return memory[canonical(c, convs)]
+
+        def fetch(cs: Sequence[Candidate]) -> None:
+            batches.append(list(cs))
+            ahead.update(canonical(c, convs) for c in cs)
+
+        result = evolutionary_search(convs, gain, plan, budget, settings, prefetch=fetch if prefetch else None)
+        return result, sequential, batches
+
+    (plain, sequential, _), (fetched, misses, batches) = search(False), search(True)
+    assert fetched.candidate == plain.candidate and fetched.gain == plain.gain
+    assert fetched.best_per_generation == plain.best_per_generation
+    assert batches and max(len(b) for b in batches) > 1
+    assert len(misses) < len(sequential) / 2, (len(misses), len(sequential))
+
+
+def test_memory_planner_prefetch_plans_in_worker_processes() -> None:
+    """`MemoryPlanner.prefetch` with jobs=2: the same numbers as planning in this process, found in the cache."""
+    module = tiny()
+    memory = tiny_memory()
+    candidates = list(memory)[::5]
+    with MemoryPlanner(module, jobs=2) as planner:
+        planner.prefetch(candidates)
+        assert planner._pool is not None  # the batch went to the workers
+        assert {c: planner.cache[canonical(c, planner.convs)] for c in candidates} == {c: memory[c] for c in candidates}
+    assert planner._pool is None
 
 
 def test_search_raises_for_an_infeasible_budget() -> None:
