@@ -29,6 +29,7 @@ def planned_peak_sram(module: ModuleOp, scheme: str | UpdateScheme, *, reorder: 
         module.clone(),
         training_passes(scheme, reorder=reorder, sram_kb=1 << 30, weight_storage=weight_storage,
                         calibration=calibration, grad_precision=grad_precision),
+        verify=False,
     )
     memory = planned.attributes[MEMORY]
     return int(memory.data["peak_sram_bytes"].value.data)  # type: ignore[attr-defined]
