@@ -240,6 +240,30 @@ def test_memory_planner_prefetch_plans_in_worker_processes() -> None:
     assert planner._pool is None
 
 
+def test_random_candidates_train_few_weights_when_there_are_many_layers() -> None:
+    """With 24 searchable layers (mcunet-5fps's convs 18..41) a random initial candidate trains about
+    `weights_per_draw` weights, not half of them: the budget allows a few (the reference models at 256 KB), so
+    filling the initial population takes few plans, not up to population x max_tries."""
+    from qtrain.search import ConvInfo
+
+    convs = [ConvInfo(i, f"conv{i}", 64, 64, (1, 1), False) for i in range(24)]
+    planned: list[Candidate] = []
+
+    def memory(c: Candidate) -> int:
+        planned.append(c)
+        return 1000 + 100 * sum(r > 0 for r in c.weight_ratios)
+
+    def plans(weights_per_draw: float) -> int:
+        planned.clear()
+        settings = EvolutionSettings(population=20, generations=1, seed=0, weights_per_draw=weights_per_draw)
+        result = evolutionary_search(convs, lambda c: sum(c.weight_ratios), memory, 1000 + 100 * 6, settings)
+        assert sum(r > 0 for r in result.candidate.weight_ratios) <= 6
+        return len(set(planned))
+
+    # the 96 ratio probes and the anchors are the same; 12 per draw = half the layers, the draws of before
+    assert plans(4.0) < plans(12.0) / 2, (plans(4.0), plans(12.0))
+
+
 def test_search_raises_for_an_infeasible_budget() -> None:
     planner = MemoryPlanner(tiny())
     minimum = planner.peak_sram_bytes(classifier_only(3))
