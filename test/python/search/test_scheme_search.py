@@ -183,7 +183,8 @@ def test_search_stops_once_its_parents_stop_changing() -> None:
 
     def search(patience: int):
         return evolutionary_search(convs, gain, lambda c: memory[canonical(c, convs)], budget,
-                                   EvolutionSettings(population=8, generations=60, patience=patience, seed=1))
+                                   EvolutionSettings(population=8, generations=60, patience=patience, seed=1,
+                                                     max_tries=50))
 
     early, full = search(3), search(0)
     assert len(full.best_per_generation) == 60
@@ -255,7 +256,8 @@ def test_random_candidates_train_few_weights_when_there_are_many_layers() -> Non
 
     def plans(weights_per_draw: float) -> int:
         planned.clear()
-        settings = EvolutionSettings(population=20, generations=1, seed=0, weights_per_draw=weights_per_draw)
+        settings = EvolutionSettings(population=20, generations=1, seed=0, weights_per_draw=weights_per_draw,
+                                     max_tries=50)
         result = evolutionary_search(convs, lambda c: sum(c.weight_ratios), memory, 1000 + 100 * 6, settings)
         assert sum(r > 0 for r in result.candidate.weight_ratios) <= 6
         return len(set(planned))
