@@ -16,9 +16,9 @@ the trainable set (as the evolution's superset pruning assumes), so if classifie
 alone is over the budget, so is every candidate training it; the same holds for a lite residual module.
 The baseline is then the deepest bias depth within the budget, not bias-only: no candidate trains more
 biases, so a weight is measured next to biases a candidate can have, and its runs stop the backward
-where the candidates' do (on mcunet-5fps at 256 KB: depth 33 instead of 42, a quarter less time per run).
+where the candidates' do (on mcunet-5fps at 256 KB: depth 32 instead of 42, a quarter less time per run).
 On mcunet-5fps (128x128 inputs) at 256 KB the budget skips the weights of convs 0..9 and the bias depths
-34..42 (reaching back into the large early activations).
+33..42 (reaching back into the large early activations).
 
 Two settings trade resolution for time on large models (the analysis is most of a search's time):
 `bias_step` s measures every s-th bias depth (0, s, 2s, ... and the deepest), and `refine` K measures
