@@ -122,8 +122,12 @@ def evolutionary_search(
 
     over_budget: list[Candidate] = []
 
+    def pruned(c: Candidate) -> bool:
+        """Over the budget without a plan: it trains all that a known over-budget candidate trains."""
+        return settings.prune_supersets and any(trains_superset(c, x) for x in over_budget)
+
     def feasible(c: Candidate) -> bool:
-        if settings.prune_supersets and any(trains_superset(c, x) for x in over_budget):
+        if pruned(c):
             return False
         if mem(c) <= budget_bytes:
             return True
@@ -135,10 +139,10 @@ def evolutionary_search(
         return (-gain(c), mem(c), c)
 
     def unplanned(c: Candidate) -> bool:
-        return c not in planned and not (settings.prune_supersets and any(trains_superset(c, x) for x in over_budget))
+        return c not in planned and not pruned(c)
 
     def known_infeasible(c: Candidate) -> bool:
-        return c in over_budget or (settings.prune_supersets and any(trains_superset(c, x) for x in over_budget))
+        return c in over_budget or pruned(c)
 
     def plan_ahead(candidates: Sequence[Candidate]) -> None:
         ahead = [c for c in dict.fromkeys(candidates) if unplanned(c)]
